@@ -1,0 +1,419 @@
+package engine
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+
+	"github.com/iii-workbench/iii/engine/event"
+	"github.com/iii-workbench/iii/engine/protocol"
+)
+
+// workerMeta is what a worker reports through engine::workers::register.
+type workerMeta struct {
+	Name        string          `json:"name,omitempty"`
+	Description string          `json:"description,omitempty"`
+	Runtime     string          `json:"runtime,omitempty"`
+	Version     string          `json:"version,omitempty"`
+	OS          string          `json:"os,omitempty"`
+	PID         int             `json:"pid,omitempty"`
+	Isolation   string          `json:"isolation,omitempty"`
+	Telemetry   json.RawMessage `json:"telemetry,omitempty"`
+}
+
+// conn is one worker socket. Its reader runs in the HTTP handler goroutine,
+// its writer in a goroutine the handler waits for; only the writer writes.
+type conn struct {
+	e           *Engine
+	id          string
+	token       string
+	ws          *websocket.Conn
+	addr        string
+	connectedAt time.Time
+	log         *slog.Logger
+	out         *outq
+
+	inflight atomic.Int64 // calls routed to this worker and not yet answered
+	draining atomic.Bool
+
+	ctx    context.Context // cancelled when the connection closes
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	pending   map[string]*pending // invocation id (as sent to this worker) -> call
+	meta      workerMeta
+	gone      bool // cleanup has started; no new pending entries
+	finished  bool // the handler is returning; close() must not start goroutines
+	closeOnce sync.Once
+	closers   sync.WaitGroup
+
+	// Guarded by Engine.mu: what this connection owns, and whether its
+	// cleanup has removed it (then nothing new may be registered for it).
+	fnIDs      map[string]struct{}
+	triggerIDs map[string]struct{}
+	ttypeIDs   map[string]struct{}
+	removed    bool
+
+	cleaned chan struct{} // closed when cleanup has finished
+	badLog  rateLimiter
+}
+
+func (e *Engine) authorized(r *http.Request) bool {
+	if e.opts.AuthToken == "" {
+		return true
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(e.opts.AuthToken)) == 1
+}
+
+func (e *Engine) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn, bool) {
+	if !e.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="iii"`)
+		http.Error(w, "unauthorized: this engine requires Authorization: Bearer <token> (III_TOKEN)", http.StatusUnauthorized)
+		return nil, false
+	}
+	if e.isClosing() {
+		http.Error(w, "engine shutting down", http.StatusServiceUnavailable)
+		return nil, false
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		e.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return nil, false
+	}
+	ws.SetReadLimit(e.opts.MaxFrameBytes)
+	return ws, true
+}
+
+// serveOTel accepts a telemetry-only socket: binary OTLP/MTRC/LOGS frames,
+// never a reply, never a worker.
+func (e *Engine) serveOTel(w http.ResponseWriter, r *http.Request) {
+	ws, ok := e.accept(w, r)
+	if !ok {
+		return
+	}
+	e.connsWG.Add(1)
+	defer e.connsWG.Done()
+	defer ws.CloseNow()
+	ctx := e.ctx
+	for {
+		typ, data, err := ws.Read(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				ws.Close(websocket.StatusGoingAway, "engine shutting down")
+			}
+			return
+		}
+		if typ != websocket.MessageBinary {
+			continue
+		}
+		if kind, ok := protocol.TelemetryKind(data); ok {
+			e.telemetry("", kind, data[4:])
+		} else {
+			e.telemetryDropped.Add(1)
+		}
+	}
+}
+
+func (e *Engine) telemetry(workerID, kind string, payload []byte) {
+	if e.opts.TelemetrySink == nil {
+		e.telemetryDropped.Add(1)
+		return
+	}
+	e.opts.TelemetrySink.Telemetry(workerID, kind, payload)
+}
+
+// serveWorker runs one worker connection from upgrade to cleanup.
+func (e *Engine) serveWorker(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/" {
+		http.NotFound(w, r)
+		return
+	}
+	ws, ok := e.accept(w, r)
+	if !ok {
+		return
+	}
+	c := &conn{
+		e:           e,
+		id:          uuid.NewString(),
+		token:       uuid.NewString(),
+		ws:          ws,
+		addr:        r.RemoteAddr,
+		connectedAt: time.Now(),
+		out:         newOutq(e.opts.OutboundQueueLimit),
+		pending:     make(map[string]*pending),
+		fnIDs:       make(map[string]struct{}),
+		triggerIDs:  make(map[string]struct{}),
+		ttypeIDs:    make(map[string]struct{}),
+		cleaned:     make(chan struct{}),
+	}
+	c.log = e.log.With("worker_id", c.id)
+	c.ctx, c.cancel = context.WithCancel(e.ctx)
+
+	e.mu.Lock()
+	if e.closing {
+		e.mu.Unlock()
+		ws.Close(websocket.StatusGoingAway, "engine shutting down")
+		return
+	}
+	e.conns[c.id] = c
+	e.connsWG.Add(1)
+	e.mu.Unlock()
+	defer e.connsWG.Done()
+
+	// The greeting is the first frame the writer sends.
+	c.send(mustEncode(protocol.WorkerRegistered{WorkerID: c.id, ReattachToken: c.token}))
+
+	writerDone := make(chan struct{})
+	// Exits when c.ctx is cancelled or a write fails.
+	go func() {
+		defer close(writerDone)
+		c.writeLoop()
+	}()
+
+	c.log.Debug("worker connected", "remote", c.addr)
+	e.bus.Publish(event.WorkerConnected{WorkerID: c.id, Addr: c.addr, At: c.connectedAt})
+	e.fireWorkersAvailable("worker_connected", c.id)
+
+	reason := c.readLoop()
+	c.cancel()
+	<-writerDone
+	c.cleanup(reason)
+	c.mu.Lock()
+	c.finished = true
+	c.mu.Unlock()
+	c.closers.Wait()
+	ws.CloseNow()
+}
+
+// readLoop decodes and handles frames until the socket fails or closes. It
+// returns why.
+func (c *conn) readLoop() string {
+	for {
+		typ, data, err := c.ws.Read(c.ctx)
+		if err != nil {
+			return closeReason(err)
+		}
+		if typ == websocket.MessageBinary {
+			if kind, ok := protocol.TelemetryKind(data); ok {
+				c.e.telemetry(c.id, kind, data[4:])
+				continue
+			}
+		}
+		msg, err := protocol.Decode(data)
+		if err != nil {
+			if !errors.Is(err, protocol.ErrProtocolEmpty) {
+				if n, ok := c.badLog.allow(time.Now()); ok {
+					c.log.Warn("dropped undecodable frame", "err", err, "bytes", len(data), "suppressed", n)
+				}
+			}
+			continue
+		}
+		c.handle(msg)
+	}
+}
+
+func closeReason(err error) string {
+	if s := websocket.CloseStatus(err); s != -1 {
+		if s == websocket.StatusMessageTooBig {
+			return "frame over the read limit (1009)"
+		}
+		return "closed by worker (" + s.String() + ")"
+	}
+	if errors.Is(err, context.Canceled) {
+		return "closed by engine"
+	}
+	return err.Error()
+}
+
+// writeLoop is the only writer of the socket.
+func (c *conn) writeLoop() {
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.out.ready:
+		}
+		batch := c.out.take()
+		if len(batch) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, c.e.opts.WriteTimeout)
+		for _, f := range batch {
+			if err := c.ws.Write(ctx, websocket.MessageText, f); err != nil {
+				cancel()
+				if c.ctx.Err() == nil {
+					c.log.Warn("write to worker failed; closing", "err", err)
+				}
+				c.cancel()
+				return
+			}
+		}
+		cancel()
+	}
+}
+
+// send queues a frame for this worker. A full queue means the worker is not
+// reading: it is closed as a slow consumer and the send fails.
+func (c *conn) send(frame []byte) error {
+	err := c.out.push(frame)
+	if errors.Is(err, errQueueFull) {
+		c.e.slowConsumers.Add(1)
+		c.log.Warn("worker is not reading its socket: closing it as a slow consumer",
+			"queued_frames", c.e.opts.OutboundQueueLimit)
+		c.close(websocket.StatusPolicyViolation, "slow consumer: outbound queue full")
+	}
+	return err
+}
+
+// close starts closing the socket with code and reason without waiting.
+// The close handshake runs in a goroutine the connection's handler waits for.
+func (c *conn) close(code websocket.StatusCode, reason string) {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		if c.finished {
+			c.mu.Unlock()
+			return
+		}
+		c.closers.Add(1)
+		c.mu.Unlock()
+		c.log.Debug("closing worker", "code", code, "reason", reason)
+		// Exits once the close handshake is done or timed out (the library
+		// bounds it); the reader then sees the close and returns.
+		go func() {
+			defer c.closers.Done()
+			c.ws.Close(code, reason)
+			c.cancel()
+		}()
+	})
+}
+
+// cleanup runs exactly once per connection, after its reader has stopped.
+func (c *conn) cleanup(reason string) {
+	c.mu.Lock()
+	c.gone = true
+	c.mu.Unlock()
+	c.out.close()
+	c.failPending(CodeInvocationStopped, "Invocation stopped")
+	c.e.removeConn(c)
+	c.log.Debug("worker disconnected", "reason", reason)
+	c.e.bus.Publish(event.WorkerDisconnected{WorkerID: c.id, Reason: reason, At: time.Now()})
+	c.e.fireWorkersAvailable("worker_disconnected", c.id)
+	close(c.cleaned)
+}
+
+func (c *conn) name() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.meta.Name != "" {
+		return c.meta.Name
+	}
+	return c.id
+}
+
+// handle applies one decoded message. It runs on the read loop, in order.
+func (c *conn) handle(msg protocol.Message) {
+	e := c.e
+	switch m := msg.(type) {
+	case protocol.InvokeFunction:
+		e.invokeFromWorker(c, m)
+	case protocol.InvocationResult:
+		e.resultFromWorker(c, m)
+	case protocol.RegisterFunction:
+		e.registerRemoteFunction(c, m)
+	case protocol.UnregisterFunction:
+		e.unregisterRemoteFunction(c, m.ID)
+	case protocol.RegisterTriggerType:
+		e.registerRemoteTriggerType(c, m)
+	case protocol.UnregisterTriggerType:
+		e.unregisterRemoteTriggerType(c, m.ID)
+	case protocol.RegisterTrigger:
+		e.registerTrigger(c, triggerFrom(m))
+	case protocol.UnregisterTrigger:
+		e.unregisterTriggerFrom(c, m.ID)
+	case protocol.TriggerRegistrationResult:
+		e.triggerResultFromProvider(c, m)
+	case protocol.RegisterService:
+		e.registerService(c, m)
+	case protocol.Ping:
+		c.send(mustEncode(protocol.Pong{}))
+	case protocol.Reattach:
+		e.reattach(c, m)
+	case protocol.Pong, protocol.WorkerRegistered:
+		// Engine-to-worker messages; nothing to do if a worker echoes them.
+	}
+}
+
+// reattach evicts the worker's previous connection when the token matches,
+// and waits (bounded) for its cleanup so replayed registrations land on a
+// clean slate.
+func (e *Engine) reattach(c *conn, m protocol.Reattach) {
+	if m.PreviousWorkerID == c.id || m.ReattachToken == "" {
+		return
+	}
+	e.mu.RLock()
+	old := e.conns[m.PreviousWorkerID]
+	e.mu.RUnlock()
+	if old == nil || subtle.ConstantTimeCompare([]byte(old.token), []byte(m.ReattachToken)) != 1 {
+		return
+	}
+	c.log.Info("worker reattached; evicting its previous connection", "previous_worker_id", old.id)
+	old.close(websocket.StatusNormalClosure, "replaced by a reattached connection")
+	select {
+	case <-old.cleaned:
+	case <-time.After(5 * time.Second):
+		c.log.Warn("previous connection did not clean up within 5s", "previous_worker_id", old.id)
+	case <-c.ctx.Done():
+	}
+}
+
+// rateLimiter allows a few log lines per window and counts the rest.
+type rateLimiter struct {
+	mu         sync.Mutex
+	start      time.Time
+	n          int
+	suppressed int
+}
+
+const (
+	rateWindow = 10 * time.Second
+	rateBurst  = 5
+)
+
+// allow reports whether to log now, and how many lines were suppressed
+// since the last one that was allowed.
+func (r *rateLimiter) allow(now time.Time) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.Sub(r.start) > rateWindow {
+		r.start, r.n = now, 0
+	}
+	if r.n >= rateBurst {
+		r.suppressed++
+		return 0, false
+	}
+	r.n++
+	s := r.suppressed
+	r.suppressed = 0
+	return s, true
+}
+
+func mustEncode(m protocol.Message) []byte {
+	b, err := protocol.Encode(m)
+	if err != nil {
+		// Only engine-built messages come here; their raw fields were
+		// decoded from valid JSON, so this is a programming error.
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,261 @@
+// Package engine is the iii function-routing core: it accepts worker
+// WebSockets, keeps the worker registry, the function table and the trigger
+// bindings, routes every invocation and publishes each state change on an
+// event bus. Built-in modules plug in through the same function and trigger
+// type tables that remote workers use.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iii-workbench/iii/engine/event"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultMaxFrameBytes      = 16 << 20
+	DefaultInvocationTimeout  = 5 * time.Minute
+	DefaultOutboundQueueLimit = 4096
+	DefaultWriteTimeout       = 10 * time.Second
+	DefaultHandshakeTimeout   = 10 * time.Second
+)
+
+// Error codes the engine itself produces (beyond those of the iii spec).
+const (
+	CodeFunctionNotFound   = "function_not_found"
+	CodeInvocationStopped  = "invocation_stopped"
+	CodeTimeout            = "timeout"
+	CodeShutdown           = "engine_shutdown"
+	CodeChannelSendFailed  = "channel_send_failed"
+	CodeEnqueueError       = "enqueue_error"
+	CodeInvalidArguments   = "INVALID_ARGUMENTS"
+	CodeNotFound           = "NOT_FOUND"
+	CodeDeserialization    = "deserialization_error"
+	CodeTriggerRegFailed   = "trigger_registration_failed"
+	CodeUnregisterFailed   = "unregister_failed"
+	CodeInvocationError    = "invocation_error"
+	CodeFunctionNotAllowed = "function_not_allowed"
+)
+
+// ErrEngineClosed is returned by calls made after Shutdown began.
+var ErrEngineClosed = errors.New("engine: closed")
+
+// TelemetrySink receives the binary OTLP/MTRC/LOGS frames workers send.
+// kind is the 4-byte prefix, payload the OTLP JSON after it. Telemetry must
+// not block: the sink is called from the worker's read loop.
+type TelemetrySink interface {
+	Telemetry(workerID, kind string, payload []byte)
+}
+
+// Options configures an Engine. The zero value is usable.
+type Options struct {
+	Logger *slog.Logger
+	// AuthToken, when set, is required as "Authorization: Bearer <token>" on
+	// every WebSocket upgrade ("/" and "/otel"); others get 401.
+	AuthToken string
+	// InvocationTimeout bounds every routed call (leak guard); code "timeout".
+	InvocationTimeout time.Duration
+	// MaxFrameBytes is the read limit per frame; a larger frame closes the
+	// socket with 1009.
+	MaxFrameBytes int64
+	// OutboundQueueLimit is how many frames may wait for one worker's
+	// writer; past it the worker is closed as a slow consumer.
+	OutboundQueueLimit int
+	// WriteTimeout bounds each write to a worker socket.
+	WriteTimeout time.Duration
+	// TelemetrySink receives worker telemetry frames; nil counts and drops.
+	TelemetrySink TelemetrySink
+}
+
+func (o *Options) withDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.InvocationTimeout <= 0 {
+		o.InvocationTimeout = DefaultInvocationTimeout
+	}
+	if o.MaxFrameBytes <= 0 {
+		o.MaxFrameBytes = DefaultMaxFrameBytes
+	}
+	if o.OutboundQueueLimit <= 0 {
+		o.OutboundQueueLimit = DefaultOutboundQueueLimit
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+}
+
+// Engine routes invocations between workers and in-process functions.
+//
+// Lock order: Engine.mu, then conn.mu, then outq.mu. No I/O happens under
+// any of them (queueing a frame is in-memory).
+type Engine struct {
+	opts Options
+	log  *slog.Logger
+	bus  event.Bus
+
+	// ctx is the engine's lifetime; cancelled when Shutdown begins.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.RWMutex
+	closing   bool
+	conns     map[string]*conn // worker id -> live connection
+	functions map[string]*function
+	ttypes    map[string]*triggerType
+	triggers  map[string]*binding
+	services  map[string]service
+	locals    map[string]*localWorker // in-process "workers" by name
+
+	ackMu   sync.Mutex
+	ackWait map[string]chan *ackResult // trigger id -> waiter (engine::register_trigger)
+
+	wg      sync.WaitGroup // every goroutine the engine starts
+	connsWG sync.WaitGroup // every worker socket handler
+
+	funcsChanged chan struct{} // cap 1; coalesces functions-available firings
+
+	telemetryDropped atomic.Uint64
+	slowConsumers    atomic.Uint64
+}
+
+// New builds an engine with its built-in functions and trigger types.
+func New(opts Options) (*Engine, error) {
+	opts.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Engine{
+		opts:         opts,
+		log:          opts.Logger.With("component", "engine"),
+		ctx:          ctx,
+		cancel:       cancel,
+		conns:        make(map[string]*conn),
+		functions:    make(map[string]*function),
+		ttypes:       make(map[string]*triggerType),
+		triggers:     make(map[string]*binding),
+		services:     make(map[string]service),
+		locals:       make(map[string]*localWorker),
+		ackWait:      make(map[string]chan *ackResult),
+		funcsChanged: make(chan struct{}, 1),
+	}
+	if err := e.registerBuiltins(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("engine: built-ins: %w", err)
+	}
+	// Exits when the engine's context is cancelled by Shutdown.
+	if !e.goSafe(e.functionsAvailableLoop) {
+		cancel()
+		return nil, ErrEngineClosed
+	}
+	return e, nil
+}
+
+// Events is the engine's event bus. Subscribers must keep up or lose events
+// (counted per subscriber); they never slow the router.
+func (e *Engine) Events() *event.Bus { return &e.bus }
+
+// Logger is the engine's logger, for modules.
+func (e *Engine) Logger() *slog.Logger { return e.opts.Logger }
+
+// goSafe runs fn in a goroutine the engine owns and waits for on Shutdown.
+// It refuses (returns false) once Shutdown has begun.
+func (e *Engine) goSafe(fn func()) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closing {
+		return false
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// Handler serves the worker socket at "/" and the telemetry-only socket at
+// "/otel".
+func (e *Engine) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/otel", e.serveOTel)
+	mux.HandleFunc("/", e.serveWorker)
+	return mux
+}
+
+// Serve serves the engine on ln until ctx is done, then shuts down
+// gracefully (bounded by DefaultWriteTimeout) and returns nil.
+func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           e.Handler(),
+		ReadHeaderTimeout: DefaultHandshakeTimeout,
+		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	// Exits when the listener is closed by srv.Shutdown below.
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), DefaultWriteTimeout)
+		defer cancel()
+		return errors.Join(err, e.Shutdown(sctx))
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), DefaultWriteTimeout)
+	defer cancel()
+	serr := srv.Shutdown(sctx) // stop accepting; hijacked sockets are ours
+	<-errc
+	return errors.Join(serr, e.Shutdown(sctx))
+}
+
+// Shutdown stops accepting workers, fails every pending call with
+// engine_shutdown, closes worker sockets with 1001 and waits for the
+// engine's goroutines until ctx is done.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	e.mu.Lock()
+	already := e.closing
+	e.closing = true
+	conns := make([]*conn, 0, len(e.conns))
+	for _, c := range e.conns {
+		conns = append(conns, c)
+	}
+	e.mu.Unlock()
+	if !already {
+		e.log.Info("engine shutting down", "workers", len(conns))
+	}
+	e.cancel()
+	for _, c := range conns {
+		c.failPending(CodeShutdown, "engine is shutting down")
+		c.close(1001, "engine shutting down")
+	}
+	done := make(chan struct{})
+	// Exits when every engine goroutine and socket handler has returned.
+	go func() {
+		e.connsWG.Wait()
+		e.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("engine: shutdown: %w", ctx.Err())
+	}
+}
+
+// isClosing reports whether Shutdown has begun.
+func (e *Engine) isClosing() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.closing
+}

@@ -1,0 +1,244 @@
+package engine
+
+import (
+	"encoding/json"
+	"net"
+	"sort"
+	"time"
+
+	"github.com/iii-workbench/iii/engine/event"
+	"github.com/iii-workbench/iii/engine/protocol"
+)
+
+type service struct {
+	protocol.RegisterService
+	owner *conn
+}
+
+func (e *Engine) registerService(c *conn, m protocol.RegisterService) {
+	if m.Name == "" {
+		m.Name = m.ID
+	}
+	e.mu.Lock()
+	if !c.removed {
+		e.services[m.ID] = service{RegisterService: m, owner: c}
+	}
+	e.mu.Unlock()
+}
+
+// removeConn drops everything a closed connection owned (spec §2.9): its
+// function registrations (other workers serving the same ids keep them),
+// its triggers (their providers are told), the trigger types it provided
+// (other workers' bindings of them are parked), its services.
+func (e *Engine) removeConn(c *conn) {
+	var (
+		ds        []delivery
+		fns       []string
+		unbound   []Trigger
+		lostTypes []string
+	)
+	e.mu.Lock()
+	c.removed = true
+	if e.conns[c.id] == c {
+		delete(e.conns, c.id)
+	}
+	for id := range c.fnIDs {
+		if e.dropRegistrationLocked(c, id) {
+			fns = append(fns, id)
+		}
+	}
+	for id := range c.triggerIDs {
+		if b := e.triggers[id]; b != nil && b.owner == c {
+			unbound = append(unbound, b.Trigger)
+			for _, d := range e.removeBindingLocked(b) {
+				if d.tt.conn != c {
+					ds = append(ds, d)
+				}
+			}
+		}
+	}
+	for id := range c.ttypeIDs {
+		if tt := e.ttypes[id]; tt != nil && tt.conn == c {
+			e.dropTypeLocked(tt)
+			lostTypes = append(lostTypes, id)
+		}
+	}
+	for id, s := range e.services {
+		if s.owner == c {
+			delete(e.services, id)
+		}
+	}
+	e.mu.Unlock()
+
+	now := time.Now()
+	for _, id := range fns {
+		e.bus.Publish(event.FunctionUnregistered{FunctionID: id, WorkerID: c.id, At: now})
+	}
+	for _, t := range unbound {
+		e.bus.Publish(event.TriggerUnregistered{TriggerID: t.ID, TriggerType: t.Type, FunctionID: t.FunctionID, At: now})
+	}
+	for _, id := range lostTypes {
+		e.bus.Publish(event.TriggerTypeUnregistered{TriggerType: id, WorkerID: c.id, At: now})
+	}
+	e.deliver(ds)
+	if len(fns) > 0 {
+		e.notifyFunctionsChanged()
+	}
+}
+
+// WorkerInfo describes a connected worker or an in-process one.
+type WorkerInfo struct {
+	ID                string
+	Name              string
+	Description       string
+	Runtime           string
+	Version           string
+	OS                string
+	PID               int
+	Isolation         string
+	Status            string // connected, busy, draining, available (in-process)
+	IPAddress         string
+	ConnectedAt       time.Time
+	ActiveInvocations int64
+	Internal          bool // in-process
+	Draining          bool
+	Functions         []string
+	TriggerTypes      []string
+}
+
+// FunctionInfo describes a function id and the workers serving it.
+type FunctionInfo struct {
+	ID             string
+	Description    string
+	RequestFormat  json.RawMessage
+	ResponseFormat json.RawMessage
+	Metadata       json.RawMessage
+	Workers        []string // names, one per registration
+	WorkerIDs      []string // ids of remote workers serving it
+	Internal       bool     // served in-process
+}
+
+// TriggerTypeInfo describes a trigger type.
+type TriggerTypeInfo struct {
+	ID                   string
+	Description          string
+	Worker               string
+	WorkerID             string
+	TriggerRequestFormat json.RawMessage
+	CallRequestFormat    json.RawMessage
+	Internal             bool
+	Instances            int
+}
+
+// TriggerInfo describes a binding.
+type TriggerInfo struct {
+	Trigger
+	Worker string // owner's name ("" for ownerless)
+	Active bool   // false while parked waiting for its type
+}
+
+// Snapshot is a consistent copy of the engine's registries, sorted by id.
+type Snapshot struct {
+	Workers      []WorkerInfo
+	Functions    []FunctionInfo
+	TriggerTypes []TriggerTypeInfo
+	Triggers     []TriggerInfo
+}
+
+// Snapshot copies the registries. Nothing in it points into the engine.
+func (e *Engine) Snapshot() Snapshot {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	var s Snapshot
+	localFns := map[*localWorker][]string{}
+	localTypes := map[string][]string{}
+	for id, f := range e.functions {
+		fi := FunctionInfo{ID: id}
+		for i, r := range f.regs {
+			if i == len(f.regs)-1 { // the latest registration describes the id
+				fi.Description, fi.RequestFormat, fi.ResponseFormat, fi.Metadata =
+					r.description, r.requestFormat, r.responseFormat, r.metadata
+			}
+			fi.Workers = append(fi.Workers, r.workerName())
+			if r.conn != nil {
+				fi.WorkerIDs = append(fi.WorkerIDs, r.conn.id)
+			} else {
+				fi.Internal = true
+				localFns[r.local] = append(localFns[r.local], id)
+			}
+		}
+		s.Functions = append(s.Functions, fi)
+	}
+	counts := map[string]int{}
+	for _, b := range e.triggers {
+		counts[b.Type]++
+		ti := TriggerInfo{Trigger: b.Trigger, Active: b.active}
+		if b.owner != nil {
+			ti.Worker = b.owner.name()
+		}
+		s.Triggers = append(s.Triggers, ti)
+	}
+	for id, tt := range e.ttypes {
+		ti := TriggerTypeInfo{ID: id, Description: tt.description, Worker: tt.workerName(),
+			TriggerRequestFormat: tt.trf, CallRequestFormat: tt.crf, Internal: tt.local != nil, Instances: counts[id]}
+		if tt.conn != nil {
+			ti.WorkerID = tt.conn.id
+		} else {
+			localTypes[tt.worker] = append(localTypes[tt.worker], id)
+		}
+		s.TriggerTypes = append(s.TriggerTypes, ti)
+	}
+	for _, c := range e.conns {
+		c.mu.Lock()
+		m := c.meta
+		c.mu.Unlock()
+		wi := WorkerInfo{ID: c.id, Name: m.Name, Description: m.Description, Runtime: m.Runtime,
+			Version: m.Version, OS: m.OS, PID: m.PID, Isolation: m.Isolation, IPAddress: hostOf(c.addr),
+			ConnectedAt: c.connectedAt, ActiveInvocations: c.inflight.Load(), Draining: c.draining.Load()}
+		if wi.Name == "" {
+			wi.Name = c.id
+		}
+		switch {
+		case wi.Draining:
+			wi.Status = "draining"
+		case wi.ActiveInvocations > 0:
+			wi.Status = "busy"
+		default:
+			wi.Status = "connected"
+		}
+		for id := range c.fnIDs {
+			wi.Functions = append(wi.Functions, id)
+		}
+		for id := range c.ttypeIDs {
+			wi.TriggerTypes = append(wi.TriggerTypes, id)
+		}
+		sort.Strings(wi.Functions)
+		sort.Strings(wi.TriggerTypes)
+		s.Workers = append(s.Workers, wi)
+	}
+	for name, lw := range e.locals {
+		wi := WorkerInfo{ID: name, Name: name, Description: lw.description, Runtime: "engine",
+			Isolation: "in-process", Status: "available", ConnectedAt: lw.startedAt, Internal: true,
+			Functions: localFns[lw], TriggerTypes: localTypes[name]}
+		sort.Strings(wi.Functions)
+		sort.Strings(wi.TriggerTypes)
+		s.Workers = append(s.Workers, wi)
+	}
+	sort.Slice(s.Workers, func(i, j int) bool {
+		if s.Workers[i].Name != s.Workers[j].Name {
+			return s.Workers[i].Name < s.Workers[j].Name
+		}
+		return s.Workers[i].ID < s.Workers[j].ID
+	})
+	sort.Slice(s.Functions, func(i, j int) bool { return s.Functions[i].ID < s.Functions[j].ID })
+	sort.Slice(s.TriggerTypes, func(i, j int) bool { return s.TriggerTypes[i].ID < s.TriggerTypes[j].ID })
+	sort.Slice(s.Triggers, func(i, j int) bool { return s.Triggers[i].ID < s.Triggers[j].ID })
+	return s
+}
+
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
