@@ -53,9 +53,11 @@ type conn struct {
 	pending   map[string]*pending // invocation id (as sent to this worker) -> call
 	meta      workerMeta
 	gone      bool // cleanup has started; no new pending entries
-	finished  bool // the handler is returning; close() must not start goroutines
-	closeOnce sync.Once
-	closers   sync.WaitGroup
+	closeOnce   sync.Once
+	closeReq    chan struct{} // closed by close(); the writer then closes the socket
+	closeCode   websocket.StatusCode
+	closeReason string
+	closeFlush  bool
 
 	// Guarded by Engine.mu: what this connection owns, and whether its
 	// cleanup has removed it (then nothing new may be registered for it).
@@ -156,9 +158,12 @@ func (e *Engine) serveWorker(w http.ResponseWriter, r *http.Request) {
 		triggerIDs:  make(map[string]struct{}),
 		ttypeIDs:    make(map[string]struct{}),
 		cleaned:     make(chan struct{}),
+		closeReq:    make(chan struct{}),
 	}
 	c.log = e.log.With("worker_id", c.id)
-	c.ctx, c.cancel = context.WithCancel(e.ctx)
+	// Not derived from the engine's context: Shutdown closes each socket
+	// itself, after failing its pending calls, so results still get out.
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 
 	e.mu.Lock()
 	if e.closing {
@@ -189,10 +194,6 @@ func (e *Engine) serveWorker(w http.ResponseWriter, r *http.Request) {
 	c.cancel()
 	<-writerDone
 	c.cleanup(reason)
-	c.mu.Lock()
-	c.finished = true
-	c.mu.Unlock()
-	c.closers.Wait()
 	ws.CloseNow()
 }
 
@@ -236,31 +237,51 @@ func closeReason(err error) string {
 	return err.Error()
 }
 
-// writeLoop is the only writer of the socket.
+// writeLoop is the only writer of the socket. On a close request it writes
+// what is still queued (unless the worker is a slow consumer), then performs
+// the close handshake.
 func (c *conn) writeLoop() {
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
+		case <-c.closeReq:
+			c.mu.Lock()
+			code, reason, flush := c.closeCode, c.closeReason, c.closeFlush
+			c.mu.Unlock()
+			if flush {
+				c.writeBatch(c.out.take())
+			}
+			c.out.close()
+			c.ws.Close(code, reason) // bounded by the library's close timeout
+			c.cancel()
+			return
 		case <-c.out.ready:
-		}
-		batch := c.out.take()
-		if len(batch) == 0 {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(c.ctx, c.e.opts.WriteTimeout)
-		for _, f := range batch {
-			if err := c.ws.Write(ctx, websocket.MessageText, f); err != nil {
-				cancel()
-				if c.ctx.Err() == nil {
-					c.log.Warn("write to worker failed; closing", "err", err)
-				}
+			if !c.writeBatch(c.out.take()) {
 				c.cancel()
 				return
 			}
 		}
-		cancel()
 	}
+}
+
+// writeBatch writes frames under one write deadline; false means the
+// socket failed.
+func (c *conn) writeBatch(batch [][]byte) bool {
+	if len(batch) == 0 {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.e.opts.WriteTimeout)
+	defer cancel()
+	for _, f := range batch {
+		if err := c.ws.Write(ctx, websocket.MessageText, f); err != nil {
+			if c.ctx.Err() == nil {
+				c.log.Warn("write to worker failed; closing", "err", err)
+			}
+			return false
+		}
+	}
+	return true
 }
 
 // send queues a frame for this worker. A full queue means the worker is not
@@ -271,30 +292,24 @@ func (c *conn) send(frame []byte) error {
 		c.e.slowConsumers.Add(1)
 		c.log.Warn("worker is not reading its socket: closing it as a slow consumer",
 			"queued_frames", c.e.opts.OutboundQueueLimit)
-		c.close(websocket.StatusPolicyViolation, "slow consumer: outbound queue full")
+		c.closeWith(websocket.StatusPolicyViolation, "slow consumer: outbound queue full", false)
 	}
 	return err
 }
 
-// close starts closing the socket with code and reason without waiting.
-// The close handshake runs in a goroutine the connection's handler waits for.
+// close asks the writer to close the socket with code and reason after
+// flushing what is queued; it does not wait.
 func (c *conn) close(code websocket.StatusCode, reason string) {
+	c.closeWith(code, reason, true)
+}
+
+func (c *conn) closeWith(code websocket.StatusCode, reason string, flush bool) {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
-		if c.finished {
-			c.mu.Unlock()
-			return
-		}
-		c.closers.Add(1)
+		c.closeCode, c.closeReason, c.closeFlush = code, reason, flush
 		c.mu.Unlock()
 		c.log.Debug("closing worker", "code", code, "reason", reason)
-		// Exits once the close handshake is done or timed out (the library
-		// bounds it); the reader then sees the close and returns.
-		go func() {
-			defer c.closers.Done()
-			c.ws.Close(code, reason)
-			c.cancel()
-		}()
+		close(c.closeReq)
 	})
 }
 

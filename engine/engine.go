@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/iii-workbench/iii/engine/event"
 )
 
@@ -233,11 +235,13 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	if !already {
 		e.log.Info("engine shutting down", "workers", len(conns))
 	}
-	e.cancel()
 	for _, c := range conns {
 		c.failPending(CodeShutdown, "engine is shutting down")
-		c.close(1001, "engine shutting down")
 	}
+	for _, c := range conns {
+		c.close(websocket.StatusGoingAway, "engine shutting down")
+	}
+	e.cancel()
 	done := make(chan struct{})
 	// Exits when every engine goroutine and socket handler has returned.
 	go func() {

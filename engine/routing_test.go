@@ -1,0 +1,344 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+
+	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/event"
+	"github.com/iii-workbench/iii/engine/protocol"
+)
+
+func TestCrossWorkerCall(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	a, b := dial(t, te.url), dial(t, te.url)
+	b.register("math::double")
+
+	id := uuid.NewString()
+	a.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "math::double",
+		"data": map[string]any{"n": 21}, "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+	inv := b.expect("invokefunction")
+	if inv["invocation_id"] != id {
+		t.Errorf("target got invocation_id %v, want the caller's %s", inv["invocation_id"], id)
+	}
+	data := inv["data"].(map[string]any)
+	if data["_caller_worker_id"] != a.id || data["n"] != float64(21) {
+		t.Errorf("target got data %v, want n=21 and _caller_worker_id=%s", data, a.id)
+	}
+	if inv["traceparent"] == nil {
+		t.Errorf("traceparent not forwarded: %v", inv)
+	}
+	b.send(map[string]any{"type": "invocationresult", "invocation_id": id, "function_id": "math::double", "result": 42})
+	res := a.expect("invocationresult")
+	if res["invocation_id"] != id || res["result"] != float64(42) || res["function_id"] != "math::double" {
+		t.Errorf("caller got %v, want result 42 for %s", res, id)
+	}
+}
+
+func TestSameWorkerCall(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	a := dial(t, te.url)
+	a.register("self::echo")
+	id := uuid.NewString()
+	a.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "self::echo", "data": "hi"})
+	inv := a.expect("invokefunction")
+	if inv["data"] != "hi" {
+		t.Errorf("non-object payload changed: got %v, want \"hi\"", inv["data"])
+	}
+	a.send(map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": "self::echo", "result": "hi"})
+	if res := a.expect("invocationresult"); res["result"] != "hi" {
+		t.Errorf("got %v, want hi", res)
+	}
+}
+
+func TestHandlerErrorPassesThrough(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	a, b := dial(t, te.url), dial(t, te.url)
+	b.register("x::fails")
+	a.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "x::fails", "data": nil})
+	b.serveOnce(nil, map[string]any{"code": "invocation_failed", "message": "boom", "stacktrace": "at x.js:1"})
+	res := a.expect("invocationresult")
+	e := res["error"].(map[string]any)
+	if e["code"] != "invocation_failed" || e["message"] != "boom" || e["stacktrace"] != "at x.js:1" {
+		t.Errorf("error not passed through unchanged: %v", e)
+	}
+}
+
+func TestUnknownFunction(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	a := dial(t, te.url)
+	res := a.call("nope::missing", map[string]any{}, uuid.NewString())
+	if errCode(res) != "function_not_found" {
+		t.Fatalf("got %v, want function_not_found", res)
+	}
+	if msg := res["error"].(map[string]any)["message"]; msg != "Function nope::missing not found" {
+		t.Errorf("message %q", msg)
+	}
+}
+
+func TestFireAndForget(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	a, b := dial(t, te.url), dial(t, te.url)
+	b.register("log::it")
+	cases := []struct {
+		name  string
+		frame map[string]any
+	}{
+		{"no invocation_id", map[string]any{"type": "invokefunction", "function_id": "log::it", "data": 1}},
+		{"action void with id", map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(),
+			"function_id": "log::it", "data": 2, "action": map[string]any{"type": "void"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a.send(tc.frame)
+			inv := b.serveOnce("done", nil)
+			if _, err := uuid.Parse(fmt.Sprint(inv["invocation_id"])); err != nil {
+				t.Errorf("target must always get an invocation_id, got %v", inv["invocation_id"])
+			}
+			a.quiet() // no invocationresult for the caller
+		})
+	}
+}
+
+func TestDisconnectMidCall(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	a, b := dial(t, te.url), dial(t, te.url)
+	b.register("slow::op")
+	id := uuid.NewString()
+	a.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "slow::op", "data": nil})
+	b.expect("invokefunction")
+	b.ws.CloseNow()
+	res := a.expect("invocationresult")
+	if errCode(res) != "invocation_stopped" || res["invocation_id"] != id {
+		t.Fatalf("got %v, want invocation_stopped for %s", res, id)
+	}
+	// The function went away with its only worker.
+	if res := a.call("slow::op", nil, uuid.NewString()); errCode(res) != "function_not_found" {
+		t.Errorf("after disconnect got %v, want function_not_found", res)
+	}
+}
+
+func TestEngineTimeout(t *testing.T) {
+	te := startEngine(t, engine.Options{InvocationTimeout: 200 * time.Millisecond})
+	a, b := dial(t, te.url), dial(t, te.url)
+	b.register("never::answers")
+	start := time.Now()
+	res := a.call("never::answers", nil, uuid.NewString())
+	if errCode(res) != "timeout" {
+		t.Fatalf("got %v, want code timeout", res)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Errorf("timed out after %v, before the 200ms limit", d)
+	}
+	// A late answer is dropped; the worker keeps working.
+	inv := b.expect("invokefunction")
+	b.send(map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": "never::answers", "result": 1})
+	b.quiet()
+}
+
+func TestSeveralWorkersServeOneFunction(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	caller := dial(t, te.url)
+	w1, w2 := dial(t, te.url), dial(t, te.url)
+	w1.register("pool::work")
+	w2.register("pool::work")
+
+	// Two calls in flight: least-busy routing gives one to each worker.
+	id1, id2 := uuid.NewString(), uuid.NewString()
+	caller.send(map[string]any{"type": "invokefunction", "invocation_id": id1, "function_id": "pool::work", "data": 1})
+	caller.send(map[string]any{"type": "invokefunction", "invocation_id": id2, "function_id": "pool::work", "data": 2})
+	inv1 := w1.expect("invokefunction")
+	inv2 := w2.expect("invokefunction")
+	for _, p := range []struct {
+		w   *rawWorker
+		inv map[string]any
+	}{{w1, inv1}, {w2, inv2}} {
+		p.w.send(map[string]any{"type": "invocationresult", "invocation_id": p.inv["invocation_id"], "function_id": "pool::work", "result": p.inv["data"]})
+	}
+	got := map[any]bool{}
+	for range 2 {
+		got[caller.expect("invocationresult")["invocation_id"]] = true
+	}
+	if !got[id1] || !got[id2] {
+		t.Fatalf("results %v, want both %s and %s", got, id1, id2)
+	}
+
+	// One worker leaves: the other keeps serving the id (iii #2041).
+	w1.ws.CloseNow()
+	waitFor(t, "w1 gone", func() bool { _, err := te.InFlight(w1.id); return err != nil })
+	caller.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "pool::work", "data": 3})
+	w2.serveOnce("still here", nil)
+	if res := caller.expect("invocationresult"); res["result"] != "still here" {
+		t.Fatalf("after w1 left got %v", res)
+	}
+}
+
+func TestDrainingWorkerGetsNoNewCalls(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	caller := dial(t, te.url)
+	old, fresh := dial(t, te.url), dial(t, te.url)
+	old.register("svc::op")
+	fresh.register("svc::op")
+	if err := te.SetDraining(old.id, true); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		caller.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "svc::op", "data": i})
+		fresh.serveOnce(i, nil)
+		caller.expect("invocationresult")
+	}
+	old.quiet() // the draining worker saw none of them
+}
+
+func TestUnregisterFunctionOwnership(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	a, b := dial(t, te.url), dial(t, te.url)
+	a.register("own::fn")
+	// b did not register it: its unregister must not remove a's.
+	b.send(map[string]any{"type": "unregisterfunction", "id": "own::fn"})
+	b.quiet()
+	b.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "own::fn", "data": nil})
+	a.serveOnce("ok", nil)
+	b.expect("invocationresult")
+	a.send(map[string]any{"type": "unregisterfunction", "id": "own::fn"})
+	a.quiet()
+	if res := b.call("own::fn", nil, uuid.NewString()); errCode(res) != "function_not_found" {
+		t.Errorf("after owner unregistered got %v", res)
+	}
+}
+
+func TestInProcessInvoke(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	w := dial(t, te.url)
+	w.register("go::greet")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	var got json.RawMessage
+	go func() {
+		var err error
+		got, err = te.Invoke(ctx, engine.Request{FunctionID: "go::greet", Data: json.RawMessage(`{"name":"x"}`)})
+		done <- err
+	}()
+	inv := w.serveOnce(map[string]any{"hello": "x"}, nil)
+	if _, ok := inv["data"].(map[string]any)["_caller_worker_id"]; ok {
+		t.Errorf("engine-originated call must not carry _caller_worker_id: %v", inv["data"])
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != `{"hello":"x"}` {
+		t.Errorf("got %s", got)
+	}
+	_, err := te.Invoke(ctx, engine.Request{FunctionID: "no::such"})
+	var eb *protocol.ErrorBody
+	if !errors.As(err, &eb) || eb.Code != "function_not_found" {
+		t.Errorf("got %v, want function_not_found ErrorBody", err)
+	}
+}
+
+func TestEnqueueWithoutQueueModule(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	a := dial(t, te.url)
+	a.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "x::y",
+		"data": nil, "action": map[string]any{"type": "enqueue", "queue": "default"}})
+	res := a.expect("invocationresult")
+	if errCode(res) != "enqueue_error" {
+		t.Fatalf("got %v, want enqueue_error", res)
+	}
+}
+
+func TestEnqueueHandsOffToQueueFunction(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	got := make(chan json.RawMessage, 1)
+	err := te.RegisterFunction("test-queue", engine.Function{ID: engine.QueueEnqueueFunction,
+		Handler: func(_ context.Context, c *engine.Call) (json.RawMessage, error) { got <- c.Data; return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := dial(t, te.url)
+	a.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "orders::ship",
+		"data": map[string]any{"id": 7}, "action": map[string]any{"type": "enqueue", "queue": "payments"}})
+	res := a.expect("invocationresult")
+	receipt := res["result"].(map[string]any)["messageReceiptId"]
+	var in struct {
+		Queue, FunctionID, MessageReceiptID string
+	}
+	raw := <-got
+	var m map[string]any
+	json.Unmarshal(raw, &m)
+	in.Queue, in.FunctionID, in.MessageReceiptID = m["queue"].(string), m["function_id"].(string), m["messageReceiptId"].(string)
+	if in.Queue != "payments" || in.FunctionID != "orders::ship" || in.MessageReceiptID != receipt {
+		t.Errorf("queue got %s, caller got receipt %v", raw, receipt)
+	}
+}
+
+func TestEventsPublished(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	sub := te.Events().Subscribe(256)
+	defer sub.Close()
+	a, b := dial(t, te.url), dial(t, te.url)
+	b.register("ev::fn")
+	a.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "ev::fn", "data": nil})
+	b.serveOnce("r", nil)
+	a.expect("invocationresult")
+	b.ws.CloseNow()
+
+	want := []string{"worker.connected", "worker.connected", "function.registered", "invocation.started",
+		"invocation.finished", "function.unregistered", "worker.disconnected"}
+	var seen []string
+	deadline := time.After(5 * time.Second)
+	for len(seen) < len(want) {
+		select {
+		case ev := <-sub.C():
+			seen = append(seen, ev.Kind())
+			if f, ok := ev.(event.InvocationFinished); ok && (f.Status != event.StatusOK || f.TargetWorkerID != b.id || f.CallerWorkerID != a.id) {
+				t.Errorf("finished event %+v", f)
+			}
+		case <-deadline:
+			t.Fatalf("events so far %v, want %v", seen, want)
+		}
+	}
+	for i := range want {
+		if seen[i] != want[i] {
+			t.Fatalf("events %v, want %v", seen, want)
+		}
+	}
+}
+
+func TestShutdownFailsPendingAndCloses1001(t *testing.T) {
+	eng, err := engine.New(engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	te := &testEngine{Engine: eng}
+	srv := newServer(t, eng)
+	te.url = srv
+	a, b := dial(t, te.url), dial(t, te.url)
+	b.register("hang::forever")
+	id := uuid.NewString()
+	a.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "hang::forever", "data": nil})
+	b.expect("invokefunction")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- eng.Shutdown(ctx) }()
+	res := a.expect("invocationresult")
+	if errCode(res) != "engine_shutdown" {
+		t.Errorf("pending call got %v, want engine_shutdown", res)
+	}
+	if code := b.closed(5 * time.Second); code != websocket.StatusGoingAway {
+		t.Errorf("close status %v, want 1001", code)
+	}
+	a.closed(5 * time.Second)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
