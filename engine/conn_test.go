@@ -1,0 +1,279 @@
+package engine_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+
+	"github.com/iii-workbench/iii/engine"
+)
+
+// TestBadInput sends each kind of bad frame on one socket while a second
+// worker keeps calling through the same engine; every case has a stated
+// outcome and the bystander is never disturbed.
+func TestBadInput(t *testing.T) {
+	te := startEngine(t, engine.Options{MaxFrameBytes: 1 << 16})
+	server := dial(t, te.url)
+	server.register("ok::echo")
+	bystander := dial(t, te.url)
+	check := func(t *testing.T) {
+		t.Helper()
+		id := uuid.NewString()
+		bystander.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "ok::echo", "data": 1})
+		server.serveOnce(1, nil)
+		if res := bystander.expect("invocationresult"); res["invocation_id"] != id || res["result"] != float64(1) {
+			t.Fatalf("bystander got %v", res)
+		}
+	}
+	cases := []struct {
+		name   string
+		frame  []byte
+		binary bool
+		closes websocket.StatusCode // 0: the socket stays open and nothing is sent back
+	}{
+		{"non-JSON", []byte("hello engine"), false, 0},
+		{"JSON array", []byte(`[1,2,3]`), false, 0},
+		{"truncated JSON", []byte(`{"type":"invokefunction","function_id":`), false, 0},
+		{"unknown type", []byte(`{"type":"subscribe","topic":"x"}`), false, 0},
+		{"missing type", []byte(`{"function_id":"ok::echo","data":1}`), false, 0},
+		{"missing function_id", []byte(`{"type":"invokefunction","invocation_id":"` + uuid.NewString() + `","data":1}`), false, 0},
+		{"missing data", []byte(`{"type":"invokefunction","invocation_id":"` + uuid.NewString() + `","function_id":"ok::echo"}`), false, 0},
+		{"non-UUID invocation_id", []byte(`{"type":"invokefunction","invocation_id":"42","function_id":"ok::echo","data":1}`), false, 0},
+		{"unknown action", []byte(`{"type":"invokefunction","function_id":"ok::echo","data":1,"action":{"type":"later"}}`), false, 0},
+		{"result for unknown invocation", []byte(`{"type":"invocationresult","invocation_id":"` + uuid.NewString() + `","function_id":"ok::echo","result":1}`), false, 0},
+		{"result without function_id", []byte(`{"type":"invocationresult","invocation_id":"` + uuid.NewString() + `","result":1}`), false, 0},
+		{"binary garbage", []byte{0xff, 0x00, 0x13, 0x37, 0x80}, true, 0},
+		{"telemetry with bad JSON", []byte("OTLP{not json"), true, 0},
+		{"whitespace only", []byte("  \n\t "), false, 0},
+		{"unregistertriggertype for nothing", []byte(`{"type":"unregistertriggertype","id":"nope"}`), false, 0},
+		{"oversized frame", []byte(`{"type":"ping","pad":"` + strings.Repeat("x", 1<<16) + `"}`), false, websocket.StatusMessageTooBig},
+		{"huge frame", []byte(`{"type":"ping","pad":"` + strings.Repeat("x", 4<<20) + `"}`), false, websocket.StatusMessageTooBig},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := dial(t, te.url)
+			typ := websocket.MessageText
+			if tc.binary {
+				typ = websocket.MessageBinary
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := w.ws.Write(ctx, typ, tc.frame)
+			if err != nil && tc.closes == 0 {
+				t.Fatalf("write: %v", err)
+			}
+			if tc.closes != 0 {
+				// The engine sends the close frame as soon as it reads the
+				// frame header, then drops the connection; while a client is
+				// still writing a huge frame the kernel may turn that into a
+				// reset that hides the close frame (-1).
+				got := w.closed(5 * time.Second)
+				if got != tc.closes && !(err != nil && got == -1) {
+					t.Errorf("close status %v, want %v", got, tc.closes)
+				}
+				waitFor(t, "oversized sender removed", func() bool { _, err := te.InFlight(w.id); return err != nil })
+			} else {
+				w.quiet() // still open, nothing sent back
+			}
+			check(t)
+		})
+	}
+}
+
+func TestJSONPingAndBinaryJSON(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	w := dial(t, te.url)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// UTF-8 JSON in a binary frame is a protocol message.
+	if err := w.ws.Write(ctx, websocket.MessageBinary, []byte(`{"type":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	w.expect("pong")
+	// WS-level ping control frames are answered too.
+	if err := w.ws.Ping(ctx); err != nil {
+		t.Errorf("control ping not answered: %v", err)
+	}
+}
+
+func TestAuthToken(t *testing.T) {
+	te := startEngine(t, engine.Options{AuthToken: "s3cret"})
+	for _, path := range []string{"/", "/otel"} {
+		for _, tc := range []struct {
+			name   string
+			header string
+			want   int
+		}{
+			{"no header", "", http.StatusUnauthorized},
+			{"wrong token", "Bearer nope", http.StatusUnauthorized},
+			{"not bearer", "Basic s3cret", http.StatusUnauthorized},
+			{"right token", "Bearer s3cret", http.StatusSwitchingProtocols},
+		} {
+			t.Run(path+" "+tc.name, func(t *testing.T) {
+				opts := &websocket.DialOptions{HTTPHeader: http.Header{}}
+				if tc.header != "" {
+					opts.HTTPHeader.Set("Authorization", tc.header)
+				}
+				ws, resp, err := dialOpts(t, te.url+path, opts)
+				if resp == nil {
+					t.Fatalf("no HTTP response: %v", err)
+				}
+				if resp.StatusCode != tc.want {
+					t.Errorf("status %d, want %d", resp.StatusCode, tc.want)
+				}
+				if ws != nil {
+					ws.CloseNow()
+				}
+			})
+		}
+	}
+	waitFor(t, "no workers registered by refused upgrades", func() bool {
+		for _, w := range te.Snapshot().Workers {
+			if !w.Internal {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestOTelSocketIsNotAWorker(t *testing.T) {
+	sink := &sinkRecorder{}
+	te := startEngine(t, engine.Options{TelemetrySink: sink})
+	ws, _, err := dialOpts(t, te.url+"/otel", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, f := range []string{`OTLP{"resourceSpans":[]}`, `MTRC{"resourceMetrics":[]}`, `LOGS{"resourceLogs":[]}`, `JUNK{}`} {
+		if err := ws.Write(ctx, websocket.MessageBinary, []byte(f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws.Write(ctx, websocket.MessageText, []byte(`{"type":"ping"}`)) // ignored: no reply on /otel
+	waitFor(t, "three telemetry frames", func() bool { return sink.count() == 3 })
+	for _, w := range te.Snapshot().Workers {
+		if !w.Internal {
+			t.Errorf("/otel socket listed as worker %+v", w)
+		}
+	}
+	// Telemetry on the worker socket goes to the same sink, with the worker id.
+	w := dial(t, te.url)
+	w.ws.Write(ctx, websocket.MessageBinary, []byte(`LOGS{"resourceLogs":[]}`))
+	w.quiet()
+	waitFor(t, "worker telemetry", func() bool { return sink.count() == 4 })
+	if sink.last() != w.id {
+		t.Errorf("telemetry attributed to %q, want %s", sink.last(), w.id)
+	}
+}
+
+type sinkRecorder struct {
+	mu      sync.Mutex
+	n       int
+	lastWID string
+}
+
+func (s *sinkRecorder) Telemetry(workerID, kind string, payload []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n++
+	s.lastWID = workerID
+}
+
+func (s *sinkRecorder) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
+}
+
+func (s *sinkRecorder) last() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastWID
+}
+
+func TestReattachEvictsPreviousConnection(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	caller := dial(t, te.url)
+	old := dial(t, te.url)
+	old.register("svc::a")
+	old.send(map[string]any{"type": "registertrigger", "id": "trig-1", "trigger_type": "later", "function_id": "svc::a", "config": map[string]any{}})
+	old.quiet()
+
+	// Wrong token: ignored, old connection untouched.
+	imposter := dial(t, te.url)
+	imposter.send(map[string]any{"type": "reattach", "previous_worker_id": old.id, "reattach_token": uuid.NewString()})
+	imposter.quiet()
+	old.quiet()
+
+	fresh := dial(t, te.url)
+	fresh.send(map[string]any{"type": "reattach", "previous_worker_id": old.id, "reattach_token": old.token})
+	fresh.register("svc::a") // replayed registration, handled after the eviction
+	if code := old.closed(5 * time.Second); code != websocket.StatusNormalClosure {
+		t.Errorf("old connection closed with %v", code)
+	}
+	// The replayed function is served by the new connection only.
+	caller.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "svc::a", "data": nil})
+	fresh.serveOnce("new", nil)
+	if res := caller.expect("invocationresult"); res["result"] != "new" {
+		t.Fatalf("got %v", res)
+	}
+	if tr := findTrigger(te.Engine, "trig-1"); tr != nil {
+		t.Errorf("old connection's trigger survived its eviction: %+v", tr)
+	}
+}
+
+func TestSlowConsumerIsClosed(t *testing.T) {
+	te := startEngine(t, engine.Options{OutboundQueueLimit: 8, WriteTimeout: 500 * time.Millisecond})
+	// A worker that never reads: its frames pile up in the engine.
+	slow, _, err := dialOpts(t, te.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	slow.Write(ctx, websocket.MessageText, []byte(`{"type":"registerfunction","id":"slow::fn"}`))
+	caller := dial(t, te.url)
+	caller.quiet()
+	fast := dial(t, te.url)
+	fast.register("fast::fn")
+
+	payload := strings.Repeat("p", 64<<10)
+	stopped := 0
+	for i := 0; i < 400 && stopped == 0; i++ {
+		caller.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "slow::fn", "data": payload})
+		// Calls to a healthy worker keep working meanwhile.
+		id := uuid.NewString()
+		caller.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "fast::fn", "data": i})
+		fast.serveOnce(i, nil)
+		for {
+			res := caller.expect("invocationresult")
+			if res["invocation_id"] == id {
+				break
+			}
+			if c := errCode(res); c == "invocation_stopped" || c == "channel_send_failed" {
+				stopped++
+			}
+		}
+	}
+	if stopped == 0 {
+		t.Fatal("the slow consumer was never cut off")
+	}
+	waitFor(t, "slow worker removed", func() bool {
+		for _, f := range te.Snapshot().Functions {
+			if f.ID == "slow::fn" {
+				return false
+			}
+		}
+		return true
+	})
+}
