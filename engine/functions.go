@@ -168,6 +168,12 @@ func (e *Engine) UnregisterFunction(id string) {
 }
 
 func (e *Engine) registerRemoteFunction(c *conn, m protocol.RegisterFunction) {
+	if len(m.Invocation) > 0 {
+		// HTTP-invoked external functions need an HTTP-functions module,
+		// which this engine does not have; iii ignores them likewise.
+		c.log.Warn("HTTP-invoked function registrations are not supported; ignored", "function_id", m.ID)
+		return
+	}
 	reg := &registration{
 		description: m.Description, requestFormat: m.RequestFormat,
 		responseFormat: m.ResponseFormat, metadata: m.Metadata,
