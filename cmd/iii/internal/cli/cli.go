@@ -1,0 +1,144 @@
+// Package cli implements the iii command line. main builds the process
+// environment (signals, logger) and hands it to Run.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	ExitOK    = 0
+	ExitError = 1 // the command failed: bad config, port in use, ...
+	ExitUsage = 2 // bad command line
+)
+
+// Build identifies the binary. main's variables are stamped with -ldflags -X.
+type Build struct {
+	Version, Commit, Date string
+}
+
+// String is "<version> (<commit>, <date>)".
+func (b Build) String() string {
+	return fmt.Sprintf("%s (%s, %s)", b.Version, b.Commit, b.Date)
+}
+
+// withVCS fills a commit and date left at "dev" from the Go toolchain's VCS
+// stamp, when the binary has one.
+func (b Build) withVCS() Build {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return b
+	}
+	for _, s := range info.Settings {
+		switch {
+		case s.Key == "vcs.revision" && b.Commit == "dev" && len(s.Value) >= 12:
+			b.Commit = s.Value[:12]
+		case s.Key == "vcs.time" && b.Date == "dev" && s.Value != "":
+			b.Date = s.Value
+		}
+	}
+	return b
+}
+
+// Env is what a run needs from its process.
+type Env struct {
+	Stdout, Stderr io.Writer
+	// Logger is the one logger of the process; Level is its level, set from
+	// --log-level.
+	Logger *slog.Logger
+	Level  *slog.LevelVar
+	// Getenv looks up environment variables (os.LookupEnv).
+	Getenv func(string) (string, bool)
+	Build  Build
+}
+
+// usageError marks a bad command line.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// Run runs the command line args (without the program name) and returns the
+// process exit code. Errors are printed to env.Stderr.
+func Run(ctx context.Context, env Env, args []string) int {
+	env.Build = env.Build.withVCS()
+	root := newRoot(env)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintf(env.Stderr, "iii: %v\n", err)
+	if errors.As(err, new(usageError)) {
+		fmt.Fprintln(env.Stderr, "Run 'iii --help' for usage.")
+		return ExitUsage
+	}
+	return ExitError
+}
+
+func newRoot(env Env) *cobra.Command {
+	var logLevel string
+	root := &cobra.Command{
+		Use:   "iii",
+		Short: "iii routes function calls between workers",
+		Long: `iii is a function-routing engine. Workers in any language connect to it
+over WebSocket, register functions and call each other's functions through it.`,
+		Version:       env.Build.String(),
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unknown command %q", args[0])}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			var l slog.Level
+			if err := l.UnmarshalText([]byte(logLevel)); err != nil {
+				return usageError{fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", logLevel)}
+			}
+			if env.Level != nil {
+				env.Level.Set(l)
+			}
+			return nil
+		},
+	}
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	root.SetVersionTemplate("iii {{.Version}}\n")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.CompletionOptions.DisableDefaultCmd = true
+
+	root.AddCommand(newVersion(env), newStart(env))
+	return root
+}
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("%s takes no arguments, got %q", cmd.CommandPath(), strings.Join(args, " "))}
+	}
+	return nil
+}
+
+func newVersion(env Env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "iii %s\n", env.Build)
+			return err
+		},
+	}
+}
