@@ -1,0 +1,218 @@
+// Compat worker for the iii wire-compatibility suite (engine/compat).
+//
+// It connects to III_URL with the published iii-sdk, registers four
+// functions under COMPAT_PREFIX, waits until the engine lists them, prints a
+// "ready" event and then obeys one JSON command per stdin line. Everything
+// the Go test needs to see is printed as one line "COMPAT <json>" on stdout;
+// any other output (the SDK's own console lines) is noise to the test.
+//
+// Environment:
+//   III_URL               engine WebSocket URL (required)
+//   COMPAT_PREFIX         function id prefix, e.g. "node" -> node::echo (required)
+//   COMPAT_NAME           worker name reported to the engine (default: prefix)
+//   COMPAT_RECONNECT_MS   initial reconnect delay in ms (default: SDK default)
+//
+// Functions (<p> = COMPAT_PREFIX):
+//   <p>::echo  returns its input plus {"by":"node"}
+//   <p>::fail  throws Error("compat failure: boom")
+//   <p>::hang  never returns
+//   <p>::sink  returns null
+// Every handler first prints {"event":"invoked","function_id","data","metadata"}.
+//
+// Commands (stdin, one JSON object per line):
+//   {"op":"call","id","function_id","payload","void"?,"timeout_ms"?}
+//       -> {"event":"result","id","result"} | {"event":"error","id","code","message","stacktrace"}
+//          | {"event":"sent","id"} for void calls
+//   {"op":"register_type","type_id"}  -> {"event":"type_registered","type_id"}
+//   {"op":"unregister_type","type_id"} -> {"event":"type_unregistered","type_id"}
+//   {"op":"bind","ref","type_id","function_id","config","metadata"?} -> {"event":"bound","ref"}
+//   {"op":"unbind","ref"}            -> {"event":"unbound","ref"}
+//   {"op":"exit"}                    -> graceful shutdown, exit 0 (also on stdin EOF)
+// The trigger-type handler prints {"event":"register_trigger"|"unregister_trigger",
+// "type_id","id","function_id","config","metadata"}; a binding whose config has
+// "reject": true is refused (the handler throws).
+//
+// register_type, unregister_type, bind and unbind end with a round trip to the
+// engine on the same socket, so when their event is printed the engine has
+// processed the registration.
+
+import { createInterface } from 'node:readline'
+import { registerWorker, TriggerAction } from 'iii-sdk'
+
+const url = process.env.III_URL
+const prefix = process.env.COMPAT_PREFIX
+if (!url || !prefix) {
+  console.error('compat worker: III_URL and COMPAT_PREFIX are required')
+  process.exit(2)
+}
+const name = process.env.COMPAT_NAME || prefix
+const reconnectMs = Number(process.env.COMPAT_RECONNECT_MS || 0)
+
+function emit(event) {
+  process.stdout.write(`COMPAT ${JSON.stringify(event)}\n`)
+}
+
+const options = { workerName: name }
+if (reconnectMs > 0) {
+  options.reconnectionConfig = { initialDelayMs: reconnectMs, maxDelayMs: reconnectMs * 4 }
+}
+const worker = registerWorker(url, options)
+
+function invoked(functionId, data, metadata) {
+  emit({ event: 'invoked', function_id: functionId, data: data ?? null, metadata: metadata ?? null })
+}
+
+const own = [`${prefix}::echo`, `${prefix}::fail`, `${prefix}::hang`, `${prefix}::sink`]
+worker.registerFunction(own[0], async (data, metadata) => {
+  invoked(own[0], data, metadata)
+  return { ...data, by: 'node' }
+})
+worker.registerFunction(own[1], async (data, metadata) => {
+  invoked(own[1], data, metadata)
+  throw new Error('compat failure: boom')
+})
+worker.registerFunction(own[2], (data, metadata) => {
+  invoked(own[2], data, metadata)
+  return new Promise(() => {})
+})
+worker.registerFunction(own[3], async (data, metadata) => {
+  invoked(own[3], data, metadata)
+  return null
+})
+
+// barrier makes a round trip on this worker's socket: the engine handles a
+// connection's frames in order, so everything sent before is processed.
+async function barrier() {
+  await worker.trigger({ function_id: 'engine::functions::list', payload: {}, timeoutMs: 5000 })
+}
+
+async function waitUntilListed() {
+  for (;;) {
+    try {
+      const res = await worker.trigger({
+        function_id: 'engine::functions::list',
+        payload: {},
+        timeoutMs: 2000,
+      })
+      const ids = new Set((res?.functions ?? []).map((f) => f.function_id))
+      if (own.every((id) => ids.has(id))) return
+    } catch {
+      // Not connected yet, or the call timed out: try again.
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+const types = new Map() // type id -> ref returned by registerTriggerType
+const bindings = new Map() // test ref -> trigger handle
+
+function triggerHandler(typeId) {
+  const report = (event, t) =>
+    emit({
+      event,
+      type_id: typeId,
+      id: t.id,
+      function_id: t.function_id ?? null,
+      config: t.config ?? null,
+      metadata: t.metadata ?? null,
+    })
+  return {
+    async registerTrigger(t) {
+      report('register_trigger', t)
+      if (t.config && t.config.reject === true) throw new Error('compat: binding rejected')
+    },
+    async unregisterTrigger(t) {
+      report('unregister_trigger', t)
+    },
+  }
+}
+
+async function call(cmd) {
+  const req = { function_id: cmd.function_id, payload: cmd.payload ?? null }
+  if (cmd.timeout_ms) req.timeoutMs = cmd.timeout_ms
+  if (cmd.void) {
+    req.action = TriggerAction.Void()
+    await worker.trigger(req)
+    emit({ event: 'sent', id: cmd.id })
+    return
+  }
+  try {
+    const result = await worker.trigger(req)
+    emit({ event: 'result', id: cmd.id, result: result ?? null })
+  } catch (err) {
+    emit({
+      event: 'error',
+      id: cmd.id,
+      code: err?.code ?? null,
+      message: err?.message ?? String(err),
+      stacktrace: err?.stacktrace ?? null,
+    })
+  }
+}
+
+async function handle(cmd) {
+  switch (cmd.op) {
+    case 'call':
+      return call(cmd)
+    case 'register_type': {
+      const ref = worker.registerTriggerType(
+        { id: cmd.type_id, description: `compat trigger type ${cmd.type_id}` },
+        triggerHandler(cmd.type_id),
+      )
+      types.set(cmd.type_id, ref)
+      await barrier()
+      return emit({ event: 'type_registered', type_id: cmd.type_id })
+    }
+    case 'unregister_type':
+      types.get(cmd.type_id)?.unregister()
+      types.delete(cmd.type_id)
+      await barrier()
+      return emit({ event: 'type_unregistered', type_id: cmd.type_id })
+    case 'bind': {
+      const t = { type: cmd.type_id, function_id: cmd.function_id, config: cmd.config ?? {} }
+      if (cmd.metadata !== undefined) t.metadata = cmd.metadata
+      bindings.set(cmd.ref, worker.registerTrigger(t))
+      await barrier()
+      return emit({ event: 'bound', ref: cmd.ref })
+    }
+    case 'unbind':
+      bindings.get(cmd.ref)?.unregister()
+      bindings.delete(cmd.ref)
+      await barrier()
+      return emit({ event: 'unbound', ref: cmd.ref })
+    case 'exit':
+      return quit()
+    default:
+      return emit({ event: 'bad_command', op: cmd.op ?? null })
+  }
+}
+
+let quitting = false
+async function quit() {
+  if (quitting) return
+  quitting = true
+  try {
+    await worker.shutdown()
+  } finally {
+    process.exit(0)
+  }
+}
+
+await waitUntilListed()
+emit({ event: 'ready', name, runtime: 'node' })
+
+const lines = createInterface({ input: process.stdin })
+lines.on('line', (line) => {
+  if (!line.trim()) return
+  let cmd
+  try {
+    cmd = JSON.parse(line)
+  } catch (err) {
+    emit({ event: 'bad_command', error: String(err) })
+    return
+  }
+  handle(cmd).catch((err) => emit({ event: 'command_failed', op: cmd.op ?? null, error: String(err) }))
+})
+lines.on('close', () => {
+  quit()
+})

@@ -1,0 +1,223 @@
+"""Compat worker for the iii wire-compatibility suite (engine/compat).
+
+The Python twin of ../node/worker.mjs, with the same environment, functions,
+commands and events; see that file for the full contract. In short: connect
+to III_URL with the published iii-sdk, register <p>::echo/fail/hang/sink
+(p = COMPAT_PREFIX), wait until the engine lists them, print
+``COMPAT {"event":"ready",...}``, then obey one JSON command per stdin line
+and print every observation as one ``COMPAT <json>`` line on stdout.
+"""
+
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+
+from iii import InitOptions, InvocationError, TriggerAction, register_worker
+from iii.triggers import TriggerConfig, TriggerHandler
+from iii_helpers.observability import ReconnectionConfig
+
+_out = threading.Lock()
+
+
+def emit(event):
+    line = "COMPAT " + json.dumps(event)
+    with _out:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+URL = os.environ.get("III_URL")
+PREFIX = os.environ.get("COMPAT_PREFIX")
+if not URL or not PREFIX:
+    sys.stderr.write("compat worker: III_URL and COMPAT_PREFIX are required\n")
+    sys.exit(2)
+NAME = os.environ.get("COMPAT_NAME") or PREFIX
+RECONNECT_MS = int(os.environ.get("COMPAT_RECONNECT_MS") or 0)
+
+options = InitOptions(worker_name=NAME)
+if RECONNECT_MS > 0:
+    options.reconnection_config = ReconnectionConfig(
+        initial_delay_ms=RECONNECT_MS, max_delay_ms=RECONNECT_MS * 4
+    )
+worker = register_worker(URL, options)
+
+OWN = [f"{PREFIX}::echo", f"{PREFIX}::fail", f"{PREFIX}::hang", f"{PREFIX}::sink"]
+
+
+def invoked(function_id, data, metadata):
+    emit({"event": "invoked", "function_id": function_id, "data": data, "metadata": metadata})
+
+
+async def echo(data, metadata=None):
+    invoked(OWN[0], data, metadata)
+    out = dict(data) if isinstance(data, dict) else {"input": data}
+    out["by"] = "python"
+    return out
+
+
+async def fail(data, metadata=None):
+    invoked(OWN[1], data, metadata)
+    raise RuntimeError("compat failure: boom")
+
+
+async def hang(data, metadata=None):
+    invoked(OWN[2], data, metadata)
+    await asyncio.Event().wait()
+
+
+async def sink(data, metadata=None):
+    invoked(OWN[3], data, metadata)
+    return None
+
+
+for fid, fn in zip(OWN, (echo, fail, hang, sink)):
+    worker.register_function(fid, fn)
+
+
+def barrier():
+    """Round trip on this worker's socket: the engine handles a connection's
+    frames in order, so everything sent before has been processed."""
+    worker.trigger({"function_id": "engine::functions::list", "payload": {}, "timeout_ms": 5000})
+
+
+def wait_until_listed():
+    while True:
+        try:
+            res = worker.trigger(
+                {"function_id": "engine::functions::list", "payload": {}, "timeout_ms": 2000}
+            )
+            ids = {f.get("function_id") for f in (res or {}).get("functions", [])}
+            if all(fid in ids for fid in OWN):
+                return
+        except Exception:  # not connected yet, or timed out: try again
+            pass
+        time.sleep(0.05)
+
+
+class Handler(TriggerHandler):
+    def __init__(self, type_id):
+        self.type_id = type_id
+
+    def _report(self, event, t):
+        emit(
+            {
+                "event": event,
+                "type_id": self.type_id,
+                "id": t.id,
+                "function_id": t.function_id,
+                "config": t.config,
+                "metadata": t.metadata,
+            }
+        )
+
+    async def register_trigger(self, config: TriggerConfig) -> None:
+        self._report("register_trigger", config)
+        if isinstance(config.config, dict) and config.config.get("reject") is True:
+            raise RuntimeError("compat: binding rejected")
+
+    async def unregister_trigger(self, config: TriggerConfig) -> None:
+        self._report("unregister_trigger", config)
+
+
+bindings = {}
+
+
+def call(cmd):
+    req = {"function_id": cmd["function_id"], "payload": cmd.get("payload")}
+    if cmd.get("timeout_ms"):
+        req["timeout_ms"] = cmd["timeout_ms"]
+    if cmd.get("void"):
+        req["action"] = TriggerAction.Void()
+        worker.trigger(req)
+        emit({"event": "sent", "id": cmd["id"]})
+        return
+    try:
+        result = worker.trigger(req)
+        emit({"event": "result", "id": cmd["id"], "result": result})
+    except InvocationError as err:
+        emit(
+            {
+                "event": "error",
+                "id": cmd["id"],
+                "code": err.code,
+                "message": err.message,
+                "stacktrace": err.stacktrace,
+            }
+        )
+
+
+def handle(cmd):
+    op = cmd.get("op")
+    if op == "call":
+        call(cmd)
+    elif op == "register_type":
+        worker.register_trigger_type(
+            {"id": cmd["type_id"], "description": f"compat trigger type {cmd['type_id']}"},
+            Handler(cmd["type_id"]),
+        )
+        barrier()
+        emit({"event": "type_registered", "type_id": cmd["type_id"]})
+    elif op == "unregister_type":
+        worker.unregister_trigger_type({"id": cmd["type_id"]})
+        barrier()
+        emit({"event": "type_unregistered", "type_id": cmd["type_id"]})
+    elif op == "bind":
+        bindings[cmd["ref"]] = worker.register_trigger(
+            {
+                "type": cmd["type_id"],
+                "function_id": cmd["function_id"],
+                "config": cmd.get("config", {}),
+                "metadata": cmd.get("metadata"),
+            }
+        )
+        barrier()
+        emit({"event": "bound", "ref": cmd["ref"]})
+    elif op == "unbind":
+        t = bindings.pop(cmd["ref"], None)
+        if t is not None:
+            t.unregister()
+        barrier()
+        emit({"event": "unbound", "ref": cmd["ref"]})
+    else:
+        emit({"event": "bad_command", "op": op})
+
+
+def run(cmd):
+    try:
+        handle(cmd)
+    except Exception as err:  # report, keep serving
+        emit({"event": "command_failed", "op": cmd.get("op"), "error": repr(err)})
+
+
+def quit_():
+    try:
+        worker.shutdown()
+    finally:
+        os._exit(0)
+
+
+def main():
+    wait_until_listed()
+    emit({"event": "ready", "name": NAME, "runtime": "python"})
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            cmd = json.loads(line)
+        except ValueError as err:
+            emit({"event": "bad_command", "error": str(err)})
+            continue
+        if cmd.get("op") == "exit":
+            break
+        # Calls may block (a hanging target), so each command gets a thread;
+        # the SDK itself is thread-safe for sync calls from other threads.
+        threading.Thread(target=run, args=(cmd,), daemon=True).start()
+    quit_()
+
+
+if __name__ == "__main__":
+    main()
