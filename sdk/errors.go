@@ -1,0 +1,54 @@
+package sdk
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/iii-workbench/iii/engine/protocol"
+)
+
+// Sentinel errors. Match them with errors.Is.
+var (
+	// ErrClosed is returned by calls made after Close began, and by Trigger
+	// calls still waiting when the worker shut down.
+	ErrClosed = errors.New("sdk: worker closed")
+	// ErrQueueFull is returned when the bounded outbound queue (see
+	// WithQueueLimit) cannot take another message, typically because the
+	// engine has been unreachable for a while.
+	ErrQueueFull = errors.New("sdk: outbound queue full")
+	// ErrDuplicate is returned when an ID is registered twice on one worker.
+	ErrDuplicate = errors.New("sdk: already registered")
+	// ErrNotRegistered is returned when unregistering an unknown ID.
+	ErrNotRegistered = errors.New("sdk: not registered")
+)
+
+// Error codes the SDK puts on the wire or returns to callers. Engine codes
+// (function_not_found, invocation_stopped, FORBIDDEN, ...) arrive unchanged
+// in a *protocol.ErrorBody.
+const (
+	// CodeInvocationFailed: a handler returned a plain error or panicked.
+	CodeInvocationFailed = "invocation_failed"
+	// CodeFunctionNotFound: the engine routed a call to a function this
+	// worker does not (or no longer) serve.
+	CodeFunctionNotFound = "function_not_found"
+	// CodeInvocationStopped: the worker is shutting down and refused a call.
+	CodeInvocationStopped = "invocation_stopped"
+	// CodeTimeout: the caller-side invocation timeout expired.
+	CodeTimeout = "TIMEOUT"
+	// CodeSerialization: a handler result could not be encoded as JSON.
+	CodeSerialization = "serialization_error"
+	// CodeDeserialization: a Typed handler could not decode its input.
+	CodeDeserialization = "deserialization_error"
+	// CodeTriggerRegistrationFailed: a TriggerProvider rejected a binding.
+	CodeTriggerRegistrationFailed = "trigger_registration_failed"
+	// CodeTriggerTypeNotFound: the engine delivered a binding for a trigger
+	// type this worker does not provide.
+	CodeTriggerTypeNotFound = "trigger_type_not_found"
+)
+
+// Errorf builds a *protocol.ErrorBody. A handler that returns it (or an
+// error wrapping it) reports that code to its caller instead of
+// invocation_failed.
+func Errorf(code, format string, args ...any) *protocol.ErrorBody {
+	return &protocol.ErrorBody{Code: code, Message: fmt.Sprintf(format, args...)}
+}
