@@ -5,6 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"unicode"
 
 	"github.com/google/uuid"
 )
@@ -69,12 +73,17 @@ type wire struct {
 	Result               json.RawMessage `json:"result"`
 	Traceparent          *string         `json:"traceparent"`
 	Baggage              *string         `json:"baggage"`
-	Action               *Action         `json:"action"`
+	Action               *wireAction     `json:"action"`
 	Name                 *string         `json:"name"`
 	ParentServiceID      *string         `json:"parent_service_id"`
 	PreviousWorkerID     *string         `json:"previous_worker_id"`
 	ReattachToken        *string         `json:"reattach_token"`
 	WorkerID             *string         `json:"worker_id"`
+}
+
+type wireAction struct {
+	Type  *string `json:"type"`
+	Queue *string `json:"queue"`
 }
 
 type wireError struct {
@@ -95,12 +104,88 @@ func Decode(frame []byte) (Message, error) {
 	}
 	var w wire
 	if err := json.Unmarshal(trimmed, &w); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrProtocolMalformed, err)
+		// wire is the union of all messages, so a field of another message
+		// type holding a value of another JSON type ("id": 5 on a ping)
+		// fails here although, for this type, it is an ignorable extra.
+		// Retry with only this type's fields; a real mismatch fails again.
+		var te *json.UnmarshalTypeError
+		if !errors.As(err, &te) || w.Type == nil {
+			return nil, fmt.Errorf("%w: %w", ErrProtocolMalformed, err)
+		}
+		own, ok := ownFields(trimmed, Type(*w.Type))
+		if !ok {
+			return nil, fmt.Errorf("%w: %w", ErrProtocolMalformed, err)
+		}
+		w = wire{}
+		if err := json.Unmarshal(own, &w); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrProtocolMalformed, err)
+		}
 	}
 	if w.Type == nil {
 		return nil, fmt.Errorf("%w: missing \"type\"", ErrProtocolMalformed)
 	}
 	return w.narrow()
+}
+
+// fieldsByType lists, for each message type, the top-level keys it reads.
+var fieldsByType = func() map[Type][]string {
+	m := make(map[Type][]string)
+	for _, msg := range []Message{
+		RegisterFunction{}, UnregisterFunction{}, RegisterTriggerType{}, UnregisterTriggerType{},
+		RegisterTrigger{}, UnregisterTrigger{}, TriggerRegistrationResult{}, InvokeFunction{},
+		InvocationResult{}, RegisterService{}, Ping{}, Pong{}, Reattach{}, WorkerRegistered{},
+	} {
+		keys := []string{"type"}
+		rt := reflect.TypeOf(msg)
+		for i := range rt.NumField() {
+			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+			keys = append(keys, name)
+		}
+		m[msg.MessageType()] = keys
+	}
+	return m
+}()
+
+// ownFields rebuilds the object frame keeping only the keys message type t
+// reads (matched as encoding/json matches them, ignoring case), in their
+// original order. ok is false for an unknown type or a frame that is not
+// an object.
+func ownFields(frame []byte, t Type) (own []byte, ok bool) {
+	keys, known := fieldsByType[t]
+	if !known {
+		return nil, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(frame))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, false
+	}
+	own = append(make([]byte, 0, len(frame)), '{')
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, false
+		}
+		key, _ := tok.(string)
+		var val json.RawMessage
+		if err := dec.Decode(&val); err != nil {
+			return nil, false
+		}
+		if !slices.ContainsFunc(keys, func(k string) bool { return strings.EqualFold(k, key) }) {
+			continue
+		}
+		if len(own) > 1 {
+			own = append(own, ',')
+		}
+		own, _ = appendJSON(own, key)
+		own = append(own, ':')
+		own = append(own, val...)
+	}
+	return append(own, '}'), true
+}
+
+func appendJSON(dst []byte, v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	return append(dst, b...), err
 }
 
 func missing(t Type, field string) error {
@@ -135,11 +220,37 @@ func (w *wire) errorBody(t Type) (*ErrorBody, error) {
 	return &ErrorBody{Code: *w.Error.Code, Message: *w.Error.Message, Stacktrace: str(w.Error.Stacktrace)}, nil
 }
 
-func checkUUID(t Type, field, v string) error {
-	if _, err := uuid.Parse(v); err != nil {
-		return fmt.Errorf("%w: %s: %s %q is not a UUID", ErrProtocolMalformed, t, field, v)
+// canonicalUUID checks that v is a UUID and returns it in the canonical
+// lower-case hyphenated form. The iii engine parses these fields as UUIDs,
+// so "{...}", "urn:uuid:..." and upper-case spellings name the same call as
+// the canonical form; normalising keeps invocation-ID lookups exact.
+func canonicalUUID(t Type, field, v string) (string, error) {
+	u, err := uuid.Parse(v)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %s %q is not a UUID", ErrProtocolMalformed, t, field, v)
 	}
-	return nil
+	if len(v) == 36 && strings.IndexFunc(v, unicode.IsUpper) < 0 {
+		return v, nil // already canonical; spare the allocation
+	}
+	return u.String(), nil
+}
+
+func (w *wire) action(t Type) (*Action, error) {
+	if w.Action == nil {
+		return nil, nil
+	}
+	switch str(w.Action.Type) {
+	case ActionVoid:
+		return &Action{Type: ActionVoid}, nil
+	case ActionEnqueue:
+		// A missing or empty queue is left for the router to refuse with
+		// an error result, rather than dropping the call unanswered.
+		return &Action{Type: ActionEnqueue, Queue: str(w.Action.Queue)}, nil
+	}
+	if w.Action.Type == nil {
+		return nil, missing(t, "action.type")
+	}
+	return nil, fmt.Errorf("%w: %s: unknown action type %q", ErrProtocolMalformed, t, *w.Action.Type)
 }
 
 func (w *wire) narrow() (Message, error) {
@@ -215,19 +326,23 @@ func (w *wire) narrow() (Message, error) {
 		if w.Data == nil {
 			return nil, missing(t, "data")
 		}
-		id := str(w.InvocationID)
-		if id != "" {
-			if err := checkUUID(t, "invocation_id", id); err != nil {
+		// Absent or null means fire-and-forget; any string, even "", must
+		// be a UUID.
+		var id string
+		if w.InvocationID != nil {
+			var err error
+			if id, err = canonicalUUID(t, "invocation_id", *w.InvocationID); err != nil {
 				return nil, err
 			}
 		}
-		if w.Action != nil && w.Action.Type != ActionVoid && w.Action.Type != ActionEnqueue {
-			return nil, fmt.Errorf("%w: %s: unknown action type %q", ErrProtocolMalformed, t, w.Action.Type)
+		action, err := w.action(t)
+		if err != nil {
+			return nil, err
 		}
 		return InvokeFunction{
 			InvocationID: id, FunctionID: *w.FunctionID, Data: w.Data,
 			Traceparent: str(w.Traceparent), Baggage: str(w.Baggage),
-			Action: w.Action, Metadata: rawOrNil(w.Metadata),
+			Action: action, Metadata: rawOrNil(w.Metadata),
 		}, nil
 	case TypeInvocationResult:
 		switch {
@@ -236,7 +351,8 @@ func (w *wire) narrow() (Message, error) {
 		case w.FunctionID == nil:
 			return nil, missing(t, "function_id")
 		}
-		if err := checkUUID(t, "invocation_id", *w.InvocationID); err != nil {
+		id, err := canonicalUUID(t, "invocation_id", *w.InvocationID)
+		if err != nil {
 			return nil, err
 		}
 		eb, err := w.errorBody(t)
@@ -244,7 +360,7 @@ func (w *wire) narrow() (Message, error) {
 			return nil, err
 		}
 		return InvocationResult{
-			InvocationID: *w.InvocationID, FunctionID: *w.FunctionID,
+			InvocationID: id, FunctionID: *w.FunctionID,
 			Result: rawOrNil(w.Result), Error: eb,
 			Traceparent: str(w.Traceparent), Baggage: str(w.Baggage),
 		}, nil
@@ -273,20 +389,26 @@ func (w *wire) narrow() (Message, error) {
 
 // Encode serialises a message with its "type" tag first. It accepts the
 // typed messages by value or by pointer.
+//
+// HTML characters are not escaped: payloads pass through as the sender
+// wrote them (as the iii engine does), only compacted.
 func Encode(m Message) ([]byte, error) {
-	body, err := json.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("protocol: encode %s: %w", m.MessageType(), err)
-	}
 	t := m.MessageType()
-	out := make([]byte, 0, len(body)+len(t)+12)
-	out = append(out, `{"type":"`...)
-	out = append(out, t...)
-	out = append(out, '"')
-	if len(body) > 2 { // body is "{...}"; "{}" adds nothing
-		out = append(out, ',')
-		out = append(out, body[1:len(body)-1]...)
+	var buf bytes.Buffer
+	buf.Grow(256)
+	buf.WriteString(`{"type":"`)
+	buf.WriteString(string(t))
+	buf.WriteByte('"')
+	mark := buf.Len()
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
+		return nil, fmt.Errorf("protocol: encode %s: %w", t, err)
 	}
-	out = append(out, '}')
+	out := bytes.TrimSuffix(buf.Bytes(), []byte("\n")) // prefix + "{...}"
+	if len(out)-mark == 2 {                            // "{}": no fields
+		return append(out[:mark], '}'), nil
+	}
+	out[mark] = ',' // splice the body's fields after the type
 	return out, nil
 }
