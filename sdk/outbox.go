@@ -40,6 +40,7 @@ func newOutbox(limit int) *outbox {
 	return &outbox{limit: limit, ready: make(chan struct{}, 1)}
 }
 
+// signal wakes the writer; it never blocks (callers may hold Worker.mu).
 func (q *outbox) signal() {
 	select {
 	case q.ready <- struct{}{}:
@@ -52,16 +53,19 @@ func (q *outbox) signal() {
 // the limit.
 func (q *outbox) push(e entry) error {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	switch {
 	case q.closed:
+		q.mu.Unlock()
 		return ErrClosed
 	case !q.connected && e.kind != kindCall:
+		q.mu.Unlock()
 		return nil
 	case e.kind != kindRegistration && len(q.entries) >= q.limit:
+		q.mu.Unlock()
 		return ErrQueueFull
 	}
 	q.entries = append(q.entries, e)
+	q.mu.Unlock()
 	q.signal()
 	return nil
 }
@@ -87,7 +91,6 @@ func (q *outbox) requeue(es []entry) {
 // from the previous connection are dropped.
 func (q *outbox) connect(head, tail []entry, keep func(entry) bool) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	es := append([]entry(nil), head...)
 	for _, e := range q.entries {
 		if e.kind == kindCall && keep(e) {
@@ -96,6 +99,7 @@ func (q *outbox) connect(head, tail []entry, keep func(entry) bool) {
 	}
 	q.entries = append(es, tail...)
 	q.connected = true
+	q.mu.Unlock()
 	q.signal()
 }
 
