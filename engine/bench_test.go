@@ -1,0 +1,131 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/relay"
+	"github.com/iii-workbench/iii/sdk"
+)
+
+// BenchmarkCall measures a cross-worker call (Go SDK caller -> router ->
+// Go SDK worker -> router -> caller) through the engine and through the
+// minimal relay of package relay, in the same run, so the two can be
+// compared: engine calls/s ÷ baseline calls/s.
+func BenchmarkCall(b *testing.B) {
+	payload := map[string]string{"p": strings.Repeat("x", 120)} // 128 B as JSON
+	for _, inflight := range []int{1, 64} {
+		for _, target := range []string{"baseline", "engine"} {
+			b.Run(fmt.Sprintf("%s/inflight=%d", target, inflight), func(b *testing.B) {
+				benchCall(b, target, inflight, payload)
+			})
+		}
+	}
+}
+
+func benchCall(b *testing.B, target string, inflight int, payload any) {
+	var (
+		h      http.Handler
+		serves func() bool
+		stop   func()
+	)
+	switch target {
+	case "engine":
+		eng, err := engine.New(engine.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		serves = func() bool {
+			for _, f := range eng.Snapshot().Functions {
+				if f.ID == "bench::echo" {
+					return true
+				}
+			}
+			return false
+		}
+		stop = func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			eng.Shutdown(ctx)
+		}
+		h = eng.Handler()
+	default:
+		r := relay.New()
+		h, serves, stop = r, func() bool { return r.Serves("bench::echo") }, r.Wait
+	}
+	srv := httptest.NewServer(h)
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	worker, err := sdk.Connect(ctx, url, sdk.WithName("bench-worker"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	worker.RegisterFunction("bench::echo", func(_ context.Context, in json.RawMessage) (any, error) { return in, nil })
+	caller, err := sdk.Connect(ctx, url, sdk.WithName("bench-caller"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !serves(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatal("bench::echo never registered")
+		}
+	}
+	call := func() (time.Duration, error) {
+		start := time.Now()
+		_, err := caller.Trigger(ctx, sdk.TriggerRequest{FunctionID: "bench::echo", Payload: payload})
+		return time.Since(start), err
+	}
+	var (
+		mu        sync.Mutex
+		latencies = make([]time.Duration, 0, 1<<16)
+		errs      int
+	)
+	record := func(d time.Duration, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs++
+		}
+		if len(latencies) < cap(latencies) {
+			latencies = append(latencies, d)
+		}
+	}
+	b.ResetTimer()
+	if inflight == 1 {
+		for b.Loop() {
+			record(call())
+		}
+	} else {
+		b.SetParallelism(max(1, inflight/runtime.GOMAXPROCS(0)))
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				record(call())
+			}
+		})
+	}
+	b.StopTimer()
+	if errs > 0 {
+		b.Errorf("%d of %d calls failed", errs, b.N)
+	}
+	slices.Sort(latencies)
+	if n := len(latencies); n > 0 {
+		b.ReportMetric(float64(latencies[n/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(latencies[n*99/100].Microseconds()), "p99-µs")
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+	caller.Close(ctx)
+	worker.Close(ctx)
+	srv.Close()
+	stop()
+}

@@ -1,0 +1,145 @@
+// Package relay is the baseline that engine benchmarks measure against: the
+// least a WebSocket router must do for one call. Callers and workers speak
+// the iii wire protocol to it; it decodes each frame, forwards an
+// invokefunction to the one worker that registered the function, and the
+// invocationresult back to the caller, re-encoding at each hop. It has no
+// timeouts, triggers, events, cleanup or error handling beyond dropping
+// what it cannot route: it is a yardstick, not a server.
+package relay
+
+import (
+	"context"
+	"net/http"
+	"sync"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+
+	"github.com/iii-workbench/iii/engine/protocol"
+)
+
+// Relay routes calls between connected sockets.
+type Relay struct {
+	mu      sync.Mutex
+	fns     map[string]*peer
+	pending map[string]*peer // invocation id -> caller
+	wg      sync.WaitGroup
+}
+
+// New returns an empty relay.
+func New() *Relay {
+	return &Relay{fns: map[string]*peer{}, pending: map[string]*peer{}}
+}
+
+type peer struct {
+	ws  *websocket.Conn
+	out chan []byte
+}
+
+// ServeHTTP accepts one worker socket and serves it until it closes.
+func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	ws, err := websocket.Accept(w, req, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		return
+	}
+	ws.SetReadLimit(16 << 20)
+	p := &peer{ws: ws, out: make(chan []byte, 1024)}
+	ctx, cancel := context.WithCancel(req.Context())
+	defer cancel()
+	r.wg.Add(1)
+	// Exits when ctx is cancelled (the reader below returned).
+	go func() {
+		defer r.wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case f := <-p.out:
+				if ws.Write(ctx, websocket.MessageText, f) != nil {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	hello, _ := protocol.Encode(protocol.WorkerRegistered{WorkerID: uuid.NewString()})
+	p.out <- hello
+	for {
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			break
+		}
+		msg, err := protocol.Decode(data)
+		if err != nil {
+			continue
+		}
+		r.route(p, msg)
+	}
+	cancel()
+	ws.CloseNow()
+	r.mu.Lock()
+	for id, o := range r.fns {
+		if o == p {
+			delete(r.fns, id)
+		}
+	}
+	r.mu.Unlock()
+}
+
+func (r *Relay) route(from *peer, msg protocol.Message) {
+	switch m := msg.(type) {
+	case protocol.RegisterFunction:
+		r.mu.Lock()
+		r.fns[m.ID] = from
+		r.mu.Unlock()
+	case protocol.InvokeFunction:
+		r.mu.Lock()
+		to := r.fns[m.FunctionID]
+		if to != nil && m.InvocationID != "" {
+			r.pending[m.InvocationID] = from
+		}
+		r.mu.Unlock()
+		if to == nil {
+			return
+		}
+		if m.InvocationID == "" {
+			m.InvocationID = uuid.NewString()
+		}
+		m.Action = nil
+		if f, err := protocol.Encode(m); err == nil {
+			send(to, f)
+		}
+	case protocol.InvocationResult:
+		r.mu.Lock()
+		to := r.pending[m.InvocationID]
+		delete(r.pending, m.InvocationID)
+		r.mu.Unlock()
+		if to == nil {
+			return
+		}
+		if f, err := protocol.Encode(m); err == nil {
+			send(to, f)
+		}
+	case protocol.Ping:
+		send(from, []byte(`{"type":"pong"}`))
+	}
+}
+
+// send never blocks the reader: a peer that does not keep up loses frames,
+// which a benchmark would show as errors.
+func send(p *peer, f []byte) {
+	select {
+	case p.out <- f:
+	default:
+	}
+}
+
+// Serves reports whether some socket registered fn.
+func (r *Relay) Serves(fn string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fns[fn] != nil
+}
+
+// Wait waits for the relay's writer goroutines after its server closed.
+func (r *Relay) Wait() { r.wg.Wait() }
