@@ -49,10 +49,10 @@ type conn struct {
 	ctx    context.Context // cancelled when the connection closes
 	cancel context.CancelFunc
 
-	mu        sync.Mutex
-	pending   map[string]*pending // invocation id (as sent to this worker) -> call
-	meta      workerMeta
-	gone      bool // cleanup has started; no new pending entries
+	mu          sync.Mutex
+	pending     map[string]*pending // invocation id (as sent to this worker) -> call
+	meta        workerMeta
+	gone        bool // cleanup has started; no new pending entries
 	closeOnce   sync.Once
 	closeReq    chan struct{} // closed by close(); the writer then closes the socket
 	closeCode   websocket.StatusCode

@@ -272,4 +272,3 @@ func findTrigger(e *engine.Engine, id string) *engine.TriggerInfo {
 	}
 	return nil
 }
-

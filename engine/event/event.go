@@ -140,7 +140,7 @@ func (InvocationFinished) Kind() string      { return "invocation.finished" }
 
 // Bus fans events out to subscribers. The zero value is ready to use.
 type Bus struct {
-	mu   sync.Mutex                    // serialises subscribe/unsubscribe
+	mu   sync.Mutex                      // serialises subscribe/unsubscribe
 	subs atomic.Pointer[[]*Subscription] // copy-on-write; read without a lock
 }
 
