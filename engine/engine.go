@@ -239,7 +239,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		c.failPending(CodeShutdown, "engine is shutting down")
 	}
 	for _, c := range conns {
-		c.close(websocket.StatusGoingAway, "engine shutting down")
+		c.close(shutdownStatus(c), "engine shutting down")
 	}
 	e.cancel()
 	done := make(chan struct{})
@@ -262,4 +262,18 @@ func (e *Engine) isClosing() bool {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	return e.closing
+}
+
+// shutdownStatus is the close code a worker gets when the engine stops:
+// 1001 (going away), except for Python iii-sdk workers, which stop
+// reconnecting for good after a 1000/1001 close (the websockets iterator
+// ends quietly; iii issue #2180). They get 1012 (service restart), which
+// makes them reconnect when the engine comes back.
+func shutdownStatus(c *conn) websocket.StatusCode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.meta.Runtime == "python" {
+		return websocket.StatusServiceRestart
+	}
+	return websocket.StatusGoingAway
 }

@@ -323,6 +323,10 @@ func TestShutdownFailsPendingAndCloses1001(t *testing.T) {
 	te.url = srv
 	a, b := dial(t, te.url), dial(t, te.url)
 	b.register("hang::forever")
+	py := dial(t, te.url)
+	py.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register",
+		"data": map[string]any{"runtime": "python"}, "action": map[string]any{"type": "void"}})
+	py.quiet()
 	id := uuid.NewString()
 	a.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "hang::forever", "data": nil})
 	b.expect("invokefunction")
@@ -338,6 +342,11 @@ func TestShutdownFailsPendingAndCloses1001(t *testing.T) {
 		t.Errorf("close status %v, want 1001", code)
 	}
 	a.closed(5 * time.Second)
+	// Python iii-sdk workers only reconnect after a close that is not
+	// 1000/1001, so they are told the service restarts.
+	if code := py.closed(5 * time.Second); code != websocket.StatusServiceRestart {
+		t.Errorf("python worker close status %v, want 1012", code)
+	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
