@@ -23,6 +23,7 @@ type fleet struct {
 
 func startFleet(t *testing.T, ctx context.Context) *fleet {
 	t.Helper()
+	requireSDKs(t)
 	f := &fleet{eng: startEngine(t), w: make(map[lang]*workerProc)}
 	for _, l := range langs {
 		f.w[l] = startWorker(t, l, f.eng.url, string(l))
@@ -427,6 +428,7 @@ func TestCustomTriggerType(t *testing.T) {
 // its functions are callable again.
 func TestReconnectAfterEngineRestart(t *testing.T) {
 	t.Parallel()
+	requireSDKs(t)
 	ctx := testContext(t)
 	for _, l := range langs {
 		t.Run(string(l), func(t *testing.T) {
@@ -476,6 +478,7 @@ func TestReconnectAfterEngineRestart(t *testing.T) {
 // connection, and the replayed registrations survive its cleanup.
 func TestReattachAfterDroppedConnection(t *testing.T) {
 	t.Parallel()
+	requireSDKs(t)
 	ctx := testContext(t)
 	for _, l := range langs {
 		t.Run(string(l), func(t *testing.T) {

@@ -90,6 +90,15 @@ func missing(t *testing.T, format string, args ...any) {
 
 const sdkVersion = "0.22.1"
 
+// requireSDKs skips or fails the test unless every language's SDK is
+// installed, before anything is started.
+func requireSDKs(t *testing.T) {
+	t.Helper()
+	for _, l := range langs {
+		command(t, l)
+	}
+}
+
 // command returns how to run the worker script of l, or skips/fails the
 // test when that SDK is not installed.
 func command(t *testing.T, l lang) (bin string, args []string, dir string) {
@@ -272,12 +281,12 @@ type workerProc struct {
 	name   string // worker name reported to the engine
 	prefix string // its functions are <prefix>::echo|fail|hang|sink
 
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	cancel context.CancelFunc // kills the process group
-	output *syncBuffer        // stderr and non-event stdout
-	exited chan struct{}      // closed once the process is reaped
-	waitErr error             // valid after exited
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	cancel  context.CancelFunc // kills the process group
+	output  *syncBuffer        // stderr and non-event stdout
+	exited  chan struct{}      // closed once the process is reaped
+	waitErr error              // valid after exited
 
 	mu     sync.Mutex
 	events []event
