@@ -136,7 +136,9 @@ func TestCrossWorkerCall(t *testing.T) {
 				callerID := f.raw.workerNamed(t, ctx, cw.name).ID
 				in := map[string]any{"tag": uuid.NewString(), "n": 1.5, "list": []any{"a", 2.0, nil}, "nested": map[string]any{"ok": true}}
 
-				out := cw.call(t, ctx, tw.fn("echo"), in)
+				md := map[string]any{"trace": "compat", "n": 2.0}
+
+				out := cw.outcome(t, ctx, cw.startCall(t, tw.fn("echo"), in, map[string]any{"metadata": md}))
 				if out.str("event") != "result" {
 					t.Fatalf("%s SDK calling %s: got %v, want a result", caller, tw.fn("echo"), out)
 				}
@@ -146,11 +148,28 @@ func TestCrossWorkerCall(t *testing.T) {
 
 				inv := tw.invoked(t, ctx, tw.fn("echo"), tagged(in["tag"].(string)))
 				assertJSON(t, "input seen by the handler", inv["data"], withCaller(in, callerID))
+				assertJSON(t, "metadata seen by the handler", inv["metadata"], md)
+
+				// Many calls in flight at once each get their own result.
+				const burst = 20
+				ids := make([]string, burst)
+				for i := range ids {
+					ids[i] = cw.startCall(t, tw.fn("echo"), map[string]any{"i": float64(i)}, nil)
+				}
+				for i, id := range ids {
+					out := cw.outcome(t, ctx, id)
+					if out.str("event") != "result" || out.obj("result")["i"] != float64(i) {
+						t.Errorf("burst call %d of %d: got %v, want the echo of i=%d", i, burst, out, i)
+					}
+				}
 			})
 		}
 		t.Run("raw_calls_"+string(target), func(t *testing.T) {
 			in := map[string]any{"tag": uuid.NewString(), "s": "héllo ✓"}
-			id := f.raw.invoke(t, ctx, tw.fn("echo"), in)
+			md := map[string]any{"from": "raw"}
+			id := uuid.NewString()
+			f.raw.send(t, ctx, map[string]any{"type": "invokefunction", "invocation_id": id,
+				"function_id": tw.fn("echo"), "data": in, "metadata": md})
 			res := f.raw.result(t, ctx, id)
 			if got := res.str("function_id"); got != tw.fn("echo") {
 				t.Errorf("invocationresult.function_id = %q, want %q (frame %s)", got, tw.fn("echo"), res)
@@ -163,6 +182,8 @@ func TestCrossWorkerCall(t *testing.T) {
 			want := withCaller(in, f.raw.workerID)
 			want["by"] = string(target)
 			assertJSON(t, "invocationresult.result", got, want)
+			inv := tw.invoked(t, ctx, tw.fn("echo"), tagged(in["tag"].(string)))
+			assertJSON(t, "metadata seen by the handler", inv["metadata"], md)
 		})
 	}
 }

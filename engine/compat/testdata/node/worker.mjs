@@ -20,7 +20,7 @@
 // Every handler first prints {"event":"invoked","function_id","data","metadata"}.
 //
 // Commands (stdin, one JSON object per line):
-//   {"op":"call","id","function_id","payload","void"?,"timeout_ms"?}
+//   {"op":"call","id","function_id","payload","void"?,"timeout_ms"?,"metadata"?}
 //       -> {"event":"result","id","result"} | {"event":"error","id","code","message","stacktrace"}
 //          | {"event":"sent","id"} for void calls
 //   {"op":"register_type","type_id"}  -> {"event":"type_registered","type_id"}
@@ -130,6 +130,7 @@ function triggerHandler(typeId) {
 async function call(cmd) {
   const req = { function_id: cmd.function_id, payload: cmd.payload ?? null }
   if (cmd.timeout_ms) req.timeoutMs = cmd.timeout_ms
+  if (cmd.metadata !== undefined) req.metadata = cmd.metadata
   if (cmd.void) {
     req.action = TriggerAction.Void()
     await worker.trigger(req)

@@ -129,6 +129,8 @@ def call(cmd):
     req = {"function_id": cmd["function_id"], "payload": cmd.get("payload")}
     if cmd.get("timeout_ms"):
         req["timeout_ms"] = cmd["timeout_ms"]
+    if cmd.get("metadata") is not None:
+        req["metadata"] = cmd["metadata"]
     if cmd.get("void"):
         req["action"] = TriggerAction.Void()
         worker.trigger(req)
