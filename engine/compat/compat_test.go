@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -72,16 +73,8 @@ func assertJSON(t *testing.T, what string, got, want any) {
 
 // withCaller is data plus the _caller_worker_id the engine injects.
 func withCaller(data map[string]any, workerID string) map[string]any {
-	out := maps(data)
+	out := maps.Clone(data)
 	out["_caller_worker_id"] = workerID
-	return out
-}
-
-func maps(m map[string]any) map[string]any {
-	out := make(map[string]any, len(m)+2)
-	for k, v := range m {
-		out[k] = v
-	}
 	return out
 }
 
