@@ -43,6 +43,7 @@ type conn struct {
 	log         *slog.Logger
 	out         *outq
 
+	python   bool         // the socket is the Python iii-sdk's (by User-Agent)
 	inflight atomic.Int64 // calls routed to this worker and not yet answered
 	draining atomic.Bool
 
@@ -160,6 +161,9 @@ func (e *Engine) serveWorker(w http.ResponseWriter, r *http.Request) {
 		cleaned:     make(chan struct{}),
 		closeReq:    make(chan struct{}),
 	}
+	// The Python iii-sdk speaks through the websockets library, whose
+	// User-Agent says so; see shutdownStatus.
+	c.python = strings.Contains(r.Header.Get("User-Agent"), "websockets/")
 	c.log = e.log.With("worker_id", c.id)
 	// Not derived from the engine's context: Shutdown closes each socket
 	// itself, after failing its pending calls, so results still get out.
@@ -168,7 +172,7 @@ func (e *Engine) serveWorker(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	if e.closing {
 		e.mu.Unlock()
-		ws.Close(websocket.StatusGoingAway, "engine shutting down")
+		ws.Close(shutdownStatus(c), "engine shutting down")
 		return
 	}
 	e.conns[c.id] = c

@@ -43,7 +43,6 @@ func TestBadInput(t *testing.T) {
 		{"unknown type", []byte(`{"type":"subscribe","topic":"x"}`), false, 0},
 		{"missing type", []byte(`{"function_id":"ok::echo","data":1}`), false, 0},
 		{"missing function_id", []byte(`{"type":"invokefunction","invocation_id":"` + uuid.NewString() + `","data":1}`), false, 0},
-		{"missing data", []byte(`{"type":"invokefunction","invocation_id":"` + uuid.NewString() + `","function_id":"ok::echo"}`), false, 0},
 		{"non-UUID invocation_id", []byte(`{"type":"invokefunction","invocation_id":"42","function_id":"ok::echo","data":1}`), false, 0},
 		{"unknown action", []byte(`{"type":"invokefunction","function_id":"ok::echo","data":1,"action":{"type":"later"}}`), false, 0},
 		{"result for unknown invocation", []byte(`{"type":"invocationresult","invocation_id":"` + uuid.NewString() + `","function_id":"ok::echo","result":1}`), false, 0},

@@ -268,11 +268,13 @@ func (e *Engine) isClosing() bool {
 // 1001 (going away), except for Python iii-sdk workers, which stop
 // reconnecting for good after a 1000/1001 close (the websockets iterator
 // ends quietly; iii issue #2180). They get 1012 (service restart), which
-// makes them reconnect when the engine comes back.
+// makes them reconnect when the engine comes back. They are recognised by
+// the User-Agent of their upgrade request, or failing that by the runtime
+// they report.
 func shutdownStatus(c *conn) websocket.StatusCode {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.meta.Runtime == "python" {
+	if c.python || c.meta.Runtime == "python" {
 		return websocket.StatusServiceRestart
 	}
 	return websocket.StatusGoingAway

@@ -291,6 +291,10 @@ const QueueEnqueueFunction = "engine::queue::enqueue"
 // enqueue hands a call to the queue module and answers the caller with a
 // message receipt at once.
 func (e *Engine) enqueue(call Call, queue string, done func(outcome)) {
+	if queue == "" {
+		done(failed(CodeEnqueueError, "cannot enqueue %s: action.queue is empty; name a queue (\"default\" always exists)", call.FunctionID))
+		return
+	}
 	receipt := uuid.NewString()
 	payload, err := json.Marshal(struct {
 		Queue       string          `json:"queue"`

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -253,6 +255,13 @@ func TestEnqueueWithoutQueueModule(t *testing.T) {
 	if errCode(res) != "enqueue_error" {
 		t.Fatalf("got %v, want enqueue_error", res)
 	}
+	// An enqueue that names no queue is refused before any queue is asked.
+	a.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "x::y",
+		"data": nil, "action": map[string]any{"type": "enqueue"}})
+	res = a.expect("invocationresult")
+	if msg, _ := res["error"].(map[string]any)["message"].(string); errCode(res) != "enqueue_error" || !strings.Contains(msg, "queue is empty") {
+		t.Fatalf("got %v, want enqueue_error about the empty queue", res)
+	}
 }
 
 func TestEnqueueHandsOffToQueueFunction(t *testing.T) {
@@ -327,6 +336,23 @@ func TestShutdownFailsPendingAndCloses1001(t *testing.T) {
 	py.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register",
 		"data": map[string]any{"runtime": "python"}, "action": map[string]any{"type": "void"}})
 	py.quiet()
+	// A Python SDK socket that has not reported its metadata yet is known
+	// by its User-Agent.
+	pyUA, _, err := dialOpts(t, te.url, &websocket.DialOptions{HTTPHeader: http.Header{"User-Agent": {"Python/3.11 websockets/17.4"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pyUA.CloseNow()
+	pyUAClosed := make(chan websocket.StatusCode, 1)
+	// Exits when the engine closes the socket.
+	go func() {
+		for {
+			if _, _, err := pyUA.Read(context.Background()); err != nil {
+				pyUAClosed <- websocket.CloseStatus(err)
+				return
+			}
+		}
+	}()
 	id := uuid.NewString()
 	a.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "hang::forever", "data": nil})
 	b.expect("invokefunction")
@@ -346,6 +372,9 @@ func TestShutdownFailsPendingAndCloses1001(t *testing.T) {
 	// 1000/1001, so they are told the service restarts.
 	if code := py.closed(5 * time.Second); code != websocket.StatusServiceRestart {
 		t.Errorf("python worker close status %v, want 1012", code)
+	}
+	if code := <-pyUAClosed; code != websocket.StatusServiceRestart {
+		t.Errorf("python (by User-Agent) close status %v, want 1012", code)
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -145,6 +145,9 @@ type Module struct {
 	path string
 }
 
+// File is the config file the entry came from; empty for a default module.
+func (m *Module) File() string { return m.file }
+
 // Decode strictly decodes the module's config into v (a pointer, usually to
 // a struct holding the defaults): unknown keys and wrong types fail with an
 // *Error at the offending line. Without a config it leaves v as it is.

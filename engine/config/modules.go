@@ -3,6 +3,7 @@ package config
 import (
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Canonical module IDs.
@@ -52,11 +53,38 @@ var moduleAliases = map[string]string{
 	"iii-exec":                           ModuleExec,
 }
 
+// custom holds the IDs and aliases of modules registered at run time
+// (package module's Register), so config files may name them.
+var custom = struct {
+	sync.RWMutex
+	ids     []string
+	aliases map[string]string
+}{aliases: map[string]string{}}
+
+// RegisterModuleClass makes a module ID (and its aliases) acceptable as a
+// class in config files. Package module calls it from Register.
+func RegisterModuleClass(id string, aliases ...string) {
+	custom.Lock()
+	defer custom.Unlock()
+	if !slices.Contains(custom.ids, id) {
+		custom.ids = append(custom.ids, id)
+	}
+	for _, a := range aliases {
+		custom.aliases[a] = id
+	}
+}
+
 // ModuleID normalises a module class or worker name (RestApiModule,
 // modules::api::RestApiModule, iii-http or http) to its canonical ID.
 func ModuleID(class string) (string, bool) {
 	class = strings.TrimSpace(class)
 	if id, ok := moduleAliases[class]; ok {
+		return id, true
+	}
+	custom.RLock()
+	id, ok := custom.aliases[class]
+	custom.RUnlock()
+	if ok {
 		return id, true
 	}
 	if slices.Contains(ModuleIDs(), class) {
@@ -65,9 +93,17 @@ func ModuleID(class string) (string, bool) {
 	return "", false
 }
 
-// ModuleIDs lists every canonical module ID, sorted.
+// ModuleIDs lists every canonical module ID, sorted: the built-in ones and
+// those registered with RegisterModuleClass.
 func ModuleIDs() []string {
 	ids := append(slices.Clone(DefaultModules), ModuleExec)
+	custom.RLock()
+	for _, id := range custom.ids {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	custom.RUnlock()
 	slices.Sort(ids)
 	return ids
 }

@@ -324,7 +324,11 @@ func (w *wire) narrow() (Message, error) {
 			return nil, missing(t, "function_id")
 		}
 		if w.Data == nil {
-			return nil, missing(t, "data")
+			// The v0.22.1 engine drops such a frame, but the published SDKs
+			// send it (Python trigger(payload=None) and Node with an undefined
+			// payload leave "data" out), and dropping it leaves the caller
+			// hanging until its own timeout: a missing payload is null.
+			w.Data = json.RawMessage("null")
 		}
 		// Absent or null means fire-and-forget; any string, even "", must
 		// be a UUID.
