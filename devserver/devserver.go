@@ -1,6 +1,7 @@
-// Package devserver assembles a ready iii engine on loopback ports behind
-// one Start/Stop pair, shared by `iii dev` and by tests that need a real
-// engine.
+// Package devserver assembles a ready iii engine behind one Start/Stop
+// pair: the worker listener, the Redis store (embedded when no URL is
+// configured) and the modules of config.yaml. `iii start`, `iii dev` and
+// tests that need a whole engine share it.
 package devserver
 
 import (
@@ -9,78 +10,142 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"sync"
-	"time"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/module"
+	"github.com/iii-workbench/iii/engine/store"
 )
 
-// Options configures a dev server. The zero value starts an engine on a
-// free 127.0.0.1 port.
+// KeyPrefix namespaces every Redis key the modules write.
+const KeyPrefix = "iii:"
+
+// PortInUseError is returned when the worker port is taken.
+type PortInUseError struct {
+	Port int
+	Err  error
+}
+
+func (e *PortInUseError) Error() string {
+	return fmt.Sprintf("port %d in use: is another iii running? set engine.port", e.Port)
+}
+
+func (e *PortInUseError) Unwrap() error { return e.Err }
+
+// Options configures a server.
 type Options struct {
-	Host              string // default 127.0.0.1
-	Port              int    // 0 picks a free port
-	Logger            *slog.Logger
-	AuthToken         string
-	InvocationTimeout time.Duration
-	MaxFrameBytes     int64
+	// Config is the loaded config.yaml (or config.Default()). Nil runs the
+	// bare core, no modules, on a free 127.0.0.1 port: what most tests want.
+	Config *config.Config
+	Logger *slog.Logger
 }
 
-func (o *Options) check() error {
-	if o.Host == "" {
-		o.Host = "127.0.0.1"
-	}
-	if o.Port < 0 || o.Port > 65535 {
-		return fmt.Errorf("devserver: port %d out of range 0-65535", o.Port)
-	}
-	if o.InvocationTimeout < 0 {
-		return fmt.Errorf("devserver: negative invocation timeout %v", o.InvocationTimeout)
-	}
-	if o.MaxFrameBytes < 0 {
-		return fmt.Errorf("devserver: negative max frame size %d", o.MaxFrameBytes)
-	}
-	return nil
-}
-
-// Server is a running engine.
+// Server is a running engine with its modules.
 type Server struct {
-	eng    *engine.Engine
-	addr   string
+	eng     *engine.Engine
+	store   *store.Store
+	modules *module.Set
+	addr    string
+	log     *slog.Logger
+
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error
 	once   sync.Once
+	stopMu sync.Mutex
 }
 
-// Start checks opts, listens and serves an engine until Stop.
-func Start(opts Options) (*Server, error) {
-	if err := opts.check(); err != nil {
-		return nil, err
+// Start checks the config, opens the store, builds the engine, loads the
+// modules and serves workers. Everything acquired is released again when
+// a step fails.
+func Start(ctx context.Context, opts Options) (_ *Server, err error) {
+	cfg := opts.Config
+	if cfg == nil {
+		cfg = &config.Config{Engine: config.Engine{Host: config.DefaultHost}}
 	}
-	addr := net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("devserver: listen on %s: %w", addr, err)
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	eng, err := engine.New(engine.Options{Logger: opts.Logger, AuthToken: opts.AuthToken,
-		InvocationTimeout: opts.InvocationTimeout, MaxFrameBytes: opts.MaxFrameBytes})
+	if cfg.Engine.Port < 0 || cfg.Engine.Port > 65535 {
+		return nil, fmt.Errorf("devserver: engine.port %d out of range 0-65535", cfg.Engine.Port)
+	}
+	entries := cfg.Modules
+	if !cfg.FromFile() {
+		// The default set names every built-in module; run those this
+		// binary has.
+		entries = nil
+		for _, m := range cfg.Modules {
+			if _, ok := module.Lookup(m.ID); ok {
+				entries = append(entries, m)
+			} else {
+				log.Debug("default module not built in; skipped", "module", m.ID)
+			}
+		}
+	}
+
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", cfg.Engine.Addr())
 	if err != nil {
-		ln.Close()
+		if isAddrInUse(err) {
+			return nil, &PortInUseError{Port: cfg.Engine.Port, Err: err}
+		}
+		return nil, fmt.Errorf("devserver: listen on %s: %w", cfg.Engine.Addr(), err)
+	}
+	s := &Server{addr: ln.Addr().String(), log: log, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			ln.Close()
+			s.release(context.WithoutCancel(ctx))
+		}
+	}()
+
+	s.eng, err = engine.New(engine.Options{Logger: log, AuthToken: string(cfg.Engine.AuthToken),
+		InvocationTimeout: cfg.Engine.InvocationTimeout, MaxFrameBytes: cfg.Engine.MaxFrameBytes})
+	if err != nil {
 		return nil, fmt.Errorf("devserver: %w", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{eng: eng, addr: ln.Addr().String(), cancel: cancel, done: make(chan struct{})}
-	// Exits when Stop cancels ctx and the engine has shut down.
+	host := module.Host{Engine: s.eng, KeyPrefix: KeyPrefix, Logger: log}
+	if len(entries) > 0 {
+		if s.store, err = store.Open(ctx, cfg.Redis.URL, log); err != nil {
+			return nil, fmt.Errorf("devserver: %w", err)
+		}
+		host.Redis, host.RedisEmbedded = s.store.Client, s.store.Embedded
+	}
+	if s.modules, err = module.Load(ctx, entries, host); err != nil {
+		return nil, err
+	}
+
+	serveCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	// Exits when Stop cancels serveCtx and the engine has shut down.
 	go func() {
 		defer close(s.done)
-		s.err = eng.Serve(ctx, ln)
+		s.err = s.eng.Serve(serveCtx, ln)
 	}()
+	log.Info("engine ready", "url", s.URL(), "modules", s.modules.IDs(), "auth", cfg.Engine.AuthToken != "")
 	return s, nil
+}
+
+// release stops what Start acquired before serving began.
+func (s *Server) release(ctx context.Context) {
+	if s.modules != nil {
+		s.modules.Stop(ctx)
+	}
+	if s.eng != nil {
+		s.eng.Shutdown(ctx)
+	}
+	if s.store != nil {
+		s.store.Close()
+	}
 }
 
 // Engine is the running engine.
 func (s *Server) Engine() *engine.Engine { return s.eng }
+
+// Modules is the set of started modules.
+func (s *Server) Modules() *module.Set { return s.modules }
 
 // Addr is the worker socket's host:port.
 func (s *Server) Addr() string { return s.addr }
@@ -88,16 +153,30 @@ func (s *Server) Addr() string { return s.addr }
 // URL is the worker WebSocket URL (what III_URL should be).
 func (s *Server) URL() string { return "ws://" + s.addr }
 
-// Stop shuts the engine down and waits for it, or for ctx.
+// Stop stops the modules (their listeners finish what is in flight while
+// the engine still routes), then the engine, then closes the store. It is
+// safe to call more than once.
 func (s *Server) Stop(ctx context.Context) error {
-	s.once.Do(s.cancel)
+	s.stopMu.Lock()
+	defer s.stopMu.Unlock()
+	var errs []error
+	s.once.Do(func() {
+		errs = append(errs, s.modules.Stop(ctx))
+		s.cancel()
+	})
 	select {
 	case <-s.done:
-		if errors.Is(s.err, context.Canceled) {
-			return nil
-		}
-		return s.err
 	case <-ctx.Done():
 		return fmt.Errorf("devserver: stop: %w", ctx.Err())
 	}
+	if s.err != nil && !errors.Is(s.err, context.Canceled) {
+		errs = append(errs, s.err)
+	}
+	if s.store != nil {
+		if err := s.store.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		s.store = nil
+	}
+	return errors.Join(errs...)
 }

@@ -3,6 +3,7 @@ package devserver_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"testing"
 	"time"
@@ -11,17 +12,18 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/engine/config"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestStartStop(t *testing.T) {
-	s, err := devserver.Start(devserver.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := devserver.Start(ctx, devserver.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	ws, _, err := websocket.Dial(ctx, s.URL(), nil)
 	if err != nil {
 		t.Fatalf("dial %s: %v", s.URL(), err)
@@ -52,11 +54,14 @@ func TestStartStop(t *testing.T) {
 	}
 }
 
-func TestOptionsChecked(t *testing.T) {
-	for _, o := range []devserver.Options{{Port: -1}, {Port: 70000}, {InvocationTimeout: -time.Second}, {MaxFrameBytes: -1}} {
-		if s, err := devserver.Start(o); err == nil {
-			s.Stop(context.Background())
-			t.Errorf("Start(%+v) accepted bad options", o)
+func TestBadPort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, port := range []int{-1, 70000} {
+		cfg := &config.Config{Engine: config.Engine{Host: "127.0.0.1", Port: port}}
+		if s, err := devserver.Start(ctx, devserver.Options{Config: cfg}); err == nil {
+			s.Stop(ctx)
+			t.Errorf("Start with port %d succeeded", port)
 		}
 	}
 }
@@ -67,9 +72,16 @@ func TestPortInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	port := ln.Addr().(*net.TCPAddr).Port
-	if s, err := devserver.Start(devserver.Options{Port: port}); err == nil {
-		s.Stop(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg := &config.Config{Engine: config.Engine{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port}}
+	s, err := devserver.Start(ctx, devserver.Options{Config: cfg})
+	if err == nil {
+		s.Stop(ctx)
 		t.Fatal("started on a port in use")
+	}
+	var inUse *devserver.PortInUseError
+	if !errors.As(err, &inUse) || inUse.Port != cfg.Engine.Port {
+		t.Errorf("error %v, want PortInUseError for port %d", err, cfg.Engine.Port)
 	}
 }

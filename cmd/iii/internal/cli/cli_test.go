@@ -177,7 +177,7 @@ func waitForLog(ctx context.Context, t *testing.T, logs *syncBuffer, msg string)
 func TestStartServes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	path := writeConfig(t, "engine:\n  port: 0\n  auth_token: from-file\nmodules:\n  - class: RestApiModule\n")
+	path := writeConfig(t, "engine:\n  port: 0\n  auth_token: from-file\nmodules: []\n")
 	env, _, stderr, logs := testEnv(map[string]string{"III_TOKEN": "from-env"})
 
 	runCtx, stop := context.WithCancel(ctx)

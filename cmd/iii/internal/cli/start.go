@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine/config"
 )
 
@@ -65,56 +65,23 @@ func moduleIDs(c *config.Config) []string {
 	return ids
 }
 
-// start serves the engine until ctx is done, then shuts it down gracefully.
+// start serves the engine and its modules until ctx is done, then shuts
+// everything down gracefully.
 func start(ctx context.Context, log *slog.Logger, cfg *config.Config) error {
-	ln, err := listen(ctx, cfg.Engine)
+	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log})
 	if err != nil {
 		return err
 	}
-	eng, err := engine.New(engine.Options{
-		Logger:            log,
-		AuthToken:         string(cfg.Engine.AuthToken),
-		InvocationTimeout: cfg.Engine.InvocationTimeout,
-		MaxFrameBytes:     cfg.Engine.MaxFrameBytes,
-	})
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	log.InfoContext(ctx, "listening for workers",
-		"addr", ln.Addr().String(), "url", "ws://"+ln.Addr().String()+"/",
-		"auth", cfg.Engine.AuthToken != "")
-	err = eng.Serve(ctx, ln)
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
-	if err != nil {
-		return fmt.Errorf("engine: %w", err)
+	log.InfoContext(ctx, "listening for workers", "addr", srv.Addr(), "url", srv.URL()+"/", "auth", cfg.Engine.AuthToken != "")
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := srv.Stop(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
 	}
 	log.InfoContext(ctx, "engine stopped")
 	return nil
 }
 
-// portInUseError says what to do about a taken port.
-type portInUseError struct {
-	port int
-	err  error
-}
-
-func (e *portInUseError) Error() string {
-	return fmt.Sprintf("port %d in use: is another iii running? set engine.port", e.port)
-}
-
-func (e *portInUseError) Unwrap() error { return e.err }
-
-func listen(ctx context.Context, e config.Engine) (net.Listener, error) {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", e.Addr())
-	if err != nil {
-		if isAddrInUse(err) {
-			return nil, &portInUseError{port: e.Port, err: err}
-		}
-		return nil, fmt.Errorf("listen on %s: %w", e.Addr(), err)
-	}
-	return ln, nil
-}
+// shutdownTimeout bounds a graceful stop.
+const shutdownTimeout = 15 * time.Second
