@@ -127,3 +127,13 @@ func (s *Set) IDs() []string {
 	}
 	return ids
 }
+
+// Get returns the started module with this ID.
+func (s *Set) Get(id string) (Module, bool) {
+	for _, m := range s.started {
+		if m.ID() == id {
+			return m, true
+		}
+	}
+	return nil, false
+}
