@@ -25,7 +25,14 @@ type Call struct {
 	Traceparent    string
 	Baggage        string
 	CallerWorkerID string // empty when the engine itself is the caller
+	Trigger        string // what caused the call: TriggerKindWorker, "http", ...
 }
+
+// Trigger kinds the router fills in when the caller did not.
+const (
+	TriggerKindWorker = "worker" // a worker's invokefunction
+	TriggerKindEngine = "engine" // an in-process call without a kind
+)
 
 // Handler serves an in-process function. Returning a *protocol.ErrorBody
 // (or an error wrapping one) sets the error code the caller sees; any other

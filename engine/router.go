@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -73,6 +74,9 @@ type Request struct {
 	Baggage     string
 	// Action is nil for a normal call, or void / enqueue.
 	Action *protocol.Action
+	// Trigger names what caused the call ("http", "cron", "queue", ...)
+	// for traces and metrics; empty means "engine".
+	Trigger string
 }
 
 // Invoke calls a function and waits for its result. A function error is
@@ -84,7 +88,7 @@ func (e *Engine) Invoke(ctx context.Context, req Request) (json.RawMessage, erro
 		req.Data = json.RawMessage("null")
 	}
 	call := Call{FunctionID: req.FunctionID, Data: req.Data, Metadata: req.Metadata,
-		Traceparent: req.Traceparent, Baggage: req.Baggage}
+		Traceparent: req.Traceparent, Baggage: req.Baggage, Trigger: req.Trigger}
 	if req.Action != nil && req.Action.Type == protocol.ActionVoid {
 		e.dispatch(call, func(outcome) {})
 		return nil, nil
@@ -170,19 +174,38 @@ func (e *Engine) dispatch(call Call, done func(outcome)) {
 	if call.InvocationID == "" {
 		call.InvocationID = uuid.NewString()
 	}
+	// Every routed call is a span of the engine's: a child of the caller's
+	// span (or a new trace), and the parent of what the target does.
+	span, parent := childSpan(call.Traceparent)
+	call.Traceparent = span.traceparent()
 	start := time.Now()
-	target := ""
+	target, targetName := "", ""
 	if r != nil && r.conn != nil {
 		target = r.conn.id
+		call.Baggage = withBaggage(call.Baggage, FunctionBaggageKey, call.FunctionID)
+	}
+	if call.Trigger == "" {
+		call.Trigger = TriggerKindEngine
+		if call.CallerWorkerID != "" {
+			call.Trigger = TriggerKindWorker
+		}
 	}
 	finish := done
 	if e.bus.Active() {
+		if r != nil {
+			targetName = r.workerName()
+		}
+		ids := event.SpanIDs{TraceID: hex.EncodeToString(span.traceID[:]), SpanID: hex.EncodeToString(span.spanID[:])}
+		if parent != [8]byte{} {
+			ids.ParentSpanID = hex.EncodeToString(parent[:])
+		}
 		e.bus.Publish(event.InvocationStarted{InvocationID: call.InvocationID, FunctionID: call.FunctionID,
-			CallerWorkerID: call.CallerWorkerID, TargetWorkerID: target, Data: call.Data, At: start})
+			CallerWorkerID: call.CallerWorkerID, TargetWorkerID: target, Worker: targetName, Trigger: call.Trigger,
+			Data: call.Data, Span: ids, At: start})
 		finish = func(o outcome) {
 			ev := event.InvocationFinished{InvocationID: call.InvocationID, FunctionID: call.FunctionID,
-				CallerWorkerID: call.CallerWorkerID, TargetWorkerID: target, Status: event.StatusOK,
-				Result: o.result, Duration: time.Since(start), At: time.Now()}
+				CallerWorkerID: call.CallerWorkerID, TargetWorkerID: target, Worker: targetName, Trigger: call.Trigger,
+				Status: event.StatusOK, Span: ids, Result: o.result, Duration: time.Since(start), At: time.Now()}
 			if o.err != nil {
 				ev.Status, ev.ErrorCode, ev.ErrorMessage = event.StatusError, o.err.Code, o.err.Message
 				if o.err.Code == CodeTimeout {
@@ -303,13 +326,13 @@ func (e *Engine) enqueue(call Call, queue string, done func(outcome)) {
 		Receipt     string          `json:"messageReceiptId"`
 		Traceparent string          `json:"traceparent,omitempty"`
 		Baggage     string          `json:"baggage,omitempty"`
-	}{queue, call.FunctionID, call.Data, receipt, call.Traceparent, call.Baggage})
+	}{queue, call.FunctionID, call.Data, receipt, call.Traceparent, withBaggage(call.Baggage, FunctionBaggageKey, call.FunctionID)})
 	if err != nil {
 		done(failed(CodeEnqueueError, "encode enqueue payload: %v", err))
 		return
 	}
 	e.dispatch(Call{FunctionID: QueueEnqueueFunction, Data: payload, Metadata: call.Metadata,
-		Traceparent: call.Traceparent, Baggage: call.Baggage, CallerWorkerID: call.CallerWorkerID},
+		Traceparent: call.Traceparent, Baggage: call.Baggage, CallerWorkerID: call.CallerWorkerID, Trigger: call.Trigger},
 		func(o outcome) {
 			switch {
 			case o.err != nil && o.err.Code == CodeFunctionNotFound:

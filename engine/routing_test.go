@@ -380,3 +380,45 @@ func TestShutdownFailsPendingAndCloses1001(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestTraceContextPropagates(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	sub := te.Events().Subscribe(64)
+	defer sub.Close()
+	a, b := dial(t, te.url), dial(t, te.url)
+	b.register("trace::me")
+	const callerTP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	a.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "trace::me",
+		"data": nil, "traceparent": callerTP, "baggage": "user=42,iii.function.id=spoofed"})
+	inv := b.serveOnce(nil, nil)
+	tp, _ := inv["traceparent"].(string)
+	if len(tp) != 55 || tp[3:35] != callerTP[3:35] || tp[36:52] == callerTP[36:52] {
+		t.Fatalf("target traceparent %q: want the caller's trace id and the engine's own span id", tp)
+	}
+	if bg := inv["baggage"]; bg != "iii.function.id=trace::me,user=42" {
+		t.Errorf("target baggage %q", bg)
+	}
+	a.expect("invocationresult")
+	for {
+		select {
+		case ev := <-sub.C():
+			f, ok := ev.(event.InvocationFinished)
+			if !ok || f.FunctionID != "trace::me" {
+				continue
+			}
+			if f.Span.TraceID != callerTP[3:35] || f.Span.ParentSpanID != callerTP[36:52] || f.Span.SpanID != tp[36:52] || f.Trigger != "worker" {
+				t.Errorf("span %+v trigger %q", f.Span, f.Trigger)
+			}
+			// Without a caller traceparent the call starts a new trace.
+			a.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "trace::me", "data": nil})
+			inv := b.serveOnce(nil, nil)
+			if tp, _ := inv["traceparent"].(string); len(tp) != 55 || tp[3:35] == callerTP[3:35] {
+				t.Errorf("new trace traceparent %q", tp)
+			}
+			a.expect("invocationresult")
+			return
+		case <-time.After(5 * time.Second):
+			t.Fatal("no invocation.finished event")
+		}
+	}
+}

@@ -95,13 +95,23 @@ type TriggerUnregistered struct {
 	At          time.Time
 }
 
+// SpanIDs locate the engine's span for one call (lowercase hex).
+type SpanIDs struct {
+	TraceID      string
+	SpanID       string
+	ParentSpanID string // empty for a root span
+}
+
 // InvocationStarted is published when the router dispatches a call.
 type InvocationStarted struct {
 	InvocationID   string
 	FunctionID     string
 	CallerWorkerID string // empty for engine-originated calls
 	TargetWorkerID string // empty for in-process functions
+	Worker         string // name of the worker serving the call
+	Trigger        string // worker, engine, http, cron, queue, ...
 	Data           json.RawMessage
+	Span           SpanIDs
 	At             time.Time
 }
 
@@ -118,6 +128,9 @@ type InvocationFinished struct {
 	FunctionID     string
 	CallerWorkerID string
 	TargetWorkerID string
+	Worker         string
+	Trigger        string
+	Span           SpanIDs
 	Status         string // StatusOK, StatusError or StatusTimeout
 	ErrorCode      string
 	ErrorMessage   string
