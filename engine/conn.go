@@ -129,11 +129,22 @@ func (e *Engine) serveOTel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Engine) telemetry(workerID, kind string, payload []byte) {
-	if e.opts.TelemetrySink == nil {
+	sink := e.sink.Load()
+	if sink == nil {
 		e.telemetryDropped.Add(1)
 		return
 	}
-	e.opts.TelemetrySink.Telemetry(workerID, kind, payload)
+	(*sink).Telemetry(workerID, kind, payload)
+}
+
+// SetTelemetrySink sets (or, with nil, clears) where worker telemetry
+// frames go; the observability module installs itself here.
+func (e *Engine) SetTelemetrySink(s TelemetrySink) {
+	if s == nil {
+		e.sink.Store(nil)
+		return
+	}
+	e.sink.Store(&s)
 }
 
 // serveWorker runs one worker connection from upgrade to cleanup.

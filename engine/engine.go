@@ -126,6 +126,7 @@ type Engine struct {
 
 	funcsChanged chan struct{} // cap 1; coalesces functions-available firings
 
+	sink             atomic.Pointer[TelemetrySink]
 	telemetryDropped atomic.Uint64
 	slowConsumers    atomic.Uint64
 }
@@ -148,6 +149,7 @@ func New(opts Options) (*Engine, error) {
 		ackWait:      make(map[string]chan *ackResult),
 		funcsChanged: make(chan struct{}, 1),
 	}
+	e.SetTelemetrySink(opts.TelemetrySink)
 	if err := e.registerBuiltins(); err != nil {
 		cancel()
 		return nil, fmt.Errorf("engine: built-ins: %w", err)
