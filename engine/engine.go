@@ -281,3 +281,19 @@ func shutdownStatus(c *conn) websocket.StatusCode {
 	}
 	return websocket.StatusGoingAway
 }
+
+// Stats are the engine's own counters, for metrics.
+type Stats struct {
+	Workers          int    // connected worker sockets
+	Functions        int    // registered function ids
+	TelemetryDropped uint64 // telemetry frames with no sink or no valid prefix
+	SlowConsumers    uint64 // workers closed because they stopped reading
+}
+
+// Stats returns the current counters.
+func (e *Engine) Stats() Stats {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return Stats{Workers: len(e.conns), Functions: len(e.functions),
+		TelemetryDropped: e.telemetryDropped.Load(), SlowConsumers: e.slowConsumers.Load()}
+}
