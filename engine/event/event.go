@@ -139,6 +139,42 @@ type InvocationFinished struct {
 	At             time.Time
 }
 
+// LogLine is one line of output of a process the exec module manages (its
+// run command, or an install command).
+type LogLine struct {
+	Worker string // the exec worker's name in config.yaml
+	PID    int    // the process that wrote it (0 for install output)
+	Stream string // "stdout", "stderr" or "install"
+	Line   string // without the newline; cut at the module's line limit
+	At     time.Time
+}
+
+// Statuses of a managed process (ProcessChanged.Status).
+const (
+	ProcessStarting   = "starting"   // installing or waiting for it to register
+	ProcessRunning    = "running"    // serving
+	ProcessReloading  = "reloading"  // a new process is starting beside the old one
+	ProcessDraining   = "draining"   // the old process finishes its in-flight calls
+	ProcessRestarting = "restarting" // waiting out the backoff after a crash
+	ProcessCrashed    = "crashed"    // exited on its own; a restart follows
+	ProcessFailed     = "failed"     // install failed; waiting for a change
+	ProcessStopped    = "stopped"    // stopped at shutdown
+)
+
+// ProcessChanged is published when a process the exec module manages
+// changes status, and after each reload (successful or not).
+type ProcessChanged struct {
+	Worker    string
+	Status    string // one of the Process* statuses
+	PID       int    // the serving process; 0 when none runs
+	Restarts  int    // crash restarts so far
+	Reloads   int    // completed reloads so far
+	ExitCode  int    // of the last exit; -1 when killed by a signal or none yet
+	Error     string // what went wrong last (crash, failed install or reload)
+	LastLines []string
+	At        time.Time
+}
+
 func (WorkerConnected) Kind() string         { return "worker.connected" }
 func (WorkerUpdated) Kind() string           { return "worker.updated" }
 func (WorkerDisconnected) Kind() string      { return "worker.disconnected" }
@@ -150,6 +186,8 @@ func (TriggerRegistered) Kind() string       { return "trigger.registered" }
 func (TriggerUnregistered) Kind() string     { return "trigger.unregistered" }
 func (InvocationStarted) Kind() string       { return "invocation.started" }
 func (InvocationFinished) Kind() string      { return "invocation.finished" }
+func (LogLine) Kind() string                 { return "log.line" }
+func (ProcessChanged) Kind() string          { return "process.changed" }
 
 // Bus fans events out to subscribers. The zero value is ready to use.
 type Bus struct {
