@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
+	"strconv"
 	"sync"
 
 	"github.com/iii-workbench/iii/engine"
@@ -106,7 +108,11 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("devserver: %w", err)
 	}
-	host := module.Host{Engine: s.eng, KeyPrefix: KeyPrefix, Logger: log}
+	host := module.Host{Engine: s.eng, KeyPrefix: KeyPrefix, Logger: log,
+		WorkerURL: "ws://" + dialable(ln.Addr()), AuthToken: cfg.Engine.AuthToken}
+	if cfg.FromFile() {
+		host.ConfigDir = filepath.Dir(cfg.File)
+	}
 	if len(entries) > 0 {
 		if s.store, err = store.Open(ctx, cfg.Redis.URL, log); err != nil {
 			return nil, fmt.Errorf("devserver: %w", err)
@@ -126,6 +132,20 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	}()
 	log.Info("engine ready", "url", s.URL(), "modules", s.modules.IDs(), "auth", cfg.Engine.AuthToken != "")
 	return s, nil
+}
+
+// dialable is addr with an unspecified IP (0.0.0.0, ::) replaced by the
+// loopback address of the same family, so local workers can dial it.
+func dialable(addr net.Addr) string {
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok || !ta.IP.IsUnspecified() {
+		return addr.String()
+	}
+	ip := net.IPv4(127, 0, 0, 1)
+	if ta.IP.To4() == nil {
+		ip = net.IPv6loopback
+	}
+	return net.JoinHostPort(ip.String(), strconv.Itoa(ta.Port))
 }
 
 // release stops what Start acquired before serving began.

@@ -120,6 +120,16 @@ type Host struct {
 	KeyPrefix string
 	// Logger is tagged with the module's ID.
 	Logger *slog.Logger
+	// WorkerURL is the engine's worker WebSocket URL (ws://host:port), for
+	// modules that start workers (exec). Empty when the engine has none.
+	WorkerURL string
+	// AuthToken is the bearer token workers must present; empty when the
+	// engine has no auth.
+	AuthToken config.Secret
+	// ConfigDir is the directory of config.yaml, against which modules
+	// resolve relative paths; empty without a config file (use the
+	// working directory).
+	ConfigDir string
 }
 
 // Key joins the key prefix and parts with ':'.
