@@ -398,7 +398,9 @@ func (e *Engine) reattach(c *conn, m protocol.Reattach) {
 		return
 	}
 	c.log.Info("worker reattached; evicting its previous connection", "previous_worker_id", old.id)
-	old.close(websocket.StatusNormalClosure, "replaced by a reattached connection")
+	// The worker has given up on the old socket, which is likely dead: drop
+	// it at once rather than wait for a close handshake it may never answer.
+	old.cancel()
 	select {
 	case <-old.cleaned:
 	case <-time.After(5 * time.Second):
