@@ -175,6 +175,16 @@ type ProcessChanged struct {
 	At        time.Time
 }
 
+// HTTPRequestServed is published by the HTTP trigger module when it has
+// answered a request, for request metrics (by route, method and status).
+type HTTPRequestServed struct {
+	Route    string // the trigger's api_path (the route pattern, not the URL path); "" when no route matched
+	Method   string
+	Status   int
+	Duration time.Duration
+	At       time.Time
+}
+
 func (WorkerConnected) Kind() string         { return "worker.connected" }
 func (WorkerUpdated) Kind() string           { return "worker.updated" }
 func (WorkerDisconnected) Kind() string      { return "worker.disconnected" }
@@ -188,6 +198,7 @@ func (InvocationStarted) Kind() string       { return "invocation.started" }
 func (InvocationFinished) Kind() string      { return "invocation.finished" }
 func (LogLine) Kind() string                 { return "log.line" }
 func (ProcessChanged) Kind() string          { return "process.changed" }
+func (HTTPRequestServed) Kind() string       { return "http.request.served" }
 
 // Bus fans events out to subscribers. The zero value is ready to use.
 type Bus struct {
