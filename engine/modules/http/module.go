@@ -1,0 +1,300 @@
+// Package httpapi is the HTTP API module (RestApiModule, iii-http): it
+// serves the "http" trigger type on its own listener (127.0.0.1:3111 by
+// default) and turns each matching request into a call of the bound
+// function, and the function's result into the HTTP response (spec §3.3).
+//
+// A trigger binds a function to a route:
+//
+//	{"type": "http", "function_id": "users::get",
+//	 "config": {"api_path": "users/:id", "http_method": "GET",
+//	            "auth": {"type": "bearer", "token_key": "USERS_API_TOKEN"}}}
+//
+// api_path takes ":name" (or "{name}") parameter segments, with or without
+// a leading "/"; http_method is one of GET POST PUT DELETE PATCH HEAD
+// OPTIONS (default GET, any case). Two routes with the same method and
+// shape (parameter names ignored) conflict: the later one is refused with
+// trigger_registration_failed. A literal segment wins over a parameter
+// ("users/me" before "users/:id"); HEAD falls back to the GET route.
+//
+// Per-route auth compares a header with a secret read from the engine's
+// environment when the trigger is registered (an unset variable refuses the
+// registration): {type: bearer, token_key: ENV} wants "Authorization:
+// Bearer <$ENV>", {type: api_key, header: X-Key, value_key: ENV} wants
+// "X-Key: <$ENV>". condition_function_id and middleware_function_ids work
+// as in iii, and so does the module's middleware list.
+//
+// Errors are JSON envelopes {"error":{"code","message","error_id"}}
+// (error_id, on 5xx only, is also logged): 404 NOT_FOUND for no route,
+// 401 UNAUTHORIZED, 413 PAYLOAD_TOO_LARGE (decided from Content-Length
+// before any of the body is read, or when a chunked body passes the limit),
+// 500 with the function's own error code, 503 function_not_found when the
+// route's function is not registered (the worker may come back: retry),
+// 504 TIMEOUT after default_timeout (iii sends 504 with an empty body).
+// A request refused for its route, auth or size never reaches a function.
+//
+// Not built: the streaming channels of iii's request object (request_body
+// and response refs); a function gets the parsed JSON body only and answers
+// with its return value.
+package httpapi
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/module"
+)
+
+// Worker is the in-process worker name the module registers as.
+const Worker = "iii-http"
+
+// TriggerType is the trigger type the module provides.
+const TriggerType = "http"
+
+// Defaults.
+const (
+	DefaultHost                    = "127.0.0.1"
+	DefaultPort                    = 3111
+	DefaultTimeoutMS               = 30000
+	DefaultBodyLimit               = 1 << 20
+	DefaultConcurrencyRequestLimit = 1024
+	readHeaderTimeout              = 10 * time.Second
+	idleTimeout                    = 2 * time.Minute
+)
+
+func init() {
+	module.Register(module.Info{ID: "http", New: func() module.Module { return New() }})
+}
+
+// Middleware is one entry of the module's middleware list: a function
+// called before every route's handler, in priority order (lowest first).
+type Middleware struct {
+	FunctionID string `yaml:"function_id"`
+	// Phase must be "preHandler" (the only phase iii has); empty means it.
+	Phase    string `yaml:"phase"`
+	Priority int64  `yaml:"priority"`
+}
+
+// Module is the HTTP API module. Its exported fields are its config.yaml
+// block.
+type Module struct {
+	Host string `yaml:"host"`
+	// Port 0 takes any free port; see Addr.
+	Port int `yaml:"port"`
+	// DefaultTimeout (ms) bounds each request from its headers to the
+	// function's answer; past it the client gets 504.
+	DefaultTimeout int `yaml:"default_timeout"`
+	// BodyLimit is the largest request body accepted, in bytes.
+	BodyLimit int64 `yaml:"body_limit"`
+	// ConcurrencyRequestLimit is how many requests are handled at once;
+	// more wait for a slot (within their timeout).
+	ConcurrencyRequestLimit int          `yaml:"concurrency_request_limit"`
+	CORS                    *CORS        `yaml:"cors"`
+	Middleware              []Middleware `yaml:"middleware"`
+
+	getenv     func(string) (string, bool)
+	routes     *table
+	cors       *corsPolicy
+	middleware []string // function ids, sorted by priority
+	timeout    time.Duration
+	sem        chan struct{}
+
+	eng *engine.Engine
+	log *slog.Logger
+
+	mu      sync.Mutex // guards the fields below
+	srv     *http.Server
+	addr    string
+	stopped bool
+	cancel  context.CancelFunc // ends every request's context
+	wg      sync.WaitGroup     // the Serve goroutine
+}
+
+// New returns a module holding the default config.
+func New() *Module {
+	return &Module{
+		Host:                    DefaultHost,
+		Port:                    DefaultPort,
+		DefaultTimeout:          DefaultTimeoutMS,
+		BodyLimit:               DefaultBodyLimit,
+		ConcurrencyRequestLimit: DefaultConcurrencyRequestLimit,
+		getenv:                  os.LookupEnv,
+		routes:                  newTable(),
+	}
+}
+
+var (
+	_ module.Module    = (*Module)(nil)
+	_ module.Validator = (*Module)(nil)
+)
+
+// ID implements module.Module.
+func (m *Module) ID() string { return "http" }
+
+// Validate checks the config and prepares what the handler needs.
+func (m *Module) Validate() error {
+	if m.Port < 0 || m.Port > 65535 {
+		return fmt.Errorf("port %d is out of range 0-65535", m.Port)
+	}
+	if m.DefaultTimeout <= 0 {
+		return fmt.Errorf("default_timeout must be a positive number of milliseconds, got %d", m.DefaultTimeout)
+	}
+	if m.BodyLimit <= 0 {
+		return fmt.Errorf("body_limit must be a positive number of bytes, got %d", m.BodyLimit)
+	}
+	if m.ConcurrencyRequestLimit < 1 {
+		return fmt.Errorf("concurrency_request_limit must be at least 1, got %d", m.ConcurrencyRequestLimit)
+	}
+	cors, err := newCORSPolicy(m.CORS)
+	if err != nil {
+		return err
+	}
+	mws := slices.Clone(m.Middleware)
+	for i, mw := range mws {
+		if mw.FunctionID == "" {
+			return fmt.Errorf("middleware[%d].function_id is required", i)
+		}
+		if mw.Phase != "" && mw.Phase != "preHandler" {
+			return fmt.Errorf("middleware[%d].phase %q: only preHandler is supported", i, mw.Phase)
+		}
+	}
+	slices.SortStableFunc(mws, func(a, b Middleware) int { return cmp.Compare(a.Priority, b.Priority) })
+	m.middleware = m.middleware[:0]
+	for _, mw := range mws {
+		m.middleware = append(m.middleware, mw.FunctionID)
+	}
+	m.cors = cors
+	m.timeout = time.Duration(m.DefaultTimeout) * time.Millisecond
+	m.sem = make(chan struct{}, m.ConcurrencyRequestLimit)
+	return nil
+}
+
+// Start listens, registers the http trigger type and serves requests.
+func (m *Module) Start(ctx context.Context, h *module.Host) error {
+	if m.sem == nil { // Start without Validate (tests building a Module by hand)
+		if err := m.Validate(); err != nil {
+			return err
+		}
+	}
+	m.eng = h.Engine
+	m.log = h.Logger
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	if m.getenv == nil {
+		m.getenv = os.LookupEnv
+	}
+	if m.routes == nil {
+		m.routes = newTable()
+	}
+	addr := net.JoinHostPort(m.Host, strconv.Itoa(m.Port))
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("http: listen on %s: %w", addr, err)
+	}
+	if err := m.eng.RegisterTriggerType(Worker, engine.TriggerType{
+		ID:                   TriggerType,
+		Description:          "HTTP route: calls the function for each matching request",
+		TriggerRequestFormat: triggerRequestFormat,
+		Provider:             provider{m},
+	}); err != nil {
+		ln.Close()
+		return fmt.Errorf("http: %w", err)
+	}
+	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	srv := &http.Server{
+		Handler:           m,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),
+	}
+	m.mu.Lock()
+	m.srv, m.addr, m.cancel = srv, ln.Addr().String(), cancel
+	m.wg.Add(1)
+	m.mu.Unlock()
+	// Exits when Stop shuts the server down.
+	go func() {
+		defer m.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.log.Error("http api stopped serving", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+	m.log.InfoContext(ctx, "http api listening", "addr", m.addr, "url", "http://"+m.addr,
+		"default_timeout_ms", m.DefaultTimeout, "body_limit", m.BodyLimit)
+	return nil
+}
+
+// Addr is the bound host:port ("" before Start).
+func (m *Module) Addr() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.addr
+}
+
+// Stop stops accepting requests and waits for those in flight within ctx;
+// past ctx's deadline their contexts are cancelled and their connections
+// closed. It may be called more than once.
+func (m *Module) Stop(ctx context.Context) error {
+	m.mu.Lock()
+	srv, cancel, addr := m.srv, m.cancel, m.addr
+	already := m.stopped
+	m.stopped = true
+	m.mu.Unlock()
+	if srv == nil || already {
+		return nil
+	}
+	err := srv.Shutdown(ctx)
+	if err != nil {
+		err = fmt.Errorf("http: shutdown %s: %w", addr, err)
+		cancel()
+		srv.Close()
+	}
+	cancel()
+	m.wg.Wait()
+	m.log.InfoContext(ctx, "http api stopped", "addr", addr, "routes", m.routes.len())
+	return err
+}
+
+// provider implements engine.TriggerProvider for the http trigger type.
+type provider struct{ m *Module }
+
+// RegisterTrigger adds (or, for a known id, replaces) a route.
+func (p provider) RegisterTrigger(ctx context.Context, t engine.Trigger) error {
+	rt, err := parseRoute(t.ID, t.FunctionID, t.Config, t.Metadata, p.m.getenv)
+	if err != nil {
+		return err
+	}
+	if err := p.m.routes.add(rt); err != nil {
+		return err
+	}
+	p.m.log.InfoContext(ctx, "http route added", "route", rt.String(), "function_id", rt.functionID,
+		"trigger_id", rt.triggerID, "auth", rt.auth != nil)
+	return nil
+}
+
+// UnregisterTrigger removes a route.
+func (p provider) UnregisterTrigger(ctx context.Context, t engine.Trigger) error {
+	if p.m.routes.remove(t.ID) {
+		p.m.log.InfoContext(ctx, "http route removed", "trigger_id", t.ID, "function_id", t.FunctionID)
+	}
+	return nil
+}
+
+var triggerRequestFormat = []byte(`{"type":"object","required":["api_path"],"properties":{` +
+	`"api_path":{"type":"string","description":"route pattern, :name segments are path parameters"},` +
+	`"http_method":{"type":"string","enum":["GET","POST","PUT","DELETE","PATCH","HEAD","OPTIONS"],"default":"GET"},` +
+	`"auth":{"type":"object","description":"{type: bearer, token_key: ENV} or {type: api_key, header, value_key: ENV}"},` +
+	`"condition_function_id":{"type":"string"},` +
+	`"middleware_function_ids":{"type":"array","items":{"type":"string"}}}}`)

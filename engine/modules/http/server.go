@@ -1,0 +1,273 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/protocol"
+)
+
+// exchange is one request being served.
+type exchange struct {
+	m   *Module
+	w   http.ResponseWriter
+	r   *http.Request
+	rt  *route
+	ctx context.Context // bounded by the module's timeout
+}
+
+// ServeHTTP routes a request to its function: CORS, route, auth and size
+// are checked first, so a refused request never reaches a function.
+func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if m.cors.apply(w, r) {
+		return
+	}
+	x := &exchange{m: m, w: w, r: r, ctx: r.Context()}
+	segs, ok := splitPath(r.URL.EscapedPath())
+	if ok {
+		x.rt = m.routes.match(r.Method, segs)
+	}
+	if x.rt == nil {
+		x.fail(http.StatusNotFound, codeNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+		return
+	}
+	if a := x.rt.auth; a != nil && !a.allow(r.Header) {
+		if c := a.challenge(); c != "" {
+			w.Header().Set("WWW-Authenticate", c)
+		}
+		x.fail(http.StatusUnauthorized, codeUnauthorized, fmt.Sprintf("%s needs valid %s credentials", x.rt, a.kind))
+		return
+	}
+	if r.ContentLength > m.BodyLimit {
+		x.tooLarge()
+		return
+	}
+	deadline := time.Now().Add(m.timeout)
+	ctx, cancel := context.WithDeadline(r.Context(), deadline)
+	defer cancel()
+	x.ctx = ctx
+	select {
+	case m.sem <- struct{}{}:
+		defer func() { <-m.sem }()
+	case <-ctx.Done():
+		if r.Context().Err() == nil {
+			x.fail(http.StatusServiceUnavailable, codeUnavailable,
+				fmt.Sprintf("no request slot free within %d ms (concurrency_request_limit %d)", m.DefaultTimeout, m.ConcurrencyRequestLimit))
+		}
+		return
+	}
+	body, ok := x.readBody(deadline)
+	if !ok {
+		return
+	}
+	data, err := json.Marshal(newRequestObject(r, x.rt, segs, body))
+	if err != nil {
+		x.fail(http.StatusInternalServerError, codeInternal, "encode request: "+err.Error())
+		return
+	}
+	if !x.runMiddleware(segs) || !x.checkCondition(data) {
+		return
+	}
+	result, err := x.invoke(x.rt.functionID, data)
+	if err != nil {
+		x.invokeFailed(x.rt.functionID, err, codeTimeout)
+		return
+	}
+	resp, err := mapResponse(result)
+	if err != nil {
+		x.fail(http.StatusInternalServerError, codeInternal, fmt.Sprintf("function %s: %v", x.rt.functionID, err))
+		return
+	}
+	x.write(resp)
+}
+
+func (x *exchange) invoke(functionID string, data []byte) (json.RawMessage, error) {
+	return x.m.eng.Invoke(x.ctx, engine.Request{
+		FunctionID:  functionID,
+		Data:        data,
+		Metadata:    x.rt.metadata,
+		Traceparent: x.r.Header.Get("Traceparent"),
+		Baggage:     x.r.Header.Get("Baggage"),
+	})
+}
+
+// readBody reads the body within the limit and the deadline. On failure
+// the response has been sent and ok is false.
+func (x *exchange) readBody(deadline time.Time) (body []byte, ok bool) {
+	r := x.r
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil, true
+	}
+	rc := http.NewResponseController(x.w)
+	_ = rc.SetReadDeadline(deadline) // unsupported writers just have no deadline
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(x.w, r.Body, x.m.BodyLimit))
+	_ = rc.SetReadDeadline(time.Time{})
+	var tooBig *http.MaxBytesError
+	switch {
+	case err == nil:
+		return buf.Bytes(), true
+	case errors.As(err, &tooBig):
+		x.tooLarge()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		x.fail(http.StatusRequestTimeout, codeRequestTimeout,
+			fmt.Sprintf("request body not received within %d ms", x.m.DefaultTimeout))
+	case r.Context().Err() != nil:
+		// The client went away.
+	default:
+		x.fail(http.StatusBadRequest, codeBadRequest, "read request body: "+err.Error())
+	}
+	return nil, false
+}
+
+func (x *exchange) tooLarge() {
+	x.w.Header().Set("Connection", "close")
+	x.fail(http.StatusRequestEntityTooLarge, codeTooLarge,
+		fmt.Sprintf("request body exceeds the limit of %d bytes", x.m.BodyLimit))
+}
+
+// runMiddleware calls the module's middleware, then the route's. It
+// reports whether the request goes on; otherwise the response is sent.
+func (x *exchange) runMiddleware(segs []string) bool {
+	if len(x.m.middleware) == 0 && len(x.rt.middleware) == 0 {
+		return true
+	}
+	in, err := json.Marshal(middlewareInput{Phase: "preHandler", Request: middlewareRequest{
+		PathParams: x.rt.pathParams(segs), QueryParams: queryParams(x.r), Headers: headers(x.r), Method: x.r.Method,
+	}})
+	if err != nil {
+		x.fail(http.StatusInternalServerError, codeInternal, "encode middleware request: "+err.Error())
+		return false
+	}
+	for _, ids := range [][]string{x.m.middleware, x.rt.middleware} {
+		for _, id := range ids {
+			res, err := x.invoke(id, in)
+			if err != nil {
+				x.invokeFailed(id, err, codeMiddlewareTime)
+				return false
+			}
+			var mr middlewareResult
+			if len(bytes.TrimSpace(res)) > 0 && !isNull(res) {
+				if err := json.Unmarshal(res, &mr); err != nil {
+					x.fail(http.StatusInternalServerError, codeInternal, fmt.Sprintf("middleware %s: result %s is not {action, response}", id, res))
+					return false
+				}
+			}
+			switch mr.Action {
+			case "", "continue":
+			case "respond":
+				resp, err := mapResponse(mr.Response)
+				if err != nil {
+					x.fail(http.StatusInternalServerError, codeInternal, fmt.Sprintf("middleware %s: %v", id, err))
+					return false
+				}
+				x.write(resp)
+				return false
+			default:
+				x.fail(http.StatusInternalServerError, codeInternal, fmt.Sprintf("middleware %s: action %q is not continue or respond", id, mr.Action))
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// checkCondition calls the route's condition function, if any: a result
+// of false skips the handler with 422; an error fails the request.
+func (x *exchange) checkCondition(data []byte) bool {
+	if x.rt.condition == "" {
+		return true
+	}
+	res, err := x.invoke(x.rt.condition, data)
+	if err != nil {
+		x.invokeFailed(x.rt.condition, err, codeTimeout)
+		return false
+	}
+	if string(bytes.TrimSpace(res)) != "false" {
+		return true
+	}
+	env := envelope{Error: envelopeError{Code: codeConditionFalse,
+		Message: fmt.Sprintf("condition %s returned false", x.rt.condition)}, Skipped: true}
+	body, _ := json.Marshal(env)
+	x.write(jsonResponse(http.StatusUnprocessableEntity, body))
+	return false
+}
+
+// invokeFailed answers a failed call of functionID: 504 when it ran out
+// of time (timeoutCode), 503 when the function is not there, else 500 with
+// the function's own error code.
+func (x *exchange) invokeFailed(functionID string, err error, timeoutCode string) {
+	var eb *protocol.ErrorBody
+	switch {
+	case errors.As(err, &eb):
+		switch eb.Code {
+		case engine.CodeTimeout, "TIMEOUT":
+			x.fail(http.StatusGatewayTimeout, timeoutCode, fmt.Sprintf("function %s: %s", functionID, eb.Message))
+		case engine.CodeFunctionNotFound:
+			x.w.Header().Set("Retry-After", "1")
+			x.fail(http.StatusServiceUnavailable, eb.Code, eb.Message)
+		case engine.CodeShutdown:
+			x.fail(http.StatusServiceUnavailable, eb.Code, eb.Message)
+		default:
+			x.fail(http.StatusInternalServerError, eb.Code, eb.Message)
+		}
+	case errors.Is(err, context.DeadlineExceeded):
+		x.fail(http.StatusGatewayTimeout, timeoutCode,
+			fmt.Sprintf("function %s did not answer within %d ms", functionID, x.m.DefaultTimeout))
+	case x.r.Context().Err() != nil:
+		// The client went away (or the module is stopping): nobody to answer.
+	case errors.Is(err, engine.ErrEngineClosed):
+		x.fail(http.StatusServiceUnavailable, engine.CodeShutdown, "the engine is shutting down")
+	default:
+		x.fail(http.StatusInternalServerError, codeInternal, fmt.Sprintf("function %s: %v", functionID, err))
+	}
+}
+
+// fail sends an error envelope; 5xx are logged with their error_id.
+func (x *exchange) fail(status int, code, message string) {
+	resp, errorID := errorResponse(status, code, message)
+	if errorID != "" {
+		attrs := []any{"error_id", errorID, "status", status, "code", code, "err", message,
+			"method", x.r.Method, "path", x.r.URL.Path}
+		if x.rt != nil {
+			attrs = append(attrs, "function_id", x.rt.functionID, "trigger_id", x.rt.triggerID)
+		}
+		x.m.log.WarnContext(x.r.Context(), "http request failed", attrs...)
+	}
+	x.write(resp)
+}
+
+// write sends resp. Headers the CORS policy set stay unless resp names
+// them too.
+func (x *exchange) write(resp response) {
+	h := x.w.Header()
+	for k, v := range resp.header {
+		h[k] = v
+	}
+	rc := http.NewResponseController(x.w)
+	_ = rc.SetWriteDeadline(time.Now().Add(x.m.timeout))
+	if bodyAllowed(resp.status) {
+		h.Set("Content-Length", strconv.Itoa(len(resp.body)))
+	}
+	x.w.WriteHeader(resp.status)
+	if bodyAllowed(resp.status) && len(resp.body) > 0 {
+		if _, err := x.w.Write(resp.body); err != nil && !errors.Is(err, http.ErrBodyNotAllowed) {
+			x.m.log.DebugContext(x.r.Context(), "http response not delivered", "path", x.r.URL.Path, "err", err)
+		}
+	}
+}
+
+func bodyAllowed(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified && status >= 200
+}
