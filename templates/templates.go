@@ -1,0 +1,252 @@
+// Package templates holds the project templates of `iii new`, embedded in
+// the binary and rendered with text/template.
+//
+// A worker template is a directory worker/<lang>. Every file in it ends in
+// .tmpl (so the Go toolchain never reads a template as code or as a nested
+// module); the suffix is dropped when rendering and a leading "dot-"
+// becomes "." (go:embed skips dotfiles).
+package templates
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"regexp"
+	"slices"
+	"strings"
+	"text/template"
+
+	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/sdk"
+)
+
+//go:embed worker
+var files embed.FS
+
+// SDKVersion is the published iii-sdk (npm and PyPI) that the Node and
+// Python templates pin: the version engine/compat tests against.
+const SDKVersion = "0.22.1"
+
+// GoVersion is the go line of a scaffolded Go worker's go.mod.
+const GoVersion = "1.26"
+
+// GoDep is a module the Go SDK needs, with its go.sum hashes.
+type GoDep struct {
+	Path, Version string
+	Sum           string // h1: hash of the module
+	ModSum        string // h1: hash of its go.mod
+}
+
+// GoDeps are the external modules of the Go SDK at the versions of iii's
+// own go.mod and go.sum, so a scaffolded worker builds from the module
+// cache that built iii. A test keeps them in step.
+var GoDeps = []GoDep{
+	{"github.com/coder/websocket", "v1.8.15",
+		"h1:6B2JPeOGlpff2Uz6vOEH1Vzpi0iUz20A+lPVhPHtNUA=", "h1:NX3SzP+inril6yawo5CQXx8+fk145lPDC6pumgx0mVg="},
+	{"github.com/google/uuid", "v1.6.0",
+		"h1:NIvaJDMOsjHA8n1jAhLSgzrAzy1Hgr+hNrb57e+94F0=", "h1:TIyPZe4MgqvfeYDBFedMoGGpEw/LqOeaOT+nhxU+yHo="},
+}
+
+// Import paths of the Go SDK inside iii, and where a Go scaffold keeps its
+// copy (under the scaffold's module path).
+const (
+	sdkImport      = "github.com/iii-workbench/iii/sdk"
+	protocolImport = "github.com/iii-workbench/iii/engine/protocol"
+	sdkDir         = "internal/iii/sdk"
+	protocolDir    = "internal/iii/protocol"
+)
+
+// Exec is how iii dev's ExecModule installs, runs and watches a worker:
+// one entry of its workers list (name and dir are the caller's).
+type Exec struct {
+	Install []string
+	Run     string
+	Watch   []string
+	Env     map[string]string
+}
+
+var langs = map[string]Exec{
+	"node": {
+		Install: []string{"npm install"},
+		Run:     "node index.mjs",
+		Watch:   []string{"**/*.mjs", "**/*.js", "package.json"},
+	},
+	"python": {
+		Install: []string{"python3 -m venv .venv", ".venv/bin/pip install -r requirements.txt"},
+		Run:     ".venv/bin/python main.py",
+		Watch:   []string{"**/*.py", "requirements.txt"},
+		// Line-by-line output when stdout is a pipe, as iii dev reads it.
+		Env: map[string]string{"PYTHONUNBUFFERED": "1"},
+	},
+	"go": {
+		Install: []string{},
+		Run:     "go run .",
+		Watch:   []string{"**/*.go", "go.mod"},
+	},
+}
+
+// Languages lists the languages of the worker templates, sorted.
+func Languages() []string {
+	var ls []string
+	for l := range langs {
+		ls = append(ls, l)
+	}
+	slices.Sort(ls)
+	return ls
+}
+
+// Errors of Worker and CheckName; match with errors.Is.
+var (
+	ErrTemplatesUnknownLang = errors.New("unknown language")
+	ErrTemplatesBadName     = errors.New("invalid worker name")
+)
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
+
+// maxName bounds a worker name; it becomes a directory, a Go module path,
+// an npm package name and part of function IDs and URLs.
+const maxName = 64
+
+// reserved names belong to the engine: engine::* functions are internal,
+// iii and iii-* are the built-in workers' names, std and cmd are reserved
+// Go module paths.
+var reserved = []string{"engine", "iii", "std", "cmd"}
+
+// CheckName reports why name cannot be a worker name. A worker name is a
+// lowercase identifier, [a-z][a-z0-9_-]*, at most 64 characters, and not
+// one the engine reserves.
+func CheckName(name string) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w %q: %s", ErrTemplatesBadName, name, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: the name is empty", ErrTemplatesBadName)
+	case len(name) > maxName:
+		return bad("longer than %d characters", maxName)
+	case !nameRE.MatchString(name):
+		return bad("use a lowercase letter, then lowercase letters, digits, '-' or '_' (like billing or order-sync)")
+	case slices.Contains(reserved, name) || strings.HasPrefix(name, "iii-"):
+		return bad("reserved for the engine; pick another name")
+	}
+	return nil
+}
+
+// File is one file of a scaffold.
+type File struct {
+	Path string // slash-separated, relative to the worker's directory
+	Data []byte
+}
+
+// Scaffold is a rendered worker.
+type Scaffold struct {
+	Lang  string
+	Files []File // sorted by Path
+	Exec  Exec
+}
+
+// data is what the worker templates see.
+type data struct {
+	Name       string // worker name and Go module path
+	Function   string // NAME::hello
+	APIPath    string // NAME/hello, the HTTP trigger's api_path
+	SDKVersion string
+	GoVersion  string
+	GoDeps     []GoDep
+}
+
+// Worker renders the worker template of lang for a worker called name.
+func Worker(lang, name string) (*Scaffold, error) {
+	ex, ok := langs[lang]
+	if !ok {
+		return nil, fmt.Errorf("%w %q: want one of %s", ErrTemplatesUnknownLang, lang, strings.Join(Languages(), ", "))
+	}
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
+	d := data{Name: name, Function: name + "::hello", APIPath: name + "/hello",
+		SDKVersion: SDKVersion, GoVersion: GoVersion, GoDeps: GoDeps}
+	s := &Scaffold{Lang: lang, Exec: ex}
+	root := "worker/" + lang
+	err := fs.WalkDir(files, root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		text, err := files.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		t, err := template.New(p).Option("missingkey=error").Parse(string(text))
+		if err != nil {
+			return fmt.Errorf("templates: %w", err)
+		}
+		var b bytes.Buffer
+		if err := t.Execute(&b, d); err != nil {
+			return fmt.Errorf("templates: %w", err)
+		}
+		s.Files = append(s.Files, File{Path: outputPath(strings.TrimPrefix(p, root+"/")), Data: b.Bytes()})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if lang == "go" {
+		sdkFiles, err := goSources(sdk.Source, sdkImport, sdkDir, name)
+		if err != nil {
+			return nil, err
+		}
+		protoFiles, err := goSources(protocol.Source, protocolImport, protocolDir, name)
+		if err != nil {
+			return nil, err
+		}
+		s.Files = append(append(s.Files, sdkFiles...), protoFiles...)
+	}
+	slices.SortFunc(s.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+	return s, nil
+}
+
+// outputPath maps a template file name to the scaffold's file name.
+func outputPath(p string) string {
+	dir, base := path.Split(strings.TrimSuffix(p, ".tmpl"))
+	if rest, ok := strings.CutPrefix(base, "dot-"); ok {
+		base = "." + rest
+	}
+	return dir + base
+}
+
+// generatedHeader marks the copied SDK files, so tools and people leave
+// them alone.
+const generatedHeader = "// Code generated by iii new worker from %s; DO NOT EDIT.\n\n"
+
+// goSources copies the non-test Go files of the embedded package from into
+// dir, with the iii import paths rewritten to the scaffold's module.
+func goSources(src fs.FS, from, dir, module string) ([]File, error) {
+	names, err := fs.Glob(src, "*.go")
+	if err != nil {
+		return nil, err
+	}
+	replacer := strings.NewReplacer(
+		`"`+protocolImport+`"`, `"`+module+"/"+protocolDir+`"`,
+		`"`+sdkImport+`"`, `"`+module+"/"+sdkDir+`"`,
+	)
+	var out []File
+	for _, n := range names {
+		// source.go holds the embedding itself; the scaffold needs none.
+		if strings.HasSuffix(n, "_test.go") || n == "source.go" {
+			continue
+		}
+		b, err := fs.ReadFile(src, n)
+		if err != nil {
+			return nil, err
+		}
+		text := fmt.Sprintf(generatedHeader, from) + replacer.Replace(string(b))
+		out = append(out, File{Path: dir + "/" + n, Data: []byte(text)})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("templates: no Go sources for %s", dir)
+	}
+	return out, nil
+}
