@@ -120,7 +120,7 @@ over WebSocket, register functions and call each other's functions through it.`,
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.CompletionOptions.DisableDefaultCmd = true
 
-	root.AddCommand(newVersion(env), newStart(env))
+	root.AddCommand(newVersion(env), newStart(env), newBench(env))
 	return root
 }
 

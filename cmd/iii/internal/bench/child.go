@@ -1,0 +1,147 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// child is an engine or relay process serving one measurement.
+type child struct {
+	cmd  *exec.Cmd
+	url  string
+	done chan struct{}
+	dir  string
+}
+
+// startChild runs `<exe> start` with a bare engine on a free port (target
+// "engine") or `<exe> bench relay` (target "baseline"), and waits for the
+// address it prints.
+func startChild(ctx context.Context, exe, target string, log *slog.Logger) (*child, error) {
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("find own executable: %w", err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "iii-bench-*")
+	if err != nil {
+		return nil, err
+	}
+	var args []string
+	switch target {
+	case "engine":
+		cfg := filepath.Join(dir, "config.yaml")
+		// The bare core: routing only, no module listeners, no Redis.
+		if err := os.WriteFile(cfg, []byte("engine:\n  host: 127.0.0.1\n  port: 0\nmodules: []\n"), 0o600); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		args = []string{"start", "--config", cfg, "--log-level", "info"}
+	default:
+		args = []string{"bench", "relay"}
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), "III_TOKEN=")
+	cmd.SysProcAttr = sysProcAttr()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s: %w", target, err)
+	}
+	c := &child{cmd: cmd, done: make(chan struct{}), dir: dir}
+	addr := make(chan string, 1)
+	// Exits when the child exits and its output closes.
+	go func() {
+		defer close(c.done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			line := sc.Text()
+			if a, ok := listenAddr(line); ok {
+				select {
+				case addr <- a:
+				default:
+				}
+				continue
+			}
+			log.Debug("bench child output", "target", target, "line", line)
+		}
+		io.Copy(io.Discard, out)
+		cmd.Wait()
+	}()
+	select {
+	case a := <-addr:
+		c.url = "ws://" + a
+		return c, nil
+	case <-c.done:
+		c.stop()
+		return nil, fmt.Errorf("%s exited before listening", target)
+	case <-time.After(10 * time.Second):
+		c.stop()
+		return nil, fmt.Errorf("%s did not start listening within 10s", target)
+	case <-ctx.Done():
+		c.stop()
+		return nil, ctx.Err()
+	}
+}
+
+// listenAddr finds the address in the line a child prints when it is
+// ready: the engine's JSON "listening for workers" log record, or the
+// relay's "relay listening on ADDR".
+func listenAddr(line string) (string, bool) {
+	if a, ok := strings.CutPrefix(line, RelayReadyPrefix); ok {
+		return strings.TrimSpace(a), true
+	}
+	var rec struct {
+		Msg  string `json:"msg"`
+		Addr string `json:"addr"`
+	}
+	if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening for workers" && rec.Addr != "" {
+		return rec.Addr, true
+	}
+	return "", false
+}
+
+// RelayReadyPrefix starts the line `iii bench relay` prints once it
+// listens.
+const RelayReadyPrefix = "relay listening on "
+
+// stop ends the child (SIGTERM, then SIGKILL) and removes its files.
+func (c *child) stop() {
+	defer os.RemoveAll(c.dir)
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+func (c *child) sample() procSample {
+	s, err := readProc(c.cmd.Process.Pid)
+	if err != nil && !errors.Is(err, errNoProc) {
+		return procSample{}
+	}
+	return s
+}
