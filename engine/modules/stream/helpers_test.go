@@ -18,8 +18,8 @@ import (
 	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
-	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/engine/modules/stream"
+	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/sdk"
 )
 

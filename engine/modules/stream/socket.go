@@ -17,7 +17,7 @@ import (
 
 // Close codes the module sends.
 const (
-	closeGoingAway    = websocket.StatusGoingAway      // 1001: the engine is stopping
+	closeGoingAway    = websocket.StatusGoingAway       // 1001: the engine is stopping
 	closeSlowConsumer = websocket.StatusPolicyViolation // 1008: the client does not keep up
 )
 
@@ -39,7 +39,7 @@ type groupKey struct{ stream, group string }
 // subscriptions indexes every client's subscriptions; Module.mu guards it.
 type subscriptions struct {
 	byClient map[*client]map[string]subscription // client → subscription id → subscription
-	byGroup  map[groupKey]map[*client]int         // stream+group → clients with a subscription there (count)
+	byGroup  map[groupKey]map[*client]int        // stream+group → clients with a subscription there (count)
 }
 
 func (ss *subscriptions) add(c *client, s subscription) {
