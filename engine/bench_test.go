@@ -129,3 +129,30 @@ func benchCall(b *testing.B, target string, inflight int, payload any) {
 	srv.Close()
 	stop()
 }
+
+// BenchmarkDispatchInProcess is the router's own cost per call: lookup,
+// span ids, pending bookkeeping and the outcome, with an in-process
+// handler and no sockets.
+func BenchmarkDispatchInProcess(b *testing.B) {
+	eng, err := engine.New(engine.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		eng.Shutdown(ctx)
+	}()
+	result := json.RawMessage(`{"ok":true}`)
+	eng.RegisterFunction("bench", engine.Function{ID: "bench::noop",
+		Handler: func(context.Context, *engine.Call) (json.RawMessage, error) { return result, nil }})
+	ctx := context.Background()
+	req := engine.Request{FunctionID: "bench::noop", Data: json.RawMessage(`{"p":"xxxxxxxxxxxxxxxx"}`),
+		Traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := eng.Invoke(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
