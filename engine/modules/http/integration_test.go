@@ -55,7 +55,7 @@ type fixture struct {
 
 // startServer starts a devserver with RestApiModule and the given module
 // config lines (YAML flow mapping entries, e.g. "default_timeout: 300").
-func startServer(t *testing.T, ctx context.Context, moduleConfig string) *fixture {
+func startServer(t testing.TB, ctx context.Context, moduleConfig string) *fixture {
 	t.Helper()
 	yaml := "engine: {port: 0}\nmodules:\n  - class: RestApiModule\n    config: {host: 127.0.0.1, port: 0"
 	if moduleConfig != "" {
