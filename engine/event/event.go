@@ -143,7 +143,7 @@ type InvocationFinished struct {
 // run command, or an install command).
 type LogLine struct {
 	Worker string // the exec worker's name in config.yaml
-	PID    int    // the process that wrote it (0 for install output)
+	PID    int    // the process that wrote it
 	Stream string // "stdout", "stderr" or "install"
 	Line   string // without the newline; cut at the module's line limit
 	At     time.Time
@@ -165,12 +165,13 @@ const (
 // changes status, and after each reload (successful or not).
 type ProcessChanged struct {
 	Worker    string
-	Status    string // one of the Process* statuses
-	PID       int    // the serving process; 0 when none runs
-	Restarts  int    // crash restarts so far
-	Reloads   int    // completed reloads so far
-	ExitCode  int    // of the last exit; -1 when killed by a signal or none yet
-	Error     string // what went wrong last (crash, failed install or reload)
+	Status    string        // one of the Process* statuses
+	PID       int           // the serving process; 0 when none runs
+	Restarts  int           // crash restarts so far
+	Reloads   int           // completed reloads so far
+	ExitCode  int           // of the last exit; -1 when killed by a signal or none yet
+	Error     string        // what went wrong last (crash, failed install or reload)
+	RestartIn time.Duration // while restarting: the backoff before the next start
 	LastLines []string
 	At        time.Time
 }
