@@ -59,6 +59,9 @@ type Env struct {
 	// Getenv looks up environment variables (os.LookupEnv).
 	Getenv func(string) (string, bool)
 	Build  Build
+	// Stdin is read by commands that take input there (iii invoke); nil
+	// means os.Stdin.
+	Stdin io.Reader
 }
 
 // usageError marks a bad command line.
@@ -77,7 +80,16 @@ func Run(ctx context.Context, env Env, args []string) int {
 	if err == nil {
 		return ExitOK
 	}
+	var fe functionError
+	if errors.As(err, &fe) {
+		fe.print(env.Stderr)
+		return ExitError
+	}
 	fmt.Fprintf(env.Stderr, "iii: %v\n", err)
+	var ce codedError
+	if errors.As(err, &ce) {
+		return ce.code
+	}
 	if errors.As(err, new(usageError)) {
 		fmt.Fprintln(env.Stderr, "Run 'iii --help' for usage.")
 		return ExitUsage
@@ -121,6 +133,7 @@ over WebSocket, register functions and call each other's functions through it.`,
 	root.CompletionOptions.DisableDefaultCmd = true
 
 	root.AddCommand(newVersion(env), newStart(env), newBench(env))
+	root.AddCommand(newInvoke(env), newFunctions(env), newWorkers(env), newTriggers(env), newNew(env))
 	return root
 }
 

@@ -1,0 +1,237 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/module"
+)
+
+// execWorker is one entry of the ExecModule's workers list in config.yaml.
+type execWorker struct {
+	Name    string
+	Dir     string // relative to the config file's directory, slash-separated
+	Install []string
+	Run     string
+	Watch   []string
+	Env     map[string]string
+}
+
+// errDuplicateWorker is returned when config.yaml's ExecModule already has
+// a worker of that name.
+var errDuplicateWorker = errors.New("worker already in config.yaml")
+
+// defaultClasses names the default modules as config.yaml usually spells
+// them.
+var defaultClasses = map[string]string{
+	config.ModuleHTTP:          "RestApiModule",
+	config.ModuleQueue:         "QueueModule",
+	config.ModulePubSub:        "PubSubModule",
+	config.ModuleCron:          "CronModule",
+	config.ModuleStream:        "StreamModule",
+	config.ModuleState:         "StateModule",
+	config.ModuleObservability: "OtelModule",
+	config.ModuleExec:          "ExecModule",
+}
+
+// newConfigText is a config.yaml for a project that has none: the modules
+// that run without a config file (those this binary has), so creating the
+// file changes nothing else, and an ExecModule with no workers yet.
+func newConfigText() []byte {
+	var b bytes.Buffer
+	b.WriteString(`# iii configuration, created by "iii new worker". With this file exactly
+# the modules listed here run; see the iii README for every key.
+engine:
+  host: 127.0.0.1
+  port: 49134
+modules:
+`)
+	for _, id := range config.DefaultModules {
+		if _, ok := module.Lookup(id); !ok {
+			continue
+		}
+		class := defaultClasses[id]
+		if class == "" {
+			class = id
+		}
+		fmt.Fprintf(&b, "  - class: %s\n", class)
+	}
+	b.WriteString(`  # Worker processes: "iii dev" installs and starts each one and restarts
+  # it when a watched file changes.
+  - class: ExecModule
+    config:
+      workers: []
+`)
+	return b.Bytes()
+}
+
+// addExecWorker returns the config file src with w appended to its
+// ExecModule's workers list, adding an ExecModule entry (and a modules
+// list) when there is none. Comments and every other entry stay as they
+// are; yaml.v3 re-indents the file with two spaces and drops blank lines.
+// file names src in errors.
+func addExecWorker(file string, src []byte, w execWorker) ([]byte, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if doc.Kind == 0 {
+		doc = yaml.Node{Kind: yaml.DocumentNode}
+	}
+	if len(doc.Content) == 0 {
+		doc.Content = []*yaml.Node{{Kind: yaml.MappingNode}}
+	}
+	root := doc.Content[0]
+	if isNull(root) { // an empty document, comments at most
+		*root = yaml.Node{Kind: yaml.MappingNode, HeadComment: root.HeadComment, FootComment: root.FootComment}
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s:%d: the top level must be a mapping (engine:, redis:, modules:)", file, root.Line)
+	}
+
+	modules := mapValue(root, "modules")
+	switch {
+	case modules == nil:
+		modules = &yaml.Node{Kind: yaml.SequenceNode}
+		root.Content = append(root.Content, scalar("modules"), modules)
+	case isNull(modules):
+		*modules = yaml.Node{Kind: yaml.SequenceNode, LineComment: modules.LineComment}
+	case modules.Kind != yaml.SequenceNode:
+		return nil, fmt.Errorf("%s:%d: modules: want a list of modules", file, modules.Line)
+	}
+
+	var workers *yaml.Node
+	for i, m := range modules.Content {
+		if m.Kind != yaml.MappingNode || !isExec(m) {
+			continue
+		}
+		cfg := mapValue(m, "config")
+		switch {
+		case cfg == nil:
+			cfg = &yaml.Node{Kind: yaml.MappingNode}
+			m.Content = append(m.Content, scalar("config"), cfg)
+		case isNull(cfg):
+			*cfg = yaml.Node{Kind: yaml.MappingNode}
+		case cfg.Kind != yaml.MappingNode:
+			return nil, fmt.Errorf("%s:%d: modules[%d].config: want a mapping", file, cfg.Line, i)
+		}
+		workers = mapValue(cfg, "workers")
+		switch {
+		case workers == nil:
+			workers = &yaml.Node{Kind: yaml.SequenceNode}
+			cfg.Content = append(cfg.Content, scalar("workers"), workers)
+		case isNull(workers):
+			*workers = yaml.Node{Kind: yaml.SequenceNode}
+		case workers.Kind != yaml.SequenceNode:
+			return nil, fmt.Errorf("%s:%d: modules[%d].config.workers: want a list of workers", file, workers.Line, i)
+		}
+		for _, x := range workers.Content {
+			if n := mapValue(x, "name"); n != nil && n.Value == w.Name {
+				return nil, fmt.Errorf("%w: %s:%d has a worker named %q; pick another name or remove it", errDuplicateWorker, file, x.Line, w.Name)
+			}
+		}
+		break
+	}
+	if workers == nil {
+		workers = &yaml.Node{Kind: yaml.SequenceNode}
+		entry := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
+			scalar("class"), scalar("ExecModule"),
+			scalar("config"), {Kind: yaml.MappingNode, Content: []*yaml.Node{scalar("workers"), workers}},
+		}}
+		entry.HeadComment = `Worker processes: "iii dev" installs and starts each one and restarts
+it when a watched file changes.`
+		modules.Content = append(modules.Content, entry)
+	}
+	if len(workers.Content) == 0 {
+		workers.Style = 0 // a block list, not "workers: [{...}]"
+	}
+	modules.Style = 0
+	workers.Content = append(workers.Content, w.node())
+
+	var out bytes.Buffer
+	enc := yaml.NewEncoder(&out)
+	enc.SetIndent(2)
+	if err := enc.Encode(&doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return out.Bytes(), nil
+}
+
+// isExec reports whether a modules entry is the ExecModule.
+func isExec(m *yaml.Node) bool {
+	for _, key := range []string{"class", "name"} {
+		if v := mapValue(m, key); v != nil && v.Kind == yaml.ScalarNode {
+			if id, ok := config.ModuleID(v.Value); ok && id == config.ModuleExec {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+// mapValue is the value of key in mapping m, nil when absent.
+func mapValue(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+func scalar(s string) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s}
+}
+
+// quoted is a double-quoted string: globs such as **/*.go must not read as
+// YAML aliases, and "1" must stay a string.
+func quoted(s string) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s, Style: yaml.DoubleQuotedStyle}
+}
+
+func flowList(items []string) *yaml.Node {
+	n := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
+	for _, s := range items {
+		n.Content = append(n.Content, quoted(s))
+	}
+	return n
+}
+
+// node is the worker's entry in block style, with the lists and the env
+// map in flow style.
+func (w execWorker) node() *yaml.Node {
+	env := &yaml.Node{Kind: yaml.MappingNode, Style: yaml.FlowStyle}
+	keys := make([]string, 0, len(w.Env))
+	for k := range w.Env {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		env.Content = append(env.Content, scalar(k), quoted(w.Env[k]))
+	}
+	return &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
+		scalar("name"), scalar(w.Name),
+		scalar("dir"), scalar(w.Dir),
+		scalar("install"), flowList(w.Install),
+		scalar("run"), scalar(w.Run),
+		scalar("watch"), flowList(w.Watch),
+		scalar("env"), env,
+	}}
+}

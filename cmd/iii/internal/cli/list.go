@@ -1,0 +1,375 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/iii-workbench/iii/sdk"
+)
+
+// The listing commands, iii functions / workers / triggers, call the
+// engine's engine::*::list functions and print a table, or with --json the
+// function's result.
+
+// listTimeout bounds a listing command, connection included.
+const listTimeout = 10 * time.Second
+
+// descriptionWidth is where the tables cut long descriptions.
+const descriptionWidth = 60
+
+type listFlags struct {
+	engineFlags
+	json bool
+	all  bool
+}
+
+func (f *listFlags) register(cmd *cobra.Command, all string) {
+	f.engineFlags.register(cmd)
+	cmd.Flags().BoolVar(&f.json, "json", false, "print the engine's JSON result instead of a table")
+	cmd.Flags().BoolVar(&f.all, "all", false, all)
+}
+
+// list calls one of the engine's list functions. self is the ID of the
+// connection it used, which every workers list includes.
+func (f *listFlags) list(ctx context.Context, env Env, function string, in any) (res json.RawMessage, self string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, listTimeout)
+	defer cancel()
+	w, err := f.connect(ctx, env)
+	if err != nil {
+		return nil, "", err
+	}
+	defer func() {
+		if cerr := closeWorker(ctx, w); cerr != nil && err == nil {
+			err = fmt.Errorf("closing the connection: %w", cerr)
+		}
+	}()
+	res, err = call(ctx, w, sdk.TriggerRequest{FunctionID: function, Payload: in, Timeout: listTimeout})
+	return res, w.ID(), err
+}
+
+// output prints res as JSON with --json, else decodes it into v and prints
+// the table.
+func output[T any](env Env, f *listFlags, res json.RawMessage, table func(io.Writer, T) error) error {
+	if f.json {
+		return printJSON(env.Stdout, res, isTerminal(env.Stdout))
+	}
+	var v T
+	if err := json.Unmarshal(res, &v); err != nil {
+		return fmt.Errorf("unexpected result from the engine: %w", err)
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+	if err := table(tw, v); err != nil {
+		return err
+	}
+	return tw.Flush()
+}
+
+func newFunctions(env Env) *cobra.Command {
+	var f listFlags
+	cmd := &cobra.Command{
+		Use:   "functions",
+		Short: "List the functions registered with a running engine",
+		Long: `List the functions registered with a running engine (engine::functions::list):
+ID, the workers serving it, description. Internal functions (engine::*, and
+those registered with metadata {"internal": true}) show with --all.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, _, err := f.list(cmd.Context(), env, "engine::functions::list", map[string]any{"include_internal": f.all})
+			if err != nil {
+				return err
+			}
+			return output(env, &f, res, func(w io.Writer, v functionList) error {
+				if len(v.Functions) == 0 {
+					fmt.Fprintln(env.Stderr, "no functions registered"+hiddenNote(f.all))
+				}
+				return writeFunctions(w, v)
+			})
+		},
+	}
+	f.register(cmd, "include internal functions (engine::*)")
+	return cmd
+}
+
+func newWorkers(env Env) *cobra.Command {
+	var f listFlags
+	cmd := &cobra.Command{
+		Use:   "workers",
+		Short: "List the workers connected to a running engine",
+		Long: `List the workers connected to a running engine (engine::workers::list):
+name, runtime, version, pid, status, functions, calls in flight, and how
+long ago it connected. The engine's in-process workers show with --all.
+The connection this command itself uses is left out, from --json too.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, self, err := f.list(cmd.Context(), env, "engine::workers::list", map[string]any{})
+			if err != nil {
+				return err
+			}
+			if res, err = dropWorker(res, self); err != nil {
+				return err
+			}
+			now := time.Now()
+			return output(env, &f, res, func(w io.Writer, v workerList) error {
+				if !f.all {
+					v.Workers = slices.DeleteFunc(v.Workers, func(w workerRow) bool { return w.Internal })
+				}
+				if len(v.Workers) == 0 {
+					fmt.Fprintln(env.Stderr, "no workers connected"+hiddenNote(f.all))
+				}
+				return writeWorkers(w, v, now)
+			})
+		},
+	}
+	f.register(cmd, "include the engine's in-process workers")
+	return cmd
+}
+
+func newTriggers(env Env) *cobra.Command {
+	var (
+		f     listFlags
+		types bool
+	)
+	cmd := &cobra.Command{
+		Use:   "triggers",
+		Short: "List the triggers registered with a running engine",
+		Long: `List the trigger bindings of a running engine (engine::registered-triggers::list):
+ID, trigger type, function, the worker that registered it, whether it is
+active (a binding waits, parked, until a worker or module provides its
+type) and its config. With --types, list the trigger types instead
+(engine::triggers::list). Internal ones (engine::*) show with --all.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			in := map[string]any{"include_internal": f.all}
+			if types {
+				res, _, err := f.list(cmd.Context(), env, "engine::triggers::list", in)
+				if err != nil {
+					return err
+				}
+				return output(env, &f, res, func(w io.Writer, v triggerTypeList) error {
+					if len(v.Triggers) == 0 {
+						fmt.Fprintln(env.Stderr, "no trigger types registered"+hiddenNote(f.all))
+					}
+					return writeTriggerTypes(w, v)
+				})
+			}
+			res, _, err := f.list(cmd.Context(), env, "engine::registered-triggers::list", in)
+			if err != nil {
+				return err
+			}
+			return output(env, &f, res, func(w io.Writer, v triggerList) error {
+				if len(v.Triggers) == 0 {
+					fmt.Fprintln(env.Stderr, "no triggers registered"+hiddenNote(f.all))
+				}
+				return writeTriggers(w, v)
+			})
+		},
+	}
+	f.register(cmd, "include internal triggers (engine::*)")
+	cmd.Flags().BoolVar(&types, "types", false, "list the trigger types instead of the bindings")
+	return cmd
+}
+
+func hiddenNote(all bool) string {
+	if all {
+		return ""
+	}
+	return " (--all shows internal ones)"
+}
+
+// dropWorker removes the worker with the given ID from a workers list,
+// keeping everything else as the engine sent it.
+func dropWorker(res json.RawMessage, id string) (json.RawMessage, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(res, &top); err != nil {
+		return nil, fmt.Errorf("unexpected result from the engine: %w", err)
+	}
+	var workers []json.RawMessage
+	if err := json.Unmarshal(top["workers"], &workers); err != nil {
+		return nil, fmt.Errorf("unexpected result from the engine: workers: %w", err)
+	}
+	workers = slices.DeleteFunc(workers, func(w json.RawMessage) bool {
+		var row struct{ ID string }
+		return json.Unmarshal(w, &row) == nil && row.ID == id
+	})
+	if workers == nil {
+		workers = []json.RawMessage{}
+	}
+	b, err := json.Marshal(workers)
+	if err != nil {
+		return nil, err
+	}
+	top["workers"] = b
+	return json.Marshal(top)
+}
+
+// Result shapes of the engine's list functions, as far as the tables use
+// them.
+
+type functionRow struct {
+	ID          string   `json:"function_id"`
+	Workers     []string `json:"workers"`
+	Description string   `json:"description"`
+}
+
+type functionList struct {
+	Functions []functionRow `json:"functions"`
+}
+
+type workerRow struct {
+	ID                string  `json:"id"`
+	Name              string  `json:"name"`
+	Runtime           *string `json:"runtime"`
+	Version           *string `json:"version"`
+	PID               *int    `json:"pid"`
+	Status            string  `json:"status"`
+	FunctionCount     int     `json:"function_count"`
+	ActiveInvocations int64   `json:"active_invocations"`
+	ConnectedAtMS     int64   `json:"connected_at_ms"`
+	Internal          bool    `json:"internal"`
+}
+
+type workerList struct {
+	Workers []workerRow `json:"workers"`
+}
+
+type triggerRow struct {
+	ID            string  `json:"id"`
+	Type          string  `json:"trigger_type"`
+	FunctionID    string  `json:"function_id"`
+	Worker        *string `json:"worker_name"`
+	ConfigSummary string  `json:"config_summary"`
+	Active        bool    `json:"active"`
+}
+
+type triggerList struct {
+	Triggers []triggerRow `json:"registered_triggers"`
+}
+
+type triggerTypeRow struct {
+	ID          string `json:"id"`
+	Worker      string `json:"worker_name"`
+	Description string `json:"description"`
+}
+
+type triggerTypeList struct {
+	Triggers []triggerTypeRow `json:"triggers"`
+}
+
+// The tables. Each writes tab-separated cells to a tabwriter, sorted by
+// the first column.
+
+func writeFunctions(w io.Writer, v functionList) error {
+	fs := slices.Clone(v.Functions)
+	slices.SortStableFunc(fs, func(a, b functionRow) int { return strings.Compare(a.ID, b.ID) })
+	fmt.Fprintln(w, "ID\tWORKER(S)\tDESCRIPTION")
+	for _, f := range fs {
+		fmt.Fprintf(w, "%s\t%s\t%s\n", cell(f.ID), orDash(strings.Join(f.Workers, ",")), orDash(truncate(f.Description, descriptionWidth)))
+	}
+	return nil
+}
+
+func writeWorkers(w io.Writer, v workerList, now time.Time) error {
+	ws := slices.Clone(v.Workers)
+	slices.SortStableFunc(ws, func(a, b workerRow) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	fmt.Fprintln(w, "NAME\tRUNTIME\tVERSION\tPID\tSTATUS\tFUNCTIONS\tIN-FLIGHT\tCONNECTED")
+	for _, r := range ws {
+		pid := "-"
+		if r.PID != nil {
+			pid = strconv.Itoa(*r.PID)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", orDash(r.Name), orDash(deref(r.Runtime)), orDash(deref(r.Version)),
+			pid, orDash(r.Status), r.FunctionCount, r.ActiveInvocations, ago(now, time.UnixMilli(r.ConnectedAtMS)))
+	}
+	return nil
+}
+
+func writeTriggers(w io.Writer, v triggerList) error {
+	ts := slices.Clone(v.Triggers)
+	slices.SortStableFunc(ts, func(a, b triggerRow) int { return strings.Compare(a.ID, b.ID) })
+	fmt.Fprintln(w, "ID\tTYPE\tFUNCTION\tWORKER\tSTATE\tCONFIG")
+	for _, t := range ts {
+		state := "parked"
+		if t.Active {
+			state = "active"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", cell(t.ID), cell(t.Type), cell(t.FunctionID), orDash(deref(t.Worker)), state, orDash(cell(t.ConfigSummary)))
+	}
+	return nil
+}
+
+func writeTriggerTypes(w io.Writer, v triggerTypeList) error {
+	ts := slices.Clone(v.Triggers)
+	slices.SortStableFunc(ts, func(a, b triggerTypeRow) int { return strings.Compare(a.ID, b.ID) })
+	fmt.Fprintln(w, "ID\tWORKER\tDESCRIPTION")
+	for _, t := range ts {
+		fmt.Fprintf(w, "%s\t%s\t%s\n", cell(t.ID), orDash(t.Worker), orDash(truncate(t.Description, descriptionWidth)))
+	}
+	return nil
+}
+
+// cell makes s safe for one table cell: tabs and line breaks (which would
+// break the columns) become spaces.
+func cell(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '\t', '\n', '\r', '\v', '\f':
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return cell(s)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// truncate cuts s to n runes, marking the cut with "…".
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+// ago is a short, rounded "how long ago": 12s ago, 5m ago, 3h5m ago,
+// 2d4h ago.
+func ago(now, t time.Time) string {
+	if t.IsZero() || t.UnixMilli() <= 0 {
+		return "-"
+	}
+	d := max(now.Sub(t), 0)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d/time.Minute))
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh%dm ago", int(d/time.Hour), int(d%time.Hour/time.Minute))
+	}
+	return fmt.Sprintf("%dd%dh ago", int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour))
+}
