@@ -32,6 +32,27 @@
 // 504 TIMEOUT after default_timeout (iii sends 504 with an empty body).
 // A request refused for its route, auth or size never reaches a function.
 //
+// config.yaml (every key optional; defaults shown, cors and middleware are
+// examples):
+//
+//	modules:
+//	  - class: RestApiModule             # or iii-http, modules::api::RestApiModule
+//	    config:
+//	      host: 127.0.0.1
+//	      port: 3111                     # 0: any free port (see Addr)
+//	      default_timeout: 30000         # ms from request headers to the answer → 504
+//	      body_limit: 1048576            # bytes → 413
+//	      concurrency_request_limit: 1024
+//	      cors: {allowed_origins: ["https://app.example.com"], allowed_methods: [GET, POST]}
+//	      middleware: [{function_id: auth::check, phase: preHandler, priority: 0}]
+//
+// Without cors, CORS is permissive (any origin, method and header).
+//
+// Responses follow iii: a result with status_code, headers or body is a
+// response object. Unlike iii, any other result (a plain object, an array, a
+// string...) is sent as the JSON body of a 200 rather than dropped for {};
+// see mapResponse.
+//
 // Not built: the streaming channels of iii's request object (request_body
 // and response refs); a function gets the parsed JSON body only and answers
 // with its return value.

@@ -96,6 +96,7 @@ func (x *exchange) invoke(functionID string, data []byte) (json.RawMessage, erro
 		Metadata:    x.rt.metadata,
 		Traceparent: x.r.Header.Get("Traceparent"),
 		Baggage:     x.r.Header.Get("Baggage"),
+		Trigger:     TriggerType,
 	})
 }
 
