@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/iii-workbench/iii/cmd/iii/internal/cli"
+	_ "github.com/iii-workbench/iii/engine/modules/standard" // the built-in modules
 )
 
 // Stamped at release time with -ldflags "-X main.version=... -X main.commit=... -X main.date=...".

@@ -1,0 +1,7 @@
+// Package standard links every built-in module into a binary: import it
+// for its side effects (each module registers itself in init).
+package standard
+
+import (
+	_ "github.com/iii-workbench/iii/engine/modules/http" // RestApiModule
+)
