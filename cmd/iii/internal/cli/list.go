@@ -107,7 +107,8 @@ func newWorkers(env Env) *cobra.Command {
 		Long: `List the workers connected to a running engine (engine::workers::list):
 name, runtime, version, pid, status, functions, calls in flight, and how
 long ago it connected. The engine's in-process workers show with --all.
-The connection this command itself uses is left out, from --json too.`,
+Connections of iii commands (this one included) are left out, from --json
+too.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			res, self, err := f.list(cmd.Context(), env, "engine::workers::list", map[string]any{})
@@ -185,8 +186,10 @@ func hiddenNote(all bool) string {
 	return " (--all shows internal ones)"
 }
 
-// dropWorker removes the worker with the given ID from a workers list,
-// keeping everything else as the engine sent it.
+// dropWorker removes the CLI's connections from a workers list: the one
+// with the given ID, and others named iii-cli (a previous command's that
+// the engine has not dropped yet, or a concurrent one's). Everything else
+// stays as the engine sent it.
 func dropWorker(res json.RawMessage, id string) (json.RawMessage, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(res, &top); err != nil {
@@ -197,8 +200,8 @@ func dropWorker(res json.RawMessage, id string) (json.RawMessage, error) {
 		return nil, fmt.Errorf("unexpected result from the engine: workers: %w", err)
 	}
 	workers = slices.DeleteFunc(workers, func(w json.RawMessage) bool {
-		var row struct{ ID string }
-		return json.Unmarshal(w, &row) == nil && row.ID == id
+		var row struct{ ID, Name string }
+		return json.Unmarshal(w, &row) == nil && (row.ID == id || row.Name == clientName)
 	})
 	if workers == nil {
 		workers = []json.RawMessage{}
