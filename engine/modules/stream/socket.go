@@ -298,9 +298,13 @@ func (m *Module) handle(c *client, data []byte) {
 		m.badMessage(c, data, err)
 		return
 	}
+	if msg.Type != "join" && msg.Type != "leave" {
+		m.badMessage(c, data, fmt.Errorf("unknown message type %q (want join or leave)", msg.Type))
+		return
+	}
 	var d subscribeData
 	if err := json.Unmarshal(msg.Data, &d); err != nil {
-		m.badMessage(c, data, fmt.Errorf("data: %w", err))
+		m.badMessage(c, data, fmt.Errorf("%s data: %w", msg.Type, err))
 		return
 	}
 	switch msg.Type {
@@ -316,8 +320,6 @@ func (m *Module) handle(c *client, data []byte) {
 			return
 		}
 		m.leave(c, d)
-	default:
-		m.badMessage(c, data, fmt.Errorf("unknown message type %q (want join or leave)", msg.Type))
 	}
 }
 

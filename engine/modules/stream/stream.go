@@ -202,7 +202,7 @@ func (m *Module) Start(ctx context.Context, h *module.Host) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			err = errors.Join(fmt.Errorf("stream: %w", err), m.Stop(context.WithoutCancel(ctx)))
+			err = errors.Join(err, m.Stop(context.WithoutCancel(ctx)))
 		}
 	}()
 

@@ -2,12 +2,16 @@ package stream_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/coder/websocket"
 
+	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 )
 
@@ -259,5 +263,45 @@ func TestStopClosesClients(t *testing.T) {
 	}
 	if _, _, err := websocket.Dial(ctx, te.mod.URL(), nil); err == nil {
 		t.Error("dial after Stop succeeded")
+	}
+}
+
+// TestConfig: iii's adapter block is accepted (and ignored); bad values
+// fail start-up naming the key; a taken port fails Start and releases
+// everything.
+func TestConfig(t *testing.T) {
+	ctx := testContext(t)
+	url := storetest.Mini(t).URL
+	start := func(moduleConfig string) error {
+		cfgText := fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: modules::stream::StreamModule\n    config: {%s}\n", url, moduleConfig)
+		cfg, err := config.Parse("config.yaml", []byte(cfgText), os.LookupEnv)
+		if err != nil {
+			return err
+		}
+		srv, err := devserver.Start(ctx, devserver.Options{Config: cfg})
+		if err == nil {
+			srv.Stop(ctx)
+		}
+		return err
+	}
+	if err := start(`port: 0, host: 127.0.0.1, adapter: {class: modules::stream::adapters::RedisAdapter, config: {redis_url: "redis://x"}}`); err != nil {
+		t.Errorf("iii adapter block: %v", err)
+	}
+	taken := startEngine(t, ctx, url, "")
+	for _, tc := range []struct{ config, want string }{
+		{`port: -1`, "port -1 out of range"},
+		{`port: 0, queue_size: 0`, "queue_size 0"},
+		{`port: 0, write_timeout_ms: 0`, "write_timeout_ms 0"},
+		{`port: 0, max_message_bytes: 10`, "max_message_bytes 10"},
+		{`port: 0, handler_timeout_ms: -5`, "handler_timeout_ms -5"},
+		{`port: 0, queue: 5`, "queue"},
+		{`port: "x"`, "port"},
+		{`port: ` + strings.TrimPrefix(taken.mod.Addr()[strings.LastIndex(taken.mod.Addr(), ":"):], ":"), "listen on"},
+	} {
+		err := start(tc.config)
+		t.Logf("{%s}: %v", tc.config, err)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("config {%s}: error %v, want one mentioning %q", tc.config, err, tc.want)
+		}
 	}
 }
