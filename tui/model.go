@@ -1,0 +1,668 @@
+package tui
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+
+	"github.com/iii-workbench/iii/engine/event"
+	"github.com/iii-workbench/iii/engine/protocol"
+)
+
+// viewID names a tab.
+type viewID int
+
+const (
+	viewWorkers viewID = iota
+	viewFunctions
+	viewTriggers
+	viewInvocations
+	viewTraces
+	viewLogs
+	numViews
+)
+
+var viewNames = [numViews]string{"Workers", "Functions", "Triggers", "Invocations", "Traces", "Logs"}
+
+// Messages. Engine events arrive batched in eventsMsg; everything else is
+// the answer to a command the model issued.
+type (
+	eventsMsg struct {
+		events  []event.Event
+		dropped uint64 // the subscription's drop counter after the batch
+	}
+	snapshotMsg struct{ snap Snapshot }
+	tickMsg     time.Time
+	invokedMsg  struct {
+		functionID string
+		data       json.RawMessage
+		result     json.RawMessage
+		err        error
+		took       time.Duration
+		replayOf   *invocation // set for a replay
+	}
+	traceMsg struct {
+		traceID string
+		spans   []span
+		err     error
+	}
+	logsMsg struct {
+		entries []logEntry
+		err     error
+	}
+	restartedMsg struct {
+		worker string
+		err    error
+	}
+)
+
+// maxBatch bounds one eventsMsg.
+const maxBatch = 8192
+
+// Model is the TUI's bubbletea model.
+type Model struct {
+	Common
+	ctx  context.Context
+	src  Source
+	sub  Subscription
+	opts Options
+	info Info
+
+	st          *state
+	now         time.Time
+	lastDropped uint64
+	resyncing   bool
+	ready       bool // first snapshot applied
+
+	view      viewID
+	tables    [numViews]*table
+	rows      []row // rows of the active table view
+	filters   [numViews]string
+	filtering bool
+	filterBuf string
+
+	paused    bool
+	pausedSeq uint64
+
+	logs  logPane
+	trace tracePane
+	modal modal
+
+	flash      string
+	flashErr   bool
+	flashUntil time.Time
+
+	logsQueried bool
+}
+
+// New builds a model reading src. It subscribes at once, so no event
+// after New is missed; Close releases the subscription. ctx bounds the
+// commands the model runs (the event wait, calls): cancel it when the
+// program ends.
+func New(ctx context.Context, src Source, opts Options) *Model {
+	opts = opts.withDefaults()
+	m := &Model{
+		ctx:  ctx,
+		src:  src,
+		opts: opts,
+		info: src.Info(),
+		st:   newState(),
+		now:  opts.Now(),
+	}
+	m.sub = src.Subscribe(opts.Buffer)
+	m.Styles, m.Keys = DefaultStyles(), DefaultKeyMap()
+	m.tables = [numViews]*table{
+		viewWorkers: newTable(m.Common, []column{
+			{title: "NAME", flex: 2, min: 10}, {title: "RUNTIME", width: 10}, {title: "PID", width: 7, right: true},
+			{title: "STATUS", width: 11}, {title: "FUNCS", width: 5, right: true}, {title: "IN-FLIGHT", width: 9, right: true},
+			{title: "RESTARTS", width: 8, right: true}, {title: "UPTIME", width: 7, right: true},
+		}),
+		viewFunctions: newTable(m.Common, []column{
+			{title: "FUNCTION", flex: 3, min: 12}, {title: "WORKERS", flex: 2, min: 8}, {title: "CALLS", width: 7, right: true},
+			{title: "ERRORS", width: 6, right: true}, {title: "P50", width: 7, right: true}, {title: "P99", width: 7, right: true},
+		}),
+		viewTriggers: newTable(m.Common, []column{
+			{title: "TYPE", flex: 1, min: 8}, {title: "FUNCTION", flex: 2, min: 10}, {title: "WORKER", flex: 1, min: 8},
+			{title: "STATE", width: 6}, {title: "CONFIG", flex: 3, min: 10},
+		}),
+		viewInvocations: newTable(m.Common, []column{
+			{title: "TIME", width: 12}, {title: "FUNCTION", flex: 2, min: 12}, {title: "CALLER → TARGET", flex: 2, min: 12},
+			{title: "TRIGGER", width: 8}, {title: "DURATION", width: 8, right: true}, {title: "STATUS", width: 14},
+		}),
+	}
+	m.tables[viewInvocations].stickTop = true
+	m.logs = logPane{Common: m.Common, follow: true}
+	m.trace = tracePane{Common: m.Common}
+	return m
+}
+
+// Close releases the event subscription.
+func (m *Model) Close() { m.sub.Close() }
+
+// Init loads the first snapshot and starts the event and tick loops.
+func (m *Model) Init() tea.Cmd {
+	return tea.Batch(m.snapshotCmd(), m.waitEvents(), m.tickCmd())
+}
+
+// waitEvents blocks for the next event, then gathers what follows within
+// the batch window into one message. It is re-armed after each batch.
+func (m *Model) waitEvents() tea.Cmd {
+	ctx, sub, window := m.ctx, m.sub, m.opts.Batch
+	return func() tea.Msg {
+		var evs []event.Event
+		select {
+		case ev := <-sub.C():
+			evs = append(evs, ev)
+		case <-ctx.Done():
+			return nil
+		}
+		timer := time.NewTimer(window)
+		defer timer.Stop()
+		for len(evs) < maxBatch {
+			select {
+			case ev := <-sub.C():
+				evs = append(evs, ev)
+			case <-timer.C:
+				return eventsMsg{events: evs, dropped: sub.Dropped()}
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		return eventsMsg{events: evs, dropped: sub.Dropped()}
+	}
+}
+
+func (m *Model) snapshotCmd() tea.Cmd {
+	src := m.src
+	return func() tea.Msg { return snapshotMsg{snap: src.Snapshot()} }
+}
+
+func (m *Model) tickCmd() tea.Cmd {
+	if m.opts.Tick < 0 {
+		return nil
+	}
+	return tea.Tick(m.opts.Tick, func(t time.Time) tea.Msg { return tickMsg(t) })
+}
+
+// Update handles a message.
+func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	var cmd tea.Cmd
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		m.SetSize(msg.Width, msg.Height)
+	case eventsMsg:
+		for _, ev := range msg.events {
+			m.st.apply(ev)
+		}
+		m.now = m.opts.Now()
+		m.st.refreshLatency(m.now)
+		cmds := []tea.Cmd{m.waitEvents()}
+		if msg.dropped > m.lastDropped {
+			m.st.dropped = msg.dropped
+			m.lastDropped = msg.dropped
+			if !m.resyncing {
+				m.resyncing = true
+				cmds = append(cmds, m.snapshotCmd())
+			}
+		}
+		cmd = tea.Batch(cmds...)
+	case snapshotMsg:
+		m.st.resync(msg.snap)
+		m.resyncing = false
+		m.ready = true
+		if !m.logsQueried && m.hasFunction(FnLogsList) {
+			m.logsQueried = true
+			cmd = m.queryLogs()
+		}
+	case tickMsg:
+		m.now = m.opts.Now()
+		m.st.refreshLatency(m.now)
+		if !m.flashUntil.IsZero() && !m.now.Before(m.flashUntil) {
+			m.flash, m.flashUntil = "", time.Time{}
+		}
+		cmd = m.tickCmd()
+	case invokedMsg:
+		m.modal.invoked(msg)
+	case traceMsg:
+		m.trace.loaded(msg, m.st)
+	case logsMsg:
+		if msg.err == nil {
+			m.logs.backfill(m.st, msg.entries)
+		}
+	case restartedMsg:
+		if msg.err != nil {
+			m.setFlash(fmt.Sprintf("restart %s: %v", msg.worker, msg.err), true)
+		} else {
+			m.setFlash("restarting "+msg.worker, false)
+		}
+	case tea.KeyPressMsg:
+		cmd = m.key(msg)
+	case tea.PasteMsg:
+		if m.modal.kind == modalEditor {
+			cmd = m.modal.updateEditor(msg)
+		}
+	}
+	m.refresh()
+	return m, cmd
+}
+
+// SetSize resizes the model and every component.
+func (m *Model) SetSize(width, height int) {
+	m.Common.SetSize(width, height)
+	body := m.bodyHeight()
+	for _, t := range m.tables {
+		if t != nil {
+			t.SetSize(width, body)
+		}
+	}
+	m.logs.SetSize(width, body)
+	m.trace.SetSize(width, body)
+	m.modal.SetSize(width, body)
+}
+
+// bodyHeight is what is left under the header and tabs, above the footer.
+func (m *Model) bodyHeight() int { return max(m.Height-4, 1) }
+
+func (m *Model) setFlash(s string, isErr bool) {
+	m.flash, m.flashErr = oneLine(s), isErr
+	m.flashUntil = m.opts.Now().Add(5 * time.Second)
+}
+
+func (m *Model) hasFunction(id string) bool {
+	f := m.st.funcs[id]
+	return f != nil && len(f.regs) > 0
+}
+
+// key routes a key press: the filter line or an open modal first, then
+// global keys, then the active view's.
+func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
+	k := m.Keys
+	if msg.String() == "ctrl+c" {
+		return tea.Quit
+	}
+	if m.filtering {
+		m.filterKey(msg)
+		return nil
+	}
+	if m.modal.kind != modalNone {
+		return m.modalKey(msg)
+	}
+	switch {
+	case key.Matches(msg, k.Quit):
+		return tea.Quit
+	case key.Matches(msg, k.Help):
+		m.modal.openHelp(m.Common)
+		return nil
+	case key.Matches(msg, k.Filter):
+		m.filtering, m.filterBuf = true, m.filters[m.view]
+		return nil
+	case key.Matches(msg, k.NextTab):
+		return m.switchView((m.view + 1) % numViews)
+	case key.Matches(msg, k.PrevTab):
+		return m.switchView((m.view + numViews - 1) % numViews)
+	case key.Matches(msg, k.Back):
+		m.filters[m.view] = ""
+		return nil
+	}
+	for i, b := range k.Views {
+		if key.Matches(msg, b) {
+			return m.switchView(viewID(i))
+		}
+	}
+	switch m.view {
+	case viewLogs:
+		return m.logsKey(msg)
+	case viewTraces:
+		return m.traceKey(msg)
+	}
+	return m.tableKey(msg)
+}
+
+func (m *Model) filterKey(msg tea.KeyPressMsg) {
+	switch msg.String() {
+	case "esc":
+		m.filtering, m.filters[m.view] = false, ""
+	case "enter":
+		m.filtering = false
+	case "backspace":
+		if r := []rune(m.filterBuf); len(r) > 0 {
+			m.filterBuf = string(r[:len(r)-1])
+		}
+		m.filters[m.view] = m.filterBuf
+	case "ctrl+u":
+		m.filterBuf, m.filters[m.view] = "", ""
+	default:
+		if msg.Text != "" {
+			m.filterBuf += oneLine(msg.Text)
+			m.filters[m.view] = m.filterBuf
+		}
+	}
+}
+
+func (m *Model) switchView(v viewID) tea.Cmd {
+	m.view = v
+	if v == viewTraces {
+		return m.loadTrace()
+	}
+	return nil
+}
+
+// tableKey handles the table views' keys.
+func (m *Model) tableKey(msg tea.KeyPressMsg) tea.Cmd {
+	k := m.Keys
+	t := m.tables[m.view]
+	switch {
+	case key.Matches(msg, k.Up):
+		t.move(m.rows, -1)
+	case key.Matches(msg, k.Down):
+		t.move(m.rows, 1)
+	case key.Matches(msg, k.PageUp):
+		t.move(m.rows, -t.pageSize())
+	case key.Matches(msg, k.PageDown):
+		t.move(m.rows, t.pageSize())
+	case key.Matches(msg, k.Top):
+		t.move(m.rows, -len(m.rows))
+	case key.Matches(msg, k.Bottom):
+		t.move(m.rows, len(m.rows))
+	case key.Matches(msg, k.Detail):
+		m.openDetail()
+	case key.Matches(msg, k.Invoke):
+		return m.openEditor()
+	case key.Matches(msg, k.Replay) && m.view == viewInvocations:
+		return m.replay()
+	case key.Matches(msg, k.Trace) && m.view == viewInvocations:
+		return m.switchView(viewTraces)
+	case key.Matches(msg, k.Pause) && m.view == viewInvocations:
+		m.paused = !m.paused
+		m.pausedSeq = 0
+		if m.paused {
+			m.pausedSeq = m.st.seq
+		}
+	case key.Matches(msg, k.Restart) && m.view == viewWorkers:
+		return m.restart()
+	}
+	return nil
+}
+
+// selected returns the key of the active table's selected row.
+func (m *Model) selected() (string, bool) {
+	t := m.tables[m.view]
+	if t == nil || t.cursor >= len(m.rows) || len(m.rows) == 0 {
+		return "", false
+	}
+	return m.rows[t.cursor].key, true
+}
+
+// selectedInvocation is the invocation selected in the Invocations view
+// (or the newest one when that view has no selection yet).
+func (m *Model) selectedInvocation() (invocation, bool) {
+	id := m.tables[viewInvocations].selKey
+	var newest *invocation
+	for i := m.st.inv.len() - 1; i >= 0; i-- {
+		v := m.st.inv.at(i)
+		if v.id == id {
+			return v, true
+		}
+		if newest == nil {
+			newest = &v
+		}
+	}
+	if newest != nil {
+		return *newest, true
+	}
+	return invocation{}, false
+}
+
+func (m *Model) selectedFunction() (string, bool) {
+	switch m.view {
+	case viewFunctions:
+		return m.selected()
+	case viewInvocations:
+		if inv, ok := m.selectedInvocation(); ok {
+			return inv.functionID, true
+		}
+	}
+	return "", false
+}
+
+func (m *Model) openEditor() tea.Cmd {
+	fn, ok := m.selectedFunction()
+	if !ok {
+		return nil
+	}
+	data, ok := m.st.lastPayload(fn)
+	if !ok {
+		data = json.RawMessage(`{}`)
+	}
+	return m.modal.openEditor(m.Common, fn, prettyJSON(data))
+}
+
+// invoke sends the editor's JSON.
+func (m *Model) invoke(fn string, data json.RawMessage, replayOf *invocation) tea.Cmd {
+	ctx, src, timeout := m.ctx, m.src, m.opts.QueryTimeout
+	return func() tea.Msg {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		start := time.Now()
+		res, err := src.Invoke(cctx, fn, data)
+		return invokedMsg{functionID: fn, data: data, result: res, err: err, took: time.Since(start), replayOf: replayOf}
+	}
+}
+
+func (m *Model) replay() tea.Cmd {
+	key, ok := m.selected()
+	if !ok {
+		return nil
+	}
+	var inv *invocation
+	for i := m.st.inv.len() - 1; i >= 0; i-- {
+		if v := m.st.inv.at(i); v.id == key {
+			inv = &v
+			break
+		}
+	}
+	if inv == nil {
+		return nil
+	}
+	if !inv.dataKept {
+		m.setFlash("replay: the payload of this call was not captured", true)
+		return nil
+	}
+	m.modal.openReplay(m.Common, *inv)
+	return m.invoke(inv.functionID, inv.data, inv)
+}
+
+func (m *Model) restart() tea.Cmd {
+	key, ok := m.selected()
+	if !ok {
+		return nil
+	}
+	name := m.workerRowName(key)
+	if name == "" {
+		return nil
+	}
+	if w := m.st.workers[key]; w != nil && w.internal {
+		m.setFlash(name+" runs inside the engine; it cannot be restarted", true)
+		return nil
+	}
+	ctx, src := m.ctx, m.src
+	m.setFlash("restarting "+name+"…", false)
+	return func() tea.Msg {
+		return restartedMsg{worker: name, err: src.Restart(ctx, name)}
+	}
+}
+
+// workerRowName is the worker name behind a Workers row key.
+func (m *Model) workerRowName(key string) string {
+	if name, ok := strings.CutPrefix(key, "proc:"); ok {
+		return name
+	}
+	if w := m.st.workers[key]; w != nil {
+		return w.name
+	}
+	return ""
+}
+
+// modalKey handles keys while a modal is open.
+func (m *Model) modalKey(msg tea.KeyPressMsg) tea.Cmd {
+	k := m.Keys
+	if m.modal.kind == modalEditor {
+		switch {
+		case key.Matches(msg, k.Back):
+			m.modal.close()
+		case key.Matches(msg, k.Send):
+			raw := strings.TrimSpace(m.modal.editor.Value())
+			if raw == "" {
+				raw = "null"
+			}
+			if !json.Valid([]byte(raw)) {
+				m.modal.editErr = "not valid JSON: fix it and press ctrl+s again"
+				return nil
+			}
+			m.modal.editErr, m.modal.sending = "", true
+			return m.invoke(m.modal.functionID, json.RawMessage(raw), nil)
+		default:
+			return m.modal.updateEditor(msg)
+		}
+		return nil
+	}
+	switch {
+	case key.Matches(msg, k.Back), key.Matches(msg, k.Quit), key.Matches(msg, k.Help) && m.modal.kind == modalHelp:
+		m.modal.close()
+	case key.Matches(msg, k.Detail) && m.modal.kind == modalHelp:
+		m.modal.close()
+	case key.Matches(msg, k.Up):
+		m.modal.scroll(-1)
+	case key.Matches(msg, k.Down):
+		m.modal.scroll(1)
+	case key.Matches(msg, k.PageUp):
+		m.modal.scroll(-m.modal.Height / 2)
+	case key.Matches(msg, k.PageDown):
+		m.modal.scroll(m.modal.Height / 2)
+	case key.Matches(msg, k.Replay) && m.modal.kind == modalReplay && !m.modal.sending && m.modal.replayOf != nil:
+		inv := *m.modal.replayOf
+		m.modal.openReplay(m.Common, inv)
+		return m.invoke(inv.functionID, inv.data, &inv)
+	}
+	return nil
+}
+
+// loadTrace fetches the trace of the selected invocation.
+func (m *Model) loadTrace() tea.Cmd {
+	inv, ok := m.selectedInvocation()
+	if !ok || inv.traceID == "" {
+		m.trace.reset("")
+		return nil
+	}
+	if m.trace.traceID == inv.traceID && m.trace.loading {
+		return nil
+	}
+	m.trace.reset(inv.traceID)
+	m.trace.focus = inv.spanID
+	if !m.hasFunction(FnTracesTree) {
+		m.trace.loaded(traceMsg{traceID: inv.traceID, err: errObservabilityMissing}, m.st)
+		return nil
+	}
+	ctx, src, timeout, id := m.ctx, m.src, m.opts.QueryTimeout, inv.traceID
+	return func() tea.Msg {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		req, _ := json.Marshal(map[string]string{"trace_id": id})
+		res, err := src.Query(cctx, FnTracesTree, req)
+		if err != nil {
+			var eb *protocol.ErrorBody
+			if errors.As(err, &eb) && eb.Code == "function_not_found" {
+				err = errObservabilityMissing
+			}
+			return traceMsg{traceID: id, err: err}
+		}
+		spans, err := parseTrace(res)
+		return traceMsg{traceID: id, spans: spans, err: err}
+	}
+}
+
+var errObservabilityMissing = errors.New("observability module not running")
+
+func (m *Model) queryLogs() tea.Cmd {
+	ctx, src, timeout := m.ctx, m.src, m.opts.QueryTimeout
+	return func() tea.Msg {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		res, err := src.Query(cctx, FnLogsList, json.RawMessage(`{"limit":1000}`))
+		if err != nil {
+			return logsMsg{err: err}
+		}
+		return logsMsg{entries: parseLogs(res)}
+	}
+}
+
+func (m *Model) traceKey(msg tea.KeyPressMsg) tea.Cmd {
+	k := m.Keys
+	switch {
+	case key.Matches(msg, k.Up):
+		m.trace.move(-1)
+	case key.Matches(msg, k.Down):
+		m.trace.move(1)
+	case key.Matches(msg, k.Top):
+		m.trace.move(-len(m.trace.spans))
+	case key.Matches(msg, k.Bottom):
+		m.trace.move(len(m.trace.spans))
+	case key.Matches(msg, k.Detail):
+		if sp, ok := m.trace.selected(); ok {
+			m.modal.openDetail(m.Common, "Span "+sp.name, spanDetail(sp))
+		}
+	case msg.String() == "ctrl+r":
+		m.trace.traceID = ""
+		return m.loadTrace()
+	}
+	return nil
+}
+
+func (m *Model) logsKey(msg tea.KeyPressMsg) tea.Cmd {
+	k := m.Keys
+	switch {
+	case key.Matches(msg, k.Up):
+		m.logs.scroll(m.st, m.filters[viewLogs], -1)
+	case key.Matches(msg, k.Down):
+		m.logs.scroll(m.st, m.filters[viewLogs], 1)
+	case key.Matches(msg, k.PageUp):
+		m.logs.scroll(m.st, m.filters[viewLogs], -m.logs.Height/2)
+	case key.Matches(msg, k.PageDown):
+		m.logs.scroll(m.st, m.filters[viewLogs], m.logs.Height/2)
+	case key.Matches(msg, k.Top):
+		m.logs.scroll(m.st, m.filters[viewLogs], -logRing)
+	case key.Matches(msg, k.Bottom), key.Matches(msg, k.Follow):
+		m.logs.follow = !m.logs.follow || key.Matches(msg, k.Bottom)
+	case key.Matches(msg, k.WorkerFilter):
+		m.logs.cycleWorker(m.st)
+	}
+	return nil
+}
+
+// refresh rebuilds the active table's rows after any change and keeps the
+// selection on the same item.
+func (m *Model) refresh() {
+	t := m.tables[m.view]
+	if t == nil {
+		return
+	}
+	var rows []row
+	switch m.view {
+	case viewWorkers:
+		rows = workerRows(m.st, m.now, m.Styles)
+	case viewFunctions:
+		rows = functionRows(m.st)
+	case viewTriggers:
+		rows = triggerRows(m.st, t.colWidth(4))
+	case viewInvocations:
+		rows = invocationRows(m.st, m.pausedSeq)
+	}
+	m.rows = filterRows(rows, m.filters[m.view])
+	t.sync(m.rows)
+}
