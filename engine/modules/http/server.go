@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
 
@@ -25,10 +26,54 @@ type exchange struct {
 }
 
 // ServeHTTP routes a request to its function: CORS, route, auth and size
-// are checked first, so a refused request never reaches a function.
+// are checked first, so a refused request never reaches a function. Each
+// answered request is published as an event.HTTPRequestServed (for request
+// metrics) when anyone listens.
 func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if m.cors.apply(w, r) {
+	bus := m.eng.Events()
+	if !bus.Active() {
+		m.serve(w, r)
 		return
+	}
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w}
+	x := m.serve(rec, r)
+	ev := event.HTTPRequestServed{Method: r.Method, Status: rec.status, Duration: time.Since(start), At: time.Now()}
+	if x != nil && x.rt != nil {
+		ev.Route = x.rt.pattern
+	}
+	if ev.Status == 0 {
+		ev.Status = http.StatusOK
+	}
+	bus.Publish(ev)
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (m *Module) serve(w http.ResponseWriter, r *http.Request) *exchange {
+	if m.cors.apply(w, r) {
+		return nil
 	}
 	x := &exchange{m: m, w: w, r: r, ctx: r.Context()}
 	segs, ok := splitPath(r.URL.EscapedPath())
@@ -37,18 +82,18 @@ func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if x.rt == nil {
 		x.fail(http.StatusNotFound, codeNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
-		return
+		return x
 	}
 	if a := x.rt.auth; a != nil && !a.allow(r.Header) {
 		if c := a.challenge(); c != "" {
 			w.Header().Set("WWW-Authenticate", c)
 		}
 		x.fail(http.StatusUnauthorized, codeUnauthorized, fmt.Sprintf("%s needs valid %s credentials", x.rt, a.kind))
-		return
+		return x
 	}
 	if r.ContentLength > m.BodyLimit {
 		x.tooLarge()
-		return
+		return x
 	}
 	deadline := time.Now().Add(m.timeout)
 	ctx, cancel := context.WithDeadline(r.Context(), deadline)
@@ -62,31 +107,32 @@ func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			x.fail(http.StatusServiceUnavailable, codeUnavailable,
 				fmt.Sprintf("no request slot free within %d ms (concurrency_request_limit %d)", m.DefaultTimeout, m.ConcurrencyRequestLimit))
 		}
-		return
+		return x
 	}
 	body, ok := x.readBody(deadline)
 	if !ok {
-		return
+		return x
 	}
 	data, err := json.Marshal(newRequestObject(r, x.rt, segs, body))
 	if err != nil {
 		x.fail(http.StatusInternalServerError, codeInternal, "encode request: "+err.Error())
-		return
+		return x
 	}
 	if !x.runMiddleware(segs) || !x.checkCondition(data) {
-		return
+		return x
 	}
 	result, err := x.invoke(x.rt.functionID, data)
 	if err != nil {
 		x.invokeFailed(x.rt.functionID, err, codeTimeout)
-		return
+		return x
 	}
 	resp, err := mapResponse(result)
 	if err != nil {
 		x.fail(http.StatusInternalServerError, codeInternal, fmt.Sprintf("function %s: %v", x.rt.functionID, err))
-		return
+		return x
 	}
 	x.write(resp)
+	return x
 }
 
 func (x *exchange) invoke(functionID string, data []byte) (json.RawMessage, error) {
