@@ -368,6 +368,7 @@ func (m *Module) moveLoop(ctx context.Context) {
 	interval = max(interval, 10*time.Millisecond)
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var rw retryWait
 	for {
 		select {
 		case <-ctx.Done():
@@ -395,7 +396,12 @@ func (m *Module) moveLoop(ctx context.Context) {
 				continue
 			}
 			m.health.failed("move due retries", err)
+			if !rw.wait(ctx) {
+				return
+			}
+			continue
 		}
+		rw.reset()
 	}
 }
 

@@ -1,0 +1,188 @@
+package queue_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/engine/store/storetest"
+)
+
+// A message read by a consumer that then died (it never acknowledges) is
+// taken over once it has been idle claim_idle_ms and delivered again.
+func TestReclaimFromDeadConsumer(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
+		ctx := testContext(t)
+		rdb := b.Client(t)
+		stream := "iii:queue:{crash}:stream"
+		if err := rdb.XGroupCreateMkStream(ctx, stream, "iii-queue", "0").Err(); err != nil {
+			t.Fatal(err)
+		}
+		msg := `{"id":"m-1","queue":"crash","function_id":"crash::fn","data":{"n":1},"attempts":0,"enqueued_at":1}`
+		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"m", msg}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		// The dead engine's consumer reads the message and never acks it.
+		claimed, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "iii-queue", Consumer: "dead-engine",
+			Streams: []string{stream, ">"}, Count: 1, Block: -1}).Result()
+		if err != nil || len(claimed) != 1 || len(claimed[0].Messages) != 1 {
+			t.Fatalf("dead consumer's read: %v %v", claimed, err)
+		}
+		readAt := time.Now()
+
+		te := startEngine(t, ctx, b.URL, `{queues: {crash: {timeout_ms: 200, claim_idle_ms: 400}}}`)
+		got := make(chan string, 2)
+		te.register(t, "crash::fn", func(ctx context.Context, c *engine.Call) (json.RawMessage, error) {
+			got <- string(c.Data)
+			return nil, nil
+		})
+		if data := receive(t, ctx, got, "re-delivery of the dead consumer's message"); data != `{"n":1}` {
+			t.Errorf("re-delivered data %s, want {\"n\":1}", data)
+		}
+		if d := time.Since(readAt); d < 400*time.Millisecond {
+			t.Errorf("re-delivered after %v, before claim_idle_ms 400ms", d)
+		}
+		te.waitStats(t, ctx, "crash", "the message acknowledged", func(s stats) bool { return s.Depth == 0 && s.Pending == 0 })
+		quiet(t, got, 100*time.Millisecond, "second re-delivery")
+	})
+}
+
+// Two engines on one Redis: engine A reads a message and is stopped
+// abruptly while its handler runs; engine B delivers the message again.
+func TestCrashedEngineMessageRedelivered(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
+		ctx := testContext(t)
+		a := startEngine(t, ctx, b.URL, `{queues: {jobs: {timeout_ms: 20000}}}`)
+		wa := a.worker(t, ctx, "worker-a")
+		running := make(chan struct{}, 1)
+		release := make(chan struct{})
+		t.Cleanup(func() { close(release) }) // before wa closes (cleanups run last-in first)
+		wa.RegisterFunction("jobs::run", func(ctx context.Context, in json.RawMessage) (any, error) {
+			running <- struct{}{}
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil, nil
+		})
+		a.waitFunction(t, ctx, "jobs::run")
+		a.enqueue(t, ctx, "jobs", "jobs::run", map[string]any{"job": 1})
+		receive(t, ctx, running, "engine A's handler start")
+
+		// Crash A: Stop with a context that is already over abandons the
+		// running handler without acknowledging its message. A second Stop
+		// (at cleanup) finishes the shutdown.
+		crashCtx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := a.srv.Stop(crashCtx); err == nil {
+			t.Log("engine A stopped without abandoning anything")
+		}
+
+		bEng := startEngine(t, ctx, b.URL, `{queues: {jobs: {timeout_ms: 300, claim_idle_ms: 600}}}`)
+		wb := bEng.worker(t, ctx, "worker-b")
+		got := make(chan map[string]any, 2)
+		wb.RegisterFunction("jobs::run", func(ctx context.Context, in json.RawMessage) (any, error) {
+			var d map[string]any
+			json.Unmarshal(in, &d)
+			got <- d
+			return nil, nil
+		})
+		if d := receive(t, ctx, got, "engine B's re-delivery"); d["job"] != float64(1) {
+			t.Errorf("engine B got %v, want job 1", d)
+		}
+		bEng.waitStats(t, ctx, "jobs", "the message acknowledged", func(s stats) bool { return s.Depth == 0 && s.Pending == 0 })
+	})
+}
+
+// A retry waiting for its backoff is kept in Redis: an engine started after
+// the first one stopped delivers it.
+func TestRetrySurvivesRestart(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
+		ctx := testContext(t)
+		const cfg = `{queues: {later: {backoff_ms: 600}}}`
+		a := startEngine(t, ctx, b.URL, cfg)
+		failed := make(chan struct{}, 1)
+		a.register(t, "jobs::later", func(ctx context.Context, c *engine.Call) (json.RawMessage, error) {
+			failed <- struct{}{}
+			return nil, &protocol.ErrorBody{Code: "not_yet", Message: "try later"}
+		})
+		a.enqueue(t, ctx, "later", "jobs::later", map[string]any{"k": "v"})
+		receive(t, ctx, failed, "first, failing attempt")
+		a.waitStats(t, ctx, "later", "a scheduled retry", func(s stats) bool { return s.Delayed == 1 && s.Depth == 0 })
+		a.stop(t, 10*time.Second)
+
+		bEng := startEngine(t, ctx, b.URL, cfg)
+		got := make(chan string, 2)
+		bEng.register(t, "jobs::later", func(ctx context.Context, c *engine.Call) (json.RawMessage, error) {
+			got <- string(c.Data)
+			return nil, nil
+		})
+		if d := receive(t, ctx, got, "the retry on the new engine"); d != `{"k":"v"}` {
+			t.Errorf("retried data %s, want {\"k\":\"v\"}", d)
+		}
+		bEng.waitStats(t, ctx, "later", "an empty queue", func(s stats) bool { return s.Delayed == 0 && s.Depth == 0 })
+	})
+}
+
+// Redis going away: enqueue fails with a clear error, consumers back off,
+// and once Redis is back they consume again without an engine restart.
+// (The server runs without persistence: what it held is gone.)
+func TestRedisOutage(t *testing.T) {
+	ctx := testContext(t)
+	srv := storetest.StartServer(t)
+	te := startEngine(t, ctx, srv.URL(), `{queues: {jobs: {backoff_ms: 50}}}`)
+	var handled atomic.Int32
+	got := make(chan string, 10)
+	te.register(t, "jobs::run", func(ctx context.Context, c *engine.Call) (json.RawMessage, error) {
+		handled.Add(1)
+		got <- string(c.Data)
+		return nil, nil
+	})
+	te.enqueue(t, ctx, "jobs", "jobs::run", map[string]any{"before": true})
+	receive(t, ctx, got, "delivery before the outage")
+
+	srv.Stop()
+	_, err := te.enqueueErr(ctx, "jobs", "jobs::run", map[string]any{"during": true})
+	if errCode(err) != "enqueue_error" || !strings.Contains(err.Error(), "redis") {
+		t.Fatalf("enqueue during the outage: %v, want enqueue_error naming redis", err)
+	}
+	t.Logf("enqueue during the outage: %v", err)
+	for !strings.Contains(te.logs.String(), "redis unavailable") {
+		if !tick(ctx) {
+			t.Fatal("consumers never noticed the outage")
+		}
+	}
+
+	srv.Restart()
+	for {
+		if _, err = te.enqueueErr(ctx, "jobs", "jobs::run", map[string]any{"after": true}); err == nil {
+			break
+		}
+		if !sleepCtx(ctx, 100*time.Millisecond) {
+			t.Fatalf("enqueue never worked again after the restart: %v", err)
+		}
+	}
+	if d := receive(t, ctx, got, "delivery after the outage"); d != `{"after":true}` {
+		t.Errorf("after the restart got %s, want {\"after\":true}", d)
+	}
+	te.waitStats(t, ctx, "jobs", "an empty queue", func(s stats) bool { return s.Depth == 0 && s.Pending == 0 })
+	if n := handled.Load(); n != 2 {
+		t.Errorf("%d messages handled, want 2", n)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
