@@ -30,11 +30,11 @@ type exchange struct {
 // answered request is published as an event.HTTPRequestServed (for request
 // metrics) when anyone listens.
 func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	bus := m.eng.Events()
-	if !bus.Active() {
+	if m.eng == nil || !m.eng.Events().Active() {
 		m.serve(w, r)
 		return
 	}
+	bus := m.eng.Events()
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w}
 	x := m.serve(rec, r)
