@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -49,6 +50,7 @@ type Server struct {
 	store   *store.Store
 	modules *module.Set
 	addr    string
+	redis   string // RedisMode
 	log     *slog.Logger
 
 	cancel context.CancelFunc
@@ -118,6 +120,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			return nil, fmt.Errorf("devserver: %w", err)
 		}
 		host.Redis, host.RedisEmbedded = s.store.Client, s.store.Embedded
+		s.redis = redisMode(s.store.Embedded, cfg.Redis.URL)
 	}
 	if s.modules, err = module.Load(ctx, entries, host); err != nil {
 		return nil, err
@@ -172,6 +175,20 @@ func (s *Server) Addr() string { return s.addr }
 
 // URL is the worker WebSocket URL (what III_URL should be).
 func (s *Server) URL() string { return "ws://" + s.addr }
+
+// RedisMode describes the store for people: "embedded", "external
+// <url without password>", or "" when no module needed one.
+func (s *Server) RedisMode() string { return s.redis }
+
+func redisMode(embedded bool, rawURL string) string {
+	if embedded {
+		return "embedded"
+	}
+	if u, err := url.Parse(rawURL); err == nil {
+		return "external " + u.Redacted()
+	}
+	return "external"
+}
 
 // Stop stops the modules (their listeners finish what is in flight while
 // the engine still routes), then the engine, then closes the store. It is
