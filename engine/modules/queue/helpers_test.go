@@ -65,7 +65,7 @@ type testEngine struct {
 
 // startEngine starts an engine on redisURL with the queue module;
 // queuesYAML is the module's config as a YAML flow map ("" for none).
-func startEngine(t *testing.T, ctx context.Context, redisURL, queuesYAML string) *testEngine {
+func startEngine(t testing.TB, ctx context.Context, redisURL, queuesYAML string) *testEngine {
 	t.Helper()
 	if queuesYAML == "" {
 		queuesYAML = "{}"
@@ -98,7 +98,7 @@ modules:
 }
 
 // stop stops the engine within d; it is safe to call again.
-func (te *testEngine) stop(t *testing.T, d time.Duration) {
+func (te *testEngine) stop(t testing.TB, d time.Duration) {
 	te.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
@@ -155,7 +155,7 @@ func (te *testEngine) enqueueErr(ctx context.Context, queue, fn string, data any
 }
 
 // register registers an in-process function on the engine.
-func (te *testEngine) register(t *testing.T, id string, h engine.Handler) {
+func (te *testEngine) register(t testing.TB, id string, h engine.Handler) {
 	t.Helper()
 	if err := te.eng().RegisterFunction("queue-test", engine.Function{ID: id, Handler: h}); err != nil {
 		t.Fatalf("register %s: %v", id, err)
@@ -195,7 +195,7 @@ func (te *testEngine) waitStats(t *testing.T, ctx context.Context, queue string,
 }
 
 // worker connects a Go SDK worker to the engine, closed at cleanup.
-func (te *testEngine) worker(t *testing.T, ctx context.Context, name string) *sdk.Worker {
+func (te *testEngine) worker(t testing.TB, ctx context.Context, name string) *sdk.Worker {
 	t.Helper()
 	w, err := sdk.Connect(ctx, te.srv.URL(), sdk.WithName(name), sdk.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -210,7 +210,7 @@ func (te *testEngine) worker(t *testing.T, ctx context.Context, name string) *sd
 }
 
 // waitFunction waits until fn is registered on the engine.
-func (te *testEngine) waitFunction(t *testing.T, ctx context.Context, fn string) {
+func (te *testEngine) waitFunction(t testing.TB, ctx context.Context, fn string) {
 	t.Helper()
 	for {
 		for _, f := range te.eng().Snapshot().Functions {
