@@ -1,0 +1,393 @@
+// Package observability is the engine's observability module (OtelModule,
+// worker "iii-observability"): it records every call the engine routes as
+// a span, decodes the OTLP/JSON telemetry frames workers send (spans,
+// logs, metrics) into bounded in-memory stores, serves the queries the
+// console and TUI read (engine::traces::*, engine::logs::*,
+// engine::metrics::list), the engine::log::* functions and the log and
+// trace trigger types, exports spans and logs over OTLP/HTTP when asked,
+// and serves Prometheus metrics on 127.0.0.1:9464/metrics.
+//
+// config.yaml:
+//
+//	modules:
+//	  - class: iii-observability
+//	    config:
+//	      enabled: true            # record spans (engine and worker)
+//	      service_name: iii        # service.name of the engine's spans
+//	      exporter: memory         # memory | otlp | both (otlp also when OTEL_EXPORTER_OTLP_ENDPOINT is set)
+//	      endpoint: ""             # OTLP/HTTP base URL; default $OTEL_EXPORTER_OTLP_ENDPOINT or http://localhost:4318
+//	      memory_max_spans: 10000
+//	      logs_max_count: 10000
+//	      metrics_max_count: 10000
+//	      metrics_enabled: true    # Prometheus /metrics
+//	      metrics_host: 127.0.0.1
+//	      metrics_port: 9464       # 0 = any free port
+//	      sampling_ratio: 1.0      # share of engine traces kept (by trace id)
+package observability
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/event"
+	"github.com/iii-workbench/iii/engine/module"
+)
+
+// WorkerName is the in-process worker serving the module's functions.
+const WorkerName = "iii-observability"
+
+// Exporter settings.
+const (
+	ExporterMemory = "memory"
+	ExporterOTLP   = "otlp"
+	ExporterBoth   = "both"
+)
+
+// Defaults.
+const (
+	DefaultServiceName    = "iii"
+	DefaultMaxSpans       = 10000
+	DefaultMaxLogs        = 10000
+	DefaultMaxMetrics     = 10000
+	DefaultMetricsHost    = "127.0.0.1"
+	DefaultMetricsPort    = 9464
+	DefaultOTLPEndpoint   = "http://localhost:4318"
+	DefaultBatchSize      = 512
+	DefaultFlushInterval  = 5 * time.Second
+	DefaultMaxFrameBytes  = 4 << 20
+	DefaultEventBuffer    = 65536
+	DefaultFunctionLabels = 500
+)
+
+// Limits that are not configurable.
+const (
+	telemetryQueueFrames = 1024     // frames waiting to be decoded
+	telemetryQueueBytes  = 64 << 20 // bytes waiting to be decoded
+	exportQueueLimit     = 8192     // spans or logs waiting to be exported
+	errorCodeLabels      = 100      // distinct error_code label values
+	routeLabels          = 200      // distinct HTTP route label values
+	suppressedTraces     = 4096     // trace ids of trigger deliveries remembered
+)
+
+// ErrConfig is wrapped by configuration errors.
+var ErrConfig = errors.New("observability: invalid config")
+
+// Module is the observability module. Its exported fields are its
+// config.yaml keys (spec §5.3 names).
+type Module struct {
+	Enabled          bool    `yaml:"enabled"`
+	ServiceName      string  `yaml:"service_name"`
+	ServiceVersion   string  `yaml:"service_version"`
+	ServiceNamespace string  `yaml:"service_namespace"`
+	Exporter         string  `yaml:"exporter"`
+	Endpoint         string  `yaml:"endpoint"`
+	SamplingRatio    float64 `yaml:"sampling_ratio"`
+	MemoryMaxSpans   int     `yaml:"memory_max_spans"`
+	LogsEnabled      bool    `yaml:"logs_enabled"`
+	LogsMaxCount     int     `yaml:"logs_max_count"`
+	LogsBatchSize    int     `yaml:"logs_batch_size"`
+	LogsFlushMS      int     `yaml:"logs_flush_interval_ms"`
+	MetricsEnabled   bool    `yaml:"metrics_enabled"`
+	MetricsHost      string  `yaml:"metrics_host"`
+	MetricsPort      int     `yaml:"metrics_port"`
+	MetricsMaxCount  int     `yaml:"metrics_max_count"`
+
+	// getenv reads OTEL_* fallbacks; tests replace it.
+	getenv func(string) (string, bool)
+
+	h   *module.Host
+	log *slog.Logger
+
+	spans   *ring[*Span]
+	logs    *ring[*LogRecord]
+	metrics *ring[*MetricPoint]
+	traces  *traceIndex
+	names   workerNames
+	prom    *promMetrics
+	exp     *exporter
+	trig    triggers
+
+	metricsLn  net.Listener
+	metricsSrv *http.Server
+
+	sub    *event.Subscription
+	frames chan frame
+	queued atomic.Int64 // payload bytes in frames
+
+	stats counters
+
+	ctx    context.Context // the module's lifetime, cancelled by Stop
+	cancel context.CancelFunc
+	mu     sync.Mutex // guards stopped and wg.Add
+	wg     sync.WaitGroup
+	stop   bool
+	fnIDs  []string
+	ttIDs  []string
+}
+
+// counters are the module's own tallies, shown by engine::metrics::list
+// and Prometheus.
+type counters struct {
+	framesOK, framesMalformed, framesTooLarge, framesDropped atomic.Uint64
+	spansSampledOut                                          atomic.Uint64
+	triggerFirings                                           atomic.Uint64
+}
+
+// lookupEnv reads the environment; tests replace it.
+var lookupEnv = os.LookupEnv
+
+func init() {
+	module.Register(module.Info{ID: config.ModuleObservability, New: func() module.Module { return New() }})
+}
+
+// New returns a module holding the default configuration.
+func New() *Module {
+	return &Module{
+		Enabled:         true,
+		ServiceName:     DefaultServiceName,
+		SamplingRatio:   1,
+		MemoryMaxSpans:  DefaultMaxSpans,
+		LogsEnabled:     true,
+		LogsMaxCount:    DefaultMaxLogs,
+		LogsBatchSize:   100,
+		LogsFlushMS:     int(DefaultFlushInterval / time.Millisecond),
+		MetricsEnabled:  true,
+		MetricsHost:     DefaultMetricsHost,
+		MetricsPort:     DefaultMetricsPort,
+		MetricsMaxCount: DefaultMaxMetrics,
+		getenv:          lookupEnv,
+	}
+}
+
+// ID is the module's canonical ID.
+func (m *Module) ID() string { return config.ModuleObservability }
+
+var (
+	_ module.Module        = (*Module)(nil)
+	_ module.Provisioner   = (*Module)(nil)
+	_ module.Validator     = (*Module)(nil)
+	_ engine.TelemetrySink = (*Module)(nil)
+)
+
+// env reads an environment fallback.
+func (m *Module) env(key string) string {
+	if m.getenv == nil {
+		return ""
+	}
+	v, _ := m.getenv(key)
+	return strings.TrimSpace(v)
+}
+
+// Provision resolves the OTEL_* fallbacks and opens the metrics listener,
+// so a taken port fails startup.
+func (m *Module) Provision(ctx context.Context, h *module.Host) error {
+	if m.ServiceName == DefaultServiceName {
+		if v := m.env("OTEL_SERVICE_NAME"); v != "" {
+			m.ServiceName = v
+		}
+	}
+	if m.Endpoint == "" {
+		m.Endpoint = m.env("OTEL_EXPORTER_OTLP_ENDPOINT")
+	}
+	if m.Exporter == "" {
+		m.Exporter = ExporterMemory
+		if m.Endpoint != "" || m.env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
+			m.Exporter = ExporterBoth
+		}
+	}
+	if !m.MetricsEnabled {
+		return nil
+	}
+	if m.MetricsPort < 0 || m.MetricsPort > 65535 {
+		return nil // Validate says why
+	}
+	addr := net.JoinHostPort(m.MetricsHost, strconv.Itoa(m.MetricsPort))
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("observability: Prometheus listener on %s: %w (set metrics_port, 0 for any free port, or metrics_enabled: false)", addr, err)
+	}
+	m.metricsLn = ln
+	return nil
+}
+
+// Validate checks the decoded config.
+func (m *Module) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...))
+	}
+	switch m.Exporter {
+	case "", ExporterMemory, ExporterOTLP, ExporterBoth:
+	default:
+		bad("exporter %q: want memory, otlp or both", m.Exporter)
+	}
+	if m.Endpoint != "" {
+		if u, err := url.Parse(m.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("endpoint %q: want an http(s) URL such as http://localhost:4318", m.Endpoint)
+		}
+	}
+	if m.SamplingRatio < 0 || m.SamplingRatio > 1 {
+		bad("sampling_ratio %v: want 0 to 1", m.SamplingRatio)
+	}
+	if m.MemoryMaxSpans < 1 {
+		bad("memory_max_spans %d: want at least 1", m.MemoryMaxSpans)
+	}
+	if m.LogsMaxCount < 1 {
+		bad("logs_max_count %d: want at least 1", m.LogsMaxCount)
+	}
+	if m.MetricsMaxCount < 1 {
+		bad("metrics_max_count %d: want at least 1", m.MetricsMaxCount)
+	}
+	if m.LogsBatchSize < 1 {
+		bad("logs_batch_size %d: want at least 1", m.LogsBatchSize)
+	}
+	if m.LogsFlushMS < 1 {
+		bad("logs_flush_interval_ms %d: want at least 1", m.LogsFlushMS)
+	}
+	if m.MetricsPort < 0 || m.MetricsPort > 65535 {
+		bad("metrics_port %d: want 0 to 65535", m.MetricsPort)
+	}
+	return errors.Join(errs...)
+}
+
+// MetricsAddr is the Prometheus listener's host:port ("" when metrics are
+// off).
+func (m *Module) MetricsAddr() string {
+	if m.metricsLn == nil {
+		return ""
+	}
+	return m.metricsLn.Addr().String()
+}
+
+// Start builds the stores, registers the functions and trigger types,
+// subscribes to the engine's events, installs the telemetry sink and
+// starts the exporter and the metrics server.
+func (m *Module) Start(ctx context.Context, h *module.Host) error {
+	m.h = h
+	m.log = h.Logger
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	m.spans = newRing[*Span](m.MemoryMaxSpans)
+	m.traces = newTraceIndex()
+	m.spans.onAdd = func(s *Span) { m.traces.add(s.TraceID) }
+	m.spans.onEvict = func(s *Span) { m.traces.remove(s.TraceID) }
+	m.logs = newRing[*LogRecord](m.LogsMaxCount)
+	m.metrics = newRing[*MetricPoint](m.MetricsMaxCount)
+	m.names.init()
+	m.frames = make(chan frame, telemetryQueueFrames)
+
+	if m.Exporter == ExporterOTLP || m.Exporter == ExporterBoth {
+		m.exp = newExporter(m.exportOptions(), m.log)
+	}
+	if m.MetricsEnabled {
+		m.prom = newPromMetrics(m)
+	}
+	if err := m.register(); err != nil {
+		m.abort()
+		return err
+	}
+	m.sub = h.Engine.Events().Subscribe(DefaultEventBuffer)
+	// Exits when Stop cancels m.ctx.
+	m.goOwned(m.eventLoop)
+	// Exits when Stop cancels m.ctx.
+	m.goOwned(m.telemetryLoop)
+	if m.exp != nil {
+		// Exits when Stop cancels m.ctx, after a last flush.
+		m.goOwned(func() { m.exp.run(m.ctx) })
+	}
+	if m.metricsLn != nil {
+		m.metricsSrv = &http.Server{Handler: m.prom.handler(), ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(m.log.Handler(), slog.LevelDebug)}
+		ln := m.metricsLn
+		// Exits when Stop shuts the server down.
+		m.goOwned(func() {
+			if err := m.metricsSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				m.log.Error("Prometheus server stopped", "err", err)
+			}
+		})
+		m.log.Info("Prometheus metrics", "url", "http://"+m.MetricsAddr()+"/metrics")
+	}
+	h.Engine.SetTelemetrySink(m)
+	return nil
+}
+
+// abort undoes register after a failed Start.
+func (m *Module) abort() {
+	for _, id := range m.fnIDs {
+		m.h.Engine.UnregisterFunction(id)
+	}
+	m.fnIDs = nil
+}
+
+// goOwned runs fn in a goroutine Stop waits for; it refuses after Stop.
+func (m *Module) goOwned(fn func()) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stop {
+		return false
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// Stop removes the telemetry sink, the functions and the subscription,
+// flushes the exporter and stops the metrics server, within ctx.
+func (m *Module) Stop(ctx context.Context) error {
+	m.mu.Lock()
+	already := m.stop
+	m.stop = true
+	m.mu.Unlock()
+	if already {
+		return nil
+	}
+	var errs []error
+	if m.h != nil {
+		m.h.Engine.SetTelemetrySink(nil)
+		m.abort()
+	}
+	if m.sub != nil {
+		m.sub.Close()
+	}
+	if m.cancel != nil {
+		m.cancel()
+	}
+	if m.metricsSrv != nil {
+		if err := m.metricsSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("observability: metrics server: %w", err))
+		}
+	} else if m.metricsLn != nil {
+		m.metricsLn.Close() // provisioned, never started
+	}
+	done := make(chan struct{})
+	// Exits when every goroutine of the module has returned.
+	go func() {
+		m.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("observability: stop: %w", ctx.Err()))
+	}
+	return errors.Join(errs...)
+}
