@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"slices"
 
 	"gopkg.in/yaml.v3"
@@ -23,9 +24,20 @@ type execWorker struct {
 	Env     map[string]string
 }
 
-// errDuplicateWorker is returned when config.yaml's ExecModule already has
-// a worker of that name.
-var errDuplicateWorker = errors.New("worker already in config.yaml")
+// duplicateWorkerError is returned when the ExecModule already has a
+// worker of that name.
+type duplicateWorkerError struct {
+	file string
+	line int
+	name string
+}
+
+func (e *duplicateWorkerError) Error() string {
+	return fmt.Sprintf("%s:%d: the ExecModule already has a worker named %q; pick another name or remove that entry", e.file, e.line, e.name)
+}
+
+// yamlLine pulls the line out of yaml.v3 errors ("yaml: line 3: ...").
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // defaultClasses names the default modules as config.yaml usually spells
 // them.
@@ -80,7 +92,19 @@ func addExecWorker(file string, src []byte, w execWorker) ([]byte, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(src))
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+			return nil, fmt.Errorf("%s:%s: %s", file, m[1], m[2])
+		}
 		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	// A file of comments only decodes to nothing; keep its text and add
+	// the new entry after it.
+	var keep []byte
+	if len(doc.Content) == 0 && len(bytes.TrimSpace(src)) > 0 {
+		keep = src
+		if !bytes.HasSuffix(keep, []byte("\n")) {
+			keep = append(keep, '\n')
+		}
 	}
 	if doc.Kind == 0 {
 		doc = yaml.Node{Kind: yaml.DocumentNode}
@@ -134,9 +158,12 @@ func addExecWorker(file string, src []byte, w execWorker) ([]byte, error) {
 		}
 		for _, x := range workers.Content {
 			if n := mapValue(x, "name"); n != nil && n.Value == w.Name {
-				return nil, fmt.Errorf("%w: %s:%d has a worker named %q; pick another name or remove it", errDuplicateWorker, file, x.Line, w.Name)
+				return nil, &duplicateWorkerError{file, x.Line, w.Name}
 			}
 		}
+		// Everything inside a flow collection is flow too: make the path to
+		// the new entry block style, so it reads like the rest.
+		m.Style, cfg.Style = 0, 0
 		break
 	}
 	if workers == nil {
@@ -149,14 +176,11 @@ func addExecWorker(file string, src []byte, w execWorker) ([]byte, error) {
 it when a watched file changes.`
 		modules.Content = append(modules.Content, entry)
 	}
-	if len(workers.Content) == 0 {
-		workers.Style = 0 // a block list, not "workers: [{...}]"
-	}
-	modules.Style = 0
+	modules.Style, workers.Style = 0, 0 // block lists, not "workers: [{...}]"
 	workers.Content = append(workers.Content, w.node())
 
-	var out bytes.Buffer
-	enc := yaml.NewEncoder(&out)
+	out := bytes.NewBuffer(slices.Clone(keep))
+	enc := yaml.NewEncoder(out)
 	enc.SetIndent(2)
 	if err := enc.Encode(&doc); err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
