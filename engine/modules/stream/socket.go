@@ -128,11 +128,17 @@ type client struct {
 
 	// ctx ends when the client is closing; code and reason are set once,
 	// before cancel, and read by the writer after ctx is done.
-	ctx       context.Context
-	cancel    context.CancelFunc
-	closeOnce sync.Once
-	code      websocket.StatusCode
-	reason    string
+	ctx    context.Context
+	cancel context.CancelFunc
+	// writeCtx bounds writes. It ends only when the client is dropped as
+	// slow, aborting a blocked write; a normal close lets the write in
+	// progress finish (coder/websocket closes the socket when a write's
+	// context ends, even just after the frame went out).
+	writeCtx    context.Context
+	abortWrites context.CancelFunc
+	closeOnce   sync.Once
+	code        websocket.StatusCode
+	reason      string
 }
 
 // close asks the writer to close the socket with code; the first call wins
@@ -162,6 +168,7 @@ func (c *client) send(msg []byte) {
 
 func (c *client) dropSlow(why string) {
 	if c.close(closeSlowConsumer, "slow consumer") {
+		c.abortWrites()
 		c.m.dropped.Add(1)
 		c.m.log.Warn("stream client dropped as a slow consumer", "remote", c.remote, "reason", why,
 			"queue_size", c.m.QueueSize)
@@ -171,13 +178,14 @@ func (c *client) dropSlow(why string) {
 // writer writes queued messages, each under the write timeout, until the
 // client closes; then it closes the socket with the recorded code.
 func (c *client) writer() {
+	defer c.abortWrites() // releases writeCtx
 	for {
 		select {
 		case <-c.ctx.Done():
 			c.conn.Close(c.code, c.reason)
 			return
 		case msg := <-c.out:
-			wctx, cancel := context.WithTimeout(c.ctx, c.m.writeTimeout())
+			wctx, cancel := context.WithTimeout(c.writeCtx, c.m.writeTimeout())
 			err := c.conn.Write(wctx, websocket.MessageText, msg)
 			cancel()
 			if err != nil {
@@ -208,11 +216,13 @@ func (m *Module) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	conn.SetReadLimit(m.MaxMessageBytes)
 	c := &client{m: m, conn: conn, remote: r.RemoteAddr, authCtx: authCtx, out: make(chan []byte, m.QueueSize)}
 	c.ctx, c.cancel = context.WithCancel(m.ctx)
+	c.writeCtx, c.abortWrites = context.WithCancel(m.ctx)
 
 	m.mu.Lock()
 	if m.closing {
 		m.mu.Unlock()
 		c.cancel()
+		c.abortWrites()
 		conn.Close(closeGoingAway, "server shutting down")
 		return
 	}
