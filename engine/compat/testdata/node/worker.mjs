@@ -17,10 +17,14 @@
 //   <p>::fail  throws Error("compat failure: boom")
 //   <p>::hang  never returns
 //   <p>::sink  returns null
+//   <p>::flaky throws Error("compat flaky: attempt <n> of <key> fails") while the
+//              number of calls with data.key is <= data.fail_times, then
+//              returns {key, attempts: n, by: "node"}
 // Every handler first prints {"event":"invoked","function_id","data","metadata"}.
 //
 // Commands (stdin, one JSON object per line):
-//   {"op":"call","id","function_id","payload","void"?,"timeout_ms"?,"metadata"?}
+//   {"op":"call","id","function_id","payload","void"?,"timeout_ms"?,"metadata"?,"enqueue"?}
+//       ("enqueue": queue name -> TriggerAction.Enqueue({queue}); the result is the receipt)
 //       -> {"event":"result","id","result"} | {"event":"error","id","code","message","stacktrace"}
 //          | {"event":"sent","id"} for void calls
 //   {"op":"register_type","type_id"}  -> {"event":"type_registered","type_id"}
@@ -79,6 +83,16 @@ worker.registerFunction(own[3], async (data, metadata) => {
   invoked(own[3], data, metadata)
   return null
 })
+const flakyId = `${prefix}::flaky`
+const flakyCalls = new Map() // data.key -> calls so far
+worker.registerFunction(flakyId, async (data, metadata) => {
+  invoked(flakyId, data, metadata)
+  const key = String(data?.key ?? '')
+  const n = (flakyCalls.get(key) ?? 0) + 1
+  flakyCalls.set(key, n)
+  if (n <= Number(data?.fail_times ?? 0)) throw new Error(`compat flaky: attempt ${n} of ${key} fails`)
+  return { key, attempts: n, by: 'node' }
+})
 
 // barrier makes a round trip on this worker's socket: the engine handles a
 // connection's frames in order, so everything sent before is processed.
@@ -131,6 +145,7 @@ async function call(cmd) {
   const req = { function_id: cmd.function_id, payload: cmd.payload ?? null }
   if (cmd.timeout_ms) req.timeoutMs = cmd.timeout_ms
   if (cmd.metadata !== undefined) req.metadata = cmd.metadata
+  if (cmd.enqueue) req.action = TriggerAction.Enqueue({ queue: cmd.enqueue })
   if (cmd.void) {
     req.action = TriggerAction.Void()
     await worker.trigger(req)

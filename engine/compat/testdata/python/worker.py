@@ -76,6 +76,26 @@ async def sink(data, metadata=None):
 for fid, fn in zip(OWN, (echo, fail, hang, sink)):
     worker.register_function(fid, fn)
 
+FLAKY = f"{PREFIX}::flaky"
+_flaky_calls = {}  # data["key"] -> calls so far
+_flaky_lock = threading.Lock()
+
+
+async def flaky(data, metadata=None):
+    """Fails while the calls with data["key"] are <= data["fail_times"]."""
+    invoked(FLAKY, data, metadata)
+    data = data if isinstance(data, dict) else {}
+    key = str(data.get("key", ""))
+    with _flaky_lock:
+        n = _flaky_calls.get(key, 0) + 1
+        _flaky_calls[key] = n
+    if n <= int(data.get("fail_times") or 0):
+        raise RuntimeError(f"compat flaky: attempt {n} of {key} fails")
+    return {"key": key, "attempts": n, "by": "python"}
+
+
+worker.register_function(FLAKY, flaky)
+
 
 def barrier():
     """Round trip on this worker's socket: the engine handles a connection's
@@ -131,6 +151,8 @@ def call(cmd):
         req["timeout_ms"] = cmd["timeout_ms"]
     if cmd.get("metadata") is not None:
         req["metadata"] = cmd["metadata"]
+    if cmd.get("enqueue"):
+        req["action"] = TriggerAction.Enqueue(queue=cmd["enqueue"])
     if cmd.get("void"):
         req["action"] = TriggerAction.Void()
         worker.trigger(req)
