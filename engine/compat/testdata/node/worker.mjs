@@ -29,6 +29,8 @@
 //          | {"event":"sent","id"} for void calls
 //   {"op":"register_type","type_id"}  -> {"event":"type_registered","type_id"}
 //   {"op":"unregister_type","type_id"} -> {"event":"type_unregistered","type_id"}
+//   {"op":"register_function","ref","function_id","result"} -> {"event":"function_registered","ref"}
+//       registers function_id, which prints "invoked" like the others and returns result
 //   {"op":"bind","ref","type_id","function_id","config","metadata"?} -> {"event":"bound","ref"}
 //   {"op":"unbind","ref"}            -> {"event":"unbound","ref"}
 //   {"op":"exit"}                    -> graceful shutdown, exit 0 (also on stdin EOF)
@@ -170,6 +172,16 @@ async function handle(cmd) {
   switch (cmd.op) {
     case 'call':
       return call(cmd)
+    case 'register_function': {
+      const id = cmd.function_id
+      const result = cmd.result ?? null
+      worker.registerFunction(id, async (data, metadata) => {
+        invoked(id, data, metadata)
+        return result
+      })
+      await barrier()
+      return emit({ event: 'function_registered', ref: cmd.ref })
+    }
     case 'register_type': {
       const ref = worker.registerTriggerType(
         { id: cmd.type_id, description: `compat trigger type ${cmd.type_id}` },

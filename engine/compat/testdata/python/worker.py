@@ -177,6 +177,16 @@ def handle(cmd):
     op = cmd.get("op")
     if op == "call":
         call(cmd)
+    elif op == "register_function":
+        fid, result = cmd["function_id"], cmd.get("result")
+
+        async def constant(data, metadata=None):
+            invoked(fid, data, metadata)
+            return result
+
+        worker.register_function(fid, constant)
+        barrier()
+        emit({"event": "function_registered", "ref": cmd["ref"]})
     elif op == "register_type":
         worker.register_trigger_type(
             {"id": cmd["type_id"], "description": f"compat trigger type {cmd['type_id']}"},
