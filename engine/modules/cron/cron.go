@@ -17,6 +17,17 @@
 // so a job registered on N engines fires once per tick. The lock is never
 // released early: it expires after lock_ttl_ms, which must exceed the clock
 // skew between engines.
+//
+// Config (config.yaml):
+//
+//	- class: CronModule          # or iii-cron, cron
+//	  config:
+//	    lock_ttl_ms: 30000       # lifetime of each firing's lock
+//	    adapter: {name: redis}   # iii's block: accepted, only config.lock_ttl_ms is used
+//
+// Day-of-week numbers follow standard cron (0-6 = Sunday-Saturday, as
+// robfig/cron); iii's cron crate counts 1-7 from Sunday, so names
+// (MON-SUN) are the portable spelling.
 package cron
 
 import (
@@ -65,6 +76,10 @@ func init() {
 type Module struct {
 	// LockTTLMs is how long (ms) the per-firing lock lives in Redis.
 	LockTTLMs int `yaml:"lock_ttl_ms"`
+	// Adapter is iii's adapter block ({name: kv|redis, config: {...}}),
+	// accepted for config compatibility: locks always live in the engine's
+	// Redis, and only its config.lock_ttl_ms is used (over lock_ttl_ms).
+	Adapter any `yaml:"adapter"`
 
 	eng      *engine.Engine
 	redis    redis.UniversalClient
@@ -92,6 +107,17 @@ func (m *Module) ID() string { return "cron" }
 
 // Validate implements module.Validator.
 func (m *Module) Validate() error {
+	if a, ok := m.Adapter.(map[string]any); ok {
+		if c, ok := a["config"].(map[string]any); ok {
+			if v, ok := c["lock_ttl_ms"]; ok {
+				ms, ok := v.(int)
+				if !ok {
+					return fmt.Errorf("adapter.config.lock_ttl_ms must be an integer, got %v", v)
+				}
+				m.LockTTLMs = ms
+			}
+		}
+	}
 	if m.LockTTLMs < 1 {
 		return fmt.Errorf("lock_ttl_ms must be at least 1, got %d", m.LockTTLMs)
 	}
@@ -129,6 +155,9 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	m.lockTTL = time.Duration(m.LockTTLMs) * time.Millisecond
 	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	m.jobs = make(map[string]*job)
+	if m.Adapter != nil {
+		m.log.Info("cron: the adapter setting is ignored; cron locks are kept in the engine's Redis", "lock_ttl_ms", m.LockTTLMs)
+	}
 	err := h.Engine.RegisterTriggerType(WorkerName, engine.TriggerType{
 		ID:                   TriggerType,
 		Description:          "Fires a function on a cron schedule (6 fields with seconds, 7 with year, 5-field cron or @every/@hourly descriptors; UTC)",

@@ -302,6 +302,15 @@ func TestTwoEnginesFireOnce(t *testing.T) {
 	}
 }
 
+func TestAdapterLockTTL(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv := startEngine(ctx, t, storetest.Mini(t).URL, "{adapter: {name: redis, config: {lock_ttl_ms: 1234, redis_url: x}}}")
+	if got := cronModule(t, srv).lockTTL; got != 1234*time.Millisecond {
+		t.Errorf("lock TTL %v, want adapter.config.lock_ttl_ms 1.234s", got)
+	}
+}
+
 func TestConfig(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -311,6 +320,7 @@ func TestConfig(t *testing.T) {
 		{"{lock_ttl: 5}", "lock_ttl"},
 		{"{lock_ttl_ms: soon}", "want an integer"},
 		{"{lock_ttl_ms: 0}", "lock_ttl_ms must be at least 1"},
+		{"{adapter: {name: kv, config: {lock_ttl_ms: soon}}}", "adapter.config.lock_ttl_ms must be an integer"},
 	}
 	for _, tt := range tests {
 		yaml := fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: CronModule\n    config: %s\n", url, tt.config)

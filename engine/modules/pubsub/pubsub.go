@@ -10,6 +10,9 @@
 // therefore share topics; a message published while an engine is cut off
 // from Redis is lost for it. The subscription reconnects on its own
 // (go-redis) when Redis goes away and comes back.
+//
+// Config: none; iii's `adapter` block (local, redis) is accepted and
+// ignored.
 package pubsub
 
 import (
@@ -52,14 +55,20 @@ func init() {
 	module.Register(module.Info{ID: "pubsub", New: func() module.Module { return &Module{} }})
 }
 
-// Module is the pub/sub module. It has no config keys.
+// Module is the pub/sub module. Its exported fields are its config.yaml
+// keys.
 type Module struct {
+	// Adapter is iii's adapter block (local, redis), accepted for config
+	// compatibility and ignored: topics always go through the engine's Redis.
+	Adapter any `yaml:"adapter"`
+
 	eng    *engine.Engine
 	redis  redis.UniversalClient
 	log    *slog.Logger
 	prefix string // channel name prefix; the topic follows
 
 	ps     *redis.PubSub
+	fnIDs  []string // registered functions, unregistered at Stop
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -87,6 +96,9 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	m.prefix = h.Key("pubsub", "topic") + ":"
 	m.topics = make(map[string]map[string]engine.Trigger)
 	m.byID = make(map[string]string)
+	if m.Adapter != nil {
+		m.log.Info("pubsub: the adapter setting is ignored; topics go through the engine's Redis")
+	}
 
 	ps := h.Redis.PSubscribe(ctx, m.prefix+"*")
 	if _, err := ps.Receive(ctx); err != nil {
@@ -111,15 +123,13 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 		Handler:       m.publish,
 	})
 	if err == nil {
+		m.fnIDs = append(m.fnIDs, PublishFunction)
 		err = h.Engine.RegisterTriggerType(WorkerName, engine.TriggerType{
 			ID:                   TriggerType,
 			Description:          "Receives the data published to a topic",
 			TriggerRequestFormat: json.RawMessage(`{"type":"object","properties":{"topic":{"type":"string"}},"required":["topic"]}`),
 			Provider:             provider{m},
 		})
-		if err != nil {
-			h.Engine.UnregisterFunction(PublishFunction)
-		}
 	}
 	if err != nil {
 		m.Stop(ctx)
@@ -133,7 +143,12 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 func (m *Module) Stop(ctx context.Context) error {
 	m.mu.Lock()
 	m.stopped = true
+	fnIDs := m.fnIDs
+	m.fnIDs = nil
 	m.mu.Unlock()
+	for _, id := range fnIDs {
+		m.eng.UnregisterFunction(id)
+	}
 	if m.cancel == nil {
 		return nil
 	}

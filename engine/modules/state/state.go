@@ -13,6 +13,14 @@
 // is published on <prefix>state-events so that the other engines on the same
 // Redis fire theirs (at most once: an engine cut off from Redis misses the
 // events of the others meanwhile).
+//
+// Config (config.yaml):
+//
+//	- class: StateModule         # or iii-state, state
+//	  config:
+//	    max_value_bytes: 0       # largest stored JSON value; 0 = no limit (VALUE_TOO_LARGE past it)
+//	    triggers_enabled: true   # fire `state` triggers
+//	    adapter: ...             # iii's adapter block and save_interval_ms: accepted, ignored
 package state
 
 import (
@@ -91,6 +99,11 @@ type Module struct {
 	MaxValueBytes int `yaml:"max_value_bytes"`
 	// TriggersEnabled fires `state` triggers on changes (default true).
 	TriggersEnabled bool `yaml:"triggers_enabled"`
+	// Adapter is iii's adapter block (kv, redis, bridge) and
+	// SaveIntervalMs its file-store flush interval, accepted for config
+	// compatibility and ignored: state always lives in the engine's Redis.
+	Adapter        any `yaml:"adapter"`
+	SaveIntervalMs any `yaml:"save_interval_ms"`
 
 	eng      *engine.Engine
 	redis    redis.UniversalClient
@@ -101,6 +114,7 @@ type Module struct {
 	instance string // this engine's id on the event channel
 
 	ps     *redis.PubSub
+	fnIDs  []string        // registered functions, unregistered at Stop
 	ctx    context.Context // lifetime of the module's goroutines
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -141,6 +155,9 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	m.instance = uuid.NewString()
 	m.bindings = make(map[string]binding)
 	m.sem = make(chan struct{}, maxConditionCalls)
+	if m.Adapter != nil || m.SaveIntervalMs != nil {
+		m.log.Info("state: the adapter and save_interval_ms settings are ignored; state is kept in the engine's Redis")
+	}
 	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
 	if m.TriggersEnabled {
@@ -176,13 +193,11 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 		{ID: FnListGroups, Description: "Lists the scopes that hold values", Handler: m.listGroups},
 	}
 	var err error
-	for i, fn := range fns {
+	for _, fn := range fns {
 		if err = h.Engine.RegisterFunction(WorkerName, fn); err != nil {
-			for _, done := range fns[:i] {
-				h.Engine.UnregisterFunction(done.ID)
-			}
 			break
 		}
+		m.fnIDs = append(m.fnIDs, fn.ID)
 	}
 	if err == nil {
 		err = h.Engine.RegisterTriggerType(WorkerName, engine.TriggerType{
@@ -192,11 +207,6 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 			CallRequestFormat:    json.RawMessage(`{"type":"object","properties":{"type":{"type":"string"},"event_type":{"type":"string"},"scope":{"type":"string"},"key":{"type":"string"},"old_value":{},"new_value":{}}}`),
 			Provider:             provider{m},
 		})
-		if err != nil {
-			for _, fn := range fns {
-				h.Engine.UnregisterFunction(fn.ID)
-			}
-		}
 	}
 	if err != nil {
 		m.Stop(ctx)
@@ -210,7 +220,12 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 func (m *Module) Stop(ctx context.Context) error {
 	m.mu.Lock()
 	m.stopped = true
+	fnIDs := m.fnIDs
+	m.fnIDs = nil
 	m.mu.Unlock()
+	for _, id := range fnIDs {
+		m.eng.UnregisterFunction(id)
+	}
 	if m.cancel == nil {
 		return nil
 	}

@@ -360,6 +360,15 @@ func TestEventsReachOtherEngines(t *testing.T) {
 	})
 }
 
+func TestConfigAcceptsIIIAdapter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	eng := startEngine(ctx, t, storetest.Mini(t).URL, "{adapter: {name: kv, config: {store_method: file_based, file_path: ./data}}, save_interval_ms: 5000}").Engine()
+	if got, code := call(ctx, t, eng, FnSet, `{"scope":"s","key":"k","value":1}`); code != "" {
+		t.Errorf("set: %s %s", got, code)
+	}
+}
+
 func TestConfig(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
