@@ -34,6 +34,10 @@
 //   {"op":"bind","ref","type_id","function_id","config","metadata"?} -> {"event":"bound","ref"}
 //   {"op":"unbind","ref"}            -> {"event":"unbound","ref"}
 //   {"op":"exit"}                    -> graceful shutdown, exit 0 (also on stdin EOF)
+//   {"op":"log","id","level","message","data"?,"span"?} -> {"event":"logged","id","trace_id","span_id"}
+//       logs through the SDK's OTel Logger (a LOGS frame to the engine); with
+//       "span" the log is written inside a new span of that name (an OTLP frame)
+//   {"op":"flush_otel","id"}         -> {"event":"otel_flushed","id"} once queued telemetry is sent
 // The trigger-type handler prints {"event":"register_trigger"|"unregister_trigger",
 // "type_id","id","function_id","config","metadata"}; a binding whose config has
 // "reject": true is refused (the handler throws).
@@ -168,6 +172,18 @@ async function call(cmd) {
   }
 }
 
+// log writes through the SDK's OTel Logger (loaded on first use: it is the
+// iii-sdk's own @iii-dev/helpers dependency, so it shares the SDK's OTel setup).
+async function log(cmd) {
+  const { Logger, withSpan, currentTraceId, currentSpanId } = await import('@iii-dev/helpers/observability')
+  const write = () => {
+    new Logger()[cmd.level ?? 'info'](cmd.message, cmd.data)
+    return { trace_id: currentTraceId() ?? null, span_id: currentSpanId() ?? null }
+  }
+  const ids = cmd.span ? await withSpan(cmd.span, {}, async () => write()) : write()
+  emit({ event: 'logged', id: cmd.id, ...ids })
+}
+
 async function handle(cmd) {
   switch (cmd.op) {
     case 'call':
@@ -208,6 +224,13 @@ async function handle(cmd) {
       bindings.delete(cmd.ref)
       await barrier()
       return emit({ event: 'unbound', ref: cmd.ref })
+    case 'log':
+      return log(cmd)
+    case 'flush_otel': {
+      const { flushOtel } = await import('@iii-dev/helpers/observability')
+      await flushOtel()
+      return emit({ event: 'otel_flushed', id: cmd.id })
+    }
     case 'exit':
       return quit()
     default:
