@@ -20,10 +20,11 @@
 //
 // Config (config.yaml):
 //
-//   - class: CronModule          # or iii-cron, cron
-//     config:
-//     lock_ttl_ms: 30000       # lifetime of each firing's lock
-//     adapter: {name: redis}   # iii's block: accepted, only config.lock_ttl_ms is used
+//	modules:
+//	  - class: CronModule          # or iii-cron, cron
+//	    config:
+//	      lock_ttl_ms: 30000       # lifetime of each firing's lock
+//	      adapter: {name: redis}   # iii's block: accepted, only config.lock_ttl_ms is used
 //
 // Day-of-week numbers follow standard cron (0-6 = Sunday-Saturday, as
 // robfig/cron); iii's cron crate counts 1-7 from Sunday, so names

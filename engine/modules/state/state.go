@@ -16,11 +16,12 @@
 //
 // Config (config.yaml):
 //
-//   - class: StateModule         # or iii-state, state
-//     config:
-//     max_value_bytes: 0       # largest stored JSON value; 0 = no limit (VALUE_TOO_LARGE past it)
-//     triggers_enabled: true   # fire `state` triggers
-//     adapter: ...             # iii's adapter block and save_interval_ms: accepted, ignored
+//	modules:
+//	  - class: StateModule         # or iii-state, state
+//	    config:
+//	      max_value_bytes: 0       # largest stored JSON value; 0 = no limit (VALUE_TOO_LARGE past it)
+//	      triggers_enabled: true   # fire `state` triggers
+//	      adapter: ...             # iii's adapter block and save_interval_ms: accepted, ignored
 package state
 
 import (
