@@ -3,7 +3,9 @@ package queue_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -185,4 +187,107 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-time.After(d):
 		return true
 	}
+}
+
+// Stop lets a running handler finish within its context and acknowledges
+// its message: nothing is delivered again afterwards.
+func TestGracefulStopFinishesHandlers(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
+		ctx := testContext(t)
+		te := startEngine(t, ctx, b.URL, `{queues: {jobs: {timeout_ms: 300, claim_idle_ms: 400}}}`)
+		running := make(chan struct{}, 1)
+		release := make(chan struct{})
+		te.register(t, "jobs::slow", func(ctx context.Context, c *engine.Call) (json.RawMessage, error) {
+			running <- struct{}{}
+			<-release
+			return nil, nil
+		})
+		te.enqueue(t, ctx, "jobs", "jobs::slow", map[string]any{"n": 1})
+		receive(t, ctx, running, "handler start")
+		stopped := make(chan struct{})
+		// Exits when Stop returns.
+		go func() {
+			te.stop(t, 10*time.Second)
+			close(stopped)
+		}()
+		quiet(t, stopped, 100*time.Millisecond, "Stop returning while a handler runs")
+		close(release)
+		receive(t, ctx, stopped, "Stop after the handler finished")
+
+		// A new engine finds nothing to deliver: the message was acknowledged.
+		next := startEngine(t, ctx, b.URL, `{queues: {jobs: {timeout_ms: 300, claim_idle_ms: 400}}}`)
+		again := make(chan struct{}, 1)
+		next.register(t, "jobs::slow", func(ctx context.Context, c *engine.Call) (json.RawMessage, error) {
+			again <- struct{}{}
+			return nil, nil
+		})
+		quiet(t, again, time.Second, "re-delivery of an acknowledged message")
+		if s := next.stats(t, ctx, "jobs"); s.Depth != 0 || s.Pending != 0 {
+			t.Errorf("stats after a graceful stop %+v, want an empty queue", s)
+		}
+	})
+}
+
+// Two engines share a FIFO queue: each partition is consumed by one engine
+// at a time, and when that engine stops another takes its partitions over
+// where it left off, so every group stays in order.
+func TestFIFOTwoEngines(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
+		ctx := testContext(t)
+		const cfg = `{queues: {ordered: {fifo: true, message_group_field: g, concurrency: 4, claim_idle_ms: 30000}}}`
+		engines := []*testEngine{startEngine(t, ctx, b.URL, cfg), startEngine(t, ctx, b.URL, cfg)}
+		var mu sync.Mutex
+		order := map[string][]int{}
+		by := map[int]int{}
+		done := make(chan struct{}, 64)
+		for i, te := range engines {
+			te.register(t, "jobs::ordered", func(ctx context.Context, c *engine.Call) (json.RawMessage, error) {
+				var in struct {
+					G   string `json:"g"`
+					Seq int    `json:"seq"`
+				}
+				json.Unmarshal(c.Data, &in)
+				time.Sleep(3 * time.Millisecond)
+				mu.Lock()
+				order[in.G] = append(order[in.G], in.Seq)
+				by[i]++
+				mu.Unlock()
+				done <- struct{}{}
+				return nil, nil
+			})
+		}
+		groups := []string{"a", "b", "c", "d", "e", "f"}
+		const per = 8
+		for seq := range per {
+			for i, g := range groups {
+				engines[i%2].enqueue(t, ctx, "ordered", "jobs::ordered", map[string]any{"g": g, "seq": seq})
+			}
+		}
+		for range 10 {
+			receive(t, ctx, done, "handled message")
+		}
+		// The engine holding partitions stops; its leases are released and
+		// the other engine continues (long before claim_idle_ms).
+		mu.Lock()
+		first := 0
+		if by[1] > by[0] {
+			first = 1
+		}
+		mu.Unlock()
+		engines[first].stop(t, 10*time.Second)
+		for range per*len(groups) - 10 {
+			receive(t, ctx, done, "handled message")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, g := range groups {
+			if fmt.Sprint(order[g]) != "[0 1 2 3 4 5 6 7]" {
+				t.Errorf("group %s handled in order %v, want 0..7", g, order[g])
+			}
+		}
+		if by[1-first] == 0 {
+			t.Errorf("messages handled per engine %v: the remaining engine took nothing over", by)
+		}
+		t.Logf("messages handled per engine: %v (engine %d stopped)", by, first)
+	})
 }
