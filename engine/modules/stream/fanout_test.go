@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/iii-workbench/iii/engine/store/storetest"
 	"github.com/iii-workbench/iii/sdk"
@@ -93,5 +94,65 @@ func TestSlowClient(t *testing.T) {
 	good.expect(ctx, "create", "s", "g", "after", `true`)
 	if n := te.mod.Dropped(); n != 1 {
 		t.Errorf("dropped = %d, want 1", n)
+	}
+}
+
+// TestRedisOutage: while Redis is down the functions fail with their error
+// code (no hang); once it is back, the change subscription resumes and
+// pushes flow again.
+func TestRedisOutage(t *testing.T) {
+	ctx := testContext(t)
+	rs := storetest.StartServer(t)
+	te := startEngine(t, ctx, rs.URL(), "")
+	c := dial(t, ctx, te.mod.URL())
+	c.join(ctx, "sub", "s", "g", nil)
+	c.expect(ctx, "sync", "s", "g", "<null>", `[]`)
+
+	frames := make(chan msg, 64)
+	readCtx, stopReading := context.WithCancel(ctx)
+	done := make(chan struct{})
+	// Exits when the test ends (stopReading closes the socket).
+	go func() {
+		defer close(done)
+		for {
+			_, b, err := c.conn.Read(readCtx)
+			if err != nil {
+				return
+			}
+			var m msg
+			json.Unmarshal(b, &m)
+			m.raw = b
+			frames <- m
+		}
+	}()
+	defer func() { stopReading(); <-done }()
+
+	rs.Stop()
+	_, err := te.callErr(ctx, "stream::set", map[string]any{"stream_name": "s", "group_id": "g", "item_id": "i", "data": 1})
+	if errCode(err) != "STREAM_SET_ERROR" {
+		t.Fatalf("stream::set with Redis down: %v, want STREAM_SET_ERROR", err)
+	}
+	rs.Restart()
+
+	// Pushes resume once the subscription is back; events sent before
+	// that are lost (pub/sub is at-most-once).
+	for n := 0; ; n++ {
+		if _, err := te.callErr(ctx, "stream::send", map[string]any{"stream_name": "s", "group_id": "g", "type": "probe", "data": n}); err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("stream::send never succeeded after the restart: %v", err)
+			}
+			tick(ctx)
+			continue
+		}
+		select {
+		case m := <-frames:
+			if m.eventType() != "event" {
+				t.Fatalf("after the restart: got %s, want a custom event", m)
+			}
+			return
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("no push after Redis came back")
+		}
 	}
 }
