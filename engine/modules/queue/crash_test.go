@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,51 +132,114 @@ func TestRetrySurvivesRestart(t *testing.T) {
 	})
 }
 
-// Redis going away: enqueue fails with a clear error, consumers back off,
-// and once Redis is back they consume again without an engine restart.
-// (The server runs without persistence: what it held is gone.)
+// Redis going away under load: enqueue fails with a clear error, consumers
+// back off, and once Redis is back they consume again without an engine
+// restart. (The server runs without persistence: what it held is gone, so
+// only messages enqueued after the restart are checked.)
 func TestRedisOutage(t *testing.T) {
 	ctx := testContext(t)
 	srv := storetest.StartServer(t)
 	te := startEngine(t, ctx, srv.URL(), `{queues: {jobs: {backoff_ms: 50}}}`)
-	var handled atomic.Int32
-	got := make(chan string, 10)
+	var mu sync.Mutex
+	handled := map[float64]bool{}
 	te.register(t, "jobs::run", func(ctx context.Context, c *engine.Call) (json.RawMessage, error) {
-		handled.Add(1)
-		got <- string(c.Data)
+		var in struct{ Seq float64 }
+		json.Unmarshal(c.Data, &in)
+		mu.Lock()
+		handled[in.Seq] = true
+		mu.Unlock()
 		return nil, nil
 	})
-	te.enqueue(t, ctx, "jobs", "jobs::run", map[string]any{"before": true})
-	receive(t, ctx, got, "delivery before the outage")
+
+	// A producer enqueues all along and records what it was told.
+	type result struct {
+		seq float64
+		at  time.Time
+		err error
+	}
+	var results []result
+	stopProducer := make(chan struct{})
+	producerDone := make(chan struct{})
+	// Exits when stopProducer is closed.
+	go func() {
+		defer close(producerDone)
+		for seq := 1.0; ; seq++ {
+			_, err := te.enqueueErr(ctx, "jobs", "jobs::run", map[string]any{"seq": seq})
+			mu.Lock()
+			results = append(results, result{seq, time.Now(), err})
+			mu.Unlock()
+			select {
+			case <-stopProducer:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	waitHandled := func(what string, pred func() bool) {
+		t.Helper()
+		for {
+			mu.Lock()
+			ok := pred()
+			mu.Unlock()
+			if ok {
+				return
+			}
+			if !sleepCtx(ctx, 20*time.Millisecond) {
+				t.Fatalf("never: %s", what)
+			}
+		}
+	}
+	waitHandled("10 messages handled before the outage", func() bool { return len(handled) >= 10 })
 
 	srv.Stop()
-	_, err := te.enqueueErr(ctx, "jobs", "jobs::run", map[string]any{"during": true})
-	if errCode(err) != "enqueue_error" || !strings.Contains(err.Error(), "redis") {
-		t.Fatalf("enqueue during the outage: %v, want enqueue_error naming redis", err)
-	}
-	t.Logf("enqueue during the outage: %v", err)
+	waitHandled("an enqueue refused during the outage", func() bool {
+		return len(results) > 0 && results[len(results)-1].err != nil
+	})
 	for !strings.Contains(te.logs.String(), "redis unavailable") {
 		if !tick(ctx) {
 			t.Fatal("consumers never noticed the outage")
 		}
 	}
-
 	srv.Restart()
-	for {
-		if _, err = te.enqueueErr(ctx, "jobs", "jobs::run", map[string]any{"after": true}); err == nil {
-			break
+	restarted := time.Now()
+	waitHandled("20 enqueues accepted after the restart", func() bool {
+		n := 0
+		for _, r := range results {
+			if r.err == nil && r.at.After(restarted) {
+				n++
+			}
 		}
-		if !sleepCtx(ctx, 100*time.Millisecond) {
-			t.Fatalf("enqueue never worked again after the restart: %v", err)
+		return n >= 20
+	})
+	close(stopProducer)
+	<-producerDone
+
+	mu.Lock()
+	var failed, after []result
+	for _, r := range results {
+		switch {
+		case r.err != nil:
+			failed = append(failed, r)
+		case r.at.After(restarted):
+			after = append(after, r)
 		}
 	}
-	if d := receive(t, ctx, got, "delivery after the outage"); d != `{"after":true}` {
-		t.Errorf("after the restart got %s, want {\"after\":true}", d)
+	mu.Unlock()
+	for _, r := range failed {
+		if errCode(r.err) != "enqueue_error" || !strings.Contains(r.err.Error(), "redis") {
+			t.Fatalf("enqueue %v during the outage: %v, want enqueue_error naming redis", r.seq, r.err)
+		}
 	}
+	t.Logf("%d enqueues refused during the outage, e.g. %v", len(failed), failed[0].err)
+	waitHandled("every message enqueued after the restart handled", func() bool {
+		for _, r := range after {
+			if !handled[r.seq] {
+				return false
+			}
+		}
+		return true
+	})
 	te.waitStats(t, ctx, "jobs", "an empty queue", func(s stats) bool { return s.Depth == 0 && s.Pending == 0 })
-	if n := handled.Load(); n != 2 {
-		t.Errorf("%d messages handled, want 2", n)
-	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
