@@ -73,7 +73,7 @@ type KeyMap struct {
 	Quit, Help, NextTab, PrevTab, Filter               key.Binding
 	Up, Down, PageUp, PageDown, Top, Bottom            key.Binding
 	Detail, Back, Invoke, Send, Replay, Restart, Pause key.Binding
-	Follow, WorkerFilter, Trace                        key.Binding
+	Follow, WorkerFilter, Trace, ShowAll               key.Binding
 	Views                                              [6]key.Binding
 }
 
@@ -101,6 +101,7 @@ func DefaultKeyMap() *KeyMap {
 		Follow:       key.NewBinding(key.WithKeys("f"), key.WithHelp("f", "follow")),
 		WorkerFilter: key.NewBinding(key.WithKeys("w"), key.WithHelp("w", "cycle worker")),
 		Trace:        key.NewBinding(key.WithKeys("t"), key.WithHelp("t", "show trace")),
+		ShowAll:      key.NewBinding(key.WithKeys("a"), key.WithHelp("a", "engine functions")),
 	}
 	for i := range k.Views {
 		n := string(rune('1' + i))

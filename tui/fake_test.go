@@ -152,9 +152,9 @@ func fixture() (Snapshot, []event.Event) {
 			event.InvocationStarted{InvocationID: id, FunctionID: fn, CallerWorkerID: caller, TargetWorkerID: target,
 				Trigger: trigger, Data: json.RawMessage(data), Span: span, At: at.Add(-d)},
 			event.InvocationFinished{InvocationID: id, FunctionID: fn, CallerWorkerID: caller, TargetWorkerID: target,
-				Worker: map[string]string{"w-orders-0001": "orders", "w-billing-0002": "billing", "": "iii-http"}[target],
+				Worker:  map[string]string{"w-orders-0001": "orders", "w-billing-0002": "billing", "": "iii-http"}[target],
 				Trigger: trigger, Span: span, Status: status, Result: json.RawMessage(result), Duration: d, At: at,
-				ErrorCode: map[string]string{"error": "card_declined"}[status],
+				ErrorCode:    map[string]string{"error": "card_declined"}[status],
 				ErrorMessage: map[string]string{"error": "insufficient funds"}[status]})
 	}
 	call(1, "orders::create", "", "w-orders-0001", "http", "ok", 12300*time.Microsecond, `{"sku":"A-1","qty":2}`, `{"order_id":"o-1","total":40}`)

@@ -50,15 +50,15 @@ type modal struct {
 
 func (d *modal) close() { *d = modal{Common: d.Common} }
 
-func (d *modal) openDetail(c Common, title string, lines []string) {
+func (d *modal) openDetail(title string, lines []string) {
 	*d = modal{Common: d.Common, kind: modalDetail, title: title, lines: lines}
 }
 
-func (d *modal) openHelp(c Common) {
+func (d *modal) openHelp() {
 	*d = modal{Common: d.Common, kind: modalHelp, title: "Keys", lines: helpLines(d.Keys)}
 }
 
-func (d *modal) openEditor(c Common, functionID, initial string) tea.Cmd {
+func (d *modal) openEditor(functionID, initial string) tea.Cmd {
 	ta := textarea.New()
 	ta.ShowLineNumbers = false
 	ta.Prompt = ""
@@ -72,7 +72,7 @@ func (d *modal) openEditor(c Common, functionID, initial string) tea.Cmd {
 	return d.editor.Focus()
 }
 
-func (d *modal) openReplay(c Common, inv invocation) {
+func (d *modal) openReplay(inv invocation) {
 	*d = modal{Common: d.Common, kind: modalReplay, title: "Replay " + inv.functionID, replayOf: &inv, sending: true}
 }
 
@@ -227,17 +227,15 @@ func (d *modal) replayLines() []string {
 	right := "after  " + fmtDuration(d.took) + "  " + newStatus
 	newRes := resultLines(d.newRes, d.newErr)
 	rows := sideBySide(lineDiff(oldRes, newRes))
-	same := true
+	verdict := st.OK.Render("same result as before")
 	for _, r := range rows {
 		if r[0] != r[1] {
-			same = false
+			verdict = st.Warn.Render("result differs: - before, + after")
+			break
 		}
 	}
-	verdict := st.OK.Render("identical")
-	if !same {
-		verdict = st.Warn.Render("differs")
-	}
-	out := append(header, st.ColHeader.Render(pad(left, colW))+" │ "+st.ColHeader.Render(pad(right, colW))+"  "+verdict)
+	header[1] = verdict
+	out := append(header, st.ColHeader.Render(pad(left, colW))+" │ "+st.ColHeader.Render(pad(right, colW)))
 	for _, r := range rows {
 		l, rr := pad(r[0], colW), pad(r[1], colW)
 		if strings.HasPrefix(r[0], "- ") {
@@ -275,7 +273,7 @@ func helpLines(k *KeyMap) []string {
 			{"enter", "detail (payload and result JSON)"}, {"esc", "back"}}},
 		{"Functions & Invocations", [][2]string{{"i", "invoke the selected function (JSON editor, ctrl+s sends)"},
 			{"r", "replay the selected invocation and compare results"}, {"t", "trace of the selected invocation"},
-			{"space", "pause / resume the live tail"}}},
+			{"space", "pause / resume the live tail"}, {"a", "show / hide engine::* functions"}}},
 		{"Workers", [][2]string{{"R", "restart the selected worker (exec module)"}}},
 		{"Traces", [][2]string{{"enter", "span detail"}, {"ctrl+r", "reload"}}},
 		{"Logs", [][2]string{{"f", "follow new lines"}, {"w", "cycle through workers"}}},
@@ -300,19 +298,19 @@ func (m *Model) openDetail() {
 	s := m.st
 	switch m.view {
 	case viewWorkers:
-		m.modal.openDetail(m.Common, "Worker "+m.workerRowName(key), workerDetail(s, key, m.now))
+		m.modal.openDetail("Worker "+m.workerRowName(key), workerDetail(s, key, m.now))
 	case viewFunctions:
 		if f := s.funcs[key]; f != nil {
-			m.modal.openDetail(m.Common, "Function "+f.id, functionDetail(s, f))
+			m.modal.openDetail("Function "+f.id, functionDetail(s, f))
 		}
 	case viewTriggers:
 		if t, ok := s.triggers[key]; ok {
-			m.modal.openDetail(m.Common, "Trigger "+t.ID, triggerDetail(t))
+			m.modal.openDetail("Trigger "+t.ID, triggerDetail(t))
 		}
 	case viewInvocations:
 		for i := s.inv.len() - 1; i >= 0; i-- {
 			if v := s.inv.at(i); v.id == key {
-				m.modal.openDetail(m.Common, "Invocation "+v.functionID, invocationDetail(v))
+				m.modal.openDetail("Invocation "+v.functionID, invocationDetail(v))
 				return
 			}
 		}

@@ -87,8 +87,9 @@ type Model struct {
 	filtering bool
 	filterBuf string
 
-	paused    bool
-	pausedSeq uint64
+	paused     bool
+	showEngine bool // list engine::* functions too
+	pausedSeq  uint64
 
 	logs  logPane
 	trace tracePane
@@ -139,6 +140,7 @@ func New(ctx context.Context, src Source, opts Options) *Model {
 	m.tables[viewInvocations].stickTop = true
 	m.logs = logPane{Common: m.Common, follow: true}
 	m.trace = tracePane{Common: m.Common}
+	m.modal = modal{Common: m.Common}
 	return m
 }
 
@@ -297,7 +299,7 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(msg, k.Quit):
 		return tea.Quit
 	case key.Matches(msg, k.Help):
-		m.modal.openHelp(m.Common)
+		m.modal.openHelp()
 		return nil
 	case key.Matches(msg, k.Filter):
 		m.filtering, m.filterBuf = true, m.filters[m.view]
@@ -384,6 +386,8 @@ func (m *Model) tableKey(msg tea.KeyPressMsg) tea.Cmd {
 		if m.paused {
 			m.pausedSeq = m.st.seq
 		}
+	case key.Matches(msg, k.ShowAll) && m.view == viewFunctions:
+		m.showEngine = !m.showEngine
 	case key.Matches(msg, k.Restart) && m.view == viewWorkers:
 		return m.restart()
 	}
@@ -440,18 +444,18 @@ func (m *Model) openEditor() tea.Cmd {
 	if !ok {
 		data = json.RawMessage(`{}`)
 	}
-	return m.modal.openEditor(m.Common, fn, prettyJSON(data))
+	return m.modal.openEditor(fn, prettyJSON(data))
 }
 
 // invoke sends the editor's JSON.
 func (m *Model) invoke(fn string, data json.RawMessage, replayOf *invocation) tea.Cmd {
-	ctx, src, timeout := m.ctx, m.src, m.opts.QueryTimeout
+	ctx, src, timeout, now := m.ctx, m.src, m.opts.QueryTimeout, m.opts.Now
 	return func() tea.Msg {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		start := time.Now()
+		start := now()
 		res, err := src.Invoke(cctx, fn, data)
-		return invokedMsg{functionID: fn, data: data, result: res, err: err, took: time.Since(start), replayOf: replayOf}
+		return invokedMsg{functionID: fn, data: data, result: res, err: err, took: now().Sub(start), replayOf: replayOf}
 	}
 }
 
@@ -474,7 +478,7 @@ func (m *Model) replay() tea.Cmd {
 		m.setFlash("replay: the payload of this call was not captured", true)
 		return nil
 	}
-	m.modal.openReplay(m.Common, *inv)
+	m.modal.openReplay(*inv)
 	return m.invoke(inv.functionID, inv.data, inv)
 }
 
@@ -547,7 +551,7 @@ func (m *Model) modalKey(msg tea.KeyPressMsg) tea.Cmd {
 		m.modal.scroll(m.modal.Height / 2)
 	case key.Matches(msg, k.Replay) && m.modal.kind == modalReplay && !m.modal.sending && m.modal.replayOf != nil:
 		inv := *m.modal.replayOf
-		m.modal.openReplay(m.Common, inv)
+		m.modal.openReplay(inv)
 		return m.invoke(inv.functionID, inv.data, &inv)
 	}
 	return nil
@@ -615,7 +619,7 @@ func (m *Model) traceKey(msg tea.KeyPressMsg) tea.Cmd {
 		m.trace.move(len(m.trace.spans))
 	case key.Matches(msg, k.Detail):
 		if sp, ok := m.trace.selected(); ok {
-			m.modal.openDetail(m.Common, "Span "+sp.name, spanDetail(sp))
+			m.modal.openDetail("Span "+sp.name, spanDetail(sp))
 		}
 	case msg.String() == "ctrl+r":
 		m.trace.traceID = ""
@@ -657,7 +661,7 @@ func (m *Model) refresh() {
 	case viewWorkers:
 		rows = workerRows(m.st, m.now, m.Styles)
 	case viewFunctions:
-		rows = functionRows(m.st)
+		rows = functionRows(m.st, m.showEngine)
 	case viewTriggers:
 		rows = triggerRows(m.st, t.colWidth(4))
 	case viewInvocations:

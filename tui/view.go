@@ -100,10 +100,15 @@ func dash(s string) string {
 	return s
 }
 
-func functionRows(s *state) []row {
+// functionRows lists the functions; the engine's own (engine::*) only
+// with showEngine.
+func functionRows(s *state, showEngine bool) []row {
 	funcs := s.sortedFuncs()
 	rows := make([]row, 0, len(funcs))
 	for _, f := range funcs {
+		if !showEngine && isEngineFunction(f.id) {
+			continue
+		}
 		workers := strings.Join(f.workers(), ", ")
 		tone := toneNormal
 		switch {
@@ -122,6 +127,8 @@ func functionRows(s *state) []row {
 	}
 	return rows
 }
+
+func isEngineFunction(id string) bool { return strings.HasPrefix(id, "engine::") }
 
 func triggerRows(s *state, configWidth int) []row {
 	ts := s.sortedTriggers()
@@ -203,18 +210,23 @@ func (m *Model) headerLines() string {
 	if len(rate) > 0 {
 		cur = rate[len(rate)-1]
 	}
-	workers := 0
+	workers, funcs := 0, 0
 	for _, w := range s.workers {
 		if !w.internal {
 			workers++
 		}
 	}
+	for id := range s.funcs {
+		if !isEngineFunction(id) {
+			funcs++
+		}
+	}
 	line2 := fmt.Sprintf(" workers %d  functions %d  triggers %d  │ %s inv/s %s │ calls %s  errors %s",
-		workers, len(s.funcs), len(s.triggers), fmtRate(cur), st.Bar.Render(sparkline(rate, 20)),
+		workers, funcs, len(s.triggers), fmtRate(cur), st.Bar.Render(sparkline(rate, 20)),
 		fmtCount(s.calls), fmtCount(s.errors))
 	if s.errors > 0 {
 		line2 = fmt.Sprintf(" workers %d  functions %d  triggers %d  │ %s inv/s %s │ calls %s  %s",
-			workers, len(s.funcs), len(s.triggers), fmtRate(cur), st.Bar.Render(sparkline(rate, 20)),
+			workers, funcs, len(s.triggers), fmtRate(cur), st.Bar.Render(sparkline(rate, 20)),
 			fmtCount(s.calls), st.Error.Render("errors "+fmtCount(s.errors)))
 	}
 	if s.dropped > 0 {
@@ -309,7 +321,7 @@ func (m *Model) hints() string {
 		case viewWorkers:
 			bs = append(bs, keyHint{"enter", "detail"}, keyHint{"R", "restart"})
 		case viewFunctions:
-			bs = append(bs, keyHint{"enter", "detail"}, keyHint{"i", "invoke"})
+			bs = append(bs, keyHint{"enter", "detail"}, keyHint{"i", "invoke"}, keyHint{"a", "engine fns"})
 		case viewTriggers:
 			bs = append(bs, keyHint{"enter", "detail"})
 		case viewInvocations:
