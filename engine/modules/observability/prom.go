@@ -69,9 +69,9 @@ type promMetrics struct {
 	byStatus map[string]uint64
 }
 
-// FunctionLabelLimit is how many distinct function_id label values the
+// functionLabelLimit is how many distinct function_id label values the
 // metrics keep before folding new ones into "other".
-var FunctionLabelLimit = DefaultFunctionLabels
+var functionLabelLimit = DefaultFunctionLabels
 
 func newPromMetrics(m *Module) *promMetrics {
 	p := &promMetrics{
@@ -97,7 +97,7 @@ func newPromMetrics(m *Module) *promMetrics {
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "iii_telemetry_frames_total",
 			Help: "Worker telemetry frames by kind (OTLP, MTRC, LOGS) and result (ok, malformed, too_large, dropped)."},
 			[]string{"kind", "result"}),
-		fnLabels:    newLabelCap(FunctionLabelLimit),
+		fnLabels:    newLabelCap(functionLabelLimit),
 		codeLabels:  newLabelCap(errorCodeLabels),
 		routeLabels: newLabelCap(routeLabels),
 		byStatus:    map[string]uint64{},
