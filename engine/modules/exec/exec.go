@@ -324,6 +324,9 @@ func (m *Module) Start(ctx context.Context, h *module.Host) (err error) {
 		} else if !fi.IsDir() {
 			return fmt.Errorf("exec: worker %s: dir %s is not a directory", w.name, w.dir)
 		}
+		if real, err := filepath.EvalSymlinks(w.dir); err == nil {
+			w.dir = real // the watcher walks the real tree
+		}
 		s := &supervisor{m: m, w: w, log: log.With("worker", w.name), restartReq: make(chan struct{}, 1),
 			live: map[*proc]struct{}{}}
 		s.env = m.environ(w)

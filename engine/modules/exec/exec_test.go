@@ -1,10 +1,12 @@
 package exec_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/modules/exec"
+	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/sdk"
 )
 
@@ -255,8 +258,8 @@ func TestReloadZeroDrop(t *testing.T) {
 	if f := c.failures.Load(); f != 0 {
 		t.Errorf("%d of %d calls failed across %d reloads (first: %v), want 0", f, c.calls.Load(), reloads, c.firstErr)
 	}
-	t.Logf("%d reloads in %v (%v each), %d calls, 0 failed", reloads, elapsed.Round(time.Millisecond),
-		(elapsed / reloads).Round(time.Millisecond), c.calls.Load())
+	t.Logf("%d reloads in %v (%v each), %d calls, %d failed", reloads, elapsed.Round(time.Millisecond),
+		(elapsed / reloads).Round(time.Millisecond), c.calls.Load(), c.failures.Load())
 	// Only the last process is left.
 	for _, pid := range pids[:len(pids)-1] {
 		if alive(pid) {
@@ -311,6 +314,25 @@ func TestReloadFailureKeepsOld(t *testing.T) {
 	c.stop(t)
 	if f := c.failures.Load(); f != 0 {
 		t.Errorf("%d of %d calls failed (first: %v), want 0", f, c.calls.Load(), c.firstErr)
+	}
+}
+
+// TestReloadDroppedFunction: a new version that no longer serves a
+// function replaces the old one once its registrations have settled.
+func TestReloadDroppedFunction(t *testing.T) {
+	h := newHarness(t, opts{extra: `
+		watch: [version.txt]
+		debounce_ms: 30
+		reload_settle_ms: 300`})
+	h.waitRunning()
+	h.write("version.txt", "partial-v2")
+	h.waitReloads(1)
+	if v := h.mustCall("echo::hello", nil)["version"]; v != "partial-v2" {
+		t.Errorf("hello = %v, want partial-v2", v)
+	}
+	var eb *protocol.ErrorBody
+	if _, err := h.call("echo::crash", nil); !errors.As(err, &eb) || eb.Code != "function_not_found" {
+		t.Errorf("echo::crash after the reload: %v, want function_not_found", err)
 	}
 }
 
@@ -474,4 +496,28 @@ func TestNotAWorker(t *testing.T) {
 		t.Errorf("pid after reload %d, before %d: want a new process", st2.PID, st.PID)
 	}
 	waitDead(t, st.PID)
+}
+
+// TestEngineDeath: a worker process does not outlive an engine killed with
+// SIGKILL (Pdeathsig).
+func TestEngineDeath(t *testing.T) {
+	cmd := osexec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), engineHelperEnv+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	pid, perr := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || perr != nil || !alive(pid) {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("helper said %q (%v): want the pid of a running worker", line, err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	waitDead(t, pid)
 }

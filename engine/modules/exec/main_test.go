@@ -2,14 +2,33 @@ package exec_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/iii-workbench/iii/engine/modules/exec"
 )
+
+// engineHelperEnv makes the test binary play an engine that starts one
+// worker process the module's way, prints its pid and waits to be killed.
+const engineHelperEnv = "EXEC_TEST_ENGINE_HELPER"
+
+func engineHelper() {
+	pid, err := exec.StartForTest(".", "sleep 1000")
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	fmt.Println(pid)
+	time.Sleep(time.Minute)
+	os.Exit(1)
+}
 
 var (
 	binDir    string
@@ -19,6 +38,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(engineHelperEnv) == "1" {
+		engineHelper()
+		return
+	}
 	var err error
 	binDir, err = os.MkdirTemp("", "exec-test-bin")
 	if err != nil {

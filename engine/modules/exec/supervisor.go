@@ -233,8 +233,8 @@ func (s *supervisor) reload(ctx context.Context, hard bool) {
 		st.Status, st.PID, st.StartedAt, st.WorkerIDs = statusDraining, np.pid, np.started, workerIDs(ws)
 	})
 	s.drain(ctx, old, oldWs)
-	if ctx.Err() != nil {
-		return
+	if ctx.Err() != nil || np.exited() {
+		return // shutdown, or the run loop reports the new process's crash
 	}
 	s.log.Info("reloaded", "old_pid", old.pid, "pid", np.pid, "workers", workerIDs(ws))
 	s.update(func(st *WorkerStatus) { st.Status, st.Error = statusRunning, ""; st.Reloads++ })

@@ -4,7 +4,8 @@
 //	exit  exits with code 3 at once
 //	hang  runs without ever connecting to the engine
 //	else  connects to $III_URL and serves echo::hello (returns the version),
-//	      echo::env, echo::crash (exits with code 3) and echo::slow.
+//	      echo::env, echo::crash (exits with code 3) and echo::slow;
+//	      versions starting with "partial" serve only echo::hello and echo::env.
 //
 // With WORKER_CHILD=1 it starts a `sleep` child in its process group (for
 // the orphan tests). SIGTERM closes the worker gracefully.
@@ -78,6 +79,14 @@ func main() {
 			"III_ENGINE_PID": os.Getenv("III_ENGINE_PID"), "III_TOKEN": os.Getenv("III_TOKEN"),
 			"pid": os.Getpid(), "child_pid": childPID, "version": version}, nil
 	}))
+	if strings.HasPrefix(version, "partial") {
+		fmt.Println("ready", version)
+		<-ctx.Done()
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = w.Close(cctx)
+		return
+	}
 	must(w.RegisterFunction("echo::crash", func(context.Context, json.RawMessage) (any, error) {
 		go func() {
 			time.Sleep(20 * time.Millisecond)
