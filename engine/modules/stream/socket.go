@@ -117,7 +117,8 @@ func (ss *subscriptions) match(h header) []*client {
 }
 
 // client is one stream WebSocket. Its reader is the HTTP handler's
-// goroutine; its writer is the only goroutine writing to conn.
+// goroutine (counted in Module.wg from the request on); its writer is the
+// only goroutine writing to conn.
 type client struct {
 	m       *Module
 	conn    *websocket.Conn
@@ -206,6 +207,11 @@ func (m *Module) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	if !m.enter() {
+		http.Error(w, "stream server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer m.wg.Done()
 	authCtx := m.authenticate(r)
 	opts := &websocket.AcceptOptions{OriginPatterns: m.AllowedOrigins, InsecureSkipVerify: len(m.AllowedOrigins) == 0}
 	conn, err := websocket.Accept(w, r, opts)
@@ -226,10 +232,9 @@ func (m *Module) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		conn.Close(closeGoingAway, "server shutting down")
 		return
 	}
-	m.wg.Add(2) // this reader and the writer
+	m.wg.Add(1) // the writer
 	m.clients[c] = struct{}{}
 	m.mu.Unlock()
-	defer m.wg.Done()
 	// Exits when the client closes (peer gone, slow, or Stop).
 	go func() {
 		defer m.wg.Done()

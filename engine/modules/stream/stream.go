@@ -89,12 +89,15 @@ type Module struct {
 	fnIDs  []string // registered functions, unregistered at Stop
 
 	// ctx is the module's lifetime: leave handlers and condition checks run
-	// under it; Stop cancels it last.
-	ctx    context.Context
-	cancel context.CancelFunc
+	// under it; Stop cancels it last. accepting ends when Stop begins: the
+	// HTTP requests (and so auth function calls) run under it.
+	ctx           context.Context
+	cancel        context.CancelFunc
+	accepting     context.Context
+	stopAccepting context.CancelFunc
 
-	// mu guards closing, wg.Add, clients and subs. Lock order: mu only;
-	// no I/O and no channel sends under it.
+	// mu guards closing, wg.Add, clients and subs. It is never held with
+	// bindings.mu; no I/O and no channel sends under it.
 	mu      sync.Mutex
 	closing bool
 	wg      sync.WaitGroup
@@ -197,6 +200,7 @@ func (m *Module) Start(ctx context.Context, h *module.Host) (err error) {
 	m.clients = map[*client]struct{}{}
 	m.subs = subscriptions{}
 	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	m.accepting, m.stopAccepting = context.WithCancel(m.ctx)
 	if m.Adapter != nil {
 		m.log.Info("stream: the adapter setting is ignored; streams are kept in the engine's Redis")
 	}
@@ -242,7 +246,7 @@ func (m *Module) Start(ctx context.Context, h *module.Host) (err error) {
 		Handler:           http.HandlerFunc(m.serveHTTP),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return m.ctx },
+		BaseContext:       func(net.Listener) context.Context { return m.accepting },
 	}
 	ln, srv := m.ln, m.srv
 	m.goSafe(func() { // exits when Stop shuts srv down
@@ -295,13 +299,13 @@ func (m *Module) Stop(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 
-	var errs []error
+	// Everything at once: refuse new sockets, cancel pending auth calls,
+	// close every client (1001), end the change subscription.
+	if m.stopAccepting != nil {
+		m.stopAccepting()
+	}
 	if m.srv != nil {
-		// Stops accepting; upgraded sockets are not the server's to wait for.
-		if err := m.srv.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("stream: shut down server: %w", err))
-			m.srv.Close()
-		}
+		m.srv.Close() // listener and not-yet-upgraded requests; sockets are ours
 	} else if m.ln != nil {
 		m.ln.Close()
 	}
@@ -316,6 +320,7 @@ func (m *Module) Stop(ctx context.Context) error {
 	}
 	m.fnIDs = nil
 
+	var errs []error
 	done := make(chan struct{})
 	// Exits when every module goroutine has; Stop waits for it below.
 	go func() {
