@@ -83,8 +83,11 @@ var langs = map[string]Exec{
 	},
 	"go": {
 		Install: []string{},
-		Run:     "go run .",
-		Watch:   []string{"**/*.go", "go.mod"},
+		// Built on every start (the build cache keeps that quick), then
+		// exec'd: the worker is the process iii dev signals, not a go run
+		// that exits 1 on signals and leaves its child behind on SIGKILL.
+		Run:   "go build -o bin/worker . && exec ./bin/worker",
+		Watch: []string{"**/*.go", "go.mod", "go.sum"},
 	},
 }
 

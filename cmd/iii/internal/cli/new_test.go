@@ -140,7 +140,7 @@ func TestNewWorker(t *testing.T) {
 				}
 			}},
 		{"go", []string{".gitignore", "README.md", "go.mod", "go.sum", "internal/iii/protocol/protocol.go", "internal/iii/sdk/worker.go", "main.go"},
-			execEntry{Install: []string{}, Run: "go run .", Watch: []string{"**/*.go", "go.mod"}, Env: map[string]string{}},
+			execEntry{Install: []string{}, Run: "go build -o bin/worker . && exec ./bin/worker", Watch: []string{"**/*.go", "go.mod", "go.sum"}, Env: map[string]string{}},
 			func(t *testing.T, dir string) {
 				if got := readFile(t, filepath.Join(dir, "go.mod")); !strings.HasPrefix(got, "module demo\n\ngo 1.26\n") {
 					t.Errorf("go.mod = %q; want module demo, go 1.26", got)
