@@ -95,6 +95,15 @@ func TestPushes(t *testing.T) {
 		fresh := dial(t, ctx, te.mod.URL())
 		fresh.join(ctx, "x", "s", "g", nil)
 		fresh.expect(ctx, "sync", "s", "g", "<null>", `[{"n":2},7,{"k":"v"}]`)
+
+		// A client with a group and an item subscription matching one
+		// change gets it once.
+		fresh.join(ctx, "y", "s", "g", ptr("c"))
+		fresh.expect(ctx, "sync", "s", "g", "c", `{"k":"v"}`)
+		te.call(t, ctx, "stream::set", map[string]any{"stream_name": "s", "group_id": "g", "item_id": "c", "data": 9})
+		te.call(t, ctx, "stream::set", map[string]any{"stream_name": "s", "group_id": "g", "item_id": "a", "data": 10})
+		fresh.expect(ctx, "update", "s", "g", "c", `9`)
+		fresh.expect(ctx, "update", "s", "g", "a", `10`)
 	})
 }
 
