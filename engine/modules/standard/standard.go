@@ -6,5 +6,6 @@ import (
 	_ "github.com/iii-workbench/iii/engine/modules/cron"   // CronModule
 	_ "github.com/iii-workbench/iii/engine/modules/http"   // RestApiModule
 	_ "github.com/iii-workbench/iii/engine/modules/pubsub" // PubSubModule
+	_ "github.com/iii-workbench/iii/engine/modules/queue"  // QueueModule
 	_ "github.com/iii-workbench/iii/engine/modules/state"  // StateModule
 )
