@@ -371,7 +371,7 @@ func sortedKeys(m map[string]struct{}) []string {
 func functionDetail(s *state, f *funcState) []string {
 	lines := []string{
 		"id           " + f.id,
-		"workers      " + dash(strings.Join(f.workers(), ", ")),
+		"workers      " + dash(strings.Join(s.funcWorkers(f), ", ")),
 		"calls        " + strconv.FormatUint(f.calls, 10),
 		"errors       " + strconv.FormatUint(f.errors, 10),
 	}

@@ -81,7 +81,11 @@ func (p *printer) event(ev event.Event) {
 		p.line(e.At, "worker", "left %s (%s)", p.name(e.WorkerID), dash(e.Reason))
 		delete(p.names, e.WorkerID)
 	case event.FunctionRegistered:
-		p.line(e.At, "function", "registered %s by %s", e.FunctionID, dash(oneLine(e.Worker)))
+		by := oneLine(e.Worker)
+		if n := p.names[e.WorkerID]; n != "" || e.Worker == e.WorkerID {
+			by = p.name(e.WorkerID)
+		}
+		p.line(e.At, "function", "registered %s by %s", e.FunctionID, dash(by))
 	case event.FunctionUnregistered:
 		p.line(e.At, "function", "unregistered %s", e.FunctionID)
 	case event.TriggerRegistered:

@@ -516,10 +516,15 @@ func (s *state) recentInvocations(upTo uint64) []invocation {
 	return out
 }
 
-// functionWorkers names the workers serving a function, sorted, deduplicated.
-func (f *funcState) workers() []string {
+// funcWorkers names the workers serving a function, sorted, deduplicated.
+// A worker's current name wins over the one at registration (SDKs
+// register functions before they report their name).
+func (s *state) funcWorkers(f *funcState) []string {
 	names := make([]string, 0, len(f.regs))
-	for _, n := range f.regs {
+	for key, n := range f.regs {
+		if w := s.workers[key]; w != nil && w.name != "" {
+			n = w.name
+		}
 		names = append(names, n)
 	}
 	slices.Sort(names)

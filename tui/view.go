@@ -109,7 +109,7 @@ func functionRows(s *state, showEngine bool) []row {
 		if !showEngine && isEngineFunction(f.id) {
 			continue
 		}
-		workers := strings.Join(f.workers(), ", ")
+		workers := strings.Join(s.funcWorkers(f), ", ")
 		tone := toneNormal
 		switch {
 		case len(f.regs) == 0:

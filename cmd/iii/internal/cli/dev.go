@@ -1,0 +1,136 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/spf13/cobra"
+
+	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/tui"
+	"github.com/iii-workbench/iii/tui/devsource"
+)
+
+func newDev(env Env) *cobra.Command {
+	var (
+		path  string
+		noTUI bool
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the engine, every module and your workers, with a live TUI",
+		Long: `Run the whole engine in this process with ./config.yaml (or --config):
+every module, an embedded Redis unless redis.url is set, and the workers
+the exec module lists, then show them live in a terminal UI.
+
+Without a terminal, or with --no-tui, the same engine writes one line per
+event (workers joining and leaving, registrations, calls, worker output) to
+stdout, for scripts and CI. With the TUI up, logs go to .iii/dev.log.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			useTUI := !noTUI && isTerminal(env.Stdout) && isTerminal(devStdin(env))
+			return dev(cmd.Context(), env, devOptions{path: path, explicit: cmd.Flags().Changed("config"), tui: useTUI})
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", config.DefaultPath, "config file")
+	cmd.Flags().BoolVar(&noTUI, "no-tui", false, "print a line per event instead of the terminal UI")
+	return cmd
+}
+
+func devStdin(env Env) io.Reader {
+	if env.Stdin != nil {
+		return env.Stdin
+	}
+	return os.Stdin
+}
+
+type devOptions struct {
+	path     string
+	explicit bool
+	tui      bool
+	// tuiOpts are extra bubbletea options (tests).
+	tuiOpts []tea.ProgramOption
+}
+
+// dev runs the engine until ctx ends (or the user quits the TUI), then
+// stops it.
+func dev(ctx context.Context, env Env, o devOptions) (err error) {
+	log := env.Logger
+	var logPath string
+	if o.tui {
+		// The terminal belongs to the TUI: logs go to a file.
+		f, p, err := openDevLog(o.path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		logPath = p
+		log = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: env.Level}))
+		env.Logger = log
+	}
+	cfg, err := loadConfig(ctx, env, o.path, o.explicit)
+	if err != nil {
+		return err
+	}
+
+	begin := time.Now()
+	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log})
+	if err != nil {
+		return err
+	}
+	ready := time.Since(begin)
+	log.InfoContext(ctx, "iii dev ready", "ready_in", ready, "url", srv.URL(), "redis", srv.RedisMode(),
+		"modules", srv.Modules().IDs())
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		if serr := srv.Stop(sctx); serr != nil {
+			err = errors.Join(err, fmt.Errorf("shutdown: %w", serr))
+		}
+		log.InfoContext(ctx, "engine stopped")
+	}()
+
+	src := devsource.New(srv, env.Build.Version)
+	if !o.tui {
+		fmt.Fprintf(env.Stdout, "iii dev: engine ready in %s on %s (redis %s)\n", ready.Round(time.Microsecond), srv.URL(), orNone(srv.RedisMode()))
+		return tui.Print(ctx, src, env.Stdout)
+	}
+	opts := append([]tea.ProgramOption{tea.WithInput(devStdin(env)), tea.WithOutput(env.Stdout)}, o.tuiOpts...)
+	if err := tui.Run(ctx, src, tui.Options{}, opts...); err != nil {
+		return fmt.Errorf("tui: %w", err)
+	}
+	fmt.Fprintf(env.Stdout, "iii dev: engine was ready in %s; logs in %s\n", ready.Round(time.Microsecond), logPath)
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// openDevLog opens .iii/dev.log beside the config file (or in the working
+// directory), or a file in the temp dir when that is not writable.
+func openDevLog(configPath string) (*os.File, string, error) {
+	dir := filepath.Join(filepath.Dir(configPath), ".iii")
+	p := filepath.Join(dir, "dev.log")
+	if err := os.MkdirAll(dir, 0o755); err == nil {
+		if f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644); err == nil {
+			return f, p, nil
+		}
+	}
+	f, err := os.CreateTemp("", "iii-dev-*.log")
+	if err != nil {
+		return nil, "", fmt.Errorf("dev log: %w", err)
+	}
+	return f, f.Name(), nil
+}

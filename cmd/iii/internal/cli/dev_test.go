@@ -1,0 +1,142 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+
+	"github.com/iii-workbench/iii/sdk"
+)
+
+// waitOutput polls w until re matches and returns the submatches.
+func waitOutput(ctx context.Context, t *testing.T, w *syncBuffer, re *regexp.Regexp) []string {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if m := re.FindStringSubmatch(w.String()); m != nil {
+			return m
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("output never matched %q; output:\n%s", re, w.String())
+		case <-tick.C:
+		}
+	}
+}
+
+// TestDevNoTUI runs `iii dev --no-tui` in-process: it prints when it is
+// ready, a line when a Go SDK worker joins, registers and serves a call,
+// and stops cleanly when its context ends.
+func TestDevNoTUI(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	path := writeConfig(t, "engine:\n  port: 0\nmodules: []\n")
+	env, stdout, stderr, _ := testEnv(nil)
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	code := -1
+	done := make(chan struct{})
+	// Exits when stop cancels runCtx and the engine has shut down.
+	go func() {
+		defer close(done)
+		code = Run(runCtx, env, []string{"dev", "--no-tui", "--config", path})
+	}()
+
+	m := waitOutput(ctx, t, stdout, regexp.MustCompile(`iii dev: engine ready in (\S+) on (ws://\S+) \(redis none\)\n`))
+	if d, err := time.ParseDuration(m[1]); err != nil || d > 500*time.Millisecond {
+		t.Errorf("time to ready %q (%v); want well under a second", m[1], err)
+	}
+	w, err := sdk.Connect(ctx, m[2], sdk.WithName("tester"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.RegisterFunction("tester::echo", func(_ context.Context, in json.RawMessage) (any, error) { return in, nil }); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(ctx, t, stdout, regexp.MustCompile(`worker +joined tester \(go `))
+	waitOutput(ctx, t, stdout, regexp.MustCompile(`function +registered tester::echo by `))
+	if _, err := sdk.Call[json.RawMessage](ctx, w, "tester::echo", map[string]int{"n": 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(ctx, t, stdout, regexp.MustCompile(`call +tester::echo tester → tester \S+ ok`))
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(ctx, t, stdout, regexp.MustCompile(`worker +left tester`))
+
+	stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("iii dev did not stop after its context ended")
+	}
+	if code != ExitOK {
+		t.Errorf("iii dev --no-tui = %d, stderr %q; want 0", code, stderr.String())
+	}
+}
+
+// TestDevTUILogsToFile runs `iii dev` with the TUI on pipes: logs go to
+// .iii/dev.log beside the config, never to stdout or the process logger;
+// q quits and the closing note names the time to ready.
+func TestDevTUILogsToFile(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	path := writeConfig(t, "engine:\n  port: 0\nmodules: []\n")
+	env, stdout, _, logs := testEnv(nil)
+	in, keys := io.Pipe()
+	defer keys.Close()
+	env.Stdin = in
+
+	errc := make(chan error, 1)
+	// Exits when the TUI quits (q) and the engine has shut down.
+	go func() {
+		errc <- dev(ctx, env, devOptions{path: path, explicit: true, tui: true,
+			tuiOpts: []tea.ProgramOption{tea.WithWindowSize(100, 30), tea.WithoutSignals()}})
+	}()
+
+	logPath := filepath.Join(filepath.Dir(path), ".iii", "dev.log")
+	for tick := time.NewTicker(10 * time.Millisecond); ; {
+		b, _ := os.ReadFile(logPath)
+		if strings.Contains(string(b), "iii dev ready") {
+			tick.Stop()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s never said the engine is ready; it has:\n%s", logPath, b)
+		case <-tick.C:
+		}
+	}
+	waitOutput(ctx, t, stdout, regexp.MustCompile(`Workers`))
+	if _, err := keys.Write([]byte("q")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("dev = %v; want nil after q", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("iii dev did not quit on q")
+	}
+	out := stdout.String()
+	if !regexp.MustCompile(`iii dev: engine was ready in \S+; logs in .*dev\.log\n$`).MatchString(out) {
+		t.Errorf("stdout does not end with the closing note: %q", out[max(len(out)-200, 0):])
+	}
+	if strings.Contains(out, `"level"`) || strings.Contains(out, "level=") {
+		t.Errorf("a log record reached stdout while the TUI was up")
+	}
+	if logs.String() != "" {
+		t.Errorf("the process logger got %q; want every record in %s", logs.String(), logPath)
+	}
+}
