@@ -8,4 +8,5 @@ import (
 	_ "github.com/iii-workbench/iii/engine/modules/pubsub" // PubSubModule
 	_ "github.com/iii-workbench/iii/engine/modules/queue"  // QueueModule
 	_ "github.com/iii-workbench/iii/engine/modules/state"  // StateModule
+	_ "github.com/iii-workbench/iii/engine/modules/stream" // StreamModule
 )
