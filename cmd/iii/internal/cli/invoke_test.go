@@ -15,6 +15,7 @@ import (
 
 	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine/config"
+	_ "github.com/iii-workbench/iii/engine/modules/queue" // QueueModule, for --enqueue
 	"github.com/iii-workbench/iii/sdk"
 )
 
@@ -219,6 +220,28 @@ func TestInvokeAsync(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("test::record was not called within 10s of iii invoke --async")
+	}
+}
+
+func TestInvokeEnqueue(t *testing.T) {
+	srv := startEngine(t, "engine: {host: 127.0.0.1, port: 0}\nmodules:\n  - class: QueueModule\n")
+	w := connectWorker(t, srv.URL(), "tester")
+	tf := serveTestFunctions(t, w)
+
+	r := runIn(t, nil, nil, "invoke", "--enqueue", "default", "test::record", `{"n": 2}`, "--address", srv.URL())
+	var receipt struct {
+		ID string `json:"messageReceiptId"`
+	}
+	if r.code != ExitOK || r.stderr != "" || json.Unmarshal([]byte(r.stdout), &receipt) != nil || receipt.ID == "" {
+		t.Fatalf("iii invoke --enqueue default = %d, stdout %q, stderr %q; want 0 and a receipt with messageReceiptId", r.code, r.stdout, r.stderr)
+	}
+	select {
+	case got := <-tf.recorded:
+		if string(got) != `{"n":2}` {
+			t.Errorf("test::record got %s; want {\"n\":2}", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("test::record was not called within 10s of iii invoke --enqueue")
 	}
 }
 
