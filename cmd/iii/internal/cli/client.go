@@ -156,7 +156,7 @@ func diagnose(ctx context.Context, u, token string) error {
 	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: h})
 	switch {
 	case err == nil:
-		c.Close(websocket.StatusNormalClosure, "")
+		c.CloseNow()
 		return connectError("the engine at %s accepted a connection but did not register the worker in time; try again", u)
 	case resp != nil && resp.StatusCode == http.StatusUnauthorized && token == "":
 		return connectError("the engine requires a token: pass --token or set %s", envToken)

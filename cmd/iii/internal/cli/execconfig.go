@@ -101,7 +101,7 @@ func addExecWorker(file string, src []byte, w execWorker) ([]byte, error) {
 	// the new entry after it.
 	var keep []byte
 	if len(doc.Content) == 0 && len(bytes.TrimSpace(src)) > 0 {
-		keep = src
+		keep = slices.Clone(src)
 		if !bytes.HasSuffix(keep, []byte("\n")) {
 			keep = append(keep, '\n')
 		}
@@ -179,7 +179,7 @@ it when a watched file changes.`
 	modules.Style, workers.Style = 0, 0 // block lists, not "workers: [{...}]"
 	workers.Content = append(workers.Content, w.node())
 
-	out := bytes.NewBuffer(slices.Clone(keep))
+	out := bytes.NewBuffer(keep)
 	enc := yaml.NewEncoder(out)
 	enc.SetIndent(2)
 	if err := enc.Encode(&doc); err != nil {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -251,6 +253,10 @@ func TestInvokeConnectionErrors(t *testing.T) {
 	w := connectWorker(t, srv.URL(), "tester", sdk.WithBearerToken("s3cret"))
 	serveTestFunctions(t, w)
 
+	web := httptest.NewServer(http.NotFoundHandler())
+	defer web.Close()
+	webURL := "ws" + strings.TrimPrefix(web.URL, "http")
+
 	tests := []struct {
 		name   string
 		vars   map[string]string
@@ -259,6 +265,8 @@ func TestInvokeConnectionErrors(t *testing.T) {
 		stdout string
 		stderr string
 	}{
+		{"not an engine", nil, []string{"invoke", "test::echo", "{}", "--address", web.URL}, ExitUsage, "",
+			"iii: " + webURL + " is not an iii engine (HTTP 404 on the WebSocket upgrade): check --address\n"},
 		{"no engine", nil, []string{"invoke", "test::echo", "{}", "--address", fmt.Sprintf("ws://127.0.0.1:%d", port)}, ExitUsage, "",
 			fmt.Sprintf("iii: no engine at ws://127.0.0.1:%d: start one with \"iii dev\" or \"iii start\", or pass --address\n", port)},
 		{"no engine, III_URL", map[string]string{"III_URL": fmt.Sprintf("ws://127.0.0.1:%d", port)}, []string{"invoke", "test::echo"}, ExitUsage, "",
