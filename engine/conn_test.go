@@ -215,7 +215,7 @@ func TestReattachEvictsPreviousConnection(t *testing.T) {
 
 	fresh := dial(t, te.url)
 	fresh.send(map[string]any{"type": "reattach", "previous_worker_id": old.id, "reattach_token": old.token})
-	fresh.register("svc::a") // replayed registration, handled after the eviction
+	fresh.register("svc::a")    // replayed registration, handled after the eviction
 	old.closed(5 * time.Second) // dropped at once, without a handshake
 	// The replayed function is served by the new connection only.
 	caller.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "svc::a", "data": nil})

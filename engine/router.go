@@ -170,6 +170,11 @@ func (e *Engine) dispatch(call Call, done func(outcome)) {
 	if f := e.functions[call.FunctionID]; f != nil {
 		r = f.pick()
 	}
+	if r != nil && r.conn != nil {
+		// Counted from the moment it is chosen, so a drain that polls
+		// InFlight never sees zero while a call is on its way.
+		r.conn.inflight.Add(1)
+	}
 	e.mu.RUnlock()
 	if call.InvocationID == "" {
 		call.InvocationID = uuid.NewString()
@@ -256,12 +261,14 @@ func outcomeOf(res json.RawMessage, err error, timeout time.Duration) outcome {
 }
 
 // sendToWorker records the call as pending on the target and queues the
-// invokefunction to it.
+// invokefunction to it. dispatch has already counted it in the target's
+// in-flight calls; completing the pending entry uncounts it.
 func (e *Engine) sendToWorker(target *conn, call Call, finish func(outcome)) {
 	p := &pending{target: target, finish: finish}
 	target.mu.Lock()
 	if target.gone {
 		target.mu.Unlock()
+		target.inflight.Add(-1)
 		finish(failed(CodeInvocationStopped, "Invocation stopped"))
 		return
 	}
@@ -277,7 +284,6 @@ func (e *Engine) sendToWorker(target *conn, call Call, finish func(outcome)) {
 		}
 	})
 	target.pending[id] = p
-	target.inflight.Add(1)
 	target.mu.Unlock()
 
 	frame, err := protocol.Encode(protocol.InvokeFunction{

@@ -127,8 +127,8 @@ func TestChaosKillWorkers(t *testing.T) {
 	const callTimeout = 5 * time.Second
 	var (
 		ok, stopped, timedOut, notFound, other atomic.Int64
-		maxDur                                  atomic.Int64
-		wg                                      sync.WaitGroup
+		maxDur                                 atomic.Int64
+		wg                                     sync.WaitGroup
 	)
 	loadCtx, stopLoad := context.WithTimeout(ctx, duration)
 	defer stopLoad()

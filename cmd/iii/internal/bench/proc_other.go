@@ -22,4 +22,6 @@ func readProc(int) (procSample, error) { return procSample{}, errNoProc }
 
 func sysProcAttr() *syscall.SysProcAttr { return nil }
 
-func raiseFileLimit() (uint64, error) { return 0, errors.New("bench: cannot raise the file limit here") }
+func raiseFileLimit() (uint64, error) {
+	return 0, errors.New("bench: cannot raise the file limit here")
+}
