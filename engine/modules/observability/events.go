@@ -80,6 +80,8 @@ func (m *Module) handleEvent(ev event.Event) {
 		}
 	case event.LogLine:
 		m.logLine(e)
+	case barrier:
+		close(e.done)
 	case event.HTTPRequestServed:
 		if m.prom != nil {
 			m.prom.httpRequest(e)

@@ -387,7 +387,7 @@ func (m *Module) fnMetricsList(_ context.Context, call *engine.Call) (json.RawMe
 
 // logFunction serves engine::log::<level>.
 func (m *Module) logFunction(severity int32, text string) engine.Handler {
-	return func(_ context.Context, call *engine.Call) (json.RawMessage, error) {
+	return func(ctx context.Context, call *engine.Call) (json.RawMessage, error) {
 		var in struct {
 			Message     *string         `json:"message"`
 			Data        json.RawMessage `json:"data"`
@@ -419,9 +419,7 @@ func (m *Module) logFunction(severity int32, text string) engine.Handler {
 		}
 		if rec.TraceID == "" {
 			// The caller's trace, if the call came from inside one.
-			if id := traceIDOf(call.Traceparent); id != "" && m.traces.known(id) {
-				rec.TraceID = id
-			}
+			rec.TraceID = m.callerTrace(ctx, call.Traceparent)
 		}
 		if len(in.Data) > 0 && string(in.Data) != "null" {
 			var data any
@@ -449,6 +447,45 @@ func (m *Module) logFunction(severity int32, text string) engine.Handler {
 		return nil, nil
 	}
 }
+
+// callerTrace is the trace id of a call's traceparent when the call was
+// made inside a trace (a call the engine has seen start, or stored spans);
+// "" when the engine started a new trace for the call itself. The call's
+// caller was dispatched (and its start published) before this call was
+// made, so once the event loop has caught up the answer is certain: a
+// barrier event tells when it has.
+func (m *Module) callerTrace(ctx context.Context, traceparent string) string {
+	id := traceIDOf(traceparent)
+	if id == "" {
+		return ""
+	}
+	if m.traces.known(id) {
+		return id
+	}
+	b := barrier{done: make(chan struct{})}
+	m.h.Engine.Events().Publish(b)
+	t := time.NewTimer(barrierWait)
+	defer t.Stop()
+	select {
+	case <-b.done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	if m.traces.known(id) {
+		return id
+	}
+	return ""
+}
+
+// barrierWait bounds how long a log call waits for the event loop.
+const barrierWait = 200 * time.Millisecond
+
+// barrier is an event the module publishes to itself: the event loop
+// closes done when it gets there, after every event published before it.
+type barrier struct{ done chan struct{} }
+
+// Kind names the event for other subscribers, which ignore it.
+func (barrier) Kind() string { return "observability.barrier" }
 
 // traceIDOf is the trace id of a W3C traceparent, "" if malformed.
 func traceIDOf(tp string) string {

@@ -1,13 +1,16 @@
 package observability_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -64,7 +67,9 @@ func startServer(t *testing.T, cfg string, env map[string]string) *server {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := devserver.Start(ctx, devserver.Options{Config: c})
+	logs := &syncBuffer{}
+	s, err := devserver.Start(ctx, devserver.Options{Config: c,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	observability.SetGetenv(os.LookupEnv)
 	if err != nil {
 		t.Fatalf("devserver.Start: %v", err)
@@ -74,6 +79,9 @@ func startServer(t *testing.T, cfg string, env map[string]string) *server {
 		defer cancel()
 		if err := s.Stop(ctx); err != nil {
 			t.Errorf("stop: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("engine log:\n%s", logs.String())
 		}
 	})
 	m, ok := s.Modules().Get(config.ModuleObservability)
@@ -202,4 +210,22 @@ func scrape(t *testing.T, ctx context.Context, addr string) string {
 		t.Fatalf("scrape: %s %v\n%s", resp.Status, err, body)
 	}
 	return string(body)
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
