@@ -1,0 +1,113 @@
+package devsource
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/event"
+	_ "github.com/iii-workbench/iii/engine/modules/http"
+	"github.com/iii-workbench/iii/sdk"
+	"github.com/iii-workbench/iii/tui"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestSource(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg, err := config.Parse("config.yaml", []byte("engine:\n  port: 0\nmodules:\n  - class: RestApiModule\n    config: {port: 0}\n"), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(context.WithoutCancel(ctx))
+	src := New(srv, "1.2.3")
+
+	info := src.Info()
+	if info.URL != srv.URL() || info.Redis != "embedded" || info.Version != "1.2.3" ||
+		len(info.Endpoints) != 1 || info.Endpoints[0].Name != "http" || info.Endpoints[0].Addr == "" {
+		t.Errorf("Info() = %+v; want the URL, embedded redis and the http listener", info)
+	}
+
+	sub := src.Subscribe(1024)
+	defer sub.Close()
+	w, err := sdk.Connect(ctx, srv.URL(), sdk.WithName("echoer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.WithoutCancel(ctx))
+	if err := w.RegisterFunction("echoer::echo", func(_ context.Context, in json.RawMessage) (any, error) { return in, nil }); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the registration shows in a snapshot.
+	var snap tui.Snapshot
+	for tick := time.NewTicker(10 * time.Millisecond); ; {
+		snap = src.Snapshot()
+		if hasFunction(snap, "echoer::echo") {
+			tick.Stop()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("echoer::echo never appeared in the snapshot: %+v", snap)
+		case <-tick.C:
+		}
+	}
+	var found bool
+	for _, wk := range snap.Workers {
+		if wk.Name == "echoer" && wk.Runtime == "go" && !wk.Internal && wk.PID > 0 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("snapshot workers %+v lack the echoer", snap.Workers)
+	}
+	if snap.Processes != nil {
+		t.Errorf("Processes = %+v without an exec module; want nil", snap.Processes)
+	}
+
+	res, err := src.Invoke(ctx, "echoer::echo", json.RawMessage(`{"n":1}`))
+	if err != nil || string(res) != `{"n":1}` {
+		t.Errorf("Invoke = %s, %v; want the payload back", res, err)
+	}
+	if _, err := src.Query(ctx, "echoer::echo", json.RawMessage(`2`)); err != nil {
+		t.Errorf("Query: %v", err)
+	}
+	// The calls carry their trigger kinds, so the TUI can hide its own.
+	want := []string{tui.TriggerUser, tui.TriggerQuery}
+	for len(want) > 0 {
+		select {
+		case ev := <-sub.C():
+			if f, ok := ev.(event.InvocationFinished); ok && f.FunctionID == "echoer::echo" {
+				if f.Trigger != want[0] {
+					t.Errorf("call trigger = %q; want %q", f.Trigger, want[0])
+				}
+				want = want[1:]
+			}
+		case <-ctx.Done():
+			t.Fatalf("no finished events for %q", want)
+		}
+	}
+	if err := src.Restart(ctx, "echoer"); !errors.Is(err, tui.ErrRestartUnsupported) {
+		t.Errorf("Restart without exec = %v; want ErrRestartUnsupported", err)
+	}
+}
+
+func hasFunction(s tui.Snapshot, id string) bool {
+	for _, f := range s.Functions {
+		if f.ID == id {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,85 @@
+package tui
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/charmbracelet/x/exp/golden"
+
+	"github.com/iii-workbench/iii/engine/event"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestPrint: one line per event, worker names resolved, crashes with
+// their last output; the output is testdata/TestPrint.golden.
+func TestPrint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	src := newFakeSource()
+	snap, evs := fixture()
+	src.setSnapshot(snap)
+	var out lockedBuffer
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	// Exits when stop cancels runCtx.
+	go func() { done <- Print(runCtx, src, &out) }()
+
+	// Wait for the subscription, then publish.
+	for tick := time.NewTicker(5 * time.Millisecond); ; <-tick.C {
+		src.mu.Lock()
+		n := len(src.subs)
+		src.mu.Unlock()
+		if n > 0 {
+			tick.Stop()
+			break
+		}
+	}
+	at := t0.Add(-time.Second)
+	src.publish(
+		event.WorkerConnected{WorkerID: "w-new", At: at},
+		event.FunctionRegistered{FunctionID: "payments::refund", WorkerID: "w-new", Worker: "w-new", At: at},
+		event.WorkerUpdated{WorkerID: "w-new", Name: "payments", Runtime: "python", Version: "0.11.2", PID: 99, At: at},
+		event.TriggerRegistered{TriggerID: "t-9", TriggerType: "http", FunctionID: "payments::refund", WorkerID: "w-new",
+			Config: []byte(`{"api_path":"/refund"}`), Active: true, At: at},
+		event.InvocationFinished{InvocationID: "q", FunctionID: FnTracesTree, Trigger: TriggerQuery, Status: "ok", At: at},
+	)
+	src.publish(evs...)
+	src.publish(
+		event.ProcessChanged{Worker: "mailer", Status: event.ProcessCrashed, ExitCode: 2, Error: "exited with code 2",
+			Restarts: 3, LastLines: []string{"Traceback (most recent call last):", "ModuleNotFoundError: smtplib2"}, At: t0},
+		event.WorkerUpdated{WorkerID: "w-new", Name: "payments", Draining: true, At: t0},
+		event.WorkerDisconnected{WorkerID: "w-new", Reason: "closed 1000", At: t0},
+	)
+	for tick := time.NewTicker(5 * time.Millisecond); !strings.Contains(out.String(), "left payments"); {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no line for the last event; output:\n%s", out.String())
+		case <-tick.C:
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Print = %v", err)
+	}
+	golden.RequireEqual(t, []byte(out.String()))
+}
