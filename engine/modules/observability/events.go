@@ -124,34 +124,19 @@ func (m *Module) engineSpan(e event.InvocationFinished) {
 		return
 	}
 	start := e.At.Add(-e.Duration)
-	attrs := map[string]any{
-		attrFunctionID:   e.FunctionID,
-		attrInvocationID: e.InvocationID,
-		attrTrigger:      e.Trigger,
-	}
+	c := &callInfo{functionID: e.FunctionID, invocationID: e.InvocationID, trigger: e.Trigger,
+		callerWorkerID: e.CallerWorkerID, worker: e.Worker, workerID: e.TargetWorkerID}
 	if e.CallerWorkerID != "" {
-		attrs[attrCallerWorkerID] = e.CallerWorkerID
-		if name := m.names.get(e.CallerWorkerID); name != "" {
-			attrs[attrCallerWorker] = name
-		}
-	}
-	if e.Worker != "" {
-		attrs[attrWorker] = e.Worker
-	}
-	if e.TargetWorkerID != "" {
-		attrs[attrWorkerID] = e.TargetWorkerID
+		c.callerWorker = m.names.get(e.CallerWorkerID)
 	}
 	s := &Span{
 		TraceID: e.Span.TraceID, SpanID: e.Span.SpanID, ParentSpanID: e.Span.ParentSpanID,
 		Name: e.FunctionID, Kind: "SERVER", ServiceName: m.ServiceName, Worker: e.Worker,
 		Source: SourceEngine, StartTimeUnixNano: unixNano(start), EndTimeUnixNano: unixNano(e.At),
-		DurationMS: float64(e.Duration) / float64(time.Millisecond), Status: e.Status, Attributes: attrs,
+		DurationMS: float64(e.Duration) / float64(time.Millisecond), Status: e.Status, call: c,
 	}
 	if e.Status != event.StatusOK {
-		attrs[attrErrorType] = e.ErrorCode
-		if e.ErrorMessage != "" {
-			attrs[attrErrorMessage] = e.ErrorMessage
-		}
+		c.failed, c.errorType, c.errorMessage = true, e.ErrorCode, e.ErrorMessage
 		s.StatusDescription = e.ErrorMessage
 	}
 	m.addSpan(s, e.Trigger == triggerKindTrace)

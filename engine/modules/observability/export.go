@@ -295,7 +295,7 @@ func engineSpanProto(s *Span) *tracepb.Span {
 		TraceId: idBytes(s.TraceID, 16), SpanId: idBytes(s.SpanID, 8), ParentSpanId: idBytes(s.ParentSpanID, 8),
 		Name: s.Name, Kind: tracepb.Span_SPAN_KIND_SERVER,
 		StartTimeUnixNano: s.StartTimeUnixNano, EndTimeUnixNano: s.EndTimeUnixNano,
-		Attributes: otlpjson.KeyValues(s.Attributes),
+		Attributes: otlpjson.KeyValues(s.attributes()),
 		Status:     &tracepb.Status{Code: tracepb.Status_STATUS_CODE_OK},
 	}
 	if s.Status != StatusOK {

@@ -165,6 +165,25 @@ type SpanNode struct {
 	Children []*SpanNode `json:"children"`
 }
 
+// MarshalJSON encodes the span's fields and its children.
+func (n *SpanNode) MarshalJSON() ([]byte, error) {
+	b, err := n.Span.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	children := n.Children
+	if children == nil {
+		children = []*SpanNode{}
+	}
+	c, err := json.Marshal(children)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b[:len(b)-1], `,"children":`...)
+	b = append(b, c...)
+	return append(b, '}'), nil
+}
+
 // fnTracesTree returns one trace as a tree. Spans whose parent is not
 // stored are roots; siblings are ordered by start time.
 func (m *Module) fnTracesTree(_ context.Context, call *engine.Call) (json.RawMessage, error) {

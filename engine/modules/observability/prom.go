@@ -64,6 +64,7 @@ type promMetrics struct {
 	frames        *prometheus.CounterVec   // kind, result
 
 	fnLabels, codeLabels, routeLabels *labelCap
+	byFunction                        map[string]*fnSeries // by function label; event loop only
 
 	totalsMu sync.Mutex
 	byStatus map[string]uint64
@@ -101,6 +102,7 @@ func newPromMetrics(m *Module) *promMetrics {
 		codeLabels:  newLabelCap(errorCodeLabels),
 		routeLabels: newLabelCap(routeLabels),
 		byStatus:    map[string]uint64{},
+		byFunction:  map[string]*fnSeries{},
 	}
 	eng := m.h.Engine
 	p.reg.MustRegister(p.invocations, p.duration, p.errors, p.spawns, p.deaths, p.registrations,
@@ -137,11 +139,33 @@ func (p *promMetrics) handler() http.Handler {
 	return mux
 }
 
+// fnSeries are one function_id's series, looked up once.
+type fnSeries struct {
+	byStatus map[string]prometheus.Counter
+	duration prometheus.Observer
+}
+
+// series returns a function label's series; only the event loop calls it.
+func (p *promMetrics) series(fn string) *fnSeries {
+	s := p.byFunction[fn]
+	if s == nil {
+		s = &fnSeries{byStatus: map[string]prometheus.Counter{}, duration: p.duration.WithLabelValues(fn)}
+		p.byFunction[fn] = s
+	}
+	return s
+}
+
 // invocation counts a completed call.
 func (p *promMetrics) invocation(e event.InvocationFinished) {
 	fn := p.fnLabels.value(e.FunctionID)
-	p.invocations.WithLabelValues(fn, e.Status).Inc()
-	p.duration.WithLabelValues(fn).Observe(e.Duration.Seconds())
+	s := p.series(fn)
+	c := s.byStatus[e.Status]
+	if c == nil {
+		c = p.invocations.WithLabelValues(fn, e.Status)
+		s.byStatus[e.Status] = c
+	}
+	c.Inc()
+	s.duration.Observe(e.Duration.Seconds())
 	if e.Status != event.StatusOK {
 		p.errors.WithLabelValues(fn, p.codeLabels.value(e.ErrorCode)).Inc()
 	}

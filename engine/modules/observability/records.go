@@ -50,6 +50,53 @@ type Span struct {
 	otlp     *tracepb.Span
 	resource *resourcepb.Resource
 	scope    *commonpb.InstrumentationScope
+	// An engine span's call; its attributes are built from it when asked,
+	// which keeps the store small (and the garbage collector's work).
+	call *callInfo
+}
+
+// callInfo is what an engine span records of its call.
+type callInfo struct {
+	functionID, invocationID, trigger         string
+	callerWorkerID, callerWorker              string
+	worker, workerID, errorType, errorMessage string
+	failed                                    bool
+}
+
+// attributes are the span's attributes (for an engine span: function_id,
+// iii.invocation.id, iii.trigger, iii.caller.worker(_id), iii.worker(_id),
+// error.type, error.message).
+func (s *Span) attributes() map[string]any {
+	c := s.call
+	if c == nil {
+		return s.Attributes
+	}
+	a := map[string]any{attrFunctionID: c.functionID, attrInvocationID: c.invocationID, attrTrigger: c.trigger}
+	add := func(k, v string) {
+		if v != "" {
+			a[k] = v
+		}
+	}
+	add(attrCallerWorkerID, c.callerWorkerID)
+	add(attrCallerWorker, c.callerWorker)
+	add(attrWorker, c.worker)
+	add(attrWorkerID, c.workerID)
+	if c.failed {
+		a[attrErrorType] = c.errorType
+		add(attrErrorMessage, c.errorMessage)
+	}
+	return a
+}
+
+// MarshalJSON encodes the span with its attributes.
+func (s *Span) MarshalJSON() ([]byte, error) {
+	type plain Span
+	if s.call == nil {
+		return json.Marshal((*plain)(s))
+	}
+	cp := *s
+	cp.Attributes = s.attributes()
+	return json.Marshal((*plain)(&cp))
 }
 
 // SpanEvent is an event recorded on a span.
@@ -63,6 +110,9 @@ type SpanEvent struct {
 // attribute, the iii.function.id baggage attribute workers copy onto
 // their spans, or the span name.
 func (s *Span) functionID() string {
+	if s.call != nil {
+		return s.call.functionID
+	}
 	for _, k := range []string{attrFunctionID, "iii.function.id"} {
 		if v, ok := s.Attributes[k].(string); ok && v != "" {
 			return v
