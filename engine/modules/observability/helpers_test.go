@@ -41,10 +41,11 @@ type server struct {
 }
 
 // startServer starts an engine with the module configured by cfg (the
-// YAML of its config: block; metrics on a free port unless cfg says).
+// YAML of its config: block; metrics on a free port unless cfg sets
+// metrics_port or holds the comment #default-port).
 func startServer(t *testing.T, cfg string, env map[string]string) *server {
 	t.Helper()
-	if !strings.Contains(cfg, "metrics_port") {
+	if !strings.Contains(cfg, "metrics_port") && !strings.Contains(cfg, "#default-port") {
 		cfg = strings.TrimSpace("metrics_port: 0\n" + cfg)
 	}
 	var b strings.Builder

@@ -21,7 +21,7 @@
 //	      metrics_max_count: 10000
 //	      metrics_enabled: true    # Prometheus /metrics
 //	      metrics_host: 127.0.0.1
-//	      metrics_port: 9464       # 0 = any free port
+//	      metrics_port: 9464       # 0 = any free port; unset and taken = Prometheus off, with a warning
 //	      sampling_ratio: 1.0      # share of engine traces kept (by trace id)
 package observability
 
@@ -102,7 +102,10 @@ type Module struct {
 	LogsFlushMS      int     `yaml:"logs_flush_interval_ms"`
 	MetricsEnabled   bool    `yaml:"metrics_enabled"`
 	MetricsHost      string  `yaml:"metrics_host"`
-	MetricsPort      int     `yaml:"metrics_port"`
+	// MetricsPort nil means the default, 9464; when that port is taken
+	// the module runs without Prometheus (and says so). A port set in
+	// config.yaml must be free, or startup fails.
+	MetricsPort     *int `yaml:"metrics_port"`
 	MetricsMaxCount  int     `yaml:"metrics_max_count"`
 
 	// getenv reads OTEL_* fallbacks; tests replace it.
@@ -166,7 +169,6 @@ func New() *Module {
 		LogsFlushMS:     int(DefaultFlushInterval / time.Millisecond),
 		MetricsEnabled:  true,
 		MetricsHost:     DefaultMetricsHost,
-		MetricsPort:     DefaultMetricsPort,
 		MetricsMaxCount: DefaultMaxMetrics,
 		getenv:          lookupEnv,
 	}
@@ -211,12 +213,23 @@ func (m *Module) Provision(ctx context.Context, h *module.Host) error {
 	if !m.MetricsEnabled {
 		return nil
 	}
-	if m.MetricsPort < 0 || m.MetricsPort > 65535 {
+	port := DefaultMetricsPort
+	if m.MetricsPort != nil {
+		port = *m.MetricsPort
+	}
+	if port < 0 || port > 65535 {
 		return nil // Validate says why
 	}
-	addr := net.JoinHostPort(m.MetricsHost, strconv.Itoa(m.MetricsPort))
+	addr := net.JoinHostPort(m.MetricsHost, strconv.Itoa(port))
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil && m.MetricsPort == nil {
+		if h.Logger != nil {
+			h.Logger.Warn("Prometheus metrics off: cannot listen on the default port (set metrics_port, 0 for any free port)",
+				"addr", addr, "err", err)
+		}
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("observability: Prometheus listener on %s: %w (set metrics_port, 0 for any free port, or metrics_enabled: false)", addr, err)
 	}
@@ -258,8 +271,8 @@ func (m *Module) Validate() error {
 	if m.LogsFlushMS < 1 {
 		bad("logs_flush_interval_ms %d: want at least 1", m.LogsFlushMS)
 	}
-	if m.MetricsPort < 0 || m.MetricsPort > 65535 {
-		bad("metrics_port %d: want 0 to 65535", m.MetricsPort)
+	if p := m.MetricsPort; p != nil && (*p < 0 || *p > 65535) {
+		bad("metrics_port %d: want 0 to 65535", *p)
 	}
 	return errors.Join(errs...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -158,10 +159,27 @@ func tryStart(t *testing.T, cfg string) error {
 }
 
 func TestMetricsPortInUse(t *testing.T) {
-	s := startServer(t, "", nil)
-	err := tryStart(t, "metrics_port: "+s.mod.MetricsAddr()[strings.LastIndex(s.mod.MetricsAddr(), ":")+1:])
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	err = tryStart(t, fmt.Sprintf("metrics_port: %d", port))
 	if err == nil || !strings.Contains(err.Error(), "metrics_port") {
-		t.Errorf("second module on a taken metrics port: %v; want an error naming metrics_port", err)
+		t.Errorf("metrics_port %d taken: %v; want an error naming metrics_port", port, err)
+	}
+}
+
+// TestDefaultMetricsPortTaken: without metrics_port in config.yaml, a
+// taken 9464 turns Prometheus off instead of failing startup.
+func TestDefaultMetricsPortTaken(t *testing.T) {
+	if ln, err := net.Listen("tcp", "127.0.0.1:9464"); err == nil {
+		defer ln.Close()
+	} // else someone else holds it: the same case
+	s := startServer(t, "metrics_host: 127.0.0.1 #default-port", nil)
+	if addr := s.mod.MetricsAddr(); addr != "" {
+		t.Errorf("metrics on %s although 9464 is taken", addr)
 	}
 }
 
