@@ -106,7 +106,7 @@ type Module struct {
 	// the module runs without Prometheus (and says so). A port set in
 	// config.yaml must be free, or startup fails.
 	MetricsPort     *int `yaml:"metrics_port"`
-	MetricsMaxCount  int     `yaml:"metrics_max_count"`
+	MetricsMaxCount int  `yaml:"metrics_max_count"`
 
 	// getenv reads OTEL_* fallbacks; tests replace it.
 	getenv func(string) (string, bool)
