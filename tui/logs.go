@@ -150,10 +150,15 @@ func parseLogs(raw json.RawMessage) []logEntry {
 			continue
 		}
 		e := logEntry{
-			at:     timeField(m, "timestamp", "time", "timestamp_ms", "time_unix_nano", "timeUnixNano", "observed_timestamp", "at"),
-			worker: strField(m, "worker", "worker_name", "service_name", "service", "source"),
+			at: timeField(m, "timestamp_unix_nano", "timestamp", "time", "timestamp_ms", "time_unix_nano", "timeUnixNano",
+				"observed_timestamp_unix_nano", "observed_timestamp", "at"),
+			worker: strField(m, "worker", "worker_name", "service_name", "service"),
 			stream: strField(m, "stream", "severity_text", "severityText", "severity", "level"),
 			line:   strField(m, "body", "message", "msg", "line"),
+		}
+		// A managed process's output keeps its stream, as in the live tail.
+		if src := strField(m, "source"); src == "stdout" || src == "stderr" || src == "install" {
+			e.stream = src
 		}
 		if e.worker == "" {
 			for _, k := range []string{"attributes", "resource"} {

@@ -1,0 +1,354 @@
+package tui
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
+
+	"github.com/iii-workbench/iii/engine/event"
+)
+
+// newTestModel is a Model driven by Update directly (no program).
+func newTestModel(t *testing.T) (*Model, *fakeSource) {
+	t.Helper()
+	src := newFakeSource()
+	snap, evs := fixture()
+	src.setSnapshot(snap)
+	ctx, cancel := context.WithCancel(context.Background())
+	m := New(ctx, src, Options{Now: fixedNow, Tick: -1})
+	t.Cleanup(func() { cancel(); m.Close() })
+	m.Update(tea.WindowSizeMsg{Width: goldenW, Height: goldenH})
+	m.Update(snapshotMsg{snap: snap})
+	m.Update(eventsMsg{events: evs})
+	return m, src
+}
+
+func press(m *Model, keys ...string) {
+	for _, k := range keys {
+		m.Update(keyMsg(k))
+	}
+}
+
+func TestWorkerLifecycle(t *testing.T) {
+	s := newState()
+	at := t0
+	s.apply(event.WorkerConnected{WorkerID: "w1", At: at})
+	s.apply(event.FunctionRegistered{FunctionID: "a::f", WorkerID: "w1", Worker: "w1", At: at})
+	s.apply(event.WorkerUpdated{WorkerID: "w1", Name: "alpha\x1b[2J", Runtime: "node", PID: 7, At: at})
+	s.apply(event.FunctionRegistered{FunctionID: "iii::x", Worker: "iii-http", At: at})
+	if got := s.funcWorkers(s.funcs["a::f"]); !reflect.DeepEqual(got, []string{"alpha·[2J"}) {
+		t.Errorf("workers of a::f = %q; want the reported (flattened) name", got)
+	}
+	if w := s.workers[internalKey("iii-http")]; w == nil || !w.internal || len(w.funcs) != 1 {
+		t.Errorf("in-process worker = %+v; want an internal row serving one function", w)
+	}
+	s.apply(event.InvocationStarted{InvocationID: "i1", FunctionID: "a::f", TargetWorkerID: "w1", Data: json.RawMessage(`{"x":1}`), At: at})
+	if got := s.workers["w1"].inFlight; got != 1 {
+		t.Errorf("in-flight after start = %d; want 1", got)
+	}
+	s.apply(event.InvocationFinished{InvocationID: "i1", FunctionID: "a::f", TargetWorkerID: "w1", Worker: "alpha", Status: "ok", Duration: time.Millisecond, At: at})
+	if got := s.workers["w1"].inFlight; got != 0 {
+		t.Errorf("in-flight after finish = %d; want 0", got)
+	}
+	if v := s.inv.at(0); !v.dataKept || string(v.data) != `{"x":1}` || v.caller != "engine" {
+		t.Errorf("tail entry = %+v; want the payload joined from the start event, caller engine", v)
+	}
+	// A query of the TUI itself is not counted.
+	s.apply(event.InvocationFinished{InvocationID: "q", FunctionID: FnLogsList, Trigger: TriggerQuery, Status: "ok", At: at})
+	if s.calls != 1 || s.inv.len() != 1 {
+		t.Errorf("calls = %d, tail %d after a TUI query; want 1, 1", s.calls, s.inv.len())
+	}
+	s.apply(event.WorkerDisconnected{WorkerID: "w1", At: at})
+	if _, ok := s.workers["w1"]; ok {
+		t.Error("worker still listed after it disconnected")
+	}
+	if f := s.funcs["a::f"]; f == nil || len(f.regs) != 0 || f.calls != 1 {
+		t.Errorf("a::f after its worker left = %+v; want kept for its calls, with no registrations", f)
+	}
+}
+
+func TestRingBounds(t *testing.T) {
+	s := newState()
+	for i := range invocationRing + 10 {
+		s.apply(event.InvocationFinished{InvocationID: string(rune('a' + i%26)), FunctionID: "f", Status: "ok", At: t0})
+	}
+	if s.inv.len() != invocationRing || s.calls != invocationRing+10 {
+		t.Errorf("tail %d, calls %d; want the tail capped at %d and every call counted", s.inv.len(), s.calls, invocationRing)
+	}
+	if got := s.inv.at(0).seq; got != 11 {
+		t.Errorf("oldest kept seq = %d; want 11", got)
+	}
+	for range pendingLimit + 5 {
+		s.apply(event.InvocationStarted{InvocationID: "x" + strings.Repeat("y", len(s.pending)%7), At: t0})
+	}
+	if len(s.pending) > pendingLimit {
+		t.Errorf("pending = %d; want at most %d", len(s.pending), pendingLimit)
+	}
+}
+
+func TestRates(t *testing.T) {
+	var r rateSeries
+	for i := range 5 {
+		r.add(t0.Add(-2*time.Second), i == 0)
+	}
+	r.add(t0.Add(-1*time.Second), false)
+	r.add(t0, false) // the current, incomplete second is not shown
+	if got := r.last(t0, 4); !reflect.DeepEqual(got, []int{0, 0, 5, 1}) {
+		t.Errorf("last(4) = %v; want [0 0 5 1]", got)
+	}
+	// A bucket reused after the window holds only the new second.
+	r.add(t0.Add(rateWindow*time.Second-2*time.Second), false)
+	if got := r.last(t0.Add(rateWindow*time.Second-time.Second), 1); !reflect.DeepEqual(got, []int{1}) {
+		t.Errorf("after wrap, last(1) = %v; want [1]", got)
+	}
+}
+
+func TestLatencyWindow(t *testing.T) {
+	var w latWindow
+	for i := 1; i <= 100; i++ {
+		w.add(time.Duration(i)*time.Millisecond, t0)
+	}
+	w.add(time.Hour, t0.Add(-2*latencyWindow)) // too old to count
+	p50, p99, _ := w.percentiles(t0, nil)
+	if p50 != 50*time.Millisecond || p99 != 99*time.Millisecond {
+		t.Errorf("p50, p99 = %v, %v; want 50ms, 99ms", p50, p99)
+	}
+}
+
+func TestResyncKeepsCounters(t *testing.T) {
+	m, _ := newTestModel(t)
+	snap, _ := fixture()
+	snap.Workers = snap.Workers[1:] // orders left while events were lost
+	snap.Functions = snap.Functions[:2]
+	m.Update(snapshotMsg{snap: snap})
+	if _, ok := m.st.workers["w-orders-0001"]; ok {
+		t.Error("resync kept a worker the snapshot no longer has")
+	}
+	f := m.st.funcs["orders::create"]
+	if f == nil || f.calls != 1 || len(f.regs) != 0 {
+		t.Errorf("orders::create after resync = %+v; want its call count kept, no registrations", f)
+	}
+	if m.st.calls != 5 || m.st.resyncs != 2 {
+		t.Errorf("calls %d, resyncs %d; want 5, 2", m.st.calls, m.st.resyncs)
+	}
+}
+
+func TestDropsTriggerOneResync(t *testing.T) {
+	m, _ := newTestModel(t)
+	_, cmd := m.Update(eventsMsg{dropped: 3})
+	if !m.resyncing || m.st.dropped != 3 || cmd == nil {
+		t.Fatalf("after drops: resyncing %v, dropped %d, cmd %v; want a resync under way", m.resyncing, m.st.dropped, cmd)
+	}
+	m.Update(eventsMsg{dropped: 5}) // no second resync while one runs
+	if m.st.dropped != 5 {
+		t.Errorf("dropped = %d; want 5", m.st.dropped)
+	}
+	m.Update(snapshotMsg{snap: m.src.Snapshot()})
+	if m.resyncing {
+		t.Error("still resyncing after the snapshot arrived")
+	}
+}
+
+func TestNavigationAndSelection(t *testing.T) {
+	m, _ := newTestModel(t)
+	press(m, "4", "down", "down")
+	if k, _ := m.selected(); k != "inv-0003" {
+		t.Fatalf("selected %q; want inv-0003", k)
+	}
+	// New calls arrive on top: the selection stays on the same call.
+	m.Update(eventsMsg{events: []event.Event{event.InvocationFinished{InvocationID: "inv-new", FunctionID: "orders::get", Status: "ok", At: t0}}})
+	if k, _ := m.selected(); k != "inv-0003" || m.tables[viewInvocations].cursor != 3 {
+		t.Errorf("after a new call: selected %q at %d; want inv-0003 at 3", k, m.tables[viewInvocations].cursor)
+	}
+	// Paused, the tail does not grow.
+	press(m, "space")
+	m.Update(eventsMsg{events: []event.Event{event.InvocationFinished{InvocationID: "inv-later", FunctionID: "orders::get", Status: "ok", At: t0}}})
+	if len(m.rows) != 6 || m.st.calls != 7 {
+		t.Errorf("paused: %d rows, %d calls; want 6 rows shown and 7 calls counted", len(m.rows), m.st.calls)
+	}
+	press(m, "space")
+	if len(m.rows) != 7 {
+		t.Errorf("resumed: %d rows; want 7", len(m.rows))
+	}
+	press(m, "tab")
+	if m.view != viewTraces {
+		t.Errorf("tab from Invocations went to %v; want Traces", m.view)
+	}
+	press(m, "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab")
+	if m.view != viewLogs {
+		t.Errorf("shift+tab ×5 from Traces went to %v; want Logs (wrapping)", m.view)
+	}
+}
+
+func TestFilter(t *testing.T) {
+	m, _ := newTestModel(t)
+	press(m, "2", "/", "b", "i", "l")
+	if len(m.rows) != 1 || m.rows[0].key != "billing::charge" {
+		t.Errorf("/bil shows %d rows; want billing::charge only", len(m.rows))
+	}
+	press(m, "backspace", "backspace", "backspace", "enter")
+	if len(m.rows) != 4 || m.filtering {
+		t.Errorf("after erasing: %d rows, filtering %v; want 4 rows, filter closed", len(m.rows), m.filtering)
+	}
+	press(m, "/", "z", "esc")
+	if m.filters[viewFunctions] != "" || len(m.rows) != 4 {
+		t.Errorf("esc left filter %q", m.filters[viewFunctions])
+	}
+	press(m, "a")
+	if len(m.rows) != 4 {
+		t.Errorf("a with no engine functions changed the rows to %d", len(m.rows))
+	}
+}
+
+func TestRestartKey(t *testing.T) {
+	m, src := newTestModel(t)
+	press(m, "1", "down", "down") // mailer, a crashed exec worker
+	_, cmd := m.Update(keyMsg("R"))
+	if cmd == nil {
+		t.Fatal("R gave no command")
+	}
+	m.Update(cmd())
+	if !reflect.DeepEqual(src.restarts, []string{"mailer"}) || !strings.Contains(m.flash, "restarting mailer") {
+		t.Errorf("restarts %q, flash %q; want mailer restarted and said so", src.restarts, m.flash)
+	}
+	press(m, "G")
+	if _, cmd := m.Update(keyMsg("R")); cmd != nil || !strings.Contains(m.flash, "inside the engine") {
+		t.Errorf("R on an in-process worker: cmd %v, flash %q; want a refusal", cmd, m.flash)
+	}
+}
+
+func TestReplayWithoutPayload(t *testing.T) {
+	m, src := newTestModel(t)
+	m.Update(eventsMsg{events: []event.Event{event.InvocationFinished{InvocationID: "nodata", FunctionID: "orders::get", Status: "ok", At: t0}}})
+	press(m, "4", "g")
+	if _, cmd := m.Update(keyMsg("r")); cmd != nil || !strings.Contains(m.flash, "not captured") || len(src.invokes) != 0 {
+		t.Errorf("replay of a call without payload: cmd %v, flash %q, invokes %q; want a message and no call", cmd, m.flash, src.invokes)
+	}
+}
+
+func TestParseTraceFlat(t *testing.T) {
+	raw := json.RawMessage(`{"spans":[
+		{"span_id":"c","parent_span_id":"a","name":"child","start_time":"2026-03-14T15:09:26.010Z","duration_ms":5,"status":{"code":2}},
+		{"span_id":"a","name":"root","start_time_unix_nano":"1773500966000000000","end_time_unix_nano":1773500966050000000},
+		{"span_id":"b","parent_span_id":"zzz","name":"orphan","start_time_ms":1773500966020,"duration_ns":1000}]}`)
+	spans, err := parseTrace(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range spans {
+		got = append(got, strings.Repeat(">", s.depth)+s.name+" "+fmtDuration(s.dur)+" "+s.status)
+	}
+	want := []string{"root 50ms ", ">child 5ms error", "orphan 1µs "}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("parseTrace = %q; want %q", got, want)
+	}
+	if _, err := parseTrace(json.RawMessage(`{`)); err == nil {
+		t.Error("parseTrace of bad JSON: no error")
+	}
+}
+
+func TestParseLogs(t *testing.T) {
+	// The observability module's engine::logs::list shape, newest first.
+	raw := json.RawMessage(`{"logs":[
+		{"timestamp_unix_nano":1773500966000000000,"severity_text":"ERROR","body":"boom","worker":"orders","source":"stderr"},
+		{"timestamp_unix_nano":1773500965000000000,"severity_text":"INFO","body":"up\nand running","service_name":"billing","source":"otlp"},
+		{"timestamp_unix_nano":1773500964000000000,"severity_text":"INFO","body":"","worker":"x"}],"total":3}`)
+	got := parseLogs(raw)
+	if len(got) != 2 {
+		t.Fatalf("parseLogs = %+v; want 2 records (the empty one dropped)", got)
+	}
+	if got[0].worker != "orders" || got[0].line != "boom" || got[0].stream != "stderr" || got[0].at.Unix() != 1773500966 {
+		t.Errorf("first record = %+v", got[0])
+	}
+	if got[1].worker != "billing" || got[1].line != "up·and running" {
+		t.Errorf("second record = %+v; want the service name and a flattened line", got[1])
+	}
+}
+
+func TestLogsBackfill(t *testing.T) {
+	m, _ := newTestModel(t)
+	m.Update(logsMsg{entries: []logEntry{
+		{at: t0.Add(-time.Hour), worker: "orders", stream: "INFO", line: "started an hour ago"},
+		{at: t0, worker: "billing", stream: "INFO", line: "already in the live tail"},
+	}})
+	var lines []string
+	for i := range m.st.logs.len() {
+		lines = append(lines, m.st.logs.at(i).line)
+	}
+	if len(lines) != 4 || lines[0] != "started an hour ago" {
+		t.Errorf("logs after backfill = %q; want the old record first and no duplicate of live lines", lines)
+	}
+}
+
+func TestWaterfallBar(t *testing.T) {
+	tests := []struct {
+		off, dur, total time.Duration
+		width           int
+		want            string
+	}{
+		{0, 10, 10, 5, "█████"},
+		{5, 5, 10, 4, "  ██"},
+		{9, 0, 10, 4, "   █"},
+		{0, 1, 1000, 4, "█   "},
+		{0, 0, 0, 3, "█  "},
+	}
+	for _, tt := range tests {
+		if got := waterfallBar(tt.off, tt.dur, tt.total, tt.width); got != tt.want {
+			t.Errorf("waterfallBar(%d, %d, %d, %d) = %q; want %q", tt.off, tt.dur, tt.total, tt.width, got, tt.want)
+		}
+	}
+}
+
+func TestTableWidths(t *testing.T) {
+	tb := newTable(Common{Width: 40, Styles: DefaultStyles()}, []column{
+		{title: "A", flex: 1, min: 4}, {title: "B", width: 6}, {title: "C", flex: 3, min: 4},
+	})
+	ws := tb.widths()
+	if sum := ws[0] + ws[1] + ws[2] + 4; sum != 40 || ws[1] != 6 || ws[2] <= ws[0] {
+		t.Errorf("widths(40) = %v; want them to fill 40 with the fixed column at 6", ws)
+	}
+	tb.SetSize(10, 5)
+	ws = tb.widths()
+	if ws[0] != 4 || ws[2] != 4 {
+		t.Errorf("widths(10) = %v; want the flex minimums", ws)
+	}
+	out := tb.render([]row{{key: "x", cells: []string{"alpha", "b", "gamma"}}}, "none")
+	for i, l := range strings.Split(out, "\n") {
+		if w := ansi.StringWidth(l); w != 10 {
+			t.Errorf("line %d is %d wide; want 10: %q", i, w, l)
+		}
+	}
+}
+
+func BenchmarkApplyInvocation(b *testing.B) {
+	s := newState()
+	s.apply(event.WorkerUpdated{WorkerID: "w", Name: "w", At: t0})
+	for b.Loop() {
+		s.apply(event.InvocationStarted{InvocationID: "i", FunctionID: "f", TargetWorkerID: "w", At: t0})
+		s.apply(event.InvocationFinished{InvocationID: "i", FunctionID: "f", TargetWorkerID: "w", Worker: "w", Status: "ok", Duration: time.Millisecond, At: t0})
+	}
+}
+
+func BenchmarkRender(b *testing.B) {
+	src := newFakeSource()
+	snap, evs := fixture()
+	m := New(context.Background(), src, Options{Now: fixedNow, Tick: -1})
+	defer m.Close()
+	m.Update(tea.WindowSizeMsg{Width: goldenW, Height: goldenH})
+	m.Update(snapshotMsg{snap: snap})
+	for range 200 {
+		m.Update(eventsMsg{events: evs})
+	}
+	m.Update(keyMsg("4"))
+	for b.Loop() {
+		m.refresh()
+		_ = m.View()
+	}
+}
