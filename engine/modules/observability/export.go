@@ -25,9 +25,18 @@ import (
 	"github.com/iii-workbench/iii/engine/modules/observability/otlpjson"
 )
 
-// exportOptions configures the OTLP/HTTP exporter.
+// OTLP transports.
+const (
+	protocolHTTP = "http/protobuf"
+	protocolGRPC = "grpc"
+)
+
+// exportOptions configures the OTLP exporter.
 type exportOptions struct {
-	tracesURL, logsURL string // "" = do not export that signal
+	protocol           string // protocolHTTP or protocolGRPC
+	grpcTarget         string // host:port for gRPC
+	grpcTLS            bool
+	tracesURL, logsURL string // "" = do not export that signal (for gRPC: only the on/off)
 	headers            map[string]string
 	resource           *resourcepb.Resource // the engine's
 	spanBatch          int
@@ -59,6 +68,20 @@ func (m *Module) exportOptions() exportOptions {
 	}
 	if v := m.env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"); v != "" {
 		o.logsURL = v
+	}
+	// gRPC when asked (OTEL_EXPORTER_OTLP_PROTOCOL=grpc), or when the
+	// endpoint is the OTLP/gRPC port 4317 and no protocol is named.
+	o.protocol = protocolHTTP
+	transport := m.env("OTEL_EXPORTER_OTLP_PROTOCOL")
+	if v := m.env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"); v != "" {
+		transport = v
+	}
+	u, err := url.Parse(base)
+	if transport == protocolGRPC || (transport == "" && err == nil && u.Port() == "4317") {
+		o.protocol = protocolGRPC
+		if err == nil {
+			o.grpcTarget, o.grpcTLS = u.Host, u.Scheme == "https"
+		}
 	}
 	if !m.Enabled {
 		o.tracesURL = ""
@@ -100,6 +123,7 @@ type exporter struct {
 	opts   exportOptions
 	logger *slog.Logger
 	client *http.Client
+	grpc   *grpcClients // with protocol grpc
 
 	mu    sync.Mutex
 	spans []*Span
@@ -110,8 +134,16 @@ type exporter struct {
 	lastWarn                  atomic.Int64 // unix nanos of the last failure logged
 }
 
-func newExporter(o exportOptions, log *slog.Logger) *exporter {
-	return &exporter{opts: o, logger: log, client: &http.Client{Timeout: o.timeout}, wake: make(chan struct{}, 1)}
+func newExporter(o exportOptions, log *slog.Logger) (*exporter, error) {
+	x := &exporter{opts: o, logger: log, client: &http.Client{Timeout: o.timeout}, wake: make(chan struct{}, 1)}
+	if o.protocol == protocolGRPC {
+		g, err := newGRPCClients(o)
+		if err != nil {
+			return nil, err
+		}
+		x.grpc = g
+	}
+	return x, nil
 }
 
 // span queues a span for export; past exportQueueLimit it is dropped and
@@ -168,6 +200,9 @@ func (x *exporter) run(ctx context.Context) {
 			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			x.flush(fctx)
 			cancel()
+			if x.grpc != nil {
+				x.grpc.close()
+			}
 			return
 		case <-t.C:
 		case <-x.wake:
@@ -195,10 +230,20 @@ func (x *exporter) flush(ctx context.Context) {
 			return
 		}
 		if len(spans) > 0 {
-			x.post(ctx, x.opts.tracesURL, traceRequest(spans, x.opts.resource), len(spans))
+			req := traceRequest(spans, x.opts.resource)
+			if x.grpc != nil {
+				x.done(x.grpc.exportTraces(ctx, req, x.opts.timeout), x.opts.grpcTarget, len(spans))
+			} else {
+				x.post(ctx, x.opts.tracesURL, req, len(spans))
+			}
 		}
 		if len(logs) > 0 {
-			x.post(ctx, x.opts.logsURL, logsRequest(logs, x.opts.resource), len(logs))
+			req := logsRequest(logs, x.opts.resource)
+			if x.grpc != nil {
+				x.done(x.grpc.exportLogs(ctx, req, x.opts.timeout), x.opts.grpcTarget, len(logs))
+			} else {
+				x.post(ctx, x.opts.logsURL, req, len(logs))
+			}
 		}
 		if ctx.Err() != nil {
 			return
@@ -231,6 +276,12 @@ func (x *exporter) post(ctx context.Context, u string, msg proto.Message, n int)
 		}
 		return nil
 	}()
+	x.done(err, u, n)
+}
+
+// done counts an export's outcome and warns (at most once a minute) about
+// failures.
+func (x *exporter) done(err error, u string, n int) {
 	if err == nil {
 		x.exported.Add(uint64(n))
 		return

@@ -87,6 +87,14 @@ var ErrConfig = errors.New("observability: invalid config")
 
 // Module is the observability module. Its exported fields are its
 // config.yaml keys (spec §5.3 names).
+//
+// Goroutines: the event loop, the telemetry decoder, the exporter (with
+// otlp) and the Prometheus server; Stop waits for all of them.
+//
+// Lock order: a store ring's mu, then traceIndex.mu (the span ring's
+// add/evict hooks). Every other mutex (workerNames, triggers, labelCap,
+// exporter, promMetrics.totalsMu, mu) is a leaf: nothing else is taken
+// while it is held, and no I/O happens under any of them.
 type Module struct {
 	Enabled          bool    `yaml:"enabled"`
 	ServiceName      string  `yaml:"service_name"`
@@ -134,11 +142,10 @@ type Module struct {
 
 	ctx    context.Context // the module's lifetime, cancelled by Stop
 	cancel context.CancelFunc
-	mu     sync.Mutex // guards stopped and wg.Add
+	mu     sync.Mutex // guards stop and wg.Add
 	wg     sync.WaitGroup
 	stop   bool
-	fnIDs  []string
-	ttIDs  []string
+	fnIDs  []string // registered functions, removed again by Stop
 }
 
 // counters are the module's own tallies, shown by engine::metrics::list
@@ -306,7 +313,11 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	m.frames = make(chan frame, telemetryQueueFrames)
 
 	if m.Exporter == ExporterOTLP || m.Exporter == ExporterBoth {
-		m.exp = newExporter(m.exportOptions(), m.log)
+		exp, err := newExporter(m.exportOptions(), m.log)
+		if err != nil {
+			return fmt.Errorf("observability: exporter: %w", err)
+		}
+		m.exp = exp
 	}
 	if m.MetricsEnabled {
 		m.prom = newPromMetrics(m)

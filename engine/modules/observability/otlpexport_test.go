@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +18,8 @@ import (
 	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/iii-workbench/iii/engine"
@@ -164,5 +167,88 @@ func TestOTLPExport(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// grpcCollector is an OTLP/gRPC receiver.
+type grpcCollector struct {
+	coltracepb.UnimplementedTraceServiceServer
+
+	mu    sync.Mutex
+	spans map[string]string // name -> service.name
+	logs  map[string]string
+	md    metadata.MD
+}
+
+func (g *grpcCollector) Export(ctx context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.md, _ = metadata.FromIncomingContext(ctx)
+	for _, rs := range req.GetResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			for _, sp := range ss.GetSpans() {
+				g.spans[sp.GetName()] = svcOf(rs.GetResource())
+			}
+		}
+	}
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+// logsServer adapts the logs service (its Export clashes with the trace
+// service's by name).
+type logsServer struct {
+	collogspb.UnimplementedLogsServiceServer
+	g *grpcCollector
+}
+
+func (l logsServer) Export(_ context.Context, req *collogspb.ExportLogsServiceRequest) (*collogspb.ExportLogsServiceResponse, error) {
+	l.g.mu.Lock()
+	defer l.g.mu.Unlock()
+	for _, rl := range req.GetResourceLogs() {
+		for _, sl := range rl.GetScopeLogs() {
+			for _, lr := range sl.GetLogRecords() {
+				l.g.logs[lr.GetBody().GetStringValue()] = svcOf(rl.GetResource())
+			}
+		}
+	}
+	return &collogspb.ExportLogsServiceResponse{}, nil
+}
+
+func TestOTLPGRPCExport(t *testing.T) {
+	ctx := testContext(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &grpcCollector{spans: map[string]string{}, logs: map[string]string{}}
+	srv := grpc.NewServer()
+	coltracepb.RegisterTraceServiceServer(srv, g)
+	collogspb.RegisterLogsServiceServer(srv, logsServer{g: g})
+	done := make(chan struct{})
+	// Exits when srv.Stop closes the listener.
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	s := startServer(t, "logs_flush_interval_ms: 20", map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + ln.Addr().String(), "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+		"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer t0k"})
+	eng := s.Engine()
+	eng.Invoke(ctx, engine.Request{FunctionID: "grpc::missing", Trigger: "http"})
+	call(t, ctx, eng, engine.Request{FunctionID: "engine::log::info", Data: data(map[string]any{"message": "over grpc"})}, nil)
+	waitFor(t, ctx, "span and log over gRPC", func() (bool, string) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.spans["grpc::missing"] == "iii" && g.logs["over grpc"] == "iii", fmt.Sprint(g.spans, g.logs)
+	})
+	g.mu.Lock()
+	auth := g.md.Get("authorization")
+	g.mu.Unlock()
+	if len(auth) != 1 || auth[0] != "Bearer t0k" {
+		t.Errorf("gRPC metadata authorization %v, want Bearer t0k", auth)
 	}
 }
