@@ -9,6 +9,8 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"sync"
 
@@ -22,13 +24,13 @@ import (
 type Relay struct {
 	mu      sync.Mutex
 	fns     map[string]*peer
-	pending map[string]*peer // invocation id -> caller
+	pending map[string]func(protocol.InvocationResult) // invocation id -> reply
 	wg      sync.WaitGroup
 }
 
 // New returns an empty relay.
 func New() *Relay {
-	return &Relay{fns: map[string]*peer{}, pending: map[string]*peer{}}
+	return &Relay{fns: map[string]*peer{}, pending: map[string]func(protocol.InvocationResult){}}
 }
 
 type peer struct {
@@ -96,7 +98,11 @@ func (r *Relay) route(from *peer, msg protocol.Message) {
 		r.mu.Lock()
 		to := r.fns[m.FunctionID]
 		if to != nil && m.InvocationID != "" {
-			r.pending[m.InvocationID] = from
+			r.pending[m.InvocationID] = func(res protocol.InvocationResult) {
+				if f, err := protocol.Encode(res); err == nil {
+					send(from, f)
+				}
+			}
 		}
 		r.mu.Unlock()
 		if to == nil {
@@ -111,14 +117,11 @@ func (r *Relay) route(from *peer, msg protocol.Message) {
 		}
 	case protocol.InvocationResult:
 		r.mu.Lock()
-		to := r.pending[m.InvocationID]
+		reply := r.pending[m.InvocationID]
 		delete(r.pending, m.InvocationID)
 		r.mu.Unlock()
-		if to == nil {
-			return
-		}
-		if f, err := protocol.Encode(m); err == nil {
-			send(to, f)
+		if reply != nil {
+			reply(m)
 		}
 	case protocol.Ping:
 		send(from, []byte(`{"type":"pong"}`))
@@ -131,6 +134,39 @@ func send(p *peer, f []byte) {
 	select {
 	case p.out <- f:
 	default:
+	}
+}
+
+// ErrNoWorker is returned by Invoke when no socket registered the function.
+var ErrNoWorker = errors.New("relay: no worker serves the function")
+
+// Invoke calls fn on the socket that registered it, from inside the
+// process (the HTTP baseline), and waits for the result.
+func (r *Relay) Invoke(ctx context.Context, fn string, data json.RawMessage) (protocol.InvocationResult, error) {
+	id := uuid.NewString()
+	ch := make(chan protocol.InvocationResult, 1)
+	r.mu.Lock()
+	to := r.fns[fn]
+	if to != nil {
+		r.pending[id] = func(res protocol.InvocationResult) { ch <- res }
+	}
+	r.mu.Unlock()
+	if to == nil {
+		return protocol.InvocationResult{}, ErrNoWorker
+	}
+	f, err := protocol.Encode(protocol.InvokeFunction{InvocationID: id, FunctionID: fn, Data: data})
+	if err != nil {
+		return protocol.InvocationResult{}, err
+	}
+	send(to, f)
+	select {
+	case res := <-ch:
+		return res, nil
+	case <-ctx.Done():
+		r.mu.Lock()
+		delete(r.pending, id)
+		r.mu.Unlock()
+		return protocol.InvocationResult{}, ctx.Err()
 	}
 }
 

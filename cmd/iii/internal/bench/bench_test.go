@@ -73,3 +73,22 @@ func TestConns(t *testing.T) {
 		t.Fatalf("report %+v", rep)
 	}
 }
+
+func TestHTTPWithBaseline(t *testing.T) {
+	exe := buildIII(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := bench.HTTP(ctx, bench.HTTPOptions{Executable: exe, Duration: 500 * time.Millisecond,
+		Connections: 4, Baseline: true, Loader: "go"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*bench.HTTPResult{&rep.Engine, rep.Baseline} {
+		if r == nil || r.Requests == 0 || r.Errors != 0 || r.P50 <= 0 {
+			t.Fatalf("result %+v", r)
+		}
+	}
+	if rep.Ratio == nil {
+		t.Error("no ratio")
+	}
+}

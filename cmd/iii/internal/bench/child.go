@@ -18,15 +18,17 @@ import (
 
 // child is an engine or relay process serving one measurement.
 type child struct {
-	cmd  *exec.Cmd
-	url  string
-	done chan struct{}
-	dir  string
+	cmd      *exec.Cmd
+	url      string
+	httpAddr string // the HTTP listener, for the HTTP targets
+	done     chan struct{}
+	dir      string
 }
 
 // startChild runs `<exe> start` with a bare engine on a free port (target
-// "engine") or `<exe> bench relay` (target "baseline"), and waits for the
-// address it prints.
+// "engine"; "engine-http" adds the HTTP module) or `<exe> bench relay`
+// (target "baseline"; "baseline-http" adds its HTTP front), and waits for
+// the addresses it prints.
 func startChild(ctx context.Context, exe, target string, log *slog.Logger) (*child, error) {
 	if exe == "" {
 		var err error
@@ -40,17 +42,24 @@ func startChild(ctx context.Context, exe, target string, log *slog.Logger) (*chi
 	}
 	var args []string
 	switch target {
-	case "engine":
+	case "engine", "engine-http":
 		cfg := filepath.Join(dir, "config.yaml")
 		// The bare core: routing only, no module listeners, no Redis.
-		if err := os.WriteFile(cfg, []byte("engine:\n  host: 127.0.0.1\n  port: 0\nmodules: []\n"), 0o600); err != nil {
+		yaml := "engine:\n  host: 127.0.0.1\n  port: 0\nmodules: []\n"
+		if target == "engine-http" {
+			yaml = "engine:\n  host: 127.0.0.1\n  port: 0\nmodules:\n  - class: RestApiModule\n    config: {host: 127.0.0.1, port: 0}\n"
+		}
+		if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}
 		args = []string{"start", "--config", cfg, "--log-level", "info"}
+	case "baseline-http":
+		args = []string{"bench", "relay", "--http"}
 	default:
 		args = []string{"bench", "relay"}
 	}
+	wantHTTP := strings.HasSuffix(target, "-http")
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), "III_TOKEN=")
 	cmd.SysProcAttr = sysProcAttr()
@@ -65,7 +74,7 @@ func startChild(ctx context.Context, exe, target string, log *slog.Logger) (*chi
 		return nil, fmt.Errorf("start %s: %w", target, err)
 	}
 	c := &child{cmd: cmd, done: make(chan struct{}), dir: dir}
-	addr := make(chan string, 1)
+	addr, httpAddr := make(chan string, 1), make(chan string, 1)
 	// Exits when the child exits and its output closes.
 	go func() {
 		defer close(c.done)
@@ -79,6 +88,13 @@ func startChild(ctx context.Context, exe, target string, log *slog.Logger) (*chi
 				}
 				continue
 			}
+			if a, ok := httpListenAddr(line); ok {
+				select {
+				case httpAddr <- a:
+				default:
+				}
+				continue
+			}
 			log.Debug("bench child output", "target", target, "line", line)
 		}
 		io.Copy(io.Discard, out)
@@ -87,7 +103,16 @@ func startChild(ctx context.Context, exe, target string, log *slog.Logger) (*chi
 	select {
 	case a := <-addr:
 		c.url = "ws://" + a
-		return c, nil
+		if !wantHTTP {
+			return c, nil
+		}
+		select {
+		case c.httpAddr = <-httpAddr:
+			return c, nil
+		case <-time.After(10 * time.Second):
+			c.stop()
+			return nil, fmt.Errorf("%s did not report its HTTP address", target)
+		}
 	case <-c.done:
 		c.stop()
 		return nil, fmt.Errorf("%s exited before listening", target)
@@ -116,6 +141,26 @@ func listenAddr(line string) (string, bool) {
 	}
 	return "", false
 }
+
+// httpListenAddr finds the HTTP address in the HTTP module's "http api
+// listening" record or the relay's "relay http on ADDR".
+func httpListenAddr(line string) (string, bool) {
+	if a, ok := strings.CutPrefix(line, RelayHTTPPrefix); ok {
+		return strings.TrimSpace(a), true
+	}
+	var rec struct {
+		Msg  string `json:"msg"`
+		Addr string `json:"addr"`
+	}
+	if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "http api listening" && rec.Addr != "" {
+		return rec.Addr, true
+	}
+	return "", false
+}
+
+// RelayHTTPPrefix starts the line `iii bench relay --http` prints for its
+// HTTP address.
+const RelayHTTPPrefix = "relay http on "
 
 // RelayReadyPrefix starts the line `iii bench relay` prints once it
 // listens.

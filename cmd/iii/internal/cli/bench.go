@@ -68,7 +68,55 @@ through a minimal WebSocket relay in the same run and prints the ratio.
 	f.StringVar(&o.Function, "function", "", "load this function of a running engine instead of echo")
 	f.StringVar(&data, "data", "", "JSON payload for --function")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	cmd.AddCommand(newBenchConns(env), newBenchRelay(env))
+	cmd.AddCommand(newBenchConns(env), newBenchHTTP(env), newBenchRelay(env))
+	return cmd
+}
+
+func newBenchHTTP(env Env) *cobra.Command {
+	var (
+		o      bench.HTTPOptions
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "http",
+		Short: "Measure HTTP trigger requests/s",
+		Long: `Serve GET /bench/echo through the HTTP module from a Go SDK worker and load it
+with wrk (a separate process) when installed, else from this process.
+--baseline also measures a bare net/http handler that relays each request over
+one WebSocket to the same kind of worker, in the same run.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Logger = env.Logger
+			rep, err := bench.HTTP(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), rep)
+			}
+			out := cmd.OutOrStdout()
+			w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintf(out, "GET %s, %d connections\n\n", bench.HTTPPath, rep.Connections)
+			fmt.Fprintln(w, "target\tloader\treq/s\tp50\tp99\terrors\tCPU\t")
+			row := func(r *bench.HTTPResult) {
+				fmt.Fprintf(w, "%s\t%s\t%.0f\t%v\t%v\t%d\t%.0f%%\t\n", r.Target, r.Loader, r.RequestsSec, r.P50, r.P99, r.Errors, r.CPUPercent)
+			}
+			row(&rep.Engine)
+			if rep.Baseline != nil {
+				row(rep.Baseline)
+			}
+			w.Flush()
+			if rep.Ratio != nil {
+				fmt.Fprintf(out, "\nHTTP trigger / baseline: %.2f of the throughput\n", *rep.Ratio)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&o.Duration, "duration", 10*time.Second, "how long to measure each target")
+	cmd.Flags().IntVar(&o.Connections, "connections", 64, "concurrent HTTP connections")
+	cmd.Flags().BoolVar(&o.Baseline, "baseline", false, "also measure a bare net/http relay, same run")
+	cmd.Flags().StringVar(&o.Loader, "loader", "", "wrk or go (default: wrk when installed)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
 }
 
@@ -111,7 +159,8 @@ func newBenchConns(env Env) *cobra.Command {
 
 // newBenchRelay serves the baseline relay; bench starts it as a child.
 func newBenchRelay(env Env) *cobra.Command {
-	return &cobra.Command{
+	var withHTTP bool
+	cmd := &cobra.Command{
 		Use:    "relay",
 		Short:  "Serve the minimal baseline relay (used by iii bench --baseline)",
 		Hidden: true,
@@ -123,6 +172,17 @@ func newBenchRelay(env Env) *cobra.Command {
 			}
 			r := relay.New()
 			srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+			if withHTTP {
+				hln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					return err
+				}
+				hsrv := &http.Server{Handler: bench.RelayHTTPHandler(r), ReadHeaderTimeout: 10 * time.Second}
+				// Exits when hsrv is closed below.
+				go hsrv.Serve(hln)
+				defer hsrv.Close()
+				fmt.Fprintf(cmd.OutOrStdout(), "%s%s\n", bench.RelayHTTPPrefix, hln.Addr())
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s%s\n", bench.RelayReadyPrefix, ln.Addr())
 			if f, ok := cmd.OutOrStdout().(*os.File); ok {
 				f.Sync()
@@ -141,6 +201,8 @@ func newBenchRelay(env Env) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&withHTTP, "http", false, "also serve the HTTP baseline front")
+	return cmd
 }
 
 func writeJSON(w io.Writer, v any) error {
