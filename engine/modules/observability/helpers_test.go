@@ -45,11 +45,18 @@ type server struct {
 // metrics_port or holds the comment #default-port).
 func startServer(t *testing.T, cfg string, env map[string]string) *server {
 	t.Helper()
+	return startServerWith(t, "", cfg, env)
+}
+
+// startServerWith is startServer with more modules before ours (config.yaml
+// module entries, e.g. "  - class: QueueModule\n").
+func startServerWith(t *testing.T, modules, cfg string, env map[string]string) *server {
+	t.Helper()
 	if !strings.Contains(cfg, "metrics_port") && !strings.Contains(cfg, "#default-port") {
 		cfg = strings.TrimSpace("metrics_port: 0\n" + cfg)
 	}
 	var b strings.Builder
-	b.WriteString("engine: {host: 127.0.0.1, port: 0}\nmodules:\n  - class: iii-observability\n    config:\n")
+	b.WriteString("engine: {host: 127.0.0.1, port: 0}\nmodules:\n" + modules + "  - class: iii-observability\n    config:\n")
 	for _, line := range strings.Split(cfg, "\n") {
 		if strings.TrimSpace(line) != "" {
 			b.WriteString("      " + line + "\n")

@@ -15,6 +15,8 @@ import (
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/modules/observability"
+	_ "github.com/iii-workbench/iii/engine/modules/queue"
+	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/sdk"
 )
 
@@ -186,5 +188,40 @@ func TestMetricsDisabled(t *testing.T) {
 	s := startServer(t, "metrics_enabled: false", nil)
 	if addr := s.mod.MetricsAddr(); addr != "" {
 		t.Errorf("metrics address %q with metrics_enabled: false", addr)
+	}
+}
+
+func TestPrometheusQueueGauges(t *testing.T) {
+	ctx := testContext(t)
+	s := startServerWith(t, "  - class: QueueModule\n", "", nil)
+	eng := s.Engine()
+	w := connect(t, ctx, s.URL(), "queue-worker")
+	release := make(chan struct{})
+	w.RegisterFunction("q::hold", func(ctx context.Context, _ json.RawMessage) (any, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	})
+	defer close(release)
+	waitFunctions(t, ctx, eng, "q::hold")
+	if _, err := eng.Invoke(ctx, engine.Request{FunctionID: "q::hold", Data: data(map[string]int{"n": 1}),
+		Action: &protocol.Action{Type: protocol.ActionEnqueue, Queue: "default"}}); err != nil {
+		t.Fatalf("enqueue: %v", err)
+	}
+	waitFor(t, ctx, "queue gauges", func() (bool, string) {
+		fams := families(t, ctx, s.mod.MetricsAddr())
+		depth := value(fams, "iii_queue_depth", map[string]string{"queue": "default"})
+		dlq := value(fams, "iii_queue_dlq_size", map[string]string{"queue": "default"})
+		return depth == 1 && dlq == 0, fmt.Sprint("depth ", depth, " dlq ", dlq)
+	})
+	// Scrapes call the queue module; those calls are neither counted nor traced.
+	fams := families(t, ctx, s.mod.MetricsAddr())
+	if _, ok := sample(fams, "iii_invocations_total", map[string]string{"function_id": "engine::queue::topic_stats"}); ok {
+		t.Error("scrape-time queue stats calls are counted as invocations")
+	}
+	if got := spans(t, ctx, eng, map[string]any{"function_id": "engine::queue::topic_stats"}).Total; got != 0 {
+		t.Errorf("%d spans of scrape-time queue stats calls", got)
 	}
 }

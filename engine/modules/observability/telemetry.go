@@ -143,6 +143,9 @@ func (m *Module) workerSpans(rss []*tracepb.ResourceSpans, worker string) {
 				if s == nil {
 					continue
 				}
+				if m.exp == nil {
+					s.otlp, s.resource, s.scope = nil, nil, nil // only the exporter needs them
+				}
 				m.addSpan(s, m.trig.suppressed(s.TraceID))
 			}
 		}
@@ -199,6 +202,9 @@ func (m *Module) workerLogs(rls []*logspb.ResourceLogs, worker string, at time.T
 					Resource: resAttrs, ServiceName: svc, ScopeName: scope.GetName(), ScopeVersion: scope.GetVersion(),
 					Worker: worker, Source: LogSourceOTLP,
 					otlp: lr, resource: res, scope: scope,
+				}
+				if m.exp == nil {
+					rec.otlp, rec.resource, rec.scope = nil, nil, nil // only the exporter needs them
 				}
 				if rec.ObservedTimestampUnixNano == 0 {
 					rec.ObservedTimestampUnixNano = unixNano(at)
