@@ -17,7 +17,10 @@ import (
 	"github.com/iii-workbench/iii/tui"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// teatest leaves a goroutine per program waiting for SIGINT.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/charmbracelet/x/exp/teatest/v2.NewTestModel.func2"))
+}
 
 func TestSource(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -1,0 +1,122 @@
+package devsource
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
+	"github.com/charmbracelet/x/exp/teatest/v2"
+
+	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/engine/config"
+	_ "github.com/iii-workbench/iii/engine/modules/observability"
+	"github.com/iii-workbench/iii/sdk"
+	"github.com/iii-workbench/iii/tui"
+)
+
+type probeMsg struct{ reply chan string }
+
+// TestTUIOnEngine runs the TUI over a real engine with the observability
+// module: a call chain between two Go SDK workers shows in the invocation
+// tail, and its waterfall comes from engine::traces::tree.
+func TestTUIOnEngine(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg, err := config.Parse("config.yaml", []byte("engine:\n  port: 0\nmodules:\n  - class: OtelModule\n    config: {metrics_enabled: false}\n"),
+		func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(context.WithoutCancel(ctx))
+
+	back, err := sdk.Connect(ctx, srv.URL(), sdk.WithName("back"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close(context.WithoutCancel(ctx))
+	front, err := sdk.Connect(ctx, srv.URL(), sdk.WithName("front"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer front.Close(context.WithoutCancel(ctx))
+	if err := back.RegisterFunction("back::work", func(_ context.Context, in json.RawMessage) (any, error) {
+		return map[string]any{"done": true}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := front.RegisterFunction("front::go", func(ctx context.Context, in json.RawMessage) (any, error) {
+		return sdk.Call[json.RawMessage](ctx, front, "back::work", in)
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	src := New(srv, "test")
+	tctx, tcancel := context.WithCancel(ctx)
+	m := tui.New(tctx, src, tui.Options{Tick: -1, Batch: 5 * time.Millisecond})
+	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 36),
+		teatest.WithProgramOptions(tea.WithFilter(func(model tea.Model, msg tea.Msg) tea.Msg {
+			if p, ok := msg.(probeMsg); ok {
+				p.reply <- ansi.Strip(model.View().Content)
+				return nil
+			}
+			return msg
+		})))
+	defer func() {
+		tm.Quit()
+		tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
+		tcancel()
+		m.Close()
+	}()
+	screen := func(want ...string) string {
+		t.Helper()
+		var s string
+		for tick := time.NewTicker(10 * time.Millisecond); ; {
+			reply := make(chan string, 1)
+			tm.Send(probeMsg{reply})
+			select {
+			case s = <-reply:
+			case <-ctx.Done():
+				t.Fatal("no answer to a probe")
+			}
+			ok := true
+			for _, w := range want {
+				ok = ok && strings.Contains(s, w)
+			}
+			if ok {
+				tick.Stop()
+				return s
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("screen never showed %q:\n%s", want, s)
+			case <-tick.C:
+			}
+		}
+	}
+	key := func(k string) { tm.Send(tea.KeyPressMsg{Code: rune(k[0]), Text: k}) }
+
+	screen("front", "back")
+	// The TUI subscribed in New, so it sees this call.
+	if _, err := src.Invoke(ctx, "front::go", json.RawMessage(`{"n":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	key("4")
+	screen("front::go", "back::work", "front → back")
+	key("t")
+	s := screen("front::go", "back::work", "2 spans")
+	if strings.Contains(s, "observability module not running") {
+		t.Errorf("the trace came from the TUI's own events, not engine::traces::tree:\n%s", s)
+	}
+	// The child is indented under its parent in the waterfall.
+	if !strings.Contains(s, " front::go ") || !strings.Contains(s, "   back::work ") {
+		t.Errorf("waterfall lacks the parent/child layout:\n%s", s)
+	}
+}
