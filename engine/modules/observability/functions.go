@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -35,6 +36,11 @@ func (m *Module) register() error {
 			Description: "Store a " + lv.name + " log record ({message, data?, trace_id?, span_id?, service_name?})",
 			Handler:     m.logFunction(lv.num, strings.ToUpper(lv.name))})
 	}
+	fns = append(fns,
+		engine.Function{ID: "engine::baggage::get", Description: "The value of a W3C baggage entry the call carries ({key})", Handler: fnBaggageGet},
+		engine.Function{ID: "engine::baggage::set", Description: "Diagnostic: baggage is not propagated back to the caller", Handler: fnBaggageSet},
+		engine.Function{ID: "engine::baggage::get_all", Description: "Every W3C baggage entry the call carries", Handler: fnBaggageGetAll},
+	)
 	for _, fn := range fns {
 		if err := m.h.Engine.RegisterFunction(WorkerName, fn); err != nil {
 			return fmt.Errorf("observability: %w", err)
@@ -512,4 +518,60 @@ func traceIDOf(tp string) string {
 		return ""
 	}
 	return strings.ToLower(tp[3:35])
+}
+
+// parseBaggage reads a W3C baggage header: "k=v;prop,k2=v2" with
+// percent-encoded values; malformed members are skipped.
+func parseBaggage(h string) map[string]string {
+	out := map[string]string{}
+	for _, member := range strings.Split(h, ",") {
+		kv, _, _ := strings.Cut(member, ";")
+		k, v, ok := strings.Cut(kv, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if dv, err := url.PathUnescape(v); err == nil {
+			v = dv
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func fnBaggageGet(_ context.Context, call *engine.Call) (json.RawMessage, error) {
+	var in struct {
+		Key *string `json:"key"`
+	}
+	if err := decodeInput(call, &in); err != nil {
+		return nil, err
+	}
+	if in.Key == nil {
+		return nil, &protocol.ErrorBody{Code: engine.CodeDeserialization, Message: "engine::baggage::get: key is required"}
+	}
+	var v *string
+	if s, ok := parseBaggage(call.Baggage)[*in.Key]; ok {
+		v = &s
+	}
+	return result(map[string]*string{"value": v})
+}
+
+func fnBaggageSet(_ context.Context, call *engine.Call) (json.RawMessage, error) {
+	var in struct {
+		Key   *string `json:"key"`
+		Value *string `json:"value"`
+	}
+	if err := decodeInput(call, &in); err != nil {
+		return nil, err
+	}
+	if in.Key == nil || in.Value == nil {
+		return nil, &protocol.ErrorBody{Code: engine.CodeDeserialization, Message: "engine::baggage::set: key and value are required"}
+	}
+	return result(map[string]any{"success": true,
+		"note": "Baggage set in a new context only. For propagation, use SDK-level baggage headers."})
+}
+
+func fnBaggageGetAll(_ context.Context, call *engine.Call) (json.RawMessage, error) {
+	return result(map[string]any{"baggage": parseBaggage(call.Baggage)})
 }

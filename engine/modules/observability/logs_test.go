@@ -250,3 +250,32 @@ func TestTraceTrigger(t *testing.T) {
 		t.Errorf("failed span attributes %v; want error.type E_BAD, iii.trigger cron", a)
 	}
 }
+
+func TestBaggageFunctions(t *testing.T) {
+	ctx := testContext(t)
+	s := startServer(t, "", nil)
+	eng := s.Engine()
+	const bg = "tenant=acme;prop=1,user=j%20doe, iii.function.id=x"
+	var got struct {
+		Value *string `json:"value"`
+	}
+	call(t, ctx, eng, engine.Request{FunctionID: "engine::baggage::get", Data: data(map[string]string{"key": "user"}), Baggage: bg}, &got)
+	if got.Value == nil || *got.Value != "j doe" {
+		t.Errorf("baggage::get user = %v, want j doe", got.Value)
+	}
+	got.Value = nil
+	call(t, ctx, eng, engine.Request{FunctionID: "engine::baggage::get", Data: data(map[string]string{"key": "nope"}), Baggage: bg}, &got)
+	if got.Value != nil {
+		t.Errorf("baggage::get nope = %q, want null", *got.Value)
+	}
+	var all struct{ Baggage map[string]string }
+	call(t, ctx, eng, engine.Request{FunctionID: "engine::baggage::get_all", Baggage: bg}, &all)
+	if want := map[string]string{"tenant": "acme", "user": "j doe", "iii.function.id": "x"}; fmt.Sprint(all.Baggage) != fmt.Sprint(want) {
+		t.Errorf("baggage::get_all = %v, want %v", all.Baggage, want)
+	}
+	var set struct{ Success bool }
+	call(t, ctx, eng, engine.Request{FunctionID: "engine::baggage::set", Data: data(map[string]string{"key": "a", "value": "b"})}, &set)
+	if !set.Success {
+		t.Error("baggage::set: success false")
+	}
+}
