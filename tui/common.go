@@ -73,7 +73,7 @@ type KeyMap struct {
 	Quit, Help, NextTab, PrevTab, Filter               key.Binding
 	Up, Down, PageUp, PageDown, Top, Bottom            key.Binding
 	Detail, Back, Invoke, Send, Replay, Restart, Pause key.Binding
-	Follow, WorkerFilter, Trace, ShowAll               key.Binding
+	Follow, WorkerFilter, Trace, ShowAll, Logs         key.Binding
 	Views                                              [6]key.Binding
 }
 
@@ -82,8 +82,8 @@ func DefaultKeyMap() *KeyMap {
 	k := &KeyMap{
 		Quit:         key.NewBinding(key.WithKeys("q", "ctrl+c"), key.WithHelp("q", "quit")),
 		Help:         key.NewBinding(key.WithKeys("?"), key.WithHelp("?", "help")),
-		NextTab:      key.NewBinding(key.WithKeys("tab", "right", "l"), key.WithHelp("tab", "next view")),
-		PrevTab:      key.NewBinding(key.WithKeys("shift+tab", "left", "h"), key.WithHelp("shift+tab", "previous view")),
+		NextTab:      key.NewBinding(key.WithKeys("tab", "right"), key.WithHelp("tab", "next view")),
+		PrevTab:      key.NewBinding(key.WithKeys("shift+tab", "left"), key.WithHelp("shift+tab", "previous view")),
 		Filter:       key.NewBinding(key.WithKeys("/"), key.WithHelp("/", "filter")),
 		Up:           key.NewBinding(key.WithKeys("k", "up"), key.WithHelp("k/↑", "up")),
 		Down:         key.NewBinding(key.WithKeys("j", "down"), key.WithHelp("j/↓", "down")),
@@ -102,6 +102,7 @@ func DefaultKeyMap() *KeyMap {
 		WorkerFilter: key.NewBinding(key.WithKeys("w"), key.WithHelp("w", "cycle worker")),
 		Trace:        key.NewBinding(key.WithKeys("t"), key.WithHelp("t", "show trace")),
 		ShowAll:      key.NewBinding(key.WithKeys("a"), key.WithHelp("a", "engine functions")),
+		Logs:         key.NewBinding(key.WithKeys("l"), key.WithHelp("l", "worker logs")),
 	}
 	for i := range k.Views {
 		n := string(rune('1' + i))
@@ -114,12 +115,13 @@ func DefaultKeyMap() *KeyMap {
 type Options struct {
 	// Now is the clock (time.Now by default); tests fix it.
 	Now func() time.Time
-	// Tick is the refresh interval of clocks and rates (100 ms by default);
+	// Tick is the refresh interval of clocks and rates (500 ms by default);
 	// negative disables ticking (tests drive time by messages).
 	Tick time.Duration
 	// Batch is how long the event command gathers events into one message
-	// (50 ms by default): the screen redraws at most 1/Batch times a second
-	// because of events, however many arrive.
+	// (100 ms by default): the screen redraws at most 1/Batch times a
+	// second because of events, however many arrive; with the tick that is
+	// at most 12 redraws a second that the user did not cause.
 	Batch time.Duration
 	// Buffer is the subscription's buffer (16384 by default).
 	Buffer int
@@ -132,10 +134,10 @@ func (o Options) withDefaults() Options {
 		o.Now = time.Now
 	}
 	if o.Tick == 0 {
-		o.Tick = 100 * time.Millisecond
+		o.Tick = 500 * time.Millisecond
 	}
 	if o.Batch <= 0 {
-		o.Batch = 50 * time.Millisecond
+		o.Batch = 100 * time.Millisecond
 	}
 	if o.Buffer <= 0 {
 		o.Buffer = 16384

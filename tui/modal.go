@@ -274,7 +274,7 @@ func helpLines(k *KeyMap) []string {
 		{"Functions & Invocations", [][2]string{{"i", "invoke the selected function (JSON editor, ctrl+s sends)"},
 			{"r", "replay the selected invocation and compare results"}, {"t", "trace of the selected invocation"},
 			{"space", "pause / resume the live tail"}, {"a", "show / hide engine::* functions"}}},
-		{"Workers", [][2]string{{"R", "restart the selected worker (exec module)"}}},
+		{"Workers", [][2]string{{"l", "logs of the selected worker"}, {"R", "restart the selected worker (exec module)"}}},
 		{"Traces", [][2]string{{"enter", "span detail"}, {"ctrl+r", "reload"}}},
 		{"Logs", [][2]string{{"f", "follow new lines"}, {"w", "cycle through workers"}}},
 	}

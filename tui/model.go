@@ -390,6 +390,11 @@ func (m *Model) tableKey(msg tea.KeyPressMsg) tea.Cmd {
 		m.showEngine = !m.showEngine
 	case key.Matches(msg, k.Restart) && m.view == viewWorkers:
 		return m.restart()
+	case key.Matches(msg, k.Logs) && m.view == viewWorkers:
+		if key, ok := m.selected(); ok {
+			m.logs.worker, m.logs.follow = m.workerRowName(key), true
+			m.view = viewLogs
+		}
 	}
 	return nil
 }

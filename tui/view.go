@@ -319,7 +319,7 @@ func (m *Model) hints() string {
 		bs = []keyHint{{"1-6", "views"}, {"j/k", "move"}, {"/", "filter"}}
 		switch m.view {
 		case viewWorkers:
-			bs = append(bs, keyHint{"enter", "detail"}, keyHint{"R", "restart"})
+			bs = append(bs, keyHint{"enter", "detail"}, keyHint{"l", "logs"}, keyHint{"R", "restart"})
 		case viewFunctions:
 			bs = append(bs, keyHint{"enter", "detail"}, keyHint{"i", "invoke"}, keyHint{"a", "engine fns"})
 		case viewTriggers:
