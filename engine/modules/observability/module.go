@@ -322,11 +322,15 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	if m.MetricsEnabled {
 		m.prom = newPromMetrics(m)
 	}
+	m.sub = h.Engine.Events().Subscribe(DefaultEventBuffer)
 	if err := m.register(); err != nil {
 		m.abort()
+		m.sub.Close()
+		if m.exp != nil && m.exp.grpc != nil {
+			m.exp.grpc.close()
+		}
 		return err
 	}
-	m.sub = h.Engine.Events().Subscribe(DefaultEventBuffer)
 	// Exits when Stop cancels m.ctx.
 	m.goOwned(m.eventLoop)
 	// Exits when Stop cancels m.ctx.
