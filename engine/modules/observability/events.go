@@ -139,7 +139,8 @@ func (m *Module) engineSpan(e event.InvocationFinished) {
 		c.failed, c.errorType, c.errorMessage = true, e.ErrorCode, e.ErrorMessage
 		s.StatusDescription = e.ErrorMessage
 	}
-	m.addSpan(s, e.Trigger == triggerKindTrace)
+	// Nothing a trigger delivery causes fires triggers again (no loops).
+	m.addSpan(s, e.Trigger == triggerKindTrace || m.trig.suppressed(s.TraceID))
 }
 
 // addSpan stores, exports and announces a span. noFire skips the trace

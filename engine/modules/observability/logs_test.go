@@ -198,7 +198,12 @@ func TestTraceTrigger(t *testing.T) {
 	eng := s.Engine()
 	w := connect(t, ctx, s.URL(), "trace-trigger-worker")
 	all, failed := newRecorder(), newRecorder()
-	w.RegisterFunction("tt::all", all.handler)
+	w.RegisterFunction("tt::all", func(ctx context.Context, in json.RawMessage) (any, error) {
+		all.handler(ctx, in)
+		// A handler that calls on: its calls' spans must not fire it again.
+		_, err := w.Trigger(ctx, sdk.TriggerRequest{FunctionID: "tt::ok"})
+		return nil, err
+	})
 	w.RegisterFunction("tt::failed", failed.handler)
 	w.RegisterFunction("tt::ok", func(context.Context, json.RawMessage) (any, error) { return 1, nil })
 	w.RegisterFunction("tt::bad", func(context.Context, json.RawMessage) (any, error) { return nil, sdk.Errorf("E_BAD", "bad") })
@@ -209,37 +214,46 @@ func TestTraceTrigger(t *testing.T) {
 
 	call(t, ctx, eng, engine.Request{FunctionID: "tt::ok", Trigger: "cron"}, nil)
 	eng.Invoke(ctx, engine.Request{FunctionID: "tt::bad", Trigger: "cron"})
-	call(t, ctx, eng, engine.Request{FunctionID: "tt::ok", Trigger: "http"}, nil) // sentinel
-
 	gotFailed := failed.wait(t, ctx, "name", "tt::bad")
-	gotAll := all.wait(t, ctx, "name", "tt::ok")
-	for {
-		// Wait for the sentinel (the second tt::ok).
+	all.wait(t, ctx, "name", "tt::bad")
+	all.wait(t, ctx, "name", "tt::ok")
+	// Each delivery to tt::all calls tt::ok; once both calls' spans are
+	// stored, any firing they caused has been dispatched.
+	waitFor(t, ctx, "the handlers' own calls", func() (bool, string) {
 		n := 0
-		for _, m := range gotAll {
-			if m["name"] == "tt::ok" {
+		for _, sp := range spans(t, ctx, eng, map[string]any{"function_id": "tt::ok"}).Spans {
+			if sp.Attributes["iii.trigger"] == "worker" {
 				n++
 			}
 		}
-		if n == 2 {
-			break
+		return n == 2, fmt.Sprint(n, " nested calls")
+	})
+	call(t, ctx, eng, engine.Request{FunctionID: "tt::ok", Trigger: "http"}, nil) // sentinel
+	var gotAll []map[string]any
+	for sentinel := false; !sentinel; {
+		gotAll = all.wait(t, ctx, "name", "tt::ok")
+		for _, m := range gotAll {
+			if a, _ := m["attributes"].(map[string]any); a["iii.trigger"] == "http" {
+				sentinel = true
+			}
 		}
-		select {
-		case <-all.note:
-		case <-ctx.Done():
-			t.Fatalf("sentinel span not delivered: %v", gotAll)
+		if !sentinel {
+			select {
+			case <-all.note:
+			case <-ctx.Done():
+				t.Fatalf("sentinel span not delivered: %v", gotAll)
+			}
 		}
-		all.mu.Lock()
-		gotAll = append([]map[string]any(nil), all.got...)
-		all.mu.Unlock()
 	}
-	// Deliveries are calls too, and spans; they must not fire again.
-	names := map[any]int{}
+	// Deliveries are calls too, and so are the calls their handlers make:
+	// none of their spans may fire the trigger again.
+	var delivered []string
 	for _, m := range gotAll {
-		names[m["name"]]++
+		a, _ := m["attributes"].(map[string]any)
+		delivered = append(delivered, fmt.Sprintf("%v/%v", m["name"], a["iii.trigger"]))
 	}
-	if len(gotAll) != 3 || names["tt::ok"] != 2 || names["tt::bad"] != 1 {
-		t.Errorf("tt::all got spans %v; want tt::ok twice and tt::bad once, no deliveries of deliveries", names)
+	if want := "[tt::ok/cron tt::bad/cron tt::ok/http]"; fmt.Sprint(delivered) != want {
+		t.Errorf("tt::all got spans %v; want %s (no deliveries of deliveries or of their calls)", delivered, want)
 	}
 	for _, m := range gotFailed {
 		if m["status"] != "error" || m["name"] != "tt::bad" {
