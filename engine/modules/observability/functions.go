@@ -400,6 +400,7 @@ func (m *Module) fnMetricsList(_ context.Context, call *engine.Call) (json.RawMe
 		"logs_stored":                 m.logs.len(),
 		"metric_points_stored":        m.metrics.len(),
 		"trigger_firings_total":       m.stats.triggerFirings.Load(),
+		"trigger_firings_dropped":     m.stats.triggerFiringsDropped.Load(),
 	}
 	if m.prom != nil {
 		eng["invocations_total"] = m.prom.totals()

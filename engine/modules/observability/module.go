@@ -153,7 +153,7 @@ type Module struct {
 type counters struct {
 	framesOK, framesMalformed, framesTooLarge, framesDropped atomic.Uint64
 	spansSampledOut                                          atomic.Uint64
-	triggerFirings                                           atomic.Uint64
+	triggerFirings, triggerFiringsDropped                    atomic.Uint64
 }
 
 // lookupEnv reads the environment; tests replace it.

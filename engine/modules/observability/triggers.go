@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/protocol"
@@ -33,6 +34,8 @@ type triggers struct {
 	mu     sync.Mutex // serialises writers of logs/traces; guards recent
 	logs   atomic.Pointer[map[string]logBinding]
 	traces atomic.Pointer[map[string]traceBinding]
+
+	rate rateWindow // deliveries per second
 
 	recent []string // ring of suppressed trace ids
 	next   int
@@ -213,9 +216,33 @@ func (m *Module) fireTrace(s *Span) {
 	}
 }
 
+// maxFiringsPerSecond bounds log and trace trigger deliveries: a handler
+// that logs outside its call's context at its own trigger's level would
+// otherwise feed itself forever.
+const maxFiringsPerSecond = 1000
+
+// rateWindow counts deliveries in the current second.
+type rateWindow struct {
+	second atomic.Int64
+	n      atomic.Int64
+}
+
+// allow reports whether one more delivery fits in this second.
+func (w *rateWindow) allow(now time.Time) bool {
+	sec := now.Unix()
+	if cur := w.second.Load(); cur != sec && w.second.CompareAndSwap(cur, sec) {
+		w.n.Store(0)
+	}
+	return w.n.Add(1) <= maxFiringsPerSecond
+}
+
 // deliver calls a bound function fire-and-forget; the router never
 // blocks.
 func (m *Module) deliver(t engine.Trigger, kind string, payload json.RawMessage) {
+	if !m.trig.rate.allow(time.Now()) {
+		m.stats.triggerFiringsDropped.Add(1)
+		return
+	}
 	m.stats.triggerFirings.Add(1)
 	_, err := m.h.Engine.Invoke(m.ctx, engine.Request{FunctionID: t.FunctionID, Data: payload, Metadata: t.Metadata,
 		Action: &protocol.Action{Type: protocol.ActionVoid}, Trigger: kind})
