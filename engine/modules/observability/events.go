@@ -146,7 +146,9 @@ func (m *Module) engineSpan(e event.InvocationFinished) {
 // addSpan stores, exports and announces a span. noFire skips the trace
 // triggers (for spans of trigger deliveries).
 func (m *Module) addSpan(s *Span, noFire bool) {
-	m.spans.add(s)
+	if m.Exporter != ExporterOTLP {
+		m.spans.add(s)
+	}
 	if m.exp != nil {
 		m.exp.span(s)
 	}

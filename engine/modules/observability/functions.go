@@ -142,6 +142,9 @@ func (in *tracesListInput) match(s *Span) bool {
 
 // fnTracesList lists spans newest first (by arrival).
 func (m *Module) fnTracesList(_ context.Context, call *engine.Call) (json.RawMessage, error) {
+	if err := m.memoryTraces(); err != nil {
+		return nil, err
+	}
 	var in tracesListInput
 	if err := decodeInput(call, &in); err != nil {
 		return nil, err
@@ -163,6 +166,19 @@ func (m *Module) fnTracesList(_ context.Context, call *engine.Call) (json.RawMes
 		Spans []*Span `json:"spans"`
 		Total int     `json:"total"`
 	}{out, total})
+}
+
+// CodeMemoryExporterOff is the error of the trace queries when spans are
+// only exported (exporter: otlp), as iii names it.
+const CodeMemoryExporterOff = "memory_exporter_not_enabled"
+
+// memoryTraces fails the trace queries when spans are not kept in memory.
+func (m *Module) memoryTraces() error {
+	if m.Exporter == ExporterOTLP {
+		return &protocol.ErrorBody{Code: CodeMemoryExporterOff,
+			Message: "In-memory span storage is not available. Set exporter: memory or both in config."}
+	}
+	return nil
 }
 
 // SpanNode is a span with its children, for engine::traces::tree.
@@ -193,6 +209,9 @@ func (n *SpanNode) MarshalJSON() ([]byte, error) {
 // fnTracesTree returns one trace as a tree. Spans whose parent is not
 // stored are roots; siblings are ordered by start time.
 func (m *Module) fnTracesTree(_ context.Context, call *engine.Call) (json.RawMessage, error) {
+	if err := m.memoryTraces(); err != nil {
+		return nil, err
+	}
 	var in struct {
 		TraceID string `json:"trace_id"`
 	}
@@ -283,6 +302,9 @@ func sortByStart(ns []*SpanNode) {
 }
 
 func (m *Module) fnTracesClear(context.Context, *engine.Call) (json.RawMessage, error) {
+	if err := m.memoryTraces(); err != nil {
+		return nil, err
+	}
 	return result(map[string]any{"success": true, "cleared": m.spans.clear()})
 }
 

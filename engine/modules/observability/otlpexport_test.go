@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -23,6 +24,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/modules/observability"
+	"github.com/iii-workbench/iii/engine/protocol"
 )
 
 // collector is an OTLP/HTTP receiver: it decodes the protobuf requests
@@ -157,6 +160,15 @@ func TestOTLPExport(t *testing.T) {
 			}
 			if logs["exported log"] != "iii-test" {
 				t.Errorf("log exported with service %q, want iii-test", logs["exported log"])
+			}
+			_, err := eng.Invoke(ctx, engine.Request{FunctionID: "engine::traces::list"})
+			var eb *protocol.ErrorBody
+			if env == nil { // exporter: otlp keeps no spans in memory
+				if !errors.As(err, &eb) || eb.Code != observability.CodeMemoryExporterOff {
+					t.Errorf("traces::list with exporter otlp: %v, want %s", err, observability.CodeMemoryExporterOff)
+				}
+			} else if err != nil { // the environment's endpoint means both
+				t.Errorf("traces::list with an endpoint from the environment: %v", err)
 			}
 			if env != nil {
 				col.mu.Lock()
