@@ -7,22 +7,54 @@
 // trace trigger types, exports spans and logs over OTLP/HTTP when asked,
 // and serves Prometheus metrics on 127.0.0.1:9464/metrics.
 //
-// config.yaml:
+// config.yaml (strict: an unknown key fails startup):
 //
 //	modules:
 //	  - class: iii-observability
 //	    config:
 //	      enabled: true            # record spans (engine and worker)
-//	      service_name: iii        # service.name of the engine's spans
-//	      exporter: memory         # memory | otlp | both (otlp also when OTEL_EXPORTER_OTLP_ENDPOINT is set)
-//	      endpoint: ""             # OTLP/HTTP base URL; default $OTEL_EXPORTER_OTLP_ENDPOINT or http://localhost:4318
+//	      service_name: iii        # service.name of the engine's spans ($OTEL_SERVICE_NAME)
+//	      service_version: ""      # resource attributes of exported engine spans and logs
+//	      service_namespace: ""
+//	      exporter: memory         # memory | otlp (export only) | both; unset = both when an OTLP endpoint is in the environment
+//	      endpoint: ""             # OTLP base URL; default $OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318
+//	      sampling_ratio: 1.0      # share of engine traces kept (by trace id)
 //	      memory_max_spans: 10000
+//	      logs_enabled: true
 //	      logs_max_count: 10000
-//	      metrics_max_count: 10000
+//	      logs_batch_size: 100     # export batch size of logs (spans: 512)
+//	      logs_flush_interval_ms: 5000 # export interval of spans and logs
 //	      metrics_enabled: true    # Prometheus /metrics
 //	      metrics_host: 127.0.0.1
 //	      metrics_port: 9464       # 0 = any free port; unset and taken = Prometheus off, with a warning
-//	      sampling_ratio: 1.0      # share of engine traces kept (by trace id)
+//	      metrics_max_count: 10000 # worker metric points kept
+//
+// Export is OTLP/HTTP protobuf (<endpoint>/v1/traces and /v1/logs, or
+// OTEL_EXPORTER_OTLP_{TRACES,LOGS}_ENDPOINT as given), or OTLP/gRPC with
+// OTEL_EXPORTER_OTLP_PROTOCOL=grpc or an endpoint on port 4317;
+// OTEL_EXPORTER_OTLP_HEADERS are sent with every export.
+//
+// Queries (in-process functions of worker iii-observability; times in
+// Unix milliseconds, lists newest first, limit 100 by default):
+//
+//	engine::traces::list  {trace_id?, function_id?, service_name?, worker?, name?, status?, source?, since?, until?, limit?, offset?}
+//	                      -> {spans: [Span], total}
+//	engine::traces::tree  {trace_id} -> {trace_id, span_count, start_time_unix_nano, end_time_unix_nano, duration_ms,
+//	                      roots: [Span + children: [...]]} (spans whose parent is not stored are roots)
+//	engine::traces::clear {} -> {success, cleared}
+//	engine::logs::list    {worker?, level?, severity_min?, trace_id?, span_id?, service_name?, source?, search?, since?, until?, limit?, offset?}
+//	                      -> {logs: [LogRecord], total}
+//	engine::logs::clear   {} -> {success, cleared}
+//	engine::metrics::list {metric_name?, worker?, service_name?, since?, until?, limit?} -> {engine: {counters}, metrics: [MetricPoint]}
+//	engine::log::info|warn|error|debug|trace {message, data?, trace_id?, span_id?, service_name?} -> no result
+//	engine::baggage::get {key} | get_all {} | set {key, value}
+//
+// Engine spans are named after the function, kind SERVER, status ok, error
+// or timeout, with attributes function_id, iii.invocation.id, iii.trigger,
+// iii.caller.worker(_id), iii.worker(_id), error.type, error.message.
+// Worker spans keep their OTLP name, kind, status (ok, error, unset) and
+// attributes. The module's own functions are never traced, nor are calls
+// of in-process functions that start a trace of their own (polls).
 package observability
 
 import (
