@@ -4,7 +4,7 @@
 // logs, metrics) into bounded in-memory stores, serves the queries the
 // console and TUI read (engine::traces::*, engine::logs::*,
 // engine::metrics::list), the engine::log::* functions and the log and
-// trace trigger types, exports spans and logs over OTLP/HTTP when asked,
+// trace trigger types, exports spans and logs over OTLP (HTTP or gRPC) when asked,
 // and serves Prometheus metrics on 127.0.0.1:9464/metrics.
 //
 // config.yaml (strict: an unknown key fails startup):
