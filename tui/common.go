@@ -123,7 +123,8 @@ type Options struct {
 	// second because of events, however many arrive; with the tick that is
 	// at most 12 redraws a second that the user did not cause.
 	Batch time.Duration
-	// Buffer is the subscription's buffer (16384 by default).
+	// Buffer is the subscription's buffer (65536 events by default: over
+	// three seconds of 10,000 calls a second).
 	Buffer int
 	// QueryTimeout bounds calls the TUI makes (30 s by default).
 	QueryTimeout time.Duration
@@ -140,7 +141,7 @@ func (o Options) withDefaults() Options {
 		o.Batch = 100 * time.Millisecond
 	}
 	if o.Buffer <= 0 {
-		o.Buffer = 16384
+		o.Buffer = 1 << 16
 	}
 	if o.QueryTimeout <= 0 {
 		o.QueryTimeout = 30 * time.Second

@@ -189,7 +189,19 @@ func (m *Model) tickCmd() tea.Cmd {
 	if m.opts.Tick < 0 {
 		return nil
 	}
-	return tea.Tick(m.opts.Tick, func(t time.Time) tea.Msg { return tickMsg(t) })
+	ctx, d := m.ctx, m.opts.Tick
+	// Unlike tea.Tick, the wait ends with ctx, so nothing outlives the
+	// program.
+	return func() tea.Msg {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case now := <-t.C:
+			return tickMsg(now)
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // Update handles a message.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/charmbracelet/x/exp/teatest/v2"
 
 	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
 	_ "github.com/iii-workbench/iii/engine/modules/observability"
 	"github.com/iii-workbench/iii/sdk"
@@ -119,4 +121,104 @@ func TestTUIOnEngine(t *testing.T) {
 	if !strings.Contains(s, " front::go ") || !strings.Contains(s, "   back::work ") {
 		t.Errorf("waterfall lacks the parent/child layout:\n%s", s)
 	}
+}
+
+// TestTUIUnderLoad runs 20,000 calls through a real engine at 10,000 a
+// second (20,000 events a second) while the TUI runs: it keeps answering
+// within a bounded time, drops nothing and counts every call.
+func TestTUIUnderLoad(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, err := devserver.Start(ctx, devserver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(context.WithoutCancel(ctx))
+	err = srv.Engine().RegisterFunction("load-test", engine.Function{ID: "load::noop",
+		Handler: func(context.Context, *engine.Call) (json.RawMessage, error) { return json.RawMessage(`true`), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := New(srv, "test")
+	tctx, tcancel := context.WithCancel(ctx)
+	m := tui.New(tctx, src, tui.Options{})
+	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 36),
+		teatest.WithProgramOptions(tea.WithFilter(func(model tea.Model, msg tea.Msg) tea.Msg {
+			if p, ok := msg.(probeMsg); ok {
+				p.reply <- ansi.Strip(model.View().Content)
+				return nil
+			}
+			return msg
+		})))
+	defer func() {
+		tm.Quit()
+		tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
+		tcancel()
+		m.Close()
+	}()
+	probe := func() (string, time.Duration) {
+		start := time.Now()
+		reply := make(chan string, 1)
+		tm.Send(probeMsg{reply})
+		select {
+		case s := <-reply:
+			return s, time.Since(start)
+		case <-ctx.Done():
+			t.Fatal("no answer to a probe")
+			return "", 0
+		}
+	}
+	tm.Send(tea.KeyPressMsg{Code: '4', Text: "4"})
+
+	const workers, perWorker = 4, 5000
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		// Exits after perWorker calls, 25 every 10 ms (2,500 a second).
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for n := 0; n < perWorker; n += 25 {
+				<-tick.C
+				for range 25 {
+					if _, err := srv.Engine().Invoke(ctx, engine.Request{FunctionID: "load::noop"}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	loadDone := make(chan struct{})
+	go func() { wg.Wait(); close(loadDone) }() // exits when the load is done
+	var worst time.Duration
+	for loading := true; loading; {
+		select {
+		case <-loadDone:
+			loading = false
+		default:
+			_, d := probe()
+			worst = max(worst, d)
+		}
+	}
+	if worst > time.Second {
+		t.Errorf("the TUI took up to %v to answer under load; want it responsive", worst)
+	}
+	for tick := time.NewTicker(20 * time.Millisecond); ; {
+		s, _ := probe()
+		if strings.Contains(s, "events dropped") {
+			t.Fatalf("the TUI dropped events at 10,000 calls a second:\n%s", s)
+		}
+		if strings.Contains(s, "calls 20k") {
+			tick.Stop()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the header never counted 20k calls:\n%s", s)
+		case <-tick.C:
+		}
+	}
+	t.Logf("slowest answer under load: %v", worst)
 }
