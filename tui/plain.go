@@ -20,9 +20,11 @@ func Print(ctx context.Context, src Source, w io.Writer) error {
 	sub := src.Subscribe(1 << 16)
 	defer sub.Close()
 	p := &printer{w: bufio.NewWriterSize(w, 64<<10), names: map[string]string{}}
+	// Workers that connected before the subscription are announced too.
 	for _, wk := range src.Snapshot().Workers {
 		if !wk.Internal {
-			p.names[wk.ID] = wk.Name
+			p.event(event.WorkerUpdated{WorkerID: wk.ID, Name: wk.Name, Runtime: wk.Runtime, Version: wk.Version,
+				PID: wk.PID, Draining: wk.Draining, At: wk.ConnectedAt})
 		}
 	}
 	var dropped uint64

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	tea "charm.land/bubbletea/v2"
@@ -100,7 +101,8 @@ func dev(ctx context.Context, env Env, o devOptions) (err error) {
 
 	src := devsource.New(srv, env.Build.Version)
 	if !o.tui {
-		fmt.Fprintf(env.Stdout, "iii dev: engine ready in %s on %s (redis %s)\n", ready.Round(time.Microsecond), srv.URL(), orNone(srv.RedisMode()))
+		fmt.Fprintf(env.Stdout, "iii dev: engine ready in %s on %s (redis %s; modules %s)\n", ready.Round(time.Microsecond),
+			srv.URL(), orNone(srv.RedisMode()), orNone(strings.Join(srv.Modules().IDs(), ", ")))
 		return tui.Print(ctx, src, env.Stdout)
 	}
 	opts := append([]tea.ProgramOption{tea.WithInput(devStdin(env)), tea.WithOutput(env.Stdout)}, o.tuiOpts...)

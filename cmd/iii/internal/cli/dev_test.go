@@ -52,7 +52,7 @@ func TestDevNoTUI(t *testing.T) {
 		code = Run(runCtx, env, []string{"dev", "--no-tui", "--config", path})
 	}()
 
-	m := waitOutput(ctx, t, stdout, regexp.MustCompile(`iii dev: engine ready in (\S+) on (ws://\S+) \(redis none\)\n`))
+	m := waitOutput(ctx, t, stdout, regexp.MustCompile(`iii dev: engine ready in (\S+) on (ws://\S+) \(redis none; modules none\)\n`))
 	if d, err := time.ParseDuration(m[1]); err != nil || d > 500*time.Millisecond {
 		t.Errorf("time to ready %q (%v); want well under a second", m[1], err)
 	}
