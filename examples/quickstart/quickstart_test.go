@@ -49,7 +49,8 @@ func TestQuickstart(t *testing.T) {
 	httpPort := freePort(t)
 	cmd := exec.Command(exe, "start", "--config", "config.yaml")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("III_PORT=%d", freePort(t)),
-		fmt.Sprintf("HTTP_PORT=%d", httpPort), fmt.Sprintf("STREAM_PORT=%d", freePort(t)), "III_TOKEN=")
+		fmt.Sprintf("HTTP_PORT=%d", httpPort), fmt.Sprintf("STREAM_PORT=%d", freePort(t)),
+		fmt.Sprintf("METRICS_PORT=%d", freePort(t)), "III_TOKEN=")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -3,11 +3,12 @@
 package standard
 
 import (
-	_ "github.com/iii-workbench/iii/engine/modules/cron"   // CronModule
-	_ "github.com/iii-workbench/iii/engine/modules/exec"   // ExecModule
-	_ "github.com/iii-workbench/iii/engine/modules/http"   // RestApiModule
-	_ "github.com/iii-workbench/iii/engine/modules/pubsub" // PubSubModule
-	_ "github.com/iii-workbench/iii/engine/modules/queue"  // QueueModule
-	_ "github.com/iii-workbench/iii/engine/modules/state"  // StateModule
-	_ "github.com/iii-workbench/iii/engine/modules/stream" // StreamModule
+	_ "github.com/iii-workbench/iii/engine/modules/cron"          // CronModule
+	_ "github.com/iii-workbench/iii/engine/modules/exec"          // ExecModule
+	_ "github.com/iii-workbench/iii/engine/modules/http"          // RestApiModule
+	_ "github.com/iii-workbench/iii/engine/modules/observability" // OtelModule
+	_ "github.com/iii-workbench/iii/engine/modules/pubsub"        // PubSubModule
+	_ "github.com/iii-workbench/iii/engine/modules/queue"         // QueueModule
+	_ "github.com/iii-workbench/iii/engine/modules/state"         // StateModule
+	_ "github.com/iii-workbench/iii/engine/modules/stream"        // StreamModule
 )
