@@ -181,3 +181,41 @@ func TestDevTmux(t *testing.T) {
 		t.Errorf(".iii/dev.log = %q, %v; want the ready record", b, err)
 	}
 }
+
+// TestDevSIGTERM runs the binary without a terminal: it prints the ready
+// line and a line per event, and exits 0 on SIGTERM.
+func TestDevSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	_, file, _, _ := runtime.Caller(0)
+	bin := goBuild(ctx, t, dir, filepath.Join(filepath.Dir(file), "..", ".."), "iii")
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte("engine:\n  port: 0\nmodules: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, bin, "dev")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "III_TOKEN=")
+	out := new(syncBuffer)
+	cmd.Stdout, cmd.Stderr = out, new(syncBuffer)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	m := waitOutput(ctx, t, out, regexp.MustCompile(`iii dev: engine ready in \S+ on (ws://\S+) `))
+	w, err := sdk.Connect(ctx, m[1], sdk.WithName("probe"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(ctx, t, out, regexp.MustCompile(`worker +joined probe `))
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("iii dev after SIGTERM: %v; want exit 0\n%s", err, out.String())
+	}
+	w.Close(ctx)
+}
