@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/modules/exec"
+	"github.com/iii-workbench/iii/engine/protocol"
 )
 
 const waitLimit = 20 * time.Second
@@ -233,12 +235,24 @@ func (h *harness) waitReloads(n int) exec.WorkerStatus {
 	})
 }
 
-// call invokes fn in-process and decodes the result.
+// call invokes fn in-process and decodes the result. A worker registers
+// its functions one by one after it connects, so function_not_found is
+// retried for a few seconds.
 func (h *harness) call(fn string, in any) (map[string]any, error) {
 	data, _ := json.Marshal(in)
 	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
 	defer cancel()
-	res, err := h.srv.Engine().Invoke(ctx, engine.Request{FunctionID: fn, Data: data})
+	var (
+		res json.RawMessage
+		err error
+	)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		res, err = h.srv.Engine().Invoke(ctx, engine.Request{FunctionID: fn, Data: data})
+		var eb *protocol.ErrorBody
+		if !errors.As(err, &eb) || eb.Code != engine.CodeFunctionNotFound || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
