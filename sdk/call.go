@@ -53,8 +53,12 @@ type result struct {
 // is sent on reconnect, unless it timed out first. Errors: the function's
 // or engine's error as a *protocol.ErrorBody (match with errors.As); a
 // timeout as a *protocol.ErrorBody with code TIMEOUT; ctx's error, wrapped,
-// if ctx ends first; ErrQueueFull, ErrClosed. When ctx belongs to a
-// handler, the call carries its traceparent and baggage.
+// if ctx ends first; ErrQueueFull, ErrClosed.
+//
+// Inside a trace (ctx is a handler's, or holds a span of your own) the call
+// is a CLIENT span "call <function ID>", a child of ctx's span, and it
+// carries that span's traceparent and ctx's baggage; see the package doc,
+// Tracing.
 func (w *Worker) Trigger(ctx context.Context, req TriggerRequest) (json.RawMessage, error) {
 	if req.FunctionID == "" {
 		return nil, errors.New("sdk: trigger: empty function ID")
@@ -68,12 +72,18 @@ func (w *Worker) Trigger(ctx context.Context, req TriggerRequest) (json.RawMessa
 		return nil, fmt.Errorf("sdk: trigger %s: encode metadata: %w", req.FunctionID, err)
 	}
 	msg := protocol.InvokeFunction{FunctionID: req.FunctionID, Data: data, Metadata: meta}
-	if inv, ok := InvocationFromContext(ctx); ok {
-		msg.Traceparent, msg.Baggage = inv.Traceparent, inv.Baggage
-	}
 	if req.Action != nil {
 		msg.Action = &protocol.Action{Type: req.Action.typ, Queue: req.Action.queue}
 	}
+	span, traceparent, bag := w.tr.startCall(ctx, req.FunctionID, req.Action)
+	msg.Traceparent, msg.Baggage = traceparent, bag
+	res, err := w.trigger(ctx, req, msg)
+	endCall(span, err)
+	return res, err
+}
+
+// trigger sends msg and, unless it is a void call, waits for its result.
+func (w *Worker) trigger(ctx context.Context, req TriggerRequest, msg protocol.InvokeFunction) (json.RawMessage, error) {
 
 	if req.Action != nil && req.Action.typ == protocol.ActionVoid {
 		frame, err := protocol.Encode(msg)

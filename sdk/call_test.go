@@ -125,11 +125,13 @@ func TestTriggerActions(t *testing.T) {
 	}
 }
 
-// A call made from a handler carries the handler's trace context.
+// With telemetry off, a call made from a handler carries the handler's
+// trace context unchanged, and no spans are sent. (With it on, see
+// TestTracingSpans.)
 func TestTriggerPropagatesTrace(t *testing.T) {
 	ctx := testCtx(t)
 	fe := newFakeEngine(t)
-	w, fc := connect(ctx, t, fe)
+	w, fc := connect(ctx, t, fe, WithTelemetry(false))
 	err := w.RegisterFunction("outer", func(ctx context.Context, _ json.RawMessage) (any, error) {
 		_, err := w.Trigger(ctx, TriggerRequest{FunctionID: "inner", Action: Void()})
 		return nil, err
@@ -143,6 +145,16 @@ func TestTriggerPropagatesTrace(t *testing.T) {
 	inv := waitFor(ctx, t, fc, func(m protocol.InvokeFunction) bool { return m.FunctionID == "inner" })
 	if inv.Traceparent != tp || inv.Baggage != "tenant=a" {
 		t.Errorf("nested call trace context: traceparent %q baggage %q, want %q and tenant=a", inv.Traceparent, inv.Baggage, tp)
+	}
+	if err := w.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	fc.closed(ctx, t)
+	if n := len(fc.otlp); n != 0 {
+		t.Errorf("telemetry off: %d OTLP frames sent, want none", n)
+	}
+	if st := w.TelemetryStats(); st != (TelemetryStats{}) {
+		t.Errorf("telemetry off: stats %+v, want zero", st)
 	}
 }
 

@@ -38,6 +38,30 @@
 // reported by the engine or the callee, and with code TIMEOUT when no result
 // arrived in time (30 s by default).
 //
+// # Tracing
+//
+// The worker traces with OpenTelemetry. Every incoming call runs in a
+// SERVER span "execute <function ID>", the child of the traceparent the
+// engine sent (the engine's span of the call), with the call's W3C baggage
+// in the handler's ctx and on the span as attributes (iii.function.id, ...).
+// A call made with a ctx that holds a span, such as a handler's, is a
+// CLIENT span "call <function ID>" under it, and its traceparent and
+// baggage travel with the invokefunction; so the engine's span of the
+// callee, and the callee's own spans, nest under it in one trace. A call
+// made outside any trace starts no span: the engine starts the trace.
+// Spans a handler starts itself with Worker.TracerProvider under its ctx
+// join the same trace.
+//
+// By default the spans go to the engine, like the Node SDK's: batched
+// (DefaultSpansFlushInterval) and sent as binary "OTLP" frames of OTLP/JSON
+// on the worker's own socket, where the observability module stores them
+// (engine::traces::tree shows them). The queue is bounded; spans finished
+// while the worker is disconnected are dropped and counted
+// (Worker.TelemetryStats). Close sends what is left. WithTelemetry(false),
+// or $OTEL_ENABLED / $III_TELEMETRY set to false, 0, no or off, turns spans
+// off (the incoming trace context is then forwarded unchanged);
+// WithTracerProvider sends them to a provider of yours instead.
+//
 // # Shutdown
 //
 // Close stops reconnecting, lets running handlers finish (bounded by its

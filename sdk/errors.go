@@ -22,6 +22,9 @@ var (
 	ErrNotRegistered = errors.New("sdk: not registered")
 )
 
+// errDisconnected: a telemetry frame found no connection to go out on.
+var errDisconnected = errors.New("sdk: not connected")
+
 // Error codes the SDK puts on the wire or returns to callers. Engine codes
 // (function_not_found, invocation_stopped, FORBIDDEN, ...) arrive unchanged
 // in a *protocol.ErrorBody.

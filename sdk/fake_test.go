@@ -45,6 +45,7 @@ type fakeConn struct {
 	id       string
 	token    string
 	msgs     chan protocol.Message // cap 1024
+	otlp     chan []byte           // OTLP telemetry payloads (after the prefix), cap 1024
 	done     chan struct{}         // closed when the reader returned
 	closeErr error                 // valid after done
 }
@@ -88,6 +89,7 @@ func (fe *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 		id:    uuid.NewString(),
 		token: uuid.NewString(),
 		msgs:  make(chan protocol.Message, 1024),
+		otlp:  make(chan []byte, 1024),
 		done:  make(chan struct{}),
 	}
 	fe.mu.Lock()
@@ -110,10 +112,22 @@ func (fe *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 	// closes (fakeEngine.close closes all of them).
 	defer close(fc.done)
 	for {
-		_, frame, err := ws.Read(context.Background())
+		typ, frame, err := ws.Read(context.Background())
 		if err != nil {
 			fc.closeErr = err
 			return
+		}
+		if kind, ok := protocol.TelemetryKind(frame); ok && typ == websocket.MessageBinary {
+			if kind != protocol.TelemetryTraces {
+				fe.t.Errorf("fake engine: unexpected %s telemetry frame", kind)
+				continue
+			}
+			select {
+			case fc.otlp <- frame[len(kind):]:
+			default:
+				fe.t.Errorf("fake engine: too many unread telemetry frames")
+			}
+			continue
 		}
 		m, err := protocol.Decode(frame)
 		if err != nil {

@@ -20,7 +20,8 @@ import (
 //
 // Handlers run concurrently, one goroutine per call. ctx carries the
 // invocation (see InvocationFromContext) and is cancelled when Close gives
-// up waiting; passing it to Trigger propagates the trace context.
+// up waiting; it holds the handler's span, so passing it to Trigger makes
+// the call a child span of this invocation.
 type Handler func(ctx context.Context, in json.RawMessage) (any, error)
 
 // Typed adapts a typed function to a Handler: the payload is decoded into
@@ -169,8 +170,9 @@ func (w *Worker) invoke(h Handler, m protocol.InvokeFunction) {
 		Baggage:      m.Baggage,
 		Metadata:     m.Metadata,
 	}
-	ctx := context.WithValue(w.hctx, invocationKey{}, inv)
+	ctx, span := w.tr.startExecute(context.WithValue(w.hctx, invocationKey{}, inv), m)
 	res, eb := callHandler(ctx, h, m.Data)
+	endSpan(span, eb)
 	if eb != nil {
 		w.log.DebugContext(ctx, "sdk: handler failed", "function_id", m.FunctionID,
 			"invocation_id", m.InvocationID, "code", eb.Code, "error", eb.Message)

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults for the worker options.
@@ -35,6 +37,8 @@ type options struct {
 	queueLimit        int
 	readLimit         int64
 	handshakeTimeout  time.Duration
+	tracerProvider    trace.TracerProvider
+	telemetry         *bool // nil: from the environment
 }
 
 func defaultOptions() options {

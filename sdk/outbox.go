@@ -17,12 +17,22 @@ const (
 	// kindCall frames are outgoing invocations. They wait for the next
 	// connection unless their caller has given up.
 	kindCall
+	// kindTelemetry frames are binary OTLP frames (the worker's spans). They
+	// belong to one connection and have a limit of their own
+	// (telemetryQueueLimit): past it, and while disconnected, they are
+	// dropped and their spans counted.
+	kindTelemetry
 )
+
+// telemetryQueueLimit bounds the telemetry frames waiting for the writer
+// (each holds at most one export batch of spans).
+const telemetryQueueLimit = 64
 
 type entry struct {
 	frame        []byte
 	kind         kind
 	invocationID string // kindCall with a result wanted
+	spans        int    // kindTelemetry: spans in the frame
 }
 
 // outbox is the worker's bounded outbound queue. Any goroutine pushes
@@ -31,6 +41,8 @@ type outbox struct {
 	mu        sync.Mutex
 	entries   []entry
 	limit     int
+	telemetry int // kindTelemetry entries in entries
+	dropped   uint64
 	connected bool
 	closed    bool
 	ready     chan struct{} // cap 1: "there is something to write"
@@ -49,10 +61,18 @@ func (q *outbox) signal() {
 }
 
 // push queues e. While disconnected, only calls are kept; other frames are
-// silently dropped. It fails with ErrClosed after close and ErrQueueFull at
-// the limit.
+// silently dropped (telemetry frames are counted, see droppedSpans). It
+// fails with ErrClosed after close and ErrQueueFull at the limit.
 func (q *outbox) push(e entry) error {
 	q.mu.Lock()
+	if e.kind == kindTelemetry {
+		err := q.pushTelemetry(e)
+		q.mu.Unlock()
+		if err == nil {
+			q.signal()
+		}
+		return err
+	}
 	switch {
 	case q.closed:
 		q.mu.Unlock()
@@ -60,7 +80,7 @@ func (q *outbox) push(e entry) error {
 	case !q.connected && e.kind != kindCall:
 		q.mu.Unlock()
 		return nil
-	case e.kind != kindRegistration && len(q.entries) >= q.limit:
+	case e.kind != kindRegistration && len(q.entries)-q.telemetry >= q.limit:
 		q.mu.Unlock()
 		return ErrQueueFull
 	}
@@ -70,12 +90,47 @@ func (q *outbox) push(e entry) error {
 	return nil
 }
 
+// pushTelemetry queues a telemetry frame, or drops and counts it. The
+// caller holds q.mu.
+func (q *outbox) pushTelemetry(e entry) error {
+	var err error
+	switch {
+	case q.closed:
+		err = ErrClosed
+	case !q.connected:
+		err = errDisconnected
+	case q.telemetry >= telemetryQueueLimit:
+		err = ErrQueueFull
+	default:
+		q.entries = append(q.entries, e)
+		q.telemetry++
+		return nil
+	}
+	q.dropped += uint64(e.spans)
+	return err
+}
+
+// droppedSpans is how many spans of telemetry frames were dropped.
+func (q *outbox) droppedSpans() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.dropped
+}
+
+// dropSpans counts spans dropped before they reached the queue.
+func (q *outbox) dropSpans(n int) {
+	q.mu.Lock()
+	q.dropped += uint64(n)
+	q.mu.Unlock()
+}
+
 // take removes and returns everything queued.
 func (q *outbox) take() []entry {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	batch := q.entries
 	q.entries = nil
+	q.telemetry = 0
 	return batch
 }
 
@@ -83,6 +138,11 @@ func (q *outbox) take() []entry {
 func (q *outbox) requeue(es []entry) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	for _, e := range es {
+		if e.kind == kindTelemetry {
+			q.telemetry++
+		}
+	}
 	q.entries = append(append([]entry(nil), es...), q.entries...)
 }
 
@@ -93,11 +153,15 @@ func (q *outbox) connect(head, tail []entry, keep func(entry) bool) {
 	q.mu.Lock()
 	es := append([]entry(nil), head...)
 	for _, e := range q.entries {
-		if e.kind == kindCall && keep(e) {
+		switch {
+		case e.kind == kindCall && keep(e):
 			es = append(es, e)
+		case e.kind == kindTelemetry:
+			q.dropped += uint64(e.spans)
 		}
 	}
 	q.entries = append(es, tail...)
+	q.telemetry = 0
 	q.connected = true
 	q.mu.Unlock()
 	q.signal()

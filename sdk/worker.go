@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -60,6 +61,9 @@ type Worker struct {
 
 	out   *outbox
 	provq chan providerMsg // provider callbacks, in arrival order
+	tr    tracing
+
+	spansSent atomic.Uint64 // spans of telemetry frames written
 
 	wg       sync.WaitGroup // connection loop, provider loop
 	handlers sync.WaitGroup // handler goroutines
@@ -107,6 +111,9 @@ func Connect(ctx context.Context, url string, opts ...Option) (*Worker, error) {
 	conn, err := w.dial(ctx)
 	if err != nil {
 		w.cancel()
+		sctx, cancel := context.WithTimeout(context.Background(), closeGrace)
+		defer cancel()
+		_ = w.tr.shutdown(sctx) // no spans yet: only stops its goroutine
 		return nil, fmt.Errorf("sdk: connect: %w", err)
 	}
 	w.wg.Add(2)
@@ -151,6 +158,7 @@ func newWorker(url string, o options) *Worker {
 	w.reconnCtx, w.stopReconnect = context.WithCancel(w.ctx)
 	w.hctx, w.hcancel = context.WithCancel(w.ctx)
 	w.meta = workerMetadata(o)
+	w.tr = newTracing(o, w.out)
 	return w
 }
 
@@ -203,6 +211,17 @@ func (w *Worker) shutdown(ctx context.Context) error {
 	for _, ch := range pending {
 		ch <- result{err: ErrClosed}
 	}
+	// The handlers' spans are finished: send them before the socket
+	// closes, bounded by ctx but, like the close handshake, given at
+	// least closeGrace.
+	fctx, fcancel := ctx, context.CancelFunc(func() {})
+	if ctx.Err() != nil {
+		fctx, fcancel = context.WithTimeout(context.WithoutCancel(ctx), closeGrace)
+	}
+	if terr := w.tr.shutdown(fctx); terr != nil {
+		w.log.DebugContext(ctx, "sdk: telemetry flush", "error", terr)
+	}
+	fcancel()
 	w.out.close()
 
 	// Flush and close handshake: bounded by ctx, but given at least
@@ -364,8 +383,12 @@ func (w *Worker) write(ctx context.Context, fail context.CancelFunc, conn *webso
 		}
 		batch := w.out.take()
 		for i, e := range batch {
+			typ := websocket.MessageText
+			if e.kind == kindTelemetry {
+				typ = websocket.MessageBinary
+			}
 			wctx, cancel := context.WithTimeout(ctx, writeTimeout)
-			err := conn.Write(wctx, websocket.MessageText, e.frame)
+			err := conn.Write(wctx, typ, e.frame)
 			cancel()
 			if err != nil {
 				w.out.requeue(batch[i:])
@@ -374,6 +397,9 @@ func (w *Worker) write(ctx context.Context, fail context.CancelFunc, conn *webso
 				}
 				fail()
 				return
+			}
+			if e.kind == kindTelemetry {
+				w.spansSent.Add(uint64(e.spans))
 			}
 		}
 		if final {
