@@ -30,24 +30,53 @@ var files embed.FS
 // Python templates pin: the version engine/compat tests against.
 const SDKVersion = "0.22.1"
 
-// GoVersion is the go line of a scaffolded Go worker's go.mod.
-const GoVersion = "1.26"
+// GoVersion is the go line of a scaffolded Go worker's go.mod: iii's
+// release (the minor of its own go line), and no older than the go line of
+// any module in GoDeps (golang.org/x/sys v0.48.0 says 1.26.0; "1.26" would
+// sort before it and make the go command want to edit go.mod).
+const GoVersion = "1.26.0"
 
 // GoDep is a module the Go SDK needs, with its go.sum hashes.
 type GoDep struct {
 	Path, Version string
 	Sum           string // h1: hash of the module
 	ModSum        string // h1: hash of its go.mod
+	// Indirect: the SDK does not import the module, a module it imports
+	// does (go.mod lists it as // indirect).
+	Indirect bool
 }
 
-// GoDeps are the external modules of the Go SDK at the versions of iii's
-// own go.mod and go.sum, so a scaffolded worker builds from the module
-// cache that built iii. A test keeps them in step.
+// GoDeps are the external modules of the Go SDK, direct and indirect (every
+// module that provides a package the SDK builds with), at the versions of
+// iii's own go.mod and go.sum, so a scaffolded worker builds from the
+// module cache that built iii. Tests keep them in step with go.mod, go.sum
+// and the SDK's imports.
+//
+// The OpenTelemetry modules are the SDK's tracing (see sdk/tracing.go);
+// logr, stdr, auto/sdk, otel/metric, xxhash and x/sys come with them.
 var GoDeps = []GoDep{
+	{"github.com/cespare/xxhash/v2", "v2.3.0",
+		"h1:UL815xU9SqsFlibzuggzjXhog7bL6oX9BbNZnL2UFvs=", "h1:VGX0DQ3Q6kWi7AoAeZDth3/j3BFtOZR5XLFGgcrjCOs=", true},
 	{"github.com/coder/websocket", "v1.8.15",
-		"h1:6B2JPeOGlpff2Uz6vOEH1Vzpi0iUz20A+lPVhPHtNUA=", "h1:NX3SzP+inril6yawo5CQXx8+fk145lPDC6pumgx0mVg="},
+		"h1:6B2JPeOGlpff2Uz6vOEH1Vzpi0iUz20A+lPVhPHtNUA=", "h1:NX3SzP+inril6yawo5CQXx8+fk145lPDC6pumgx0mVg=", false},
+	{"github.com/go-logr/logr", "v1.4.4",
+		"h1:tG4xh9yMsRCAiodLVTxyrkzSZ9+o0L1Kg/+cPVcbP/8=", "h1:9T104GzyrTigFIr8wt5mBrctHMim0Nb2HLGrmQ40KvY=", true},
+	{"github.com/go-logr/stdr", "v1.2.2",
+		"h1:hSWxHoqTgW2S2qGc0LTAI563KZ5YKYRhT3MFKZMbjag=", "h1:mMo/vtBO5dYbehREoey6XUKy/eSumjCCveDpRre4VKE=", true},
 	{"github.com/google/uuid", "v1.6.0",
-		"h1:NIvaJDMOsjHA8n1jAhLSgzrAzy1Hgr+hNrb57e+94F0=", "h1:TIyPZe4MgqvfeYDBFedMoGGpEw/LqOeaOT+nhxU+yHo="},
+		"h1:NIvaJDMOsjHA8n1jAhLSgzrAzy1Hgr+hNrb57e+94F0=", "h1:TIyPZe4MgqvfeYDBFedMoGGpEw/LqOeaOT+nhxU+yHo=", false},
+	{"go.opentelemetry.io/auto/sdk", "v1.2.1",
+		"h1:jXsnJ4Lmnqd11kwkBV2LgLoFMZKizbCi5fNZ/ipaZ64=", "h1:KRTj+aOaElaLi+wW1kO/DZRXwkF4C5xPbEe3ZiIhN7Y=", true},
+	{"go.opentelemetry.io/otel", "v1.46.0",
+		"h1:FHt5/CDyVxi/8IM1CH7VE/rRgq3kLHa2mSTVMO8AWyc=", "h1:Gj3SEScelsNC45tp4nSxRYlS+f5iez7W8XPMCt905kE=", false},
+	{"go.opentelemetry.io/otel/metric", "v1.46.0",
+		"h1:yBnkXvgV7AXFILZc5K6IZe/CBFF3OS7BJ8ov6/lj0K8=", "h1:iPmdWqifKUdzziPkvvzIJXITl56fQx2mGM/DHLB3/2o=", true},
+	{"go.opentelemetry.io/otel/sdk", "v1.46.0",
+		"h1:h5CNQQjEbuQXY/JfZtgt3i7HVFV3aHPO2OAwO2eTYPI=", "h1:GAERFXFt5SYCEB+YiKUbMBeza6UaDH7GmGOZEfh2gSM=", false},
+	{"go.opentelemetry.io/otel/trace", "v1.46.0",
+		"h1:OULy7ccdJnZtJ0UDYFOIGaCmiWzJ8Vi2G/Rsu60qs1c=", "h1:J7GAXweO77XSFkB/rmAqk9D6ihszhFjLU+d9WuUxDLI=", false},
+	{"golang.org/x/sys", "v0.48.0",
+		"h1:bbX/i/6MgT9BVLM9RT1thmxL04yeTAhbEz4SyadbXoo=", "h1:hNLxWAXmnKAxqDtdwIYC4bM9oQPEecfsnNMuSxOs3og=", true},
 }
 
 // Import paths of the Go SDK inside iii, and where a Go scaffold keeps its

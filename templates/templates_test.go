@@ -8,10 +8,14 @@ import (
 	"go/format"
 	"go/parser"
 	"go/token"
+	gover "go/version"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path"
+	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,7 +64,7 @@ func TestGoDepsMatchGoMod(t *testing.T) {
 			}
 		}
 	}
-	if major, minor, _ := strings.Cut(goLine, "."); major+"."+strings.SplitN(minor, ".", 2)[0] != GoVersion {
+	if gover.Lang("go"+goLine) != gover.Lang("go"+GoVersion) {
 		t.Errorf("GoVersion %s; ../go.mod says go %s", GoVersion, goLine)
 	}
 }
@@ -93,7 +97,14 @@ func TestGoDepsCoverSDK(t *testing.T) {
 				if !strings.Contains(first, ".") || p == protocolImport || p == sdkImport {
 					continue // standard library, or rewritten to the copy
 				}
-				i := slices.IndexFunc(GoDeps, func(d GoDep) bool { return p == d.Path || strings.HasPrefix(p, d.Path+"/") })
+				// The module with the longest path that holds p
+				// (go.opentelemetry.io/otel/trace, not .../otel).
+				i := -1
+				for j, d := range GoDeps {
+					if (p == d.Path || strings.HasPrefix(p, d.Path+"/")) && (i < 0 || len(d.Path) > len(GoDeps[i].Path)) {
+						i = j
+					}
+				}
 				if i < 0 {
 					t.Errorf("%s imports %s, which GoDeps does not provide", n, p)
 					continue
@@ -103,8 +114,94 @@ func TestGoDepsCoverSDK(t *testing.T) {
 		}
 	}
 	for _, d := range GoDeps {
-		if !used[d.Path] {
-			t.Errorf("GoDeps has %s, which the SDK does not import", d.Path)
+		switch {
+		case !used[d.Path] && !d.Indirect:
+			t.Errorf("GoDeps has %s, which the SDK does not import; mark it Indirect if a dependency needs it", d.Path)
+		case used[d.Path] && d.Indirect:
+			t.Errorf("GoDeps marks %s Indirect, but the SDK imports it", d.Path)
+		}
+	}
+}
+
+func modulePaths() []string {
+	var ps []string
+	for _, d := range GoDeps {
+		ps = append(ps, d.Path)
+	}
+	return ps
+}
+
+// TestGoScaffoldOffline resolves a Go scaffold's packages and module graph
+// with the network off, as iii dev builds it: go.mod and go.sum must be
+// complete, and the module cache that built iii has everything.
+func TestGoScaffoldOffline(t *testing.T) {
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(gobin); err != nil {
+		t.Skipf("no go command: %v", err)
+	}
+	s, err := Worker("go", "offline-check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, f := range s.Files {
+		p := filepath.Join(dir, filepath.FromSlash(f.Path))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, f.Data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(gobin, "list", "-deps", "-test", "./...")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOPROXY=off", "GOFLAGS=-mod=readonly", "GOWORK=off", "GOTOOLCHAIN=local")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("go list -deps in a Go scaffold, offline: %v\n%s", err, out)
+	}
+}
+
+// TestGoDepsComplete checks GoDeps against the modules the SDK and the
+// protocol package build with, as the go command lists them: a scaffold
+// needs every one of them in its go.mod and go.sum to build offline.
+func TestGoDepsComplete(t *testing.T) {
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(gobin); err != nil {
+		t.Skipf("no go command: %v", err)
+	}
+	cmd := exec.Command(gobin, "list", "-deps", "-f", "{{with .Module}}{{.Path}} {{.Version}}{{end}}", "../sdk", "../engine/protocol")
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	want := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(line); len(f) == 2 { // the iii module itself has no version
+			want[f[0]+" "+f[1]] = true
+		}
+	}
+	// The scaffold's go line must not sort before any dependency's.
+	cmd = exec.Command(gobin, append([]string{"list", "-m", "-f", "{{.Path}} {{.GoVersion}}"}, modulePaths()...)...)
+	cmd.Dir, cmd.Env = "..", append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
+	if out, err = cmd.Output(); err != nil {
+		t.Fatalf("go list -m: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && gover.Compare("go"+GoVersion, "go"+f[1]) < 0 {
+			t.Errorf("GoVersion %s is older than the go line of %s (%s)", GoVersion, f[0], f[1])
+		}
+	}
+	have := map[string]bool{}
+	for _, d := range GoDeps {
+		have[d.Path+" "+d.Version] = true
+		if !want[d.Path+" "+d.Version] {
+			t.Errorf("GoDeps has %s %s, which the SDK does not build with", d.Path, d.Version)
+		}
+	}
+	for m := range want {
+		if !have[m] {
+			t.Errorf("the SDK builds with %s, which GoDeps lacks", m)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/templates"
 )
 
 // execEntry is a worker entry of the ExecModule as the tests read it back.
@@ -142,8 +143,8 @@ func TestNewWorker(t *testing.T) {
 		{"go", []string{".gitignore", "README.md", "go.mod", "go.sum", "internal/iii/protocol/protocol.go", "internal/iii/sdk/worker.go", "main.go"},
 			execEntry{Install: []string{}, Run: "go build -o bin/worker . && exec ./bin/worker", Watch: []string{"**/*.go", "go.mod", "go.sum"}, Env: map[string]string{}},
 			func(t *testing.T, dir string) {
-				if got := readFile(t, filepath.Join(dir, "go.mod")); !strings.HasPrefix(got, "module demo\n\ngo 1.26\n") {
-					t.Errorf("go.mod = %q; want module demo, go 1.26", got)
+				if got := readFile(t, filepath.Join(dir, "go.mod")); !strings.HasPrefix(got, "module demo\n\ngo "+templates.GoVersion+"\n") {
+					t.Errorf("go.mod = %q; want module demo, go %s", got, templates.GoVersion)
 				}
 				src := readFile(t, filepath.Join(dir, "main.go"))
 				for _, want := range []string{`"demo/internal/iii/sdk"`, `w.RegisterFunction("demo::hello"`, `Type:       "http"`,
