@@ -47,20 +47,55 @@ func startChain(t *testing.T, ctx context.Context, s *server, hops []hop) {
 	waitFunctions(t, ctx, s.Engine(), ids...)
 }
 
-// checkChain asserts that tree is exactly the chain: one root (the first
-// hop) whose parent is rootParent, each next hop the only child of the
-// previous one, with the right function names, worker names, caller
-// workers, trigger kinds and nested timings.
+// chainSpanCount is the number of spans a chain's trace holds: one engine
+// span per hop, and for each Go SDK hop its worker span "execute <fn>"
+// and, unless it is the last hop, its span "call <next>".
+func chainSpanCount(hops []hop) int {
+	n := 0
+	for i, h := range hops {
+		n++
+		if h.worker != "" {
+			n++
+			if i+1 < len(hops) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// checkChain asserts that tree is exactly the chain: one root (the engine
+// span of the first hop) whose parent is rootParent; under each hop served
+// by a Go SDK worker, that worker's SERVER span "execute <fn>", and under
+// that its CLIENT span "call <next fn>", the parent of the next hop's
+// engine span. Every span has the right name, and engine spans the right
+// function, worker, caller worker and trigger kind; timings nest.
 func checkChain(t *testing.T, tree traceTree, hops []hop, firstTrigger, rootParent string) {
 	t.Helper()
-	if tree.SpanCount != len(hops) || len(tree.Roots) != 1 {
-		t.Fatalf("trace %s: %d spans, %d roots; want %d spans in one chain", tree.TraceID, tree.SpanCount, len(tree.Roots), len(hops))
+	if want := chainSpanCount(hops); tree.SpanCount != want || len(tree.Roots) != 1 {
+		t.Fatalf("trace %s: %d spans, %d roots; want %d spans in one chain", tree.TraceID, tree.SpanCount, len(tree.Roots), want)
 	}
 	n := tree.Roots[0]
 	if n.ParentSpanID != rootParent {
 		t.Errorf("root %s parent_span_id = %q, want %q", n.Name, n.ParentSpanID, rootParent)
 	}
-	var parent *treeNode
+	// child checks that n has exactly one child, under it in time, and
+	// returns it.
+	child := func(n treeNode, what string) treeNode {
+		t.Helper()
+		if len(n.Children) != 1 {
+			t.Fatalf("%s %s: %d children, want 1 (%s)", n.Source, n.Name, len(n.Children), what)
+		}
+		c := n.Children[0]
+		if c.ParentSpanID != n.SpanID || c.TraceID != tree.TraceID {
+			t.Errorf("%s: trace %s parent %s, want trace %s parent %s (%s)", c.Name, c.TraceID, c.ParentSpanID, tree.TraceID, n.SpanID, n.Name)
+		}
+		if c.StartTimeUnixNano < n.StartTimeUnixNano || c.EndTimeUnixNano > n.EndTimeUnixNano {
+			t.Errorf("%s [%d, %d] not inside its parent %s [%d, %d]", c.Name,
+				c.StartTimeUnixNano, c.EndTimeUnixNano, n.Name, n.StartTimeUnixNano, n.EndTimeUnixNano)
+		}
+		return c
+	}
 	for i, h := range hops {
 		if n.Name != h.fn || n.Attributes["function_id"] != h.fn {
 			t.Errorf("hop %d: span %q (function_id %v), want %q", i, n.Name, n.Attributes["function_id"], h.fn)
@@ -77,15 +112,8 @@ func checkChain(t *testing.T, tree traceTree, hops []hop, firstTrigger, rootPare
 			t.Errorf("hop %d %s: worker %q, want %q", i, h.fn, n.Worker, wantWorker)
 		}
 		wantTrigger, wantCaller := firstTrigger, ""
-		if parent != nil {
+		if i > 0 {
 			wantTrigger, wantCaller = "worker", hops[i-1].worker
-			if n.ParentSpanID != parent.SpanID {
-				t.Errorf("hop %d %s: parent_span_id %s, want %s (span of %s)", i, h.fn, n.ParentSpanID, parent.SpanID, parent.Name)
-			}
-			if n.StartTimeUnixNano < parent.StartTimeUnixNano || n.EndTimeUnixNano > parent.EndTimeUnixNano {
-				t.Errorf("hop %d %s [%d, %d] not inside its parent %s [%d, %d]", i, h.fn,
-					n.StartTimeUnixNano, n.EndTimeUnixNano, parent.Name, parent.StartTimeUnixNano, parent.EndTimeUnixNano)
-			}
 		}
 		if got := n.Attributes["iii.trigger"]; got != wantTrigger {
 			t.Errorf("hop %d %s: iii.trigger %v, want %s", i, h.fn, got, wantTrigger)
@@ -96,17 +124,33 @@ func checkChain(t *testing.T, tree traceTree, hops []hop, firstTrigger, rootPare
 		if n.DurationMS <= 0 {
 			t.Errorf("hop %d %s: duration_ms %v", i, h.fn, n.DurationMS)
 		}
-		if i+1 < len(hops) && len(n.Children) != 1 {
-			t.Fatalf("hop %d %s: %d children, want 1", i, h.fn, len(n.Children))
+		if h.worker == "" {
+			if i+1 < len(hops) {
+				t.Fatalf("hop %d %s: an in-process hop cannot call the next one", i, h.fn)
+			}
+			if len(n.Children) != 0 {
+				t.Errorf("last hop %s: %d children, want none", h.fn, len(n.Children))
+			}
+			break
 		}
-		if i+1 == len(hops) && len(n.Children) != 0 {
-			t.Errorf("last hop %s: %d children, want none", h.fn, len(n.Children))
+		exec := child(n, "the worker's execute span")
+		if exec.Name != "execute "+h.fn || exec.Source != "worker" || exec.Kind != "SERVER" || exec.Status != "ok" ||
+			exec.Worker != h.worker || exec.ServiceName != sdk.DefaultServiceName || exec.Attributes["iii.function.id"] != h.fn {
+			t.Errorf("hop %d: worker span %s (source %s kind %s status %s worker %s service %s function %v); want execute %s, worker SERVER ok from %s, service %s",
+				i, exec.Name, exec.Source, exec.Kind, exec.Status, exec.Worker, exec.ServiceName, exec.Attributes["iii.function.id"],
+				h.fn, h.worker, sdk.DefaultServiceName)
 		}
-		cur := n
-		parent = &cur
-		if len(n.Children) > 0 {
-			n = n.Children[0]
+		if i+1 == len(hops) {
+			if len(exec.Children) != 0 {
+				t.Errorf("last hop %s: its execute span has %d children, want none", h.fn, len(exec.Children))
+			}
+			break
 		}
+		call := child(exec, "the worker's call span")
+		if next := hops[i+1].fn; call.Name != "call "+next || call.Source != "worker" || call.Kind != "CLIENT" || call.Status != "ok" {
+			t.Errorf("hop %d: span %s (source %s kind %s status %s); want call %s, worker CLIENT ok", i, call.Name, call.Source, call.Kind, call.Status, next)
+		}
+		n = child(call, "the next hop's engine span")
 	}
 }
 
@@ -137,7 +181,7 @@ func TestCallChainIsOneTrace(t *testing.T) {
 		const traceID, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 		call(t, ctx, eng, engine.Request{FunctionID: hops[0].fn, Data: data(map[string]int{"n": 1}),
 			Traceparent: "00-" + traceID + "-" + parent + "-01"}, nil)
-		tree := traceTreeOf(t, ctx, eng, traceID, len(hops))
+		tree := traceTreeOf(t, ctx, eng, traceID, chainSpanCount(hops))
 		checkChain(t, tree, hops, "engine", parent)
 	})
 	t.Run("new trace", func(t *testing.T) {
@@ -151,7 +195,7 @@ func TestCallChainIsOneTrace(t *testing.T) {
 			}
 			return false, "no root span yet"
 		})
-		tree := traceTreeOf(t, ctx, eng, traceID, len(hops))
+		tree := traceTreeOf(t, ctx, eng, traceID, chainSpanCount(hops))
 		checkChain(t, tree, hops, "engine", "")
 	})
 }
