@@ -29,8 +29,11 @@
 //          | {"event":"sent","id"} for void calls
 //   {"op":"register_type","type_id"}  -> {"event":"type_registered","type_id"}
 //   {"op":"unregister_type","type_id"} -> {"event":"type_unregistered","type_id"}
-//   {"op":"register_function","ref","function_id","result"} -> {"event":"function_registered","ref"}
-//       registers function_id, which prints "invoked" like the others and returns result
+//   {"op":"register_function","ref","function_id","result","call"?} -> {"event":"function_registered","ref"}
+//       registers function_id, which prints "invoked" like the others and returns result;
+//       with "call" (a function id) it instead triggers that function from inside the
+//       handler (so in the handler's trace context) with its own input and returns the
+//       callee's result
 //   {"op":"bind","ref","type_id","function_id","config","metadata"?} -> {"event":"bound","ref"}
 //   {"op":"unbind","ref"}            -> {"event":"unbound","ref"}
 //   {"op":"exit"}                    -> graceful shutdown, exit 0 (also on stdin EOF)
@@ -191,8 +194,10 @@ async function handle(cmd) {
     case 'register_function': {
       const id = cmd.function_id
       const result = cmd.result ?? null
+      const callee = cmd.call
       worker.registerFunction(id, async (data, metadata) => {
         invoked(id, data, metadata)
+        if (callee) return worker.trigger({ function_id: callee, payload: data ?? null })
         return result
       })
       await barrier()
