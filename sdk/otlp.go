@@ -216,8 +216,24 @@ type (
 		Code    int    `json:"code,omitempty"` // 1 ok, 2 error
 	}
 	otlpKeyValue struct {
-		Key   string         `json:"key"`
-		Value map[string]any `json:"value"` // an AnyValue: one of its fields
+		Key   string       `json:"key"`
+		Value otlpAnyValue `json:"value"`
+	}
+	// otlpAnyValue sets one field; none is an empty value.
+	otlpAnyValue struct {
+		StringValue *string     `json:"stringValue,omitempty"`
+		BoolValue   *bool       `json:"boolValue,omitempty"`
+		IntValue    string      `json:"intValue,omitempty"`    // int64 as a string
+		DoubleValue any         `json:"doubleValue,omitempty"` // float64, or "NaN", "Infinity", "-Infinity"
+		BytesValue  string      `json:"bytesValue,omitempty"`  // base64
+		ArrayValue  *otlpValues `json:"arrayValue,omitempty"`
+		KvlistValue *otlpKVList `json:"kvlistValue,omitempty"`
+	}
+	otlpValues struct {
+		Values []otlpAnyValue `json:"values"`
+	}
+	otlpKVList struct {
+		Values []otlpKeyValue `json:"values"`
 	}
 )
 
@@ -234,18 +250,20 @@ func keyValues(kvs []attribute.KeyValue) []otlpKeyValue {
 
 // anyValue is the OTLP/JSON AnyValue of v: int64 as a string, bytes as
 // base64, non-finite doubles by name.
-func anyValue(v attribute.Value) map[string]any {
+func anyValue(v attribute.Value) otlpAnyValue {
 	switch v.Type() {
 	case attribute.BOOL:
-		return map[string]any{"boolValue": v.AsBool()}
+		b := v.AsBool()
+		return otlpAnyValue{BoolValue: &b}
 	case attribute.INT64:
-		return map[string]any{"intValue": strconv.FormatInt(v.AsInt64(), 10)}
+		return otlpAnyValue{IntValue: strconv.FormatInt(v.AsInt64(), 10)}
 	case attribute.FLOAT64:
-		return map[string]any{"doubleValue": double(v.AsFloat64())}
+		return otlpAnyValue{DoubleValue: double(v.AsFloat64())}
 	case attribute.STRING:
-		return map[string]any{"stringValue": v.AsString()}
+		s := v.AsString()
+		return otlpAnyValue{StringValue: &s}
 	case attribute.BYTESLICE:
-		return map[string]any{"bytesValue": base64.StdEncoding.EncodeToString(v.AsByteSlice())}
+		return otlpAnyValue{BytesValue: base64.StdEncoding.EncodeToString(v.AsByteSlice())}
 	case attribute.BOOLSLICE:
 		return array(v.AsBoolSlice(), attribute.BoolValue)
 	case attribute.INT64SLICE:
@@ -261,17 +279,17 @@ func anyValue(v attribute.Value) map[string]any {
 		if kvs == nil {
 			kvs = []otlpKeyValue{}
 		}
-		return map[string]any{"kvlistValue": map[string]any{"values": kvs}}
+		return otlpAnyValue{KvlistValue: &otlpKVList{Values: kvs}}
 	}
-	return map[string]any{} // EMPTY
+	return otlpAnyValue{} // EMPTY
 }
 
-func array[T any](xs []T, val func(T) attribute.Value) map[string]any {
-	values := make([]map[string]any, len(xs))
+func array[T any](xs []T, val func(T) attribute.Value) otlpAnyValue {
+	values := make([]otlpAnyValue, len(xs))
 	for i, x := range xs {
 		values[i] = anyValue(val(x))
 	}
-	return map[string]any{"arrayValue": map[string]any{"values": values}}
+	return otlpAnyValue{ArrayValue: &otlpValues{Values: values}}
 }
 
 // double is f, or protojson's name for a value JSON cannot hold.

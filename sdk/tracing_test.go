@@ -422,6 +422,10 @@ func TestEncodeSpans(t *testing.T) {
 			attribute.Float64("f", 1.5), attribute.Float64("nan", math.NaN()),
 			attribute.StringSlice("ss", []string{"p", "q"}), attribute.Int64Slice("is", []int64{1, -2}),
 			attribute.BoolSlice("bs", []bool{false}), attribute.Float64Slice("fs", []float64{0.25}),
+			attribute.String("empty", ""), attribute.Bool("no", false), attribute.Int64("zero", 0),
+			attribute.Float64("fzero", 0), attribute.ByteSlice("bytes", []byte{0xab, 0x01}),
+			attribute.Slice("mixed", attribute.StringValue("m"), attribute.Int64Value(2)),
+			attribute.Map("obj", attribute.String("k", "v"), attribute.Bool("t", true)),
 		},
 		Events:   []sdktrace.Event{{Name: "ev", Time: start, Attributes: []attribute.KeyValue{attribute.Int("n", 1)}}},
 		Links:    []sdktrace.Link{{SpanContext: parent, Attributes: []attribute.KeyValue{attribute.String("l", "y")}}},
@@ -462,7 +466,9 @@ func TestEncodeSpans(t *testing.T) {
 	}
 	ga, gb, gc := got[0], got[1], got[2]
 	wantAttrs := map[string]any{"s": "x", "b": true, "i": int64(math.MaxInt64), "f": 1.5, "nan": "NaN",
-		"ss": []any{"p", "q"}, "is": []any{int64(1), int64(-2)}, "bs": []any{false}, "fs": []any{0.25}}
+		"ss": []any{"p", "q"}, "is": []any{int64(1), int64(-2)}, "bs": []any{false}, "fs": []any{0.25},
+		"empty": "", "no": false, "zero": int64(0), "fzero": 0.0, "bytes": "ab01",
+		"mixed": []any{"m", int64(2)}, "obj": map[string]any{"k": "v", "t": true}}
 	if !reflect.DeepEqual(ga.Attrs, wantAttrs) {
 		t.Errorf("attributes\n got %#v\nwant %#v", ga.Attrs, wantAttrs)
 	}
@@ -482,6 +488,27 @@ func TestEncodeSpans(t *testing.T) {
 	if len(sp.Links) != 1 || hex.EncodeToString(sp.Links[0].SpanId) != testParent || sp.Flags != 0x301 {
 		t.Errorf("links %v, flags %#x; want the parent link, flags 0x301 (sampled, remote parent)", sp.Links, sp.Flags)
 	}
+}
+
+func BenchmarkEncodeSpans(b *testing.B) {
+	tid, _ := trace.TraceIDFromHex(testTraceID)
+	res := sdkresource.NewSchemaless(attribute.String("service.name", "svc"))
+	var spans []sdktrace.ReadOnlySpan
+	for i := range 64 {
+		sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: trace.SpanID{byte(i + 1)}, TraceFlags: trace.FlagsSampled})
+		spans = append(spans, tracetest.SpanStub{Name: "execute bench::echo", SpanContext: sc, Parent: sc,
+			SpanKind: trace.SpanKindServer, StartTime: time.Now(), EndTime: time.Now(), Resource: res,
+			Attributes: []attribute.KeyValue{attribute.String(attrFunctionID, "bench::echo"),
+				attribute.String(attrInvocationID, "9b2f8a1e-3c4d-4e5f-8a6b-7c8d9e0f1a2b")},
+			Status: sdktrace.Status{Code: codes.Ok}, InstrumentationScope: instrumentation.Scope{Name: tracerName}}.Snapshot())
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := encodeSpans(spans); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(spans)), "ns/span")
 }
 
 // A batch too large for one frame is split; a span too large for any
