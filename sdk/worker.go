@@ -173,7 +173,8 @@ func (w *Worker) ID() string {
 // new incoming calls (they fail with invocation_stopped), and waits for
 // running handlers until ctx ends; then it cancels the handlers' context
 // and waits for them to return, fails Trigger calls still waiting with
-// ErrClosed, flushes what is queued and closes the socket with status 1000
+// ErrClosed, sends the finished spans the default tracer provider still
+// holds, flushes what is queued and closes the socket with status 1000
 // (allowing at least one second for that even if ctx has ended). Handlers
 // must honour their context, or Close waits for them. Close must
 // not be called from a handler. It returns ctx.Err() if ctx ended first,
