@@ -67,12 +67,12 @@ func benchCall(b *testing.B, target string, inflight int, payload any) {
 	url := "ws" + strings.TrimPrefix(srv.URL, "http")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	worker, err := sdk.Connect(ctx, url, sdk.WithName("bench-worker"))
+	worker, err := sdk.Connect(ctx, url, sdk.WithName("bench-worker"), sdk.WithTelemetry(false))
 	if err != nil {
 		b.Fatal(err)
 	}
 	worker.RegisterFunction("bench::echo", func(_ context.Context, in json.RawMessage) (any, error) { return in, nil })
-	caller, err := sdk.Connect(ctx, url, sdk.WithName("bench-caller"))
+	caller, err := sdk.Connect(ctx, url, sdk.WithName("bench-caller"), sdk.WithTelemetry(false))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -39,12 +39,12 @@ func TestTUIOnEngine(t *testing.T) {
 	}
 	defer srv.Stop(context.WithoutCancel(ctx))
 
-	back, err := sdk.Connect(ctx, srv.URL(), sdk.WithName("back"))
+	back, err := sdk.Connect(ctx, srv.URL(), sdk.WithName("back"), sdk.WithTelemetry(false)) // engine spans only: the waterfall is read once
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer back.Close(context.WithoutCancel(ctx))
-	front, err := sdk.Connect(ctx, srv.URL(), sdk.WithName("front"))
+	front, err := sdk.Connect(ctx, srv.URL(), sdk.WithName("front"), sdk.WithTelemetry(false))
 	if err != nil {
 		t.Fatal(err)
 	}

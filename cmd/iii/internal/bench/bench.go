@@ -201,7 +201,9 @@ func measure(ctx context.Context, o Options, url string, probe *child) (*Result,
 	if o.Token != "" {
 		opts = append(opts, sdk.WithBearerToken(o.Token))
 	}
-	opts = append(opts, sdk.WithQueueLimit(o.Concurrency*2+16))
+	// The load's own workers export no spans: the benchmark measures the
+	// router (and the relay does not take telemetry).
+	opts = append(opts, sdk.WithQueueLimit(o.Concurrency*2+16), sdk.WithTelemetry(false))
 	var closers []*sdk.Worker
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -108,7 +108,7 @@ func measureHTTP(ctx context.Context, o HTTPOptions, target string) (*HTTPResult
 		return nil, err
 	}
 	defer c.stop()
-	w, err := sdk.Connect(ctx, c.url, sdk.WithName("bench-http-worker"))
+	w, err := sdk.Connect(ctx, c.url, sdk.WithName("bench-http-worker"), sdk.WithTelemetry(false))
 	if err != nil {
 		return nil, err
 	}
