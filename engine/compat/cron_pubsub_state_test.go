@@ -2,15 +2,12 @@ package compat_test
 
 import (
 	"context"
-	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/engine/config"
 	_ "github.com/iii-workbench/iii/engine/modules/cron"
 	_ "github.com/iii-workbench/iii/engine/modules/pubsub"
 	_ "github.com/iii-workbench/iii/engine/modules/state"
@@ -20,28 +17,7 @@ import (
 // pub/sub and state modules.
 func startModulesServer(t *testing.T, ctx context.Context) *devserver.Server {
 	t.Helper()
-	cfg, err := config.Parse("config.yaml", []byte(
-		"engine: {port: 0}\nmodules:\n  - class: CronModule\n  - class: PubSubModule\n  - class: StateModule\n"),
-		os.LookupEnv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log})
-	if err != nil {
-		t.Fatalf("devserver.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Stop(sctx); err != nil {
-			t.Errorf("devserver stop: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("engine log:\n%s", logs.String())
-		}
-	})
+	srv := startServer(t, ctx, "engine: {port: 0}\nmodules:\n  - class: CronModule\n  - class: PubSubModule\n  - class: StateModule\n")
 	return srv
 }
 

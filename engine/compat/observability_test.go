@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -39,27 +38,7 @@ func (c *tee) Telemetry(workerID, kind string, payload []byte) {
 // (Prometheus on a free port).
 func startObservabilityServer(t *testing.T, ctx context.Context) *devserver.Server {
 	t.Helper()
-	cfg, err := config.Parse("config.yaml", []byte(
-		"engine: {port: 0}\nmodules:\n  - class: iii-observability\n    config: {metrics_port: 0}\n"), os.LookupEnv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log})
-	if err != nil {
-		t.Fatalf("devserver.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Stop(sctx); err != nil {
-			t.Errorf("devserver stop: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("engine log:\n%s", logs.String())
-		}
-	})
+	srv := startServer(t, ctx, "engine: {port: 0}\nmodules:\n  - class: iii-observability\n    config: {metrics_port: 0}\n")
 	if dir := os.Getenv(captureEnv); dir != "" {
 		m, _ := srv.Modules().Get(config.ModuleObservability)
 		srv.Engine().SetTelemetrySink(&tee{next: m.(engine.TelemetrySink), dir: dir})

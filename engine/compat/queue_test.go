@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +12,6 @@ import (
 
 	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine"
-	"github.com/iii-workbench/iii/engine/config"
 	_ "github.com/iii-workbench/iii/engine/modules/queue"
 )
 
@@ -22,28 +19,7 @@ import (
 // queue "compat" retries twice, 50 ms apart at first.
 func startQueueServer(t *testing.T, ctx context.Context) *devserver.Server {
 	t.Helper()
-	cfg, err := config.Parse("config.yaml", []byte(
-		"engine: {port: 0}\nmodules:\n  - class: QueueModule\n    config: {queues: {compat: {max_retries: 2, backoff_ms: 50}}}\n"),
-		os.LookupEnv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log})
-	if err != nil {
-		t.Fatalf("devserver.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Stop(sctx); err != nil {
-			t.Errorf("devserver stop: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("engine log:\n%s", logs.String())
-		}
-	})
+	srv := startServer(t, ctx, "engine: {port: 0}\nmodules:\n  - class: QueueModule\n    config: {queues: {compat: {max_retries: 2, backoff_ms: 50}}}\n")
 	return srv
 }
 

@@ -3,15 +3,11 @@ package compat_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
-	"os"
 	"testing"
-	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/modules/stream"
 )
 
@@ -19,27 +15,7 @@ import (
 // module on a free port and returns it with the stream WebSocket URL.
 func startStreamServer(t *testing.T, ctx context.Context) (*devserver.Server, string) {
 	t.Helper()
-	cfg, err := config.Parse("config.yaml", []byte(
-		"engine: {port: 0}\nmodules:\n  - class: StreamModule\n    config: {port: 0}\n"), os.LookupEnv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log})
-	if err != nil {
-		t.Fatalf("devserver.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Stop(sctx); err != nil {
-			t.Errorf("devserver stop: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("engine log:\n%s", logs.String())
-		}
-	})
+	srv := startServer(t, ctx, "engine: {port: 0}\nmodules:\n  - class: StreamModule\n    config: {port: 0}\n")
 	m, ok := srv.Modules().Get("stream")
 	if !ok {
 		t.Fatal("stream module not started")

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +12,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/engine/config"
 	httpapi "github.com/iii-workbench/iii/engine/modules/http"
 	_ "github.com/iii-workbench/iii/engine/modules/observability"
 	"github.com/iii-workbench/iii/engine/modules/state"
@@ -26,29 +23,10 @@ import (
 // URL.
 func startChainServer(t *testing.T, ctx context.Context) (*devserver.Server, string) {
 	t.Helper()
-	cfg, err := config.Parse("config.yaml", []byte("engine: {port: 0}\nmodules:\n"+
+	srv := startServer(t, ctx, "engine: {port: 0}\nmodules:\n"+
 		"  - class: RestApiModule\n    config: {host: 127.0.0.1, port: 0, default_timeout: 10000}\n"+
 		"  - class: StateModule\n"+
-		"  - class: OtelModule\n    config: {metrics_port: 0}\n"), os.LookupEnv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log})
-	if err != nil {
-		t.Fatalf("devserver.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Stop(sctx); err != nil {
-			t.Errorf("devserver stop: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("engine log:\n%s", logs.String())
-		}
-	})
+		"  - class: OtelModule\n    config: {metrics_port: 0}\n")
 	m, ok := srv.Modules().Get("http")
 	if !ok {
 		t.Fatalf("http module not running: %v", srv.Modules().IDs())
