@@ -83,9 +83,21 @@ type Request struct {
 // returned as a *protocol.ErrorBody. Void calls return at once with no
 // result. The wait ends with ctx; the call itself is still bounded by the
 // engine's invocation timeout.
+//
+// A call made from inside an in-process handler (with the ctx the handler
+// got, or one from ContextWithCall) continues that call's trace when req
+// names no traceparent of its own.
 func (e *Engine) Invoke(ctx context.Context, req Request) (json.RawMessage, error) {
 	if len(req.Data) == 0 {
 		req.Data = json.RawMessage("null")
+	}
+	if req.Traceparent == "" {
+		if parent, ok := CallFromContext(ctx); ok {
+			req.Traceparent = parent.Traceparent
+			if req.Baggage == "" {
+				req.Baggage = parent.Baggage
+			}
+		}
 	}
 	call := Call{FunctionID: req.FunctionID, Data: req.Data, Metadata: req.Metadata,
 		Traceparent: req.Traceparent, Baggage: req.Baggage, Trigger: req.Trigger}
@@ -236,7 +248,7 @@ func (e *Engine) runLocal(h Handler, call Call, finish func(outcome)) {
 	ok := e.goSafe(func() {
 		ctx, cancel := context.WithTimeout(e.ctx, e.opts.InvocationTimeout)
 		defer cancel()
-		res, err := h(ctx, &call)
+		res, err := h(ContextWithCall(ctx, &call), &call)
 		finish(outcomeOf(res, err, e.opts.InvocationTimeout))
 	})
 	if !ok {
@@ -349,4 +361,20 @@ func (e *Engine) enqueue(call Call, queue string, done func(outcome)) {
 				done(outcome{result: json.RawMessage(`{"messageReceiptId":"` + receipt + `"}`)})
 			}
 		})
+}
+
+type callKey struct{}
+
+// ContextWithCall returns ctx carrying call: engine calls made with it
+// continue call's trace. The engine gives every in-process handler such a
+// context; a module that fires work from its own goroutines uses this to
+// keep the trace of the call that caused it.
+func ContextWithCall(ctx context.Context, call *Call) context.Context {
+	return context.WithValue(ctx, callKey{}, call)
+}
+
+// CallFromContext returns the call an in-process handler is serving.
+func CallFromContext(ctx context.Context) (*Call, bool) {
+	c, ok := ctx.Value(callKey{}).(*Call)
+	return c, ok && c != nil
 }

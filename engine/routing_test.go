@@ -422,3 +422,34 @@ func TestTraceContextPropagates(t *testing.T) {
 		}
 	}
 }
+
+func TestInProcessHandlerCallsContinueTheTrace(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	sub := te.Events().Subscribe(64)
+	defer sub.Close()
+	te.RegisterFunction("test", engine.Function{ID: "inner::fn",
+		Handler: func(context.Context, *engine.Call) (json.RawMessage, error) { return nil, nil }})
+	te.RegisterFunction("test", engine.Function{ID: "outer::fn",
+		Handler: func(ctx context.Context, _ *engine.Call) (json.RawMessage, error) {
+			return te.Invoke(ctx, engine.Request{FunctionID: "inner::fn"})
+		}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := te.Invoke(ctx, engine.Request{FunctionID: "outer::fn"}); err != nil {
+		t.Fatal(err)
+	}
+	spans := map[string]event.SpanIDs{}
+	for len(spans) < 2 {
+		select {
+		case ev := <-sub.C():
+			if f, ok := ev.(event.InvocationFinished); ok {
+				spans[f.FunctionID] = f.Span
+			}
+		case <-ctx.Done():
+			t.Fatalf("spans so far %v", spans)
+		}
+	}
+	if in, out := spans["inner::fn"], spans["outer::fn"]; in.TraceID != out.TraceID || in.ParentSpanID != out.SpanID || out.ParentSpanID != "" {
+		t.Errorf("outer %+v inner %+v: want inner a child of outer, outer a root", out, in)
+	}
+}

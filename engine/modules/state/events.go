@@ -81,7 +81,7 @@ func (m *Module) emit(ctx context.Context, ev event) {
 	if !m.TriggersEnabled {
 		return
 	}
-	m.dispatch(&ev)
+	m.dispatch(ctx, &ev)
 	msg, err := marshal(envelope{Origin: m.instance, Event: ev})
 	if err == nil {
 		err = m.redis.Publish(ctx, m.channel, []byte(msg)).Err()
@@ -108,7 +108,7 @@ func (m *Module) receive(ch <-chan *redis.Message) {
 				continue
 			}
 			if env.Origin != m.instance {
-				m.dispatch(&env.Event)
+				m.dispatch(m.ctx, &env.Event)
 			}
 		}
 	}
@@ -117,7 +117,15 @@ func (m *Module) receive(ch <-chan *redis.Message) {
 // dispatch calls the function of every binding matching ev. Bindings with a
 // condition function are served in goroutines (at most maxConditionCalls at
 // a time; past that dispatch waits); the others get a void call at once.
-func (m *Module) dispatch(ev *event) {
+//
+// Handlers run in the trace of the call that caused the event (ctx carries
+// it, see engine.ContextWithCall); events from other engines start traces of
+// their own.
+func (m *Module) dispatch(ctx context.Context, ev *event) {
+	tctx := m.ctx
+	if c, ok := engine.CallFromContext(ctx); ok {
+		tctx = engine.ContextWithCall(m.ctx, c)
+	}
 	m.mu.RLock()
 	var targets []binding
 	for _, b := range m.bindings {
@@ -136,7 +144,7 @@ func (m *Module) dispatch(ev *event) {
 	}
 	for _, b := range targets {
 		if b.condition == "" {
-			m.invoke(b, payload)
+			m.invoke(tctx, b, payload)
 			continue
 		}
 		select {
@@ -146,8 +154,8 @@ func (m *Module) dispatch(ev *event) {
 		}
 		if !m.goTracked(func() {
 			defer func() { <-m.sem }()
-			if m.conditionHolds(b, payload) {
-				m.invoke(b, payload)
+			if m.conditionHolds(tctx, b, payload) {
+				m.invoke(tctx, b, payload)
 			}
 		}) {
 			<-m.sem
@@ -172,16 +180,16 @@ func (m *Module) goTracked(fn func()) bool {
 	return true
 }
 
-func (m *Module) invoke(b binding, payload json.RawMessage) {
+func (m *Module) invoke(ctx context.Context, b binding, payload json.RawMessage) {
 	// Void calls return at once; results and errors go to the event bus.
-	m.eng.Invoke(m.ctx, engine.Request{FunctionID: b.trigger.FunctionID, Data: payload,
+	m.eng.Invoke(ctx, engine.Request{FunctionID: b.trigger.FunctionID, Data: payload,
 		Metadata: b.trigger.Metadata, Action: &protocol.Action{Type: protocol.ActionVoid}})
 }
 
 // conditionHolds calls the binding's condition function: a JSON false
 // result or an error skips the binding.
-func (m *Module) conditionHolds(b binding, payload json.RawMessage) bool {
-	ctx, cancel := context.WithTimeout(m.ctx, conditionTimeout)
+func (m *Module) conditionHolds(parent context.Context, b binding, payload json.RawMessage) bool {
+	ctx, cancel := context.WithTimeout(parent, conditionTimeout)
 	defer cancel()
 	res, err := m.eng.Invoke(ctx, engine.Request{FunctionID: b.condition, Data: payload, Metadata: b.trigger.Metadata})
 	if err != nil {

@@ -248,7 +248,7 @@ func (m *Module) fnSend(ctx context.Context, call *engine.Call) (json.RawMessage
 		return nil, eb
 	}
 	w := customWrapper(*in.StreamName, *in.GroupID, in.ID, *in.Type, data)
-	m.fireStream(*in.StreamName, *in.GroupID, in.ID, w)
+	m.fireStream(ctx, *in.StreamName, *in.GroupID, in.ID, w)
 	if err := m.publish(ctx, w); err != nil {
 		return nil, failure(CodeSendError, "send event", err)
 	}
@@ -259,7 +259,7 @@ func (m *Module) fnSend(ctx context.Context, call *engine.Call) (json.RawMessage
 // subscribers on every engine through Redis pub/sub.
 func (m *Module) changed(ctx context.Context, streamName, groupID string, itemID *string, kind string, data json.RawMessage) {
 	w := dataWrapper(kind, streamName, groupID, itemID, data)
-	m.fireStream(streamName, groupID, itemID, w)
+	m.fireStream(ctx, streamName, groupID, itemID, w)
 	if err := m.publish(ctx, w); err != nil {
 		// The change is stored; only its live notification is lost.
 		m.log.ErrorContext(ctx, "stream change not published to subscribers", "stream_name", streamName,

@@ -177,7 +177,14 @@ func (m *Module) conditionMet(ctx context.Context, b binding, payload json.RawMe
 // fireStream runs the stream bindings matching a change, with the wrapper
 // as payload. Handlers are called fire-and-forget; bindings with a
 // condition are checked in a goroutine of the module, one per change.
-func (m *Module) fireStream(streamName, groupID string, id *string, wrapper []byte) {
+//
+// Handlers run in the trace of the call that made the change (ctx carries
+// it, see engine.ContextWithCall).
+func (m *Module) fireStream(ctx context.Context, streamName, groupID string, id *string, wrapper []byte) {
+	tctx := context.Background()
+	if c, ok := engine.CallFromContext(ctx); ok {
+		tctx = engine.ContextWithCall(tctx, c)
+	}
 	bs := m.bindings.matchStream(streamName, groupID, id)
 	var conditional []binding
 	for _, b := range bs {
@@ -185,17 +192,21 @@ func (m *Module) fireStream(streamName, groupID string, id *string, wrapper []by
 			conditional = append(conditional, b)
 			continue
 		}
-		m.invokeVoid(b, wrapper)
+		m.invokeVoid(tctx, b, wrapper)
 	}
 	if len(conditional) == 0 {
 		return
 	}
 	// Exits after checking each condition (each bounded by the handler
 	// timeout) and dispatching the handlers.
+	cctx := m.ctx
+	if c, ok := engine.CallFromContext(ctx); ok {
+		cctx = engine.ContextWithCall(m.ctx, c)
+	}
 	ok := m.goSafe(func() {
 		for _, b := range conditional {
-			if m.conditionMet(m.ctx, b, wrapper) {
-				m.invokeVoid(b, wrapper)
+			if m.conditionMet(cctx, b, wrapper) {
+				m.invokeVoid(tctx, b, wrapper)
 			}
 		}
 	})
@@ -204,9 +215,9 @@ func (m *Module) fireStream(streamName, groupID string, id *string, wrapper []by
 	}
 }
 
-func (m *Module) invokeVoid(b binding, payload json.RawMessage) {
+func (m *Module) invokeVoid(ctx context.Context, b binding, payload json.RawMessage) {
 	// A void call returns at once; the handler's outcome is the engine's.
-	_, _ = m.h.Engine.Invoke(context.Background(), engine.Request{FunctionID: b.functionID, Data: payload,
+	_, _ = m.h.Engine.Invoke(ctx, engine.Request{FunctionID: b.functionID, Data: payload,
 		Metadata: b.metadata, Action: &protocol.Action{Type: protocol.ActionVoid}})
 }
 
