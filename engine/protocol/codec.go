@@ -397,6 +397,32 @@ func (w *wire) narrow() (Message, error) {
 // HTML characters are not escaped: payloads pass through as the sender
 // wrote them (as the iii engine does), only compacted.
 func Encode(m Message) ([]byte, error) {
+	// The two messages of every call are written by hand, without
+	// reflection; raw JSON fields are checked and compacted as
+	// encoding/json would, but copied as they are when already compact.
+	var (
+		b   []byte
+		err error
+	)
+	switch v := m.(type) {
+	case InvokeFunction:
+		b, err = appendInvoke(make([]byte, 0, 160+len(v.Data)), &v)
+	case *InvokeFunction:
+		b, err = appendInvoke(make([]byte, 0, 160+len(v.Data)), v)
+	case InvocationResult:
+		b, err = appendResult(make([]byte, 0, 160+len(v.Result)), &v)
+	case *InvocationResult:
+		b, err = appendResult(make([]byte, 0, 160+len(v.Result)), v)
+	default:
+		return encodeReflect(m)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("protocol: encode %s: %w", m.MessageType(), err)
+	}
+	return b, nil
+}
+
+func encodeReflect(m Message) ([]byte, error) {
 	t := m.MessageType()
 	var buf bytes.Buffer
 	buf.Grow(256)
@@ -415,4 +441,114 @@ func Encode(m Message) ([]byte, error) {
 	}
 	out[mark] = ',' // splice the body's fields after the type
 	return out, nil
+}
+
+// appendString appends s as a JSON string. Plain ASCII (ids, UUIDs,
+// traceparents) is copied as is; anything else goes through encoding/json,
+// without HTML escaping, as the reflective path does.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			enc.Encode(s) // a string always encodes
+			return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+func appendField(b []byte, name, value string) []byte {
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return appendString(b, value)
+}
+
+func appendRaw(b []byte, name string, raw json.RawMessage) ([]byte, error) {
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	if bytes.ContainsAny(raw, " \t\r\n") {
+		buf := bytes.NewBuffer(b)
+		if err := json.Compact(buf, raw); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return buf.Bytes(), nil
+	}
+	if !json.Valid(raw) {
+		return nil, fmt.Errorf("%s: invalid JSON", name)
+	}
+	return append(b, raw...), nil
+}
+
+func appendError(b []byte, e *ErrorBody) []byte {
+	b = append(b, `,"error":{"code":`...)
+	b = appendString(b, e.Code)
+	b = appendField(b, "message", e.Message)
+	if e.Stacktrace != "" {
+		b = appendField(b, "stacktrace", e.Stacktrace)
+	}
+	return append(b, '}')
+}
+
+func appendInvoke(b []byte, m *InvokeFunction) ([]byte, error) {
+	b = append(b, `{"type":"invokefunction"`...)
+	if m.InvocationID != "" {
+		b = appendField(b, "invocation_id", m.InvocationID)
+	}
+	b = appendField(b, "function_id", m.FunctionID)
+	data := m.Data
+	if len(data) == 0 {
+		data = json.RawMessage("null")
+	}
+	b, err := appendRaw(b, "data", data)
+	if err != nil {
+		return nil, err
+	}
+	if m.Traceparent != "" {
+		b = appendField(b, "traceparent", m.Traceparent)
+	}
+	if m.Baggage != "" {
+		b = appendField(b, "baggage", m.Baggage)
+	}
+	if m.Action != nil {
+		b = append(b, `,"action":{"type":`...)
+		b = appendString(b, m.Action.Type)
+		if m.Action.Queue != "" {
+			b = appendField(b, "queue", m.Action.Queue)
+		}
+		b = append(b, '}')
+	}
+	if len(m.Metadata) > 0 {
+		if b, err = appendRaw(b, "metadata", m.Metadata); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, '}'), nil
+}
+
+func appendResult(b []byte, m *InvocationResult) ([]byte, error) {
+	b = append(b, `{"type":"invocationresult"`...)
+	b = appendField(b, "invocation_id", m.InvocationID)
+	b = appendField(b, "function_id", m.FunctionID)
+	if len(m.Result) > 0 {
+		var err error
+		if b, err = appendRaw(b, "result", m.Result); err != nil {
+			return nil, err
+		}
+	}
+	if m.Error != nil {
+		b = appendError(b, m.Error)
+	}
+	if m.Traceparent != "" {
+		b = appendField(b, "traceparent", m.Traceparent)
+	}
+	if m.Baggage != "" {
+		b = appendField(b, "baggage", m.Baggage)
+	}
+	return append(b, '}'), nil
 }
