@@ -45,6 +45,9 @@ type conn struct {
 
 	python   bool         // the socket is the Python iii-sdk's (by User-Agent)
 	inflight atomic.Int64 // calls routed to this worker and not yet answered
+	lastRead atomic.Int64 // unix nanos of the last frame read
+	pinging  atomic.Bool  // a keepalive ping is out
+	pings    sync.WaitGroup
 	draining atomic.Bool
 
 	ctx    context.Context // cancelled when the connection closes
@@ -176,6 +179,7 @@ func (e *Engine) serveWorker(w http.ResponseWriter, r *http.Request) {
 	// User-Agent says so; see shutdownStatus.
 	c.python = strings.Contains(r.Header.Get("User-Agent"), "websockets/")
 	c.log = e.log.With("worker_id", c.id)
+	c.lastRead.Store(c.connectedAt.UnixNano())
 	// Not derived from the engine's context: Shutdown closes each socket
 	// itself, after failing its pending calls, so results still get out.
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -208,6 +212,7 @@ func (e *Engine) serveWorker(w http.ResponseWriter, r *http.Request) {
 	reason := c.readLoop()
 	c.cancel()
 	<-writerDone
+	c.pings.Wait()
 	c.cleanup(reason)
 	ws.CloseNow()
 }
@@ -220,6 +225,7 @@ func (c *conn) readLoop() string {
 		if err != nil {
 			return closeReason(err)
 		}
+		c.lastRead.Store(time.Now().UnixNano())
 		if typ == websocket.MessageBinary {
 			if kind, ok := protocol.TelemetryKind(data); ok {
 				c.e.telemetry(c.id, kind, data[4:])
@@ -256,10 +262,18 @@ func closeReason(err error) string {
 // what is still queued (unless the worker is a slow consumer), then performs
 // the close handshake.
 func (c *conn) writeLoop() {
+	var tick <-chan time.Time
+	if iv := c.e.opts.PingInterval; iv > 0 {
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
+		case <-tick:
+			c.keepalive()
 		case <-c.closeReq:
 			c.mu.Lock()
 			code, reason, flush := c.closeCode, c.closeReason, c.closeFlush
@@ -278,6 +292,28 @@ func (c *conn) writeLoop() {
 			}
 		}
 	}
+}
+
+// keepalive pings a worker that has sent nothing for a ping interval, at
+// most one ping at a time; no pong within the ping timeout drops the
+// socket. The ping runs in a goroutine the handler waits for (the reader
+// must keep reading to see the pong).
+func (c *conn) keepalive() {
+	if time.Since(time.Unix(0, c.lastRead.Load())) < c.e.opts.PingInterval || !c.pinging.CompareAndSwap(false, true) {
+		return
+	}
+	c.pings.Add(1)
+	// Exits when the pong arrives, the ping times out or the socket closes.
+	go func() {
+		defer c.pings.Done()
+		defer c.pinging.Store(false)
+		ctx, cancel := context.WithTimeout(c.ctx, c.e.opts.PingTimeout)
+		defer cancel()
+		if err := c.ws.Ping(ctx); err != nil && c.ctx.Err() == nil {
+			c.log.Warn("worker did not answer a ping; dropping it", "timeout", c.e.opts.PingTimeout, "err", err)
+			c.cancel()
+		}
+	}()
 }
 
 // writeBatch writes frames under one write deadline; false means the

@@ -274,3 +274,38 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 		return true
 	})
 }
+
+// TestKeepaliveDropsSilentPeers: a socket that stops answering (a peer
+// whose host vanished looks the same: nothing comes back) is pinged after
+// a quiet interval and dropped when the pong does not come; an idle worker
+// that answers pings stays connected.
+func TestKeepaliveDropsSilentPeers(t *testing.T) {
+	te := startEngine(t, engine.Options{PingInterval: 100 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
+	idle := dial(t, te.url) // its reader answers pings
+	idle.register("idle::fn")
+	mute, _, err := dialOpts(t, te.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, _, err := mute.Read(ctx); err != nil { // the greeting; then it never reads again
+		t.Fatal(err)
+	}
+	mute.Write(ctx, websocket.MessageText, []byte(`{"type":"registerfunction","id":"mute::fn"}`))
+	waitFor(t, "the mute worker dropped", func() bool {
+		for _, f := range te.Snapshot().Functions {
+			if f.ID == "mute::fn" {
+				return false
+			}
+		}
+		return true
+	})
+	idle.quiet()
+	idle.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "idle::fn", "data": nil})
+	idle.serveOnce(1, nil) // still registered: the idle worker was kept
+	if res := idle.expect("invocationresult"); res["result"] != float64(1) {
+		t.Fatalf("got %v", res)
+	}
+}

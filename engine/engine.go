@@ -74,6 +74,12 @@ type Options struct {
 	OutboundQueueLimit int
 	// WriteTimeout bounds each write to a worker socket.
 	WriteTimeout time.Duration
+	// PingInterval is how long a worker socket may stay silent before the
+	// engine pings it; a ping unanswered within PingTimeout closes the
+	// socket (a half-open TCP connection to a vanished host). Zero means
+	// 30 s and 10 s; a negative interval turns keepalive off.
+	PingInterval time.Duration
+	PingTimeout  time.Duration
 	// TelemetrySink receives worker telemetry frames; nil counts and drops.
 	TelemetrySink TelemetrySink
 }
@@ -93,6 +99,12 @@ func (o *Options) withDefaults() {
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.PingInterval == 0 {
+		o.PingInterval = 30 * time.Second
+	}
+	if o.PingTimeout <= 0 {
+		o.PingTimeout = 10 * time.Second
 	}
 }
 
