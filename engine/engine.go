@@ -166,8 +166,8 @@ func New(opts Options) (*Engine, error) {
 		cancel()
 		return nil, fmt.Errorf("engine: built-ins: %w", err)
 	}
-	// Exits when the engine's context is cancelled by Shutdown.
-	if !e.goSafe(e.functionsAvailableLoop) {
+	// Both exit when the engine's context is cancelled by Shutdown.
+	if !e.goSafe(e.functionsAvailableLoop) || !e.goSafe(e.timeoutLoop) {
 		cancel()
 		return nil, ErrEngineClosed
 	}

@@ -29,17 +29,67 @@ func failed(code, format string, args ...any) outcome {
 
 // pending is a call sent to a worker and not yet answered.
 type pending struct {
-	target *conn
-	timer  *time.Timer
-	finish func(outcome)
+	target     *conn
+	functionID string
+	deadline   int64 // unix nanos; the sweeper fails the call after it
+	finish     func(outcome)
 }
 
 // complete ends the call; the caller must have taken p out of the target's
 // pending table first, which makes completion happen exactly once.
 func (p *pending) complete(o outcome) {
-	p.timer.Stop()
 	p.target.inflight.Add(-1)
 	p.finish(o)
+}
+
+// sweepInterval is how often pending calls are checked against their
+// deadline: an eighth of the timeout, between 1 ms and 1 s, so a call
+// fails at most that much after its timeout.
+func sweepInterval(timeout time.Duration) time.Duration {
+	return min(max(timeout/8, time.Millisecond), time.Second)
+}
+
+// timeoutLoop fails the calls whose engine-side deadline has passed. One
+// sweep over the pending tables replaces a timer per call. It exits when
+// the engine shuts down.
+func (e *Engine) timeoutLoop() {
+	t := time.NewTicker(sweepInterval(e.opts.InvocationTimeout))
+	defer t.Stop()
+	var conns []*conn
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case now := <-t.C:
+			e.mu.RLock()
+			conns = conns[:0]
+			for _, c := range e.conns {
+				conns = append(conns, c)
+			}
+			e.mu.RUnlock()
+			for _, c := range conns {
+				c.expire(now.UnixNano(), e.opts.InvocationTimeout)
+			}
+			clear(conns)
+		}
+	}
+}
+
+// expire fails this worker's calls that are past their deadline.
+func (c *conn) expire(now int64, timeout time.Duration) {
+	var late []*pending
+	c.mu.Lock()
+	for id, p := range c.pending {
+		if p.deadline <= now {
+			delete(c.pending, id)
+			late = append(late, p)
+		}
+	}
+	c.mu.Unlock()
+	for _, p := range late {
+		p.complete(failed(CodeTimeout, "invocation of %s timed out after %dms (engine invocation timeout)",
+			p.functionID, timeout.Milliseconds()))
+	}
 }
 
 // take removes and returns the pending call id, or nil.
@@ -276,7 +326,8 @@ func outcomeOf(res json.RawMessage, err error, timeout time.Duration) outcome {
 // invokefunction to it. dispatch has already counted it in the target's
 // in-flight calls; completing the pending entry uncounts it.
 func (e *Engine) sendToWorker(target *conn, call Call, finish func(outcome)) {
-	p := &pending{target: target, finish: finish}
+	p := &pending{target: target, functionID: call.FunctionID, finish: finish,
+		deadline: time.Now().Add(e.opts.InvocationTimeout).UnixNano()}
 	target.mu.Lock()
 	if target.gone {
 		target.mu.Unlock()
@@ -288,13 +339,6 @@ func (e *Engine) sendToWorker(target *conn, call Call, finish func(outcome)) {
 	if _, dup := target.pending[id]; dup {
 		id = uuid.NewString() // two callers chose the same id; keep both apart
 	}
-	timeout := e.opts.InvocationTimeout
-	p.timer = time.AfterFunc(timeout, func() {
-		if p := target.take(id); p != nil {
-			p.complete(failed(CodeTimeout, "invocation of %s timed out after %dms (engine invocation timeout)",
-				call.FunctionID, timeout.Milliseconds()))
-		}
-	})
 	target.pending[id] = p
 	target.mu.Unlock()
 

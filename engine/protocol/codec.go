@@ -406,13 +406,13 @@ func Encode(m Message) ([]byte, error) {
 	)
 	switch v := m.(type) {
 	case InvokeFunction:
-		b, err = appendInvoke(make([]byte, 0, 160+len(v.Data)), &v)
+		b, err = appendInvoke(make([]byte, 0, invokeSize(&v)), &v)
 	case *InvokeFunction:
-		b, err = appendInvoke(make([]byte, 0, 160+len(v.Data)), v)
+		b, err = appendInvoke(make([]byte, 0, invokeSize(v)), v)
 	case InvocationResult:
-		b, err = appendResult(make([]byte, 0, 160+len(v.Result)), &v)
+		b, err = appendResult(make([]byte, 0, resultSize(&v)), &v)
 	case *InvocationResult:
-		b, err = appendResult(make([]byte, 0, 160+len(v.Result)), v)
+		b, err = appendResult(make([]byte, 0, resultSize(v)), v)
 	default:
 		return encodeReflect(m)
 	}
@@ -551,4 +551,22 @@ func appendResult(b []byte, m *InvocationResult) ([]byte, error) {
 		b = appendField(b, "baggage", m.Baggage)
 	}
 	return append(b, '}'), nil
+}
+
+// invokeSize and resultSize are the encoded size of plain messages (keys
+// and punctuation included), so the frame is allocated once.
+func invokeSize(m *InvokeFunction) int {
+	n := 160 + len(m.InvocationID) + len(m.FunctionID) + len(m.Data) + len(m.Traceparent) + len(m.Baggage) + len(m.Metadata)
+	if m.Action != nil {
+		n += 40 + len(m.Action.Queue)
+	}
+	return n
+}
+
+func resultSize(m *InvocationResult) int {
+	n := 160 + len(m.InvocationID) + len(m.FunctionID) + len(m.Result) + len(m.Traceparent) + len(m.Baggage)
+	if m.Error != nil {
+		n += 48 + len(m.Error.Code) + len(m.Error.Message) + len(m.Error.Stacktrace)
+	}
+	return n
 }
