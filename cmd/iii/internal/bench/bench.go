@@ -42,6 +42,10 @@ type Options struct {
 	Payload int
 	// Baseline also measures the minimal relay with the same traffic.
 	Baseline bool
+	// Rounds alternates baseline and engine this many times (each for
+	// Duration) and reports the median round of each, so drift of a busy
+	// machine hits both sides alike. Default 1.
+	Rounds int
 	// Function and Data load a user's function on a running engine
 	// instead of the echo workers.
 	Function string
@@ -76,6 +80,9 @@ func (o *Options) check() error {
 	}
 	if o.Data == nil {
 		o.Data = json.RawMessage("null")
+	}
+	if o.Rounds <= 0 {
+		o.Rounds = 1
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -116,6 +123,7 @@ func (m Millis) String() string {
 // Report is a whole run.
 type Report struct {
 	Workers     int      `json:"workers"`
+	Rounds      int      `json:"rounds"`
 	Concurrency int      `json:"concurrency"`
 	Payload     int      `json:"payload_bytes"`
 	Function    string   `json:"function"`
@@ -133,31 +141,39 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := o.check(); err != nil {
 		return nil, err
 	}
-	rep := &Report{Workers: o.Workers, Concurrency: o.Concurrency, Payload: o.Payload,
+	rep := &Report{Workers: o.Workers, Rounds: o.Rounds, Concurrency: o.Concurrency, Payload: o.Payload,
 		Function: cmp(o.Function, EchoFunction), GoVersion: runtime.Version(), CPUs: runtime.NumCPU()}
-	if o.Baseline {
-		res, err := measureChild(ctx, o, "baseline")
+	var engines, baselines []*Result
+	for range o.Rounds {
+		if o.Baseline {
+			res, err := measureChild(ctx, o, "baseline")
+			if err != nil {
+				return nil, fmt.Errorf("baseline: %w", err)
+			}
+			baselines = append(baselines, res)
+		}
+		var (
+			res *Result
+			err error
+		)
+		if o.Address != "" {
+			res, err = measure(ctx, o, o.Address, nil)
+			if res != nil {
+				res.Target = o.Address
+			}
+		} else {
+			res, err = measureChild(ctx, o, "engine")
+		}
 		if err != nil {
-			return nil, fmt.Errorf("baseline: %w", err)
+			return nil, err
 		}
-		rep.Baseline = res
+		engines = append(engines, res)
 	}
-	var (
-		res *Result
-		err error
-	)
-	if o.Address != "" {
-		res, err = measure(ctx, o, o.Address, nil)
-		if res != nil {
-			res.Target = o.Address
-		}
-	} else {
-		res, err = measureChild(ctx, o, "engine")
+	rep.Engine = *median(engines)
+	if len(baselines) > 0 {
+		rep.Baseline = median(baselines)
 	}
-	if err != nil {
-		return nil, err
-	}
-	rep.Engine = *res
+	res := &rep.Engine
 	if b := rep.Baseline; b != nil && b.CallsPerSec > 0 {
 		r := res.CallsPerSec / b.CallsPerSec
 		rep.Ratio = &r
@@ -171,6 +187,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// median is the round with the median throughput.
+func median(rs []*Result) *Result {
+	slices.SortFunc(rs, func(a, b *Result) int {
+		switch {
+		case a.CallsPerSec < b.CallsPerSec:
+			return -1
+		case a.CallsPerSec > b.CallsPerSec:
+			return 1
+		}
+		return 0
+	})
+	return rs[len(rs)/2]
 }
 
 func cmp(a, b string) string {

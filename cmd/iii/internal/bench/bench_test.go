@@ -31,7 +31,7 @@ func TestRunWithBaseline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	rep, err := bench.Run(ctx, bench.Options{Executable: exe, Workers: 2, Concurrency: 8,
-		Duration: 500 * time.Millisecond, Payload: 256, Baseline: true})
+		Duration: 300 * time.Millisecond, Payload: 256, Baseline: true, Rounds: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,8 +40,8 @@ func TestRunWithBaseline(t *testing.T) {
 			t.Fatalf("result %+v", r)
 		}
 	}
-	if rep.Ratio == nil || *rep.Ratio <= 0 {
-		t.Errorf("ratio %v", rep.Ratio)
+	if rep.Ratio == nil || *rep.Ratio <= 0 || rep.Rounds != 2 {
+		t.Errorf("ratio %v over %d rounds", rep.Ratio, rep.Rounds)
 	}
 	if rep.Engine.RSSBytes == 0 {
 		t.Error("engine RSS not measured")

@@ -65,6 +65,7 @@ through a minimal WebSocket relay in the same run and prints the ratio.
 	f.DurationVar(&o.Warmup, "warmup", time.Second, "traffic before measuring")
 	f.IntVar(&o.Payload, "payload", 128, "payload size in bytes")
 	f.BoolVar(&o.Baseline, "baseline", false, "also measure a minimal relay with the same traffic, same run")
+	f.IntVar(&o.Rounds, "rounds", 1, "alternate baseline and engine this many times and report the median round of each")
 	f.StringVar(&o.Function, "function", "", "load this function of a running engine instead of echo")
 	f.StringVar(&data, "data", "", "JSON payload for --function")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
@@ -215,8 +216,8 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 func printReport(out io.Writer, rep *bench.Report) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(out, "%s: %d worker(s), %d in flight, %d B payload, %d CPUs, %s\n\n",
-		rep.Function, rep.Workers, rep.Concurrency, rep.Payload, rep.CPUs, rep.GoVersion)
+	fmt.Fprintf(out, "%s: %d worker(s), %d in flight, %d B payload, %d CPUs, %s, median of %d round(s)\n\n",
+		rep.Function, rep.Workers, rep.Concurrency, rep.Payload, rep.CPUs, rep.GoVersion, rep.Rounds)
 	fmt.Fprintln(w, "target\tcalls/s\tp50\tp90\tp99\tmax\terrors\tCPU\tRSS\t")
 	row := func(r *bench.Result) {
 		fmt.Fprintf(w, "%s\t%.0f\t%v\t%v\t%v\t%v\t%d\t%.0f%%\t%s\t\n", r.Target, r.CallsPerSec,
