@@ -24,8 +24,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
-	"github.com/iii-workbench/iii/engine/config"
 )
 
 func TestMain(m *testing.M) {
@@ -526,29 +526,9 @@ func (w *workerProc) do(t *testing.T, ctx context.Context, cmd map[string]any, a
 }
 
 // startServer runs a devserver with the config.yaml text given (modules on
-// free ports, embedded Redis), logging at debug level into a buffer that is
-// printed if the test fails, and stops it at cleanup.
+// free ports, embedded Redis); see devtest.Start.
 func startServer(t *testing.T, ctx context.Context, yaml string) *devserver.Server {
 	t.Helper()
-	cfg, err := config.Parse("config.yaml", []byte(yaml), os.LookupEnv)
-	if err != nil {
-		t.Fatalf("config:\n%s\n%v", yaml, err)
-	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log})
-	if err != nil {
-		t.Fatalf("devserver.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Stop(sctx); err != nil {
-			t.Errorf("devserver stop: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("engine log:\n%s", logs.String())
-		}
-	})
+	srv, _ := devtest.Start(t, ctx, yaml)
 	return srv
 }

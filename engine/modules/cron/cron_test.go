@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/protocol"
@@ -31,21 +32,7 @@ func startEngine(ctx context.Context, t *testing.T, redisURL, moduleConfig strin
 	if moduleConfig != "" {
 		yaml += "    config: " + moduleConfig + "\n"
 	}
-	cfg, err := config.Parse("config.yaml", []byte(yaml), os.LookupEnv)
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg})
-	if err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Stop(sctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
+	srv, _ := devtest.Start(t, ctx, yaml)
 	return srv
 }
 

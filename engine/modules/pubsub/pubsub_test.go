@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/protocol"
@@ -25,21 +26,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func startEngine(ctx context.Context, t *testing.T, redisURL string) *devserver.Server {
 	t.Helper()
 	yaml := fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: iii-pubsub\n", redisURL)
-	cfg, err := config.Parse("config.yaml", []byte(yaml), os.LookupEnv)
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg})
-	if err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Stop(sctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
+	srv, _ := devtest.Start(t, ctx, yaml)
 	return srv
 }
 
