@@ -172,10 +172,11 @@ func spans(t *testing.T, ctx context.Context, eng *engine.Engine, filter map[str
 	return out
 }
 
-// connect connects a Go SDK worker; Close at cleanup.
-func connect(t *testing.T, ctx context.Context, url, name string) *sdk.Worker {
+// connect connects a Go SDK worker (which exports its own spans unless
+// opts turn that off); Close at cleanup.
+func connect(t *testing.T, ctx context.Context, url, name string, opts ...sdk.Option) *sdk.Worker {
 	t.Helper()
-	w, err := sdk.Connect(ctx, url, sdk.WithName(name))
+	w, err := sdk.Connect(ctx, url, append([]sdk.Option{sdk.WithName(name)}, opts...)...)
 	if err != nil {
 		t.Fatalf("connect %s: %v", name, err)
 	}
