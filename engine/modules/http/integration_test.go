@@ -20,28 +20,11 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine/config"
 	httpapi "github.com/iii-workbench/iii/engine/modules/http"
 	"github.com/iii-workbench/iii/sdk"
 )
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fixture is a devserver running the HTTP module, with an HTTP client.
 type fixture struct {
@@ -49,7 +32,7 @@ type fixture struct {
 	mod     *httpapi.Module
 	base    string // http://host:port of the HTTP API
 	client  *http.Client
-	logs    *syncBuffer // engine log
+	logs    *devtest.Logs // engine log
 	started time.Time
 }
 
@@ -62,43 +45,24 @@ func startServer(t testing.TB, ctx context.Context, moduleConfig string) *fixtur
 		yaml += ", " + moduleConfig
 	}
 	yaml += "}\n"
-	cfg, err := config.Parse("config.yaml", []byte(yaml), os.LookupEnv)
-	if err != nil {
-		t.Fatalf("config:\n%s\n%v", yaml, err)
-	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log})
-	if err != nil {
-		t.Fatalf("devserver.Start: %v", err)
-	}
+	srv, logs := devtest.Start(t, ctx, yaml)
 	m, ok := srv.Modules().Get("http")
 	if !ok {
-		srv.Stop(ctx)
 		t.Fatalf("module http not started; modules %v", srv.Modules().IDs())
 	}
 	f := &fixture{srv: srv, mod: m.(*httpapi.Module), logs: logs, started: time.Now(),
 		client: &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}}
 	f.base = "http://" + f.mod.Addr()
-	t.Cleanup(func() {
-		f.client.CloseIdleConnections()
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Stop(sctx); err != nil {
-			t.Errorf("devserver stop: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("engine log:\n%s", logs.String())
-		}
-	})
+	// Runs before devtest stops the engine (cleanups run in reverse).
+	t.Cleanup(f.client.CloseIdleConnections)
 	return f
 }
 
 // connect connects a Go SDK worker whose log goes to the returned buffer.
 // Cleanup closes it (before the server stops: cleanups run in reverse).
-func (f *fixture) connect(t *testing.T, ctx context.Context, name string) (*sdk.Worker, *syncBuffer) {
+func (f *fixture) connect(t *testing.T, ctx context.Context, name string) (*sdk.Worker, *devtest.Logs) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &devtest.Logs{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w, err := sdk.Connect(ctx, f.srv.URL(), sdk.WithName(name), sdk.WithLogger(log))
 	if err != nil {
@@ -173,7 +137,7 @@ func (f *fixture) waitStatus(t *testing.T, ctx context.Context, method, path str
 }
 
 // waitLog polls a log buffer until it contains all of parts.
-func waitLog(t *testing.T, ctx context.Context, logs *syncBuffer, parts ...string) string {
+func waitLog(t *testing.T, ctx context.Context, logs *devtest.Logs, parts ...string) string {
 	t.Helper()
 	for {
 		s := logs.String()

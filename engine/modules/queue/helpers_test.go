@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,8 +13,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
-	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/sdk"
 )
@@ -38,28 +36,10 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testEngine is a devserver running the queue module.
 type testEngine struct {
 	srv  *devserver.Server
-	logs *syncBuffer
+	logs *devtest.Logs
 	once sync.Once
 }
 
@@ -77,23 +57,10 @@ modules:
   - class: QueueModule
     config: %s
 `, redisURL, queuesYAML)
-	cfg, err := config.Parse("config.yaml", []byte(text), os.LookupEnv)
-	if err != nil {
-		t.Fatalf("config %s: %v", text, err)
-	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log})
-	if err != nil {
-		t.Fatalf("devserver.Start: %v", err)
-	}
+	srv, logs := devtest.Start(t, ctx, text)
 	te := &testEngine{srv: srv, logs: logs}
-	t.Cleanup(func() {
-		te.stop(t, 10*time.Second)
-		if t.Failed() {
-			t.Logf("engine %s log:\n%s", srv.URL(), logs.String())
-		}
-	})
+	// devtest stops the engine at cleanup too; stopping twice is fine.
+	t.Cleanup(func() { te.stop(t, 10*time.Second) })
 	return te
 }
 

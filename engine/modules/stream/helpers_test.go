@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,8 +13,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
-	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/modules/stream"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/sdk"
@@ -34,29 +31,11 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testEngine is a devserver with the stream module.
 type testEngine struct {
 	srv  *devserver.Server
 	mod  *stream.Module
-	logs *syncBuffer
+	logs *devtest.Logs
 }
 
 // startEngine starts an engine on redisURL with the stream module on a
@@ -70,32 +49,12 @@ modules:
   - class: StreamModule
     config: {port: 0%s}
 `, redisURL, moduleConfig)
-	cfg, err := config.Parse("config.yaml", []byte(cfgText), os.LookupEnv)
-	if err != nil {
-		t.Fatalf("config %s: %v", cfgText, err)
-	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log})
-	if err != nil {
-		t.Fatalf("devserver.Start: %v", err)
-	}
+	srv, logs := devtest.Start(t, ctx, cfgText)
 	m, ok := srv.Modules().Get("stream")
 	if !ok {
-		srv.Stop(ctx)
 		t.Fatal("stream module not started")
 	}
 	te := &testEngine{srv: srv, mod: m.(*stream.Module), logs: logs}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Stop(sctx); err != nil {
-			t.Errorf("stop engine: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("engine log:\n%s", logs.String())
-		}
-	})
 	return te
 }
 
