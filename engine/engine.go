@@ -20,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/iii-workbench/iii/engine/event"
+	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 )
 
 // Defaults for Options fields left zero.
@@ -256,13 +257,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		c.close(shutdownStatus(c), "engine shutting down")
 	}
 	e.cancel()
-	done := make(chan struct{})
-	// Exits when every engine goroutine and socket handler has returned.
-	go func() {
-		e.connsWG.Wait()
-		e.wg.Wait()
-		close(done)
-	}()
+	done := waitgroup.Done(&e.connsWG, &e.wg)
 	select {
 	case <-done:
 		return nil

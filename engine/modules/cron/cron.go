@@ -48,6 +48,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 	"github.com/iii-workbench/iii/engine/module"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
@@ -184,12 +185,7 @@ func (m *Module) Stop(ctx context.Context) error {
 		return nil
 	}
 	m.cancel()
-	done := make(chan struct{})
-	// Exits when every job goroutine and firing has returned.
-	go func() {
-		m.wg.Wait()
-		close(done)
-	}()
+	done := waitgroup.Done(&m.wg)
 	select {
 	case <-done:
 		return nil

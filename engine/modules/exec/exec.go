@@ -87,6 +87,7 @@ import (
 	"unicode"
 
 	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 	"github.com/iii-workbench/iii/engine/module"
 )
 
@@ -424,11 +425,7 @@ func (m *Module) Stop(ctx context.Context) error {
 		return nil
 	}
 	m.cancel()
-	done := make(chan struct{})
-	go func() { // exits when every supervisor and watcher has
-		m.wg.Wait()
-		close(done)
-	}()
+	done := waitgroup.Done(&m.wg)
 	select {
 	case <-done:
 		return nil

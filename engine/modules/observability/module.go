@@ -75,6 +75,7 @@ import (
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/event"
+	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 	"github.com/iii-workbench/iii/engine/module"
 )
 
@@ -438,12 +439,7 @@ func (m *Module) Stop(ctx context.Context) error {
 	} else if m.metricsLn != nil {
 		m.metricsLn.Close() // provisioned, never started
 	}
-	done := make(chan struct{})
-	// Exits when every goroutine of the module has returned.
-	go func() {
-		m.wg.Wait()
-		close(done)
-	}()
+	done := waitgroup.Done(&m.wg)
 	select {
 	case <-done:
 	case <-ctx.Done():

@@ -27,6 +27,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 	"github.com/iii-workbench/iii/engine/module"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
@@ -159,12 +160,7 @@ func (m *Module) Stop(ctx context.Context) error {
 			err = fmt.Errorf("pubsub: close subscription: %w", cerr)
 		}
 	}
-	done := make(chan struct{})
-	// Exits when the receive loop has returned.
-	go func() {
-		m.wg.Wait()
-		close(done)
-	}()
+	done := waitgroup.Done(&m.wg)
 	select {
 	case <-done:
 		return err

@@ -18,6 +18,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 	"github.com/iii-workbench/iii/engine/module"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
@@ -225,12 +226,7 @@ func (m *Module) Stop(ctx context.Context) error {
 		// Ends blocked reads at once; the handlers use the host's client.
 		m.blocking.Close()
 	}
-	done := make(chan struct{})
-	// Exits when every module goroutine has returned.
-	go func() {
-		m.wg.Wait()
-		close(done)
-	}()
+	done := waitgroup.Done(&m.wg)
 	var err error
 	select {
 	case <-done:

@@ -39,6 +39,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 	"github.com/iii-workbench/iii/engine/module"
 	"github.com/iii-workbench/iii/engine/modules/internal/updateops"
 	"github.com/iii-workbench/iii/engine/protocol"
@@ -237,12 +238,7 @@ func (m *Module) Stop(ctx context.Context) error {
 			err = fmt.Errorf("state: close subscription: %w", cerr)
 		}
 	}
-	done := make(chan struct{})
-	// Exits when every goroutine of the module has returned.
-	go func() {
-		m.wg.Wait()
-		close(done)
-	}()
+	done := waitgroup.Done(&m.wg)
 	select {
 	case <-done:
 		return err

@@ -41,6 +41,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 	"github.com/iii-workbench/iii/engine/module"
 )
 
@@ -321,12 +322,7 @@ func (m *Module) Stop(ctx context.Context) error {
 	m.fnIDs = nil
 
 	var errs []error
-	done := make(chan struct{})
-	// Exits when every module goroutine has; Stop waits for it below.
-	go func() {
-		m.wg.Wait()
-		close(done)
-	}()
+	done := waitgroup.Done(&m.wg)
 	select {
 	case <-done:
 	case <-ctx.Done():
