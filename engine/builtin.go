@@ -27,6 +27,21 @@ const (
 // functions-available firing.
 const functionsDebounce = 100 * time.Millisecond
 
+// idArg reads the {"id": ...} input of the *::info and unregister
+// built-ins; the id is required.
+func idArg(call *Call) (string, error) {
+	var in struct {
+		ID string `json:"id"`
+	}
+	if err := decodeArgs(call.Data, &in); err != nil {
+		return "", err
+	}
+	if in.ID == "" {
+		return "", badArgs("id is required")
+	}
+	return in.ID, nil
+}
+
 func badArgs(format string, args ...any) error {
 	return &protocol.ErrorBody{Code: CodeInvalidArguments, Message: fmt.Sprintf(format, args...)}
 }
@@ -490,21 +505,16 @@ func (e *Engine) fnTriggersList(_ context.Context, call *Call) (json.RawMessage,
 }
 
 func (e *Engine) fnTriggersInfo(_ context.Context, call *Call) (json.RawMessage, error) {
-	var in struct {
-		ID string `json:"id"`
-	}
-	if err := decodeArgs(call.Data, &in); err != nil {
+	id, err := idArg(call)
+	if err != nil {
 		return nil, err
 	}
-	if in.ID == "" {
-		return nil, badArgs("id is required")
-	}
 	for _, t := range e.Snapshot().TriggerTypes {
-		if t.ID == in.ID {
+		if t.ID == id {
 			return marshal(triggerTypeDetail(t))
 		}
 	}
-	return nil, &protocol.ErrorBody{Code: CodeNotFound, Message: fmt.Sprintf("trigger type %s not found", in.ID)}
+	return nil, &protocol.ErrorBody{Code: CodeNotFound, Message: fmt.Sprintf("trigger type %s not found", id)}
 }
 
 func triggerTypeDetail(t TriggerTypeInfo) map[string]any {
@@ -563,18 +573,13 @@ func (e *Engine) fnRegisteredTriggersList(_ context.Context, call *Call) (json.R
 }
 
 func (e *Engine) fnRegisteredTriggersInfo(_ context.Context, call *Call) (json.RawMessage, error) {
-	var in struct {
-		ID string `json:"id"`
-	}
-	if err := decodeArgs(call.Data, &in); err != nil {
+	id, err := idArg(call)
+	if err != nil {
 		return nil, err
-	}
-	if in.ID == "" {
-		return nil, badArgs("id is required")
 	}
 	snap := e.Snapshot()
 	for _, t := range snap.Triggers {
-		if t.ID != in.ID {
+		if t.ID != id {
 			continue
 		}
 		out := map[string]any{"id": t.ID, "trigger_type": t.Type, "function_id": t.FunctionID,
@@ -594,7 +599,7 @@ func (e *Engine) fnRegisteredTriggersInfo(_ context.Context, call *Call) (json.R
 		}
 		return marshal(out)
 	}
-	return nil, &protocol.ErrorBody{Code: CodeNotFound, Message: fmt.Sprintf("trigger %s not found", in.ID)}
+	return nil, &protocol.ErrorBody{Code: CodeNotFound, Message: fmt.Sprintf("trigger %s not found", id)}
 }
 
 func (e *Engine) fnRegisterTrigger(ctx context.Context, call *Call) (json.RawMessage, error) {
@@ -615,14 +620,9 @@ func (e *Engine) fnRegisterTrigger(ctx context.Context, call *Call) (json.RawMes
 }
 
 func (e *Engine) fnUnregisterTrigger(_ context.Context, call *Call) (json.RawMessage, error) {
-	var in struct {
-		ID string `json:"id"`
-	}
-	if err := decodeArgs(call.Data, &in); err != nil {
+	id, err := idArg(call)
+	if err != nil {
 		return nil, err
 	}
-	if in.ID == "" {
-		return nil, badArgs("id is required")
-	}
-	return marshal(map[string]bool{"removed": e.UnregisterTrigger(in.ID)})
+	return marshal(map[string]bool{"removed": e.UnregisterTrigger(id)})
 }
