@@ -130,7 +130,20 @@ func (e Engine) Addr() string { return net.JoinHostPort(e.Host, strconv.Itoa(e.P
 type Redis struct {
 	// URL is redis://, rediss:// or unix://; empty runs an embedded store.
 	URL string
+	// Store chooses the embedded store when URL is empty: StoreMemory (an
+	// in-process store, lost on exit) or StoreManaged (a redis-server the
+	// engine starts and owns, persisting under DataDir). Empty lets the
+	// command decide: iii dev uses memory, iii start the managed store.
+	Store string
+	// DataDir is where the managed store keeps its files.
+	DataDir string
 }
+
+// Embedded store kinds for Redis.Store.
+const (
+	StoreMemory  = "memory"
+	StoreManaged = "managed"
+)
 
 // Module is one entry of "modules:" (or a default module).
 type Module struct {
