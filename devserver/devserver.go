@@ -75,6 +75,8 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if cfg.Engine.Port < 0 || cfg.Engine.Port > 65535 {
 		return nil, fmt.Errorf("devserver: engine.port %d out of range 0-65535", cfg.Engine.Port)
 	}
+	cfg.LogWarnings(log)
+	warnUnserved(cfg, log)
 	entries := cfg.Modules
 	if !cfg.FromFile() {
 		// The default set names every built-in module; run those this
@@ -135,6 +137,31 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	}()
 	log.Info("engine ready", "url", s.URL(), "modules", s.modules.IDs(), "auth", cfg.Engine.AuthToken != "")
 	return s, nil
+}
+
+// warnUnserved warns about the iii-format settings that Config carries but
+// this server does not act on yet: listeners after the first, their RBAC
+// and middleware, and iii-http-functions. Each is logged once, here.
+func warnUnserved(cfg *config.Config, log *slog.Logger) {
+	for i, l := range cfg.Listeners {
+		at := []any{"file", cfg.File, "line", l.Line, "listener", net.JoinHostPort(l.Host, strconv.Itoa(l.Port))}
+		if i > 0 {
+			log.Warn("config: only the first iii-worker-manager listener is served; this one is not opened", at...)
+			continue
+		}
+		if l.RBAC != nil {
+			log.Warn("config: iii-worker-manager rbac is not enforced yet: every worker that connects may call every function (set III_TOKEN to require a token)", at...)
+		}
+		if l.MiddlewareFunctionID != "" {
+			log.Warn("config: iii-worker-manager middleware_function_id is not called yet: invocations go straight to their functions", at...)
+		}
+		if l.HandshakeTimeout != config.DefaultHandshakeTimeout {
+			log.Warn("config: iii-worker-manager handshake_timeout_ms is not implemented: a connection is closed when it stays silent past the keepalive", at...)
+		}
+	}
+	if hf := cfg.HTTPFunctions; hf != nil {
+		log.Warn("config: iii-http-functions is not implemented yet: functions registered with an HTTP invocation (registerfunction.invocation) are not served by this engine", "file", cfg.File, "line", hf.Line)
+	}
 }
 
 // dialable is addr with an unspecified IP (0.0.0.0, ::) replaced by the

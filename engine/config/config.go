@@ -59,6 +59,7 @@ var (
 	ErrConfigUnsetVariable  = errors.New("config: unset environment variable")
 	ErrConfigUnknownModule  = errors.New("config: unknown module class")
 	ErrConfigDuplicateEntry = errors.New("config: module listed twice")
+	ErrConfigMixedFormat    = errors.New("config: our format and iii's mixed in one file")
 )
 
 // Error locates a problem in a config file.
@@ -111,6 +112,18 @@ type Config struct {
 	Engine  Engine
 	Redis   Redis
 	Modules []Module
+
+	// Format is FormatOwn or FormatIII (see iii.go); the fields below are
+	// filled from iii-format files only.
+	Format string
+	// Listeners are the iii-worker-manager entries, in file order; the
+	// first is also Engine.Host and Engine.Port.
+	Listeners []Listener
+	// HTTPFunctions is the iii-http-functions entry; nil without one.
+	HTTPFunctions *HTTPFunctions
+	// Warnings are the settings read but not implemented as written; log
+	// them once at startup with LogWarnings.
+	Warnings []Warning
 }
 
 // Engine holds the worker-facing listener settings.
@@ -280,6 +293,13 @@ func Parse(name string, data []byte, getenv func(string) (string, bool)) (*Confi
 		}
 	}
 
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 && isIIIFormat(resolve(doc.Content[0])) {
+		c := &Config{File: name, Engine: defaultEngine()}
+		if err := parseIII(name, resolve(doc.Content[0]), c); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
 	var raw rawFile
 	d := decoder{file: name}
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
@@ -369,6 +389,16 @@ func (c *Config) setModules(d *decoder, n *yaml.Node) error {
 		return d.typeError(n, "modules", "a list")
 	}
 	seen := make(map[string]int, len(n.Content))
+	classAt := 0 // line of the first class: entry
+	for _, item := range n.Content {
+		if item = resolve(item); item.Kind == yaml.MappingNode {
+			for j := 0; j+1 < len(item.Content); j += 2 {
+				if item.Content[j].Value == "class" && classAt == 0 {
+					classAt = item.Content[j].Line
+				}
+			}
+		}
+	}
 	for i, item := range n.Content {
 		item = resolve(item)
 		path := fmt.Sprintf("modules[%d]", i)
@@ -384,6 +414,10 @@ func (c *Config) setModules(d *decoder, n *yaml.Node) error {
 		switch {
 		case r.Class.Line > 0 && r.Name.Line > 0:
 			return d.errorf(item, path, ErrConfigInvalid, "set class or name, not both")
+		case r.Name.Line > 0 && classAt > 0:
+			return &Error{File: d.file, Line: r.Name.Line, Key: path + ".name",
+				Reason: fmt.Sprintf("name: entries (iii's format) next to class: entries (our format, line %d); the two do not mix: write class: here", classAt),
+				Kind:   ErrConfigMixedFormat}
 		case r.Name.Line > 0:
 			class, key = r.Name, path+".name"
 		case r.Class.Line == 0:

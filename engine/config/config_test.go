@@ -139,15 +139,15 @@ modules:
 			name: "every spelling of every module",
 			file: `modules:
   - class: modules::api::RestApiModule
-  - name: iii-queue
+  - class: iii-queue
   - class: PubSubModule
     config: ~
-  - name: modules::cron::CronModule
+  - class: modules::cron::CronModule
   - class: iii-stream
   - class: StateModule
     config: {adapter: {name: kv}}
   - class: modules::observability::OtelModule
-  - name: exec
+  - class: exec
     config:
       exec: [go run .]
 `,
@@ -238,22 +238,24 @@ func TestParseBad(t *testing.T) {
 			"bad.yaml:2: modules: want a list, got a mapping"},
 		{"unknown class", "modules:\n  - class: RestApiModule\n  - class: FooModule\n", ErrConfigUnknownModule,
 			`bad.yaml:3: modules[1].class: unknown module class "FooModule" (known: cron, exec, http, observability, pubsub, queue, state, stream)`},
-		{"unknown name", "modules:\n  - name: iii-worker-manager\n", ErrConfigUnknownModule,
-			`bad.yaml:2: modules[0].name: unknown module class "iii-worker-manager" (known: cron, exec, http, observability, pubsub, queue, state, stream)`},
+		{"unknown class, iii name", "modules:\n  - class: iii-worker-manager\n", ErrConfigUnknownModule,
+			`bad.yaml:2: modules[0].class: unknown module class "iii-worker-manager" (known: cron, exec, http, observability, pubsub, queue, state, stream)`},
+		{"name next to class", "modules:\n  - class: RestApiModule\n  - name: iii-cron\n", ErrConfigMixedFormat,
+			"bad.yaml:3: modules[1].name: name: entries (iii's format) next to class: entries (our format, line 2); the two do not mix: write class: here"},
 		{"class and name", "modules:\n  - class: CronModule\n    name: iii-cron\n", ErrConfigInvalid,
 			"bad.yaml:2: modules[0]: set class or name, not both"},
 		{"missing class", "modules:\n  - config: {port: 1}\n", ErrConfigInvalid,
 			"bad.yaml:2: modules[0]: missing class (or name)"},
 		{"empty entry", "modules:\n  -\n", ErrConfigInvalid,
 			"bad.yaml:2: modules[0]: empty entry: want {class: ..., config: ...}"},
-		{"unknown entry key", "modules:\n  - name: iii-http\n    image: ghcr.io/x\n", ErrConfigUnknownKey,
+		{"unknown entry key", "modules:\n  - class: iii-http\n    image: ghcr.io/x\n", ErrConfigUnknownKey,
 			"bad.yaml:3: modules[0].image: unknown key (known: class, name, config)"},
 		{"class is a mapping", "modules:\n  - class: {a: 1}\n", ErrConfigType,
 			"bad.yaml:2: modules[0].class: want a string, got a mapping"},
 		{"config is a list", "modules:\n  - class: ExecModule\n    config: [npm start]\n", ErrConfigType,
 			"bad.yaml:3: modules[0].config: want a mapping, got a list"},
-		{"module twice", "modules:\n  - class: RestApiModule\n  - name: iii-http\n", ErrConfigDuplicateEntry,
-			"bad.yaml:3: modules[1].name: module http is already listed on line 2"},
+		{"module twice", "modules:\n  - class: RestApiModule\n  - class: iii-http\n", ErrConfigDuplicateEntry,
+			"bad.yaml:3: modules[1].class: module http is already listed on line 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,6 +10,13 @@ import (
 // ${VAR:-x} the default is "-x", as in the iii engine.
 var varRef = regexp.MustCompile(`\$\{([^}:]+)(?::([^}]*))?\}`)
 
+// EngineVersion is what the special default __III_ENGINE_VERSION__ (as in
+// ${SERVICE_VERSION:__III_ENGINE_VERSION__}) expands to: the iii version
+// this engine speaks.
+var EngineVersion = "0.22.1"
+
+const engineVersionDefault = "__III_ENGINE_VERSION__"
+
 // interpolate replaces every ${VAR} and ${VAR:default} in data. It runs over
 // the raw text, comments included, before any YAML parsing. A ${VAR} without
 // a default whose variable is unset is an error naming the variable and line.
@@ -30,7 +37,11 @@ func interpolate(file string, data []byte, getenv func(string) (string, bool)) (
 			continue
 		}
 		if m[4] >= 0 { // a default was given, possibly empty
-			out.Write(data[m[4]:m[5]])
+			if def := data[m[4]:m[5]]; string(def) == engineVersionDefault {
+				out.WriteString(EngineVersion)
+			} else {
+				out.Write(def)
+			}
 			continue
 		}
 		return nil, &Error{
