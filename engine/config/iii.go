@@ -271,15 +271,19 @@ func isIIIFormat(root *yaml.Node) bool {
 		return false
 	}
 	var modules *yaml.Node
+	ours := false
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		switch root.Content[i].Value {
 		case "workers":
 			return true
 		case "engine", "redis":
-			return false
+			ours = true
 		case "modules":
 			modules = resolve(root.Content[i+1])
 		}
+	}
+	if ours {
+		return false
 	}
 	if modules == nil || modules.Kind != yaml.SequenceNode || len(modules.Content) == 0 {
 		return false
@@ -316,7 +320,7 @@ type iiiParser struct {
 	c      *Config
 	stores []storeUse
 	exec   []*yaml.Node // the workers: items of the exec module
-	execAt *Module
+	execAt int          // index+1 of the exec module in c.Modules; 0: none
 	seen   map[string]int // current worker name -> line, for repeats
 	names  map[string]int // names as written -> line, for the deprecated check
 }
@@ -374,8 +378,9 @@ func parseIII(file string, root *yaml.Node, c *Config) error {
 		// iii-observability is always on in iii.
 		c.Modules = append(c.Modules, Module{ID: ModuleObservability, file: file, path: "observability.config"})
 	}
-	if p.execAt != nil {
-		p.execAt.Config = *mapping(p.execAt.Line, "workers", seq(p.execAt.Line, p.exec...))
+	if p.execAt > 0 {
+		m := &c.Modules[p.execAt-1]
+		m.Config = *mapping(m.Line, "workers", seq(m.Line, p.exec...))
 	}
 	p.resolveStore()
 	if len(c.Listeners) > 0 {
@@ -1175,9 +1180,9 @@ func (p *iiiParser) execWorker(w *iiiWorker) error {
 			return p.invalid(n, join(w.path, key), "must list at least one command")
 		}
 	}
-	if p.execAt == nil {
+	if p.execAt == 0 {
 		p.c.Modules = append(p.c.Modules, Module{ID: ModuleExec, Class: w.name, Line: w.line, file: p.d.file, path: "exec.config"})
-		p.execAt = &p.c.Modules[len(p.c.Modules)-1]
+		p.execAt = len(p.c.Modules)
 	}
 	name := "exec"
 	if n := len(p.exec); n > 0 {
