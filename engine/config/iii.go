@@ -319,8 +319,8 @@ type iiiParser struct {
 	d      decoder
 	c      *Config
 	stores []storeUse
-	exec   []*yaml.Node // the workers: items of the exec module
-	execAt int          // index+1 of the exec module in c.Modules; 0: none
+	exec   []*yaml.Node   // the workers: items of the exec module
+	execAt int            // index+1 of the exec module in c.Modules; 0: none
 	seen   map[string]int // current worker name -> line, for repeats
 	names  map[string]int // names as written -> line, for the deprecated check
 }
