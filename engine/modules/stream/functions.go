@@ -124,6 +124,10 @@ func (m *Module) fnSet(ctx context.Context, call *engine.Call) (json.RawMessage,
 	if eb != nil {
 		return nil, eb
 	}
+	if id, ok := m.override(fn, *in.StreamName); ok {
+		return m.setOverride(ctx, id, CodeSetError, "set value", overrideInput{
+			StreamName: *in.StreamName, GroupID: *in.GroupID, ItemID: *in.ItemID, Data: value})
+	}
 	old, err := m.store.set(ctx, *in.StreamName, *in.GroupID, *in.ItemID, value)
 	if err != nil {
 		return nil, failure(CodeSetError, "set value", err)
@@ -148,11 +152,9 @@ func (m *Module) fnGet(ctx context.Context, call *engine.Call) (json.RawMessage,
 	if eb := in.check(fn); eb != nil {
 		return nil, eb
 	}
-	v, err := m.store.get(ctx, *in.StreamName, *in.GroupID, *in.ItemID)
-	if err != nil {
-		return nil, failure(CodeGetError, "get value", err)
-	}
-	return orNull(v), nil
+	// A missing item is no result (the Node SDK sees undefined), as in
+	// state::get; an override's answer and errors pass through as they are.
+	return m.readItem(ctx, *in.StreamName, *in.GroupID, *in.ItemID)
 }
 
 func (m *Module) fnDelete(ctx context.Context, call *engine.Call) (json.RawMessage, error) {
@@ -163,6 +165,9 @@ func (m *Module) fnDelete(ctx context.Context, call *engine.Call) (json.RawMessa
 	}
 	if eb := in.check(fn); eb != nil {
 		return nil, eb
+	}
+	if id, ok := m.override(fn, *in.StreamName); ok {
+		return m.deleteOverride(ctx, id, overrideInput{StreamName: *in.StreamName, GroupID: *in.GroupID, ItemID: *in.ItemID})
 	}
 	old, err := m.store.delete(ctx, *in.StreamName, *in.GroupID, *in.ItemID)
 	if err != nil {
@@ -188,11 +193,7 @@ func (m *Module) fnList(ctx context.Context, call *engine.Call) (json.RawMessage
 	if eb := required(fn, "stream_name", in.StreamName, "group_id", in.GroupID); eb != nil {
 		return nil, eb
 	}
-	items, err := m.store.list(ctx, *in.StreamName, *in.GroupID)
-	if err != nil {
-		return nil, failure(CodeListError, "get group", err)
-	}
-	return items, nil
+	return m.readGroup(ctx, *in.StreamName, *in.GroupID)
 }
 
 func (m *Module) fnListGroups(ctx context.Context, call *engine.Call) (json.RawMessage, error) {
@@ -205,6 +206,11 @@ func (m *Module) fnListGroups(ctx context.Context, call *engine.Call) (json.RawM
 	}
 	if eb := required(fn, "stream_name", in.StreamName); eb != nil {
 		return nil, eb
+	}
+	if id, ok := m.override(fn, *in.StreamName); ok {
+		return m.callOverride(ctx, id, struct {
+			StreamName string `json:"stream_name"`
+		}{*in.StreamName})
 	}
 	groups, err := m.store.listGroups(ctx, *in.StreamName)
 	if err != nil {

@@ -359,9 +359,9 @@ func (m *Module) join(c *client, d subscribeData) {
 	var data json.RawMessage
 	var err error
 	if d.ID != nil {
-		data, err = m.store.get(ctx, d.StreamName, d.GroupID, *d.ID)
+		data, err = m.readItem(ctx, d.StreamName, d.GroupID, *d.ID)
 	} else {
-		data, err = m.store.list(ctx, d.StreamName, d.GroupID)
+		data, err = m.readGroup(ctx, d.StreamName, d.GroupID)
 	}
 	if err != nil {
 		m.log.Error("stream sync failed", "remote", c.remote, "subscription_id", d.SubscriptionID,
