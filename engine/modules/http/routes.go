@@ -168,6 +168,12 @@ type table struct {
 	byID map[string]*route
 }
 
+// routeConflict is a refused route; it matches ErrHTTPRouteConflict.
+type routeConflict struct{ msg string }
+
+func (e *routeConflict) Error() string { return e.msg }
+func (e *routeConflict) Unwrap() error { return ErrHTTPRouteConflict }
+
 func newTable() *table { return &table{byID: make(map[string]*route)} }
 
 // add installs r. A route with r's trigger id is replaced (and stays
@@ -200,8 +206,10 @@ func (t *table) add(r *route) error {
 	}
 	if other := n.routes[r.method]; other != nil {
 		t.pruneLocked(r.segments)
-		return fmt.Errorf("%w: %s (function %s) has the same method and shape as %s, registered by trigger %s for function %s",
-			ErrHTTPRouteConflict, r, r.functionID, other, other.triggerID, other.functionID)
+		// iii's wording, then which trigger and function hold the route.
+		return &routeConflict{msg: fmt.Sprintf("Route '%s' conflicts with already-registered route '%s' (trigger %s, function %s): "+
+			"routes with the same method and structure (parameter names ignored) are not supported; %s wants it for function %s",
+			r, other, other.triggerID, other.functionID, r, r.functionID)}
 	}
 	if n.routes == nil {
 		n.routes = make(map[string]*route)

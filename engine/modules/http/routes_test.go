@@ -97,8 +97,9 @@ func TestRouteConflicts(t *testing.T) {
 			}
 			if err != nil {
 				if !errors.Is(err, ErrHTTPRouteConflict) || !strings.Contains(err.Error(), "trigger old0") ||
-					!strings.Contains(err.Error(), "fn::old0") {
-					t.Errorf("conflict error %q should wrap ErrHTTPRouteConflict and name trigger old0 and fn::old0", err)
+					!strings.Contains(err.Error(), "fn::old0") || !strings.HasPrefix(err.Error(), "Route '") ||
+					!strings.Contains(err.Error(), "' conflicts with already-registered route '") {
+					t.Errorf("conflict error %q should wrap ErrHTTPRouteConflict, use iii's wording (Route '...' conflicts with already-registered route '...') and name trigger old0 and fn::old0", err)
 				}
 				if tb.len() != len(tc.existing) {
 					t.Errorf("after a refused add, %d routes, want %d", tb.len(), len(tc.existing))
