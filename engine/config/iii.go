@@ -1250,3 +1250,7 @@ func mapping(line int, kv ...any) *yaml.Node {
 	}
 	return n
 }
+
+// IsIIIDocument reports whether a parsed config file's top-level node is
+// in iii's format (see Parse), for tools that edit config files.
+func IsIIIDocument(root *yaml.Node) bool { return isIIIFormat(resolve(root)) }

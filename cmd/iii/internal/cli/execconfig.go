@@ -119,6 +119,12 @@ func addExecWorker(file string, src []byte, w execWorker) ([]byte, error) {
 	if root.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("%s:%d: the top level must be a mapping (engine:, redis:, modules:)", file, root.Line)
 	}
+	if config.IsIIIDocument(root) {
+		if err := addIIIExecWorker(file, root, w); err != nil {
+			return nil, err
+		}
+		return encodeConfig(file, keep, &doc)
+	}
 
 	modules := mapValue(root, "modules")
 	switch {
@@ -178,11 +184,16 @@ it when a watched file changes.`
 	}
 	modules.Style, workers.Style = 0, 0 // block lists, not "workers: [{...}]"
 	workers.Content = append(workers.Content, w.node())
+	return encodeConfig(file, keep, &doc)
+}
 
+// encodeConfig writes doc after the kept text (comments of a file that
+// had no document).
+func encodeConfig(file string, keep []byte, doc *yaml.Node) ([]byte, error) {
 	out := bytes.NewBuffer(keep)
 	enc := yaml.NewEncoder(out)
 	enc.SetIndent(2)
-	if err := enc.Encode(&doc); err != nil {
+	if err := enc.Encode(doc); err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	if err := enc.Close(); err != nil {

@@ -142,7 +142,11 @@ func newWorker(env Env, s *templates.Scaffold, name, dir, cfgPath string) (err e
 	if created {
 		verb = "created"
 	}
-	fmt.Fprintf(env.Stdout, `Created the %s worker %q in %s and %s %s (ExecModule).
+	module := "ExecModule"
+	if isIIIConfig(out) {
+		module = "an iii-exec entry"
+	}
+	fmt.Fprintf(env.Stdout, `Created the %s worker %q in %s and %s %s (%s).
 
 Next:
   iii dev                                  # starts the engine and the worker
@@ -150,7 +154,7 @@ Next:
   curl http://127.0.0.1:3111/%s/hello       # with the HTTP module on
 
 See %s for running it on its own.
-`, s.Lang, name, filepath.Clean(dir)+string(filepath.Separator), verb, cfgPath, name, name, filepath.Join(dir, "README.md"))
+`, s.Lang, name, filepath.Clean(dir)+string(filepath.Separator), verb, cfgPath, module, name, name, filepath.Join(dir, "README.md"))
 	return nil
 }
 

@@ -316,8 +316,8 @@ func TestAddExecWorker(t *testing.T) {
 		{"null modules", "modules:\n", "modules:\n" + comment + block},
 		{"empty modules", "modules: []\n", "modules:\n" + comment + block},
 		{"other modules", "modules:\n  - class: http\n", "modules:\n  - class: http\n" + comment + block},
-		{"exec by worker name, no config", "modules:\n  - name: iii-exec\n",
-			"modules:\n  - name: iii-exec\n" + strings.TrimPrefix(block, "  - class: ExecModule\n")},
+		{"exec by worker name as class, no config", "modules:\n  - class: iii-exec\n",
+			"modules:\n  - class: iii-exec\n" + strings.TrimPrefix(block, "  - class: ExecModule\n")},
 		{"exec with an empty list", "modules:\n  - class: ExecModule\n    config: {workers: []}\n", "modules:\n" + block},
 	}
 	for _, tt := range tests {
