@@ -60,18 +60,19 @@ const iiiConfig = `workers:
       metrics_retention_seconds: 3600
 `
 
-// startScript runs a Node script of testdata/node (not the command-driven
-// worker.mjs) connected to url, with the same process handling as
+// startScript runs a script of testdata/<lang> (not the command-driven
+// compat worker) connected to url, with the same process handling as
 // startWorker.
-func startScript(t *testing.T, url, script string) *workerProc {
+func startScript(t *testing.T, l lang, url, script string) *workerProc {
 	t.Helper()
-	bin, _, dir := command(t, node)
+	bin, args, dir := command(t, l)
+	args = append(args[:len(args)-1:len(args)-1], script) // the interpreter's flags, then the script
 	pctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(pctx, bin, script)
+	cmd := exec.CommandContext(pctx, bin, args...)
 	cmd.Dir = dir
-	w := &workerProc{lang: node, name: script, prefix: "app", cmd: cmd, cancel: cancel, output: &syncBuffer{},
+	w := &workerProc{lang: l, name: script, prefix: "app", cmd: cmd, cancel: cancel, output: &syncBuffer{},
 		exited: make(chan struct{}), notify: make(chan struct{}, 1)}
-	cmd.Env = append(os.Environ(), "III_URL="+url)
+	cmd.Env = append(os.Environ(), "III_URL="+url, "PYTHONUNBUFFERED=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = stopGrace
@@ -108,13 +109,24 @@ func startScript(t *testing.T, url, script string) *workerProc {
 
 // TestIIIConfigApp: an engine started from an iii-format config.yaml (as
 // `iii start --config` loads it) runs an app written for iii v0.22
-// unchanged: an HTTP route counting visits in state, a custom stream
-// backend registered with createStream, missing items that are undefined
-// in the Node SDK, and iii's wording for a conflicting route. Every
-// not-implemented key is warned about once.
+// unchanged, in Node (iiiapp.mjs) and Python (iiiapp.py): an HTTP route
+// counting visits in state, a custom stream backend registered with
+// createStream / create_stream, missing items that are undefined in the
+// Node SDK (None in Python), and iii's wording for a conflicting route.
+// Every not-implemented key is warned about once.
 func TestIIIConfigApp(t *testing.T) {
 	t.Parallel()
-	command(t, node)
+	requireSDKs(t)
+	for _, l := range langs {
+		t.Run(string(l), func(t *testing.T) {
+			t.Parallel()
+			script := map[lang]string{node: "iiiapp.mjs", python: "iiiapp.py"}[l]
+			testIIIConfigApp(t, l, script)
+		})
+	}
+}
+
+func testIIIConfigApp(t *testing.T, l lang, script string) {
 	ctx := testContext(t)
 
 	path := filepath.Join(t.TempDir(), "config.yaml")
@@ -156,11 +168,11 @@ func TestIIIConfigApp(t *testing.T) {
 	}
 	base := "http://" + hm.(*httpapi.Module).Addr()
 
-	w := startScript(t, srv.URL(), "iiiapp.mjs")
+	w := startScript(t, l, srv.URL(), script)
 	missing := w.waitEvent(t, ctx, "missing event", func(e event) bool { return e.str("event") == "missing" })
 	for _, k := range []string{"state", "stream", "custom"} {
 		if missing.str(k) != "undefined" {
-			t.Errorf("%s get of a missing item: the Node SDK sees %s, want undefined", k, missing.str(k))
+			t.Errorf("%s get of a missing item: the %s SDK sees %s, want undefined (None)", k, l, missing.str(k))
 		}
 	}
 	w.ready(t, ctx)
