@@ -98,7 +98,9 @@ type EndError struct {
 	Reason string
 }
 
-func (e *EndError) Error() string { return fmt.Sprintf("channel: %s (close %d)", e.Reason, int(e.Code)) }
+func (e *EndError) Error() string {
+	return fmt.Sprintf("channel: %s (close %d)", e.Reason, int(e.Code))
+}
 
 // Errors.
 var (
