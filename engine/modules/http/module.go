@@ -88,6 +88,7 @@ const (
 	DefaultPort                    = 3111
 	DefaultTimeoutMS               = 30000
 	DefaultBodyLimit               = 1 << 20
+	DefaultStreamBodyLimit         = 1 << 30
 	DefaultConcurrencyRequestLimit = 1024
 	readHeaderTimeout              = 10 * time.Second
 	idleTimeout                    = 2 * time.Minute
@@ -115,8 +116,13 @@ type Module struct {
 	// DefaultTimeout (ms) bounds each request from its headers to the
 	// function's answer; past it the client gets 504.
 	DefaultTimeout int `yaml:"default_timeout"`
-	// BodyLimit is the largest request body accepted, in bytes.
+	// BodyLimit is the largest JSON request body accepted, in bytes (a
+	// JSON body is read whole and parsed into the request's body).
 	BodyLimit int64 `yaml:"body_limit"`
+	// StreamBodyLimit is the largest other body (raw, multipart...), in
+	// bytes; such a body is not read by the engine but streamed to the
+	// function through its request_body channel. iii has no such limit.
+	StreamBodyLimit int64 `yaml:"stream_body_limit"`
 	// ConcurrencyRequestLimit is how many requests are handled at once;
 	// more wait for a slot (within their timeout).
 	ConcurrencyRequestLimit int          `yaml:"concurrency_request_limit"`
@@ -148,6 +154,7 @@ func New() *Module {
 		Port:                    DefaultPort,
 		DefaultTimeout:          DefaultTimeoutMS,
 		BodyLimit:               DefaultBodyLimit,
+		StreamBodyLimit:         DefaultStreamBodyLimit,
 		ConcurrencyRequestLimit: DefaultConcurrencyRequestLimit,
 		getenv:                  os.LookupEnv,
 		routes:                  newTable(),
@@ -172,6 +179,12 @@ func (m *Module) Validate() error {
 	}
 	if m.BodyLimit <= 0 {
 		return fmt.Errorf("body_limit must be a positive number of bytes, got %d", m.BodyLimit)
+	}
+	if m.StreamBodyLimit == 0 {
+		m.StreamBodyLimit = DefaultStreamBodyLimit
+	}
+	if m.StreamBodyLimit < 0 {
+		return fmt.Errorf("stream_body_limit must be a positive number of bytes, got %d", m.StreamBodyLimit)
 	}
 	if m.ConcurrencyRequestLimit < 1 {
 		return fmt.Errorf("concurrency_request_limit must be at least 1, got %d", m.ConcurrencyRequestLimit)
