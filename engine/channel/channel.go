@@ -245,6 +245,25 @@ func (m *Manager) Len() int {
 	return len(m.chans)
 }
 
+// Buffered is the number of bytes waiting in the buffers of channels
+// between two sockets (for metrics and tests).
+func (m *Manager) Buffered() int {
+	m.mu.Lock()
+	qs := make([]*queue, 0, len(m.chans))
+	for _, ch := range m.chans {
+		if q, ok := ch.src.(*queue); ok {
+			qs = append(qs, q)
+		}
+	}
+	m.mu.Unlock()
+	total := 0
+	for _, q := range qs {
+		_, b := q.buffered()
+		total += b
+	}
+	return total
+}
+
 // Create makes a channel between two sockets, owned by worker owner ("":
 // nobody), with a buffer of bufferSize items (<= 0: 64; at most 1024).
 func (m *Manager) Create(bufferSize int, owner string) (writer, reader Ref) {
