@@ -164,8 +164,8 @@ type responseSink struct {
 	// wmu serialises use of w between the socket and the handler's exit.
 	// Lock order: wmu, then mu.
 	wmu    sync.Mutex
-	closed bool       // under wmu: the handler is done with w
-	head   bool       // under wmu: the status line is written
+	closed bool // under wmu: the handler is done with w
+	head   bool // under wmu: the status line is written
 }
 
 var _ channel.Sink = (*responseSink)(nil)
