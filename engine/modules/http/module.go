@@ -41,7 +41,8 @@
 //	      host: 127.0.0.1
 //	      port: 3111                     # 0: any free port (see Addr)
 //	      default_timeout: 30000         # ms from request headers to the answer → 504
-//	      body_limit: 1048576            # bytes → 413
+//	      body_limit: 1048576            # bytes of a JSON body → 413
+//	      stream_body_limit: 1073741824  # bytes of any other body → 413 (or the stream cut)
 //	      concurrency_request_limit: 1024
 //	      cors: {allowed_origins: ["https://app.example.com"], allowed_methods: [GET, POST]}
 //	      middleware: [{function_id: auth::check, phase: preHandler, priority: 0}]
@@ -53,9 +54,27 @@
 // string...) is sent as the JSON body of a 200 rather than dropped for {};
 // see mapResponse.
 //
-// Not built: the streaming channels of iii's request object (request_body
-// and response refs); a function gets the parsed JSON body only and answers
-// with its return value.
+// Streaming (spec §3.3): every request object carries two channel refs,
+// request_body (read) and response (write), served on the engine's worker
+// port (see package engine/channel). A JSON body is read whole (up to
+// body_limit), parsed into body and also offered on request_body; any
+// other body (raw, multipart, large uploads) is not read by the engine:
+// body is null and the bytes go, as they arrive, to whoever opens
+// request_body, up to stream_body_limit (a larger body ends the stream
+// with 1009 and, if nothing was answered yet, the client gets 413). A body
+// cut off by the client ends the function's stream early with a 1011
+// close. A function may answer through response instead of returning: text
+// items {"type":"set_status","status_code":N} and {"type":"set_headers",
+// "headers":{...}} first, then binary items written to the client as they
+// come (each flushed, so server-sent events arrive one by one); its Close
+// ends the response, a writer that vanishes mid-body cuts it. If the
+// function returns a value before the first body item, the value answers
+// and the channel is closed (1001). If it returns nothing, the engine
+// waits for the stream: until default_timeout (504) once the response
+// channel is open, or one second for it to open (the SDKs open it after
+// the handler may have returned), then {} as before. Nothing is allocated
+// per request beyond the two table entries until the function opens a
+// channel: each open end costs one goroutine for its socket.
 package httpapi
 
 import (
