@@ -289,7 +289,7 @@ func (m *Manager) CreateWritable(dst Sink, owner string) Ref {
 }
 
 func (m *Manager) add(owner string, src Source, dst Sink) *channel {
-	id, key := newID(), newID()
+	id, key := newIDPair()
 	ch := &channel{id: id, key: key, owner: owner, created: time.Now(), src: src, dst: dst,
 		readTaken: src == nil, writeTaken: dst == nil, readDone: src == nil, writeDone: dst == nil}
 	m.mu.Lock()
@@ -575,10 +575,15 @@ func closeFor(err error) (websocket.StatusCode, string) {
 	return websocket.StatusInternalError, err.Error()
 }
 
-// newID is a random UUID (version 4) string.
-func newID() string {
-	var b [16]byte
+// newIDPair is two random UUID (version 4) strings, from one read of the
+// system's randomness.
+func newIDPair() (string, string) {
+	var b [32]byte
 	rand.Read(b[:])
+	return uuidString(b[:16]), uuidString(b[16:])
+}
+
+func uuidString(b []byte) string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	var s [36]byte

@@ -159,8 +159,16 @@ type BytesSource struct {
 
 var _ Source = (*BytesSource)(nil)
 
+// empty is the source of an empty body: it has no state to change.
+var empty = &BytesSource{}
+
 // NewBytesSource returns a source of b (not copied).
-func NewBytesSource(b []byte) *BytesSource { return &BytesSource{b: b} }
+func NewBytesSource(b []byte) *BytesSource {
+	if len(b) == 0 {
+		return empty
+	}
+	return &BytesSource{b: b}
+}
 
 // Next returns the next chunk, then io.EOF.
 func (s *BytesSource) Next(context.Context) (Item, error) {

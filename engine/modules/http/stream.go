@@ -145,8 +145,8 @@ const (
 // goroutine meanwhile waits for the function's result.
 type responseSink struct {
 	w       http.ResponseWriter
-	rc      *http.ResponseController
-	timeout time.Duration // per write to the client
+	rc      *http.ResponseController // under wmu; made at the first write
+	timeout time.Duration            // per write to the client
 	cancel  context.CancelFunc
 
 	mu        sync.Mutex // guards the fields below
@@ -171,8 +171,7 @@ type responseSink struct {
 var _ channel.Sink = (*responseSink)(nil)
 
 func newResponseSink(w http.ResponseWriter, timeout time.Duration, cancel context.CancelFunc) *responseSink {
-	return &responseSink{w: w, rc: http.NewResponseController(w), timeout: timeout, cancel: cancel,
-		status: http.StatusOK, header: make(http.Header),
+	return &responseSink{w: w, timeout: timeout, cancel: cancel, status: http.StatusOK,
 		opened: make(chan struct{}), started: make(chan struct{}), finished: make(chan struct{}), gone: make(chan struct{})}
 }
 
@@ -227,6 +226,9 @@ func (s *responseSink) control(data []byte) {
 	case "set_headers":
 		h := make(http.Header)
 		if addHeaders(h, msg.Headers) == nil {
+			if s.header == nil {
+				s.header = make(http.Header, len(h))
+			}
 			for k, v := range h {
 				s.header[k] = v
 			}
@@ -259,6 +261,9 @@ func (s *responseSink) write(b []byte) error {
 	defer s.wmu.Unlock()
 	if s.closed {
 		return errors.New("response already finished")
+	}
+	if s.rc == nil {
+		s.rc = http.NewResponseController(s.w)
 	}
 	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
 	defer s.rc.SetWriteDeadline(time.Time{})
