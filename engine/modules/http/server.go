@@ -182,13 +182,13 @@ func (x *exchange) serveFunction(obj *requestObject, body []byte, streamed bool)
 	switch sink.claim() {
 	case sinkStreaming:
 		select {
-		case <-sink.finished:
+		case <-sink.wait(&sink.finished):
 			if sink.aborted() && x.r.Context().Err() == nil {
 				// The function's writer vanished mid-stream: cut the
 				// response rather than end it as if complete.
 				panic(http.ErrAbortHandler)
 			}
-		case <-sink.gone:
+		case <-sink.Gone():
 		case <-x.r.Context().Done():
 		}
 		return
@@ -217,10 +217,10 @@ func (x *exchange) serveFunction(obj *requestObject, body []byte, streamed bool)
 func (x *exchange) awaitStream(sink *responseSink) {
 	grace := time.NewTimer(streamOpenGrace)
 	defer grace.Stop()
-	opened := sink.opened
+	opened, started := sink.wait(&sink.opened), sink.wait(&sink.started)
 	for {
 		select {
-		case <-sink.started:
+		case <-started:
 			return
 		case <-opened:
 			opened = nil

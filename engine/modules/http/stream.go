@@ -153,10 +153,10 @@ type responseSink struct {
 	state     int
 	status    int
 	header    http.Header
-	opened    chan struct{} // closed by Open
-	started   chan struct{} // closed when the stream takes the answer
-	finished  chan struct{} // closed by Finish
-	gone      chan struct{} // closed once nobody reads
+	opened    signal // by Open
+	started   signal // when the stream takes the answer
+	finished  signal // by Finish
+	gone      signal // once nobody reads
 	goneErr   error
 	finishErr error
 	finishing bool
@@ -171,11 +171,48 @@ type responseSink struct {
 var _ channel.Sink = (*responseSink)(nil)
 
 func newResponseSink(w http.ResponseWriter, timeout time.Duration, cancel context.CancelFunc) *responseSink {
-	return &responseSink{w: w, timeout: timeout, cancel: cancel, status: http.StatusOK,
-		opened: make(chan struct{}), started: make(chan struct{}), finished: make(chan struct{}), gone: make(chan struct{})}
+	return &responseSink{w: w, timeout: timeout, cancel: cancel, status: http.StatusOK}
 }
 
-func (s *responseSink) Open() { close(s.opened) }
+// signal is a one-time event whose channel is made only if someone waits
+// for it before it fires (most requests never stream). Guarded by the
+// sink's mu.
+type signal struct {
+	c     chan struct{}
+	fired bool
+}
+
+// closedChan is the channel of every signal that fired before anyone
+// asked for it.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (g *signal) fire() {
+	if !g.fired {
+		g.fired = true
+		if g.c != nil {
+			close(g.c)
+		}
+	}
+}
+
+// wait returns a channel closed when g fires.
+func (s *responseSink) wait(g *signal) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if g.fired {
+		return closedChan
+	}
+	if g.c == nil {
+		g.c = make(chan struct{})
+	}
+	return g.c
+}
+
+func (s *responseSink) Open() {
+	s.mu.Lock()
+	s.opened.fire()
+	s.mu.Unlock()
+}
 
 // Put applies a control message or writes a body chunk.
 func (s *responseSink) Put(_ context.Context, it channel.Item) error {
@@ -187,7 +224,7 @@ func (s *responseSink) Put(_ context.Context, it channel.Item) error {
 	switch s.state {
 	case sinkPending:
 		s.state = sinkStreaming
-		close(s.started)
+		s.started.fire()
 	case sinkAnswered:
 		s.mu.Unlock()
 		s.stop(&channel.EndError{Code: websocket.StatusGoingAway, Reason: "the function's return value already answered the request"})
@@ -285,7 +322,7 @@ func (s *responseSink) Finish(err error) {
 	s.finishing = true
 	if s.state == sinkPending {
 		s.state = sinkStreaming
-		close(s.started)
+		s.started.fire()
 	}
 	streaming := s.state == sinkStreaming
 	s.finishErr = err
@@ -297,7 +334,9 @@ func (s *responseSink) Finish(err error) {
 		}
 		s.wmu.Unlock()
 	}
-	close(s.finished)
+	s.mu.Lock()
+	s.finished.fire()
+	s.mu.Unlock()
 	s.cancel() // the function's result no longer matters
 }
 
@@ -309,7 +348,7 @@ func (s *responseSink) aborted() bool {
 	return s.finishErr != nil
 }
 
-func (s *responseSink) Gone() <-chan struct{} { return s.gone }
+func (s *responseSink) Gone() <-chan struct{} { return s.wait(&s.gone) }
 
 func (s *responseSink) Err() error {
 	s.mu.Lock()
@@ -323,7 +362,7 @@ func (s *responseSink) stop(err error) {
 	first := s.goneErr == nil
 	if first {
 		s.goneErr = err
-		close(s.gone)
+		s.gone.fire()
 	}
 	s.mu.Unlock()
 	if first {
@@ -353,12 +392,9 @@ func (s *responseSink) close() {
 
 // isOpened reports whether the function connected its response writer.
 func (s *responseSink) isOpened() bool {
-	select {
-	case <-s.opened:
-		return true
-	default:
-		return false
-	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opened.fired
 }
 
 // streamedBody reports whether r's body goes to the function as a stream
