@@ -87,7 +87,6 @@ func TestStreamedHTTP(t *testing.T) {
 	for _, l := range langs {
 		w := ws[l]
 		t.Run(string(l), func(t *testing.T) {
-			t.Parallel()
 			p := "stream/" + string(l)
 			shaFn := registerStream(t, ctx, w, "sha", "sha", "POST", p+"/upload", nil)
 			formFn := registerStream(t, ctx, w, "multipart", "multipart", "POST", p+"/form", nil)
