@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/iii-workbench/iii/engine/channel"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
@@ -85,6 +86,7 @@ func (e *Engine) registerBuiltins() error {
 		{ID: "engine::registered-triggers::info", Description: "Describe one trigger binding", Handler: e.fnRegisteredTriggersInfo},
 		{ID: "engine::register_trigger", Description: "Create an ownerless trigger binding", Handler: e.fnRegisterTrigger},
 		{ID: "engine::unregister_trigger", Description: "Remove a trigger binding", Handler: e.fnUnregisterTrigger},
+		{ID: "engine::channels::create", Description: "Create a streaming channel pair", Handler: e.fnChannelsCreate},
 	}
 	for _, f := range fns {
 		if err := e.RegisterFunction(BuiltinWorker, f); err != nil {
@@ -625,4 +627,29 @@ func (e *Engine) fnUnregisterTrigger(_ context.Context, call *Call) (json.RawMes
 		return nil, err
 	}
 	return marshal(map[string]bool{"removed": e.UnregisterTrigger(id)})
+}
+
+// fnChannelsCreate is engine::channels::create: {buffer_size?} (default
+// 64, at most 1024, 0 as 1, as iii) -> {writer, reader} refs. A channel
+// created by a worker goes when that worker disconnects.
+func (e *Engine) fnChannelsCreate(_ context.Context, call *Call) (json.RawMessage, error) {
+	var in struct {
+		BufferSize *int64 `json:"buffer_size"`
+	}
+	if err := decodeArgs(call.Data, &in); err != nil {
+		return nil, err
+	}
+	size := int64(channel.DefaultBufferSize)
+	if in.BufferSize != nil {
+		if *in.BufferSize < 0 {
+			return nil, &protocol.ErrorBody{Code: CodeDeserialization,
+				Message: fmt.Sprintf("invalid input: buffer_size must be a non-negative integer, got %d", *in.BufferSize)}
+		}
+		size = min(max(*in.BufferSize, 1), channel.MaxBufferSize)
+	}
+	w, r := e.channels.Create(int(size), call.CallerWorkerID)
+	return marshal(struct {
+		Writer channel.Ref `json:"writer"`
+		Reader channel.Ref `json:"reader"`
+	}{w, r})
 }

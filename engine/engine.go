@@ -19,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/iii-workbench/iii/engine/channel"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 )
@@ -139,6 +140,8 @@ type Engine struct {
 
 	funcsChanged chan struct{} // cap 1; coalesces functions-available firings
 
+	channels *channel.Manager // streaming channels; closed by Shutdown
+
 	sink             atomic.Pointer[TelemetrySink]
 	telemetryDropped atomic.Uint64
 	slowConsumers    atomic.Uint64
@@ -163,13 +166,16 @@ func New(opts Options) (*Engine, error) {
 		funcsChanged: make(chan struct{}, 1),
 	}
 	e.SetTelemetrySink(opts.TelemetrySink)
+	e.channels = channel.NewManager(channel.Options{Logger: opts.Logger})
 	if err := e.registerBuiltins(); err != nil {
 		cancel()
+		e.channels.Close(context.Background())
 		return nil, fmt.Errorf("engine: built-ins: %w", err)
 	}
 	// Both exit when the engine's context is cancelled by Shutdown.
 	if !e.goSafe(e.functionsAvailableLoop) || !e.goSafe(e.timeoutLoop) {
 		cancel()
+		e.channels.Close(context.Background())
 		return nil, ErrEngineClosed
 	}
 	return e, nil
@@ -198,10 +204,14 @@ func (e *Engine) goSafe(fn func()) bool {
 	return true
 }
 
-// Handler serves the worker socket at "/" and the telemetry-only socket at
-// "/otel".
+// Channels is the engine's table of streaming channels (spec §1.4).
+func (e *Engine) Channels() *channel.Manager { return e.channels }
+
+// Handler serves the worker socket at "/", the telemetry-only socket at
+// "/otel" and the channel sockets at "/ws/channels/{channel_id}".
 func (e *Engine) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET "+channel.Path+"{channel_id}", e.channels)
 	mux.HandleFunc("/otel", e.serveOTel)
 	mux.HandleFunc("/", e.serveWorker)
 	return mux
@@ -257,10 +267,11 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		c.close(shutdownStatus(c), "engine shutting down")
 	}
 	e.cancel()
+	cerr := e.channels.Close(ctx)
 	done := waitgroup.Done(&e.connsWG, &e.wg)
 	select {
 	case <-done:
-		return nil
+		return cerr
 	case <-ctx.Done():
 		return fmt.Errorf("engine: shutdown: %w", ctx.Err())
 	}

@@ -31,6 +31,7 @@ func (e *Engine) registerService(c *conn, m protocol.RegisterService) {
 // its triggers (their providers are told), the trigger types it provided
 // (other workers' bindings of them are parked), its services.
 func (e *Engine) removeConn(c *conn) {
+	e.channels.RemoveOwner(c.id)
 	var (
 		ds        []delivery
 		fns       []string

@@ -354,7 +354,7 @@ func TestErrorsAndLimits(t *testing.T) {
 	ctx := testCtx(t)
 	t.Setenv("HTTPAPI_TEST_TOKEN", "tok-123")
 	t.Setenv("HTTPAPI_TEST_KEY", "key-456")
-	f := startServer(t, ctx, "default_timeout: 300, body_limit: 1024")
+	f := startServer(t, ctx, "default_timeout: 300, body_limit: 1024, stream_body_limit: 4096")
 	w, wlog := f.connect(t, ctx, "http-errors")
 	var calls atomic.Int64
 	release := make(chan struct{})
@@ -405,17 +405,30 @@ func TestErrorsAndLimits(t *testing.T) {
 	})
 
 	t.Run("body limit", func(t *testing.T) {
+		// body_limit bounds a JSON body (read whole); stream_body_limit
+		// one streamed to the function (any other content type).
 		before := calls.Load()
-		r := f.do(t, ctx, "POST", "/upload", bytes.NewReader(make([]byte, 1024)), "Content-Type: application/octet-stream")
+		jsonBody := func(n int) io.Reader { return strings.NewReader(`"` + strings.Repeat("x", n-2) + `"`) }
+		jsonType := "Content-Type: application/json"
+		r := f.do(t, ctx, "POST", "/upload", jsonBody(1024), jsonType)
 		if r.status != 200 {
-			t.Fatalf("body at the limit: %s", r)
+			t.Fatalf("JSON body at the limit: %s", r)
 		}
-		assertEnvelope(t, f.do(t, ctx, "POST", "/upload", bytes.NewReader(make([]byte, 1025))), 413, "PAYLOAD_TOO_LARGE", false)
+		assertEnvelope(t, f.do(t, ctx, "POST", "/upload", jsonBody(1025), jsonType), 413, "PAYLOAD_TOO_LARGE", false)
 		// Chunked: no Content-Length, so the limit is found while reading.
-		chunked := io.MultiReader(bytes.NewReader(make([]byte, 600)), bytes.NewReader(make([]byte, 600)))
-		assertEnvelope(t, f.do(t, ctx, "POST", "/upload", chunked), 413, "PAYLOAD_TOO_LARGE", false)
-		if got := calls.Load() - before; got != 1 {
-			t.Errorf("function called %d times, want 1 (only the request within the limit)", got)
+		chunked := io.MultiReader(jsonBody(600), jsonBody(600))
+		assertEnvelope(t, f.do(t, ctx, "POST", "/upload", chunked, jsonType), 413, "PAYLOAD_TOO_LARGE", false)
+		r = f.do(t, ctx, "POST", "/upload", bytes.NewReader(make([]byte, 4096)), "Content-Type: application/octet-stream")
+		if r.status != 200 {
+			t.Fatalf("streamed body at the limit: %s", r)
+		}
+		r = f.do(t, ctx, "POST", "/upload", bytes.NewReader(make([]byte, 4097)), "Content-Type: application/octet-stream")
+		assertEnvelope(t, r, 413, "PAYLOAD_TOO_LARGE", false)
+		if !strings.Contains(string(r.body), "stream_body_limit") {
+			t.Errorf("413 for a streamed body does not name stream_body_limit: %s", r)
+		}
+		if got := calls.Load() - before; got != 2 {
+			t.Errorf("function called %d times, want 2 (only the requests within the limits)", got)
 		}
 	})
 

@@ -41,7 +41,8 @@
 //	      host: 127.0.0.1
 //	      port: 3111                     # 0: any free port (see Addr)
 //	      default_timeout: 30000         # ms from request headers to the answer → 504
-//	      body_limit: 1048576            # bytes → 413
+//	      body_limit: 1048576            # bytes of a JSON body → 413
+//	      stream_body_limit: 1073741824  # bytes of any other body → 413 (or the stream cut)
 //	      concurrency_request_limit: 1024
 //	      cors: {allowed_origins: ["https://app.example.com"], allowed_methods: [GET, POST]}
 //	      middleware: [{function_id: auth::check, phase: preHandler, priority: 0}]
@@ -53,9 +54,27 @@
 // string...) is sent as the JSON body of a 200 rather than dropped for {};
 // see mapResponse.
 //
-// Not built: the streaming channels of iii's request object (request_body
-// and response refs); a function gets the parsed JSON body only and answers
-// with its return value.
+// Streaming (spec §3.3): every request object carries two channel refs,
+// request_body (read) and response (write), served on the engine's worker
+// port (see package engine/channel). A JSON body is read whole (up to
+// body_limit), parsed into body and also offered on request_body; any
+// other body (raw, multipart, large uploads) is not read by the engine:
+// body is null and the bytes go, as they arrive, to whoever opens
+// request_body, up to stream_body_limit (a larger body ends the stream
+// with 1009 and, if nothing was answered yet, the client gets 413). A body
+// cut off by the client ends the function's stream early with a 1011
+// close. A function may answer through response instead of returning: text
+// items {"type":"set_status","status_code":N} and {"type":"set_headers",
+// "headers":{...}} first, then binary items written to the client as they
+// come (each flushed, so server-sent events arrive one by one); its Close
+// ends the response, a writer that vanishes mid-body cuts it. If the
+// function returns a value before the first body item, the value answers
+// and the channel is closed (1001). If it returns nothing, the engine
+// waits for the stream: until default_timeout (504) once the response
+// channel is open, or one second for it to open (the SDKs open it after
+// the handler may have returned), then {} as before. Nothing is allocated
+// per request beyond the two table entries until the function opens a
+// channel: each open end costs one goroutine for its socket.
 package httpapi
 
 import (
@@ -88,6 +107,7 @@ const (
 	DefaultPort                    = 3111
 	DefaultTimeoutMS               = 30000
 	DefaultBodyLimit               = 1 << 20
+	DefaultStreamBodyLimit         = 1 << 30
 	DefaultConcurrencyRequestLimit = 1024
 	readHeaderTimeout              = 10 * time.Second
 	idleTimeout                    = 2 * time.Minute
@@ -115,8 +135,13 @@ type Module struct {
 	// DefaultTimeout (ms) bounds each request from its headers to the
 	// function's answer; past it the client gets 504.
 	DefaultTimeout int `yaml:"default_timeout"`
-	// BodyLimit is the largest request body accepted, in bytes.
+	// BodyLimit is the largest JSON request body accepted, in bytes (a
+	// JSON body is read whole and parsed into the request's body).
 	BodyLimit int64 `yaml:"body_limit"`
+	// StreamBodyLimit is the largest other body (raw, multipart...), in
+	// bytes; such a body is not read by the engine but streamed to the
+	// function through its request_body channel. iii has no such limit.
+	StreamBodyLimit int64 `yaml:"stream_body_limit"`
 	// ConcurrencyRequestLimit is how many requests are handled at once;
 	// more wait for a slot (within their timeout).
 	ConcurrencyRequestLimit int          `yaml:"concurrency_request_limit"`
@@ -148,6 +173,7 @@ func New() *Module {
 		Port:                    DefaultPort,
 		DefaultTimeout:          DefaultTimeoutMS,
 		BodyLimit:               DefaultBodyLimit,
+		StreamBodyLimit:         DefaultStreamBodyLimit,
 		ConcurrencyRequestLimit: DefaultConcurrencyRequestLimit,
 		getenv:                  os.LookupEnv,
 		routes:                  newTable(),
@@ -172,6 +198,12 @@ func (m *Module) Validate() error {
 	}
 	if m.BodyLimit <= 0 {
 		return fmt.Errorf("body_limit must be a positive number of bytes, got %d", m.BodyLimit)
+	}
+	if m.StreamBodyLimit == 0 {
+		m.StreamBodyLimit = DefaultStreamBodyLimit
+	}
+	if m.StreamBodyLimit < 0 {
+		return fmt.Errorf("stream_body_limit must be a positive number of bytes, got %d", m.StreamBodyLimit)
 	}
 	if m.ConcurrencyRequestLimit < 1 {
 		return fmt.Errorf("concurrency_request_limit must be at least 1, got %d", m.ConcurrencyRequestLimit)

@@ -5,12 +5,14 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+
+	"github.com/iii-workbench/iii/engine/channel"
 )
 
 // requestObject is the data an HTTP-triggered function receives (spec
-// §3.3). The streaming channel refs (request_body, response) are not
-// offered: a non-JSON body is not passed on, and the function answers with
-// its return value only.
+// §3.3). request_body and response are channel refs: the function reads
+// the raw body from the first and may stream its response into the second
+// (they are left out of what a condition function gets, as iii does).
 type requestObject struct {
 	QueryParams map[string]string `json:"query_params"`
 	PathParams  map[string]string `json:"path_params"`
@@ -19,6 +21,8 @@ type requestObject struct {
 	Method      string            `json:"method"` // the request's method
 	Body        json.RawMessage   `json:"body"`   // nil encodes as null
 	Trigger     requestTrigger    `json:"trigger"`
+	RequestBody *channel.Ref      `json:"request_body,omitempty"`
+	Response    *channel.Ref      `json:"response,omitempty"`
 }
 
 type requestTrigger struct {

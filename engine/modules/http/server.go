@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/channel"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
@@ -91,8 +92,9 @@ func (m *Module) serve(w http.ResponseWriter, r *http.Request) *exchange {
 		x.fail(http.StatusUnauthorized, codeUnauthorized, fmt.Sprintf("%s needs valid %s credentials", x.rt, a.kind))
 		return x
 	}
-	if r.ContentLength > m.BodyLimit {
-		x.tooLarge()
+	streamed := streamedBody(r)
+	if streamed && r.ContentLength > m.StreamBodyLimit || !streamed && r.ContentLength > m.BodyLimit {
+		x.tooLarge(streamed)
 		return x
 	}
 	deadline := time.Now().Add(m.timeout)
@@ -109,34 +111,134 @@ func (m *Module) serve(w http.ResponseWriter, r *http.Request) *exchange {
 		}
 		return x
 	}
-	body, ok := x.readBody(deadline)
-	if !ok {
+	var body []byte
+	if !streamed {
+		var ok bool
+		if body, ok = x.readBody(deadline); !ok {
+			return x
+		}
+	}
+	obj := newRequestObject(r, x.rt, segs, body)
+	if !x.runMiddleware(segs) {
 		return x
 	}
-	data, err := json.Marshal(newRequestObject(r, x.rt, segs, body))
-	if err != nil {
-		x.fail(http.StatusInternalServerError, codeInternal, "encode request: "+err.Error())
-		return x
+	if x.rt.condition != "" {
+		data, err := json.Marshal(obj)
+		if err != nil {
+			x.fail(http.StatusInternalServerError, codeInternal, "encode request: "+err.Error())
+			return x
+		}
+		if !x.checkCondition(data) {
+			return x
+		}
 	}
-	if !x.runMiddleware(segs) || !x.checkCondition(data) {
-		return x
-	}
-	result, err := x.invoke(x.rt.functionID, data)
-	if err != nil {
-		x.invokeFailed(x.rt.functionID, err, codeTimeout)
-		return x
-	}
-	resp, err := mapResponse(result)
-	if err != nil {
-		x.fail(http.StatusInternalServerError, codeInternal, fmt.Sprintf("function %s: %v", x.rt.functionID, err))
-		return x
-	}
-	x.write(resp)
+	x.serveFunction(obj, body, streamed)
 	return x
 }
 
+// serveFunction calls the route's function with the request object and
+// its two channels, and answers with the function's result or with what
+// it streams into its response channel, whichever comes first (spec §3.3).
+// body is the JSON body already read; when streamed, the body is still
+// unread and goes to whoever opens request_body.
+func (x *exchange) serveFunction(obj *requestObject, body []byte, streamed bool) {
+	chs := x.m.eng.Channels()
+	var (
+		src  channel.Source
+		bsrc *bodySource
+	)
+	if streamed {
+		rc := http.NewResponseController(x.w)
+		_ = rc.EnableFullDuplex() // the body may be read while the response streams (HTTP/1.1)
+		bsrc = &bodySource{body: x.r.Body, limit: x.m.StreamBodyLimit, rc: rc}
+		src = bsrc
+	} else {
+		src = channel.NewBytesSource(body)
+	}
+	ictx, icancel := context.WithCancel(x.ctx)
+	defer icancel()
+	sink := newResponseSink(x.w, x.m.timeout, icancel)
+	reqRef, resRef := chs.CreateReadable(src, ""), chs.CreateWritable(sink, "")
+	defer func() {
+		chs.Remove(reqRef.ChannelID)
+		chs.Remove(resRef.ChannelID)
+		sink.close()
+		if bsrc != nil {
+			bsrc.close()
+		}
+	}()
+	obj.RequestBody, obj.Response = &reqRef, &resRef
+	data, err := json.Marshal(obj)
+	if err != nil {
+		x.fail(http.StatusInternalServerError, codeInternal, "encode request: "+err.Error())
+		return
+	}
+	fid := x.rt.functionID
+	result, err := x.call(ictx, fid, data)
+	noResult := err == nil && (len(bytes.TrimSpace(result)) == 0 || isNull(result))
+	if noResult {
+		x.awaitStream(sink)
+	}
+	switch sink.claim() {
+	case sinkStreaming:
+		select {
+		case <-sink.wait(&sink.finished):
+			if sink.aborted() && x.r.Context().Err() == nil {
+				// The function's writer vanished mid-stream: cut the
+				// response rather than end it as if complete.
+				panic(http.ErrAbortHandler)
+			}
+		case <-sink.Gone():
+		case <-x.r.Context().Done():
+		}
+		return
+	}
+	switch {
+	case bsrc != nil && bsrc.tooBig.Load():
+		x.tooLarge(true)
+	case err != nil:
+		x.invokeFailed(fid, err, codeTimeout)
+	case noResult && sink.isOpened():
+		x.fail(http.StatusGatewayTimeout, codeTimeout,
+			fmt.Sprintf("function %s returned nothing and sent no response on its channel within %d ms", fid, x.m.DefaultTimeout))
+	default:
+		resp, err := mapResponse(result)
+		if err != nil {
+			x.fail(http.StatusInternalServerError, codeInternal, fmt.Sprintf("function %s: %v", fid, err))
+			return
+		}
+		x.write(resp)
+	}
+}
+
+// awaitStream waits, after a function returned no result, for its
+// response stream to start: while the response channel is open, until the
+// request's deadline; while it is not, for streamOpenGrace.
+func (x *exchange) awaitStream(sink *responseSink) {
+	grace := time.NewTimer(streamOpenGrace)
+	defer grace.Stop()
+	opened, started := sink.wait(&sink.opened), sink.wait(&sink.started)
+	for {
+		select {
+		case <-started:
+			return
+		case <-opened:
+			opened = nil
+			grace.Stop()
+		case <-grace.C:
+			return
+		case <-x.ctx.Done():
+			return
+		}
+	}
+}
+
 func (x *exchange) invoke(functionID string, data []byte) (json.RawMessage, error) {
-	return x.m.eng.Invoke(x.ctx, engine.Request{
+	return x.call(x.ctx, functionID, data)
+}
+
+func (x *exchange) call(ctx context.Context, functionID string, data []byte) (json.RawMessage, error) {
+	return x.m.eng.Invoke(ctx, engine.Request{
 		FunctionID:  functionID,
 		Data:        data,
 		Metadata:    x.rt.metadata,
@@ -166,7 +268,7 @@ func (x *exchange) readBody(deadline time.Time) (body []byte, ok bool) {
 	case err == nil:
 		return buf.Bytes(), true
 	case errors.As(err, &tooBig):
-		x.tooLarge()
+		x.tooLarge(false)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		x.fail(http.StatusRequestTimeout, codeRequestTimeout,
 			fmt.Sprintf("request body not received within %d ms", x.m.DefaultTimeout))
@@ -178,10 +280,16 @@ func (x *exchange) readBody(deadline time.Time) (body []byte, ok bool) {
 	return nil, false
 }
 
-func (x *exchange) tooLarge() {
+// tooLarge answers 413 naming the limit passed: body_limit for a JSON
+// body (read whole), stream_body_limit for one streamed to the function.
+func (x *exchange) tooLarge(streamed bool) {
 	x.w.Header().Set("Connection", "close")
+	key, limit := "body_limit", x.m.BodyLimit
+	if streamed {
+		key, limit = "stream_body_limit", x.m.StreamBodyLimit
+	}
 	x.fail(http.StatusRequestEntityTooLarge, codeTooLarge,
-		fmt.Sprintf("request body exceeds the limit of %d bytes", x.m.BodyLimit))
+		fmt.Sprintf("request body exceeds the %s of %d bytes", key, limit))
 }
 
 // runMiddleware calls the module's middleware, then the route's. It

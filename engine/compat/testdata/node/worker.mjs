@@ -41,6 +41,24 @@
 //       logs through the SDK's OTel Logger (a LOGS frame to the engine); with
 //       "span" the log is written inside a new span of that name (an OTLP frame)
 //   {"op":"flush_otel","id"}         -> {"event":"otel_flushed","id"} once queued telemetry is sent
+//   {"op":"register_stream","ref","function_id","mode",...} -> {"event":"function_registered","ref"}
+//       registers an HTTP-style function using the request's channels (see streamHandler):
+//       mode "sha": reads request_body whole, returns {size, sha256} (prints "body_read")
+//       mode "multipart": reads request_body, parses it as multipart/form-data with the
+//            request's content-type, returns {parts:[{name, filename, size, sha256}]};
+//            a body that does not parse prints "body_error" and returns 400
+//       mode "sse": streams cmd.count server-sent events every cmd.interval_ms through the
+//            response channel (the @iii-dev/helpers http() wrapper), printing "sse_sent" {i, t}
+//       mode "download": streams cmd.size bytes of pattern(i) = i*7 mod 251 as
+//            application/octet-stream, then returns nothing
+//       mode "consume": reads data.reader (a channel ref another worker passed) whole after
+//            cmd.delay_ms, printing "consume_start" {t} and "consumed" {size, sha256}; returns them
+//   {"op":"channel_pipe","id","function_id","size","buffer_size"?} -> {"event":"piped","id","result","write_done_t"}
+//       creates a channel (createChannel), calls function_id with {reader: readerRef}, writes
+//       size bytes of the pattern into the writer stream and ends it
+//   {"op":"channel_bad_key","id"} -> {"event":"bad_key","id","error"} reading a channel with a wrong key
+//   {"op":"channel_oversized","id","size"} -> {"event":"oversized","id","code","reason"}
+//       sends one text message of size bytes on a new channel and reports how its socket closed
 // The trigger-type handler prints {"event":"register_trigger"|"unregister_trigger",
 // "type_id","id","function_id","config","metadata"}; a binding whose config has
 // "reject": true is refused (the handler throws).
@@ -50,7 +68,11 @@
 // processed the registration.
 
 import { createInterface } from 'node:readline'
+import { createHash } from 'node:crypto'
 import { registerWorker, TriggerAction } from 'iii-sdk'
+import { createChannel } from 'iii-sdk/helpers'
+import { ChannelReader } from 'iii-sdk/channel'
+import { http } from '@iii-dev/helpers/http'
 
 const url = process.env.III_URL
 const prefix = process.env.COMPAT_PREFIX
@@ -71,14 +93,139 @@ if (reconnectMs > 0) {
 }
 const worker = registerWorker(url, options)
 
+// plain replaces the SDK's channel objects (request_body, response) by a
+// marker, so a request object can be printed and echoed.
+function plain(v) {
+  if (v instanceof ChannelReader) return '<channel read>'
+  if (v && typeof v === 'object' && typeof v.sendMessage === 'function') return '<channel write>'
+  if (Array.isArray(v)) return v.map(plain)
+  if (v && typeof v === 'object' && !Buffer.isBuffer(v)) {
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]))
+  }
+  return v
+}
+
 function invoked(functionId, data, metadata) {
-  emit({ event: 'invoked', function_id: functionId, data: data ?? null, metadata: metadata ?? null })
+  emit({ event: 'invoked', function_id: functionId, data: plain(data) ?? null, metadata: metadata ?? null })
+}
+
+const sha256 = (buf) => createHash('sha256').update(buf).digest('hex')
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+// pattern is the test's byte stream: byte i is i*7 mod 251.
+function pattern(offset, n) {
+  const b = Buffer.alloc(n)
+  for (let i = 0; i < n; i++) b[i] = ((offset + i) * 7) % 251
+  return b
+}
+
+// writeAll writes size bytes of the pattern into a Writable in 256 KiB
+// pieces, honouring backpressure.
+async function writeAll(stream, size) {
+  for (let off = 0; off < size; ) {
+    const n = Math.min(256 << 10, size - off)
+    if (!stream.write(pattern(off, n))) await new Promise((r) => stream.once('drain', r))
+    off += n
+  }
+  await new Promise((resolve, reject) => {
+    stream.once('error', reject)
+    stream.end(resolve)
+  })
+}
+
+function streamHandler(id, cmd) {
+  switch (cmd.mode) {
+    case 'sha':
+      return async (req) => {
+        invoked(id, req)
+        const body = await req.request_body.readAll()
+        const out = { size: body.length, sha256: sha256(body) }
+        emit({ event: 'body_read', function_id: id, ...out })
+        return { status_code: 200, body: out }
+      }
+    case 'multipart':
+      return async (req) => {
+        invoked(id, req)
+        const body = await req.request_body.readAll()
+        try {
+          const form = await new Response(body, { headers: { 'content-type': req.headers['content-type'] } }).formData()
+          const parts = []
+          for (const [name, v] of form.entries()) {
+            const buf = typeof v === 'string' ? Buffer.from(v) : Buffer.from(await v.arrayBuffer())
+            parts.push({ name, filename: typeof v === 'string' ? null : v.name, size: buf.length, sha256: sha256(buf) })
+          }
+          return { status_code: 200, body: { parts } }
+        } catch (err) {
+          emit({ event: 'body_error', function_id: id, received: body.length, error: String(err) })
+          return { status_code: 400, body: { error: String(err) } }
+        }
+      }
+    case 'sse':
+      return http(async (req, res) => {
+        invoked(id, req)
+        res.status(200)
+        res.headers({ 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
+        for (let i = 0; i < (cmd.count ?? 3); i++) {
+          await new Promise((r) => res.stream.write(`id: ${i}\ndata: {"n":${i}}\n\n`, r))
+          emit({ event: 'sse_sent', function_id: id, i, t: Date.now() })
+          await sleep(cmd.interval_ms ?? 200)
+        }
+        res.close()
+      })
+    case 'download':
+      return http(async (req, res) => {
+        invoked(id, req)
+        res.status(200)
+        res.headers({ 'content-type': 'application/octet-stream', 'x-size': String(cmd.size) })
+        await writeAll(res.stream, cmd.size)
+      })
+    case 'consume':
+      return async (data) => {
+        invoked(id, data)
+        await sleep(cmd.delay_ms ?? 0)
+        emit({ event: 'consume_start', function_id: id, t: Date.now() })
+        const body = await data.reader.readAll()
+        const out = { size: body.length, sha256: sha256(body) }
+        emit({ event: 'consumed', function_id: id, ...out })
+        return out
+      }
+  }
+  throw new Error(`unknown stream mode ${cmd.mode}`)
+}
+
+async function channelPipe(cmd) {
+  const ch = await createChannel(worker, cmd.buffer_size)
+  const result = worker.trigger({ function_id: cmd.function_id, payload: { reader: ch.readerRef }, timeoutMs: 60000 })
+  await writeAll(ch.writer.stream, cmd.size)
+  const writeDone = Date.now()
+  emit({ event: 'piped', id: cmd.id, result: await result, write_done_t: writeDone, sha256: sha256(pattern(0, cmd.size)) })
+}
+
+async function channelBadKey(cmd) {
+  const ch = await createChannel(worker)
+  const reader = new ChannelReader(url, { ...ch.readerRef, access_key: 'wrong-key' })
+  try {
+    await reader.readAll()
+    emit({ event: 'bad_key', id: cmd.id, error: null })
+  } catch (err) {
+    emit({ event: 'bad_key', id: cmd.id, error: String(err?.message ?? err) })
+  }
+}
+
+async function channelOversized(cmd) {
+  const ch = await createChannel(worker)
+  const closed = new Promise((resolve) => {
+    ch.writer.stream.on('error', () => {})
+    ch.writer.sendMessage('x'.repeat(cmd.size))
+    ch.writer.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }))
+  })
+  emit({ event: 'oversized', id: cmd.id, ...(await closed) })
 }
 
 const own = [`${prefix}::echo`, `${prefix}::fail`, `${prefix}::hang`, `${prefix}::sink`]
 worker.registerFunction(own[0], async (data, metadata) => {
   invoked(own[0], data, metadata)
-  return { ...data, by: 'node' }
+  return { ...plain(data), by: 'node' }
 })
 worker.registerFunction(own[1], async (data, metadata) => {
   invoked(own[1], data, metadata)
@@ -203,6 +350,16 @@ async function handle(cmd) {
       await barrier()
       return emit({ event: 'function_registered', ref: cmd.ref })
     }
+    case 'register_stream':
+      worker.registerFunction(cmd.function_id, streamHandler(cmd.function_id, cmd))
+      await barrier()
+      return emit({ event: 'function_registered', ref: cmd.ref })
+    case 'channel_pipe':
+      return channelPipe(cmd)
+    case 'channel_bad_key':
+      return channelBadKey(cmd)
+    case 'channel_oversized':
+      return channelOversized(cmd)
     case 'register_type': {
       const ref = worker.registerTriggerType(
         { id: cmd.type_id, description: `compat trigger type ${cmd.type_id}` },

@@ -9,6 +9,9 @@ and print every observation as one ``COMPAT <json>`` line on stdout.
 """
 
 import asyncio
+import email.parser
+import email.policy
+import hashlib
 import json
 import os
 import sys
@@ -16,14 +19,31 @@ import threading
 import time
 
 from iii import InitOptions, InvocationError, TriggerAction, register_worker
+from iii.channels import ChannelReader, ChannelWriter
+from iii.helpers import create_channel_async
+from iii_helpers.http import http
 from iii.triggers import TriggerConfig, TriggerHandler
 from iii_helpers.observability import ReconnectionConfig
 
 _out = threading.Lock()
 
 
+def plain(v):
+    """The SDK's channel objects (request_body, response) as a marker, so a
+    request object can be printed and echoed."""
+    if isinstance(v, ChannelReader):
+        return "<channel read>"
+    if isinstance(v, ChannelWriter):
+        return "<channel write>"
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    return v
+
+
 def emit(event):
-    line = "COMPAT " + json.dumps(event)
+    line = "COMPAT " + json.dumps(plain(event))
     with _out:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
@@ -53,7 +73,7 @@ def invoked(function_id, data, metadata):
 
 async def echo(data, metadata=None):
     invoked(OWN[0], data, metadata)
-    out = dict(data) if isinstance(data, dict) else {"input": data}
+    out = plain(dict(data)) if isinstance(data, dict) else {"input": data}
     out["by"] = "python"
     return out
 
@@ -145,6 +165,143 @@ class Handler(TriggerHandler):
 bindings = {}
 
 
+def now_ms():
+    return int(time.time() * 1000)
+
+
+_PERIOD = bytes((i * 7) % 251 for i in range(251))
+
+
+def pattern(offset, n):
+    """The test's byte stream: byte i is i*7 mod 251 (period 251)."""
+    start = offset % 251
+    reps = (start + n) // 251 + 1
+    return (_PERIOD * reps)[start : start + n]
+
+
+async def write_all(writer, size):
+    off = 0
+    while off < size:
+        n = min(256 << 10, size - off)
+        await writer.write(pattern(off, n))
+        off += n
+    await writer.close_async()
+
+
+def parse_multipart(content_type, body):
+    """Parts of a multipart/form-data body; ValueError when it is cut off."""
+    boundary = None
+    for p in content_type.split(";"):
+        k, _, v = p.strip().partition("=")
+        if k.lower() == "boundary":
+            boundary = v.strip('"')
+    if not boundary:
+        raise ValueError("no boundary in content-type")
+    if b"--" + boundary.encode() + b"--" not in body:
+        raise ValueError(f"multipart body ends without its closing boundary ({len(body)} bytes)")
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+    )
+    parts = []
+    for part in msg.iter_parts():
+        payload = part.get_payload(decode=True) or b""
+        parts.append(
+            {
+                "name": part.get_param("name", header="content-disposition"),
+                "filename": part.get_filename(),
+                "size": len(payload),
+                "sha256": hashlib.sha256(payload).hexdigest(),
+            }
+        )
+    return parts
+
+
+def stream_handler(fid, cmd):
+    mode = cmd["mode"]
+    if mode == "sha":
+
+        async def sha(req, metadata=None):
+            invoked(fid, req, metadata)
+            body = await req["request_body"].read_all()
+            out = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+            emit({"event": "body_read", "function_id": fid, **out})
+            return {"status_code": 200, "body": out}
+
+        return sha
+    if mode == "multipart":
+
+        async def multipart(req, metadata=None):
+            invoked(fid, req, metadata)
+            body = await req["request_body"].read_all()
+            try:
+                parts = parse_multipart(req["headers"].get("content-type", ""), body)
+            except Exception as err:
+                emit({"event": "body_error", "function_id": fid, "received": len(body), "error": str(err)})
+                return {"status_code": 400, "body": {"error": str(err)}}
+            return {"status_code": 200, "body": {"parts": parts}}
+
+        return multipart
+    if mode == "sse":
+
+        async def sse(req, res):
+            invoked(fid, {"method": req.method, "headers": req.headers}, None)
+            await res.status(200)
+            await res.headers({"content-type": "text/event-stream", "cache-control": "no-cache"})
+            for i in range(cmd.get("count", 3)):
+                await res.writer.write(f'id: {i}\ndata: {{"n":{i}}}\n\n'.encode())
+                emit({"event": "sse_sent", "function_id": fid, "i": i, "t": now_ms()})
+                await asyncio.sleep(cmd.get("interval_ms", 200) / 1000)
+            await res.writer.close_async()
+
+        return http(sse)
+    if mode == "download":
+
+        async def download(req, res):
+            invoked(fid, {"method": req.method}, None)
+            await res.status(200)
+            await res.headers({"content-type": "application/octet-stream", "x-size": str(cmd["size"])})
+            await write_all(res.writer, cmd["size"])
+
+        return http(download)
+    if mode == "consume":
+
+        async def consume(data, metadata=None):
+            invoked(fid, data, metadata)
+            await asyncio.sleep(cmd.get("delay_ms", 0) / 1000)
+            emit({"event": "consume_start", "function_id": fid, "t": now_ms()})
+            body = await data["reader"].read_all()
+            out = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+            emit({"event": "consumed", "function_id": fid, **out})
+            return out
+
+        return consume
+    raise ValueError(f"unknown stream mode {mode}")
+
+
+def channel_pipe(cmd):
+    async def pipe():
+        ch = await create_channel_async(worker, cmd.get("buffer_size"))
+        result = asyncio.ensure_future(
+            worker.trigger_async(
+                {"function_id": cmd["function_id"], "payload": {"reader": ch.reader_ref.model_dump(mode="json")}, "timeout_ms": 60000}
+            )
+        )
+        await write_all(ch.writer, cmd["size"])
+        done = now_ms()
+        return await result, done
+
+    result, done = worker._run_on_loop(pipe())
+    emit(
+        {
+            "event": "piped",
+            "id": cmd["id"],
+            "result": result,
+            "write_done_t": done,
+            "sha256": hashlib.sha256(pattern(0, cmd["size"])).hexdigest(),
+        }
+    )
+
+
 def call(cmd):
     req = {"function_id": cmd["function_id"], "payload": cmd.get("payload")}
     if cmd.get("timeout_ms"):
@@ -187,6 +344,12 @@ def handle(cmd):
         worker.register_function(fid, constant)
         barrier()
         emit({"event": "function_registered", "ref": cmd["ref"]})
+    elif op == "register_stream":
+        worker.register_function(cmd["function_id"], stream_handler(cmd["function_id"], cmd))
+        barrier()
+        emit({"event": "function_registered", "ref": cmd["ref"]})
+    elif op == "channel_pipe":
+        channel_pipe(cmd)
     elif op == "register_type":
         worker.register_trigger_type(
             {"id": cmd["type_id"], "description": f"compat trigger type {cmd['type_id']}"},
