@@ -140,6 +140,7 @@ type Engine struct {
 	funcsChanged chan struct{} // cap 1; coalesces functions-available firings
 
 	sink             atomic.Pointer[TelemetrySink]
+	fwd              atomic.Pointer[Forwarder] // nil: a single engine (forward.go)
 	telemetryDropped atomic.Uint64
 	slowConsumers    atomic.Uint64
 }

@@ -111,6 +111,8 @@ type Config struct {
 	Engine  Engine
 	Redis   Redis
 	Modules []Module
+	// Cluster is nil unless config.yaml has a cluster: section.
+	Cluster *Cluster
 }
 
 // Engine holds the worker-facing listener settings.
@@ -230,9 +232,10 @@ func Load(path string) (*Config, error) {
 
 // The file's shape as written; at[T] keeps each value's line for validation.
 type rawFile struct {
-	Engine  rawEngine `yaml:"engine"`
-	Redis   rawRedis  `yaml:"redis"`
-	Modules yaml.Node `yaml:"modules"`
+	Engine  rawEngine  `yaml:"engine"`
+	Redis   rawRedis   `yaml:"redis"`
+	Modules yaml.Node  `yaml:"modules"`
+	Cluster rawCluster `yaml:"cluster"`
 }
 
 type rawEngine struct {
@@ -295,6 +298,9 @@ func Parse(name string, data []byte, getenv func(string) (string, bool)) (*Confi
 		return nil, err
 	}
 	if err := c.setModules(&d, &raw.Modules); err != nil {
+		return nil, err
+	}
+	if err := c.setCluster(name, &raw.Cluster); err != nil {
 		return nil, err
 	}
 	return c, nil
