@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/json"
+	"sort"
 	"time"
 
 	"github.com/iii-workbench/iii/engine/protocol"
@@ -79,4 +80,51 @@ func (e *Engine) ClusterBindings(triggerType string) []Trigger {
 		out = append(out, v.RemoteBindings(triggerType)...)
 	}
 	return out
+}
+
+// clusterWorkers is Snapshot().Workers plus, in a cluster, every other
+// engine's workers, each naming its engine.
+func (e *Engine) clusterWorkers() []WorkerInfo {
+	ws := e.Snapshot().Workers
+	v := e.clusterView()
+	if v == nil {
+		return ws
+	}
+	name := v.EngineName()
+	for i := range ws {
+		ws[i].Engine = name
+	}
+	return append(ws, v.RemoteWorkers()...)
+}
+
+// clusterFunctions is Snapshot().Functions merged, in a cluster, with
+// every other engine's: one entry per id, its workers and engines joined.
+func (e *Engine) clusterFunctions() []FunctionInfo {
+	fs := e.Snapshot().Functions
+	v := e.clusterView()
+	if v == nil {
+		return fs
+	}
+	name := v.EngineName()
+	at := make(map[string]int, len(fs))
+	for i := range fs {
+		if len(fs[i].WorkerIDs) > 0 { // in-process functions run on every engine
+			fs[i].Engines = []string{name}
+		}
+		at[fs[i].ID] = i
+	}
+	for _, r := range v.RemoteFunctions() {
+		i, ok := at[r.ID]
+		if !ok {
+			at[r.ID] = len(fs)
+			fs = append(fs, r)
+			continue
+		}
+		f := &fs[i]
+		f.Workers = append(f.Workers, r.Workers...)
+		f.WorkerIDs = append(f.WorkerIDs, r.WorkerIDs...)
+		f.Engines = append(f.Engines, r.Engines...)
+	}
+	sort.Slice(fs, func(i, j int) bool { return fs[i].ID < fs[j].ID })
+	return fs
 }

@@ -59,8 +59,9 @@
 // is called at delivery and a false result skips the message;
 // config.queue_config {max_retries, backoff_ms} overrides the queue's
 // settings for that subscriber. Subscribers bound later do not receive
-// earlier messages, and a publish reaches only the subscribers bound on the
-// engine that handles it.
+// earlier messages. With cluster: configured a publish reaches the
+// subscribers bound on every engine of the cluster, once per function; a
+// single engine reaches its own.
 //
 // # Tools
 //
