@@ -212,10 +212,11 @@ func New(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: redis.url: %w", err)
 	}
-	// Fail fast: a Redis that does not answer within a heartbeat is down
-	// for the cluster's purposes.
-	ro.DialTimeout = min(cfg.Heartbeat, 2*time.Second)
-	ro.ReadTimeout = min(cfg.Heartbeat, 2*time.Second)
+	// Fail fast: a Redis that does not answer within a heartbeat (at least
+	// 500 ms, so a busy machine does not flap) is down for the cluster's
+	// purposes; a refused connection is noticed at once.
+	ro.DialTimeout = opTimeout(cfg.Heartbeat)
+	ro.ReadTimeout = opTimeout(cfg.Heartbeat)
 	ro.WriteTimeout = ro.ReadTimeout
 	ro.MaxRetries = -1
 	ro.PoolSize = 4
@@ -337,7 +338,7 @@ func (c *Cluster) Withdraw(ctx context.Context) {
 	if already || c.ctx == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Heartbeat)
+	ctx, cancel := context.WithTimeout(ctx, opTimeout(c.cfg.Heartbeat))
 	defer cancel()
 	pipe := c.rdb.TxPipeline()
 	pipe.Del(ctx, c.engineKey(c.id))
@@ -434,7 +435,12 @@ func (c *Cluster) setUp(ok bool, err error) {
 }
 
 func (c *Cluster) opCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(c.ctx, c.cfg.Heartbeat)
+	return context.WithTimeout(c.ctx, opTimeout(c.cfg.Heartbeat))
+}
+
+// opTimeout bounds one Redis round trip of the registry.
+func opTimeout(heartbeat time.Duration) time.Duration {
+	return min(max(heartbeat, 500*time.Millisecond), 2*time.Second)
 }
 
 // heartbeat writes this engine's advertisement with its expiry and, when

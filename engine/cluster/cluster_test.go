@@ -42,7 +42,7 @@ redis: {url: %q}
 cluster: {name: %s, heartbeat_ms: %d, ttl_ms: %d}
 modules:
   - class: QueueModule
-    config: {queues: {default: {concurrency: 8, max_retries: 0, backoff_ms: 50, poll_interval_ms: 20}}}
+    config: {queues: {default: {concurrency: 8, max_retries: 3, backoff_ms: 50, poll_interval_ms: 20}}}
 `, redisURL, name, heartbeat.Milliseconds(), ttl.Milliseconds())
 }
 
@@ -216,6 +216,28 @@ func TestThreeEngines(t *testing.T) {
 			waitFor(t, ctx, fn+" to run the void and the queued call", func() bool {
 				return to.count("record", "void") == 1 && to.count("record", "enq") >= 1
 			})
+		}
+		// Every engine consumes the queue, two of them without a worker for
+		// the function: without forwarding, a message has a (2/3)^4 chance
+		// to meet only those in its 1 + max_retries attempts and be
+		// dead-lettered. None may be.
+		for k := range 30 {
+			if _, err := nodes[0].w.Trigger(ctx, sdk.TriggerRequest{FunctionID: "e2::record", Payload: in{Key: fmt.Sprint("m", k)},
+				Action: sdk.Enqueue("default")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, ctx, "all 30 queued calls to run on engine 2", func() bool {
+			for k := range 30 {
+				if nodes[2].count("record", fmt.Sprint("m", k)) == 0 {
+					return false
+				}
+			}
+			return true
+		})
+		res, err := invoke(ctx, nodes[1].srv.Engine(), "engine::queue::topic_stats", map[string]any{"queue": "default"})
+		if err != nil || !strings.Contains(string(res), `"dlq_depth":0`) {
+			t.Fatalf("queue stats %s, %v; want an empty dead-letter queue", res, err)
 		}
 	})
 
