@@ -32,10 +32,9 @@
 //
 // Redis streams were measured as the transport first (request stream per
 // engine, reply stream per engine, one XREAD BLOCK loop each): on the same
-// machine a round trip cost 460 µs at p50 against 92 µs over a WebSocket,
-// and peaked at about a third of the WebSocket's rate (BENCHMARKS.md).
-// Redis still carries everything the engines must agree on; a link only
-// carries calls.
+// machine a round trip at one call in flight cost 460-600 µs at p50 against
+// 70-90 µs over a WebSocket (BENCHMARKS.md). Redis still carries everything
+// the engines must agree on; a link only carries calls.
 //
 // # Failures
 //
