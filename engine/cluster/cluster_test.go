@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
 	"github.com/iii-workbench/iii/devserver"
@@ -350,4 +352,35 @@ func TestThreeEngines(t *testing.T) {
 			return err == nil
 		})
 	})
+}
+
+// With an auth token, links present it and refuse peers that do not.
+func TestLinksNeedTheEngineToken(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	rs := storetest.StartServer(t)
+	yaml := fmt.Sprintf("engine: {port: 0, auth_token: s3cret}\nredis: {url: %q}\ncluster: {name: auth%d, heartbeat_ms: 100}\n",
+		rs.URL(), time.Now().UnixNano())
+	a, _ := devtest.Start(t, ctx, yaml)
+	b, _ := devtest.Start(t, ctx, yaml)
+	connect := func(url string) *sdk.Worker {
+		w, err := sdk.Connect(ctx, url, sdk.WithBearerToken("s3cret"), sdk.WithTelemetry(false), sdk.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { w.Close(context.Background()) })
+		return w
+	}
+	must(t, connect(b.URL()).RegisterFunction("b::hello", func(context.Context, json.RawMessage) (any, error) { return "hi", nil }))
+	wa := connect(a.URL())
+	waitFor(t, ctx, "a forwarded call with tokens", func() bool {
+		r, err := sdk.Call[string](ctx, wa, "b::hello", nil)
+		return err == nil && r == "hi"
+	})
+	for _, hdr := range []http.Header{nil, {"Authorization": {"Bearer wrong"}}} {
+		_, resp, err := websocket.Dial(ctx, "ws://"+b.Cluster().LinkAddr()+"/", &websocket.DialOptions{HTTPHeader: hdr})
+		if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("link dial with %v: %v, %v; want 401", hdr, resp, err)
+		}
+	}
 }
