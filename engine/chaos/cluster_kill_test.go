@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,13 +21,69 @@ import (
 	"github.com/iii-workbench/iii/sdk"
 )
 
+// lb is a TCP load balancer for one test: connections go to the current
+// target; Close ends every connection and waits for its goroutines.
+type lb struct {
+	ln     net.Listener
+	target atomic.Value // string
+	mu     sync.Mutex
+	conns  []net.Conn
+	wg     sync.WaitGroup
+}
+
+func startLB(t *testing.T, target string) *lb {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &lb{ln: ln}
+	l.target.Store(target)
+	l.wg.Add(1)
+	// Exits when Close closes the listener.
+	go func() {
+		defer l.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", l.target.Load().(string))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			l.mu.Lock()
+			l.conns = append(l.conns, c, up)
+			l.mu.Unlock()
+			l.wg.Add(2)
+			// Each copy exits when either side closes; it then closes both.
+			go func() { defer l.wg.Done(); io.Copy(up, c); up.Close(); c.Close() }()
+			go func() { defer l.wg.Done(); io.Copy(c, up); up.Close(); c.Close() }()
+		}
+	}()
+	t.Cleanup(l.Close)
+	return l
+}
+
+func (l *lb) Close() {
+	l.ln.Close()
+	l.mu.Lock()
+	for _, c := range l.conns {
+		c.Close()
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+}
+
 // TestClusterEngineKilledMidLoad runs three `iii start` engines in one
 // cluster on a real redis-server. A caller on engine 0 keeps 32 calls in
 // flight to a function served by workers on engines 1 and 2 (engine 0 has
 // none, so every call is forwarded); engine 2 is SIGKILLed under that load.
 // Every call must end (success, or invocation_stopped / cluster_unavailable
 // for those caught on engine 2), none may hang, engine 2 must vanish from
-// the table within ttl + heartbeat, and engine 1 must keep serving.
+// the table within ttl + heartbeat, and engine 1 must keep serving. Engine
+// 2's worker reaches it through a load balancer, which then sends its
+// reconnection to engine 1: the worker reattaches there and serves again.
 func TestClusterEngineKilledMidLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
@@ -65,8 +123,13 @@ cluster: {name: %s, heartbeat_ms: 100, ttl_ms: 500}
 		return w
 	}
 	var served [3]atomic.Int64
+	balancer := startLB(t, strings.TrimPrefix(urls[2], "ws://"))
 	for _, i := range []int{1, 2} {
-		w := connect(urls[i], fmt.Sprintf("server%d", i))
+		url := urls[i]
+		if i == 2 {
+			url = "ws://" + balancer.ln.Addr().String()
+		}
+		w := connect(url, fmt.Sprintf("server%d", i))
 		if err := w.RegisterFunction("kill::work", func(ctx context.Context, in json.RawMessage) (any, error) {
 			served[i].Add(1)
 			select {
@@ -136,6 +199,7 @@ cluster: {name: %s, heartbeat_ms: 100, ttl_ms: 500}
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	balancer.target.Store(strings.TrimPrefix(urls[1], "ws://"))
 	procs[2].kill()
 	killedAt.Store(time.Now().UnixNano())
 	// Survivors keep serving: engine 1's count keeps rising for a second.
@@ -143,6 +207,15 @@ cluster: {name: %s, heartbeat_ms: 100, ttl_ms: 500}
 	time.Sleep(time.Second)
 	if served[1].Load() < after+100 {
 		t.Errorf("engine 1 served only %d calls in the second after the kill", served[1].Load()-after)
+	}
+	// Engine 2's worker reconnects through the balancer to engine 1 and
+	// takes calls again.
+	atKill := served[2].Load()
+	for served[2].Load() < atKill+20 {
+		if ctx.Err() != nil {
+			t.Fatalf("engine 2's worker never served again after reconnecting (served %d since the kill)", served[2].Load()-atKill)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	close(stop)
 	wg.Wait()
