@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/cluster"
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/module"
 	"github.com/iii-workbench/iii/engine/store"
@@ -49,6 +50,7 @@ type Server struct {
 	eng     *engine.Engine
 	store   *store.Store
 	modules *module.Set
+	cluster *cluster.Cluster // nil unless config.yaml has cluster:
 	addr    string
 	redis   string // RedisMode
 	log     *slog.Logger
@@ -124,6 +126,19 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		host.Redis, host.RedisEmbedded = s.store.Client, s.store.Embedded
 		s.redis = redisMode(s.store.Embedded, cfg.Redis.URL)
 	}
+	if cfg.Cluster != nil {
+		s.cluster, err = cluster.New(cluster.Options{Config: *cfg.Cluster, RedisURL: cfg.Redis.URL, Engine: s.eng,
+			AuthToken: string(cfg.Engine.AuthToken), Host: cfg.Engine.Host, WorkerURL: host.WorkerURL,
+			KeyPrefix: KeyPrefix, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("devserver: %w", err)
+		}
+		if err = s.cluster.Start(ctx); err != nil {
+			s.cluster.Stop(ctx)
+			s.cluster = nil
+			return nil, fmt.Errorf("devserver: %w", err)
+		}
+	}
 	if s.modules, err = module.Load(ctx, entries, host); err != nil {
 		return nil, err
 	}
@@ -186,10 +201,17 @@ func (s *Server) release(ctx context.Context) {
 	if s.eng != nil {
 		s.eng.Shutdown(ctx)
 	}
+	if s.cluster != nil {
+		s.cluster.Stop(ctx)
+	}
 	if s.store != nil {
 		s.store.Close()
 	}
 }
+
+// Cluster is the engine's cluster membership, nil without cluster: in
+// config.yaml.
+func (s *Server) Cluster() *cluster.Cluster { return s.cluster }
 
 // Engine is the running engine.
 func (s *Server) Engine() *engine.Engine { return s.eng }
@@ -225,6 +247,9 @@ func (s *Server) Stop(ctx context.Context) error {
 	defer s.stopMu.Unlock()
 	var errs []error
 	s.once.Do(func() {
+		if s.cluster != nil {
+			s.cluster.Withdraw(ctx) // peers stop forwarding here first
+		}
 		errs = append(errs, s.modules.Stop(ctx))
 		s.cancel()
 	})
@@ -235,6 +260,10 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	if s.err != nil && !errors.Is(s.err, context.Canceled) {
 		errs = append(errs, s.err)
+	}
+	if s.cluster != nil {
+		errs = append(errs, s.cluster.Stop(ctx))
+		s.cluster = nil
 	}
 	if s.store != nil {
 		if err := s.store.Close(); err != nil {

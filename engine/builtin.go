@@ -208,6 +208,7 @@ type workerSummary struct {
 	IPAddress         *string `json:"ip_address"`
 	PID               *int    `json:"pid,omitempty"`
 	Internal          bool    `json:"internal"`
+	Engine            string  `json:"engine,omitempty"` // in a cluster: the engine it is connected to
 }
 
 func nullable(s string) *string {
@@ -222,7 +223,7 @@ func summarize(w WorkerInfo) workerSummary {
 		ID: w.ID, Runtime: nullable(w.Runtime), OS: nullable(w.OS), Status: w.Status,
 		FunctionCount: len(w.Functions), ConnectedAtMS: w.ConnectedAt.UnixMilli(),
 		ActiveInvocations: w.ActiveInvocations, Isolation: nullable(w.Isolation),
-		IPAddress: nullable(w.IPAddress), Internal: w.Internal}
+		IPAddress: nullable(w.IPAddress), Internal: w.Internal, Engine: w.Engine}
 	if w.PID != 0 {
 		pid := w.PID
 		s.PID = &pid
@@ -240,7 +241,7 @@ func (e *Engine) fnWorkersList(_ context.Context, call *Call) (json.RawMessage, 
 		return nil, err
 	}
 	out := []workerSummary{}
-	for _, w := range e.Snapshot().Workers {
+	for _, w := range e.clusterWorkers() {
 		if in.Runtime != "" && w.Runtime != in.Runtime || in.Status != "" && w.Status != in.Status {
 			continue
 		}
@@ -310,11 +311,12 @@ type functionSummary struct {
 	Workers     []string        `json:"workers"`
 	Description string          `json:"description,omitempty"`
 	Metadata    json.RawMessage `json:"metadata,omitempty"`
+	Engines     []string        `json:"engines,omitempty"` // in a cluster: the engines serving it
 }
 
 func summarizeFunction(f FunctionInfo) functionSummary {
 	return functionSummary{FunctionID: f.ID, WorkerName: f.Workers[0], Workers: f.Workers,
-		Description: f.Description, Metadata: f.Metadata}
+		Description: f.Description, Metadata: f.Metadata, Engines: f.Engines}
 }
 
 // hiddenFunction reports whether a function is internal: engine::*
@@ -351,7 +353,7 @@ func (e *Engine) listFunctions(in functionsListArgs) (functionsList, error) {
 		rank int
 	}
 	var rs []ranked
-	for _, f := range e.Snapshot().Functions {
+	for _, f := range e.clusterFunctions() {
 		if !in.IncludeInternal && hiddenFunction(f) {
 			continue
 		}

@@ -143,6 +143,7 @@ type Engine struct {
 	channels *channel.Manager // streaming channels; closed by Shutdown
 
 	sink             atomic.Pointer[TelemetrySink]
+	fwd              atomic.Pointer[Forwarder] // nil: a single engine (forward.go)
 	telemetryDropped atomic.Uint64
 	slowConsumers    atomic.Uint64
 }

@@ -105,6 +105,9 @@ type WorkerInfo struct {
 	Draining          bool
 	Functions         []string
 	TriggerTypes      []string
+	// Engine names the cluster engine the worker is connected to; empty
+	// for this engine's own (always so in Snapshot).
+	Engine string
 }
 
 // FunctionInfo describes a function id and the workers serving it.
@@ -117,6 +120,9 @@ type FunctionInfo struct {
 	Workers        []string // names, one per registration
 	WorkerIDs      []string // ids of remote workers serving it
 	Internal       bool     // served in-process
+	// Engines names the cluster engines serving it; empty in Snapshot
+	// (this engine only).
+	Engines []string
 }
 
 // TriggerTypeInfo describes a trigger type.

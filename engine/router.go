@@ -285,7 +285,9 @@ func (e *Engine) dispatch(call Call, done func(outcome)) {
 	}
 	switch {
 	case r == nil:
-		finish(failed(CodeFunctionNotFound, "Function %s not found", call.FunctionID))
+		if !e.forward(call, finish) {
+			finish(failed(CodeFunctionNotFound, "Function %s not found", call.FunctionID))
+		}
 	case r.handler != nil:
 		e.runLocal(r.handler, call, finish)
 	default:

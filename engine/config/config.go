@@ -124,6 +124,8 @@ type Config struct {
 	// Warnings are the settings read but not implemented as written; log
 	// them once at startup with LogWarnings.
 	Warnings []Warning
+	// Cluster is nil unless config.yaml has a cluster: section.
+	Cluster *Cluster
 }
 
 // Engine holds the worker-facing listener settings.
@@ -243,9 +245,10 @@ func Load(path string) (*Config, error) {
 
 // The file's shape as written; at[T] keeps each value's line for validation.
 type rawFile struct {
-	Engine  rawEngine `yaml:"engine"`
-	Redis   rawRedis  `yaml:"redis"`
-	Modules yaml.Node `yaml:"modules"`
+	Engine  rawEngine  `yaml:"engine"`
+	Redis   rawRedis   `yaml:"redis"`
+	Modules yaml.Node  `yaml:"modules"`
+	Cluster rawCluster `yaml:"cluster"`
 }
 
 type rawEngine struct {
@@ -315,6 +318,9 @@ func Parse(name string, data []byte, getenv func(string) (string, bool)) (*Confi
 		return nil, err
 	}
 	if err := c.setModules(&d, &raw.Modules); err != nil {
+		return nil, err
+	}
+	if err := c.setCluster(name, &raw.Cluster); err != nil {
 		return nil, err
 	}
 	return c, nil

@@ -191,7 +191,7 @@ func TestParseBad(t *testing.T) {
 		want string
 	}{
 		{"unknown top-level key", "engine: {}\nengin:\n  port: 1\n", ErrConfigUnknownKey,
-			"bad.yaml:2: engin: unknown key (known: engine, redis, modules)"},
+			"bad.yaml:2: engin: unknown key (known: engine, redis, modules, cluster)"},
 		{"unknown engine key", "engine:\n  prot: 1\n", ErrConfigUnknownKey,
 			"bad.yaml:2: engine.prot: unknown key (known: host, port, auth_token, invocation_timeout_ms, max_frame_bytes)"},
 		{"port is a string", "engine:\n  port: abc\n", ErrConfigType,

@@ -21,7 +21,9 @@
 // Each queue is a stream read through one consumer group shared by every
 // engine. An engine runs up to `concurrency` handlers per queue; each calls
 // the target with the message's data, metadata and trace context, bounded
-// by timeout_ms. Success acknowledges and deletes the entry. A failure, a
+// by timeout_ms; in a cluster (cluster: in config.yaml) a function with no
+// worker on the consuming engine is run through the engine's forwarding by
+// one that has one. Success acknowledges and deletes the entry. A failure, a
 // timeout, or function_not_found (the worker may be reconnecting) is a
 // failed attempt: the message goes to the queue's delayed set, due after
 // backoff_ms doubled per attempt (capped by max_backoff_ms), and is moved
@@ -59,8 +61,9 @@
 // is called at delivery and a false result skips the message;
 // config.queue_config {max_retries, backoff_ms} overrides the queue's
 // settings for that subscriber. Subscribers bound later do not receive
-// earlier messages, and a publish reaches only the subscribers bound on the
-// engine that handles it.
+// earlier messages. With cluster: configured a publish reaches the
+// subscribers bound on every engine of the cluster, once per function; a
+// single engine reaches its own.
 //
 // # Tools
 //

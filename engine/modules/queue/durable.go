@@ -81,12 +81,14 @@ type subscriber struct {
 }
 
 // subscribers lists the distinct functions bound to topic on this engine
-// (one delivery per function, however many bindings it has).
+// and, in a cluster, on every other engine (one delivery per function,
+// however many bindings it has; a function served elsewhere is reached
+// through the engine's forwarding).
 func (m *Module) subscribers(topic string) []subscriber {
 	var out []subscriber
 	seen := map[string]bool{}
 	for _, typ := range []string{TriggerDurableSubscriber, TriggerLegacy} {
-		for _, t := range m.h.Engine.Bindings(typ) {
+		for _, t := range m.h.Engine.ClusterBindings(typ) {
 			c, err := parseSubscriber(t.Config)
 			if err != nil || c.Topic != topic || seen[t.FunctionID] {
 				continue

@@ -221,6 +221,7 @@ type functionRow struct {
 	ID          string   `json:"function_id"`
 	Workers     []string `json:"workers"`
 	Description string   `json:"description"`
+	Engines     []string `json:"engines"` // in a cluster
 }
 
 type functionList struct {
@@ -238,6 +239,7 @@ type workerRow struct {
 	ActiveInvocations int64   `json:"active_invocations"`
 	ConnectedAtMS     int64   `json:"connected_at_ms"`
 	Internal          bool    `json:"internal"`
+	Engine            string  `json:"engine"` // in a cluster
 }
 
 type workerList struct {
@@ -273,8 +275,19 @@ type triggerTypeList struct {
 func writeFunctions(w io.Writer, v functionList) error {
 	fs := slices.Clone(v.Functions)
 	slices.SortStableFunc(fs, func(a, b functionRow) int { return strings.Compare(a.ID, b.ID) })
-	fmt.Fprintln(w, "ID\tWORKER(S)\tDESCRIPTION")
+	// A cluster's engines name themselves; a single engine shows no column.
+	clustered := slices.ContainsFunc(fs, func(f functionRow) bool { return len(f.Engines) > 0 })
+	if clustered {
+		fmt.Fprintln(w, "ID\tWORKER(S)\tENGINE(S)\tDESCRIPTION")
+	} else {
+		fmt.Fprintln(w, "ID\tWORKER(S)\tDESCRIPTION")
+	}
 	for _, f := range fs {
+		if clustered {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", cell(f.ID), orDash(strings.Join(f.Workers, ",")), orDash(cell(strings.Join(f.Engines, ","))),
+				orDash(truncate(f.Description, descriptionWidth)))
+			continue
+		}
 		fmt.Fprintf(w, "%s\t%s\t%s\n", cell(f.ID), orDash(strings.Join(f.Workers, ",")), orDash(truncate(f.Description, descriptionWidth)))
 	}
 	return nil
@@ -288,14 +301,23 @@ func writeWorkers(w io.Writer, v workerList, now time.Time) error {
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	fmt.Fprintln(w, "NAME\tRUNTIME\tVERSION\tPID\tSTATUS\tFUNCTIONS\tIN-FLIGHT\tCONNECTED")
+	clustered := slices.ContainsFunc(ws, func(r workerRow) bool { return r.Engine != "" })
+	head := "NAME\tRUNTIME\tVERSION\tPID\tSTATUS\tFUNCTIONS\tIN-FLIGHT\tCONNECTED"
+	if clustered {
+		head += "\tENGINE"
+	}
+	fmt.Fprintln(w, head)
 	for _, r := range ws {
 		pid := "-"
 		if r.PID != nil {
 			pid = strconv.Itoa(*r.PID)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", orDash(r.Name), orDash(deref(r.Runtime)), orDash(deref(r.Version)),
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s", orDash(r.Name), orDash(deref(r.Runtime)), orDash(deref(r.Version)),
 			pid, orDash(r.Status), r.FunctionCount, r.ActiveInvocations, ago(now, time.UnixMilli(r.ConnectedAtMS)))
+		if clustered {
+			fmt.Fprintf(w, "\t%s", orDash(cell(r.Engine)))
+		}
+		fmt.Fprintln(w)
 	}
 	return nil
 }

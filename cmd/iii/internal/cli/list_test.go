@@ -267,3 +267,34 @@ func TestDropWorker(t *testing.T) {
 		t.Errorf("dropWorker(only me) = %s, %v; want %s", got, err, want)
 	}
 }
+
+// In a cluster each row names its engine; a single engine's tables above
+// have no such column.
+func TestWriteClusterColumns(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	writeWorkers(tw, workerList{Workers: []workerRow{
+		{ID: "1", Name: "api", Status: "connected", ConnectedAtMS: now.UnixMilli(), Engine: "host-a:49134"},
+		{ID: "2", Name: "billing", Status: "connected", ConnectedAtMS: now.UnixMilli(), Engine: "host-b:49134"},
+	}}, now)
+	tw.Flush()
+	want := "NAME     RUNTIME  VERSION  PID  STATUS     FUNCTIONS  IN-FLIGHT  CONNECTED  ENGINE\n" +
+		"api      -        -        -    connected  0          0          0s ago     host-a:49134\n" +
+		"billing  -        -        -    connected  0          0          0s ago     host-b:49134\n"
+	if b.String() != want {
+		t.Errorf("writeWorkers =\n%s\nwant\n%s", b.String(), want)
+	}
+	b.Reset()
+	writeFunctions(tw, functionList{Functions: []functionRow{
+		{ID: "billing::charge", Workers: []string{"billing", "billing"}, Engines: []string{"host-a:49134", "host-b:49134"}},
+		{ID: "state::get", Workers: []string{"iii-state"}, Description: "Get a value"},
+	}})
+	tw.Flush()
+	want = "ID               WORKER(S)        ENGINE(S)                  DESCRIPTION\n" +
+		"billing::charge  billing,billing  host-a:49134,host-b:49134  -\n" +
+		"state::get       iii-state        -                          Get a value\n"
+	if b.String() != want {
+		t.Errorf("writeFunctions =\n%s\nwant\n%s", b.String(), want)
+	}
+}
