@@ -10,6 +10,8 @@
 //	  max_frame_bytes: 16777216     # read limit per WebSocket frame
 //	redis:
 //	  url: ""                       # empty = embedded store
+//	  store: managed                # without url: memory or managed (default: by command)
+//	  data_dir: .iii/data           # managed store files, relative to this file
 //	modules:                        # which modules run, each with its own config
 //	  - class: RestApiModule        # or name:, any spelling ModuleID accepts
 //	    config: {port: 3111}
@@ -150,7 +152,9 @@ type Redis struct {
 	// engine starts and owns, persisting under DataDir). Empty lets the
 	// command decide: iii dev uses memory, iii start the managed store.
 	Store string
-	// DataDir is where the managed store keeps its files.
+	// DataDir is where the managed store keeps its files. A relative path
+	// is relative to the config file's folder; empty means .iii/data there
+	// (in the working directory without a file).
 	DataDir string
 }
 
@@ -260,7 +264,9 @@ type rawEngine struct {
 }
 
 type rawRedis struct {
-	URL at[string] `yaml:"url"`
+	URL     at[string] `yaml:"url"`
+	Store   at[string] `yaml:"store"`
+	DataDir at[string] `yaml:"data_dir"`
 }
 
 type rawModule struct {
@@ -374,15 +380,34 @@ func (c *Config) setEngine(file string, r *rawEngine) error {
 }
 
 func (c *Config) setRedis(file string, r *rawRedis) error {
-	if r.URL.V == "" {
-		return nil
+	if r.URL.V != "" {
+		u, err := url.Parse(r.URL.V)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+			// The URL may hold a password: do not echo it.
+			return invalid(file, r.URL.Line, "redis.url", "want a redis://, rediss:// or unix:// URL")
+		}
+		c.Redis.URL = r.URL.V
 	}
-	u, err := url.Parse(r.URL.V)
-	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
-		// The URL may hold a password: do not echo it.
-		return invalid(file, r.URL.Line, "redis.url", "want a redis://, rediss:// or unix:// URL")
+	if r.Store.Line > 0 {
+		switch s := r.Store.V; {
+		case s != StoreMemory && s != StoreManaged:
+			return invalid(file, r.Store.Line, "redis.store", "%q is not a store: want %s or %s", s, StoreMemory, StoreManaged)
+		case c.Redis.URL != "":
+			return invalid(file, r.Store.Line, "redis.store", "set redis.url or redis.store, not both (store picks the embedded store used without a URL)")
+		}
+		c.Redis.Store = r.Store.V
 	}
-	c.Redis.URL = r.URL.V
+	if r.DataDir.Line > 0 {
+		switch {
+		case r.DataDir.V == "":
+			return invalid(file, r.DataDir.Line, "redis.data_dir", "must not be empty")
+		case c.Redis.URL != "":
+			return invalid(file, r.DataDir.Line, "redis.data_dir", "is for the managed store; redis.url is set")
+		case c.Redis.Store == StoreMemory:
+			return invalid(file, r.DataDir.Line, "redis.data_dir", "is for the managed store; redis.store is %s", StoreMemory)
+		}
+		c.Redis.DataDir = r.DataDir.V
+	}
 	return nil
 }
 
