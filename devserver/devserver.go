@@ -1,6 +1,6 @@
 // Package devserver assembles a ready iii engine behind one Start/Stop
-// pair: the worker listener, the Redis store (embedded when no URL is
-// configured) and the modules of config.yaml. `iii start`, `iii dev` and
+// pair: the worker listener, the Redis store (an external Redis, a managed
+// redis-server or the in-memory store) and the modules of config.yaml. `iii start`, `iii dev` and
 // tests that need a whole engine share it.
 package devserver
 
@@ -43,6 +43,9 @@ type Options struct {
 	// bare core, no modules, on a free 127.0.0.1 port: what most tests want.
 	Config *config.Config
 	Logger *slog.Logger
+	// RedisServer is the redis-server binary for the managed store; empty
+	// looks it up on PATH.
+	RedisServer string
 }
 
 // Server is a running engine with its modules.
@@ -120,11 +123,15 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		host.ConfigDir = filepath.Dir(cfg.File)
 	}
 	if len(entries) > 0 {
-		if s.store, err = store.Open(ctx, cfg.Redis.URL, log); err != nil {
+		so, err := storeOptions(cfg, opts.RedisServer, log)
+		if err != nil {
+			return nil, err
+		}
+		if s.store, err = store.Open(ctx, so); err != nil {
 			return nil, fmt.Errorf("devserver: %w", err)
 		}
 		host.Redis, host.RedisEmbedded = s.store.Client, s.store.Embedded
-		s.redis = redisMode(s.store.Embedded, cfg.Redis.URL)
+		s.redis = redisMode(s.store.Kind, s.store.DataDir, cfg.Redis.URL)
 	}
 	if cfg.Cluster != nil {
 		s.cluster, err = cluster.New(cluster.Options{Config: *cfg.Cluster, RedisURL: cfg.Redis.URL, Engine: s.eng,
@@ -225,18 +232,60 @@ func (s *Server) Addr() string { return s.addr }
 // URL is the worker WebSocket URL (what III_URL should be).
 func (s *Server) URL() string { return "ws://" + s.addr }
 
-// RedisMode describes the store for people: "embedded", "external
-// <url without password>", or "" when no module needed one.
+// RedisMode describes the store for people: "memory (lost on exit)",
+// "managed <data dir>", "external <url without password>", or "" when no
+// module needed one.
 func (s *Server) RedisMode() string { return s.redis }
 
-func redisMode(embedded bool, rawURL string) string {
-	if embedded {
-		return "embedded"
+func redisMode(kind store.Kind, dataDir, rawURL string) string {
+	switch kind {
+	case store.KindMemory:
+		return "memory (lost on exit)"
+	case store.KindManaged:
+		return "managed " + dataDir
 	}
 	if u, err := url.Parse(rawURL); err == nil {
 		return "external " + u.Redacted()
 	}
 	return "external"
+}
+
+// DefaultDataDir is the managed store's data directory, relative to the
+// config file's folder (the working directory without a file).
+const DefaultDataDir = ".iii/data"
+
+// storeOptions picks the store: the URL when set, else cfg.Redis.Store,
+// where empty means memory (iii start sets managed before it gets here).
+func storeOptions(cfg *config.Config, redisServer string, log *slog.Logger) (store.Options, error) {
+	o := store.Options{URL: cfg.Redis.URL, Kind: store.KindMemory, RedisServer: redisServer, Logger: log}
+	if o.URL != "" {
+		return o, nil
+	}
+	switch cfg.Redis.Store {
+	case config.StoreMemory, "":
+		return o, nil
+	case config.StoreManaged:
+		o.Kind = store.KindManaged
+	default:
+		return o, fmt.Errorf("devserver: redis.store %q: want %s or %s", cfg.Redis.Store, config.StoreMemory, config.StoreManaged)
+	}
+	dir := cfg.Redis.DataDir
+	if dir == "" {
+		dir = filepath.FromSlash(DefaultDataDir)
+	}
+	if !filepath.IsAbs(dir) {
+		base := "."
+		if cfg.FromFile() {
+			base = filepath.Dir(cfg.File)
+		}
+		abs, err := filepath.Abs(filepath.Join(base, dir))
+		if err != nil {
+			return o, fmt.Errorf("devserver: redis.data_dir: %w", err)
+		}
+		dir = abs
+	}
+	o.DataDir = dir
+	return o, nil
 }
 
 // Stop stops the modules (their listeners finish what is in flight while

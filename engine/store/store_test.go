@@ -18,7 +18,7 @@ func TestOpen(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
-		s, err := store.Open(ctx, b.URL, nil)
+		s, err := store.Open(ctx, store.Options{URL: b.URL})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -38,11 +38,11 @@ func TestOpen(t *testing.T) {
 func TestOpenEmbedded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := store.Open(ctx, "", nil)
+	s, err := store.Open(ctx, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s.Embedded || s.Addr == "" {
+	if !s.Embedded || s.Kind != store.KindMemory || s.Addr == "" {
 		t.Errorf("embedded store: %+v", s)
 	}
 	if err := s.Client.XAdd(ctx, &redisXAdd).Err(); err != nil {
@@ -57,7 +57,7 @@ func TestOpenUnreachable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, url := range []string{"redis://127.0.0.1:1", "http://nope", "redis://:bad:port"} {
-		if s, err := store.Open(ctx, url, nil); err == nil {
+		if s, err := store.Open(ctx, store.Options{URL: url}); err == nil {
 			s.Close()
 			t.Errorf("Open(%q) succeeded", url)
 		}

@@ -83,8 +83,10 @@ func StartServer(t testing.TB) *Server {
 		t.Skip("redis-server not installed; skipping the real-Redis run (apt-get install -y redis-server)")
 	}
 	s := &Server{t: t, Port: freePort(t)}
-	s.start(bin)
+	// Registered first: a server that starts but never answers is still
+	// stopped when start fails the test.
 	t.Cleanup(s.Stop)
+	s.start(bin)
 	return s
 }
 
