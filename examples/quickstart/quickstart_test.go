@@ -47,7 +47,7 @@ func TestQuickstart(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	httpPort := freePort(t)
-	cmd := exec.Command(exe, "start", "--config", "config.yaml")
+	cmd := exec.Command(exe, "start", "--config", "config.yaml", "--data-dir", t.TempDir())
 	cmd.Env = append(os.Environ(), fmt.Sprintf("III_PORT=%d", freePort(t)),
 		fmt.Sprintf("HTTP_PORT=%d", httpPort), fmt.Sprintf("STREAM_PORT=%d", freePort(t)),
 		fmt.Sprintf("METRICS_PORT=%d", freePort(t)), "III_TOKEN=")

@@ -24,13 +24,15 @@ func newDev(env Env) *cobra.Command {
 	var (
 		path  string
 		noTUI bool
+		sf    storeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the engine, every module and your workers, with a live TUI",
 		Long: `Run the whole engine in this process with ./config.yaml (or --config):
-every module, an embedded Redis unless redis.url is set, and the workers
-the exec module lists, then show them live in a terminal UI.
+every module, an in-memory store (lost on exit) unless redis.url,
+redis.store, --store or --data-dir choose otherwise, and the workers the
+exec module lists, then show them live in a terminal UI.
 
 Without a terminal, or with --no-tui, the same engine writes one line per
 event (workers joining and leaving, registrations, calls, worker output) to
@@ -38,11 +40,13 @@ stdout, for scripts and CI. With the TUI up, logs go to .iii/dev.log.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			useTUI := !noTUI && isTerminal(env.Stdout) && isTerminal(devStdin(env))
-			return dev(cmd.Context(), env, devOptions{path: path, explicit: cmd.Flags().Changed("config"), tui: useTUI})
+			store := func(cfg *config.Config) error { return sf.apply(cmd, cfg, config.StoreMemory) }
+			return dev(cmd.Context(), env, devOptions{path: path, explicit: cmd.Flags().Changed("config"), tui: useTUI, store: store})
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", config.DefaultPath, "config file")
 	cmd.Flags().BoolVar(&noTUI, "no-tui", false, "print a line per event instead of the terminal UI")
+	sf.add(cmd)
 	return cmd
 }
 
@@ -57,6 +61,9 @@ type devOptions struct {
 	path     string
 	explicit bool
 	tui      bool
+	// store applies --store and --data-dir to the loaded config; nil
+	// leaves it as loaded.
+	store func(*config.Config) error
 	// tuiOpts are extra bubbletea options (tests).
 	tuiOpts []tea.ProgramOption
 }
@@ -81,11 +88,17 @@ func dev(ctx context.Context, env Env, o devOptions) (err error) {
 	if err != nil {
 		return err
 	}
+	if o.store != nil {
+		if err := o.store(cfg); err != nil {
+			return err
+		}
+	}
 
 	begin := time.Now()
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log})
+	redisServer, _ := env.Getenv(EnvRedisServer)
+	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log, RedisServer: redisServer})
 	if err != nil {
-		return err
+		return storeError(err, redisServer)
 	}
 	ready := time.Since(begin)
 	log.InfoContext(ctx, "iii dev ready", "ready_in", ready, "url", srv.URL(), "redis", srv.RedisMode(),
