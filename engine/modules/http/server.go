@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/iii-workbench/iii/engine"
@@ -94,7 +96,7 @@ func (m *Module) serve(w http.ResponseWriter, r *http.Request) *exchange {
 	}
 	streamed := streamedBody(r)
 	if streamed && r.ContentLength > m.StreamBodyLimit || !streamed && r.ContentLength > m.BodyLimit {
-		x.tooLarge(streamed)
+		x.tooLarge(streamed, false)
 		return x
 	}
 	deadline := time.Now().Add(m.timeout)
@@ -195,7 +197,7 @@ func (x *exchange) serveFunction(obj *requestObject, body []byte, streamed bool)
 	}
 	switch {
 	case bsrc != nil && bsrc.tooBig.Load():
-		x.tooLarge(true)
+		x.tooLarge(true, true)
 	case err != nil:
 		x.invokeFailed(fid, err, codeTimeout)
 	case noResult && sink.isOpened():
@@ -268,7 +270,7 @@ func (x *exchange) readBody(deadline time.Time) (body []byte, ok bool) {
 	case err == nil:
 		return buf.Bytes(), true
 	case errors.As(err, &tooBig):
-		x.tooLarge(false)
+		x.tooLarge(false, true)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		x.fail(http.StatusRequestTimeout, codeRequestTimeout,
 			fmt.Sprintf("request body not received within %d ms", x.m.DefaultTimeout))
@@ -280,9 +282,20 @@ func (x *exchange) readBody(deadline time.Time) (body []byte, ok bool) {
 	return nil, false
 }
 
-// tooLarge answers 413 naming the limit passed: body_limit for a JSON
-// body (read whole), stream_body_limit for one streamed to the function.
-func (x *exchange) tooLarge(streamed bool) {
+// Bounds on reading a refused body after the 413.
+const (
+	maxDrainBytes = 8 << 20
+	maxDrainTime  = 2 * time.Second
+)
+
+// tooLarge answers 413 naming the limit passed (body_limit for a JSON body,
+// read whole; stream_body_limit for one streamed to the function) and
+// closes the connection, after reading what the client still sends of the
+// body (within maxDrainBytes and maxDrainTime): a client that sends its
+// whole request before reading the response would otherwise fail on a
+// reset while sending and never see the 413. started reports that the
+// body was being read already.
+func (x *exchange) tooLarge(streamed, started bool) {
 	x.w.Header().Set("Connection", "close")
 	key, limit := "body_limit", x.m.BodyLimit
 	if streamed {
@@ -290,6 +303,20 @@ func (x *exchange) tooLarge(streamed bool) {
 	}
 	x.fail(http.StatusRequestEntityTooLarge, codeTooLarge,
 		fmt.Sprintf("request body exceeds the %s of %d bytes", key, limit))
+	// A client waiting for 100 Continue has sent nothing and, with its
+	// answer, will not.
+	if !started && strings.EqualFold(x.r.Header.Get("Expect"), "100-continue") {
+		return
+	}
+	rc := http.NewResponseController(x.w)
+	if rc.Flush() != nil {
+		return
+	}
+	_ = rc.SetReadDeadline(time.Now().Add(min(maxDrainTime, x.m.timeout)))
+	n, err := io.CopyN(io.Discard, x.r.Body, maxDrainBytes)
+	_ = rc.SetReadDeadline(time.Time{})
+	x.m.log.DebugContext(x.r.Context(), "http: read the rest of a refused body", "path", x.r.URL.Path,
+		"bytes", n, "complete", errors.Is(err, io.EOF))
 }
 
 // runMiddleware calls the module's middleware, then the route's. It
