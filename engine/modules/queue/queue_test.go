@@ -261,26 +261,53 @@ func TestPoisonDeadLetterRedrive(t *testing.T) {
 	})
 }
 
-// No more than `concurrency` handlers of a queue run at once.
+// No more than `concurrency` handlers of a queue run at once. Handlers
+// block until the test releases them, one at a time, so the peak is not a
+// matter of timing: exactly 3 are in flight before the first release, and a
+// fourth that started early would be counted.
 func TestConcurrencyLimit(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
 		ctx := testContext(t)
 		te := startEngine(t, ctx, b.URL, `{queues: {limited: {concurrency: 3}}}`)
+		const messages = 12
 		var inflight, peak atomic.Int32
-		done := make(chan struct{}, 20)
+		entered := make(chan struct{}, messages)
+		release := make(chan struct{})
+		done := make(chan struct{}, messages)
 		te.register(t, "jobs::busy", func(ctx context.Context, c *engine.Call) (json.RawMessage, error) {
 			n := inflight.Add(1)
 			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 			}
-			time.Sleep(30 * time.Millisecond)
+			entered <- struct{}{}
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
 			inflight.Add(-1)
 			done <- struct{}{}
 			return nil, nil
 		})
-		for i := range 12 {
+		for i := range messages {
 			te.enqueue(t, ctx, "limited", "jobs::busy", map[string]any{"i": i})
 		}
-		for range 12 {
+		free := func() {
+			select {
+			case release <- struct{}{}:
+			case <-ctx.Done():
+				t.Fatalf("no handler to release: %v", ctx.Err())
+			}
+		}
+		for range 3 {
+			receive(t, ctx, entered, "handler start")
+		}
+		for range messages - 3 {
+			free()
+			receive(t, ctx, entered, "handler start after a release")
+		}
+		for range 3 {
+			free()
+		}
+		for range messages {
 			receive(t, ctx, done, "handled message")
 		}
 		if p := peak.Load(); p != 3 {
