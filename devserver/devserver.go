@@ -232,7 +232,7 @@ func (s *Server) Addr() string { return s.addr }
 // URL is the worker WebSocket URL (what III_URL should be).
 func (s *Server) URL() string { return "ws://" + s.addr }
 
-// RedisMode describes the store for people: "memory (lost on exit)",
+// RedisMode describes the store for people: "memory, lost on exit",
 // "managed <data dir>", "external <url without password>", or "" when no
 // module needed one.
 func (s *Server) RedisMode() string { return s.redis }
@@ -240,7 +240,7 @@ func (s *Server) RedisMode() string { return s.redis }
 func redisMode(kind store.Kind, dataDir, rawURL string) string {
 	switch kind {
 	case store.KindMemory:
-		return "memory (lost on exit)"
+		return "memory, lost on exit"
 	case store.KindManaged:
 		return "managed " + dataDir
 	}

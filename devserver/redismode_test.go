@@ -16,7 +16,7 @@ func TestRedisMode(t *testing.T) {
 		url     string
 		want    string
 	}{
-		{store.KindMemory, "", "", "memory (lost on exit)"},
+		{store.KindMemory, "", "", "memory, lost on exit"},
 		{store.KindManaged, "/srv/iii/data", "", "managed /srv/iii/data"},
 		{store.KindExternal, "", "redis://127.0.0.1:6379/0", "external redis://127.0.0.1:6379/0"},
 		{store.KindExternal, "", "redis://user:secret@cache:6379", "external redis://user:xxxxx@cache:6379"},

@@ -237,7 +237,7 @@ func TestStartWithoutRedisServer(t *testing.T) {
 	}
 
 	p := startEngine(ctx, t, bin, dir, []string{"--store", "memory"}, "PATH="+t.TempDir())
-	if !strings.Contains(p.logs(), `"store":"memory (lost on exit)"`) {
+	if !strings.Contains(p.logs(), `"store":"memory, lost on exit"`) {
 		t.Errorf("iii start --store memory does not say the data is lost on exit:\n%s", p.logs())
 	}
 }

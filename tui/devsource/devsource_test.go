@@ -37,7 +37,7 @@ func TestSource(t *testing.T) {
 	src := New(srv, "1.2.3")
 
 	info := src.Info()
-	if info.URL != srv.URL() || info.Redis != "memory (lost on exit)" || info.Version != "1.2.3" ||
+	if info.URL != srv.URL() || info.Redis != "memory, lost on exit" || info.Version != "1.2.3" ||
 		len(info.Endpoints) != 1 || info.Endpoints[0].Name != "http" || info.Endpoints[0].Addr == "" {
 		t.Errorf("Info() = %+v; want the URL, embedded redis and the http listener", info)
 	}

@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"context"
 	"path/filepath"
+	"regexp"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -70,4 +73,22 @@ func TestStoreFlagsApply(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDevSaysMemory: iii dev keeps the store in memory by default and its
+// ready line says the data is lost on exit.
+func TestDevSaysMemory(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	path := writeConfig(t, "engine:\n  port: 0\nmodules:\n  - class: StateModule\n")
+	env, stdout, _, _ := testEnv(nil)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	// Exits when stop cancels runCtx and the engine has shut down.
+	go func() {
+		defer close(done)
+		Run(runCtx, env, []string{"dev", "--no-tui", "--config", path})
+	}()
+	defer func() { stop(); <-done }()
+	waitOutput(ctx, t, stdout, regexp.MustCompile(`iii dev: engine ready in \S+ on ws://\S+ \(redis memory, lost on exit; modules state\)\n`))
 }
