@@ -22,7 +22,7 @@ func TestTooLargeNoReset(t *testing.T) {
 	ctx := testCtx(t)
 	const limit = 64 << 10
 	const bigSize = 4 << 20 // 64 times the limit, within what the server drains
-	f := startServer(t, ctx, "body_limit: 65536")
+	f := startServer(t, ctx, "body_limit: 65536, stream_body_limit: 65536")
 	w, _ := f.connect(t, ctx, "http-upload")
 	must(t, w.RegisterFunction("t::upload", func(context.Context, json.RawMessage) (any, error) {
 		return map[string]any{"status_code": 200}, nil
@@ -32,15 +32,22 @@ func TestTooLargeNoReset(t *testing.T) {
 
 	big := make([]byte, bigSize)
 	const tries = 20
-	for _, chunked := range []bool{false, true} {
-		name := "content-length"
-		if chunked {
-			name = "chunked"
-		}
-		t.Run(name, func(t *testing.T) {
+	// A JSON body is read whole (body_limit): refused from its
+	// Content-Length, or while reading when chunked. Any other body is
+	// streamed (stream_body_limit) and refused from its Content-Length.
+	cases := []struct {
+		name, contentType string
+		chunked           bool
+	}{
+		{"json content-length", "application/json", false},
+		{"json chunked", "application/json", true},
+		{"streamed content-length", "application/octet-stream", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
 			got := map[string]int{}
 			for range tries {
-				got[rawPost(t, ctx, f.mod.Addr(), big, chunked)]++
+				got[rawPost(t, ctx, f.mod.Addr(), big, tc.contentType, tc.chunked)]++
 			}
 			if got["413 Request Entity Too Large"] != tries {
 				t.Errorf("%d tries of a %d-byte body over a %d-byte limit: %v; want 413 every time", tries, len(big), limit, got)
@@ -52,7 +59,7 @@ func TestTooLargeNoReset(t *testing.T) {
 // rawPost sends a POST with body over a fresh TCP connection the way
 // simple clients do (the whole body at once, the response read while
 // sending) and returns the response status, or the read error.
-func rawPost(t *testing.T, ctx context.Context, addr string, body []byte, chunked bool) string {
+func rawPost(t *testing.T, ctx context.Context, addr string, body []byte, contentType string, chunked bool) string {
 	t.Helper()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
@@ -62,7 +69,7 @@ func rawPost(t *testing.T, ctx context.Context, addr string, body []byte, chunke
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	var req bytes.Buffer
-	fmt.Fprintf(&req, "POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n", addr)
+	fmt.Fprintf(&req, "POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\n", addr, contentType)
 	if chunked {
 		fmt.Fprintf(&req, "Transfer-Encoding: chunked\r\n\r\n%x\r\n", len(body))
 		req.Write(body)
