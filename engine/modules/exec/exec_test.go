@@ -251,9 +251,7 @@ func TestReloadZeroDrop(t *testing.T) {
 		pids = append(pids, st.PID)
 		c.waitAnswers(t, v)
 		// Calls keep flowing through each reload.
-		for c.calls.Load() < before+10 {
-			time.Sleep(time.Millisecond)
-		}
+		until(t, fmt.Sprintf("10 calls after reload %d", i), func() bool { return c.calls.Load() >= before+10 })
 	}
 	elapsed := time.Since(start)
 	c.stop(t)

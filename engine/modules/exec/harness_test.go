@@ -53,6 +53,7 @@ type opts struct {
 	extra   string // more keys of the worker entry, YAML, one per line
 	run     string // default: the test worker binary
 	token   string
+	modules string // more entries of the modules list, YAML, one per line
 }
 
 func newHarness(t *testing.T, o opts) *harness {
@@ -98,15 +99,21 @@ func (h *harness) start(o opts) {
 	if o.token != "" {
 		auth = ", auth_token: " + strconv.Quote(o.token)
 	}
+	var mods strings.Builder
+	for l := range strings.SplitSeq(strings.TrimSpace(o.modules), "\n") {
+		if l != "" {
+			mods.WriteString("  " + strings.TrimSpace(l) + "\n")
+		}
+	}
 	yml := fmt.Sprintf(`engine: {host: 127.0.0.1, port: 0%s}
 modules:
-  - class: ExecModule
+%s  - class: ExecModule
     config:
       workers:
         - name: echo
           dir: w
           run: %s
-%s`, auth, strconv.Quote(run), extra.String())
+%s`, auth, mods.String(), strconv.Quote(run), extra.String())
 	cfg, err := config.Parse(filepath.Join(h.root, "config.yaml"), []byte(yml), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatalf("config:\n%s\n%v", yml, err)
@@ -202,6 +209,17 @@ func (h *harness) status() exec.WorkerStatus {
 		h.t.Fatalf("Status() = %+v, want one worker", st)
 	}
 	return st[0]
+}
+
+// until polls cond every millisecond until it holds, failing the test
+// after waitLimit.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(waitLimit); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", waitLimit, what)
+		}
+	}
 }
 
 // waitFor polls the status until cond holds.
