@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -157,21 +160,61 @@ func (tl *tickLog) latest() time.Time {
 	return all[len(all)-1]
 }
 
-// TestReloadKeepsTriggers: a worker process bound to an HTTP route and a
-// per-second cron schedule is reloaded 20 times under HTTP load and calls
-// by function id. The new process registers the same triggers and takes
-// them over: no request fails, no call fails, every second fires exactly
-// once, and the engine lists each binding once, owned by the new worker.
+// triggerModules are the modules the reload tests bind triggers of.
+const triggerModules = `
+	- {class: RestApiModule, config: {host: 127.0.0.1, port: 0}}
+	- {class: CronModule}`
+
+// TestReloadKeepsTriggers: the Go test worker, bound to an HTTP route and a
+// per-second cron schedule, reloaded 20 times under load.
 func TestReloadKeepsTriggers(t *testing.T) {
-	const reloads = 20
-	h := newHarness(t, opts{
-		modules: `
-			- {class: RestApiModule, config: {host: 127.0.0.1, port: 0}}
-			- {class: CronModule}`,
-		extra: `
-			watch: ["**/*.txt"]
-			debounce_ms: 30
-			env: {WORKER_TRIGGERS: "1"}`})
+	h := newHarness(t, opts{modules: triggerModules, extra: `
+		watch: ["**/*.txt"]
+		debounce_ms: 30
+		env: {WORKER_TRIGGERS: "1"}`})
+	logsOnFailure(t, h)
+	reloadUnderLoad(t, h, 20)
+}
+
+// TestReloadKeepsTriggersNode: the same with a worker on the published
+// Node iii-sdk, started and reloaded by the module as `node worker.mjs`
+// (the scaffolded Node worker's shape).
+func TestReloadKeepsTriggersNode(t *testing.T) {
+	node, err := osexec.LookPath("node")
+	sdkDir, _ := filepath.Abs("../../compat/testdata/node/node_modules")
+	if _, serr := os.Stat(filepath.Join(sdkDir, "iii-sdk")); err != nil || serr != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("node (%v) and iii-sdk in %s (%v) are required in CI (.ci/run installs them)", err, sdkDir, serr)
+		}
+		t.Skipf("needs node (%v) and iii-sdk in %s (%v)", err, sdkDir, serr)
+	}
+	src, err := os.ReadFile("testdata/node/worker.mjs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessWith(t, opts{run: node + " worker.mjs", modules: triggerModules, extra: `
+		watch: ["**/*.txt"]
+		debounce_ms: 30`}, func(dir string) {
+		if err := os.WriteFile(filepath.Join(dir, "worker.mjs"), src, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(sdkDir, filepath.Join(dir, "node_modules")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	logsOnFailure(t, h)
+	// Fewer reloads than the Go worker's 20: a Node start costs ~0.5 s of CPU.
+	reloadUnderLoad(t, h, 3)
+}
+
+// reloadUnderLoad reloads h's worker (bound to GET /echo/hello and a
+// per-second cron on echo::tick) the given number of times under HTTP load
+// and calls by function id. Each new process registers the same triggers
+// and takes them over: no request fails, no call fails, every second fires
+// exactly once, and the engine lists each binding once, owned by the
+// serving worker.
+func reloadUnderLoad(t *testing.T, h *harness, reloads int) {
+	t.Helper()
 	h.waitRunning()
 	m, ok := h.srv.Modules().Get("http")
 	if !ok {
@@ -245,4 +288,19 @@ func TestReloadKeepsTriggers(t *testing.T) {
 	if len(cur) != 1 || !slices.Equal(owners["http"], cur) || !slices.Equal(owners["cron"], cur) {
 		t.Errorf("bindings by owner %v, want one http and one cron owned by %v", owners, cur)
 	}
+}
+
+// logsOnFailure logs the engine's last log records if the test fails.
+func logsOnFailure(t *testing.T, h *harness) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		h.logs.mu.Lock()
+		defer h.logs.mu.Unlock()
+		recs := h.logs.recs[max(0, len(h.logs.recs)-300):]
+		for _, r := range recs {
+			t.Log(r)
+		}
+	})
 }
