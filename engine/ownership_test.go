@@ -314,3 +314,52 @@ func hasWorker(e *engine.Engine, id string) bool {
 	}
 	return false
 }
+
+// TestClaimMovesToAnotherConfig: re-registering a trigger id with another
+// config moves that registration to another binding; the binding it leaves
+// keeps its id (and its provider's route) while others hold it, so the new
+// binding gets an id of its own. The id still removes the registration.
+func TestClaimMovesToAnotherConfig(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	rp := newRoutes()
+	if err := te.RegisterTriggerType("routes-module", engine.TriggerType{ID: "route", Provider: rp}); err != nil {
+		t.Fatal(err)
+	}
+	view := watchTriggers(t, te.Engine)
+	a, b := dial(t, te.url), dial(t, te.url)
+	a.send(map[string]any{"type": "registertrigger", "id": "x", "trigger_type": "route", "function_id": "f", "config": map[string]any{"path": "/a"}})
+	a.quiet()
+	b.send(map[string]any{"type": "registertrigger", "id": "y", "trigger_type": "route", "function_id": "f", "config": map[string]any{"path": "/a"}})
+	b.quiet()
+	a.send(map[string]any{"type": "registertrigger", "id": "x", "trigger_type": "route", "function_id": "f", "config": map[string]any{"path": "/b"}})
+	a.quiet()
+	var moved string
+	for _, tr := range te.Snapshot().Triggers {
+		if pathOf(tr.Trigger) == "/b" {
+			moved = tr.ID
+			if !slices.Equal(tr.ClaimIDs, []string{"x"}) {
+				t.Errorf("/b binding claims %v, want [x]", tr.ClaimIDs)
+			}
+		}
+	}
+	if moved == "" || moved == "x" {
+		t.Fatalf("the /b binding has id %q: want a new one (x still names the /a binding)", moved)
+	}
+	view.agrees(t, te.Engine, "route", map[string]string{"x": b.id, moved: a.id})
+	if rp.served("/a") != "f" || rp.served("/b") != "f" {
+		t.Fatalf("served: /a by %q, /b by %q; want both by f", rp.served("/a"), rp.served("/b"))
+	}
+	a.send(map[string]any{"type": "unregistertrigger", "id": "x"})
+	a.quiet()
+	view.agrees(t, te.Engine, "route", map[string]string{"x": b.id})
+	if rp.served("/a") != "f" || rp.served("/b") != "" {
+		t.Fatalf("after unregistering x: /a by %q, /b by %q; want f and nothing", rp.served("/a"), rp.served("/b"))
+	}
+	// engine::unregister_trigger with a binding's id removes the binding.
+	caller := dial(t, te.url)
+	res := caller.call("engine::unregister_trigger", map[string]any{"id": "x"}, uuid.NewString())
+	if res["result"].(map[string]any)["removed"] != true || rp.served("/a") != "" {
+		t.Fatalf("unregister_trigger x: %v, /a served by %q", res, rp.served("/a"))
+	}
+	view.agrees(t, te.Engine, "route", map[string]string{})
+}
