@@ -28,16 +28,21 @@ import (
 
 const waitLimit = 20 * time.Second
 
+// slowWaitLimit is the wait limit of harnesses running interpreted workers
+// (Node, Python): their start alone can take seconds on a loaded machine.
+const slowWaitLimit = 60 * time.Second
+
 // harness is an engine (devserver) running the exec module with one
 // worker named "echo" in root/w.
 type harness struct {
-	t    *testing.T
-	ctx  context.Context
-	root string
-	dir  string
-	srv  *devserver.Server
-	mod  *exec.Module
-	logs *capture
+	t     *testing.T
+	ctx   context.Context
+	root  string
+	dir   string
+	limit time.Duration // how long each wait may take
+	srv   *devserver.Server
+	mod   *exec.Module
+	logs  *capture
 
 	mu      sync.Mutex
 	pids    map[int]bool // every process seen (LogLine and ProcessChanged)
@@ -54,6 +59,7 @@ type opts struct {
 	run     string // default: the test worker binary
 	token   string
 	modules string // more entries of the modules list, YAML, one per line
+	slow    bool   // interpreted worker: waits get slowWaitLimit
 }
 
 func newHarness(t *testing.T, o opts) *harness {
@@ -64,9 +70,13 @@ func newHarness(t *testing.T, o opts) *harness {
 // newHarnessWith is newHarness with a hook to prepare the worker dir.
 func newHarnessWith(t *testing.T, o opts, prep func(dir string)) *harness {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	limit, total := waitLimit, 50*time.Second
+	if o.slow {
+		limit, total = slowWaitLimit, 3*slowWaitLimit
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), total)
 	t.Cleanup(cancel)
-	h := &harness{t: t, ctx: ctx, root: t.TempDir(), logs: &capture{}, pids: map[int]bool{}}
+	h := &harness{t: t, ctx: ctx, root: t.TempDir(), limit: limit, logs: &capture{}, pids: map[int]bool{}}
 	h.dir = filepath.Join(h.root, "w")
 	if err := os.Mkdir(h.dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -212,12 +222,12 @@ func (h *harness) status() exec.WorkerStatus {
 }
 
 // until polls cond every millisecond until it holds, failing the test
-// after waitLimit.
-func until(t *testing.T, what string, cond func() bool) {
+// after limit.
+func until(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(waitLimit); !cond(); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(limit); !cond(); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitLimit, what)
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
 		}
 	}
 }
@@ -225,7 +235,7 @@ func until(t *testing.T, what string, cond func() bool) {
 // waitFor polls the status until cond holds.
 func (h *harness) waitFor(what string, cond func(exec.WorkerStatus) bool) exec.WorkerStatus {
 	h.t.Helper()
-	deadline := time.Now().Add(waitLimit)
+	deadline := time.Now().Add(h.limit)
 	for {
 		st := h.status()
 		if cond(st) {
@@ -405,4 +415,10 @@ func (c *capture) find(want map[string]string) []map[string]string {
 		}
 	}
 	return out
+}
+
+// until is until with the harness's wait limit.
+func (h *harness) until(what string, cond func() bool) {
+	h.t.Helper()
+	until(h.t, h.limit, what, cond)
 }
