@@ -363,3 +363,41 @@ func TestClaimMovesToAnotherConfig(t *testing.T) {
 	}
 	view.agrees(t, te.Engine, "route", map[string]string{})
 }
+
+// TestOwnerlessClaimJoins: engine::register_trigger of a trigger a worker
+// holds shares its binding (the provider is not called again); the worker
+// stays the listed owner; the binding outlives the worker and goes with the
+// ownerless registration.
+func TestOwnerlessClaimJoins(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	rp := newRoutes()
+	if err := te.RegisterTriggerType("routes-module", engine.TriggerType{ID: "route", Provider: rp}); err != nil {
+		t.Fatal(err)
+	}
+	view := watchTriggers(t, te.Engine)
+	w := dial(t, te.url)
+	w.send(map[string]any{"type": "registertrigger", "id": "w1", "trigger_type": "route", "function_id": "f", "config": map[string]any{"path": "/a"}})
+	w.quiet()
+	caller := dial(t, te.url)
+	res := caller.call("engine::register_trigger", map[string]any{"trigger_type": "route", "function_id": "f",
+		"config": map[string]any{"path": "/a"}}, uuid.NewString())
+	own, _ := res["result"].(map[string]any)["id"].(string)
+	if own == "" || own == "w1" {
+		t.Fatalf("register_trigger: %v, want a new id", res)
+	}
+	view.agrees(t, te.Engine, "route", map[string]string{"w1": w.id})
+	w.ws.CloseNow()
+	waitFor(t, "worker gone", func() bool { return !hasWorker(te.Engine, w.id) })
+	view.agrees(t, te.Engine, "route", map[string]string{"w1": ""})
+	if rp.served("/a") != "f" {
+		t.Fatal("the route went with the worker although an ownerless registration holds it")
+	}
+	res = caller.call("engine::unregister_trigger", map[string]any{"id": own}, uuid.NewString())
+	if res["result"].(map[string]any)["removed"] != true || rp.served("/a") != "" {
+		t.Fatalf("unregister_trigger %s: %v; /a served by %q", own, res, rp.served("/a"))
+	}
+	view.agrees(t, te.Engine, "route", map[string]string{})
+	if got := rp.calls(); !slices.Equal(got, []string{"+w1", "-w1"}) {
+		t.Fatalf("provider calls %v, want [+w1 -w1]", got)
+	}
+}

@@ -70,7 +70,8 @@ func (tt *triggerType) workerName() string {
 // the same trigger takes the binding over without a gap: the provider sees
 // it registered when the first claim arrives and unregistered when the
 // last one goes. The binding keeps the id of its first claim (the id its
-// provider knows); its owner and metadata are those of its newest claim.
+// provider knows); its owner and metadata are those of its newest claim
+// by a worker (or, with none, its newest ownerless claim).
 
 // claim is one registration, under the id the registrant chose.
 type claim struct {
@@ -94,14 +95,22 @@ func keyOf(t Trigger) bindingKey {
 type binding struct {
 	Trigger
 	key    bindingKey
-	claims []*claim // in arrival order; the last is the current owner
+	claims []*claim // in arrival order; see owner
 	active bool
 	// published: a TriggerRegistered of it went out. Guarded by tmu.
 	published bool
 }
 
-// owner is the current owner's claim.
-func (b *binding) owner() *claim { return b.claims[len(b.claims)-1] }
+// owner is the current owner's claim: the newest claim of a worker, else
+// the newest ownerless one.
+func (b *binding) owner() *claim {
+	for i := len(b.claims) - 1; i >= 0; i-- {
+		if b.claims[i].owner != nil {
+			return b.claims[i]
+		}
+	}
+	return b.claims[len(b.claims)-1]
+}
 
 // restate points the binding's owner fields at its newest claim and
 // reports whether the owner or the metadata changed.
