@@ -112,7 +112,7 @@ func (b *binding) owner() *claim {
 	return b.claims[len(b.claims)-1]
 }
 
-// restate points the binding's owner fields at its newest claim and
+// restate points the binding's owner fields at its owner claim and
 // reports whether the owner or the metadata changed.
 func (b *binding) restate() (ownerChanged, metaChanged bool) {
 	cl := b.owner()
