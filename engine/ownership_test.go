@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -37,7 +38,7 @@ func (r *routes) RegisterTrigger(_ context.Context, t engine.Trigger) error {
 	defer r.mu.Unlock()
 	p := pathOf(t)
 	if old, ok := r.byPath[p]; ok && old.ID != t.ID {
-		return fmt.Errorf("route conflict: %s is bound to %s by trigger %s", p, old.FunctionID, old.ID)
+		return fmt.Errorf("%w: %s is bound to %s by trigger %s", engine.ErrTriggerConflict, p, old.FunctionID, old.ID)
 	}
 	r.byPath[p] = t
 	r.log = append(r.log, "+"+t.ID)
@@ -399,5 +400,55 @@ func TestOwnerlessClaimJoins(t *testing.T) {
 	view.agrees(t, te.Engine, "route", map[string]string{})
 	if got := rp.calls(); !slices.Equal(got, []string{"+w1", "-w1"}) {
 		t.Fatalf("provider calls %v, want [+w1 -w1]", got)
+	}
+}
+
+// TestRefusedTwinWaits: a reloaded worker that changed a trigger's config
+// (same function, so the provider refuses it while the old version's route
+// is in the way) gets trigger_registration_failed, and its binding is
+// parked, listed as not active, and served as soon as the old one goes.
+func TestRefusedTwinWaits(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	rp := newRoutes()
+	if err := te.RegisterTriggerType("routes-module", engine.TriggerType{ID: "route", Provider: rp}); err != nil {
+		t.Fatal(err)
+	}
+	view := watchTriggers(t, te.Engine)
+	oldW, newW := dial(t, te.url), dial(t, te.url)
+	oldW.send(map[string]any{"type": "registertrigger", "id": "o", "trigger_type": "route", "function_id": "f",
+		"config": map[string]any{"path": "/a"}})
+	oldW.quiet()
+	newW.send(map[string]any{"type": "registertrigger", "id": "n", "trigger_type": "route", "function_id": "f",
+		"config": map[string]any{"path": "/a", "auth": "bearer"}})
+	res := newW.expect("triggerregistrationresult")
+	if res["id"] != "n" || errCode(res) != "trigger_registration_failed" ||
+		!strings.Contains(res["error"].(map[string]any)["message"].(string), "parked") {
+		t.Fatalf("new version's route: got %v, want trigger_registration_failed saying it is parked", res)
+	}
+	view.agrees(t, te.Engine, "route", map[string]string{"o": oldW.id, "n": newW.id})
+	if o, n := findTrigger(te.Engine, "o"), findTrigger(te.Engine, "n"); !o.Active || n.Active {
+		t.Fatalf("active: o %v, n %v; want the served one only", o.Active, n.Active)
+	}
+	if view.rows["n"].Active {
+		t.Fatal("the event stream lists the parked binding as active")
+	}
+
+	oldW.ws.CloseNow()
+	waitFor(t, "the parked binding served", func() bool {
+		n := findTrigger(te.Engine, "n")
+		return n != nil && n.Active
+	})
+	view.agrees(t, te.Engine, "route", map[string]string{"n": newW.id})
+	if !view.rows["n"].Active {
+		t.Fatal("the event stream does not list the taken-over binding as active")
+	}
+	rp.mu.Lock()
+	served := rp.byPath["/a"].ID
+	rp.mu.Unlock()
+	if served != "n" {
+		t.Fatalf("/a served by trigger %q, want n", served)
+	}
+	if got := rp.calls(); !slices.Equal(got, []string{"+o", "-o", "+n"}) {
+		t.Fatalf("provider calls %v, want [+o -o +n]", got)
 	}
 }

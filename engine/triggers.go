@@ -30,6 +30,12 @@ func triggerFrom(m protocol.RegisterTrigger) Trigger {
 	return Trigger{ID: m.ID, Type: m.TriggerType, FunctionID: m.FunctionID, Config: m.Config, Metadata: m.Metadata}
 }
 
+// ErrTriggerConflict is matched (errors.Is) by a provider's refusal of a
+// binding that conflicts with one it serves (an HTTP route of the same
+// shape). A binding refused so while another binding of its type and
+// function is served is parked, not dropped: see rejectBinding.
+var ErrTriggerConflict = errors.New("trigger conflicts with a served binding")
+
 // TriggerProvider is an in-process trigger type implementation (HTTP, cron,
 // ...). RegisterTrigger may reject a binding with an error; the originator
 // then gets trigger_registration_failed with the error's text.
@@ -97,6 +103,9 @@ type binding struct {
 	key    bindingKey
 	claims []*claim // in arrival order; see owner
 	active bool
+	// waiting: refused while a twin was served; retried when a binding of
+	// its type and function goes (see rejectBinding).
+	waiting bool
 	// published: a TriggerRegistered of it went out. Guarded by tmu.
 	published bool
 }
@@ -247,18 +256,50 @@ func (e *Engine) deliver(ds []delivery) map[*binding]bool {
 
 // rejectBinding removes a binding its in-process provider refused, with
 // every claim on it, and tells their owners. The caller holds tmu.
+//
+// A binding refused as a conflict (ErrTriggerConflict) while another
+// binding of the same type and function is served (a reloaded worker
+// changed a trigger's config, and the old version's route is in the way)
+// is parked instead: its owners are told,
+// it is listed as not active, and it is offered to the provider again when
+// a binding of that type and function goes.
 func (e *Engine) rejectBinding(b *binding, cause error) {
 	e.mu.Lock()
 	claims := slices.Clone(b.claims)
-	if e.triggers[b.ID] == b {
+	live := e.triggers[b.ID] == b
+	park := live && errors.Is(cause, ErrTriggerConflict) && e.servedTwinLocked(b)
+	switch {
+	case park:
+		b.active, b.waiting = false, true
+	case live:
 		e.dropBindingLocked(b)
 	}
+	t := b.Trigger
 	e.mu.Unlock()
-	if b.published {
-		e.bus.Publish(event.TriggerUnregistered{TriggerID: b.ID, TriggerType: b.Type, FunctionID: b.FunctionID, At: time.Now()})
+	msg := cause.Error()
+	switch {
+	case park:
+		b.published = true
+		e.bus.Publish(event.TriggerRegistered{TriggerID: t.ID, TriggerType: t.Type, FunctionID: t.FunctionID,
+			WorkerID: t.OwnerWorker, Config: t.Config, At: time.Now()})
+		msg += fmt.Sprintf(" (parked: tried again when another %s trigger of %s goes)", t.Type, t.FunctionID)
+	case b.published:
+		e.bus.Publish(event.TriggerUnregistered{TriggerID: t.ID, TriggerType: t.Type, FunctionID: t.FunctionID, At: time.Now()})
 	}
-	e.log.Info("trigger registration rejected", "trigger_id", b.ID, "trigger_type", b.Type, "function_id", b.FunctionID, "err", cause)
-	e.tellClaims(b.Trigger, claims, &protocol.ErrorBody{Code: CodeTriggerRegFailed, Message: cause.Error()})
+	e.log.Info("trigger registration rejected", "trigger_id", t.ID, "trigger_type", t.Type, "function_id", t.FunctionID,
+		"parked", park, "err", cause)
+	e.tellClaims(t, claims, &protocol.ErrorBody{Code: CodeTriggerRegFailed, Message: msg})
+}
+
+// servedTwinLocked reports whether another binding of b's type and
+// function is active.
+func (e *Engine) servedTwinLocked(b *binding) bool {
+	for _, o := range e.triggers {
+		if o != b && o.active && o.Type == b.Type && o.FunctionID == b.FunctionID {
+			return true
+		}
+	}
+	return false
 }
 
 // tellClaims reports a provider's refusal to every claim of a binding:
@@ -350,7 +391,7 @@ func (e *Engine) registerTrigger(c *conn, t Trigger) regOutcome {
 	switch {
 	case tt != nil && (out.created || !b.active):
 		// New, or refused before and tried again by this claim.
-		b.active = true
+		b.active, b.waiting = true, false
 		out.remote = tt.conn != nil
 		ops.deliver(tt, b, true)
 	case tt != nil && metaChanged:
@@ -391,10 +432,22 @@ func (e *Engine) removeClaimLocked(cl *claim, ops *triggerOps) {
 // provider.
 func (e *Engine) removeBindingLocked(b *binding, ops *triggerOps) {
 	e.dropBindingLocked(b)
-	if tt := e.ttypes[b.Type]; tt != nil && b.active {
+	tt := e.ttypes[b.Type]
+	if tt != nil && b.active {
 		ops.deliver(tt, b, false)
 	}
 	ops.unregistered(b)
+	if tt == nil {
+		return
+	}
+	// Bindings parked behind this one (see rejectBinding) get their turn.
+	for _, w := range e.triggers {
+		if w.waiting && w.Type == b.Type && w.FunctionID == b.FunctionID {
+			w.waiting, w.active = false, true
+			ops.deliver(tt, w, true)
+			ops.registered(w)
+		}
+	}
 }
 
 // unregisterTriggerFrom removes a claim at a worker's request. Only its
@@ -448,7 +501,7 @@ func (e *Engine) installTypeLocked(tt *triggerType) triggerOps {
 	var ops triggerOps
 	for _, b := range e.triggers {
 		if b.Type == tt.id {
-			b.active = true
+			b.active, b.waiting = true, false
 			ops.deliver(tt, b, true)
 			ops.registered(b)
 		}
@@ -589,6 +642,7 @@ func (e *Engine) RegisterTrigger(ctx context.Context, t Trigger) (string, error)
 		select {
 		case r := <-ch: // an in-process provider refused it synchronously
 			if r.err != nil {
+				e.unregisterTriggerFrom(nil, t.ID) // its claim, in case it was parked
 				return "", r.err
 			}
 		default:
