@@ -583,7 +583,7 @@ func (e *Engine) fnRegisteredTriggersInfo(_ context.Context, call *Call) (json.R
 	}
 	snap := e.Snapshot()
 	for _, t := range snap.Triggers {
-		if t.ID != id {
+		if t.ID != id && !contains(t.ClaimIDs, id) {
 			continue
 		}
 		out := map[string]any{"id": t.ID, "trigger_type": t.Type, "function_id": t.FunctionID,

@@ -112,7 +112,7 @@ func (o *Options) withDefaults() {
 
 // Engine routes invocations between workers and in-process functions.
 //
-// Lock order: Engine.mu, then conn.mu, then outq.mu. No I/O happens under
+// Lock order: Engine.tmu, then Engine.mu, then conn.mu, then outq.mu. No I/O happens under
 // any of them (queueing a frame is in-memory).
 type Engine struct {
 	opts Options
@@ -123,12 +123,19 @@ type Engine struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// tmu serialises trigger changes with their delivery to providers and
+	// their events, so providers and subscribers see them in order. It is
+	// taken before mu and held while providers are called (never mu).
+	tmu sync.Mutex
+
 	mu        sync.RWMutex
 	closing   bool
 	conns     map[string]*conn // worker id -> live connection
 	functions map[string]*function
 	ttypes    map[string]*triggerType
-	triggers  map[string]*binding
+	triggers  map[string]*binding     // binding id -> binding (what providers serve)
+	claims    map[string]*claim       // trigger id a registrant chose -> its claim
+	boundKeys map[bindingKey]*binding // (type, function, config) -> binding
 	services  map[string]service
 	locals    map[string]*localWorker // in-process "workers" by name
 
@@ -161,6 +168,8 @@ func New(opts Options) (*Engine, error) {
 		functions:    make(map[string]*function),
 		ttypes:       make(map[string]*triggerType),
 		triggers:     make(map[string]*binding),
+		claims:       make(map[string]*claim),
+		boundKeys:    make(map[bindingKey]*binding),
 		services:     make(map[string]service),
 		locals:       make(map[string]*localWorker),
 		ackWait:      make(map[string]chan *ackResult),

@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/json"
 	"net"
+	"slices"
 	"sort"
 	"time"
 
@@ -33,11 +34,12 @@ func (e *Engine) registerService(c *conn, m protocol.RegisterService) {
 func (e *Engine) removeConn(c *conn) {
 	e.channels.RemoveOwner(c.id)
 	var (
-		ds        []delivery
+		ops       triggerOps
 		fns       []string
-		unbound   []Trigger
 		lostTypes []string
 	)
+	e.tmu.Lock()
+	defer e.tmu.Unlock()
 	e.mu.Lock()
 	c.removed = true
 	if e.conns[c.id] == c {
@@ -49,18 +51,16 @@ func (e *Engine) removeConn(c *conn) {
 		}
 	}
 	for id := range c.triggerIDs {
-		if b := e.triggers[id]; b != nil && b.owner == c {
-			unbound = append(unbound, b.Trigger)
-			for _, d := range e.removeBindingLocked(b) {
-				if d.tt.conn != c {
-					ds = append(ds, d)
-				}
-			}
+		if cl := e.claims[id]; cl != nil && cl.owner == c {
+			e.removeClaimLocked(cl, &ops)
 		}
 	}
+	// Nothing goes to the provider that is leaving.
+	ops.ds = slices.DeleteFunc(ops.ds, func(d delivery) bool { return d.tt.conn == c })
 	for id := range c.ttypeIDs {
 		if tt := e.ttypes[id]; tt != nil && tt.conn == c {
-			e.dropTypeLocked(tt)
+			lost := e.dropTypeLocked(tt)
+			ops.evs = append(ops.evs, lost.evs...)
 			lostTypes = append(lostTypes, id)
 		}
 	}
@@ -75,13 +75,10 @@ func (e *Engine) removeConn(c *conn) {
 	for _, id := range fns {
 		e.bus.Publish(event.FunctionUnregistered{FunctionID: id, WorkerID: c.id, At: now})
 	}
-	for _, t := range unbound {
-		e.bus.Publish(event.TriggerUnregistered{TriggerID: t.ID, TriggerType: t.Type, FunctionID: t.FunctionID, At: now})
-	}
 	for _, id := range lostTypes {
 		e.bus.Publish(event.TriggerTypeUnregistered{TriggerType: id, WorkerID: c.id, At: now})
 	}
-	e.deliver(ds)
+	e.apply(ops)
 	if len(fns) > 0 {
 		e.notifyFunctionsChanged()
 	}
@@ -108,6 +105,9 @@ type WorkerInfo struct {
 	// Engine names the cluster engine the worker is connected to; empty
 	// for this engine's own (always so in Snapshot).
 	Engine string
+	// Triggers are the ids of the bindings it holds a claim on (a binding
+	// shared by several workers is listed under each).
+	Triggers []string
 }
 
 // FunctionInfo describes a function id and the workers serving it.
@@ -137,11 +137,15 @@ type TriggerTypeInfo struct {
 	Instances            int
 }
 
-// TriggerInfo describes a binding.
+// TriggerInfo describes a binding: one per trigger type, function and
+// config, however many workers registered it. ID is the id the provider
+// knows (its first registration's); OwnerWorker, Worker and Metadata are
+// those of its newest registration.
 type TriggerInfo struct {
 	Trigger
-	Worker string // owner's name ("" for ownerless)
-	Active bool   // false while parked waiting for its type
+	Worker   string   // owner's name ("" for ownerless)
+	Active   bool     // false while parked waiting for its type
+	ClaimIDs []string // the ids it was registered under, oldest first
 }
 
 // Snapshot is a consistent copy of the engine's registries, sorted by id.
@@ -180,8 +184,11 @@ func (e *Engine) Snapshot() Snapshot {
 	for _, b := range e.triggers {
 		counts[b.Type]++
 		ti := TriggerInfo{Trigger: b.Trigger, Active: b.active}
-		if b.owner != nil {
-			ti.Worker = b.owner.name()
+		if o := b.owner().owner; o != nil {
+			ti.Worker = o.name()
+		}
+		for _, cl := range b.claims {
+			ti.ClaimIDs = append(ti.ClaimIDs, cl.id)
 		}
 		s.Triggers = append(s.Triggers, ti)
 	}
@@ -219,8 +226,14 @@ func (e *Engine) Snapshot() Snapshot {
 		for id := range c.ttypeIDs {
 			wi.TriggerTypes = append(wi.TriggerTypes, id)
 		}
+		for id := range c.triggerIDs {
+			if cl := e.claims[id]; cl != nil {
+				wi.Triggers = append(wi.Triggers, cl.b.ID)
+			}
+		}
 		sort.Strings(wi.Functions)
 		sort.Strings(wi.TriggerTypes)
+		sort.Strings(wi.Triggers)
 		s.Workers = append(s.Workers, wi)
 	}
 	for name, lw := range e.locals {

@@ -1,10 +1,13 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -26,6 +29,12 @@ type Trigger struct {
 func triggerFrom(m protocol.RegisterTrigger) Trigger {
 	return Trigger{ID: m.ID, Type: m.TriggerType, FunctionID: m.FunctionID, Config: m.Config, Metadata: m.Metadata}
 }
+
+// ErrTriggerConflict is matched (errors.Is) by a provider's refusal of a
+// binding that conflicts with one it serves (an HTTP route of the same
+// shape). A binding refused so while another binding of its type and
+// function is served is parked, not dropped: see rejectBinding.
+var ErrTriggerConflict = errors.New("trigger conflicts with a served binding")
 
 // TriggerProvider is an in-process trigger type implementation (HTTP, cron,
 // ...). RegisterTrigger may reject a binding with an error; the originator
@@ -60,22 +69,167 @@ func (tt *triggerType) workerName() string {
 	return tt.worker
 }
 
+// A trigger registration is a claim on a binding. A binding is what the
+// type's provider serves: one per (trigger type, function id, config
+// compared as JSON). Claims with the same key share one binding, so a
+// worker that replaces another (a hot reload, a reconnect) and registers
+// the same trigger takes the binding over without a gap: the provider sees
+// it registered when the first claim arrives and unregistered when the
+// last one goes. The binding keeps the id of its first claim (the id its
+// provider knows); its owner and metadata are those of its newest claim
+// by a worker (or, with none, its newest ownerless claim).
+
+// claim is one registration, under the id the registrant chose.
+type claim struct {
+	id       string
+	owner    *conn // nil for ownerless claims (engine::register_trigger)
+	metadata json.RawMessage
+	b        *binding
+}
+
+// bindingKey identifies a binding: same type, function and config (in
+// canonical JSON) mean the same binding.
+type bindingKey struct{ typ, fn, config string }
+
+func keyOf(t Trigger) bindingKey {
+	return bindingKey{typ: t.Type, fn: t.FunctionID, config: canonicalJSON(t.Config)}
+}
+
 // binding is a stored trigger. active means it was handed to the type's
-// provider; otherwise it is parked until the type (re)appears.
+// provider (and not refused); otherwise it is parked until the type
+// (re)appears or another claim retries it.
 type binding struct {
 	Trigger
-	owner  *conn // nil for ownerless bindings
+	key    bindingKey
+	claims []*claim // in arrival order; see owner
 	active bool
+	// waiting: refused while a twin was served; retried when a binding of
+	// its type and function goes (see rejectBinding).
+	waiting bool
+	// published: a TriggerRegistered of it went out. Guarded by tmu.
+	published bool
+}
+
+// owner is the current owner's claim: the newest claim of a worker, else
+// the newest ownerless one.
+func (b *binding) owner() *claim {
+	for i := len(b.claims) - 1; i >= 0; i-- {
+		if b.claims[i].owner != nil {
+			return b.claims[i]
+		}
+	}
+	return b.claims[len(b.claims)-1]
+}
+
+// restate points the binding's owner fields at its owner claim and
+// reports whether the owner or the metadata changed.
+func (b *binding) restate() (ownerChanged, metaChanged bool) {
+	cl := b.owner()
+	ownerID := ""
+	if cl.owner != nil {
+		ownerID = cl.owner.id
+	}
+	ownerChanged = ownerID != b.OwnerWorker
+	metaChanged = canonicalJSON(cl.metadata) != canonicalJSON(b.Metadata)
+	b.OwnerWorker, b.Metadata = ownerID, cl.metadata
+	return ownerChanged, metaChanged
+}
+
+// canonicalJSON renders raw with sorted keys, no insignificant space and
+// numbers in one form, so equal JSON values compare equal. Empty input is
+// null; invalid input is compared as it is.
+func canonicalJSON(raw json.RawMessage) string {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return "null"
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil || dec.More() {
+		return string(raw)
+	}
+	b, err := json.Marshal(canonicalNumbers(v))
+	if err != nil {
+		return string(raw)
+	}
+	return string(b)
+}
+
+func canonicalNumbers(v any) any {
+	switch v := v.(type) {
+	case json.Number:
+		f, ok := new(big.Float).SetPrec(256).SetString(string(v))
+		if !ok {
+			return v
+		}
+		return json.Number(f.Text('g', -1))
+	case map[string]any:
+		for k, x := range v {
+			v[k] = canonicalNumbers(x)
+		}
+	case []any:
+		for i, x := range v {
+			v[i] = canonicalNumbers(x)
+		}
+	}
+	return v
 }
 
 // delivery is a provider call to make after the engine lock is released.
 type delivery struct {
 	tt       *triggerType
 	b        Trigger
+	ref      *binding // the binding delivered; a refused registration removes it
 	register bool
 }
 
-func (e *Engine) deliver(ds []delivery) {
+// triggerOps are the effects of one trigger change: provider calls, then
+// events. They are applied under tmu, in the order of the changes.
+type triggerOps struct {
+	ds  []delivery
+	evs []triggerEvent
+}
+
+// triggerEvent is an event about a binding; a TriggerRegistered of a
+// binding its provider refused is not published.
+type triggerEvent struct {
+	ev event.Event
+	b  *binding
+}
+
+func (ops *triggerOps) deliver(tt *triggerType, b *binding, register bool) {
+	ops.ds = append(ops.ds, delivery{tt: tt, b: b.Trigger, ref: b, register: register})
+}
+
+func (ops *triggerOps) registered(b *binding) {
+	ops.evs = append(ops.evs, triggerEvent{b: b, ev: event.TriggerRegistered{TriggerID: b.ID, TriggerType: b.Type,
+		FunctionID: b.FunctionID, WorkerID: b.OwnerWorker, Config: b.Config, Active: b.active, At: time.Now()}})
+}
+
+func (ops *triggerOps) unregistered(b *binding) {
+	ops.evs = append(ops.evs, triggerEvent{ev: event.TriggerUnregistered{TriggerID: b.ID, TriggerType: b.Type,
+		FunctionID: b.FunctionID, At: time.Now()}})
+}
+
+// apply makes the provider calls and publishes the events. The caller
+// holds tmu and not mu.
+func (e *Engine) apply(ops triggerOps) {
+	refused := e.deliver(ops.ds)
+	for _, te := range ops.evs {
+		if te.b != nil {
+			if refused[te.b] {
+				continue
+			}
+			te.b.published = true
+		}
+		e.bus.Publish(te.ev)
+	}
+}
+
+// deliver makes provider calls in order and returns the bindings an
+// in-process provider refused (they are removed and their owners told).
+func (e *Engine) deliver(ds []delivery) map[*binding]bool {
+	var refused map[*binding]bool
 	for _, d := range ds {
 		switch {
 		case d.tt.conn != nil && d.register:
@@ -85,7 +239,11 @@ func (e *Engine) deliver(ds []delivery) {
 			d.tt.conn.send(mustEncode(protocol.UnregisterTrigger{ID: d.b.ID, TriggerType: d.b.Type}))
 		case d.register:
 			if err := d.tt.local.RegisterTrigger(e.ctx, d.b); err != nil {
-				e.rejectBinding(d.b, err)
+				if refused == nil {
+					refused = map[*binding]bool{}
+				}
+				refused[d.ref] = true
+				e.rejectBinding(d.ref, err)
 			}
 		default:
 			if err := d.tt.local.UnregisterTrigger(e.ctx, d.b); err != nil {
@@ -93,92 +251,221 @@ func (e *Engine) deliver(ds []delivery) {
 			}
 		}
 	}
+	return refused
 }
 
-// rejectBinding removes a binding its in-process provider refused and tells
-// the owner.
-func (e *Engine) rejectBinding(t Trigger, cause error) {
+// rejectBinding removes a binding its in-process provider refused, with
+// every claim on it, and tells their owners. The caller holds tmu.
+//
+// A binding refused as a conflict (ErrTriggerConflict) while another
+// binding of the same type and function is served (a reloaded worker
+// changed a trigger's config, and the old version's route is in the way)
+// is parked instead: its owners are told,
+// it is listed as not active, and it is offered to the provider again when
+// a binding of that type and function goes.
+func (e *Engine) rejectBinding(b *binding, cause error) {
 	e.mu.Lock()
-	b := e.triggers[t.ID]
-	var owner *conn
-	if b != nil {
-		owner = b.owner
-		delete(e.triggers, t.ID)
-		if owner != nil {
-			delete(owner.triggerIDs, t.ID)
+	claims := slices.Clone(b.claims)
+	live := e.triggers[b.ID] == b
+	park := live && errors.Is(cause, ErrTriggerConflict) && e.servedTwinLocked(b)
+	switch {
+	case park:
+		b.active, b.waiting = false, true
+	case live:
+		e.dropBindingLocked(b)
+	}
+	t := b.Trigger
+	e.mu.Unlock()
+	msg := cause.Error()
+	switch {
+	case park:
+		b.published = true
+		e.bus.Publish(event.TriggerRegistered{TriggerID: t.ID, TriggerType: t.Type, FunctionID: t.FunctionID,
+			WorkerID: t.OwnerWorker, Config: t.Config, At: time.Now()})
+		msg += fmt.Sprintf(" (parked: tried again when another %s trigger of %s goes)", t.Type, t.FunctionID)
+	case b.published:
+		e.bus.Publish(event.TriggerUnregistered{TriggerID: t.ID, TriggerType: t.Type, FunctionID: t.FunctionID, At: time.Now()})
+	}
+	e.log.Info("trigger registration rejected", "trigger_id", t.ID, "trigger_type", t.Type, "function_id", t.FunctionID,
+		"parked", park, "err", cause)
+	e.tellClaims(t, claims, &protocol.ErrorBody{Code: CodeTriggerRegFailed, Message: msg})
+}
+
+// servedTwinLocked reports whether another binding of b's type and
+// function is active.
+func (e *Engine) servedTwinLocked(b *binding) bool {
+	for _, o := range e.triggers {
+		if o != b && o.active && o.Type == b.Type && o.FunctionID == b.FunctionID {
+			return true
 		}
 	}
-	e.mu.Unlock()
-	e.log.Info("trigger registration rejected", "trigger_id", t.ID, "trigger_type", t.Type, "function_id", t.FunctionID, "err", cause)
-	e.resolveAck(t.ID, &protocol.ErrorBody{Code: CodeTriggerRegFailed, Message: cause.Error()})
-	if owner != nil {
-		owner.send(mustEncode(protocol.TriggerRegistrationResult{ID: t.ID, TriggerType: t.Type, FunctionID: t.FunctionID,
-			Error: &protocol.ErrorBody{Code: CodeTriggerRegFailed, Message: cause.Error()}}))
+	return false
+}
+
+// tellClaims reports a provider's refusal to every claim of a binding:
+// their waiters and their owners.
+func (e *Engine) tellClaims(t Trigger, claims []*claim, eb *protocol.ErrorBody) {
+	for _, cl := range claims {
+		e.resolveAck(cl.id, eb)
+		if cl.owner != nil {
+			cl.owner.send(mustEncode(protocol.TriggerRegistrationResult{ID: cl.id, TriggerType: t.Type,
+				FunctionID: t.FunctionID, Error: eb}))
+		}
 	}
 }
 
-// registerTrigger stores a binding owned by c (nil: ownerless), hands it to
-// the type's provider, or parks it until the type exists.
-func (e *Engine) registerTrigger(c *conn, t Trigger) {
-	if c != nil {
-		t.OwnerWorker = c.id
+// dropBindingLocked forgets a binding and every claim on it.
+func (e *Engine) dropBindingLocked(b *binding) {
+	for _, cl := range b.claims {
+		if e.claims[cl.id] == cl {
+			delete(e.claims, cl.id)
+		}
+		if cl.owner != nil {
+			delete(cl.owner.triggerIDs, cl.id)
+		}
 	}
-	var ds []delivery
+	b.claims = nil
+	delete(e.triggers, b.ID)
+	if e.boundKeys[b.key] == b {
+		delete(e.boundKeys, b.key)
+	}
+}
+
+// regOutcome says what a registration did.
+type regOutcome struct {
+	created bool // a new binding (not a claim on an existing one)
+	remote  bool // it was handed to a worker-provided type
+}
+
+// registerTrigger stores a claim by c (nil: ownerless) under t.ID. A claim
+// with the key of an existing binding joins it; otherwise a new binding is
+// handed to the type's provider, or parked until the type exists. A
+// known t.ID is re-registered: moved to c, and to another binding if its
+// key changed.
+func (e *Engine) registerTrigger(c *conn, t Trigger) regOutcome {
+	key := keyOf(t)
+	e.tmu.Lock()
+	defer e.tmu.Unlock()
+	var ops triggerOps
+	var out regOutcome
 	e.mu.Lock()
 	if c != nil && c.removed {
 		e.mu.Unlock()
-		return
+		return out
 	}
 	tt := e.ttypes[t.Type]
-	if old := e.triggers[t.ID]; old != nil {
-		if old.owner != nil {
-			delete(old.owner.triggerIDs, t.ID)
-		}
-		// Replacing a binding on another type: withdraw it there first. On
-		// the same type the provider replaces it by id.
-		if oldTT := e.ttypes[old.Type]; old.active && oldTT != nil && old.Type != t.Type {
-			ds = append(ds, delivery{tt: oldTT, b: old.Trigger})
-		}
+	cl := e.claims[t.ID]
+	if cl != nil && cl.b.key != key {
+		e.removeClaimLocked(cl, &ops)
+		cl = nil
 	}
-	b := &binding{Trigger: t, owner: c, active: tt != nil}
-	e.triggers[t.ID] = b
+	if cl != nil {
+		// The same trigger again (a reconnect replaying it): it becomes the
+		// newest claim of its binding, owned by c.
+		if cl.owner != nil {
+			delete(cl.owner.triggerIDs, cl.id)
+		}
+		b := cl.b
+		b.claims = slices.DeleteFunc(b.claims, func(x *claim) bool { return x == cl })
+		cl.owner, cl.metadata = c, t.Metadata
+	} else {
+		cl = &claim{id: t.ID, owner: c, metadata: t.Metadata}
+		e.claims[t.ID] = cl
+	}
 	if c != nil {
 		c.triggerIDs[t.ID] = struct{}{}
 	}
-	if tt != nil {
-		ds = append(ds, delivery{tt: tt, b: t, register: true})
+	b := e.boundKeys[key]
+	if b == nil {
+		id := t.ID
+		if e.triggers[id] != nil {
+			id = uuid.NewString() // the id names another binding still claimed by others
+		}
+		b = &binding{Trigger: Trigger{ID: id, Type: t.Type, FunctionID: t.FunctionID, Config: t.Config}, key: key}
+		e.triggers[id], e.boundKeys[key] = b, b
+		out.created = true
 	}
+	b.claims = append(b.claims, cl)
+	cl.b = b
+	_, metaChanged := b.restate()
+	switch {
+	case tt != nil && (out.created || !b.active):
+		// New, or refused before and tried again by this claim.
+		b.active, b.waiting = true, false
+		out.remote = tt.conn != nil
+		ops.deliver(tt, b, true)
+	case tt != nil && metaChanged:
+		ops.deliver(tt, b, true) // providers replace a binding by id
+	}
+	ops.registered(b)
 	e.mu.Unlock()
-	e.bus.Publish(event.TriggerRegistered{TriggerID: t.ID, TriggerType: t.Type, FunctionID: t.FunctionID,
-		WorkerID: t.OwnerWorker, Config: t.Config, Active: tt != nil, At: time.Now()})
-	e.deliver(ds)
+	e.apply(ops)
+	return out
 }
 
-// unregisterTriggerFrom removes a binding at a worker's request. Only its
-// owner (or anyone, for ownerless bindings) may remove it.
+// removeClaimLocked drops a claim. The last claim of a binding takes the
+// binding with it (its provider is told); otherwise the binding stays with
+// its newest remaining claim as owner.
+func (e *Engine) removeClaimLocked(cl *claim, ops *triggerOps) {
+	if e.claims[cl.id] == cl {
+		delete(e.claims, cl.id)
+	}
+	if cl.owner != nil {
+		delete(cl.owner.triggerIDs, cl.id)
+	}
+	b := cl.b
+	b.claims = slices.DeleteFunc(b.claims, func(x *claim) bool { return x == cl })
+	if len(b.claims) > 0 {
+		ownerChanged, metaChanged := b.restate()
+		if tt := e.ttypes[b.Type]; tt != nil && b.active && metaChanged {
+			ops.deliver(tt, b, true)
+		}
+		if ownerChanged || metaChanged {
+			ops.registered(b)
+		}
+		return
+	}
+	e.removeBindingLocked(b, ops)
+}
+
+// removeBindingLocked drops a binding with its claims and tells its
+// provider.
+func (e *Engine) removeBindingLocked(b *binding, ops *triggerOps) {
+	e.dropBindingLocked(b)
+	tt := e.ttypes[b.Type]
+	if tt != nil && b.active {
+		ops.deliver(tt, b, false)
+	}
+	ops.unregistered(b)
+	if tt == nil {
+		return
+	}
+	// Bindings parked behind this one (see rejectBinding) get their turn.
+	for _, w := range e.triggers {
+		if w.waiting && w.Type == b.Type && w.FunctionID == b.FunctionID {
+			w.waiting, w.active = false, true
+			ops.deliver(tt, w, true)
+			ops.registered(w)
+		}
+	}
+}
+
+// unregisterTriggerFrom removes a claim at a worker's request. Only its
+// owner (or anyone, for ownerless claims) may remove it.
 func (e *Engine) unregisterTriggerFrom(c *conn, id string) bool {
+	e.tmu.Lock()
+	defer e.tmu.Unlock()
+	var ops triggerOps
 	e.mu.Lock()
-	b := e.triggers[id]
-	if b == nil || (b.owner != nil && b.owner != c) {
+	cl := e.claims[id]
+	if cl == nil || (cl.owner != nil && cl.owner != c) {
 		e.mu.Unlock()
 		return false
 	}
-	ds := e.removeBindingLocked(b)
+	e.removeClaimLocked(cl, &ops)
 	e.mu.Unlock()
-	e.bus.Publish(event.TriggerUnregistered{TriggerID: id, TriggerType: b.Type, FunctionID: b.FunctionID, At: time.Now()})
-	e.deliver(ds)
+	e.apply(ops)
 	return true
-}
-
-func (e *Engine) removeBindingLocked(b *binding) []delivery {
-	delete(e.triggers, b.ID)
-	if b.owner != nil {
-		delete(b.owner.triggerIDs, b.ID)
-	}
-	if tt := e.ttypes[b.Type]; tt != nil && b.active {
-		return []delivery{{tt: tt, b: b.Trigger}}
-	}
-	return nil
 }
 
 // RegisterTriggerType installs an in-process trigger type. Bindings that
@@ -189,39 +476,44 @@ func (e *Engine) RegisterTriggerType(worker string, t TriggerType) error {
 	}
 	tt := &triggerType{id: t.ID, description: t.Description, trf: t.TriggerRequestFormat,
 		crf: t.CallRequestFormat, local: t.Provider, worker: worker}
+	e.tmu.Lock()
+	defer e.tmu.Unlock()
 	e.mu.Lock()
 	e.localWorker(worker)
 	if old := e.ttypes[t.ID]; old != nil {
 		e.mu.Unlock()
 		return fmt.Errorf("engine: trigger type %s is already provided by %s", t.ID, old.workerName())
 	}
-	ds := e.installTypeLocked(tt)
+	ops := e.installTypeLocked(tt)
 	e.mu.Unlock()
 	e.bus.Publish(event.TriggerTypeRegistered{TriggerType: t.ID, At: time.Now()})
-	e.deliver(ds)
+	e.apply(ops)
 	return nil
 }
 
 // installTypeLocked makes tt the provider of its id and returns the
 // deliveries of every binding of that type.
-func (e *Engine) installTypeLocked(tt *triggerType) []delivery {
+func (e *Engine) installTypeLocked(tt *triggerType) triggerOps {
 	e.ttypes[tt.id] = tt
 	if tt.conn != nil {
 		tt.conn.ttypeIDs[tt.id] = struct{}{}
 	}
-	var ds []delivery
+	var ops triggerOps
 	for _, b := range e.triggers {
 		if b.Type == tt.id {
-			b.active = true
-			ds = append(ds, delivery{tt: tt, b: b.Trigger, register: true})
+			b.active, b.waiting = true, false
+			ops.deliver(tt, b, true)
+			ops.registered(b)
 		}
 	}
-	return ds
+	return ops
 }
 
 func (e *Engine) registerRemoteTriggerType(c *conn, m protocol.RegisterTriggerType) {
 	tt := &triggerType{id: m.ID, description: m.Description, trf: m.TriggerRequestFormat,
 		crf: m.CallRequestFormat, conn: c}
+	e.tmu.Lock()
+	defer e.tmu.Unlock()
 	e.mu.Lock()
 	if c.removed {
 		e.mu.Unlock()
@@ -237,41 +529,49 @@ func (e *Engine) registerRemoteTriggerType(c *conn, m protocol.RegisterTriggerTy
 			delete(old.conn.ttypeIDs, m.ID)
 		}
 	}
-	ds := e.installTypeLocked(tt)
+	ops := e.installTypeLocked(tt)
 	e.mu.Unlock()
 	e.bus.Publish(event.TriggerTypeRegistered{TriggerType: m.ID, WorkerID: c.id, At: time.Now()})
-	e.deliver(ds)
+	e.apply(ops)
 }
 
 func (e *Engine) unregisterRemoteTriggerType(c *conn, id string) {
+	e.tmu.Lock()
+	defer e.tmu.Unlock()
 	e.mu.Lock()
 	tt := e.ttypes[id]
 	if tt == nil || tt.conn != c {
 		e.mu.Unlock()
 		return
 	}
-	e.dropTypeLocked(tt)
+	ops := e.dropTypeLocked(tt)
 	e.mu.Unlock()
 	e.bus.Publish(event.TriggerTypeUnregistered{TriggerType: id, WorkerID: c.id, At: time.Now()})
+	e.apply(ops)
 }
 
-// dropTypeLocked removes a trigger type; its bindings are parked and come
-// back when the type is registered again.
-func (e *Engine) dropTypeLocked(tt *triggerType) {
+// dropTypeLocked removes a trigger type; its bindings are parked (their
+// events say so) and come back when the type is registered again.
+func (e *Engine) dropTypeLocked(tt *triggerType) triggerOps {
 	delete(e.ttypes, tt.id)
 	if tt.conn != nil {
 		delete(tt.conn.ttypeIDs, tt.id)
 	}
+	var ops triggerOps
 	for _, b := range e.triggers {
-		if b.Type == tt.id {
+		if b.Type == tt.id && b.active {
 			b.active = false
+			ops.registered(b)
 		}
 	}
+	return ops
 }
 
 // triggerResultFromProvider handles a provider's ack of a delivered
-// binding. Errors park the binding and reach its owner.
+// binding. Errors park the binding and reach the owners of its claims.
 func (e *Engine) triggerResultFromProvider(c *conn, m protocol.TriggerRegistrationResult) {
+	e.tmu.Lock()
+	defer e.tmu.Unlock()
 	e.mu.Lock()
 	b := e.triggers[m.ID]
 	if b == nil {
@@ -283,21 +583,22 @@ func (e *Engine) triggerResultFromProvider(c *conn, m protocol.TriggerRegistrati
 		e.mu.Unlock()
 		return // only the current provider may answer
 	}
-	var owner *conn
-	t := b.Trigger
-	if m.Error != nil {
+	t, claims := b.Trigger, slices.Clone(b.claims)
+	var ops triggerOps
+	if m.Error != nil && b.active {
 		b.active = false
-		owner = b.owner
+		ops.registered(b)
 	}
 	e.mu.Unlock()
-	e.resolveAck(m.ID, m.Error)
+	e.apply(ops)
 	if m.Error == nil {
+		for _, cl := range claims {
+			e.resolveAck(cl.id, nil)
+		}
 		return
 	}
 	c.log.Info("provider rejected trigger", "trigger_id", t.ID, "trigger_type", t.Type, "code", m.Error.Code, "message", m.Error.Message)
-	if owner != nil {
-		owner.send(mustEncode(protocol.TriggerRegistrationResult{ID: t.ID, TriggerType: t.Type, FunctionID: t.FunctionID, Error: m.Error}))
-	}
+	e.tellClaims(t, claims, m.Error)
 }
 
 type ackResult struct{ err *protocol.ErrorBody }
@@ -312,9 +613,11 @@ func (e *Engine) resolveAck(id string, eb *protocol.ErrorBody) {
 	}
 }
 
-// RegisterTrigger creates an ownerless binding (it survives every worker)
-// and waits up to 10 s for a remote provider's verdict; on timeout the
-// binding is kept. It returns the new trigger id.
+// RegisterTrigger creates an ownerless claim (it survives every worker)
+// and, when it creates a binding of a worker-provided type, waits up to
+// 10 s for that provider's verdict; on timeout the binding is kept. It
+// returns the new trigger id. A claim on an existing binding is accepted
+// at once.
 func (e *Engine) RegisterTrigger(ctx context.Context, t Trigger) (string, error) {
 	if t.Type == "" || t.FunctionID == "" {
 		return "", &protocol.ErrorBody{Code: CodeInvalidArguments, Message: "trigger_type and function_id are required"}
@@ -334,16 +637,12 @@ func (e *Engine) RegisterTrigger(ctx context.Context, t Trigger) (string, error)
 		delete(e.ackWait, t.ID)
 		e.ackMu.Unlock()
 	}()
-	e.registerTrigger(nil, t)
-
-	e.mu.RLock()
-	b := e.triggers[t.ID]
-	remote := b != nil && b.active && e.ttypes[t.Type] != nil && e.ttypes[t.Type].conn != nil
-	e.mu.RUnlock()
-	if !remote {
+	out := e.registerTrigger(nil, t)
+	if !out.remote {
 		select {
-		case r := <-ch: // an in-process provider answered synchronously
+		case r := <-ch: // an in-process provider refused it synchronously
 			if r.err != nil {
+				e.unregisterTriggerFrom(nil, t.ID) // its claim, in case it was parked
 				return "", r.err
 			}
 		default:
@@ -365,18 +664,24 @@ func (e *Engine) RegisterTrigger(ctx context.Context, t Trigger) (string, error)
 	return t.ID, nil
 }
 
-// UnregisterTrigger removes any binding by id.
+// UnregisterTrigger removes the claim with this id (its binding stays
+// while other claims hold it), or else the binding with this id and every
+// claim on it.
 func (e *Engine) UnregisterTrigger(id string) bool {
+	e.tmu.Lock()
+	defer e.tmu.Unlock()
+	var ops triggerOps
 	e.mu.Lock()
-	b := e.triggers[id]
-	if b == nil {
+	if cl := e.claims[id]; cl != nil {
+		e.removeClaimLocked(cl, &ops)
+	} else if b := e.triggers[id]; b != nil {
+		e.removeBindingLocked(b, &ops)
+	} else {
 		e.mu.Unlock()
 		return false
 	}
-	ds := e.removeBindingLocked(b)
 	e.mu.Unlock()
-	e.bus.Publish(event.TriggerUnregistered{TriggerID: id, TriggerType: b.Type, FunctionID: b.FunctionID, At: time.Now()})
-	e.deliver(ds)
+	e.apply(ops)
 	return true
 }
 

@@ -129,11 +129,20 @@ func (m *Module) Validate() error {
 // job is one scheduled binding.
 type job struct {
 	trigger   engine.Trigger
+	meta      atomic.Pointer[json.RawMessage] // the binding's metadata; replaced in place
 	sched     *schedule
 	condition string
 	lockID    string // hash of function id and canonical expression
 	cancel    context.CancelFunc
 	firing    atomic.Bool // a firing is in flight
+}
+
+// metadata is the binding's current metadata, passed to each firing.
+func (j *job) metadata() json.RawMessage {
+	if p := j.meta.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 type bindingConfig struct {
@@ -227,17 +236,25 @@ func (p provider) RegisterTrigger(_ context.Context, t engine.Trigger) error {
 		return err
 	}
 	sum := sha256.Sum256([]byte(t.FunctionID + "\x00" + sched.canonical))
-	ctx, cancel := context.WithCancel(m.ctx)
-	j := &job{trigger: t, sched: sched, condition: cfg.ConditionFunctionID,
-		lockID: hex.EncodeToString(sum[:12]), cancel: cancel}
+	lockID := hex.EncodeToString(sum[:12])
 
 	m.mu.Lock()
 	if m.stopped {
 		m.mu.Unlock()
-		cancel()
 		return ErrStopped
 	}
 	old := m.jobs[t.ID]
+	if old != nil && old.lockID == lockID && old.condition == cfg.ConditionFunctionID {
+		// The same schedule with new metadata (a worker taking the binding
+		// over): the running job keeps its timer, so no tick is missed or
+		// fired twice.
+		old.meta.Store(&t.Metadata)
+		m.mu.Unlock()
+		return nil
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	j := &job{trigger: t, sched: sched, condition: cfg.ConditionFunctionID, lockID: lockID, cancel: cancel}
+	j.meta.Store(&t.Metadata)
 	m.jobs[t.ID] = j
 	// Exits when the binding is unregistered or replaced, or at Stop.
 	m.goLocked(func() { m.run(ctx, j) })
@@ -328,7 +345,7 @@ func (m *Module) fireOnce(ctx context.Context, j *job, scheduled time.Time) {
 	})
 	if j.condition != "" {
 		cctx, cancel := context.WithTimeout(ctx, conditionTimeout)
-		res, err := m.eng.Invoke(cctx, engine.Request{FunctionID: j.condition, Data: payload, Metadata: j.trigger.Metadata})
+		res, err := m.eng.Invoke(cctx, engine.Request{FunctionID: j.condition, Data: payload, Metadata: j.metadata()})
 		cancel()
 		if err != nil {
 			log.Info("cron tick skipped: condition function failed", "condition_function_id", j.condition, "err", describe(err))
@@ -341,7 +358,7 @@ func (m *Module) fireOnce(ctx context.Context, j *job, scheduled time.Time) {
 	}
 	// Fire and forget: the result (and any error) is on the engine's event bus.
 	if _, err := m.eng.Invoke(ctx, engine.Request{FunctionID: j.trigger.FunctionID, Data: payload,
-		Metadata: j.trigger.Metadata, Action: &protocol.Action{Type: protocol.ActionVoid}}); err != nil {
+		Metadata: j.metadata(), Action: &protocol.Action{Type: protocol.ActionVoid}}); err != nil {
 		log.Warn("cron firing failed", "err", describe(err))
 	}
 }

@@ -182,6 +182,54 @@ func TestReplaceByID(t *testing.T) {
 	}
 }
 
+// TestNewMetadataKeepsJob: the engine hands a binding over to a worker
+// with other metadata by registering it again under its id; the schedule
+// keeps running (no missed or doubled tick) and firings carry the new
+// metadata.
+func TestNewMetadataKeepsJob(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv := startEngine(ctx, t, storetest.Mini(t).URL, "")
+	eng := srv.Engine()
+	fired := recorder(t, eng, "tick::fn", nil, false)
+	register := func(meta string) {
+		t.Helper()
+		if _, err := eng.RegisterTrigger(ctx, engine.Trigger{ID: "t1", Type: TriggerType, FunctionID: "tick::fn",
+			Config: json.RawMessage(`{"expression":"* * * * * *"}`), Metadata: json.RawMessage(meta)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	job := func() *job {
+		m := cronModule(t, srv)
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.jobs["t1"]
+	}
+	register(`{"v":1}`)
+	before := job()
+	if f := next(ctx, t, fired, "first firing"); string(f.metadata) != `{"v":1}` {
+		t.Fatalf("metadata %s, want {\"v\":1}", f.metadata)
+	}
+	register(`{"v":2}`)
+	if after := job(); after != before {
+		t.Fatalf("the job was replaced (%p -> %p); want the running one kept", before, after)
+	}
+	for {
+		f := next(ctx, t, fired, "a firing with the new metadata")
+		if string(f.metadata) == `{"v":2}` {
+			break
+		}
+	}
+	// Another schedule under the same id does replace the job.
+	if _, err := eng.RegisterTrigger(ctx, engine.Trigger{ID: "t1", Type: TriggerType, FunctionID: "tick::fn",
+		Config: json.RawMessage(`{"expression":"*/2 * * * * *"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if job() == before {
+		t.Fatal("a new schedule kept the old job")
+	}
+}
+
 func TestConditionFunction(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -50,7 +50,9 @@
 // A change of a watched file (or of an install input), debounced, reloads
 // the worker without dropping calls: install if needed, start the new
 // process, wait until it has registered the functions the old one served
-// (or, when some stay missing, until its registrations have settled for
+// and the same triggers (which then share the old one's bindings, so routes,
+// schedules and subscriptions stay served across the hand-over) (or, when
+// some stay missing, until its registrations have settled for
 // reload_settle_ms), mark the old engine workers draining so new calls go to
 // the new one, wait for the old one's in-flight calls (drain_timeout_ms),
 // then SIGTERM its process group and SIGKILL it after stop_grace_ms. If the

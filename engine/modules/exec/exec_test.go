@@ -175,6 +175,7 @@ type caller struct {
 	cancel          context.CancelFunc
 	wg              sync.WaitGroup
 	w               *sdk.Worker
+	limit           time.Duration // of waitAnswers; 0: waitLimit
 }
 
 func startCaller(t *testing.T, url string, n int) *caller {
@@ -223,7 +224,11 @@ func (c *caller) stop(t *testing.T) {
 // waitAnswers waits until the caller's answers are version.
 func (c *caller) waitAnswers(t *testing.T, version string) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
+	limit := waitLimit
+	if c.limit > 0 {
+		limit = c.limit
+	}
+	deadline := time.Now().Add(limit)
 	for c.last.Load() != version {
 		if time.Now().After(deadline) {
 			t.Fatalf("answers are %v, want %s", c.last.Load(), version)
@@ -251,9 +256,7 @@ func TestReloadZeroDrop(t *testing.T) {
 		pids = append(pids, st.PID)
 		c.waitAnswers(t, v)
 		// Calls keep flowing through each reload.
-		for c.calls.Load() < before+10 {
-			time.Sleep(time.Millisecond)
-		}
+		until(t, waitLimit, fmt.Sprintf("10 calls after reload %d", i), func() bool { return c.calls.Load() >= before+10 })
 	}
 	elapsed := time.Since(start)
 	c.stop(t)

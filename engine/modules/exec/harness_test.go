@@ -28,16 +28,21 @@ import (
 
 const waitLimit = 20 * time.Second
 
+// slowWaitLimit is the wait limit of harnesses running interpreted workers
+// (Node, Python): their start alone can take seconds on a loaded machine.
+const slowWaitLimit = 60 * time.Second
+
 // harness is an engine (devserver) running the exec module with one
 // worker named "echo" in root/w.
 type harness struct {
-	t    *testing.T
-	ctx  context.Context
-	root string
-	dir  string
-	srv  *devserver.Server
-	mod  *exec.Module
-	logs *capture
+	t     *testing.T
+	ctx   context.Context
+	root  string
+	dir   string
+	limit time.Duration // how long each wait may take
+	srv   *devserver.Server
+	mod   *exec.Module
+	logs  *capture
 
 	mu      sync.Mutex
 	pids    map[int]bool // every process seen (LogLine and ProcessChanged)
@@ -53,6 +58,8 @@ type opts struct {
 	extra   string // more keys of the worker entry, YAML, one per line
 	run     string // default: the test worker binary
 	token   string
+	modules string // more entries of the modules list, YAML, one per line
+	slow    bool   // interpreted worker: waits get slowWaitLimit
 }
 
 func newHarness(t *testing.T, o opts) *harness {
@@ -63,9 +70,13 @@ func newHarness(t *testing.T, o opts) *harness {
 // newHarnessWith is newHarness with a hook to prepare the worker dir.
 func newHarnessWith(t *testing.T, o opts, prep func(dir string)) *harness {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	limit, total := waitLimit, 50*time.Second
+	if o.slow {
+		limit, total = slowWaitLimit, 3*slowWaitLimit
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), total)
 	t.Cleanup(cancel)
-	h := &harness{t: t, ctx: ctx, root: t.TempDir(), logs: &capture{}, pids: map[int]bool{}}
+	h := &harness{t: t, ctx: ctx, root: t.TempDir(), limit: limit, logs: &capture{}, pids: map[int]bool{}}
 	h.dir = filepath.Join(h.root, "w")
 	if err := os.Mkdir(h.dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -98,15 +109,21 @@ func (h *harness) start(o opts) {
 	if o.token != "" {
 		auth = ", auth_token: " + strconv.Quote(o.token)
 	}
+	var mods strings.Builder
+	for l := range strings.SplitSeq(strings.TrimSpace(o.modules), "\n") {
+		if l != "" {
+			mods.WriteString("  " + strings.TrimSpace(l) + "\n")
+		}
+	}
 	yml := fmt.Sprintf(`engine: {host: 127.0.0.1, port: 0%s}
 modules:
-  - class: ExecModule
+%s  - class: ExecModule
     config:
       workers:
         - name: echo
           dir: w
           run: %s
-%s`, auth, strconv.Quote(run), extra.String())
+%s`, auth, mods.String(), strconv.Quote(run), extra.String())
 	cfg, err := config.Parse(filepath.Join(h.root, "config.yaml"), []byte(yml), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatalf("config:\n%s\n%v", yml, err)
@@ -204,10 +221,21 @@ func (h *harness) status() exec.WorkerStatus {
 	return st[0]
 }
 
+// until polls cond every millisecond until it holds, failing the test
+// after limit.
+func until(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+	}
+}
+
 // waitFor polls the status until cond holds.
 func (h *harness) waitFor(what string, cond func(exec.WorkerStatus) bool) exec.WorkerStatus {
 	h.t.Helper()
-	deadline := time.Now().Add(waitLimit)
+	deadline := time.Now().Add(h.limit)
 	for {
 		st := h.status()
 		if cond(st) {
@@ -387,4 +415,10 @@ func (c *capture) find(want map[string]string) []map[string]string {
 		}
 	}
 	return out
+}
+
+// until is until with the harness's wait limit.
+func (h *harness) until(what string, cond func() bool) {
+	h.t.Helper()
+	until(h.t, h.limit, what, cond)
 }

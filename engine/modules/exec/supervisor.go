@@ -206,9 +206,16 @@ func (s *supervisor) reload(ctx context.Context, hard bool) {
 		}
 		return
 	}
+	// The new process is ready when it serves every function of the old
+	// one and holds every trigger binding the old one holds (the same
+	// trigger registered again joins the old binding, so the old process
+	// can leave without taking a route or a schedule with it).
 	var want []string
 	for _, w := range oldWs {
 		want = append(want, w.Functions...)
+		for _, id := range w.Triggers {
+			want = append(want, triggerWant+id)
+		}
 	}
 	slices.Sort(want)
 	want = slices.Compact(want)
@@ -445,8 +452,8 @@ func (s *supervisor) drainChanges() {
 }
 
 // waitReady waits until p's engine worker has registered want (every
-// function of the process it replaces; with no want, any function, or
-// none for noFunctionsSettle). When registrations stop growing with some of
+// function and trigger binding of the process it replaces; with no want,
+// any function, or none for noFunctionsSettle). When registrations stop growing with some of
 // want still missing (the new version dropped them), it is ready after
 // reloadSettle. interruptible lets a change or a restart request end the
 // wait (noted in s.pending).
@@ -480,6 +487,9 @@ func (s *supervisor) waitReady(ctx context.Context, p *proc, want []string, inte
 			for _, f := range w.Functions {
 				have[f] = true
 			}
+			for _, id := range w.Triggers {
+				have[triggerWant+id] = true
+			}
 		}
 		if len(want) == 0 {
 			return ws, len(have) > 0 || now.Sub(seenAt) >= noFunctionsSettle
@@ -487,6 +497,9 @@ func (s *supervisor) waitReady(ctx context.Context, p *proc, want []string, inte
 		var missing []string
 		for _, f := range want {
 			if !have[f] {
+				if id, ok := strings.CutPrefix(f, triggerWant); ok {
+					f = "trigger " + id
+				}
 				missing = append(missing, f)
 			}
 		}
@@ -497,7 +510,7 @@ func (s *supervisor) waitReady(ctx context.Context, p *proc, want []string, inte
 			count, grewAt = len(have), now
 		}
 		if count > 0 && now.Sub(grewAt) >= s.w.reloadSettle {
-			s.log.Warn("new process does not serve every function of the old one; reloading anyway",
+			s.log.Warn("new process does not serve every function and trigger of the old one; reloading anyway",
 				"pid", p.pid, "missing", missing)
 			return ws, true
 		}
@@ -542,9 +555,13 @@ func (s *supervisor) waitReady(ctx context.Context, p *proc, want []string, inte
 	}
 }
 
+// triggerWant prefixes a trigger binding id in waitReady's want list (a
+// function id never starts with it).
+const triggerWant = "\x00trigger:"
+
 func registryEvent(ev event.Event) bool {
 	switch ev.(type) {
-	case event.WorkerUpdated, event.FunctionRegistered, event.WorkerConnected:
+	case event.WorkerUpdated, event.FunctionRegistered, event.WorkerConnected, event.TriggerRegistered:
 		return true
 	}
 	return false

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/iii-workbench/iii/engine"
 )
 
 // methods are the HTTP methods a trigger may name in http_method.
@@ -168,11 +170,15 @@ type table struct {
 	byID map[string]*route
 }
 
-// routeConflict is a refused route; it matches ErrHTTPRouteConflict.
+// routeConflict is a refused route; it matches ErrHTTPRouteConflict, and
+// engine.ErrTriggerConflict so that a worker's new route refused only
+// because its own previous version's route is in the way (a reload that
+// changed the route's config) is parked and takes over when that one goes.
 type routeConflict struct{ msg string }
 
-func (e *routeConflict) Error() string { return e.msg }
-func (e *routeConflict) Unwrap() error { return ErrHTTPRouteConflict }
+func (e *routeConflict) Error() string        { return e.msg }
+func (e *routeConflict) Unwrap() error        { return ErrHTTPRouteConflict }
+func (e *routeConflict) Is(target error) bool { return target == engine.ErrTriggerConflict }
 
 func newTable() *table { return &table{byID: make(map[string]*route)} }
 

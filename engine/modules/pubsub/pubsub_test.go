@@ -268,3 +268,84 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestHandOverKeepsOneSubscription: a replacement worker subscribing the
+// same function to the same topic (a hot reload) shares the subscription:
+// each message is delivered once while both are connected, and the
+// subscription stays when the old worker leaves.
+func TestHandOverKeepsOneSubscription(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	srv := startEngine(ctx, t, storetest.Mini(t).URL)
+	mod, _ := srv.Modules().Get("pubsub")
+	m := mod.(*Module)
+	bindings := func() int {
+		m.mu.RLock()
+		defer m.mu.RUnlock()
+		return len(m.byID)
+	}
+	claims := func() int {
+		for _, tr := range srv.Engine().Snapshot().Triggers {
+			if tr.Type == TriggerType {
+				return len(tr.ClaimIDs)
+			}
+		}
+		return 0
+	}
+	oldW := connect(ctx, t, srv.URL(), "sub-old")
+	fromOld := subscribe(t, oldW, "sub::orders", "orders", nil)
+	newW := connect(ctx, t, srv.URL(), "sub-new")
+	fromNew := subscribe(t, newW, "sub::orders", "orders", nil)
+	for claims() != 2 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("subscription has %d registrations, want 2", claims())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if n := bindings(); n != 1 {
+		t.Fatalf("%d subscriptions in the module for two identical registrations, want 1", n)
+	}
+	pub := connect(ctx, t, srv.URL(), "publisher")
+	publish := func(data int) {
+		t.Helper()
+		if _, err := pub.Trigger(ctx, sdk.TriggerRequest{FunctionID: PublishFunction,
+			Payload: map[string]any{"topic": "orders", "data": data}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]int{}
+	receive := func(who string) {
+		t.Helper()
+		select {
+		case r := <-fromOld:
+			got[r.data]++
+		case r := <-fromNew:
+			got[r.data]++
+		case <-ctx.Done():
+			t.Fatalf("%s: no delivery; got %v", who, got)
+		}
+	}
+	for i := range 10 {
+		publish(i)
+		receive(fmt.Sprint("message ", i))
+	}
+	oldW.Close(ctx)
+	for claims() != 1 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("subscription has %d registrations after the old worker left, want 1", claims())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if n := bindings(); n != 1 {
+		t.Fatalf("%d subscriptions in the module after the old worker left, want 1", n)
+	}
+	publish(10)
+	receive("message after the hand-over")
+	for i := range 11 {
+		if got[fmt.Sprint(i)] != 1 {
+			t.Errorf("message %d delivered %d times, want once; all: %v", i, got[fmt.Sprint(i)], got)
+		}
+	}
+}

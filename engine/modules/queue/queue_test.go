@@ -410,7 +410,9 @@ func TestDurablePublishFanOut(t *testing.T) {
 		}
 		binds := []sdk.Trigger{
 			{Type: "durable:subscriber", FunctionID: "audit::log", Config: map[string]any{"topic": "orders.created"}},
-			{Type: "durable:subscriber", FunctionID: "audit::log", Config: map[string]any{"topic": "orders.created"}},
+			// A second binding of the same function (the engine would share an
+			// identical one): still one delivery.
+			{Type: "durable:subscriber", FunctionID: "audit::log", Config: map[string]any{"topic": "orders.created", "queue": "orders.created"}},
 			{Type: "durable:subscriber", FunctionID: "mail::send", Config: map[string]any{"topic": "orders.created", "queue": "mail"},
 				Metadata: map[string]any{"who": "mail"}},
 			{Type: "queue", FunctionID: "legacy::sub", Config: map[string]any{"topic": "orders.created"}},

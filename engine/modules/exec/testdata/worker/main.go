@@ -8,7 +8,9 @@
 //	      versions starting with "partial" serve only echo::hello and echo::env.
 //
 // With WORKER_CHILD=1 it starts a `sleep` child in its process group (for
-// the orphan tests). SIGTERM closes the worker gracefully.
+// the orphan tests). With WORKER_TRIGGERS=1 it also binds echo::hello to
+// GET /echo/hello and echo::tick (which reports each firing to
+// ticks::record) to a cron trigger firing every second. SIGTERM closes the worker gracefully.
 package main
 
 import (
@@ -103,6 +105,27 @@ func main() {
 		}
 		return map[string]string{"version": version}, nil
 	})))
+	if os.Getenv("WORKER_TRIGGERS") == "1" {
+		// GET /echo/hello serves echo::hello; every second echo::tick
+		// reports its scheduled time to ticks::record (the test's).
+		must(w.RegisterFunction("echo::tick", func(ctx context.Context, in json.RawMessage) (any, error) {
+			var tick struct {
+				ScheduledTime string `json:"scheduled_time"`
+			}
+			if err := json.Unmarshal(in, &tick); err != nil {
+				return nil, err
+			}
+			_, err := w.Trigger(ctx, sdk.TriggerRequest{FunctionID: "ticks::record", Action: sdk.Void(),
+				Payload: map[string]any{"scheduled_time": tick.ScheduledTime, "version": version, "pid": os.Getpid()}})
+			return nil, err
+		}))
+		_, err := w.RegisterTrigger(sdk.Trigger{Type: "http", FunctionID: "echo::hello",
+			Config: map[string]any{"api_path": "echo/hello", "http_method": "GET"}})
+		must(err)
+		_, err = w.RegisterTrigger(sdk.Trigger{Type: "cron", FunctionID: "echo::tick",
+			Config: map[string]any{"expression": "* * * * * *"}})
+		must(err)
+	}
 	fmt.Println("ready", version)
 	fmt.Fprintln(os.Stderr, "stderr line from", version)
 	<-ctx.Done()
