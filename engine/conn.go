@@ -39,6 +39,7 @@ type conn struct {
 	id          string
 	token       string
 	ws          *websocket.Conn
+	cork        *corkConn // the socket under ws when Serve accepted it; nil otherwise
 	addr        string
 	connectedAt time.Time
 	log         *slog.Logger
@@ -181,6 +182,7 @@ func (e *Engine) serveWorker(w http.ResponseWriter, r *http.Request) {
 	}
 	// The Python iii-sdk speaks through the websockets library, whose
 	// User-Agent says so; see shutdownStatus.
+	c.cork, _ = r.Context().Value(corkKey{}).(*corkConn)
 	c.python = strings.Contains(r.Header.Get("User-Agent"), "websockets/")
 	c.log = e.log.With("worker_id", c.id)
 	c.lastRead.Store(c.connectedAt.UnixNano())
@@ -330,6 +332,24 @@ func (c *conn) writeBatch(batch []outFrame) bool {
 	}
 	c.writeSince.Store(time.Now().UnixNano())
 	defer c.writeSince.Store(0)
+	if c.cork != nil && len(batch) > 1 {
+		// The frames of the batch leave in one write (or a few, 64 KiB
+		// each), not one syscall per frame.
+		c.cork.cork()
+		ok := c.writeFrames(batch)
+		if err := c.cork.uncork(); err != nil && ok {
+			if c.ctx.Err() == nil {
+				c.log.Warn("write to worker failed; closing", "err", err)
+			}
+			return false
+		}
+		return ok
+	}
+	return c.writeFrames(batch)
+}
+
+// writeFrames writes the frames of a batch one message each.
+func (c *conn) writeFrames(batch []outFrame) bool {
 	unreported, skipped := 0, 0
 	for i, f := range batch {
 		if f.call != nil && f.call.abandoned.Load() {
@@ -403,6 +423,7 @@ func (c *conn) slowConsumer(timeout time.Duration) {
 	c.log.Warn("worker made no read progress; closing it as a slow consumer",
 		"timeout", timeout, "queued_frames", frames, "queued_bytes", bytes)
 	c.cancel()
+	c.ws.CloseNow() // unblocks a write stuck in the socket (corked writes are not the library's)
 }
 
 // stallLoop closes workers whose writer has been stuck for the slow
