@@ -233,10 +233,11 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 		Handler:           e.Handler(),
 		ReadHeaderTimeout: DefaultHandshakeTimeout,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+		ConnContext:       corkContext,
 	}
 	errc := make(chan error, 1)
 	// Exits when the listener is closed by srv.Shutdown below.
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(corkListener{ln}) }()
 	select {
 	case err := <-errc:
 		if errors.Is(err, http.ErrServerClosed) {
