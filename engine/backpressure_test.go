@@ -383,6 +383,21 @@ func TestCallerGoneReleasesPending(t *testing.T) {
 	target.send(map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": "held::fn", "result": 1})
 	waitFor(t, "the late result counted", func() bool { return te.Stats().Dropped[engine.DropLateResult] == 1 })
 
+	// A void call is not released when its caller leaves: fire-and-forget
+	// outlives the caller (iii invoke --async sends one and exits).
+	voider := dial(t, te.url)
+	workers := te.Stats().Workers
+	voider.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "held::fn",
+		"data": 3, "action": map[string]any{"type": "void"}})
+	void := target.expect("invokefunction")
+	voider.ws.CloseNow()
+	waitFor(t, "the void caller's cleanup", func() bool { return te.Stats().Workers == workers-1 })
+	if n := te.Stats().Pending; n != 1 {
+		t.Fatalf("pending %d after the void caller left, want 1 (the void call)", n)
+	}
+	target.send(map[string]any{"type": "invocationresult", "invocation_id": void["invocation_id"], "function_id": "held::fn", "result": nil})
+	waitFor(t, "the void call answered", func() bool { return te.Stats().Pending == 0 })
+
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	// Exits when the call ends with ctx.

@@ -279,6 +279,7 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 		return
 	}
 	// The caller's reader pauses here while the target's queue is full.
+	call.detached = void
 	e.route(caller.ctx, caller, nil, call, done)
 }
 
@@ -421,15 +422,21 @@ func outcomeOf(res json.RawMessage, err error, timeout time.Duration) outcome {
 // ctx is set. dispatch has already counted it in the target's in-flight
 // calls; completing the pending entry uncounts it.
 func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, target *conn, call Call, finish func(outcome)) error {
+	owner := from // whose leaving releases the call
+	if call.detached {
+		owner = nil
+	}
 	if ctx != nil {
-		if err := e.awaitRoom(ctx, from, target); err != nil {
+		// A void call whose caller left while it waited is still sent:
+		// fire-and-forget outlives the caller (one frame over the mark).
+		if err := e.awaitRoom(ctx, from, target); err != nil && (!call.detached || errors.Is(err, ErrEngineClosed)) {
 			target.inflight.Add(-1)
 			finish(failed(CodeInvocationStopped, "invocation of %s not sent: the caller gave up while worker %s was not keeping up (%v)",
 				call.FunctionID, target.id, err))
 			return err
 		}
 	}
-	p := &pending{target: target, caller: from, functionID: call.FunctionID, finish: finish,
+	p := &pending{target: target, caller: owner, functionID: call.FunctionID, finish: finish,
 		deadline: time.Now().Add(e.opts.InvocationTimeout).UnixNano()}
 	target.mu.Lock()
 	if target.gone {
