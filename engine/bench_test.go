@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
+	"net"
 	"net/http/httptest"
 	"runtime"
 	"slices"
@@ -35,7 +35,7 @@ func BenchmarkCall(b *testing.B) {
 
 func benchCall(b *testing.B, target string, inflight int, payload any) {
 	var (
-		h      http.Handler
+		url    string
 		serves func() bool
 		stop   func()
 	)
@@ -53,18 +53,31 @@ func benchCall(b *testing.B, target string, inflight int, payload any) {
 			}
 			return false
 		}
-		stop = func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			eng.Shutdown(ctx)
+		// Served as iii start serves it (Engine.Serve), with its socket
+		// handling, not through httptest.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
 		}
-		h = eng.Handler()
+		url = "ws://" + ln.Addr().String()
+		sctx, cancelServe := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		// Exits when stop cancels sctx (Serve then shuts the engine down).
+		go func() { served <- eng.Serve(sctx, ln) }()
+		stop = func() {
+			cancelServe()
+			<-served
+		}
 	default:
 		r := relay.New()
-		h, serves, stop = r, func() bool { return r.Serves("bench::echo") }, r.Wait
+		srv := httptest.NewServer(r)
+		url = "ws" + strings.TrimPrefix(srv.URL, "http")
+		serves = func() bool { return r.Serves("bench::echo") }
+		stop = func() {
+			srv.Close()
+			r.Wait()
+		}
 	}
-	srv := httptest.NewServer(h)
-	url := "ws" + strings.TrimPrefix(srv.URL, "http")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	worker, err := sdk.Connect(ctx, url, sdk.WithName("bench-worker"), sdk.WithTelemetry(false))
@@ -101,6 +114,7 @@ func benchCall(b *testing.B, target string, inflight int, payload any) {
 			latencies = append(latencies, d)
 		}
 	}
+	b.ReportAllocs()
 	b.ResetTimer()
 	if inflight == 1 {
 		for b.Loop() {
@@ -126,7 +140,6 @@ func benchCall(b *testing.B, target string, inflight int, payload any) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
 	caller.Close(ctx)
 	worker.Close(ctx)
-	srv.Close()
 	stop()
 }
 

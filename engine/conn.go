@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -38,17 +39,21 @@ type conn struct {
 	id          string
 	token       string
 	ws          *websocket.Conn
+	cork        *corkConn // the socket under ws when Serve accepted it; nil otherwise
 	addr        string
 	connectedAt time.Time
 	log         *slog.Logger
 	out         *outq
 
-	python   bool         // the socket is the Python iii-sdk's (by User-Agent)
-	inflight atomic.Int64 // calls routed to this worker and not yet answered
-	lastRead atomic.Int64 // unix nanos of the last frame read
-	pinging  atomic.Bool  // a keepalive ping is out
-	pings    sync.WaitGroup
-	draining atomic.Bool
+	python     bool         // the socket is the Python iii-sdk's (by User-Agent)
+	inflight   atomic.Int64 // calls routed to this worker and not yet answered
+	lastRead   atomic.Int64 // unix nanos of the last frame read
+	pinging    atomic.Bool  // a keepalive ping is out
+	paused     atomic.Bool  // the reader waits for another worker's full queue
+	writeSince atomic.Int64 // unix nanos of the writer's last progress while it has frames to write; 0 when idle
+	slow       atomic.Bool  // closed as a slow consumer
+	pings      sync.WaitGroup
+	draining   atomic.Bool
 
 	ctx    context.Context // cancelled when the connection closes
 	cancel context.CancelFunc
@@ -126,7 +131,7 @@ func (e *Engine) serveOTel(w http.ResponseWriter, r *http.Request) {
 		if kind, ok := protocol.TelemetryKind(data); ok {
 			e.telemetry("", kind, data[4:])
 		} else {
-			e.telemetryDropped.Add(1)
+			e.drop(DropTelemetry, 1, "why", "no telemetry prefix")
 		}
 	}
 }
@@ -134,7 +139,7 @@ func (e *Engine) serveOTel(w http.ResponseWriter, r *http.Request) {
 func (e *Engine) telemetry(workerID, kind string, payload []byte) {
 	sink := e.sink.Load()
 	if sink == nil {
-		e.telemetryDropped.Add(1)
+		e.drop(DropTelemetry, 1, "why", "no telemetry sink", "kind", kind)
 		return
 	}
 	(*sink).Telemetry(workerID, kind, payload)
@@ -167,7 +172,7 @@ func (e *Engine) serveWorker(w http.ResponseWriter, r *http.Request) {
 		ws:          ws,
 		addr:        r.RemoteAddr,
 		connectedAt: time.Now(),
-		out:         newOutq(e.opts.OutboundQueueLimit),
+		out:         newOutq(e.opts.OutboundQueueBytes),
 		pending:     make(map[string]*pending),
 		fnIDs:       make(map[string]struct{}),
 		triggerIDs:  make(map[string]struct{}),
@@ -177,6 +182,7 @@ func (e *Engine) serveWorker(w http.ResponseWriter, r *http.Request) {
 	}
 	// The Python iii-sdk speaks through the websockets library, whose
 	// User-Agent says so; see shutdownStatus.
+	c.cork, _ = r.Context().Value(corkKey{}).(*corkConn)
 	c.python = strings.Contains(r.Header.Get("User-Agent"), "websockets/")
 	c.log = e.log.With("worker_id", c.id)
 	c.lastRead.Store(c.connectedAt.UnixNano())
@@ -235,9 +241,7 @@ func (c *conn) readLoop() string {
 		msg, err := protocol.Decode(data)
 		if err != nil {
 			if !errors.Is(err, protocol.ErrProtocolEmpty) {
-				if n, ok := c.badLog.allow(time.Now()); ok {
-					c.log.Warn("dropped undecodable frame", "err", err, "bytes", len(data), "suppressed", n)
-				}
+				c.e.drop(DropUndecodable, 1, "worker_id", c.id, "err", err, "bytes", len(data))
 			}
 			continue
 		}
@@ -281,7 +285,7 @@ func (c *conn) writeLoop() {
 			if flush {
 				c.writeBatch(c.out.take())
 			}
-			c.out.close()
+			c.dropQueued(c.out.close())
 			c.ws.Close(code, reason) // bounded by the library's close timeout
 			c.cancel()
 			return
@@ -299,7 +303,9 @@ func (c *conn) writeLoop() {
 // socket. The ping runs in a goroutine the handler waits for (the reader
 // must keep reading to see the pong).
 func (c *conn) keepalive() {
-	if time.Since(time.Unix(0, c.lastRead.Load())) < c.e.opts.PingInterval || !c.pinging.CompareAndSwap(false, true) {
+	// A paused reader is not reading on purpose (backpressure): the pong
+	// would not be seen, and the worker is not the one at fault.
+	if c.paused.Load() || time.Since(time.Unix(0, c.lastRead.Load())) < c.e.opts.PingInterval || !c.pinging.CompareAndSwap(false, true) {
 		return
 	}
 	c.pings.Add(1)
@@ -316,36 +322,136 @@ func (c *conn) keepalive() {
 	}()
 }
 
-// writeBatch writes frames under one write deadline; false means the
-// socket failed.
-func (c *conn) writeBatch(batch [][]byte) bool {
+// writeBatch writes a batch of frames, skipping calls whose caller has
+// given up; false means the socket failed. Writes have no deadline of
+// their own: stallLoop closes a worker whose writer makes no progress for
+// SlowConsumerTimeout, which unblocks the write.
+func (c *conn) writeBatch(batch []outFrame) bool {
 	if len(batch) == 0 {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, c.e.opts.WriteTimeout)
-	defer cancel()
-	for _, f := range batch {
-		if err := c.ws.Write(ctx, websocket.MessageText, f); err != nil {
+	c.writeSince.Store(time.Now().UnixNano())
+	defer c.writeSince.Store(0)
+	if c.cork != nil && len(batch) > 1 {
+		// The frames of the batch leave in one write (or a few, 64 KiB
+		// each), not one syscall per frame.
+		c.cork.cork()
+		ok := c.writeFrames(batch)
+		if err := c.cork.uncork(); err != nil && ok {
 			if c.ctx.Err() == nil {
 				c.log.Warn("write to worker failed; closing", "err", err)
 			}
 			return false
 		}
+		return ok
 	}
+	return c.writeFrames(batch)
+}
+
+// writeFrames writes the frames of a batch one message each.
+func (c *conn) writeFrames(batch []outFrame) bool {
+	unreported, skipped := 0, 0
+	for i, f := range batch {
+		if f.call != nil && f.call.abandoned.Load() {
+			skipped++
+			unreported += len(f.b)
+			continue
+		}
+		if err := c.ws.Write(c.ctx, websocket.MessageText, f.b); err != nil {
+			if c.ctx.Err() == nil {
+				c.log.Warn("write to worker failed; closing", "err", err)
+			}
+			c.out.wrote(unreported)
+			c.dropQueued(batch[i:])
+			c.e.drop(DropCallerGone, skipped, "worker_id", c.id)
+			return false
+		}
+		c.writeSince.Store(time.Now().UnixNano())
+		unreported += len(f.b)
+		if unreported >= wroteChunk {
+			c.out.wrote(unreported)
+			unreported = 0
+		}
+	}
+	c.out.wrote(unreported)
+	c.e.drop(DropCallerGone, skipped, "worker_id", c.id, "why", "caller gave up before the call was written")
 	return true
 }
 
-// send queues a frame for this worker. A full queue means the worker is not
-// reading: it is closed as a slow consumer and the send fails.
+// wroteChunk is how many written bytes the writer accumulates before it
+// reports them to the queue (waking producers waiting for room).
+const wroteChunk = 64 << 10
+
+// dropQueued counts frames that were queued for this worker and will never
+// be written (its socket is closing). Their calls are still pending and end
+// with invocation_stopped in cleanup; skipped calls were already given up.
+func (c *conn) dropQueued(frames []outFrame) {
+	n := 0
+	for _, f := range frames {
+		if f.call == nil || !f.call.abandoned.Load() {
+			n++
+		}
+	}
+	c.e.drop(DropConnClosed, n, "worker_id", c.id)
+}
+
+// send queues a control frame or an answer for this worker; these are
+// never held back by backpressure. A frame for a closed connection is
+// counted as dropped.
 func (c *conn) send(frame []byte) error {
-	err := c.out.push(frame)
-	if errors.Is(err, errQueueFull) {
-		c.e.slowConsumers.Add(1)
-		c.log.Warn("worker is not reading its socket: closing it as a slow consumer",
-			"queued_frames", c.e.opts.OutboundQueueLimit)
-		c.closeWith(websocket.StatusPolicyViolation, "slow consumer: outbound queue full", false)
+	err := c.out.push(outFrame{b: frame})
+	if err != nil {
+		c.e.drop(DropCallerGone, 1, "worker_id", c.id, "why", "connection closed")
 	}
 	return err
+}
+
+// slowConsumer closes a worker whose writer has made no progress for
+// timeout: the socket is dropped at once (its send buffer is full, so no
+// close frame could get through), which unblocks the writer; cleanup then
+// ends every call pending on it with invocation_stopped.
+func (c *conn) slowConsumer(timeout time.Duration) {
+	if !c.slow.CompareAndSwap(false, true) {
+		return
+	}
+	c.e.slowConsumers.Add(1)
+	frames, bytes := c.out.len()
+	reason := fmt.Sprintf("slow consumer: no read progress for %s", timeout)
+	c.mu.Lock()
+	c.closeCode, c.closeReason = websocket.StatusPolicyViolation, reason
+	c.mu.Unlock()
+	c.log.Warn("worker made no read progress; closing it as a slow consumer",
+		"timeout", timeout, "queued_frames", frames, "queued_bytes", bytes)
+	c.cancel()
+	c.ws.CloseNow() // unblocks a write stuck in the socket (corked writes are not the library's)
+}
+
+// stallLoop closes workers whose writer has been stuck for the slow
+// consumer timeout. It exits when the engine shuts down.
+func (e *Engine) stallLoop() {
+	timeout := e.opts.SlowConsumerTimeout
+	t := time.NewTicker(min(max(timeout/8, time.Millisecond), time.Second))
+	defer t.Stop()
+	var conns []*conn
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case now := <-t.C:
+			e.mu.RLock()
+			conns = conns[:0]
+			for _, c := range e.conns {
+				conns = append(conns, c)
+			}
+			e.mu.RUnlock()
+			for _, c := range conns {
+				if s := c.writeSince.Load(); s != 0 && now.UnixNano()-s >= int64(timeout) {
+					c.slowConsumer(timeout)
+				}
+			}
+			clear(conns)
+		}
+	}
 }
 
 // close asks the writer to close the socket with code and reason after
@@ -357,7 +463,9 @@ func (c *conn) close(code websocket.StatusCode, reason string) {
 func (c *conn) closeWith(code websocket.StatusCode, reason string, flush bool) {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
-		c.closeCode, c.closeReason, c.closeFlush = code, reason, flush
+		if !c.slow.Load() {
+			c.closeCode, c.closeReason, c.closeFlush = code, reason, flush
+		}
 		c.mu.Unlock()
 		c.log.Debug("closing worker", "code", code, "reason", reason)
 		close(c.closeReq)
@@ -366,11 +474,17 @@ func (c *conn) closeWith(code websocket.StatusCode, reason string, flush bool) {
 
 // cleanup runs exactly once per connection, after its reader has stopped.
 func (c *conn) cleanup(reason string) {
+	msg := "Invocation stopped"
 	c.mu.Lock()
 	c.gone = true
+	if c.slow.Load() {
+		reason = c.closeReason
+		msg = fmt.Sprintf("Invocation stopped: worker %s was closed (%s)", c.id, c.closeReason)
+	}
 	c.mu.Unlock()
-	c.out.close()
-	c.failPending(CodeInvocationStopped, "Invocation stopped")
+	c.dropQueued(c.out.close())
+	c.failPending(CodeInvocationStopped, msg)
+	c.e.releaseCallsOf(c)
 	c.e.removeConn(c)
 	c.log.Debug("worker disconnected", "reason", reason)
 	c.e.bus.Publish(event.WorkerDisconnected{WorkerID: c.id, Reason: reason, At: time.Now()})

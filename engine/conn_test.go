@@ -228,53 +228,6 @@ func TestReattachEvictsPreviousConnection(t *testing.T) {
 	}
 }
 
-func TestSlowConsumerIsClosed(t *testing.T) {
-	te := startEngine(t, engine.Options{OutboundQueueLimit: 8, WriteTimeout: 500 * time.Millisecond})
-	// A worker that never reads: its frames pile up in the engine.
-	slow, _, err := dialOpts(t, te.url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.CloseNow()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	slow.Write(ctx, websocket.MessageText, []byte(`{"type":"registerfunction","id":"slow::fn"}`))
-	caller := dial(t, te.url)
-	caller.quiet()
-	fast := dial(t, te.url)
-	fast.register("fast::fn")
-
-	payload := strings.Repeat("p", 64<<10)
-	stopped := 0
-	for i := 0; i < 400 && stopped == 0; i++ {
-		caller.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "slow::fn", "data": payload})
-		// Calls to a healthy worker keep working meanwhile.
-		id := uuid.NewString()
-		caller.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "fast::fn", "data": i})
-		fast.serveOnce(i, nil)
-		for {
-			res := caller.expect("invocationresult")
-			if res["invocation_id"] == id {
-				break
-			}
-			if c := errCode(res); c == "invocation_stopped" || c == "channel_send_failed" {
-				stopped++
-			}
-		}
-	}
-	if stopped == 0 {
-		t.Fatal("the slow consumer was never cut off")
-	}
-	waitFor(t, "slow worker removed", func() bool {
-		for _, f := range te.Snapshot().Functions {
-			if f.ID == "slow::fn" {
-				return false
-			}
-		}
-		return true
-	})
-}
-
 // TestKeepaliveDropsSilentPeers: a socket that stops answering (a peer
 // whose host vanished looks the same: nothing comes back) is pinged after
 // a quiet interval and dropped when the pong does not come; an idle worker

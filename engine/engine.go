@@ -26,11 +26,12 @@ import (
 
 // Defaults for Options fields left zero.
 const (
-	DefaultMaxFrameBytes      = 16 << 20
-	DefaultInvocationTimeout  = 5 * time.Minute
-	DefaultOutboundQueueLimit = 4096
-	DefaultWriteTimeout       = 10 * time.Second
-	DefaultHandshakeTimeout   = 10 * time.Second
+	DefaultMaxFrameBytes       = 16 << 20
+	DefaultInvocationTimeout   = 5 * time.Minute
+	DefaultOutboundQueueBytes  = 4 << 20
+	DefaultSlowConsumerTimeout = 30 * time.Second
+	DefaultWriteTimeout        = 10 * time.Second
+	DefaultHandshakeTimeout    = 10 * time.Second
 )
 
 // Error codes the engine itself produces (beyond those of the iii spec).
@@ -71,11 +72,17 @@ type Options struct {
 	// MaxFrameBytes is the read limit per frame; a larger frame closes the
 	// socket with 1009.
 	MaxFrameBytes int64
-	// OutboundQueueLimit is how many frames may wait for one worker's
-	// writer; past it the worker is closed as a slow consumer.
-	OutboundQueueLimit int
-	// WriteTimeout bounds each write to a worker socket.
-	WriteTimeout time.Duration
+	// OutboundQueueBytes is the high-water mark of each worker's outbound
+	// queue (4 MiB): at or above it, producers of calls to that worker
+	// wait — the sending worker's reader pauses, in-process callers block
+	// with their context — until the queue drains to half of it. Answers
+	// and control frames are never held back; nothing is dropped.
+	OutboundQueueBytes int
+	// SlowConsumerTimeout (30 s) is how long a worker's writer may stay
+	// unable to write anything before the worker is closed as a slow
+	// consumer; every call pending on it then ends with
+	// invocation_stopped.
+	SlowConsumerTimeout time.Duration
 	// PingInterval is how long a worker socket may stay silent before the
 	// engine pings it; a ping unanswered within PingTimeout closes the
 	// socket (a half-open TCP connection to a vanished host). Zero means
@@ -96,11 +103,11 @@ func (o *Options) withDefaults() {
 	if o.MaxFrameBytes <= 0 {
 		o.MaxFrameBytes = DefaultMaxFrameBytes
 	}
-	if o.OutboundQueueLimit <= 0 {
-		o.OutboundQueueLimit = DefaultOutboundQueueLimit
+	if o.OutboundQueueBytes <= 0 {
+		o.OutboundQueueBytes = DefaultOutboundQueueBytes
 	}
-	if o.WriteTimeout <= 0 {
-		o.WriteTimeout = DefaultWriteTimeout
+	if o.SlowConsumerTimeout <= 0 {
+		o.SlowConsumerTimeout = DefaultSlowConsumerTimeout
 	}
 	if o.PingInterval == 0 {
 		o.PingInterval = 30 * time.Second
@@ -149,10 +156,11 @@ type Engine struct {
 
 	channels *channel.Manager // streaming channels; closed by Shutdown
 
-	sink             atomic.Pointer[TelemetrySink]
-	fwd              atomic.Pointer[Forwarder] // nil: a single engine (forward.go)
-	telemetryDropped atomic.Uint64
-	slowConsumers    atomic.Uint64
+	sink          atomic.Pointer[TelemetrySink]
+	fwd           atomic.Pointer[Forwarder] // nil: a single engine (forward.go)
+	drops         dropCounters
+	slowConsumers atomic.Uint64 // workers closed as slow consumers
+	stalls        atomic.Uint64 // times a producer waited for a full queue
 }
 
 // New builds an engine with its built-in functions and trigger types.
@@ -183,7 +191,7 @@ func New(opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("engine: built-ins: %w", err)
 	}
 	// Both exit when the engine's context is cancelled by Shutdown.
-	if !e.goSafe(e.functionsAvailableLoop) || !e.goSafe(e.timeoutLoop) {
+	if !e.goSafe(e.functionsAvailableLoop) || !e.goSafe(e.timeoutLoop) || !e.goSafe(e.stallLoop) {
 		cancel()
 		e.channels.Close(context.Background())
 		return nil, ErrEngineClosed
@@ -234,10 +242,11 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 		Handler:           e.Handler(),
 		ReadHeaderTimeout: DefaultHandshakeTimeout,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+		ConnContext:       corkContext,
 	}
 	errc := make(chan error, 1)
 	// Exits when the listener is closed by srv.Shutdown below.
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(corkListener{ln}) }()
 	select {
 	case err := <-errc:
 		if errors.Is(err, http.ErrServerClosed) {
@@ -314,14 +323,38 @@ func shutdownStatus(c *conn) websocket.StatusCode {
 type Stats struct {
 	Workers          int    // connected worker sockets
 	Functions        int    // registered function ids
+	Pending          int    // calls sent to workers and not yet answered
 	TelemetryDropped uint64 // telemetry frames with no sink or no valid prefix
-	SlowConsumers    uint64 // workers closed because they stopped reading
+	SlowConsumers    uint64 // workers closed because they made no read progress
+	// Stalls counts the times a producer waited for a worker's full
+	// outbound queue (backpressure at work; nothing was dropped).
+	Stalls uint64
+	// Dropped counts frames and calls dropped, by reason (the Drop*
+	// constants); every reason is present.
+	Dropped map[string]uint64
 }
+
+// Dropped returns the frames and calls dropped so far, by reason (the
+// Drop* constants; every reason is present). Cheaper than Stats.
+func (e *Engine) Dropped() map[string]uint64 { return e.drops.snapshot() }
 
 // Stats returns the current counters.
 func (e *Engine) Stats() Stats {
 	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return Stats{Workers: len(e.conns), Functions: len(e.functions),
-		TelemetryDropped: e.telemetryDropped.Load(), SlowConsumers: e.slowConsumers.Load()}
+	st := Stats{Workers: len(e.conns), Functions: len(e.functions)}
+	conns := make([]*conn, 0, len(e.conns))
+	for _, c := range e.conns {
+		conns = append(conns, c)
+	}
+	e.mu.RUnlock()
+	for _, c := range conns {
+		c.mu.Lock()
+		st.Pending += len(c.pending)
+		c.mu.Unlock()
+	}
+	st.Dropped = e.drops.snapshot()
+	st.TelemetryDropped = st.Dropped[DropTelemetry]
+	st.SlowConsumers = e.slowConsumers.Load()
+	st.Stalls = e.stalls.Load()
+	return st
 }

@@ -26,6 +26,10 @@ type Call struct {
 	Baggage        string
 	CallerWorkerID string // empty when the engine itself is the caller
 	Trigger        string // what caused the call: TriggerKindWorker, "http", ...
+
+	// detached marks a worker's void call: it outlives its caller (the
+	// caller leaving does not release it).
+	detached bool
 }
 
 // Trigger kinds the router fills in when the caller did not.

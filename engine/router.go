@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,9 +31,37 @@ func failed(code, format string, args ...any) outcome {
 // pending is a call sent to a worker and not yet answered.
 type pending struct {
 	target     *conn
+	caller     *conn  // the worker that made the call; nil for in-process callers
+	id         string // its key in target.pending
 	functionID string
 	deadline   int64 // unix nanos; the sweeper fails the call after it
 	finish     func(outcome)
+	// abandoned is set when the call ends before its answer (timeout,
+	// caller gone): a writer that has not sent it yet skips it.
+	abandoned atomic.Bool
+}
+
+// callRef lets an in-process caller that gives up release its call at
+// once. sendToWorker stores the pending entry, then checks gaveUp; the
+// caller sets gaveUp, then loads the entry: whichever comes second
+// releases it.
+type callRef struct {
+	p      atomic.Pointer[pending]
+	gaveUp atomic.Bool
+}
+
+func (r *callRef) set(p *pending) {
+	r.p.Store(p)
+	if r.gaveUp.Load() {
+		p.target.release(p, "its caller gave up")
+	}
+}
+
+func (r *callRef) giveUp() {
+	r.gaveUp.Store(true)
+	if p := r.p.Load(); p != nil {
+		p.target.release(p, "its caller gave up")
+	}
 }
 
 // complete ends the call; the caller must have taken p out of the target's
@@ -82,6 +111,7 @@ func (c *conn) expire(now int64, timeout time.Duration) {
 	for id, p := range c.pending {
 		if p.deadline <= now {
 			delete(c.pending, id)
+			p.abandoned.Store(true)
 			late = append(late, p)
 		}
 	}
@@ -101,6 +131,49 @@ func (c *conn) take(id string) *pending {
 	}
 	c.mu.Unlock()
 	return p
+}
+
+// release ends p at once if it is still pending (its caller has given up):
+// the target gets nothing more for it, and its answer, if one comes, is
+// dropped as late.
+func (c *conn) release(p *pending, why string) {
+	c.mu.Lock()
+	if c.pending[p.id] != p {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.pending, p.id)
+	c.mu.Unlock()
+	p.abandoned.Store(true)
+	p.complete(failed(CodeInvocationStopped, "invocation of %s released: %s", p.functionID, why))
+}
+
+// releaseCallsOf releases every call that caller made and that is still
+// pending on some worker: a worker that disconnects gives up on its calls.
+// It scans the pending tables once, so the hot path keeps no per-caller
+// index.
+func (e *Engine) releaseCallsOf(caller *conn) {
+	e.mu.RLock()
+	targets := make([]*conn, 0, len(e.conns))
+	for _, c := range e.conns {
+		targets = append(targets, c)
+	}
+	e.mu.RUnlock()
+	var gone []*pending
+	for _, t := range targets {
+		t.mu.Lock()
+		for id, p := range t.pending {
+			if p.caller == caller {
+				delete(t.pending, id)
+				p.abandoned.Store(true)
+				gone = append(gone, p)
+			}
+		}
+		t.mu.Unlock()
+	}
+	for _, p := range gone {
+		p.complete(failed(CodeInvocationStopped, "invocation of %s released: caller %s disconnected", p.functionID, caller.id))
+	}
 }
 
 // failPending ends every call pending on this worker with the given error.
@@ -152,15 +225,19 @@ func (e *Engine) Invoke(ctx context.Context, req Request) (json.RawMessage, erro
 	call := Call{FunctionID: req.FunctionID, Data: req.Data, Metadata: req.Metadata,
 		Traceparent: req.Traceparent, Baggage: req.Baggage, Trigger: req.Trigger}
 	if req.Action != nil && req.Action.Type == protocol.ActionVoid {
-		e.dispatch(call, func(outcome) {})
+		// Held back (with ctx) while the target's queue is full.
+		if err := e.route(ctx, nil, nil, call, func(outcome) {}); err != nil {
+			return nil, fmt.Errorf("engine: invoke %s: %w", req.FunctionID, err)
+		}
 		return nil, nil
 	}
 	ch := make(chan outcome, 1)
 	done := func(o outcome) { ch <- o }
+	ref := new(callRef)
 	if req.Action != nil && req.Action.Type == protocol.ActionEnqueue {
 		e.enqueue(call, req.Action.Queue, done)
-	} else {
-		e.dispatch(call, done)
+	} else if err := e.route(ctx, nil, ref, call, done); err != nil {
+		return nil, fmt.Errorf("engine: invoke %s: %w", req.FunctionID, err)
 	}
 	select {
 	case o := <-ch:
@@ -169,6 +246,7 @@ func (e *Engine) Invoke(ctx context.Context, req Request) (json.RawMessage, erro
 		}
 		return o.result, nil
 	case <-ctx.Done():
+		ref.giveUp() // the pending entry goes now, not at the engine timeout
 		return nil, fmt.Errorf("engine: invoke %s: %w", req.FunctionID, ctx.Err())
 	}
 }
@@ -200,7 +278,9 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 		e.enqueue(call, m.Action.Queue, done)
 		return
 	}
-	e.dispatch(call, done)
+	// The caller's reader pauses here while the target's queue is full.
+	call.detached = void
+	e.route(caller.ctx, caller, nil, call, done)
 }
 
 // injectCaller adds "_caller_worker_id" to an object payload. It is added
@@ -225,8 +305,20 @@ func injectCaller(data json.RawMessage, workerID string) json.RawMessage {
 }
 
 // dispatch routes one call and reports its outcome to done exactly once.
-// It never blocks on a worker.
+// It never waits for a worker: engine-made fire-and-forget calls (trigger
+// firings) are few and must not stall whoever fires them.
 func (e *Engine) dispatch(call Call, done func(outcome)) {
+	e.route(nil, nil, nil, call, done)
+}
+
+// route routes one call and reports its outcome to done exactly once. With
+// a non-nil ctx, a call to a worker whose outbound queue is full first
+// waits for room (awaitRoom); from is the worker whose reader makes the
+// call, nil for in-process callers. ref, if set, receives the pending
+// entry so the caller can release it. The error is non-nil only when the
+// call was never sent because ctx ended while waiting (done has then been
+// told too).
+func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call, done func(outcome)) error {
 	e.mu.RLock()
 	var r *registration
 	if f := e.functions[call.FunctionID]; f != nil {
@@ -291,8 +383,9 @@ func (e *Engine) dispatch(call Call, done func(outcome)) {
 	case r.handler != nil:
 		e.runLocal(r.handler, call, finish)
 	default:
-		e.sendToWorker(r.conn, call, finish)
+		return e.sendToWorker(ctx, from, ref, r.conn, call, finish)
 	}
+	return nil
 }
 
 // runLocal runs an in-process handler in an engine-owned goroutine.
@@ -325,47 +418,132 @@ func outcomeOf(res json.RawMessage, err error, timeout time.Duration) outcome {
 }
 
 // sendToWorker records the call as pending on the target and queues the
-// invokefunction to it. dispatch has already counted it in the target's
-// in-flight calls; completing the pending entry uncounts it.
-func (e *Engine) sendToWorker(target *conn, call Call, finish func(outcome)) {
-	p := &pending{target: target, functionID: call.FunctionID, finish: finish,
+// invokefunction to it, first waiting for room in the target's queue when
+// ctx is set. dispatch has already counted it in the target's in-flight
+// calls; completing the pending entry uncounts it.
+func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, target *conn, call Call, finish func(outcome)) error {
+	owner := from // whose leaving releases the call
+	if call.detached {
+		owner = nil
+	}
+	if ctx != nil {
+		// A void call whose caller left while it waited is still sent:
+		// fire-and-forget outlives the caller (one frame over the mark).
+		if err := e.awaitRoom(ctx, from, target); err != nil && (!call.detached || errors.Is(err, ErrEngineClosed)) {
+			target.inflight.Add(-1)
+			finish(failed(CodeInvocationStopped, "invocation of %s not sent: the caller gave up while worker %s was not keeping up (%v)",
+				call.FunctionID, target.id, err))
+			return err
+		}
+	}
+	p := &pending{target: target, caller: owner, functionID: call.FunctionID, finish: finish,
 		deadline: time.Now().Add(e.opts.InvocationTimeout).UnixNano()}
 	target.mu.Lock()
 	if target.gone {
 		target.mu.Unlock()
 		target.inflight.Add(-1)
 		finish(failed(CodeInvocationStopped, "Invocation stopped"))
-		return
+		return nil
 	}
 	id := call.InvocationID
 	if _, dup := target.pending[id]; dup {
 		id = uuid.NewString() // two callers chose the same id; keep both apart
 	}
+	p.id = id
 	target.pending[id] = p
 	target.mu.Unlock()
+	if ref != nil {
+		ref.set(p)
+	}
 
 	frame, err := protocol.Encode(protocol.InvokeFunction{
 		InvocationID: id, FunctionID: call.FunctionID, Data: call.Data,
 		Traceparent: call.Traceparent, Baggage: call.Baggage, Metadata: call.Metadata,
 	})
 	if err == nil {
-		err = target.send(frame)
+		err = target.out.push(outFrame{b: frame, call: p})
 	}
 	if err != nil {
 		if p := target.take(id); p != nil {
-			p.complete(failed(CodeChannelSendFailed, "could not send %s to worker %s: %v", call.FunctionID, target.id, err))
+			code := CodeChannelSendFailed
+			if errors.Is(err, errQueueClosed) {
+				code = CodeInvocationStopped
+			}
+			p.complete(failed(code, "could not send %s to worker %s: %v", call.FunctionID, target.id, err))
 		}
 	}
+	return nil
+}
+
+// stallCheck is how often a paused reader re-checks its own queue (see
+// awaitRoom).
+const stallCheck = 20 * time.Millisecond
+
+// awaitRoom waits until target's outbound queue is below its high-water
+// mark. This is the only place the engine makes a producer wait, and the
+// order of waits is what keeps it free of deadlocks:
+//
+//   - Nothing waits while holding a lock: Engine.mu, conn.mu and outq.mu
+//     are all released before awaitRoom is called.
+//   - Only calls wait. Answers (invocationresult) and control frames are
+//     queued without waiting, so a call already admitted can always be
+//     answered, and a reader never waits to deliver a result.
+//   - A reader never waits for its own queue (a worker calling itself).
+//   - A reader whose own queue is itself full stops waiting and sends: if A
+//     waits for B while B waits for A, both queues are full, so both go on
+//     (the queues overshoot their mark instead of deadlocking; the
+//     overshoot is bounded by what the two workers send before their
+//     queues drain). The check runs every stallCheck.
+//   - Every wait ends with ctx (the calling worker's connection, or an
+//     in-process caller's context), with the engine's shutdown, or when the
+//     target closes (its queue closes, and the push that follows fails
+//     with invocation_stopped). A target that stops reading is closed by
+//     stallLoop after SlowConsumerTimeout, so no wait outlives that bound.
+//
+// While a worker's reader waits it reads nothing more from its socket:
+// TCP pushes back on that worker, which is how a fast producer is slowed.
+func (e *Engine) awaitRoom(ctx context.Context, from, target *conn) error {
+	if target == from {
+		return nil
+	}
+	stalled := false
+	var recheck <-chan time.Time // nil for in-process callers: they wait for room or ctx
+	for {
+		room := target.out.wait()
+		if room == nil {
+			break
+		}
+		if from != nil && from.out.full() {
+			break
+		}
+		if !stalled {
+			stalled = true
+			e.stalls.Add(1)
+			if from != nil {
+				from.paused.Store(true)
+				defer from.paused.Store(false)
+				t := time.NewTicker(stallCheck)
+				defer t.Stop()
+				recheck = t.C
+			}
+		}
+		select {
+		case <-room:
+		case <-recheck:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-e.ctx.Done():
+			return ErrEngineClosed
+		}
+	}
+	return nil
 }
 
 // resultFromWorker completes a pending call with the worker's answer.
 func (e *Engine) resultFromWorker(c *conn, m protocol.InvocationResult) {
 	p := c.take(m.InvocationID)
 	if p == nil {
-		if n, ok := c.badLog.allow(time.Now()); ok {
-			c.log.Warn("result for an unknown or finished invocation dropped",
-				"invocation_id", m.InvocationID, "function_id", m.FunctionID, "suppressed", n)
-		}
+		e.drop(DropLateResult, 1, "worker_id", c.id, "invocation_id", m.InvocationID, "function_id", m.FunctionID)
 		return
 	}
 	p.complete(outcome{result: m.Result, err: m.Error, traceparent: m.Traceparent, baggage: m.Baggage})

@@ -125,6 +125,10 @@ func TestChaosKillWorkers(t *testing.T) {
 		duration = 3 * time.Second
 	}
 	const callTimeout = 5 * time.Second
+	// What BENCHMARKS.md states for this test: no call times out, and none
+	// takes longer than half its timeout (a killed worker's calls end at
+	// once with invocation_stopped; they never wait for the timeout).
+	const latencyBound = callTimeout / 2
 	var (
 		ok, stopped, timedOut, notFound, other atomic.Int64
 		maxDur                                 atomic.Int64
@@ -185,8 +189,11 @@ func TestChaosKillWorkers(t *testing.T) {
 	if ok.Load() == 0 || stopped.Load() == 0 {
 		t.Errorf("chaos did not bite: %d ok, %d stopped", ok.Load(), stopped.Load())
 	}
-	if d := time.Duration(maxDur.Load()); d > callTimeout+time.Second {
-		t.Errorf("a call took %v, past its %v timeout", d, callTimeout)
+	if n := timedOut.Load(); n != 0 {
+		t.Errorf("%d calls timed out; a killed worker's calls must end with invocation_stopped", n)
+	}
+	if d := time.Duration(maxDur.Load()); d > latencyBound {
+		t.Errorf("a call took %v, over the %v bound (timeout %v)", d, latencyBound, callTimeout)
 	}
 	caller.Close(ctx)
 	for _, p := range procs {

@@ -4,7 +4,9 @@
 // invokefunction to the one worker that registered the function, and the
 // invocationresult back to the caller, re-encoding at each hop. It has no
 // timeouts, triggers, events, cleanup or error handling beyond dropping
-// what it cannot route: it is a yardstick, not a server.
+// what it cannot route: it is a yardstick, not a server. Like the engine it
+// never drops a frame for a peer that falls behind: the sender waits (its
+// reader pauses), so both sides of a comparison carry the same load.
 package relay
 
 import (
@@ -36,7 +38,13 @@ func New() *Relay {
 type peer struct {
 	ws  *websocket.Conn
 	out chan []byte
+	ctx context.Context // ends when the peer's socket closes
 }
+
+// queueFrames bounds each peer's outbound queue; a sender waits when it is
+// full (the engine bounds its queues in bytes, 4 MiB, with the same effect
+// for the benchmark's frames).
+const queueFrames = 4096
 
 // ServeHTTP accepts one worker socket and serves it until it closes.
 func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -45,9 +53,9 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	ws.SetReadLimit(16 << 20)
-	p := &peer{ws: ws, out: make(chan []byte, 1024)}
 	ctx, cancel := context.WithCancel(req.Context())
 	defer cancel()
+	p := &peer{ws: ws, out: make(chan []byte, queueFrames), ctx: ctx}
 	r.wg.Add(1)
 	// Exits when ctx is cancelled (the reader below returned).
 	go func() {
@@ -128,12 +136,12 @@ func (r *Relay) route(from *peer, msg protocol.Message) {
 	}
 }
 
-// send never blocks the reader: a peer that does not keep up loses frames,
-// which a benchmark would show as errors.
+// send queues f for p, waiting while p's queue is full; a frame for a
+// peer that has closed is dropped.
 func send(p *peer, f []byte) {
 	select {
 	case p.out <- f:
-	default:
+	case <-p.ctx.Done():
 	}
 }
 

@@ -411,6 +411,7 @@ func (m *Module) fnMetricsList(_ context.Context, call *engine.Call) (json.RawMe
 		"workers_active":              st.Workers,
 		"functions_registered":        st.Functions,
 		"slow_consumers_total":        st.SlowConsumers,
+		"dropped_total":               st.Dropped,
 		"telemetry_frames_dropped":    st.TelemetryDropped,
 		"telemetry_frames_ok":         m.stats.framesOK.Load(),
 		"telemetry_frames_malformed":  m.stats.framesMalformed.Load(),

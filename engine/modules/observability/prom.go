@@ -127,10 +127,26 @@ func newPromMetrics(m *Module) *promMetrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iii_logs_stored", Help: "Log records in the in-memory store."},
 			func() float64 { return float64(m.logs.len()) }),
 		&queueCollector{eng: eng},
+		&dropCollector{eng: eng},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return p
+}
+
+// dropCollector exports the engine's drop counters by reason.
+type dropCollector struct{ eng *engine.Engine }
+
+var dropDesc = prometheus.NewDesc("iii_engine_dropped_total",
+	"Frames and calls the engine dropped, by reason (undecodable_frame, late_result, caller_gone, connection_closed, telemetry).",
+	[]string{"reason"}, nil)
+
+func (d *dropCollector) Describe(ch chan<- *prometheus.Desc) { ch <- dropDesc }
+
+func (d *dropCollector) Collect(ch chan<- prometheus.Metric) {
+	for reason, n := range d.eng.Dropped() {
+		ch <- prometheus.MustNewConstMetric(dropDesc, prometheus.CounterValue, float64(n), reason)
+	}
 }
 
 func (p *promMetrics) handler() http.Handler {

@@ -44,7 +44,8 @@ type Options struct {
 	Baseline bool
 	// Rounds alternates baseline and engine this many times (each for
 	// Duration) and reports the median round of each, so drift of a busy
-	// machine hits both sides alike. Default 1.
+	// machine hits both sides alike; odd rounds run the baseline first,
+	// even rounds the engine. Default 1.
 	Rounds int
 	// Function and Data load a user's function on a running engine
 	// instead of the echo workers.
@@ -92,20 +93,24 @@ func (o *Options) check() error {
 
 // Result is one measured target.
 type Result struct {
-	Target      string         `json:"target"` // engine, baseline, or the address
-	Calls       int64          `json:"calls"`
-	Errors      int64          `json:"errors"`
-	ErrorCodes  map[string]int `json:"error_codes,omitempty"`
-	Seconds     float64        `json:"seconds"`
-	CallsPerSec float64        `json:"calls_per_sec"`
-	P50         Millis         `json:"p50_ms"`
-	P90         Millis         `json:"p90_ms"`
-	P99         Millis         `json:"p99_ms"`
-	Max         Millis         `json:"max_ms"`
+	Target     string         `json:"target"` // engine, baseline, or the address
+	Calls      int64          `json:"calls"`  // calls made, successful or not
+	Errors     int64          `json:"errors"`
+	ErrorCodes map[string]int `json:"error_codes,omitempty"`
+	Seconds    float64        `json:"seconds"`
+	// CallsPerSec counts successful calls only.
+	CallsPerSec float64 `json:"calls_per_sec"`
+	P50         Millis  `json:"p50_ms"`
+	P90         Millis  `json:"p90_ms"`
+	P99         Millis  `json:"p99_ms"`
+	Max         Millis  `json:"max_ms"`
 	// Of the process serving the target (not this load generator); zero
 	// when it runs elsewhere (--address).
 	CPUPercent float64 `json:"cpu_percent,omitempty"`
 	RSSBytes   int64   `json:"rss_bytes,omitempty"`
+	// CPUPerCall is the serving process's CPU time (user + system) per
+	// successful call, in microseconds.
+	CPUPerCall float64 `json:"cpu_us_per_call,omitempty"`
 }
 
 // Millis is a duration shown in milliseconds.
@@ -132,8 +137,11 @@ type Report struct {
 	Ratio       *float64 `json:"ratio,omitempty"` // engine calls/s ÷ baseline calls/s
 	P50Ratio    *float64 `json:"p50_ratio,omitempty"`
 	P99Ratio    *float64 `json:"p99_ratio,omitempty"`
-	GoVersion   string   `json:"go_version"`
-	CPUs        int      `json:"cpus"`
+	CPURatio    *float64 `json:"cpu_per_call_ratio,omitempty"` // engine ÷ baseline
+	// NoRatio says why no ratio is given: a side had errors in a round.
+	NoRatio   string `json:"no_ratio,omitempty"`
+	GoVersion string `json:"go_version"`
+	CPUs      int    `json:"cpus"`
 }
 
 // Run measures the engine (and the baseline relay, when asked).
@@ -144,13 +152,24 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep := &Report{Workers: o.Workers, Rounds: o.Rounds, Concurrency: o.Concurrency, Payload: o.Payload,
 		Function: cmp(o.Function, EchoFunction), GoVersion: runtime.Version(), CPUs: runtime.NumCPU()}
 	var engines, baselines []*Result
-	for range o.Rounds {
-		if o.Baseline {
-			res, err := measureChild(ctx, o, "baseline")
-			if err != nil {
-				return nil, fmt.Errorf("baseline: %w", err)
+	var engineErrs, baselineErrs int64
+	measureBaseline := func() error {
+		res, err := measureChild(ctx, o, "baseline")
+		if err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		baselineErrs += res.Errors
+		baselines = append(baselines, res)
+		return nil
+	}
+	for round := range o.Rounds {
+		// Alternate which side runs first, so neither always gets the
+		// cooler (or warmer) machine.
+		baselineFirst := round%2 == 0
+		if o.Baseline && baselineFirst {
+			if err := measureBaseline(); err != nil {
+				return nil, err
 			}
-			baselines = append(baselines, res)
 		}
 		var (
 			res *Result
@@ -167,14 +186,31 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
+		engineErrs += res.Errors
 		engines = append(engines, res)
+		if o.Baseline && !baselineFirst {
+			if err := measureBaseline(); err != nil {
+				return nil, err
+			}
+		}
 	}
 	rep.Engine = *median(engines)
 	if len(baselines) > 0 {
 		rep.Baseline = median(baselines)
 	}
 	res := &rep.Engine
+	if o.Baseline && (engineErrs > 0 || baselineErrs > 0) {
+		// Errors are not throughput, and a side that failed calls did
+		// less work: no ratio then, only the counts.
+		rep.NoRatio = fmt.Sprintf("no ratio: the engine had %d failed calls and the baseline %d over %d round(s)",
+			engineErrs, baselineErrs, o.Rounds)
+		return rep, nil
+	}
 	if b := rep.Baseline; b != nil && b.CallsPerSec > 0 {
+		if b.CPUPerCall > 0 && res.CPUPerCall > 0 {
+			c := res.CPUPerCall / b.CPUPerCall
+			rep.CPURatio = &c
+		}
 		r := res.CallsPerSec / b.CallsPerSec
 		rep.Ratio = &r
 		if b.P50 > 0 {
@@ -292,6 +328,9 @@ func measure(ctx context.Context, o Options, url string, probe *child) (*Result,
 		after := probe.sample()
 		res.CPUPercent = after.cpuPercentSince(before)
 		res.RSSBytes = after.rss
+		if ok := res.Calls - res.Errors; ok > 0 {
+			res.CPUPerCall = float64((after.cpu - before.cpu).Microseconds()) / float64(ok)
+		}
 	}
 	return res, ctx.Err()
 }
@@ -374,7 +413,7 @@ func run(parent context.Context, callers []*sdk.Worker, fn string, payload json.
 	elapsed := time.Since(starts)
 	slices.Sort(lat)
 	res := &Result{Calls: calls.Load(), Errors: errs.Load(), Seconds: elapsed.Seconds(),
-		CallsPerSec: float64(calls.Load()) / elapsed.Seconds()}
+		CallsPerSec: float64(calls.Load()-errs.Load()) / elapsed.Seconds()}
 	if len(codes) > 0 {
 		res.ErrorCodes = codes
 	}

@@ -218,10 +218,10 @@ func printReport(out io.Writer, rep *bench.Report) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(out, "%s: %d worker(s), %d in flight, %d B payload, %d CPUs, %s, median of %d round(s)\n\n",
 		rep.Function, rep.Workers, rep.Concurrency, rep.Payload, rep.CPUs, rep.GoVersion, rep.Rounds)
-	fmt.Fprintln(w, "target\tcalls/s\tp50\tp90\tp99\tmax\terrors\tCPU\tRSS\t")
+	fmt.Fprintln(w, "target\tcalls/s\tp50\tp90\tp99\tmax\terrors\tCPU\tCPU/call\tRSS\t")
 	row := func(r *bench.Result) {
-		fmt.Fprintf(w, "%s\t%.0f\t%v\t%v\t%v\t%v\t%d\t%.0f%%\t%s\t\n", r.Target, r.CallsPerSec,
-			r.P50, r.P90, r.P99, r.Max, r.Errors, r.CPUPercent, mib(r.RSSBytes))
+		fmt.Fprintf(w, "%s\t%.0f\t%v\t%v\t%v\t%v\t%d\t%.0f%%\t%.1fµs\t%s\t\n", r.Target, r.CallsPerSec,
+			r.P50, r.P90, r.P99, r.Max, r.Errors, r.CPUPercent, r.CPUPerCall, mib(r.RSSBytes))
 	}
 	row(&rep.Engine)
 	if rep.Baseline != nil {
@@ -233,7 +233,13 @@ func printReport(out io.Writer, rep *bench.Report) {
 		if rep.P50Ratio != nil && rep.P99Ratio != nil {
 			fmt.Fprintf(out, ", %.2fx the p50 and %.2fx the p99 latency", *rep.P50Ratio, *rep.P99Ratio)
 		}
+		if rep.CPURatio != nil {
+			fmt.Fprintf(out, ", %.2fx the CPU per call", *rep.CPURatio)
+		}
 		fmt.Fprintln(out)
+	}
+	if rep.NoRatio != "" {
+		fmt.Fprintf(out, "\n%s\n", rep.NoRatio)
 	}
 	for code, n := range rep.Engine.ErrorCodes {
 		fmt.Fprintf(out, "engine error %s: %d\n", code, n)

@@ -1,0 +1,419 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+
+	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/event"
+	"github.com/iii-workbench/iii/engine/internal/slowlink"
+	"github.com/iii-workbench/iii/sdk"
+)
+
+// smallSocketBuffer is the socket buffer size of the test's slow readers
+// and of the engine's side of their sockets: backpressure shows after a
+// few KiB instead of megabytes of kernel buffers.
+const smallSocketBuffer = slowlink.SocketBuffer
+
+// startEngineSmallBuffers is startEngine with small send buffers on the
+// engine's accepted sockets.
+func startEngineSmallBuffers(t *testing.T, opts engine.Options) *testEngine {
+	t.Helper()
+	eng, err := engine.New(opts)
+	if err != nil {
+		t.Fatalf("engine.New: %v", err)
+	}
+	srv := httptest.NewUnstartedServer(eng.Handler())
+	srv.Listener = smallBufferListener{srv.Listener}
+	srv.Start()
+	te := &testEngine{Engine: eng, srv: srv, url: "ws" + strings.TrimPrefix(srv.URL, "http")}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := eng.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		srv.Close()
+	})
+	return te
+}
+
+type smallBufferListener struct{ net.Listener }
+
+func (l smallBufferListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(smallSocketBuffer)
+	}
+	return c, err
+}
+
+// smallBufferDial is a websocket dial option whose socket has a small
+// receive buffer (see smallSocketBuffer).
+func smallBufferDial() *websocket.DialOptions {
+	var d net.Dialer
+	return &websocket.DialOptions{HTTPClient: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err == nil {
+				c.(*net.TCPConn).SetReadBuffer(smallSocketBuffer)
+			}
+			return c, err
+		},
+	}}}
+}
+
+// waitLong is waitFor with a deadline for loaded machines and -race.
+func waitLong(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// heapPeak samples the heap in use until stop is called and returns the
+// highest value seen above the starting point.
+func heapPeak(t *testing.T) (stop func() uint64) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	// Exits when stop closes done.
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse > base && ms.HeapInuse-base > peak.Load() {
+					peak.Store(ms.HeapInuse - base)
+				}
+			}
+		}
+	}()
+	return func() uint64 {
+		close(done)
+		wg.Wait()
+		return peak.Load()
+	}
+}
+
+// disconnects counts worker disconnections on the engine's bus.
+func disconnects(t *testing.T, eng *engine.Engine) (count func() ([]time.Time, []string), stop func()) {
+	sub := eng.Events().Subscribe(1024)
+	var mu sync.Mutex
+	var reasons []string
+	var at []time.Time
+	done, quit := make(chan struct{}), make(chan struct{})
+	// Exits when stop closes quit.
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			case ev := <-sub.C():
+				if d, ok := ev.(event.WorkerDisconnected); ok {
+					mu.Lock()
+					reasons = append(reasons, d.Reason)
+					at = append(at, d.At)
+					mu.Unlock()
+				}
+			}
+		}
+	}()
+	return func() ([]time.Time, []string) {
+			mu.Lock()
+			defer mu.Unlock()
+			return append([]time.Time(nil), at...), append([]string(nil), reasons...)
+		}, func() {
+			sub.Close()
+			close(quit)
+			<-done
+		}
+}
+
+// TestVoidBurstIntoSlowWorker: 100,000 fire-and-forget calls into one SDK
+// worker that reads slowly are all delivered; the worker stays connected,
+// the caller is slowed down instead (its reader pauses), and the engine's
+// memory stays bounded.
+func TestVoidBurstIntoSlowWorker(t *testing.T) {
+	calls := 100_000
+	if raceEnabled {
+		calls = 5_000
+	}
+	const queueBytes = 256 << 10
+	te := startEngineSmallBuffers(t, engine.Options{OutboundQueueBytes: queueBytes, SlowConsumerTimeout: 10 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	proxy, err := slowlink.Start(strings.TrimPrefix(te.url, "ws://"), 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	var got atomic.Int64
+	w, err := sdk.Connect(ctx, "ws://"+proxy.Addr(), sdk.WithName("slow"), sdk.WithTelemetry(false),
+		// The SDK drops results past its queue limit (1,024 by default);
+		// the engine would then hold those calls until its timeout.
+		sdk.WithQueueLimit(calls))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	if err := w.RegisterFunction("slow::fn", func(context.Context, json.RawMessage) (any, error) {
+		got.Add(1)
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	workerID := w.ID()
+	waitFor(t, "slow::fn registered", func() bool {
+		for _, f := range te.Snapshot().Functions {
+			if f.ID == "slow::fn" {
+				return true
+			}
+		}
+		return false
+	})
+
+	caller, _, err := dialOpts(t, te.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer caller.CloseNow()
+	readDone := make(chan struct{})
+	// Discards what the engine sends; exits when the socket closes.
+	go func() {
+		defer close(readDone)
+		for {
+			if _, _, err := caller.Read(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { caller.CloseNow(); <-readDone }()
+	proxy.Hold()
+	peak := heapPeak(t)
+	sent := make(chan error, 1)
+	// Exits when every call is written or the socket fails.
+	go func() {
+		for i := range calls {
+			f := fmt.Appendf(nil, `{"type":"invokefunction","function_id":"slow::fn","data":{"i":%d},"action":{"type":"void"}}`, i)
+			if err := caller.Write(ctx, websocket.MessageText, f); err != nil {
+				sent <- fmt.Errorf("call %d: %w", i, err)
+				return
+			}
+		}
+		sent <- nil
+	}()
+	// The worker reads nothing until the engine has held the caller back.
+	for held := time.Now(); te.Stats().Stalls == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Since(held) > 20*time.Second {
+			t.Fatalf("the caller was never held back; delivered %d, stats %+v", got.Load(), te.Stats())
+		}
+	}
+	t.Logf("held back after %d delivered", got.Load())
+	opened := time.Now()
+	proxy.Open()
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for got.Load() < int64(calls) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	grew := peak()
+	t.Logf("delivered in %v after open", time.Since(opened))
+	st := te.Stats()
+	t.Logf("delivered %d/%d, stalls %d, heap growth peak %.1f MiB, dropped %v", got.Load(), calls, st.Stalls, float64(grew)/(1<<20), st.Dropped)
+	if got.Load() != int64(calls) {
+		t.Fatalf("delivered %d of %d void calls", got.Load(), calls)
+	}
+	if w.ID() != workerID || st.SlowConsumers != 0 {
+		t.Fatalf("worker reconnected (id %s, was %s), slow consumers %d", w.ID(), workerID, st.SlowConsumers)
+	}
+	for reason, n := range st.Dropped {
+		if n != 0 {
+			t.Errorf("dropped %d frames (%s)", n, reason)
+		}
+	}
+	// The engine, the SDK worker and the caller share this heap; without
+	// backpressure the engine alone would hold the whole burst (~30 MB of
+	// frames plus a pending entry each).
+	if limit := uint64(48 << 20); grew > limit {
+		t.Errorf("heap grew by %d MiB, over the %d MiB bound", grew>>20, limit>>20)
+	}
+	for te.Stats().Pending != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d void calls still pending", te.Stats().Pending)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSlowConsumerIsClosed: a worker that truly stops reading is closed
+// within the slow-consumer timeout, with the reason logged on the
+// disconnect event; every call pending on it ends with
+// invocation_stopped, and healthy workers are served meanwhile.
+func TestSlowConsumerIsClosed(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	te := startEngineSmallBuffers(t, engine.Options{OutboundQueueBytes: 64 << 10, SlowConsumerTimeout: timeout})
+	count, stopCount := disconnects(t, te.Engine)
+	defer stopCount()
+	// A worker that never reads: its frames pile up in the engine.
+	slow, _, err := dialOpts(t, te.url, smallBufferDial())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	slow.Write(ctx, websocket.MessageText, []byte(`{"type":"registerfunction","id":"slow::fn"}`))
+	caller := dial(t, te.url)
+	caller.quiet()
+	fast := dial(t, te.url)
+	fast.register("fast::fn")
+	other := dial(t, te.url)
+
+	payload := strings.Repeat("p", 64<<10)
+	const calls = 100 // 6.5 MB: more than the socket buffers hold
+	start := time.Now()
+	sent := make(chan struct{})
+	// Exits after the last write; the engine reads on once the slow worker
+	// is closed.
+	go func() {
+		defer close(sent)
+		for range calls {
+			frame, _ := json.Marshal(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "slow::fn", "data": payload})
+			if err := caller.ws.Write(ctx, websocket.MessageText, frame); err != nil {
+				t.Errorf("caller write: %v", err)
+				return
+			}
+		}
+	}()
+	// The caller's reader is paused; another caller is served meanwhile.
+	waitLong(t, "the caller held back", func() bool { return te.Stats().Stalls > 0 })
+	// The slow worker's writer was stuck before its queue filled up.
+	stuck := time.Now()
+	other.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "fast::fn", "data": 1})
+	fast.serveOnce(1, nil)
+	if res := other.expect("invocationresult"); res["result"] != float64(1) {
+		t.Fatalf("healthy call: %v", res)
+	}
+
+	var slowMsg string
+	for i := range calls {
+		res := caller.next(10 * time.Second)
+		// Calls read after the worker was removed find no function.
+		if c := errCode(res); res["type"] != "invocationresult" || c != engine.CodeInvocationStopped && c != engine.CodeFunctionNotFound {
+			t.Fatalf("result %d: %v, want invocation_stopped", i, res)
+		}
+		if msg, _ := res["error"].(map[string]any)["message"].(string); strings.Contains(msg, "slow consumer") {
+			slowMsg = msg
+		}
+	}
+	<-sent
+	elapsed := time.Since(start)
+	if slowMsg == "" {
+		t.Error("no caller was told its call stopped because of a slow consumer")
+	}
+	waitLong(t, "the disconnect event", func() bool { n, _ := count(); return len(n) == 1 })
+	closedAt, reasons := count()
+	if want := "slow consumer: no read progress for 300ms"; reasons[0] != want {
+		t.Errorf("close reason %q, want %q", reasons[0], want)
+	}
+	if d := closedAt[0].Sub(stuck); d > timeout+2*time.Second {
+		t.Errorf("slow consumer closed %v after its writer was stuck (timeout %v)", d, timeout)
+	}
+	t.Logf("closed %v after the caller was held back; all %d calls ended in %v", closedAt[0].Sub(stuck), calls, elapsed)
+	if st := te.Stats(); st.SlowConsumers != 1 || st.Pending != 0 {
+		t.Errorf("slow consumers %d, pending %d; want 1, 0", st.SlowConsumers, st.Pending)
+	}
+	for _, f := range te.Snapshot().Functions {
+		if f.ID == "slow::fn" {
+			t.Error("slow::fn still registered")
+		}
+	}
+}
+
+// TestCallerGoneReleasesPending: a caller that disconnects, or an
+// in-process caller whose context ends, releases its pending call at once;
+// the target's late answer is dropped and counted.
+func TestCallerGoneReleasesPending(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	target := dial(t, te.url)
+	target.register("held::fn")
+
+	caller := dial(t, te.url)
+	caller.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "held::fn", "data": 1})
+	inv := target.expect("invokefunction")
+	if n := te.Stats().Pending; n != 1 {
+		t.Fatalf("pending %d, want 1", n)
+	}
+	caller.ws.CloseNow()
+	waitFor(t, "the pending call released", func() bool { return te.Stats().Pending == 0 })
+	target.send(map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": "held::fn", "result": 1})
+	waitFor(t, "the late result counted", func() bool { return te.Stats().Dropped[engine.DropLateResult] == 1 })
+
+	// A void call is not released when its caller leaves: fire-and-forget
+	// outlives the caller (iii invoke --async sends one and exits).
+	voider := dial(t, te.url)
+	workers := te.Stats().Workers
+	voider.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "held::fn",
+		"data": 3, "action": map[string]any{"type": "void"}})
+	void := target.expect("invokefunction")
+	voider.ws.CloseNow()
+	waitFor(t, "the void caller's cleanup", func() bool { return te.Stats().Workers == workers-1 })
+	if n := te.Stats().Pending; n != 1 {
+		t.Fatalf("pending %d after the void caller left, want 1 (the void call)", n)
+	}
+	target.send(map[string]any{"type": "invocationresult", "invocation_id": void["invocation_id"], "function_id": "held::fn", "result": nil})
+	waitFor(t, "the void call answered", func() bool { return te.Stats().Pending == 0 })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	// Exits when the call ends with ctx.
+	go func() {
+		_, err := te.Invoke(ctx, engine.Request{FunctionID: "held::fn", Data: json.RawMessage(`2`)})
+		errc <- err
+	}()
+	target.expect("invokefunction")
+	if n := te.Stats().Pending; n != 1 {
+		t.Fatalf("pending %d, want 1", n)
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Invoke: %v, want context.Canceled", err)
+	}
+	if n := te.Stats().Pending; n != 0 {
+		t.Fatalf("pending %d right after the caller gave up, want 0", n)
+	}
+}

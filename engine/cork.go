@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"context"
+	"net"
+	"sync"
+)
+
+// corkConn lets a connection's writer send several WebSocket frames with
+// one write syscall. The WebSocket library flushes once per message; while
+// the writer has corked the socket, those flushes land in a buffer, and
+// uncork writes the buffer at once (as nats-server's flushOutbound hands
+// queued frames to one writev). Writes made while it is not corked (pings,
+// pongs, the close handshake) go straight through.
+type corkConn struct {
+	net.Conn
+	mu     sync.Mutex
+	corked bool
+	buf    *[]byte // from corkBufs while corked
+	err    error   // a failed write while corked; returned by uncork
+}
+
+// corkFlushAt is how much a corked connection buffers before it writes
+// anyway, so a large batch goes out in 64 KiB writes.
+const corkFlushAt = 64 << 10
+
+// corkBufs holds the buffers of corked connections; an idle connection
+// keeps none.
+var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, corkFlushAt+4<<10); return &b }}
+
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.corked {
+		return c.Conn.Write(p)
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	*c.buf = append(*c.buf, p...)
+	if len(*c.buf) >= corkFlushAt {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// flushLocked writes the buffer; c.mu is held, which keeps other writers
+// out until the buffered frames are on the socket (frames must not
+// interleave).
+func (c *corkConn) flushLocked() error {
+	if len(*c.buf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(*c.buf)
+	*c.buf = (*c.buf)[:0]
+	if err != nil {
+		c.err = err
+	}
+	return err
+}
+
+// cork starts buffering writes.
+func (c *corkConn) cork() {
+	c.mu.Lock()
+	c.corked = true
+	c.buf = corkBufs.Get().(*[]byte)
+	c.err = nil
+	c.mu.Unlock()
+}
+
+// uncork writes what was buffered and stops buffering.
+func (c *corkConn) uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.err
+	if err == nil {
+		err = c.flushLocked()
+	}
+	c.corked = false
+	*c.buf = (*c.buf)[:0]
+	corkBufs.Put(c.buf)
+	c.buf, c.err = nil, nil
+	return err
+}
+
+// corkListener hands out corkConns.
+type corkListener struct{ net.Listener }
+
+func (l corkListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &corkConn{Conn: c}, nil
+}
+
+type corkKey struct{}
+
+// corkContext is the http.Server's ConnContext: it lets serveWorker find
+// the corkConn under its request.
+func corkContext(ctx context.Context, c net.Conn) context.Context {
+	if cc, ok := c.(*corkConn); ok {
+		return context.WithValue(ctx, corkKey{}, cc)
+	}
+	return ctx
+}
