@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
@@ -209,6 +211,13 @@ type session struct {
 	allowFunctionReg    bool
 	context             json.RawMessage
 	prefix              string // "P::" when the auth result set a prefix
+
+	// Functions a hook renamed: the engine stores them under the new id
+	// but must invoke the worker by the id it registered.
+	renamed   atomic.Bool
+	namesMu   sync.Mutex
+	asStored  map[string]string // the worker's id -> stored id
+	asOwnedBy map[string]string // stored id -> the worker's id
 }
 
 // authResult is the auth function's answer (spec §1.5).
@@ -317,21 +326,52 @@ func isNull(b json.RawMessage) bool {
 	return t == "" || t == "null"
 }
 
-// registeredID is id as this session's registrations are stored (with its
-// prefix). A nil session leaves it alone.
+// registeredID is the id under which a function this session's worker
+// registered as id is stored: renamed by a hook, prefixed. A nil session
+// leaves it alone.
 func (s *session) registeredID(id string) string {
-	if s == nil || s.prefix == "" {
+	if s == nil {
 		return id
+	}
+	if s.renamed.Load() {
+		s.namesMu.Lock()
+		stored, ok := s.asStored[id]
+		s.namesMu.Unlock()
+		if ok {
+			return stored
+		}
 	}
 	return s.prefix + id
 }
 
 // localID is a stored function id as this session's worker knows it.
 func (s *session) localID(id string) string {
+	if s.renamed.Load() {
+		s.namesMu.Lock()
+		own, ok := s.asOwnedBy[id]
+		s.namesMu.Unlock()
+		if ok {
+			return own
+		}
+	}
 	if s.prefix == "" {
 		return id
 	}
 	return strings.TrimPrefix(id, s.prefix)
+}
+
+// rename records that the worker's function id is stored as stored.
+func (s *session) rename(id, stored string) {
+	s.namesMu.Lock()
+	defer s.namesMu.Unlock()
+	if s.asStored == nil {
+		s.asStored, s.asOwnedBy = map[string]string{}, map[string]string{}
+	}
+	if old, ok := s.asStored[id]; ok {
+		delete(s.asOwnedBy, old)
+	}
+	s.asStored[id], s.asOwnedBy[stored] = stored, id
+	s.renamed.Store(true)
 }
 
 // allows is the invocation filter (spec §1.5): forbidden by name, allowed
@@ -483,13 +523,17 @@ func (e *Engine) admitFunction(c *conn, m *protocol.RegisterFunction) bool {
 			e.refuse(c, s.registeredID(m.ID), err.Error())
 			return false
 		}
+		own := m.ID
 		str(out, "function_id", &m.ID)
 		str(out, "description", &m.Description)
 		if raw, ok := out["metadata"]; ok {
 			m.Metadata = raw
 		}
+		if m.ID != own {
+			s.rename(own, s.prefix+m.ID)
+		}
 	}
-	m.ID = s.registeredID(m.ID)
+	m.ID = s.prefix + m.ID
 	return true
 }
 
