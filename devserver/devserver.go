@@ -46,6 +46,19 @@ type Options struct {
 	// RedisServer is the redis-server binary for the managed store; empty
 	// looks it up on PATH.
 	RedisServer string
+	// Listener is the RBAC and middleware of the worker listener on
+	// engine.host:engine.port (the first iii-worker-manager entry); the zero
+	// value grants every worker full rights.
+	Listener engine.ListenerOptions
+	// Listeners are more worker listeners (further iii-worker-manager
+	// entries), each on its own address with its own RBAC.
+	Listeners []Listener
+}
+
+// Listener is one more worker listener.
+type Listener struct {
+	Addr string // host:port; port 0 picks a free one
+	engine.ListenerOptions
 }
 
 // Server is a running engine with its modules.
@@ -55,7 +68,8 @@ type Server struct {
 	modules *module.Set
 	cluster *cluster.Cluster // nil unless config.yaml has cluster:
 	addr    string
-	redis   string // RedisMode
+	extra   []string // addresses of Options.Listeners, in order
+	redis   string   // RedisMode
 	log     *slog.Logger
 
 	cancel context.CancelFunc
@@ -105,15 +119,28 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, fmt.Errorf("devserver: listen on %s: %w", cfg.Engine.Addr(), err)
 	}
 	s := &Server{addr: ln.Addr().String(), log: log, done: make(chan struct{})}
+	var extra []net.Listener
 	defer func() {
 		if err != nil {
 			ln.Close()
+			for _, l := range extra {
+				l.Close()
+			}
 			s.release(context.WithoutCancel(ctx))
 		}
 	}()
+	for _, l := range opts.Listeners {
+		xl, lerr := lc.Listen(ctx, "tcp", l.Addr)
+		if lerr != nil {
+			return nil, fmt.Errorf("devserver: listen on %s (worker listener %q): %w", l.Addr, l.Name, lerr)
+		}
+		extra = append(extra, xl)
+		s.extra = append(s.extra, xl.Addr().String())
+	}
 
 	s.eng, err = engine.New(engine.Options{Logger: log, AuthToken: string(cfg.Engine.AuthToken),
-		InvocationTimeout: cfg.Engine.InvocationTimeout, MaxFrameBytes: cfg.Engine.MaxFrameBytes})
+		InvocationTimeout: cfg.Engine.InvocationTimeout, MaxFrameBytes: cfg.Engine.MaxFrameBytes,
+		Listener: opts.Listener})
 	if err != nil {
 		return nil, fmt.Errorf("devserver: %w", err)
 	}
@@ -152,10 +179,26 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 
 	serveCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
+	var listeners sync.WaitGroup
+	lerrs := make([]error, len(extra))
+	for i, xl := range extra {
+		lo := opts.Listeners[i].ListenerOptions
+		if lo.Name == "" {
+			lo.Name = xl.Addr().String()
+		}
+		listeners.Add(1)
+		// Exits when Stop cancels serveCtx or the engine shuts down.
+		go func() {
+			defer listeners.Done()
+			lerrs[i] = s.eng.ServeListener(serveCtx, xl, lo)
+		}()
+	}
 	// Exits when Stop cancels serveCtx and the engine has shut down.
 	go func() {
 		defer close(s.done)
-		s.err = s.eng.Serve(serveCtx, ln)
+		err := s.eng.Serve(serveCtx, ln)
+		listeners.Wait()
+		s.err = errors.Join(append([]error{err}, lerrs...)...)
 	}()
 	log.Info("engine ready", "url", s.URL(), "modules", s.modules.IDs(), "auth", cfg.Engine.AuthToken != "")
 	return s, nil
@@ -228,6 +271,9 @@ func (s *Server) Modules() *module.Set { return s.modules }
 
 // Addr is the worker socket's host:port.
 func (s *Server) Addr() string { return s.addr }
+
+// ListenerAddrs are the host:port of Options.Listeners, in order.
+func (s *Server) ListenerAddrs() []string { return append([]string(nil), s.extra...) }
 
 // URL is the worker WebSocket URL (what III_URL should be).
 func (s *Server) URL() string { return "ws://" + s.addr }
