@@ -594,3 +594,17 @@ func (e *Engine) admitTrigger(c *conn, t *Trigger) bool {
 	t.FunctionID = s.registeredID(t.FunctionID)
 	return true
 }
+
+// callerSession is the session of the worker that made call, or nil.
+func (e *Engine) callerSession(call *Call) *session {
+	if call.CallerWorkerID == "" {
+		return nil
+	}
+	e.mu.RLock()
+	c := e.conns[call.CallerWorkerID]
+	e.mu.RUnlock()
+	if c == nil {
+		return nil
+	}
+	return c.session
+}

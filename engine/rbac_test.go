@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -166,16 +167,21 @@ func TestAuthFunctionRefusals(t *testing.T) {
 }
 
 func TestAuthInputAndSession(t *testing.T) {
-	var got map[string]any
+	inputs := make(chan map[string]any, 8)
 	auth := func(_ context.Context, call *engine.Call) (json.RawMessage, error) {
-		if err := json.Unmarshal(call.Data, &got); err != nil {
+		var in map[string]any
+		if err := json.Unmarshal(call.Data, &in); err != nil {
 			return nil, err
 		}
+		inputs <- in
 		return json.RawMessage(`{"allowed_functions":["secret::allowed"],"forbidden_functions":["engine::log::info","pub::nope"],
 			"context":{"tenant":"acme"},"function_registration_prefix":"acme"}`), nil
 	}
+	var mwMu sync.Mutex
 	var mwIn map[string]any
 	mw := func(_ context.Context, call *engine.Call) (json.RawMessage, error) {
+		mwMu.Lock()
+		defer mwMu.Unlock()
 		json.Unmarshal(call.Data, &mwIn)
 		return json.RawMessage(`{"via":"middleware"}`), nil
 	}
@@ -188,12 +194,13 @@ func TestAuthInputAndSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	ws.CloseNow()
-	w := dial(t, url+"/?token=a&token=b")
+	got := <-inputs
 	hdrs, _ := got["headers"].(map[string]any)
 	q, _ := got["query_params"].(map[string]any)
-	if got["ip_address"] != "127.0.0.1" || hdrs["upgrade"] != "websocket" || len(q["token"].([]any)) != 2 {
+	if got["ip_address"] != "127.0.0.1" || hdrs["x-api-key"] != "k1" || hdrs["upgrade"] != "websocket" || len(q["token"].([]any)) != 2 {
 		t.Fatalf("auth input %v", got)
 	}
+	w := dial(t, url)
 
 	for fn, want := range map[string]string{
 		"secret::other":     "FORBIDDEN",
@@ -209,6 +216,8 @@ func TestAuthInputAndSession(t *testing.T) {
 	if r, _ := res["result"].(map[string]any); r["via"] != "middleware" || res["function_id"] != "pub::x" {
 		t.Fatalf("middleware result %v", res)
 	}
+	mwMu.Lock()
+	defer mwMu.Unlock()
 	if mwIn["function_id"] != "pub::x" || mwIn["context"].(map[string]any)["tenant"] != "acme" || mwIn["payload"].(map[string]any)["a"] != 1.0 {
 		t.Fatalf("middleware input %v", mwIn)
 	}
@@ -329,5 +338,31 @@ func TestExtraListener(t *testing.T) {
 	}
 	if errCode(p.call("a::two", nil, uuid.NewString())) != "" {
 		t.Error("plain listener: a::two refused")
+	}
+}
+
+func TestSessionTriggerTypes(t *testing.T) {
+	eng, url := rbacEngine(t, engine.ListenerOptions{RBAC: &engine.RBAC{AuthFunctionID: "auth",
+		ExposeFunctions: []engine.FunctionFilter{{Match: "engine::register_trigger"}}}},
+		map[string]engine.Handler{"auth": fixed(`{"allowed_trigger_types":["ok"],"function_registration_prefix":"p"}`)})
+	w := dial(t, url)
+	if res := w.call("engine::register_trigger", map[string]any{"trigger_type": "other", "function_id": "fn", "config": map[string]any{}}, uuid.NewString()); errCode(res) != "FORBIDDEN" {
+		t.Errorf("engine::register_trigger of a type outside allowed_trigger_types: %v", res)
+	}
+	if res := w.call("engine::register_trigger", map[string]any{"trigger_type": "ok", "function_id": "fn", "config": map[string]any{}}, uuid.NewString()); errCode(res) != "" {
+		t.Fatalf("engine::register_trigger of an allowed type: %v", res)
+	}
+	w.send(map[string]any{"type": "registertrigger", "id": "t-other", "trigger_type": "other", "function_id": "fn", "config": map[string]any{}})
+	if res := w.expect("triggerregistrationresult"); errCode(res) != "trigger_registration_failed" {
+		t.Errorf("registertrigger of a type outside allowed_trigger_types: %v", res)
+	}
+	w.send(map[string]any{"type": "registertrigger", "id": "t-ok", "trigger_type": "ok", "function_id": "fn", "config": map[string]any{}})
+	w.quiet()
+	var fns []string
+	for _, tr := range eng.Snapshot().Triggers {
+		fns = append(fns, tr.Type+"->"+tr.FunctionID)
+	}
+	if strings.Join(fns, ",") != "ok->p::fn,ok->p::fn" {
+		t.Errorf("triggers %v, want two bindings of ok to p::fn", fns)
 	}
 }
