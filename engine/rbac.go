@@ -270,9 +270,12 @@ func (l *listener) authenticate(r *http.Request) (*session, *protocol.ErrorBody)
 	if rb == nil || rb.AuthFunctionID == "" {
 		return s, nil
 	}
-	headers := make(map[string]string, len(r.Header))
+	headers := make(map[string]string, len(r.Header)+1)
 	for k, v := range r.Header {
 		headers[strings.ToLower(k)] = strings.Join(v, ", ")
+	}
+	if r.Host != "" {
+		headers["host"] = r.Host // net/http keeps it out of Header
 	}
 	query := map[string][]string(r.URL.Query())
 	ip := r.RemoteAddr

@@ -197,7 +197,7 @@ func TestAuthInputAndSession(t *testing.T) {
 	got := <-inputs
 	hdrs, _ := got["headers"].(map[string]any)
 	q, _ := got["query_params"].(map[string]any)
-	if got["ip_address"] != "127.0.0.1" || hdrs["x-api-key"] != "k1" || hdrs["upgrade"] != "websocket" || len(q["token"].([]any)) != 2 {
+	if got["ip_address"] != "127.0.0.1" || hdrs["x-api-key"] != "k1" || hdrs["upgrade"] != "websocket" || hdrs["host"] != strings.TrimPrefix(url, "ws://") || len(q["token"].([]any)) != 2 {
 		t.Fatalf("auth input %v", got)
 	}
 	w := dial(t, url)
