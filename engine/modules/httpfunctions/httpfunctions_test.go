@@ -240,6 +240,13 @@ func TestHTTPFunctions(t *testing.T) {
 		t.Errorf("hmac: signature %q over %s", sig, body)
 	}
 
+	// unregisterfunction removes one.
+	w.send(ctx, map[string]any{"type": "unregisterfunction", "id": "hf::get"})
+	if code, _ := errOf(w.call(ctx, "hf::get", nil)); code != "function_not_found" {
+		t.Errorf("hf::get after unregisterfunction: %s", code)
+	}
+	delete(fns, "hf::get")
+
 	// The functions are listed as the worker's, and go when it does.
 	info := srv.Engine().Snapshot()
 	found := false
