@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
@@ -256,8 +257,9 @@ func (l *listener) admit(ws *websocket.Conn, r *http.Request) (*session, bool) {
 	defer cancel()
 	if ws.Write(ctx, websocket.MessageText, frame) == nil {
 		reason := err.Message
-		if len(reason) > 120 { // a close reason must fit in a control frame
-			reason = reason[:120]
+		for len(reason) > 120 { // a close reason must fit in a control frame
+			_, n := utf8.DecodeLastRuneInString(reason)
+			reason = reason[:len(reason)-n]
 		}
 		ws.Close(websocket.StatusPolicyViolation, reason)
 	}
