@@ -6,6 +6,7 @@ package devserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -95,7 +96,9 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, fmt.Errorf("devserver: engine.port %d out of range 0-65535", cfg.Engine.Port)
 	}
 	cfg.LogWarnings(log)
-	warnUnserved(cfg, log)
+	if err := fromListeners(cfg, &opts); err != nil {
+		return nil, err
+	}
 	entries := cfg.Modules
 	if !cfg.FromFile() {
 		// The default set names every built-in module; run those this
@@ -107,6 +110,15 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			} else {
 				log.Debug("default module not built in; skipped", "module", m.ID)
 			}
+		}
+	}
+	if cfg.HTTPFunctions != nil {
+		if _, ok := cfg.Module("httpfunctions"); !ok {
+			hf, err := httpFunctionsEntry(cfg)
+			if err != nil {
+				return nil, fmt.Errorf("devserver: iii-http-functions: %w", err)
+			}
+			entries = append(entries[:len(entries):len(entries)], hf)
 		}
 	}
 
@@ -204,29 +216,74 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	return s, nil
 }
 
-// warnUnserved warns about the iii-format settings that Config carries but
-// this server does not act on yet: listeners after the first, their RBAC
-// and middleware, and iii-http-functions. Each is logged once, here.
-func warnUnserved(cfg *config.Config, log *slog.Logger) {
+// fromListeners maps the iii-worker-manager entries onto opts: the first
+// is the engine's own listener (engine.host:port), the others are served
+// beside it. Listeners given in opts explicitly are kept.
+func fromListeners(cfg *config.Config, opts *Options) error {
 	for i, l := range cfg.Listeners {
-		at := []any{"file", cfg.File, "line", l.Line, "listener", net.JoinHostPort(l.Host, strconv.Itoa(l.Port))}
-		if i > 0 {
-			log.Warn("config: only the first iii-worker-manager listener is served; this one is not opened", at...)
+		lo, err := listenerOptions(l)
+		if err != nil {
+			return fmt.Errorf("devserver: %s:%d: iii-worker-manager: %w", cfg.File, l.Line, err)
+		}
+		if i == 0 {
+			if opts.Listener.RBAC == nil && opts.Listener.MiddlewareFunctionID == "" {
+				opts.Listener = lo
+			}
 			continue
 		}
-		if l.RBAC != nil {
-			log.Warn("config: iii-worker-manager rbac is not enforced yet: every worker that connects may call every function (set III_TOKEN to require a token)", at...)
-		}
-		if l.MiddlewareFunctionID != "" {
-			log.Warn("config: iii-worker-manager middleware_function_id is not called yet: invocations go straight to their functions", at...)
-		}
-		if l.HandshakeTimeout != config.DefaultHandshakeTimeout {
-			log.Warn("config: iii-worker-manager handshake_timeout_ms is not implemented: a connection is closed when it stays silent past the keepalive", at...)
-		}
+		opts.Listeners = append(opts.Listeners, Listener{Addr: net.JoinHostPort(l.Host, strconv.Itoa(l.Port)), ListenerOptions: lo})
 	}
-	if hf := cfg.HTTPFunctions; hf != nil {
-		log.Warn("config: iii-http-functions is not implemented yet: functions registered with an HTTP invocation (registerfunction.invocation) are not served by this engine", "file", cfg.File, "line", hf.Line)
+	return nil
+}
+
+// listenerOptions is the engine's form of one iii-worker-manager entry.
+func listenerOptions(l config.Listener) (engine.ListenerOptions, error) {
+	lo := engine.ListenerOptions{Name: net.JoinHostPort(l.Host, strconv.Itoa(l.Port)),
+		MiddlewareFunctionID: l.MiddlewareFunctionID, HandshakeTimeout: l.HandshakeTimeout}
+	if l.RBAC == nil {
+		return lo, nil
 	}
+	lo.RBAC = &engine.RBAC{
+		AuthFunctionID:                      l.RBAC.AuthFunctionID,
+		OnFunctionRegistrationFunctionID:    l.RBAC.OnFunctionRegistrationFunctionID,
+		OnTriggerRegistrationFunctionID:     l.RBAC.OnTriggerRegistrationFunctionID,
+		OnTriggerTypeRegistrationFunctionID: l.RBAC.OnTriggerTypeRegistrationFunctionID,
+	}
+	for _, f := range l.RBAC.ExposeFunctions {
+		ef := engine.FunctionFilter{Match: f.Match}
+		if f.Metadata != nil {
+			ef.Metadata = make(map[string]engine.MetadataMatch, len(f.Metadata))
+			for k, m := range f.Metadata {
+				v, err := jsonValue(m.Value)
+				if err != nil {
+					return lo, fmt.Errorf("expose_functions metadata %q: %w", k, err)
+				}
+				ef.Metadata[k] = engine.MetadataMatch{Pattern: m.Pattern, IsPattern: m.IsPattern, Value: v}
+			}
+		}
+		lo.RBAC.ExposeFunctions = append(lo.RBAC.ExposeFunctions, ef)
+	}
+	return lo, nil
+}
+
+// jsonValue is a YAML-decoded value as encoding/json would decode it, so
+// it compares equal to function metadata.
+func jsonValue(v any) (any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var out any
+	return out, json.Unmarshal(b, &out)
+}
+
+// httpFunctionsEntry is the module entry of an iii-http-functions worker.
+func httpFunctionsEntry(cfg *config.Config) (config.Module, error) {
+	hf := cfg.HTTPFunctions
+	m := config.Module{ID: "httpfunctions", Class: "iii-http-functions", Line: hf.Line}
+	err := m.Config.Encode(map[string]any{"security": map[string]any{
+		"url_allowlist": hf.URLAllowlist, "block_private_ips": hf.BlockPrivateIPs, "require_https": hf.RequireHTTPS}})
+	return m, err
 }
 
 // dialable is addr with an unspecified IP (0.0.0.0, ::) replaced by the
