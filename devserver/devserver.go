@@ -6,6 +6,7 @@ package devserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,19 @@ type Options struct {
 	// RedisServer is the redis-server binary for the managed store; empty
 	// looks it up on PATH.
 	RedisServer string
+	// Listener is the RBAC and middleware of the worker listener on
+	// engine.host:engine.port (the first iii-worker-manager entry); the zero
+	// value grants every worker full rights.
+	Listener engine.ListenerOptions
+	// Listeners are more worker listeners (further iii-worker-manager
+	// entries), each on its own address with its own RBAC.
+	Listeners []Listener
+}
+
+// Listener is one more worker listener.
+type Listener struct {
+	Addr string // host:port; port 0 picks a free one
+	engine.ListenerOptions
 }
 
 // Server is a running engine with its modules.
@@ -55,7 +69,8 @@ type Server struct {
 	modules *module.Set
 	cluster *cluster.Cluster // nil unless config.yaml has cluster:
 	addr    string
-	redis   string // RedisMode
+	extra   []string // addresses of Options.Listeners, in order
+	redis   string   // RedisMode
 	log     *slog.Logger
 
 	cancel context.CancelFunc
@@ -81,7 +96,9 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, fmt.Errorf("devserver: engine.port %d out of range 0-65535", cfg.Engine.Port)
 	}
 	cfg.LogWarnings(log)
-	warnUnserved(cfg, log)
+	if err := fromListeners(cfg, &opts); err != nil {
+		return nil, err
+	}
 	entries := cfg.Modules
 	if !cfg.FromFile() {
 		// The default set names every built-in module; run those this
@@ -95,6 +112,15 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			}
 		}
 	}
+	if cfg.HTTPFunctions != nil {
+		if _, ok := cfg.Module("httpfunctions"); !ok {
+			hf, err := httpFunctionsEntry(cfg)
+			if err != nil {
+				return nil, fmt.Errorf("devserver: iii-http-functions: %w", err)
+			}
+			entries = append(entries[:len(entries):len(entries)], hf)
+		}
+	}
 
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", cfg.Engine.Addr())
@@ -105,15 +131,28 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, fmt.Errorf("devserver: listen on %s: %w", cfg.Engine.Addr(), err)
 	}
 	s := &Server{addr: ln.Addr().String(), log: log, done: make(chan struct{})}
+	var extra []net.Listener
 	defer func() {
 		if err != nil {
 			ln.Close()
+			for _, l := range extra {
+				l.Close()
+			}
 			s.release(context.WithoutCancel(ctx))
 		}
 	}()
+	for _, l := range opts.Listeners {
+		xl, lerr := lc.Listen(ctx, "tcp", l.Addr)
+		if lerr != nil {
+			return nil, fmt.Errorf("devserver: listen on %s (worker listener %q): %w", l.Addr, l.Name, lerr)
+		}
+		extra = append(extra, xl)
+		s.extra = append(s.extra, xl.Addr().String())
+	}
 
 	s.eng, err = engine.New(engine.Options{Logger: log, AuthToken: string(cfg.Engine.AuthToken),
-		InvocationTimeout: cfg.Engine.InvocationTimeout, MaxFrameBytes: cfg.Engine.MaxFrameBytes})
+		InvocationTimeout: cfg.Engine.InvocationTimeout, MaxFrameBytes: cfg.Engine.MaxFrameBytes,
+		Listener: opts.Listener})
 	if err != nil {
 		return nil, fmt.Errorf("devserver: %w", err)
 	}
@@ -152,38 +191,99 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 
 	serveCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
+	var listeners sync.WaitGroup
+	lerrs := make([]error, len(extra))
+	for i, xl := range extra {
+		lo := opts.Listeners[i].ListenerOptions
+		if lo.Name == "" {
+			lo.Name = xl.Addr().String()
+		}
+		listeners.Add(1)
+		// Exits when Stop cancels serveCtx or the engine shuts down.
+		go func() {
+			defer listeners.Done()
+			lerrs[i] = s.eng.ServeListener(serveCtx, xl, lo)
+		}()
+	}
 	// Exits when Stop cancels serveCtx and the engine has shut down.
 	go func() {
 		defer close(s.done)
-		s.err = s.eng.Serve(serveCtx, ln)
+		err := s.eng.Serve(serveCtx, ln)
+		listeners.Wait()
+		s.err = errors.Join(append([]error{err}, lerrs...)...)
 	}()
 	log.Info("engine ready", "url", s.URL(), "modules", s.modules.IDs(), "auth", cfg.Engine.AuthToken != "")
 	return s, nil
 }
 
-// warnUnserved warns about the iii-format settings that Config carries but
-// this server does not act on yet: listeners after the first, their RBAC
-// and middleware, and iii-http-functions. Each is logged once, here.
-func warnUnserved(cfg *config.Config, log *slog.Logger) {
+// fromListeners maps the iii-worker-manager entries onto opts: the first
+// is the engine's own listener (engine.host:port), the others are served
+// beside it. Listeners given in opts explicitly are kept.
+func fromListeners(cfg *config.Config, opts *Options) error {
 	for i, l := range cfg.Listeners {
-		at := []any{"file", cfg.File, "line", l.Line, "listener", net.JoinHostPort(l.Host, strconv.Itoa(l.Port))}
-		if i > 0 {
-			log.Warn("config: only the first iii-worker-manager listener is served; this one is not opened", at...)
+		lo, err := listenerOptions(l)
+		if err != nil {
+			return fmt.Errorf("devserver: %s:%d: iii-worker-manager: %w", cfg.File, l.Line, err)
+		}
+		if i == 0 {
+			if opts.Listener.RBAC == nil && opts.Listener.MiddlewareFunctionID == "" {
+				opts.Listener = lo
+			}
 			continue
 		}
-		if l.RBAC != nil {
-			log.Warn("config: iii-worker-manager rbac is not enforced yet: every worker that connects may call every function (set III_TOKEN to require a token)", at...)
-		}
-		if l.MiddlewareFunctionID != "" {
-			log.Warn("config: iii-worker-manager middleware_function_id is not called yet: invocations go straight to their functions", at...)
-		}
-		if l.HandshakeTimeout != config.DefaultHandshakeTimeout {
-			log.Warn("config: iii-worker-manager handshake_timeout_ms is not implemented: a connection is closed when it stays silent past the keepalive", at...)
-		}
+		opts.Listeners = append(opts.Listeners, Listener{Addr: net.JoinHostPort(l.Host, strconv.Itoa(l.Port)), ListenerOptions: lo})
 	}
-	if hf := cfg.HTTPFunctions; hf != nil {
-		log.Warn("config: iii-http-functions is not implemented yet: functions registered with an HTTP invocation (registerfunction.invocation) are not served by this engine", "file", cfg.File, "line", hf.Line)
+	return nil
+}
+
+// listenerOptions is the engine's form of one iii-worker-manager entry.
+func listenerOptions(l config.Listener) (engine.ListenerOptions, error) {
+	lo := engine.ListenerOptions{Name: net.JoinHostPort(l.Host, strconv.Itoa(l.Port)),
+		MiddlewareFunctionID: l.MiddlewareFunctionID, HandshakeTimeout: l.HandshakeTimeout}
+	if l.RBAC == nil {
+		return lo, nil
 	}
+	lo.RBAC = &engine.RBAC{
+		AuthFunctionID:                      l.RBAC.AuthFunctionID,
+		OnFunctionRegistrationFunctionID:    l.RBAC.OnFunctionRegistrationFunctionID,
+		OnTriggerRegistrationFunctionID:     l.RBAC.OnTriggerRegistrationFunctionID,
+		OnTriggerTypeRegistrationFunctionID: l.RBAC.OnTriggerTypeRegistrationFunctionID,
+	}
+	for _, f := range l.RBAC.ExposeFunctions {
+		ef := engine.FunctionFilter{Match: f.Match}
+		if f.Metadata != nil {
+			ef.Metadata = make(map[string]engine.MetadataMatch, len(f.Metadata))
+			for k, m := range f.Metadata {
+				v, err := jsonValue(m.Value)
+				if err != nil {
+					return lo, fmt.Errorf("expose_functions metadata %q: %w", k, err)
+				}
+				ef.Metadata[k] = engine.MetadataMatch{Pattern: m.Pattern, IsPattern: m.IsPattern, Value: v}
+			}
+		}
+		lo.RBAC.ExposeFunctions = append(lo.RBAC.ExposeFunctions, ef)
+	}
+	return lo, nil
+}
+
+// jsonValue is a YAML-decoded value as encoding/json would decode it, so
+// it compares equal to function metadata.
+func jsonValue(v any) (any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var out any
+	return out, json.Unmarshal(b, &out)
+}
+
+// httpFunctionsEntry is the module entry of an iii-http-functions worker.
+func httpFunctionsEntry(cfg *config.Config) (config.Module, error) {
+	hf := cfg.HTTPFunctions
+	m := config.Module{ID: "httpfunctions", Class: "iii-http-functions", Line: hf.Line}
+	err := m.Config.Encode(map[string]any{"security": map[string]any{
+		"url_allowlist": hf.URLAllowlist, "block_private_ips": hf.BlockPrivateIPs, "require_https": hf.RequireHTTPS}})
+	return m, err
 }
 
 // dialable is addr with an unspecified IP (0.0.0.0, ::) replaced by the
@@ -228,6 +328,9 @@ func (s *Server) Modules() *module.Set { return s.modules }
 
 // Addr is the worker socket's host:port.
 func (s *Server) Addr() string { return s.addr }
+
+// ListenerAddrs are the host:port of Options.Listeners, in order.
+func (s *Server) ListenerAddrs() []string { return append([]string(nil), s.extra...) }
 
 // URL is the worker WebSocket URL (what III_URL should be).
 func (s *Server) URL() string { return "ws://" + s.addr }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
 )
 
@@ -83,5 +85,56 @@ func TestPortInUse(t *testing.T) {
 	var inUse *devserver.PortInUseError
 	if !errors.As(err, &inUse) || inUse.Port != cfg.Engine.Port {
 		t.Errorf("error %v, want PortInUseError for port %d", err, cfg.Engine.Port)
+	}
+}
+
+func TestExtraListeners(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := devserver.Start(ctx, devserver.Options{
+		Listener: engine.ListenerOptions{MiddlewareFunctionID: "mw"},
+		Listeners: []devserver.Listener{{Addr: "127.0.0.1:0",
+			ListenerOptions: engine.ListenerOptions{RBAC: &engine.RBAC{AuthFunctionID: "auth"}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	addrs := s.ListenerAddrs()
+	if len(addrs) != 1 {
+		t.Fatalf("ListenerAddrs = %v", addrs)
+	}
+	first := func(url string) string {
+		ws, _, err := websocket.Dial(ctx, url, nil)
+		if err != nil {
+			t.Fatalf("dial %s: %v", url, err)
+		}
+		defer ws.CloseNow()
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	// No auth function registered yet: refused with AUTH_ERROR.
+	if got := first("ws://" + addrs[0]); !strings.Contains(got, `"AUTH_ERROR"`) || !strings.Contains(got, "auth") {
+		t.Errorf("first frame on the RBAC listener: %s", got)
+	}
+	err = s.Engine().RegisterFunction("test", engine.Function{ID: "auth",
+		Handler: func(context.Context, *engine.Call) (json.RawMessage, error) { return json.RawMessage(`{}`), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := first("ws://" + addrs[0]); !strings.Contains(got, "workerregistered") {
+		t.Errorf("first frame once admitted: %s", got)
+	}
+	if got := first(s.URL()); !strings.Contains(got, "workerregistered") {
+		t.Errorf("first frame on the primary listener: %s", got)
+	}
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := websocket.Dial(ctx, "ws://"+addrs[0], nil); err == nil {
+		t.Error("extra listener still accepting after Stop")
 	}
 }

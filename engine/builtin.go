@@ -616,6 +616,15 @@ func (e *Engine) fnRegisterTrigger(ctx context.Context, call *Call) (json.RawMes
 	if err := decodeArgs(call.Data, &in); err != nil {
 		return nil, err
 	}
+	if s := e.callerSession(call); s != nil {
+		// A caller of an RBAC listener binds within its session: its
+		// allowed trigger types, its function prefix.
+		if s.allowedTriggerTypes != nil && !contains(s.allowedTriggerTypes, in.TriggerType) {
+			return nil, &protocol.ErrorBody{Code: CodeForbidden,
+				Message: fmt.Sprintf("Trigger type '%s' is not allowed for this session.", in.TriggerType)}
+		}
+		in.FunctionID = s.registeredID(in.FunctionID)
+	}
 	id, err := e.RegisterTrigger(ctx, Trigger{Type: in.TriggerType, FunctionID: in.FunctionID, Config: in.Config, Metadata: in.Metadata})
 	if err != nil {
 		return nil, err

@@ -46,6 +46,7 @@ type conn struct {
 	out         *outq
 
 	python     bool         // the socket is the Python iii-sdk's (by User-Agent)
+	session    *session     // RBAC/middleware of its listener; nil: full rights
 	inflight   atomic.Int64 // calls routed to this worker and not yet answered
 	lastRead   atomic.Int64 // unix nanos of the last frame read
 	pinging    atomic.Bool  // a keepalive ping is out
@@ -108,7 +109,7 @@ func (e *Engine) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn
 
 // serveOTel accepts a telemetry-only socket: binary OTLP/MTRC/LOGS frames,
 // never a reply, never a worker.
-func (e *Engine) serveOTel(w http.ResponseWriter, r *http.Request) {
+func (e *Engine) serveOTel(l *listener, w http.ResponseWriter, r *http.Request) {
 	ws, ok := e.accept(w, r)
 	if !ok {
 		return
@@ -116,6 +117,9 @@ func (e *Engine) serveOTel(w http.ResponseWriter, r *http.Request) {
 	e.connsWG.Add(1)
 	defer e.connsWG.Done()
 	defer ws.CloseNow()
+	if _, ok := l.admit(ws, r); !ok {
+		return
+	}
 	ctx := e.ctx
 	for {
 		typ, data, err := ws.Read(ctx)
@@ -156,7 +160,7 @@ func (e *Engine) SetTelemetrySink(s TelemetrySink) {
 }
 
 // serveWorker runs one worker connection from upgrade to cleanup.
-func (e *Engine) serveWorker(w http.ResponseWriter, r *http.Request) {
+func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/" {
 		http.NotFound(w, r)
 		return
@@ -165,7 +169,15 @@ func (e *Engine) serveWorker(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// The auth call is bounded by the listener's call timeout and ends
+	// when the engine shuts down.
+	sess, ok := l.admit(ws, r)
+	if !ok {
+		ws.CloseNow()
+		return
+	}
 	c := &conn{
+		session:     sess,
 		e:           e,
 		id:          uuid.NewString(),
 		token:       uuid.NewString(),
@@ -510,15 +522,25 @@ func (c *conn) handle(msg protocol.Message) {
 	case protocol.InvocationResult:
 		e.resultFromWorker(c, m)
 	case protocol.RegisterFunction:
+		if c.session != nil && !e.admitFunction(c, &m) {
+			return
+		}
 		e.registerRemoteFunction(c, m)
 	case protocol.UnregisterFunction:
-		e.unregisterRemoteFunction(c, m.ID)
+		e.unregisterRemoteFunction(c, c.session.registeredID(m.ID))
 	case protocol.RegisterTriggerType:
+		if c.session != nil && !e.admitTriggerType(c, &m) {
+			return
+		}
 		e.registerRemoteTriggerType(c, m)
 	case protocol.UnregisterTriggerType:
 		e.unregisterRemoteTriggerType(c, m.ID)
 	case protocol.RegisterTrigger:
-		e.registerTrigger(c, triggerFrom(m))
+		t := triggerFrom(m)
+		if c.session != nil && !e.admitTrigger(c, &t) {
+			return
+		}
+		e.registerTrigger(c, t)
 	case protocol.UnregisterTrigger:
 		e.unregisterTriggerFrom(c, m.ID)
 	case protocol.TriggerRegistrationResult:

@@ -91,6 +91,36 @@ type Options struct {
 	PingTimeout  time.Duration
 	// TelemetrySink receives worker telemetry frames; nil counts and drops.
 	TelemetrySink TelemetrySink
+	// Listener configures the worker listener of Handler and Serve (its
+	// RBAC and middleware); the zero value grants every worker full
+	// rights. More listeners are served with ServeListener.
+	Listener ListenerOptions
+}
+
+// DefaultRBACCallTimeout bounds each call of a listener's auth function and
+// registration hooks when ListenerOptions.CallTimeout is zero.
+const DefaultRBACCallTimeout = 10 * time.Second
+
+// ListenerOptions configures one worker listener: an iii-worker-manager
+// entry of iii's config (spec §1.5, §5.3). The engine's bearer token
+// (Options.AuthToken) applies on every listener, before its RBAC.
+type ListenerOptions struct {
+	// Name labels the listener in logs, e.g. "127.0.0.1:49135".
+	Name string
+	// MiddlewareFunctionID, when set, receives every invocation a worker of
+	// this listener makes of a function outside engine::, as
+	// {function_id, payload, action, context}; its answer is the caller's.
+	MiddlewareFunctionID string
+	// RBAC restricts what the listener's workers may call and register;
+	// nil grants full rights.
+	RBAC *RBAC
+	// CallTimeout bounds each call of the auth function and of the
+	// registration hooks (zero: DefaultRBACCallTimeout). An auth function
+	// that does not answer in time refuses the connection with AUTH_ERROR.
+	CallTimeout time.Duration
+	// HandshakeTimeout bounds reading the upgrade request on ServeListener
+	// (zero: DefaultHandshakeTimeout).
+	HandshakeTimeout time.Duration
 }
 
 func (o *Options) withDefaults() {
@@ -156,6 +186,12 @@ type Engine struct {
 
 	channels *channel.Manager // streaming channels; closed by Shutdown
 
+	// refused records function registrations an RBAC rule or hook turned
+	// down, so a call of such an id says why it is not found. Guarded by mu.
+	refused map[string]refusal
+
+	external atomic.Pointer[externalProvider] // HTTP-invoked functions, or nil
+
 	sink          atomic.Pointer[TelemetrySink]
 	fwd           atomic.Pointer[Forwarder] // nil: a single engine (forward.go)
 	drops         dropCounters
@@ -181,6 +217,7 @@ func New(opts Options) (*Engine, error) {
 		services:     make(map[string]service),
 		locals:       make(map[string]*localWorker),
 		ackWait:      make(map[string]chan *ackResult),
+		refused:      make(map[string]refusal),
 		funcsChanged: make(chan struct{}, 1),
 	}
 	e.SetTelemetrySink(opts.TelemetrySink)
@@ -226,21 +263,68 @@ func (e *Engine) goSafe(fn func()) bool {
 func (e *Engine) Channels() *channel.Manager { return e.channels }
 
 // Handler serves the worker socket at "/", the telemetry-only socket at
-// "/otel" and the channel sockets at "/ws/channels/{channel_id}".
+// "/otel" and the channel sockets at "/ws/channels/{channel_id}", with the
+// RBAC of Options.Listener.
 func (e *Engine) Handler() http.Handler {
+	return e.ListenerHandler(e.opts.Listener)
+}
+
+// ListenerHandler serves the worker socket at "/", the telemetry-only
+// socket at "/otel" and the channel sockets for a listener with its own
+// RBAC and middleware.
+func (e *Engine) ListenerHandler(opts ListenerOptions) http.Handler {
+	l := e.newListener(opts)
 	mux := http.NewServeMux()
 	mux.Handle("GET "+channel.Path+"{channel_id}", e.channels)
-	mux.HandleFunc("/otel", e.serveOTel)
-	mux.HandleFunc("/", e.serveWorker)
+	mux.HandleFunc("/otel", func(w http.ResponseWriter, r *http.Request) { e.serveOTel(l, w, r) })
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { e.serveWorker(l, w, r) })
 	return mux
+}
+
+// ServeListener serves one more worker listener on ln until ctx is done,
+// then stops accepting and returns. Unlike Serve it does not shut the
+// engine down: the workers it accepted stay connected until they leave or
+// the engine shuts down.
+func (e *Engine) ServeListener(ctx context.Context, ln net.Listener, opts ListenerOptions) error {
+	hs := opts.HandshakeTimeout
+	if hs <= 0 {
+		hs = DefaultHandshakeTimeout
+	}
+	srv := &http.Server{
+		Handler:           e.ListenerHandler(opts),
+		ReadHeaderTimeout: hs,
+		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+		ConnContext:       corkContext,
+	}
+	errc := make(chan error, 1)
+	// Exits when the listener is closed by srv.Shutdown below.
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		return err
+	case <-ctx.Done():
+	case <-e.ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), DefaultWriteTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx) // hijacked worker sockets are the engine's
+	<-errc
+	return err
 }
 
 // Serve serves the engine on ln until ctx is done, then shuts down
 // gracefully (bounded by DefaultWriteTimeout) and returns nil.
 func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
+	hs := e.opts.Listener.HandshakeTimeout
+	if hs <= 0 {
+		hs = DefaultHandshakeTimeout
+	}
 	srv := &http.Server{
 		Handler:           e.Handler(),
-		ReadHeaderTimeout: DefaultHandshakeTimeout,
+		ReadHeaderTimeout: hs,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 		ConnContext:       corkContext,
 	}

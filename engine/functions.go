@@ -70,6 +70,10 @@ type registration struct {
 	local          *localWorker // in-process owner, or nil
 	handler        Handler
 	at             time.Time
+	// owner is the worker that registered an HTTP-invoked function: the
+	// engine serves it in-process (handler, local) and drops it when the
+	// owner disconnects.
+	owner *conn
 }
 
 func (r *registration) workerName() string {
@@ -82,6 +86,9 @@ func (r *registration) workerName() string {
 func (r *registration) workerID() string {
 	if r.conn != nil {
 		return r.conn.id
+	}
+	if r.owner != nil {
+		return r.owner.id
 	}
 	return ""
 }
@@ -179,16 +186,16 @@ func (e *Engine) UnregisterFunction(id string) {
 }
 
 func (e *Engine) registerRemoteFunction(c *conn, m protocol.RegisterFunction) {
-	if len(m.Invocation) > 0 {
-		// HTTP-invoked external functions need an HTTP-functions module,
-		// which this engine does not have; iii ignores them likewise.
-		c.log.Warn("HTTP-invoked function registrations are not supported; ignored", "function_id", m.ID)
-		return
-	}
 	reg := &registration{
 		description: m.Description, requestFormat: m.RequestFormat,
 		responseFormat: m.ResponseFormat, metadata: m.Metadata,
 		conn: c, at: time.Now(),
+	}
+	if len(m.Invocation) > 0 {
+		var ok bool
+		if reg, ok = e.externalRegistration(c, m); !ok {
+			return
+		}
 	}
 	e.mu.Lock()
 	if c.removed {
@@ -196,18 +203,21 @@ func (e *Engine) registerRemoteFunction(c *conn, m protocol.RegisterFunction) {
 		return
 	}
 	f := e.functions[m.ID]
-	if f != nil && len(f.regs) > 0 && f.regs[0].local != nil {
+	if f != nil && len(f.regs) > 0 && f.regs[0].local != nil && f.regs[0].owner == nil {
 		e.mu.Unlock()
 		c.log.Warn("worker tried to register a built-in function id; ignored", "function_id", m.ID)
 		return
 	}
+	delete(e.refused, m.ID)
 	if f == nil {
 		f = &function{id: m.ID}
 		e.functions[m.ID] = f
 	}
 	regs := make([]*registration, 0, len(f.regs)+1)
 	for _, r := range f.regs {
-		if r.conn != c {
+		// An HTTP-invoked function is served by the engine alone: it
+		// replaces, and is replaced by, every other registration.
+		if r.conn != c && r.owner == nil && reg.owner == nil {
 			regs = append(regs, r)
 		}
 	}
@@ -242,7 +252,7 @@ func (e *Engine) dropRegistrationLocked(c *conn, id string) bool {
 	}
 	regs := make([]*registration, 0, len(f.regs))
 	for _, r := range f.regs {
-		if r.conn != c {
+		if r.conn != c && r.owner != c {
 			regs = append(regs, r)
 		}
 	}

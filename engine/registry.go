@@ -45,6 +45,9 @@ func (e *Engine) removeConn(c *conn) {
 	if e.conns[c.id] == c {
 		delete(e.conns, c.id)
 	}
+	if len(e.refused) > 0 {
+		e.forgetRefusalsLocked(c)
+	}
 	for id := range c.fnIDs {
 		if e.dropRegistrationLocked(c, id) {
 			fns = append(fns, id)
@@ -171,9 +174,12 @@ func (e *Engine) Snapshot() Snapshot {
 					r.description, r.requestFormat, r.responseFormat, r.metadata
 			}
 			fi.Workers = append(fi.Workers, r.workerName())
-			if r.conn != nil {
+			switch {
+			case r.conn != nil:
 				fi.WorkerIDs = append(fi.WorkerIDs, r.conn.id)
-			} else {
+			case r.owner != nil: // HTTP-invoked: served here, owned by a worker
+				fi.WorkerIDs = append(fi.WorkerIDs, r.owner.id)
+			default:
 				fi.Internal = true
 				localFns[r.local] = append(localFns[r.local], id)
 			}

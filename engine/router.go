@@ -253,6 +253,9 @@ func (e *Engine) Invoke(ctx context.Context, req Request) (json.RawMessage, erro
 
 // invokeFromWorker routes a worker's invokefunction.
 func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
+	if caller.session != nil && e.intercept(caller, m) {
+		return // refused by RBAC, or handed to the listener's middleware
+	}
 	call := Call{
 		InvocationID: m.InvocationID, FunctionID: m.FunctionID,
 		Data: injectCaller(m.Data, caller.id), Metadata: m.Metadata,
@@ -378,7 +381,7 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 	switch {
 	case r == nil:
 		if !e.forward(call, finish) {
-			finish(failed(CodeFunctionNotFound, "Function %s not found", call.FunctionID))
+			finish(e.notFound(call.FunctionID))
 		}
 	case r.handler != nil:
 		e.runLocal(r.handler, call, finish)
@@ -456,8 +459,12 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 		ref.set(p)
 	}
 
+	fid := call.FunctionID
+	if target.session != nil {
+		fid = target.session.localID(fid) // the worker knows it without its prefix
+	}
 	frame, err := protocol.Encode(protocol.InvokeFunction{
-		InvocationID: id, FunctionID: call.FunctionID, Data: call.Data,
+		InvocationID: id, FunctionID: fid, Data: call.Data,
 		Traceparent: call.Traceparent, Baggage: call.Baggage, Metadata: call.Metadata,
 	})
 	if err == nil {

@@ -298,10 +298,11 @@ type workerProc struct {
 	calls atomic.Int64
 }
 
-// startWorker starts the worker script of l connected to url. It does not
-// wait for it to be ready (see ready). Cleanup closes its stdin (a graceful
-// exit), then kills the process group after stopGrace.
-func startWorker(t *testing.T, l lang, url, prefix string) *workerProc {
+// startWorker starts the worker script of l connected to url, with env
+// (KEY=value) added to its environment. It does not wait for it to be
+// ready (see ready). Cleanup closes its stdin (a graceful exit), then kills
+// the process group after stopGrace.
+func startWorker(t *testing.T, l lang, url, prefix string, env ...string) *workerProc {
 	t.Helper()
 	bin, args, dir := command(t, l)
 	pctx, cancel := context.WithCancel(context.Background())
@@ -319,6 +320,7 @@ func startWorker(t *testing.T, l lang, url, prefix string) *workerProc {
 		fmt.Sprintf("COMPAT_RECONNECT_MS=%d", reconnectMS),
 		"PYTHONUNBUFFERED=1",
 	)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = stopGrace

@@ -6,6 +6,7 @@ import (
 	_ "github.com/iii-workbench/iii/engine/modules/cron"          // CronModule
 	_ "github.com/iii-workbench/iii/engine/modules/exec"          // ExecModule
 	_ "github.com/iii-workbench/iii/engine/modules/http"          // RestApiModule
+	_ "github.com/iii-workbench/iii/engine/modules/httpfunctions" // HttpFunctionsModule
 	_ "github.com/iii-workbench/iii/engine/modules/observability" // OtelModule
 	_ "github.com/iii-workbench/iii/engine/modules/pubsub"        // PubSubModule
 	_ "github.com/iii-workbench/iii/engine/modules/queue"         // QueueModule

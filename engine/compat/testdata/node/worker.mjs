@@ -11,6 +11,13 @@
 //   COMPAT_PREFIX         function id prefix, e.g. "node" -> node::echo (required)
 //   COMPAT_NAME           worker name reported to the engine (default: prefix)
 //   COMPAT_RECONNECT_MS   initial reconnect delay in ms (default: SDK default)
+//   COMPAT_HEADERS        JSON object of headers for the upgrade request (RBAC auth input)
+//   COMPAT_READY          "listed" (default): ready once the engine lists the functions;
+//                         "barrier": ready once a call round-trips (for RBAC listeners, where
+//                         engine::functions::list may be forbidden and ids prefixed; the
+//                         commands' round trips then call engine::compat::barrier, whose
+//                         FORBIDDEN or function_not_found answer is the round trip);
+//                         "none": ready at once (a worker the engine may refuse)
 //
 // Functions (<p> = COMPAT_PREFIX):
 //   <p>::echo  returns its input plus {"by":"node"}
@@ -34,6 +41,8 @@
 //       with "call" (a function id) it instead triggers that function from inside the
 //       handler (so in the handler's trace context) with its own input and returns the
 //       callee's result
+//   {"op":"register_http","ref","function_id","invocation","description"?} -> {"event":"function_registered","ref"}
+//       registers an HTTP-invoked function (registerFunction with an HttpInvocationConfig)
 //   {"op":"bind","ref","type_id","function_id","config","metadata"?} -> {"event":"bound","ref"}
 //   {"op":"unbind","ref"}            -> {"event":"unbound","ref"}
 //   {"op":"exit"}                    -> graceful shutdown, exit 0 (also on stdin EOF)
@@ -87,7 +96,9 @@ function emit(event) {
   process.stdout.write(`COMPAT ${JSON.stringify(event)}\n`)
 }
 
+const readyMode = process.env.COMPAT_READY || 'listed'
 const options = { workerName: name }
+if (process.env.COMPAT_HEADERS) options.headers = JSON.parse(process.env.COMPAT_HEADERS)
 if (reconnectMs > 0) {
   options.reconnectionConfig = { initialDelayMs: reconnectMs, maxDelayMs: reconnectMs * 4 }
 }
@@ -253,7 +264,26 @@ worker.registerFunction(flakyId, async (data, metadata) => {
 // barrier makes a round trip on this worker's socket: the engine handles a
 // connection's frames in order, so everything sent before is processed.
 async function barrier() {
-  await worker.trigger({ function_id: 'engine::functions::list', payload: {}, timeoutMs: 5000 })
+  if (readyMode === 'listed') {
+    await worker.trigger({ function_id: 'engine::functions::list', payload: {}, timeoutMs: 5000 })
+    return
+  }
+  try {
+    await worker.trigger({ function_id: 'engine::compat::barrier', payload: {}, timeoutMs: 5000 })
+  } catch (err) {
+    if (err?.code === 'TIMEOUT') throw err
+  }
+}
+
+async function waitForRoundTrip() {
+  for (;;) {
+    try {
+      await worker.trigger({ function_id: 'engine::compat::barrier', payload: {}, timeoutMs: 2000 })
+      return
+    } catch (err) {
+      if (err?.code !== 'TIMEOUT') return
+    }
+  }
 }
 
 async function waitUntilListed() {
@@ -360,6 +390,12 @@ async function handle(cmd) {
       return channelBadKey(cmd)
     case 'channel_oversized':
       return channelOversized(cmd)
+    case 'register_http': {
+      const opts = cmd.description ? { description: cmd.description } : undefined
+      worker.registerFunction(cmd.function_id, cmd.invocation, opts)
+      await barrier()
+      return emit({ event: 'function_registered', ref: cmd.ref })
+    }
     case 'register_type': {
       const ref = worker.registerTriggerType(
         { id: cmd.type_id, description: `compat trigger type ${cmd.type_id}` },
@@ -411,7 +447,8 @@ async function quit() {
   }
 }
 
-await waitUntilListed()
+if (readyMode === 'listed') await waitUntilListed()
+else if (readyMode === 'barrier') await waitForRoundTrip()
 emit({ event: 'ready', name, runtime: 'node' })
 
 const lines = createInterface({ input: process.stdin })

@@ -21,7 +21,7 @@ import time
 from iii import InitOptions, InvocationError, TriggerAction, register_worker
 from iii.channels import ChannelReader, ChannelWriter
 from iii.helpers import create_channel_async
-from iii_helpers.http import http
+from iii_helpers.http import HttpInvocationConfig, http
 from iii.triggers import TriggerConfig, TriggerHandler
 from iii_helpers.observability import ReconnectionConfig
 
@@ -57,7 +57,10 @@ if not URL or not PREFIX:
 NAME = os.environ.get("COMPAT_NAME") or PREFIX
 RECONNECT_MS = int(os.environ.get("COMPAT_RECONNECT_MS") or 0)
 
+READY_MODE = os.environ.get("COMPAT_READY") or "listed"  # see ../node/worker.mjs
 options = InitOptions(worker_name=NAME)
+if os.environ.get("COMPAT_HEADERS"):
+    options.headers = json.loads(os.environ["COMPAT_HEADERS"])
 if RECONNECT_MS > 0:
     options.reconnection_config = ReconnectionConfig(
         initial_delay_ms=RECONNECT_MS, max_delay_ms=RECONNECT_MS * 4
@@ -120,7 +123,26 @@ worker.register_function(FLAKY, flaky)
 def barrier():
     """Round trip on this worker's socket: the engine handles a connection's
     frames in order, so everything sent before has been processed."""
-    worker.trigger({"function_id": "engine::functions::list", "payload": {}, "timeout_ms": 5000})
+    if READY_MODE == "listed":
+        worker.trigger({"function_id": "engine::functions::list", "payload": {}, "timeout_ms": 5000})
+        return
+    try:
+        worker.trigger({"function_id": "engine::compat::barrier", "payload": {}, "timeout_ms": 5000})
+    except InvocationError as err:
+        if err.code == "TIMEOUT":
+            raise
+
+
+def wait_for_round_trip():
+    while True:
+        try:
+            worker.trigger({"function_id": "engine::compat::barrier", "payload": {}, "timeout_ms": 2000})
+            return
+        except InvocationError as err:
+            if err.code != "TIMEOUT":
+                return
+        except Exception:  # not connected yet: try again
+            time.sleep(0.05)
 
 
 def wait_until_listed():
@@ -350,6 +372,14 @@ def handle(cmd):
         emit({"event": "function_registered", "ref": cmd["ref"]})
     elif op == "channel_pipe":
         channel_pipe(cmd)
+    elif op == "register_http":
+        worker.register_function(
+            cmd["function_id"],
+            HttpInvocationConfig(**cmd["invocation"]),
+            description=cmd.get("description"),
+        )
+        barrier()
+        emit({"event": "function_registered", "ref": cmd["ref"]})
     elif op == "register_type":
         worker.register_trigger_type(
             {"id": cmd["type_id"], "description": f"compat trigger type {cmd['type_id']}"},
@@ -397,7 +427,10 @@ def quit_():
 
 
 def main():
-    wait_until_listed()
+    if READY_MODE == "listed":
+        wait_until_listed()
+    elif READY_MODE == "barrier":
+        wait_for_round_trip()
     emit({"event": "ready", "name": NAME, "runtime": "python"})
     for line in sys.stdin:
         line = line.strip()

@@ -1,0 +1,615 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+
+	"github.com/iii-workbench/iii/engine/protocol"
+)
+
+// Error codes of RBAC (spec §1.5, §3.1).
+const (
+	CodeForbidden = "FORBIDDEN"
+	CodeAuthError = "AUTH_ERROR"
+)
+
+// RBAC is a listener's access control (iii's iii-worker-manager `rbac`
+// block).
+type RBAC struct {
+	// AuthFunctionID is called on every upgrade ("/" and "/otel") with
+	// {headers, query_params, ip_address}; its AuthResult admits the
+	// connection. Empty admits everyone with full registration rights.
+	AuthFunctionID string
+	// ExposeFunctions are the functions this listener's workers may call
+	// beyond the auth result's allowed_functions and the infrastructure
+	// functions every worker needs.
+	ExposeFunctions []FunctionFilter
+	// The registration hooks get each registration (with the session's
+	// context) before it is applied and answer with the object to apply
+	// (possibly rewritten); anything else refuses it.
+	OnFunctionRegistrationFunctionID    string
+	OnTriggerRegistrationFunctionID     string
+	OnTriggerTypeRegistrationFunctionID string
+}
+
+// FunctionFilter is one expose_functions entry: a wildcard pattern on the
+// function id (`match("api::*")`), or conditions on the function's metadata
+// that must all hold.
+type FunctionFilter struct {
+	Match    string // pattern on the id ('*' matches any run); used when Metadata is nil
+	Metadata map[string]MetadataMatch
+}
+
+// MetadataMatch is one metadata condition: a wildcard pattern on a string
+// value (`match("pat")`), or a value the metadata must equal.
+type MetadataMatch struct {
+	Pattern string // used when IsPattern
+	Value   any    // JSON-decoded (numbers as float64) when !IsPattern
+	// IsPattern selects Pattern over Value.
+	IsPattern bool
+}
+
+// ParseFunctionFilter reads one expose_functions entry as decoded from YAML
+// or JSON: the string `match("pattern")` or a map {metadata: {key: value |
+// "match(\"pattern\")"}}.
+func ParseFunctionFilter(v any) (FunctionFilter, error) {
+	switch v := v.(type) {
+	case string:
+		pat, ok := matchPattern(v)
+		if !ok {
+			return FunctionFilter{}, fmt.Errorf("expose_functions entry %q: want match(\"pattern\") or {metadata: {...}}", v)
+		}
+		return FunctionFilter{Match: pat}, nil
+	case map[string]any:
+		meta, ok := v["metadata"].(map[string]any)
+		if !ok || len(meta) == 0 {
+			return FunctionFilter{}, errors.New("expose_functions entry: a map needs a non-empty 'metadata' map of conditions")
+		}
+		f := FunctionFilter{Metadata: make(map[string]MetadataMatch, len(meta))}
+		for k, mv := range meta {
+			if s, ok := mv.(string); ok {
+				if pat, ok := matchPattern(s); ok {
+					f.Metadata[k] = MetadataMatch{Pattern: pat, IsPattern: true}
+					continue
+				}
+			}
+			norm, err := jsonValue(mv)
+			if err != nil {
+				return FunctionFilter{}, fmt.Errorf("expose_functions metadata %q: %w", k, err)
+			}
+			f.Metadata[k] = MetadataMatch{Value: norm}
+		}
+		return f, nil
+	}
+	return FunctionFilter{}, fmt.Errorf("expose_functions entry of type %T: want match(\"pattern\") or {metadata: {...}}", v)
+}
+
+// jsonValue normalises a YAML- or JSON-decoded value to what encoding/json
+// decodes (float64 numbers, map[string]any), so values compare equal.
+func jsonValue(v any) (any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var out any
+	err = json.Unmarshal(b, &out)
+	return out, err
+}
+
+func matchPattern(s string) (string, bool) {
+	t := strings.TrimSpace(s)
+	for _, q := range []string{`"`, `'`} {
+		if strings.HasPrefix(t, "match("+q) && strings.HasSuffix(t, q+")") && len(t) >= 9 {
+			return t[7 : len(t)-2], true
+		}
+	}
+	return "", false
+}
+
+// Matches reports whether the function id (with its registered metadata)
+// passes the filter.
+func (f FunctionFilter) Matches(id string, metadata json.RawMessage) bool {
+	if f.Metadata == nil {
+		return WildcardMatch(f.Match, id)
+	}
+	if len(metadata) == 0 {
+		return false
+	}
+	var obj map[string]any
+	if json.Unmarshal(metadata, &obj) != nil || obj == nil {
+		return false
+	}
+	for k, want := range f.Metadata {
+		got, ok := obj[k]
+		if !ok {
+			return false
+		}
+		if want.IsPattern {
+			s, ok := got.(string)
+			if !ok || !WildcardMatch(want.Pattern, s) {
+				return false
+			}
+		} else if !reflect.DeepEqual(got, want.Value) {
+			return false
+		}
+	}
+	return true
+}
+
+// WildcardMatch matches s against pattern, anchored at both ends, where
+// '*' matches any run of characters (including none).
+func WildcardMatch(pattern, s string) bool {
+	parts := strings.Split(pattern, "*")
+	if len(parts) == 1 {
+		return pattern == s
+	}
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	s = s[len(parts[0]):]
+	last := parts[len(parts)-1]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(s, p)
+		if i < 0 {
+			return false
+		}
+		s = s[i+len(p):]
+	}
+	return strings.HasSuffix(s, last)
+}
+
+// infrastructureFunctions may be called from every session unless its
+// auth result forbids them by name: what every SDK calls on its own.
+var infrastructureFunctions = map[string]struct{}{
+	"engine::channels::create":  {},
+	"engine::workers::register": {},
+	"engine::log::info":         {},
+	"engine::log::warn":         {},
+	"engine::log::error":        {},
+	"engine::log::debug":        {},
+	"engine::log::trace":        {},
+	"engine::baggage::get":      {},
+	"engine::baggage::set":      {},
+	"engine::baggage::get_all":  {},
+}
+
+// listener is one worker listener's configuration, shared by its sockets.
+type listener struct {
+	e    *Engine
+	opts ListenerOptions
+	// sessions: the listener has RBAC or a middleware, so each of its
+	// workers gets a session; otherwise they have full rights (nil).
+	sessions bool
+}
+
+func (e *Engine) newListener(opts ListenerOptions) *listener {
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = DefaultRBACCallTimeout
+	}
+	return &listener{e: e, opts: opts, sessions: opts.RBAC != nil || opts.MiddlewareFunctionID != ""}
+}
+
+func (l *listener) rbac() *RBAC { return l.opts.RBAC }
+
+// session is what one worker connection of an RBAC listener may do.
+type session struct {
+	l                   *listener
+	allowed, forbidden  []string
+	allowedTriggerTypes []string // nil: every type
+	allowTriggerTypeReg bool
+	allowFunctionReg    bool
+	context             json.RawMessage
+	prefix              string // "P::" when the auth result set a prefix
+
+	// Functions a hook renamed: the engine stores them under the new id
+	// but must invoke the worker by the id it registered.
+	renamed   atomic.Bool
+	namesMu   sync.Mutex
+	asStored  map[string]string // the worker's id -> stored id
+	asOwnedBy map[string]string // stored id -> the worker's id
+}
+
+// authResult is the auth function's answer (spec §1.5).
+type authResult struct {
+	AllowedFunctions             []string        `json:"allowed_functions"`
+	ForbiddenFunctions           []string        `json:"forbidden_functions"`
+	AllowedTriggerTypes          *[]string       `json:"allowed_trigger_types"`
+	AllowTriggerTypeRegistration *bool           `json:"allow_trigger_type_registration"`
+	AllowFunctionRegistration    *bool           `json:"allow_function_registration"`
+	Context                      json.RawMessage `json:"context"`
+	FunctionRegistrationPrefix   *string         `json:"function_registration_prefix"`
+}
+
+// authError is the text frame that refuses a connection. It is not one of
+// the protocol's messages.
+type authError struct {
+	Type  string             `json:"type"`
+	Error protocol.ErrorBody `json:"error"`
+}
+
+// admit runs the listener's auth function for an accepted socket. On
+// refusal it sends the AUTH_ERROR frame, closes the socket (1008) and
+// returns false.
+func (l *listener) admit(ws *websocket.Conn, r *http.Request) (*session, bool) {
+	if !l.sessions {
+		return nil, true
+	}
+	s, err := l.authenticate(r)
+	if err == nil {
+		return s, true
+	}
+	l.e.log.Warn("worker connection refused by the auth function", "listener", l.opts.Name,
+		"remote", r.RemoteAddr, "path", r.URL.Path, "err", err.Message)
+	frame, _ := json.Marshal(authError{Type: "error", Error: *err})
+	ctx, cancel := context.WithTimeout(l.e.ctx, DefaultWriteTimeout)
+	defer cancel()
+	if ws.Write(ctx, websocket.MessageText, frame) == nil {
+		reason := err.Message
+		for len(reason) > 120 { // a close reason must fit in a control frame
+			_, n := utf8.DecodeLastRuneInString(reason)
+			reason = reason[:len(reason)-n]
+		}
+		ws.Close(websocket.StatusPolicyViolation, reason)
+	}
+	return nil, false
+}
+
+func (l *listener) authenticate(r *http.Request) (*session, *protocol.ErrorBody) {
+	s := &session{l: l, allowTriggerTypeReg: true, allowFunctionReg: true, context: json.RawMessage("{}")}
+	rb := l.rbac()
+	if rb == nil || rb.AuthFunctionID == "" {
+		return s, nil
+	}
+	headers := make(map[string]string, len(r.Header)+1)
+	for k, v := range r.Header {
+		headers[strings.ToLower(k)] = strings.Join(v, ", ")
+	}
+	if r.Host != "" {
+		headers["host"] = r.Host // net/http keeps it out of Header
+	}
+	query := map[string][]string(r.URL.Query())
+	ip := r.RemoteAddr
+	if h, _, err := net.SplitHostPort(ip); err == nil {
+		ip = h
+	}
+	in, err := json.Marshal(map[string]any{"headers": headers, "query_params": query, "ip_address": ip})
+	if err != nil {
+		return nil, &protocol.ErrorBody{Code: CodeAuthError, Message: err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(l.e.ctx, l.opts.CallTimeout)
+	defer cancel()
+	res, err := l.e.Invoke(ctx, Request{FunctionID: rb.AuthFunctionID, Data: in, Trigger: "rbac"})
+	if err != nil {
+		var eb *protocol.ErrorBody
+		switch {
+		case errors.As(err, &eb):
+			return nil, &protocol.ErrorBody{Code: CodeAuthError, Message: fmt.Sprintf("auth function %s failed: %s: %s", rb.AuthFunctionID, eb.Code, eb.Message)}
+		case errors.Is(err, context.DeadlineExceeded):
+			return nil, &protocol.ErrorBody{Code: CodeAuthError, Message: fmt.Sprintf("auth function %s did not answer within %s", rb.AuthFunctionID, l.opts.CallTimeout)}
+		}
+		return nil, &protocol.ErrorBody{Code: CodeAuthError, Message: fmt.Sprintf("auth function %s: %v", rb.AuthFunctionID, err)}
+	}
+	if isNull(res) {
+		return nil, &protocol.ErrorBody{Code: CodeAuthError, Message: fmt.Sprintf("auth function %s returned no result", rb.AuthFunctionID)}
+	}
+	var ar authResult
+	if err := json.Unmarshal(res, &ar); err != nil {
+		return nil, &protocol.ErrorBody{Code: CodeAuthError, Message: fmt.Sprintf("auth function %s returned an invalid AuthResult: %v", rb.AuthFunctionID, err)}
+	}
+	s.allowed, s.forbidden = ar.AllowedFunctions, ar.ForbiddenFunctions
+	if ar.AllowedTriggerTypes != nil {
+		s.allowedTriggerTypes = append([]string{}, *ar.AllowedTriggerTypes...)
+	}
+	// With an auth function, trigger type registration is opt-in.
+	s.allowTriggerTypeReg = ar.AllowTriggerTypeRegistration != nil && *ar.AllowTriggerTypeRegistration
+	if ar.AllowFunctionRegistration != nil {
+		s.allowFunctionReg = *ar.AllowFunctionRegistration
+	}
+	if !isNull(ar.Context) {
+		s.context = ar.Context
+	}
+	if ar.FunctionRegistrationPrefix != nil && *ar.FunctionRegistrationPrefix != "" {
+		s.prefix = *ar.FunctionRegistrationPrefix + "::"
+	}
+	return s, nil
+}
+
+func isNull(b json.RawMessage) bool {
+	t := strings.TrimSpace(string(b))
+	return t == "" || t == "null"
+}
+
+// registeredID is the id under which a function this session's worker
+// registered as id is stored: renamed by a hook, prefixed. A nil session
+// leaves it alone.
+func (s *session) registeredID(id string) string {
+	if s == nil {
+		return id
+	}
+	if s.renamed.Load() {
+		s.namesMu.Lock()
+		stored, ok := s.asStored[id]
+		s.namesMu.Unlock()
+		if ok {
+			return stored
+		}
+	}
+	return s.prefix + id
+}
+
+// localID is a stored function id as this session's worker knows it.
+func (s *session) localID(id string) string {
+	if s.renamed.Load() {
+		s.namesMu.Lock()
+		own, ok := s.asOwnedBy[id]
+		s.namesMu.Unlock()
+		if ok {
+			return own
+		}
+	}
+	if s.prefix == "" {
+		return id
+	}
+	return strings.TrimPrefix(id, s.prefix)
+}
+
+// rename records that the worker's function id is stored as stored.
+func (s *session) rename(id, stored string) {
+	s.namesMu.Lock()
+	defer s.namesMu.Unlock()
+	if s.asStored == nil {
+		s.asStored, s.asOwnedBy = map[string]string{}, map[string]string{}
+	}
+	if old, ok := s.asStored[id]; ok {
+		delete(s.asOwnedBy, old)
+	}
+	s.asStored[id], s.asOwnedBy[stored] = stored, id
+	s.renamed.Store(true)
+}
+
+// allows is the invocation filter (spec §1.5): forbidden by name, allowed
+// by name, infrastructure, then the listener's expose_functions.
+func (s *session) allows(e *Engine, id string) (bool, string) {
+	for _, f := range s.forbidden {
+		if f == id {
+			return false, "remove from rbac.forbidden_functions"
+		}
+	}
+	for _, f := range s.allowed {
+		if f == id {
+			return true, ""
+		}
+	}
+	if _, ok := infrastructureFunctions[id]; ok {
+		return true, ""
+	}
+	rb := s.l.rbac()
+	if rb == nil {
+		return true, ""
+	}
+	var meta json.RawMessage
+	e.mu.RLock()
+	if f := e.functions[id]; f != nil && len(f.regs) > 0 {
+		meta = f.regs[len(f.regs)-1].metadata
+	}
+	e.mu.RUnlock()
+	for _, f := range rb.ExposeFunctions {
+		if f.Matches(id, meta) {
+			return true, ""
+		}
+	}
+	return false, "add to rbac.expose_functions"
+}
+
+// intercept applies the caller's session to its invokefunction: a refused
+// call is answered FORBIDDEN, a call outside engine:: goes to the
+// listener's middleware. It reports whether it handled the call.
+func (e *Engine) intercept(caller *conn, m protocol.InvokeFunction) bool {
+	s := caller.session
+	ok, fix := s.allows(e, m.FunctionID)
+	if !ok {
+		id := m.InvocationID
+		if id == "" {
+			id = uuid.NewString()
+		}
+		caller.send(mustEncode(protocol.InvocationResult{InvocationID: id, FunctionID: m.FunctionID,
+			Error:       &protocol.ErrorBody{Code: CodeForbidden, Message: fmt.Sprintf("function '%s' not allowed (%s)", m.FunctionID, fix)},
+			Traceparent: m.Traceparent, Baggage: m.Baggage}))
+		return true
+	}
+	mw := s.l.opts.MiddlewareFunctionID
+	if mw == "" || strings.HasPrefix(m.FunctionID, "engine::") {
+		return false
+	}
+	data := m.Data
+	if len(data) == 0 {
+		data = json.RawMessage("null")
+	}
+	var action any
+	if m.Action != nil {
+		action = m.Action
+	}
+	in, err := json.Marshal(map[string]any{"function_id": m.FunctionID, "payload": data, "action": action, "context": s.context})
+	if err != nil {
+		in = nil
+	}
+	call := Call{InvocationID: m.InvocationID, FunctionID: mw, Data: in, Metadata: m.Metadata,
+		Traceparent: m.Traceparent, Baggage: m.Baggage, CallerWorkerID: caller.id}
+	id, fn := m.InvocationID, m.FunctionID
+	if id == "" {
+		id = uuid.NewString()
+	}
+	tp, bg := m.Traceparent, m.Baggage
+	// The middleware answers for the function the caller named.
+	e.dispatch(call, func(o outcome) {
+		if o.traceparent == "" {
+			o.traceparent, o.baggage = tp, bg
+		}
+		caller.send(mustEncode(protocol.InvocationResult{InvocationID: id, FunctionID: fn,
+			Result: o.result, Error: o.err, Traceparent: o.traceparent, Baggage: o.baggage}))
+	})
+	return true
+}
+
+// hook calls a registration hook and returns its answer when it is an
+// object, or why the registration is refused.
+func (e *Engine) hook(c *conn, fnID string, in map[string]any) (map[string]json.RawMessage, error) {
+	in["context"] = c.session.context
+	data, err := json.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, c.session.l.opts.CallTimeout)
+	defer cancel()
+	res, err := e.Invoke(ctx, Request{FunctionID: fnID, Data: data, Trigger: "rbac"})
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("hook %s did not answer within %s", fnID, c.session.l.opts.CallTimeout)
+		}
+		return nil, fmt.Errorf("hook %s failed: %w", fnID, err)
+	}
+	var out map[string]json.RawMessage
+	if isNull(res) || json.Unmarshal(res, &out) != nil || out == nil {
+		return nil, fmt.Errorf("hook %s refused it (answered %s, not an object)", fnID, abbreviate(res))
+	}
+	return out, nil
+}
+
+func abbreviate(b json.RawMessage) string {
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "nothing"
+	}
+	if len(s) > 80 {
+		s = s[:80] + "..."
+	}
+	return s
+}
+
+// str sets *dst from a string field of a hook's answer, if present.
+func str(out map[string]json.RawMessage, key string, dst *string) {
+	var v string
+	if raw, ok := out[key]; ok && json.Unmarshal(raw, &v) == nil {
+		*dst = v
+	}
+}
+
+// admitFunction applies the session to a registerfunction: the
+// registration right, the hook (which may rewrite id, description and
+// metadata), then the prefix. False means refused.
+func (e *Engine) admitFunction(c *conn, m *protocol.RegisterFunction) bool {
+	s := c.session
+	if !s.allowFunctionReg {
+		c.log.Warn("function registration refused: the auth result does not allow function registration", "function_id", m.ID)
+		e.refuse(c, s.registeredID(m.ID), "the auth result does not allow function registration (allow_function_registration: false)")
+		return false
+	}
+	if rb := s.l.rbac(); rb != nil && rb.OnFunctionRegistrationFunctionID != "" {
+		meta := m.Metadata
+		if len(meta) == 0 {
+			meta = json.RawMessage("null")
+		}
+		out, err := e.hook(c, rb.OnFunctionRegistrationFunctionID, map[string]any{
+			"function_id": m.ID, "description": nullable(m.Description), "metadata": meta})
+		if err != nil {
+			c.log.Warn("function registration refused by the on_function_registration hook", "function_id", m.ID, "err", err)
+			e.refuse(c, s.registeredID(m.ID), err.Error())
+			return false
+		}
+		own := m.ID
+		str(out, "function_id", &m.ID)
+		str(out, "description", &m.Description)
+		if raw, ok := out["metadata"]; ok {
+			m.Metadata = raw
+		}
+		if m.ID != own {
+			s.rename(own, s.prefix+m.ID)
+		}
+	}
+	m.ID = s.prefix + m.ID
+	return true
+}
+
+// admitTriggerType applies the session to a registertriggertype.
+func (e *Engine) admitTriggerType(c *conn, m *protocol.RegisterTriggerType) bool {
+	s := c.session
+	if !s.allowTriggerTypeReg {
+		c.log.Warn("trigger type registration refused: the auth result does not allow it (allow_trigger_type_registration)", "trigger_type", m.ID)
+		return false
+	}
+	if rb := s.l.rbac(); rb != nil && rb.OnTriggerTypeRegistrationFunctionID != "" {
+		out, err := e.hook(c, rb.OnTriggerTypeRegistrationFunctionID, map[string]any{
+			"trigger_type_id": m.ID, "description": m.Description})
+		if err != nil {
+			c.log.Warn("trigger type registration refused by the on_trigger_type_registration hook", "trigger_type", m.ID, "err", err)
+			return false
+		}
+		str(out, "trigger_type_id", &m.ID)
+		str(out, "description", &m.Description)
+	}
+	return true
+}
+
+// admitTrigger applies the session to a registertrigger. A refusal is
+// reported to the worker as a failed triggerregistrationresult, which both
+// SDKs log.
+func (e *Engine) admitTrigger(c *conn, t *Trigger) bool {
+	s := c.session
+	refuse := func(why string) bool {
+		c.log.Warn("trigger registration refused", "trigger_id", t.ID, "trigger_type", t.Type, "why", why)
+		c.send(mustEncode(protocol.TriggerRegistrationResult{ID: t.ID, TriggerType: t.Type, FunctionID: t.FunctionID,
+			Error: &protocol.ErrorBody{Code: CodeTriggerRegFailed, Message: why}}))
+		return false
+	}
+	if s.allowedTriggerTypes != nil && !contains(s.allowedTriggerTypes, t.Type) {
+		return refuse(fmt.Sprintf("trigger type %s is not allowed for this session (allowed_trigger_types)", t.Type))
+	}
+	if rb := s.l.rbac(); rb != nil && rb.OnTriggerRegistrationFunctionID != "" {
+		cfg, meta := t.Config, t.Metadata
+		if len(cfg) == 0 {
+			cfg = json.RawMessage("null")
+		}
+		if len(meta) == 0 {
+			meta = json.RawMessage("null")
+		}
+		out, err := e.hook(c, rb.OnTriggerRegistrationFunctionID, map[string]any{
+			"trigger_id": t.ID, "trigger_type": t.Type, "function_id": t.FunctionID, "config": cfg, "metadata": meta})
+		if err != nil {
+			return refuse("refused by the on_trigger_registration hook: " + err.Error())
+		}
+		str(out, "trigger_id", &t.ID)
+		str(out, "trigger_type", &t.Type)
+		str(out, "function_id", &t.FunctionID)
+		if raw, ok := out["config"]; ok {
+			t.Config = raw
+		}
+	}
+	t.FunctionID = s.registeredID(t.FunctionID)
+	return true
+}
+
+// callerSession is the session of the worker that made call, or nil.
+func (e *Engine) callerSession(call *Call) *session {
+	if call.CallerWorkerID == "" {
+		return nil
+	}
+	e.mu.RLock()
+	c := e.conns[call.CallerWorkerID]
+	e.mu.RUnlock()
+	if c == nil {
+		return nil
+	}
+	return c.session
+}
