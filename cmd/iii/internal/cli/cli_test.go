@@ -118,6 +118,7 @@ func TestStartFails(t *testing.T) {
 	bad := writeConfig(t, "engine:\n  host: 127.0.0.1\n  port: 99999\n")
 	missing := filepath.Join(t.TempDir(), "nope.yaml")
 	busy := writeConfig(t, fmt.Sprintf("engine:\n  port: %d\n", port))
+	busyHTTP := writeConfig(t, fmt.Sprintf("engine:\n  port: 0\nmodules:\n  - class: CronModule\n  - class: RestApiModule\n    config: {port: %d}\n", port))
 	unset := writeConfig(t, "engine:\n  auth_token: ${III_CLI_TEST_UNSET}\n")
 	tests := []struct {
 		name string
@@ -127,7 +128,8 @@ func TestStartFails(t *testing.T) {
 		{"bad value", bad, "iii: " + bad + ":3: engine.port: 99999 is out of range 0-65535\n"},
 		{"unset variable", unset, "iii: " + unset + ":2: environment variable III_CLI_TEST_UNSET is not set (use ${III_CLI_TEST_UNSET:default} for a default)\n"},
 		{"explicit missing file", missing, "iii: config: open " + missing + ": no such file or directory\n"},
-		{"port in use", busy, fmt.Sprintf("iii: port %d in use: is another iii running? set engine.port\n", port)},
+		{"port in use", busy, fmt.Sprintf("iii: port %d in use: is another iii running? set engine.port or --port\n", port)},
+		{"http port in use", busyHTTP, fmt.Sprintf("iii: port %d in use (http module): is another iii running? set modules[1].config.port or --http-port\n", port)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -25,6 +25,7 @@ func newDev(env Env) *cobra.Command {
 		path  string
 		noTUI bool
 		sf    storeFlags
+		ports *portFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -41,12 +42,14 @@ stdout, for scripts and CI. With the TUI up, logs go to .iii/dev.log.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			useTUI := !noTUI && isTerminal(env.Stdout) && isTerminal(devStdin(env))
 			store := func(cfg *config.Config) error { return sf.apply(cmd, cfg, config.StoreMemory) }
-			return dev(cmd.Context(), env, devOptions{path: path, explicit: cmd.Flags().Changed("config"), tui: useTUI, store: store})
+			return dev(cmd.Context(), env, devOptions{path: path, explicit: cmd.Flags().Changed("config"), tui: useTUI, store: store,
+				ports: func(cfg *config.Config) error { return ports.apply(cmd, cfg) }})
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", config.DefaultPath, "config file")
 	cmd.Flags().BoolVar(&noTUI, "no-tui", false, "print a line per event instead of the terminal UI")
 	sf.add(cmd)
+	ports = addPortFlags(cmd)
 	return cmd
 }
 
@@ -64,6 +67,8 @@ type devOptions struct {
 	// store applies --store and --data-dir to the loaded config; nil
 	// leaves it as loaded.
 	store func(*config.Config) error
+	// ports applies the port flags to the loaded config; nil leaves it.
+	ports func(*config.Config) error
 	// tuiOpts are extra bubbletea options (tests).
 	tuiOpts []tea.ProgramOption
 }
@@ -90,6 +95,11 @@ func dev(ctx context.Context, env Env, o devOptions) (err error) {
 	}
 	if o.store != nil {
 		if err := o.store(cfg); err != nil {
+			return err
+		}
+	}
+	if o.ports != nil {
+		if err := o.ports(cfg); err != nil {
 			return err
 		}
 	}
