@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	tea "charm.land/bubbletea/v2"
@@ -77,16 +79,14 @@ type devOptions struct {
 // stops it.
 func dev(ctx context.Context, env Env, o devOptions) (err error) {
 	log := env.Logger
-	var logPath string
+	var devLog *lateFile
 	if o.tui {
-		// The terminal belongs to the TUI: logs go to a file.
-		f, p, err := openDevLog(o.path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		logPath = p
-		log = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: env.Level}))
+		// The terminal belongs to the TUI: logs go to a file, opened only
+		// once the engine is up so a second iii dev that fails on a taken
+		// port leaves the first one's log alone.
+		devLog = new(lateFile)
+		defer devLog.Close()
+		log = slog.New(slog.NewTextHandler(devLog, &slog.HandlerOptions{Level: env.Level}))
 		env.Logger = log
 	}
 	cfg, err := loadConfig(ctx, env, o.path, o.explicit)
@@ -111,6 +111,13 @@ func dev(ctx context.Context, env Env, o devOptions) (err error) {
 		return storeError(err, redisServer)
 	}
 	ready := time.Since(begin)
+	var logPath string
+	if devLog != nil {
+		if logPath, err = devLog.open(o.path); err != nil {
+			srv.Stop(context.WithoutCancel(ctx))
+			return err
+		}
+	}
 	log.InfoContext(ctx, "iii dev ready", "ready_in", ready, "url", srv.URL(), "redis", srv.RedisMode(),
 		"modules", srv.Modules().IDs())
 	defer func() {
@@ -141,6 +148,51 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// lateFile is the dev log: what is written before open is kept in memory,
+// then written to the file, which takes every later write.
+type lateFile struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	f   *os.File
+}
+
+func (l *lateFile) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f != nil {
+		return l.f.Write(p)
+	}
+	return l.buf.Write(p)
+}
+
+// open opens .iii/dev.log beside the config file (or in the working
+// directory), or a file in the temp dir when that is not writable, and
+// returns its path.
+func (l *lateFile) open(configPath string) (string, error) {
+	f, p, err := openDevLog(configPath)
+	if err != nil {
+		return "", err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.f = f
+	_, err = l.buf.WriteTo(f)
+	return p, err
+}
+
+// Close closes the file; later writes are dropped into memory.
+func (l *lateFile) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	l.buf.Reset()
+	return err
 }
 
 // openDevLog opens .iii/dev.log beside the config file (or in the working
