@@ -120,6 +120,14 @@ var langs = map[string]Exec{
 	},
 }
 
+// aliases are other names Worker takes for a language. The node template
+// is plain JavaScript (ES modules); ts picks it too, to start from.
+var aliases = map[string]string{
+	"py": "python", "python3": "python",
+	"js": "node", "javascript": "node", "ts": "node", "typescript": "node",
+	"golang": "go",
+}
+
 // Languages lists the languages of the worker templates, sorted.
 func Languages() []string {
 	var ls []string
@@ -192,6 +200,9 @@ type data struct {
 
 // Worker renders the worker template of lang for a worker called name.
 func Worker(lang, name string) (*Scaffold, error) {
+	if l, ok := aliases[lang]; ok {
+		lang = l
+	}
 	ex, ok := langs[lang]
 	if !ok {
 		return nil, fmt.Errorf("%w %q: want one of %s", ErrTemplatesUnknownLang, lang, strings.Join(Languages(), ", "))

@@ -87,22 +87,47 @@ func TestVersion(t *testing.T) {
 	}
 }
 
+// TestVersionUnstamped: a build without -ldflags does not print "dev", which
+// reads like the dev subcommand.
+func TestVersionUnstamped(t *testing.T) {
+	b := Build{Version: "dev", Commit: "dev", Date: "dev"}
+	if got, want := b.String(), "devel (commit unknown, built unknown)"; got != want {
+		t.Errorf("unstamped Build = %q, want %q", got, want)
+	}
+	b.Commit = "0123456789ab"
+	if got, want := b.String(), "devel (commit 0123456789ab, built unknown)"; got != want {
+		t.Errorf("VCS-stamped Build = %q, want %q", got, want)
+	}
+}
+
+// TestCompletion: iii completion writes the shell scripts cobra generates.
+func TestCompletion(t *testing.T) {
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		r := run(t, "completion", sh)
+		if r.code != ExitOK || !strings.Contains(r.stdout, sh+" completion") || !strings.Contains(r.stdout, "iii") {
+			t.Errorf("iii completion %s = %d, stdout %.80q, stderr %q; want the %s script", sh, r.code, r.stdout, r.stderr, sh)
+		}
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	tests := []struct {
 		args []string
 		want string
+		help string // the help the second line points at
 	}{
-		{[]string{"frobnicate"}, `iii: unknown command "frobnicate"`},
-		{[]string{"start", "now"}, `iii: iii start takes no arguments, got "now"`},
-		{[]string{"--bogus"}, "iii: unknown flag: --bogus"},
-		{[]string{"start", "--config"}, "iii: flag needs an argument: --config"},
-		{[]string{"--log-level", "loud", "version"}, `iii: invalid --log-level "loud": want debug, info, warn or error`},
+		{[]string{"frobnicate"}, `iii: unknown command "frobnicate"`, "iii"},
+		{[]string{"start", "now"}, `iii: iii start takes no arguments, got "now"`, "iii start"},
+		{[]string{"--bogus"}, "iii: unknown flag: --bogus", "iii"},
+		{[]string{"start", "--config"}, "iii: flag needs an argument: --config", "iii start"},
+		{[]string{"new", "worker", "x", "--lang", "rust"}, `iii: --lang "rust": want go, node, python`, "iii new worker"},
+		{[]string{"--log-level", "loud", "version"}, `iii: invalid --log-level "loud": want debug, info, warn or error`, "iii version"},
 	}
 	for _, tt := range tests {
 		r := run(t, tt.args...)
-		first, _, _ := strings.Cut(r.stderr, "\n")
-		if r.code != ExitUsage || first != tt.want {
-			t.Errorf("iii %q = %d, stderr %q; want %d, first line %q", tt.args, r.code, r.stderr, ExitUsage, tt.want)
+		want := tt.want + "\nRun '" + tt.help + " --help' for usage.\n"
+		if r.code != ExitUsage || r.stderr != want {
+			t.Errorf("iii %q = %d, stderr %q; want %d, %q", tt.args, r.code, r.stderr, ExitUsage, want)
 		}
 	}
 }

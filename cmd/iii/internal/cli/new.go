@@ -78,7 +78,7 @@ An existing directory is never overwritten.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&lang, "lang", "", "the worker's language: "+langs)
+	f.StringVar(&lang, "lang", "", "the worker's language: "+langs+" (or py, js, ts)")
 	f.StringVar(&dir, "dir", "", "directory to create (default ./NAME)")
 	f.StringVarP(&cfgPath, "config", "c", config.DefaultPath, "config file to add the worker to")
 	return cmd
