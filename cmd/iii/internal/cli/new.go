@@ -103,6 +103,14 @@ func newWorker(env Env, s *templates.Scaffold, name, dir, cfgPath string) (err e
 		src = newConfigText()
 	case err != nil:
 		return fmt.Errorf("config: %w", err)
+	default:
+		getenv := env.Getenv
+		if getenv == nil {
+			getenv = os.LookupEnv
+		}
+		if err := checkConfig(cfgPath, src, getenv); err != nil {
+			return err
+		}
 	}
 	rel, err := relDir(cfgPath, dir)
 	if err != nil {
