@@ -115,6 +115,12 @@ func (p *printer) event(ev event.Event) {
 		}
 		p.line(e.At, "call", "%s %s → %s %s %s", e.FunctionID, dash(caller), dash(oneLine(e.Worker)), fmtDuration(e.Duration), status)
 	case event.LogLine:
+		if level, rest, ok := workerRecord(e.Line); ok {
+			// A worker's own slog record: its level and fields, not a log
+			// line nested inside ours.
+			p.line(e.At, "log", "%s %s | %-5s %s", e.Worker, e.Stream, level, oneLine(rest))
+			return
+		}
 		p.line(e.At, "log", "%s %s | %s", e.Worker, e.Stream, oneLine(e.Line))
 	case event.ProcessChanged:
 		msg := fmt.Sprintf("%s %s", e.Worker, e.Status)

@@ -80,6 +80,10 @@ type devOptions struct {
 func dev(ctx context.Context, env Env, o devOptions) (err error) {
 	log := env.Logger
 	var devLog *lateFile
+	if !o.tui {
+		log = slog.New(withoutWorkerOutput{log.Handler()})
+		env.Logger = log
+	}
 	if o.tui {
 		// The terminal belongs to the TUI: logs go to a file, opened only
 		// once the engine is up so a second iii dev that fails on a taken

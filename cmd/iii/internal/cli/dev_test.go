@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -176,5 +177,18 @@ func TestDevSecondKeepsLog(t *testing.T) {
 	}
 	if b, err := os.ReadFile(logPath); err != nil || string(b) != first {
 		t.Errorf("dev.log = %q (%v) after the failed start; want %q", b, err, first)
+	}
+}
+
+// TestDevNoTUIOutputOnce: with --no-tui a worker's output line is printed
+// once, from the event stream on stdout; the process log (stderr in a
+// terminal) does not repeat it, and keeps every other record.
+func TestDevNoTUIOutputOnce(t *testing.T) {
+	env, _, _, logs := testEnv(nil)
+	log := slog.New(withoutWorkerOutput{env.Logger.Handler()}).With("module", "exec")
+	log.Info("hello from the worker", "worker", "greeter", "stream", "stderr", "pid", 42)
+	log.Info("started", "worker", "greeter", "pid", 42)
+	if got := logs.String(); strings.Contains(got, "hello from the worker") || !strings.Contains(got, `"msg":"started"`) {
+		t.Errorf("process log = %q; want the started record and not the worker's line", got)
 	}
 }
