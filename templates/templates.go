@@ -99,12 +99,12 @@ type Exec struct {
 
 var langs = map[string]Exec{
 	"node": {
-		Install: []string{"npm install"},
+		Install: []string{"npm install --no-audit --no-fund --loglevel=error"},
 		Run:     "node index.mjs",
 		Watch:   []string{"**/*.mjs", "**/*.js", "package.json"},
 	},
 	"python": {
-		Install: []string{"python3 -m venv .venv", ".venv/bin/pip install -r requirements.txt"},
+		Install: []string{"python3 -m venv .venv", ".venv/bin/pip install -q --disable-pip-version-check -r requirements.txt"},
 		Run:     ".venv/bin/python main.py",
 		Watch:   []string{"**/*.py", "requirements.txt"},
 		// Line-by-line output when stdout is a pipe, as iii dev reads it.

@@ -99,7 +99,7 @@ func TestNewWorker(t *testing.T) {
 		check func(t *testing.T, dir string)
 	}{
 		{"node", []string{".gitignore", "README.md", "index.mjs", "package.json"},
-			execEntry{Install: []string{"npm install"}, Run: "node index.mjs",
+			execEntry{Install: []string{"npm install --no-audit --no-fund --loglevel=error"}, Run: "node index.mjs",
 				Watch: []string{"**/*.mjs", "**/*.js", "package.json"}, Env: map[string]string{}},
 			func(t *testing.T, dir string) {
 				var pkg struct {
@@ -124,7 +124,7 @@ func TestNewWorker(t *testing.T) {
 				}
 			}},
 		{"python", []string{".gitignore", "README.md", "main.py", "requirements.txt"},
-			execEntry{Install: []string{"python3 -m venv .venv", ".venv/bin/pip install -r requirements.txt"},
+			execEntry{Install: []string{"python3 -m venv .venv", ".venv/bin/pip install -q --disable-pip-version-check -r requirements.txt"},
 				Run: ".venv/bin/python main.py", Watch: []string{"**/*.py", "requirements.txt"},
 				Env: map[string]string{"PYTHONUNBUFFERED": "1"}},
 			func(t *testing.T, dir string) {
@@ -259,13 +259,13 @@ modules:
           run: node index.mjs
         - name: web
           dir: web
-          install: ["npm install"]
+          install: ["npm install --no-audit --no-fund --loglevel=error"]
           run: node index.mjs
           watch: ["**/*.mjs", "**/*.js", "package.json"]
           env: {}
         - name: tasks
           dir: jobs/tasks
-          install: ["python3 -m venv .venv", ".venv/bin/pip install -r requirements.txt"]
+          install: ["python3 -m venv .venv", ".venv/bin/pip install -q --disable-pip-version-check -r requirements.txt"]
           run: .venv/bin/python main.py
           watch: ["**/*.py", "requirements.txt"]
           env: {PYTHONUNBUFFERED: "1"}
