@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -306,24 +307,44 @@ func TestWaterfallBar(t *testing.T) {
 	}
 }
 
+// TestTableWidths: columns get the width their content needs, the widest
+// give way first when the screen is narrow, and spare room goes to the
+// flex columns; every line is exactly the table's width.
 func TestTableWidths(t *testing.T) {
 	tb := newTable(Common{Width: 40, Styles: DefaultStyles()}, []column{
-		{title: "A", flex: 1, min: 4}, {title: "B", width: 6}, {title: "C", flex: 3, min: 4},
+		{title: "NAME", flex: 1, min: 4}, {title: "STATUS"}, {title: "CONFIG", flex: 1, min: 4},
 	})
-	ws := tb.widths()
-	if sum := ws[0] + ws[1] + ws[2] + 4; sum != 40 || ws[1] != 6 || ws[2] <= ws[0] {
-		t.Errorf("widths(40) = %v; want them to fill 40 with the fixed column at 6", ws)
+	rows := []row{{key: "x", cells: []string{"alpha", "restarting", strings.Repeat("c", 60)}}}
+	tests := []struct {
+		width int
+		want  []int
+	}{
+		{40, []int{5, 10, 21}},   // CONFIG, the widest, gives way
+		{100, []int{15, 10, 70}}, // the flex columns share the spare cells
+		{20, []int{5, 6, 5}},     // the widest give way down to their minimums
 	}
-	tb.SetSize(10, 5)
-	ws = tb.widths()
-	if ws[0] != 4 || ws[2] != 4 {
-		t.Errorf("widths(10) = %v; want the flex minimums", ws)
-	}
-	out := tb.render([]row{{key: "x", cells: []string{"alpha", "b", "gamma"}}}, "none")
-	for i, l := range strings.Split(out, "\n") {
-		if w := ansi.StringWidth(l); w != 10 {
-			t.Errorf("line %d is %d wide; want 10: %q", i, w, l)
+	for _, tt := range tests {
+		tb.SetSize(tt.width, 5)
+		if ws := tb.widths(rows); !slices.Equal(ws, tt.want) {
+			t.Errorf("widths at %d = %v; want %v", tt.width, ws, tt.want)
 		}
+		out := tb.render(rows, "none")
+		for i, l := range strings.Split(out, "\n") {
+			if w := ansi.StringWidth(l); w != tt.width {
+				t.Errorf("at %d line %d is %d wide: %q", tt.width, i, w, l)
+			}
+		}
+	}
+	// Two flex columns that both fit share the spare room by their flex,
+	// growing by flexGrowth at most: no column stretches across a wide
+	// screen.
+	tb = newTable(Common{Width: 30, Styles: DefaultStyles()}, []column{{title: "A", flex: 1}, {title: "B", flex: 2}})
+	if ws := tb.widths(nil); !slices.Equal(ws, []int{9, 17}) {
+		t.Errorf("flex widths at 30 = %v; want [9 17]", ws)
+	}
+	tb.SetSize(200, 5)
+	if ws := tb.widths(nil); !slices.Equal(ws, []int{1 + flexGrowth, 1 + flexGrowth}) {
+		t.Errorf("flex widths at 200 = %v; want both at %d", ws, 1+flexGrowth)
 	}
 }
 
