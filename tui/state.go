@@ -285,7 +285,7 @@ func (s *state) apply(ev event.Event) {
 			name = s.workerName(e.WorkerID)
 		}
 		s.triggers[e.TriggerID] = Trigger{ID: e.TriggerID, Type: e.TriggerType, FunctionID: e.FunctionID,
-			Worker: name, Config: e.Config, Active: e.Active}
+			Worker: name, WorkerID: e.WorkerID, Config: e.Config, Active: e.Active}
 	case event.TriggerUnregistered:
 		delete(s.triggers, e.TriggerID)
 	case event.InvocationStarted:
@@ -305,7 +305,8 @@ func (s *state) apply(ev event.Event) {
 			w.inFlight++
 		}
 	case event.InvocationFinished:
-		if e.Trigger == TriggerQuery {
+		if e.Trigger == TriggerQuery || s.cliPlumbing(e) {
+			delete(s.pending, e.InvocationID)
 			return
 		}
 		s.finish(e)
@@ -325,6 +326,19 @@ func (s *state) apply(ev event.Event) {
 			p.LastLines = e.LastLines
 		}
 	}
+}
+
+// CLIClientName is the worker name of iii's own command-line clients (iii
+// invoke, iii functions, ...): short-lived connections the views leave out,
+// keeping only the calls they make.
+const CLIClientName = "iii-cli"
+
+// FnRegisterWorker is the call each SDK makes to send its name and runtime.
+const FnRegisterWorker = "engine::workers::register"
+
+// cliPlumbing reports whether e is a CLI client's connection bookkeeping.
+func (s *state) cliPlumbing(e event.InvocationFinished) bool {
+	return e.FunctionID == FnRegisterWorker && s.workerName(e.CallerWorkerID) == CLIClientName
 }
 
 func (s *state) unregister(functionID, key string) {
@@ -461,7 +475,9 @@ func (s *state) resync(snap Snapshot) {
 func (s *state) sortedWorkers() []*workerState {
 	out := make([]*workerState, 0, len(s.workers))
 	for _, w := range s.workers {
-		out = append(out, w)
+		if w.name != CLIClientName {
+			out = append(out, w)
+		}
 	}
 	slices.SortFunc(out, func(a, b *workerState) int {
 		if a.internal != b.internal {

@@ -74,6 +74,46 @@ func TestWorkerLifecycle(t *testing.T) {
 	}
 }
 
+// TestTriggerWorkerNamedLater: the Node and Go SDKs register triggers
+// before they send their name; the Triggers view names the worker anyway.
+func TestTriggerWorkerNamedLater(t *testing.T) {
+	s := newState()
+	s.apply(event.WorkerConnected{WorkerID: "w1", At: t0})
+	s.apply(event.TriggerRegistered{TriggerID: "t1", TriggerType: "http", FunctionID: "a::f", WorkerID: "w1", Active: true, At: t0})
+	s.apply(event.WorkerUpdated{WorkerID: "w1", Name: "hello-node", Runtime: "node", At: t0})
+	rows := triggerRows(s, 40)
+	if len(rows) != 1 || rows[0].cells[2] != "hello-node" {
+		t.Errorf("trigger rows = %+v; want WORKER hello-node", rows)
+	}
+}
+
+// TestCLIClientsHidden: iii invoke's connection and its
+// engine::workers::register call stay out of the views; its call does not.
+func TestCLIClientsHidden(t *testing.T) {
+	s := newState()
+	s.apply(event.WorkerConnected{WorkerID: "w1", At: t0})
+	s.apply(event.WorkerUpdated{WorkerID: "w1", Name: CLIClientName, Runtime: "go", At: t0})
+	s.apply(event.InvocationFinished{InvocationID: "r", FunctionID: FnRegisterWorker, CallerWorkerID: "w1", Status: "ok", At: t0})
+	s.apply(event.InvocationFinished{InvocationID: "c", FunctionID: "a::f", CallerWorkerID: "w1", Status: "ok", At: t0})
+	if rows := workerRows(s, t0, nil); len(rows) != 0 {
+		t.Errorf("worker rows = %+v; want the CLI client left out", rows)
+	}
+	if s.inv.len() != 1 || s.inv.at(0).functionID != "a::f" || s.inv.at(0).caller != CLIClientName || s.calls != 1 {
+		t.Errorf("tail has %d calls (calls %d); want only a::f from %s", s.inv.len(), s.calls, CLIClientName)
+	}
+}
+
+// TestRestartsCountReloads: RESTARTS counts R restarts and reloads too,
+// not only crashes.
+func TestRestartsCountReloads(t *testing.T) {
+	s := newState()
+	s.apply(event.ProcessChanged{Worker: "api", Status: event.ProcessRunning, PID: 5, Restarts: 1, Reloads: 2, At: t0})
+	rows := workerRows(s, t0, nil)
+	if len(rows) != 1 || rows[0].cells[6] != "3" {
+		t.Errorf("worker rows = %+v; want RESTARTS 3", rows)
+	}
+}
+
 func TestRingBounds(t *testing.T) {
 	s := newState()
 	for i := range invocationRing + 10 {

@@ -28,7 +28,7 @@ func workerRows(s *state, now time.Time, _ *Styles) []row {
 		status, restarts, tone := w.status, "-", toneNormal
 		if p := s.procs[w.name]; p != nil && !w.internal && (p.PID == w.pid || p.PID == 0 || w.pid == 0) {
 			connected[w.name] = true
-			restarts = strconv.Itoa(p.Restarts)
+			restarts = strconv.Itoa(processRestarts(p))
 			if p.Status != event.ProcessRunning && p.Status != "" {
 				status = p.Status
 			}
@@ -70,7 +70,7 @@ func workerRows(s *state, now time.Time, _ *Styles) []row {
 			uptime = fmtUptime(now.Sub(p.Since))
 		}
 		orphans = append(orphans, row{key: "proc:" + p.Worker, tone: statusTone(p.Status), cells: []string{
-			p.Worker, "-", pid, dash(p.Status), "0", "0", strconv.Itoa(p.Restarts), uptime,
+			p.Worker, "-", pid, dash(p.Status), "0", "0", strconv.Itoa(processRestarts(p)), uptime,
 		}})
 	}
 	// Keep in-process workers last.
@@ -80,6 +80,10 @@ func workerRows(s *state, now time.Time, _ *Styles) []row {
 	}
 	return slices.Concat(rows[:i], orphans, rows[i:])
 }
+
+// processRestarts counts every new process: after a crash, and on a
+// reload or an R restart.
+func processRestarts(p *Process) int { return p.Restarts + p.Reloads }
 
 func statusTone(status string) int {
 	switch status {
@@ -142,8 +146,12 @@ func triggerRows(s *state, configWidth int) []row {
 		if !t.Active {
 			stateCell, tone = "parked", toneWarn
 		}
+		worker := t.Worker
+		if n := s.workerName(t.WorkerID); n != "" {
+			worker = n // named after it registered the binding
+		}
 		rows = append(rows, row{key: t.ID, tone: tone, cells: []string{
-			t.Type, t.FunctionID, dash(t.Worker), stateCell, compactJSON(t.Config, max(configWidth, 10)),
+			t.Type, t.FunctionID, dash(worker), stateCell, compactJSON(t.Config, max(configWidth, 10)),
 		}})
 	}
 	return rows
@@ -222,7 +230,7 @@ func (m *Model) countsLine() string {
 	}
 	workers, funcs := 0, 0
 	for _, w := range s.workers {
-		if !w.internal {
+		if !w.internal && w.name != CLIClientName {
 			workers++
 		}
 	}
