@@ -461,7 +461,7 @@ func (m *Model) openEditor() tea.Cmd {
 	if !ok {
 		data = json.RawMessage(`{}`)
 	}
-	return m.modal.openEditor(fn, prettyJSON(data))
+	return m.modal.openEditor(fn, prettyJSON(withoutEngineFields(data)))
 }
 
 // invoke sends the editor's JSON.

@@ -200,6 +200,7 @@ func TestGolden(t *testing.T) {
 		{"filter", []string{"2", "/", "o", "r", "d"}, []string{"/ord"}},
 		{"worker_detail", []string{"1", "down", "down", "enter"}, []string{"Worker mailer", "last output"}},
 		{"paused", []string{"4", "space"}, []string{"PAUSED", "  orders → bil"}},
+		{"invocations_held", []string{"4", "down"}, []string{"held · g follows", "  orders → bil"}},
 	}
 	for _, size := range [][2]int{{80, 24}, {200, 50}} {
 		t.Run(fmt.Sprintf("%dx%d", size[0], size[1]), func(t *testing.T) {

@@ -281,8 +281,14 @@ func (m *Model) countsLine() string {
 func (m *Model) tabsLine() string {
 	st := m.Styles
 	var right []string
-	if m.view == viewInvocations && m.paused {
+	switch {
+	case m.view == viewInvocations && m.paused:
 		right = append(right, st.Warn.Render("PAUSED"))
+	case m.view == viewInvocations && m.tables[viewInvocations].cursor > 0:
+		// New calls still arrive above, but the selection stays put.
+		right = append(right, st.Warn.Render("held · g follows"))
+	case m.view == viewInvocations:
+		right = append(right, st.Dim.Render("live"))
 	}
 	if m.view == viewLogs {
 		right = append(right, m.logs.status())
