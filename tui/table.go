@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/x/ansi"
 )
 
 // column of a table. Columns share the width by content: each gets what
@@ -53,9 +54,6 @@ func newTable(c Common, cols []column) *table { return &table{Common: c, cols: c
 // flexGrowth is the most a flex column grows beyond its content.
 const flexGrowth = 16
 
-// widthSample bounds how many rows decide the column widths.
-const widthSample = 500
-
 // widths distributes the table's width over its columns for rows, two
 // spaces between columns.
 func (t *table) widths(rows []row) []int {
@@ -71,9 +69,10 @@ func (t *table) widths(rows []row) []int {
 			}
 		}
 	}
-	for _, r := range rows[:min(len(rows), widthSample)] {
+	// The rows on screen decide (cheap at any rate of calls).
+	for _, r := range rows[min(t.offset, len(rows)):min(t.offset+t.pageSize(), len(rows))] {
 		for i := range min(len(r.cells), n) {
-			ws[i] = max(ws[i], lipgloss.Width(r.cells[i]))
+			ws[i] = max(ws[i], ansi.StringWidth(r.cells[i]))
 		}
 	}
 	avail := max(t.Width-2*(n-1), 0)
