@@ -180,31 +180,35 @@ func (r *rateSeries) last(now time.Time, n int) []int {
 // state is everything the TUI knows, fed by events and snapshots. It is
 // owned by the model and touched only from Update.
 type state struct {
-	workers  map[string]*workerState
-	procs    map[string]*Process
-	funcs    map[string]*funcState
-	triggers map[string]Trigger
-	pending  map[string]pendingCall
-	inv      ring[invocation]
-	logs     ring[logEntry]
-	seq      uint64
-	calls    uint64
-	errors   uint64
-	rates    rateSeries
-	dropped  uint64 // events the subscription missed
-	resyncs  int
-	scratch  []time.Duration
+	workers map[string]*workerState
+	procs   map[string]*Process
+	// statusSince is when each process entered its current status, for
+	// how long a start (an install) has taken so far.
+	statusSince map[string]time.Time
+	funcs       map[string]*funcState
+	triggers    map[string]Trigger
+	pending     map[string]pendingCall
+	inv         ring[invocation]
+	logs        ring[logEntry]
+	seq         uint64
+	calls       uint64
+	errors      uint64
+	rates       rateSeries
+	dropped     uint64 // events the subscription missed
+	resyncs     int
+	scratch     []time.Duration
 }
 
 func newState() *state {
 	return &state{
-		workers:  make(map[string]*workerState),
-		procs:    make(map[string]*Process),
-		funcs:    make(map[string]*funcState),
-		triggers: make(map[string]Trigger),
-		pending:  make(map[string]pendingCall),
-		inv:      newRing[invocation](invocationRing),
-		logs:     newRing[logEntry](logRing),
+		workers:     make(map[string]*workerState),
+		procs:       make(map[string]*Process),
+		statusSince: make(map[string]time.Time),
+		funcs:       make(map[string]*funcState),
+		triggers:    make(map[string]Trigger),
+		pending:     make(map[string]pendingCall),
+		inv:         newRing[invocation](invocationRing),
+		logs:        newRing[logEntry](logRing),
 	}
 }
 
@@ -320,6 +324,9 @@ func (s *state) apply(ev event.Event) {
 		}
 		if e.PID != p.PID && e.PID != 0 {
 			p.Since = e.At
+		}
+		if e.Status != p.Status {
+			s.statusSince[e.Worker] = e.At
 		}
 		p.Status, p.PID, p.Restarts, p.Reloads, p.ExitCode, p.Error = e.Status, e.PID, e.Restarts, e.Reloads, e.ExitCode, e.Error
 		if len(e.LastLines) > 0 {

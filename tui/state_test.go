@@ -114,6 +114,17 @@ func TestRestartsCountReloads(t *testing.T) {
 	}
 }
 
+// TestStartingShowsProgress: a process still starting (installing, or
+// waiting to register) shows how long it has been at it.
+func TestStartingShowsProgress(t *testing.T) {
+	s := newState()
+	s.apply(event.ProcessChanged{Worker: "api", Status: event.ProcessStarting, At: t0})
+	rows := workerRows(s, t0.Add(42*time.Second), nil)
+	if len(rows) != 1 || rows[0].cells[3] != "starting 42s" {
+		t.Errorf("worker rows = %+v; want STATUS \"starting 42s\"", rows)
+	}
+}
+
 func TestRingBounds(t *testing.T) {
 	s := newState()
 	for i := range invocationRing + 10 {

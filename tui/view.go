@@ -69,8 +69,13 @@ func workerRows(s *state, now time.Time, _ *Styles) []row {
 		if p.Status == event.ProcessRunning && !p.Since.IsZero() {
 			uptime = fmtUptime(now.Sub(p.Since))
 		}
+		status := dash(p.Status)
+		if since, ok := s.statusSince[p.Worker]; ok && p.Status == event.ProcessStarting && now.After(since) {
+			// Installing or waiting to register: how long so far.
+			status += " " + fmtUptime(now.Sub(since))
+		}
 		orphans = append(orphans, row{key: "proc:" + p.Worker, tone: statusTone(p.Status), cells: []string{
-			p.Worker, "-", pid, dash(p.Status), "0", "0", strconv.Itoa(processRestarts(p)), uptime,
+			p.Worker, "-", pid, status, "0", "0", strconv.Itoa(processRestarts(p)), uptime,
 		}})
 	}
 	// Keep in-process workers last.
