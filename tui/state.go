@@ -315,7 +315,11 @@ func (s *state) apply(ev event.Event) {
 		}
 		s.finish(e)
 	case event.LogLine:
-		s.logs.push(logEntry{at: e.At, worker: e.Worker, stream: e.Stream, line: oneLine(e.Line)})
+		line := e.Line
+		if level, rest, ok := workerRecord(line); ok {
+			line = level + " " + rest // the entry has its own time
+		}
+		s.logs.push(logEntry{at: e.At, worker: e.Worker, stream: e.Stream, line: oneLine(line)})
 	case event.ProcessChanged:
 		p := s.procs[e.Worker]
 		if p == nil {

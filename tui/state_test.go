@@ -125,6 +125,17 @@ func TestStartingShowsProgress(t *testing.T) {
 	}
 }
 
+// TestWorkerSlogLine: a Go worker's slog record shows as its level and
+// fields in the Logs view, not with a second timestamp inside ours.
+func TestWorkerSlogLine(t *testing.T) {
+	s := newState()
+	s.apply(event.LogLine{Worker: "api", Stream: "stderr", At: t0,
+		Line: `time=2026-12-04T20:41:31.179Z level=INFO msg="api ready" port=8080`})
+	if got := s.logs.at(0).line; got != "INFO api ready port=8080" {
+		t.Errorf("log line = %q; want %q", got, "INFO api ready port=8080")
+	}
+}
+
 func TestRingBounds(t *testing.T) {
 	s := newState()
 	for i := range invocationRing + 10 {
