@@ -26,18 +26,6 @@ import (
 // KeyPrefix namespaces every Redis key the modules write.
 const KeyPrefix = "iii:"
 
-// PortInUseError is returned when the worker port is taken.
-type PortInUseError struct {
-	Port int
-	Err  error
-}
-
-func (e *PortInUseError) Error() string {
-	return fmt.Sprintf("port %d in use: is another iii running? set engine.port", e.Port)
-}
-
-func (e *PortInUseError) Unwrap() error { return e.Err }
-
 // Options configures a server.
 type Options struct {
 	// Config is the loaded config.yaml (or config.Default()). Nil runs the
@@ -122,11 +110,15 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		}
 	}
 
+	if cfg.FromFile() && len(entries) == 0 {
+		log.Warn("the config lists no modules: only the worker socket runs (no HTTP, cron, queue, state, stream or exec); add a modules: list", "file", cfg.File)
+	}
+
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", cfg.Engine.Addr())
 	if err != nil {
 		if isAddrInUse(err) {
-			return nil, &PortInUseError{Port: cfg.Engine.Port, Err: err}
+			return nil, &PortInUseError{Port: cfg.Engine.Port, Key: "engine.port", Flag: EngineFlag, Err: err}
 		}
 		return nil, fmt.Errorf("devserver: listen on %s: %w", cfg.Engine.Addr(), err)
 	}
@@ -186,6 +178,9 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		}
 	}
 	if s.modules, err = module.Load(ctx, entries, host); err != nil {
+		if isAddrInUse(err) {
+			return nil, moduleAddrInUse(err, entries)
+		}
 		return nil, err
 	}
 

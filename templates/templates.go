@@ -99,12 +99,12 @@ type Exec struct {
 
 var langs = map[string]Exec{
 	"node": {
-		Install: []string{"npm install"},
+		Install: []string{"npm install --no-audit --no-fund --loglevel=error"},
 		Run:     "node index.mjs",
 		Watch:   []string{"**/*.mjs", "**/*.js", "package.json"},
 	},
 	"python": {
-		Install: []string{"python3 -m venv .venv", ".venv/bin/pip install -r requirements.txt"},
+		Install: []string{"python3 -m venv .venv", ".venv/bin/pip install -q --disable-pip-version-check -r requirements.txt"},
 		Run:     ".venv/bin/python main.py",
 		Watch:   []string{"**/*.py", "requirements.txt"},
 		// Line-by-line output when stdout is a pipe, as iii dev reads it.
@@ -118,6 +118,14 @@ var langs = map[string]Exec{
 		Run:   "go build -o bin/worker . && exec ./bin/worker",
 		Watch: []string{"**/*.go", "go.mod", "go.sum"},
 	},
+}
+
+// aliases are other names Worker takes for a language. The node template
+// is plain JavaScript (ES modules); ts picks it too, to start from.
+var aliases = map[string]string{
+	"py": "python", "python3": "python",
+	"js": "node", "javascript": "node", "ts": "node", "typescript": "node",
+	"golang": "go",
 }
 
 // Languages lists the languages of the worker templates, sorted.
@@ -192,6 +200,9 @@ type data struct {
 
 // Worker renders the worker template of lang for a worker called name.
 func Worker(lang, name string) (*Scaffold, error) {
+	if l, ok := aliases[lang]; ok {
+		lang = l
+	}
 	ex, ok := langs[lang]
 	if !ok {
 		return nil, fmt.Errorf("%w %q: want one of %s", ErrTemplatesUnknownLang, lang, strings.Join(Languages(), ", "))

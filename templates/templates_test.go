@@ -292,6 +292,16 @@ func TestWorker(t *testing.T) {
 	}
 }
 
+// TestWorkerAliases: py, js and ts pick the python and node templates.
+func TestWorkerAliases(t *testing.T) {
+	for alias, want := range map[string]string{"py": "python", "js": "node", "ts": "node", "golang": "go"} {
+		s, err := Worker(alias, "demo")
+		if err != nil || s.Lang != want {
+			t.Errorf("Worker(%q) = %v, %v; want the %s template", alias, s, err, want)
+		}
+	}
+}
+
 func TestWorkerErrors(t *testing.T) {
 	if _, err := Worker("rust", "demo"); !errors.Is(err, ErrTemplatesUnknownLang) {
 		t.Errorf("Worker(rust) error %v; want ErrTemplatesUnknownLang", err)

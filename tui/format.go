@@ -327,3 +327,28 @@ func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 
 func lipglossWidth(s string) int { return ansi.StringWidth(s) }
 
 func slicesSort(s []string) { slices.Sort(s) }
+
+// engineFields are what the engine adds to a payload a worker sends (the
+// caller); the invoke editor leaves them out of the payload it offers.
+var engineFields = []string{"_caller_worker_id"}
+
+// withoutEngineFields is data without the engineFields, when it is an object
+// that has any.
+func withoutEngineFields(data json.RawMessage) json.RawMessage {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(data, &obj) != nil {
+		return data
+	}
+	n := len(obj)
+	for _, k := range engineFields {
+		delete(obj, k)
+	}
+	if len(obj) == n {
+		return data
+	}
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return data
+	}
+	return out
+}

@@ -212,3 +212,19 @@ func TestOneLine(t *testing.T) {
 		}
 	}
 }
+
+// TestWithoutEngineFields: the invoke editor offers the last payload without
+// the _caller_worker_id the engine added.
+func TestWithoutEngineFields(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`{"name":"you","_caller_worker_id":"w-1"}`, `{"name":"you"}`},
+		{`{"name":"you"}`, `{"name":"you"}`},
+		{`[1,2]`, `[1,2]`},
+		{`"text"`, `"text"`},
+	}
+	for _, tt := range tests {
+		if got := string(withoutEngineFields(json.RawMessage(tt.in))); got != tt.want {
+			t.Errorf("withoutEngineFields(%s) = %s; want %s", tt.in, got, tt.want)
+		}
+	}
+}

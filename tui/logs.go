@@ -93,9 +93,15 @@ func (p *logPane) render(s *state, q string) string {
 		}
 		lines = append(lines, p.Styles.Dim.Render(pad("  "+msg, p.Width)))
 	}
-	nameW := 14
+	// The worker and stream columns are as wide as the page's widest, up
+	// to a bound, so the lines keep the room.
+	nameW, streamW := 4, 6
 	for _, e := range es[start:end] {
-		prefix := e.at.Format("15:04:05.000") + "  " + pad(e.worker, nameW) + "  " + pad(e.stream, 6) + "  "
+		nameW = min(max(nameW, lipglossWidth(e.worker)), 18)
+		streamW = min(max(streamW, lipglossWidth(e.stream)), 8)
+	}
+	for _, e := range es[start:end] {
+		prefix := e.at.Format("15:04:05.000") + "  " + pad(e.worker, nameW) + "  " + pad(e.stream, streamW) + "  "
 		line := pad(prefix+e.line, p.Width)
 		switch strings.ToLower(e.stream) {
 		case "stderr", "warn", "warning":

@@ -120,21 +120,21 @@ func New(ctx context.Context, src Source, opts Options) *Model {
 	m.Styles, m.Keys = DefaultStyles(), DefaultKeyMap()
 	m.tables = [numViews]*table{
 		viewWorkers: newTable(m.Common, []column{
-			{title: "NAME", flex: 2, min: 10}, {title: "RUNTIME", width: 10}, {title: "PID", width: 7, right: true},
-			{title: "STATUS", width: 11}, {title: "FUNCS", width: 5, right: true}, {title: "IN-FLIGHT", width: 9, right: true},
-			{title: "RESTARTS", width: 8, right: true}, {title: "UPTIME", width: 7, right: true},
+			{title: "NAME", flex: 1, min: 8}, {title: "RUNTIME", short: "RT"}, {title: "PID", right: true},
+			{title: "STATUS", min: 7}, {title: "FUNCS", short: "FN", right: true}, {title: "IN-FLIGHT", short: "INFL", right: true},
+			{title: "RESTARTS", short: "RST", right: true}, {title: "UPTIME", short: "UP", right: true},
 		}),
 		viewFunctions: newTable(m.Common, []column{
-			{title: "FUNCTION", flex: 3, min: 12}, {title: "WORKERS", flex: 2, min: 8}, {title: "CALLS", width: 7, right: true},
-			{title: "ERRORS", width: 6, right: true}, {title: "P50", width: 7, right: true}, {title: "P99", width: 7, right: true},
+			{title: "FUNCTION", flex: 3, min: 12}, {title: "WORKERS", flex: 1, min: 8}, {title: "CALLS", right: true},
+			{title: "ERRORS", short: "ERR", right: true}, {title: "P50", right: true}, {title: "P99", right: true},
 		}),
 		viewTriggers: newTable(m.Common, []column{
-			{title: "TYPE", flex: 1, min: 8}, {title: "FUNCTION", flex: 2, min: 10}, {title: "WORKER", flex: 1, min: 8},
-			{title: "STATE", width: 6}, {title: "CONFIG", flex: 3, min: 10},
+			{title: "TYPE", min: 4}, {title: "FUNCTION", flex: 1, min: 10}, {title: "WORKER", min: 6},
+			{title: "STATE"}, {title: "CONFIG", flex: 2, min: 10},
 		}),
 		viewInvocations: newTable(m.Common, []column{
-			{title: "TIME", width: 12}, {title: "FUNCTION", flex: 2, min: 12}, {title: "CALLER → TARGET", flex: 2, min: 12},
-			{title: "TRIGGER", width: 8}, {title: "DURATION", width: 8, right: true}, {title: "STATUS", width: 14},
+			{title: "TIME", min: 8}, {title: "FUNCTION", flex: 1, min: 10}, {title: "CALLER → TARGET", short: "FROM → TO", flex: 1, min: 10},
+			{title: "TRIGGER", short: "TRIG", min: 4}, {title: "DURATION", short: "TOOK", right: true}, {title: "STATUS", min: 6},
 		}),
 	}
 	m.tables[viewInvocations].stickTop = true
@@ -461,7 +461,7 @@ func (m *Model) openEditor() tea.Cmd {
 	if !ok {
 		data = json.RawMessage(`{}`)
 	}
-	return m.modal.openEditor(fn, prettyJSON(data))
+	return m.modal.openEditor(fn, prettyJSON(withoutEngineFields(data)))
 }
 
 // invoke sends the editor's JSON.
@@ -680,7 +680,7 @@ func (m *Model) refresh() {
 	case viewFunctions:
 		rows = functionRows(m.st, m.showEngine)
 	case viewTriggers:
-		rows = triggerRows(m.st, t.colWidth(4))
+		rows = triggerRows(m.st, triggerConfigWidth)
 	case viewInvocations:
 		rows = invocationRows(m.st, m.pausedSeq)
 	}

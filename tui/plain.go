@@ -73,6 +73,9 @@ func (p *printer) event(ev event.Event) {
 	case event.WorkerUpdated:
 		_, known := p.names[e.WorkerID]
 		p.names[e.WorkerID] = oneLine(e.Name)
+		if e.Name == CLIClientName {
+			return // iii invoke and friends: their calls show, not their connections
+		}
 		switch {
 		case !known:
 			p.line(e.At, "worker", "joined %s (%s %s, pid %d, id %s)", p.name(e.WorkerID), dash(e.Runtime), e.Version, e.PID, e.WorkerID)
@@ -80,6 +83,10 @@ func (p *printer) event(ev event.Event) {
 			p.line(e.At, "worker", "draining %s", p.name(e.WorkerID))
 		}
 	case event.WorkerDisconnected:
+		if p.names[e.WorkerID] == CLIClientName {
+			delete(p.names, e.WorkerID)
+			return
+		}
 		p.line(e.At, "worker", "left %s (%s)", p.name(e.WorkerID), dash(e.Reason))
 		delete(p.names, e.WorkerID)
 	case event.FunctionRegistered:
@@ -99,7 +106,7 @@ func (p *printer) event(ev event.Event) {
 	case event.TriggerUnregistered:
 		p.line(e.At, "trigger", "unregistered %s → %s", e.TriggerType, e.FunctionID)
 	case event.InvocationFinished:
-		if e.Trigger == TriggerQuery {
+		if e.Trigger == TriggerQuery || e.FunctionID == FnRegisterWorker && p.names[e.CallerWorkerID] == CLIClientName {
 			return
 		}
 		caller := e.Trigger
@@ -115,6 +122,12 @@ func (p *printer) event(ev event.Event) {
 		}
 		p.line(e.At, "call", "%s %s → %s %s %s", e.FunctionID, dash(caller), dash(oneLine(e.Worker)), fmtDuration(e.Duration), status)
 	case event.LogLine:
+		if level, rest, ok := workerRecord(e.Line); ok {
+			// A worker's own slog record: its level and fields, not a log
+			// line nested inside ours.
+			p.line(e.At, "log", "%s %s | %-5s %s", e.Worker, e.Stream, level, oneLine(rest))
+			return
+		}
 		p.line(e.At, "log", "%s %s | %s", e.Worker, e.Stream, oneLine(e.Line))
 	case event.ProcessChanged:
 		msg := fmt.Sprintf("%s %s", e.Worker, e.Status)
@@ -132,6 +145,10 @@ func (p *printer) event(ev event.Event) {
 			for _, l := range e.LastLines {
 				msg += "\n    | " + oneLine(l)
 			}
+		} else if e.Status == event.ProcessRunning && e.Error != "" {
+			// A failed reload: the pid is the old process, still serving;
+			// the error names the new one that failed.
+			msg += " keeps serving: " + oneLine(e.Error)
 		} else if e.Error != "" {
 			msg += ": " + oneLine(e.Error)
 		}

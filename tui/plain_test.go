@@ -62,6 +62,24 @@ func TestPrint(t *testing.T) {
 		event.TriggerRegistered{TriggerID: "t-9", TriggerType: "http", FunctionID: "payments::refund", WorkerID: "w-new",
 			Config: []byte(`{"api_path":"/refund"}`), Active: true, At: at},
 		event.InvocationFinished{InvocationID: "q", FunctionID: FnTracesTree, Trigger: TriggerQuery, Status: "ok", At: at},
+		// A Go worker's slog records, text and JSON: one line each, the
+		// worker's level and fields, not a log line inside ours.
+		event.LogLine{Worker: "greeter-go", Stream: "stderr", At: at,
+			Line: `time=2026-12-04T20:41:31.179Z level=INFO msg="greeter ready: say \"hi\"" url=ws://127.0.0.1:49134`},
+		event.LogLine{Worker: "greeter-go", Stream: "stderr", At: at,
+			Line: `{"time":"2026-12-04T20:41:31.179Z","level":"WARN","msg":"slow call","ms":1200}`},
+		event.LogLine{Worker: "greeter-go", Stream: "stdout", Line: "time=soon level=INFO plain text", At: at},
+		// iii invoke: its call shows as iii-cli's; its connection and its
+		// engine::workers::register call do not.
+		event.WorkerConnected{WorkerID: "w-cli", At: at},
+		event.WorkerUpdated{WorkerID: "w-cli", Name: CLIClientName, Runtime: "go", At: at},
+		event.InvocationFinished{InvocationID: "r", FunctionID: FnRegisterWorker, CallerWorkerID: "w-cli", Trigger: "worker", Status: "ok", At: at},
+		event.InvocationFinished{InvocationID: "c", FunctionID: "payments::refund", CallerWorkerID: "w-cli", Worker: "payments", Trigger: "worker",
+			Status: "ok", Duration: time.Millisecond, At: at},
+		event.WorkerDisconnected{WorkerID: "w-cli", Reason: "closed 1000", At: at},
+		// A failed reload: the old pid keeps serving.
+		event.ProcessChanged{Worker: "payments", Status: event.ProcessRunning, PID: 99,
+			Error: "reload failed: new process (pid 120) exited with code 1", At: at},
 	)
 	src.publish(evs...)
 	src.publish(

@@ -128,8 +128,11 @@ type Trigger struct {
 	Type       string
 	FunctionID string
 	Worker     string // owner's name; "" for ownerless bindings
-	Config     json.RawMessage
-	Active     bool
+	// WorkerID is the owner's id: its name may arrive after the binding
+	// (the Node and Go SDKs register before they send their name).
+	WorkerID string
+	Config   json.RawMessage
+	Active   bool
 }
 
 // Process is a worker process the exec module manages.

@@ -180,31 +180,35 @@ func (r *rateSeries) last(now time.Time, n int) []int {
 // state is everything the TUI knows, fed by events and snapshots. It is
 // owned by the model and touched only from Update.
 type state struct {
-	workers  map[string]*workerState
-	procs    map[string]*Process
-	funcs    map[string]*funcState
-	triggers map[string]Trigger
-	pending  map[string]pendingCall
-	inv      ring[invocation]
-	logs     ring[logEntry]
-	seq      uint64
-	calls    uint64
-	errors   uint64
-	rates    rateSeries
-	dropped  uint64 // events the subscription missed
-	resyncs  int
-	scratch  []time.Duration
+	workers map[string]*workerState
+	procs   map[string]*Process
+	// statusSince is when each process entered its current status, for
+	// how long a start (an install) has taken so far.
+	statusSince map[string]time.Time
+	funcs       map[string]*funcState
+	triggers    map[string]Trigger
+	pending     map[string]pendingCall
+	inv         ring[invocation]
+	logs        ring[logEntry]
+	seq         uint64
+	calls       uint64
+	errors      uint64
+	rates       rateSeries
+	dropped     uint64 // events the subscription missed
+	resyncs     int
+	scratch     []time.Duration
 }
 
 func newState() *state {
 	return &state{
-		workers:  make(map[string]*workerState),
-		procs:    make(map[string]*Process),
-		funcs:    make(map[string]*funcState),
-		triggers: make(map[string]Trigger),
-		pending:  make(map[string]pendingCall),
-		inv:      newRing[invocation](invocationRing),
-		logs:     newRing[logEntry](logRing),
+		workers:     make(map[string]*workerState),
+		procs:       make(map[string]*Process),
+		statusSince: make(map[string]time.Time),
+		funcs:       make(map[string]*funcState),
+		triggers:    make(map[string]Trigger),
+		pending:     make(map[string]pendingCall),
+		inv:         newRing[invocation](invocationRing),
+		logs:        newRing[logEntry](logRing),
 	}
 }
 
@@ -285,7 +289,7 @@ func (s *state) apply(ev event.Event) {
 			name = s.workerName(e.WorkerID)
 		}
 		s.triggers[e.TriggerID] = Trigger{ID: e.TriggerID, Type: e.TriggerType, FunctionID: e.FunctionID,
-			Worker: name, Config: e.Config, Active: e.Active}
+			Worker: name, WorkerID: e.WorkerID, Config: e.Config, Active: e.Active}
 	case event.TriggerUnregistered:
 		delete(s.triggers, e.TriggerID)
 	case event.InvocationStarted:
@@ -305,12 +309,17 @@ func (s *state) apply(ev event.Event) {
 			w.inFlight++
 		}
 	case event.InvocationFinished:
-		if e.Trigger == TriggerQuery {
+		if e.Trigger == TriggerQuery || s.cliPlumbing(e) {
+			delete(s.pending, e.InvocationID)
 			return
 		}
 		s.finish(e)
 	case event.LogLine:
-		s.logs.push(logEntry{at: e.At, worker: e.Worker, stream: e.Stream, line: oneLine(e.Line)})
+		line := e.Line
+		if level, rest, ok := workerRecord(line); ok {
+			line = level + " " + rest // the entry has its own time
+		}
+		s.logs.push(logEntry{at: e.At, worker: e.Worker, stream: e.Stream, line: oneLine(line)})
 	case event.ProcessChanged:
 		p := s.procs[e.Worker]
 		if p == nil {
@@ -320,11 +329,27 @@ func (s *state) apply(ev event.Event) {
 		if e.PID != p.PID && e.PID != 0 {
 			p.Since = e.At
 		}
+		if e.Status != p.Status {
+			s.statusSince[e.Worker] = e.At
+		}
 		p.Status, p.PID, p.Restarts, p.Reloads, p.ExitCode, p.Error = e.Status, e.PID, e.Restarts, e.Reloads, e.ExitCode, e.Error
 		if len(e.LastLines) > 0 {
 			p.LastLines = e.LastLines
 		}
 	}
+}
+
+// CLIClientName is the worker name of iii's own command-line clients (iii
+// invoke, iii functions, ...): short-lived connections the views leave out,
+// keeping only the calls they make.
+const CLIClientName = "iii-cli"
+
+// FnRegisterWorker is the call each SDK makes to send its name and runtime.
+const FnRegisterWorker = "engine::workers::register"
+
+// cliPlumbing reports whether e is a CLI client's connection bookkeeping.
+func (s *state) cliPlumbing(e event.InvocationFinished) bool {
+	return e.FunctionID == FnRegisterWorker && s.workerName(e.CallerWorkerID) == CLIClientName
 }
 
 func (s *state) unregister(functionID, key string) {
@@ -461,7 +486,9 @@ func (s *state) resync(snap Snapshot) {
 func (s *state) sortedWorkers() []*workerState {
 	out := make([]*workerState, 0, len(s.workers))
 	for _, w := range s.workers {
-		out = append(out, w)
+		if w.name != CLIClientName {
+			out = append(out, w)
+		}
 	}
 	slices.SortFunc(out, func(a, b *workerState) int {
 		if a.internal != b.internal {

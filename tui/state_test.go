@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +71,68 @@ func TestWorkerLifecycle(t *testing.T) {
 	}
 	if f := s.funcs["a::f"]; f == nil || len(f.regs) != 0 || f.calls != 1 {
 		t.Errorf("a::f after its worker left = %+v; want kept for its calls, with no registrations", f)
+	}
+}
+
+// TestTriggerWorkerNamedLater: the Node and Go SDKs register triggers
+// before they send their name; the Triggers view names the worker anyway.
+func TestTriggerWorkerNamedLater(t *testing.T) {
+	s := newState()
+	s.apply(event.WorkerConnected{WorkerID: "w1", At: t0})
+	s.apply(event.TriggerRegistered{TriggerID: "t1", TriggerType: "http", FunctionID: "a::f", WorkerID: "w1", Active: true, At: t0})
+	s.apply(event.WorkerUpdated{WorkerID: "w1", Name: "hello-node", Runtime: "node", At: t0})
+	rows := triggerRows(s, 40)
+	if len(rows) != 1 || rows[0].cells[2] != "hello-node" {
+		t.Errorf("trigger rows = %+v; want WORKER hello-node", rows)
+	}
+}
+
+// TestCLIClientsHidden: iii invoke's connection and its
+// engine::workers::register call stay out of the views; its call does not.
+func TestCLIClientsHidden(t *testing.T) {
+	s := newState()
+	s.apply(event.WorkerConnected{WorkerID: "w1", At: t0})
+	s.apply(event.WorkerUpdated{WorkerID: "w1", Name: CLIClientName, Runtime: "go", At: t0})
+	s.apply(event.InvocationFinished{InvocationID: "r", FunctionID: FnRegisterWorker, CallerWorkerID: "w1", Status: "ok", At: t0})
+	s.apply(event.InvocationFinished{InvocationID: "c", FunctionID: "a::f", CallerWorkerID: "w1", Status: "ok", At: t0})
+	if rows := workerRows(s, t0, nil); len(rows) != 0 {
+		t.Errorf("worker rows = %+v; want the CLI client left out", rows)
+	}
+	if s.inv.len() != 1 || s.inv.at(0).functionID != "a::f" || s.inv.at(0).caller != CLIClientName || s.calls != 1 {
+		t.Errorf("tail has %d calls (calls %d); want only a::f from %s", s.inv.len(), s.calls, CLIClientName)
+	}
+}
+
+// TestRestartsCountReloads: RESTARTS counts R restarts and reloads too,
+// not only crashes.
+func TestRestartsCountReloads(t *testing.T) {
+	s := newState()
+	s.apply(event.ProcessChanged{Worker: "api", Status: event.ProcessRunning, PID: 5, Restarts: 1, Reloads: 2, At: t0})
+	rows := workerRows(s, t0, nil)
+	if len(rows) != 1 || rows[0].cells[6] != "3" {
+		t.Errorf("worker rows = %+v; want RESTARTS 3", rows)
+	}
+}
+
+// TestStartingShowsProgress: a process still starting (installing, or
+// waiting to register) shows how long it has been at it.
+func TestStartingShowsProgress(t *testing.T) {
+	s := newState()
+	s.apply(event.ProcessChanged{Worker: "api", Status: event.ProcessStarting, At: t0})
+	rows := workerRows(s, t0.Add(42*time.Second), nil)
+	if len(rows) != 1 || rows[0].cells[3] != "starting 42s" {
+		t.Errorf("worker rows = %+v; want STATUS \"starting 42s\"", rows)
+	}
+}
+
+// TestWorkerSlogLine: a Go worker's slog record shows as its level and
+// fields in the Logs view, not with a second timestamp inside ours.
+func TestWorkerSlogLine(t *testing.T) {
+	s := newState()
+	s.apply(event.LogLine{Worker: "api", Stream: "stderr", At: t0,
+		Line: `time=2026-12-04T20:41:31.179Z level=INFO msg="api ready" port=8080`})
+	if got := s.logs.at(0).line; got != "INFO api ready port=8080" {
+		t.Errorf("log line = %q; want %q", got, "INFO api ready port=8080")
 	}
 }
 
@@ -306,24 +369,44 @@ func TestWaterfallBar(t *testing.T) {
 	}
 }
 
+// TestTableWidths: columns get the width their content needs, the widest
+// give way first when the screen is narrow, and spare room goes to the
+// flex columns; every line is exactly the table's width.
 func TestTableWidths(t *testing.T) {
 	tb := newTable(Common{Width: 40, Styles: DefaultStyles()}, []column{
-		{title: "A", flex: 1, min: 4}, {title: "B", width: 6}, {title: "C", flex: 3, min: 4},
+		{title: "NAME", flex: 1, min: 4}, {title: "STATUS"}, {title: "CONFIG", flex: 1, min: 4},
 	})
-	ws := tb.widths()
-	if sum := ws[0] + ws[1] + ws[2] + 4; sum != 40 || ws[1] != 6 || ws[2] <= ws[0] {
-		t.Errorf("widths(40) = %v; want them to fill 40 with the fixed column at 6", ws)
+	rows := []row{{key: "x", cells: []string{"alpha", "restarting", strings.Repeat("c", 60)}}}
+	tests := []struct {
+		width int
+		want  []int
+	}{
+		{40, []int{5, 10, 21}},   // CONFIG, the widest, gives way
+		{100, []int{15, 10, 70}}, // the flex columns share the spare cells
+		{20, []int{5, 6, 5}},     // the widest give way down to their minimums
 	}
-	tb.SetSize(10, 5)
-	ws = tb.widths()
-	if ws[0] != 4 || ws[2] != 4 {
-		t.Errorf("widths(10) = %v; want the flex minimums", ws)
-	}
-	out := tb.render([]row{{key: "x", cells: []string{"alpha", "b", "gamma"}}}, "none")
-	for i, l := range strings.Split(out, "\n") {
-		if w := ansi.StringWidth(l); w != 10 {
-			t.Errorf("line %d is %d wide; want 10: %q", i, w, l)
+	for _, tt := range tests {
+		tb.SetSize(tt.width, 5)
+		if ws := tb.widths(rows); !slices.Equal(ws, tt.want) {
+			t.Errorf("widths at %d = %v; want %v", tt.width, ws, tt.want)
 		}
+		out := tb.render(rows, "none")
+		for i, l := range strings.Split(out, "\n") {
+			if w := ansi.StringWidth(l); w != tt.width {
+				t.Errorf("at %d line %d is %d wide: %q", tt.width, i, w, l)
+			}
+		}
+	}
+	// Two flex columns that both fit share the spare room by their flex,
+	// growing by flexGrowth at most: no column stretches across a wide
+	// screen.
+	tb = newTable(Common{Width: 30, Styles: DefaultStyles()}, []column{{title: "A", flex: 1}, {title: "B", flex: 2}})
+	if ws := tb.widths(nil); !slices.Equal(ws, []int{9, 17}) {
+		t.Errorf("flex widths at 30 = %v; want [9 17]", ws)
+	}
+	tb.SetSize(200, 5)
+	if ws := tb.widths(nil); !slices.Equal(ws, []int{1 + flexGrowth, 1 + flexGrowth}) {
+		t.Errorf("flex widths at 200 = %v; want both at %d", ws, 1+flexGrowth)
 	}
 }
 

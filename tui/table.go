@@ -4,15 +4,19 @@ import (
 	"strings"
 
 	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/x/ansi"
 )
 
-// column of a table: a fixed width, or a share (flex) of what is left with
-// a minimum.
+// column of a table. Columns share the width by content: each gets what
+// its widest cell (or title) needs; when that does not fit, the widest
+// columns give way first, down to min; what is left over goes to the flex
+// columns by share.
 type column struct {
 	title string
-	width int
+	// short replaces the title when the column is narrower than it.
+	short string
 	flex  int
-	min   int
+	min   int // narrowest the column gets; 0 is its title's width
 	right bool
 }
 
@@ -47,45 +51,65 @@ type table struct {
 
 func newTable(c Common, cols []column) *table { return &table{Common: c, cols: cols} }
 
-// widths distributes the table's width over its columns, two spaces
-// between columns.
-func (t *table) widths() []int {
-	ws := make([]int, len(t.cols))
-	rest := t.Width - 2*(len(t.cols)-1)
-	flex := 0
+// flexGrowth is the most a flex column grows beyond its content.
+const flexGrowth = 16
+
+// widths distributes the table's width over its columns for rows, two
+// spaces between columns.
+func (t *table) widths(rows []row) []int {
+	n := len(t.cols)
+	ws, mins := make([]int, n), make([]int, n)
 	for i, c := range t.cols {
-		if c.flex == 0 {
-			ws[i] = c.width
-			rest -= c.width
-		} else {
+		ws[i] = lipgloss.Width(c.title)
+		mins[i] = c.min
+		if mins[i] == 0 {
+			mins[i] = ws[i]
+			if c.short != "" {
+				mins[i] = lipgloss.Width(c.short)
+			}
+		}
+	}
+	// The rows on screen decide (cheap at any rate of calls).
+	for _, r := range rows[min(t.offset, len(rows)):min(t.offset+t.pageSize(), len(rows))] {
+		for i := range min(len(r.cells), n) {
+			ws[i] = max(ws[i], ansi.StringWidth(r.cells[i]))
+		}
+	}
+	avail := max(t.Width-2*(n-1), 0)
+	sum := 0
+	for i := range ws {
+		mins[i] = min(mins[i], ws[i])
+		sum += ws[i]
+	}
+	// Too wide: take a cell at a time from the widest column that can
+	// give one.
+	for ; sum > avail; sum-- {
+		widest := -1
+		for i := range ws {
+			if ws[i] > mins[i] && (widest < 0 || ws[i] > ws[widest]) {
+				widest = i
+			}
+		}
+		if widest < 0 {
+			break // every column at its minimum: the line is cut
+		}
+		ws[widest]--
+	}
+	// Room to spare: the flex columns share some of it, by share, each
+	// growing by at most flexGrowth; the rest stays blank at the right
+	// rather than stretching one column across the screen.
+	if extra := avail - sum; extra > 0 {
+		flex := 0
+		for _, c := range t.cols {
 			flex += c.flex
 		}
-	}
-	if flex == 0 {
-		return ws
-	}
-	rest = max(rest, 0)
-	left := rest
-	last := -1
-	for i, c := range t.cols {
-		if c.flex > 0 {
-			ws[i] = max(rest*c.flex/flex, c.min)
-			left -= ws[i]
-			last = i
+		for i, c := range t.cols {
+			if c.flex > 0 {
+				ws[i] += min(extra*c.flex/flex, flexGrowth)
+			}
 		}
 	}
-	if left > 0 && last >= 0 {
-		ws[last] += left
-	}
 	return ws
-}
-
-func (t *table) colWidth(i int) int {
-	ws := t.widths()
-	if i < len(ws) {
-		return ws[i]
-	}
-	return 0
 }
 
 // pageSize is how many rows fit under the header.
@@ -133,12 +157,16 @@ func (t *table) scrollTo(n int) {
 
 // render lays rows out in exactly Height lines of Width cells.
 func (t *table) render(rows []row, empty string) string {
-	ws := t.widths()
+	ws := t.widths(rows)
 	st := t.Styles
 	lines := make([]string, 0, t.Height)
 	hdr := make([]string, len(t.cols))
 	for i, c := range t.cols {
-		hdr[i] = cell(c.title, ws[i], c.right)
+		title := c.title
+		if c.short != "" && ws[i] < lipgloss.Width(title) {
+			title = c.short
+		}
+		hdr[i] = cell(title, ws[i], c.right)
 	}
 	lines = append(lines, st.ColHeader.Render(pad(strings.Join(hdr, "  "), t.Width)))
 	if len(rows) == 0 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -44,6 +45,11 @@ type harness struct {
 
 func newHarness(t *testing.T, src *fakeSource, opts Options) *harness {
 	t.Helper()
+	return newHarnessSize(t, src, opts, goldenW, goldenH)
+}
+
+func newHarnessSize(t *testing.T, src *fakeSource, opts Options, width, height int) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	if opts.Now == nil {
 		opts.Now = fixedNow
@@ -66,7 +72,7 @@ func newHarness(t *testing.T, src *fakeSource, opts Options) *harness {
 		}
 		return msg
 	}
-	h.tm = teatest.NewTestModel(t, m, teatest.WithInitialTermSize(goldenW, goldenH),
+	h.tm = teatest.NewTestModel(t, m, teatest.WithInitialTermSize(width, height),
 		teatest.WithProgramOptions(tea.WithFilter(filter), tea.WithColorProfile(colorprofile.Ascii)))
 	t.Cleanup(func() {
 		h.tm.Quit()
@@ -160,16 +166,22 @@ func ascii(s string) []byte {
 // loaded starts a harness on the fixture and waits for it to show.
 func loaded(t *testing.T, src *fakeSource) *harness {
 	t.Helper()
+	return loadedSize(t, src, goldenW, goldenH)
+}
+
+func loadedSize(t *testing.T, src *fakeSource, width, height int) *harness {
+	t.Helper()
 	snap, evs := fixture()
 	src.setSnapshot(snap)
-	h := newHarness(t, src, Options{})
+	h := newHarnessSize(t, src, Options{}, width, height)
 	src.publish(evs...)
 	h.waitScreen("billing", "calls 5")
 	return h
 }
 
-// TestGolden renders each view of the fixture at 120x36 and compares it
-// with testdata/TestGolden/<name>.golden (go test -update rewrites them).
+// TestGolden renders each view of the fixture at 80x24 and 200x50 and
+// compares it with testdata/TestGolden/<size>/<name>.golden (go test
+// -update rewrites them).
 func TestGolden(t *testing.T) {
 	tests := []struct {
 		name string
@@ -179,22 +191,54 @@ func TestGolden(t *testing.T) {
 		{"workers", []string{"1"}, []string{"mailer", "crashed"}},
 		{"functions", []string{"2"}, []string{"P99", "orders::get"}},
 		{"triggers", []string{"3"}, []string{"parked", "api_path"}},
-		{"invocations", []string{"4"}, []string{"card_declined", "orders → billing"}},
+		{"invocations", []string{"4"}, []string{"card_declined", "orders → billi"}},
 		{"invocations_detail", []string{"4", "down", "down", "enter"}, []string{"Invocation billing::charge", "insufficient funds"}},
 		{"traces_local", []string{"4", "t"}, []string{"observability module not running", "5 spans"}},
-		{"logs", []string{"6"}, []string{"smtplib2", "follow"}},
+		{"logs", []string{"6"}, []string{"ModuleNotFoundError", "follow"}},
 		{"logs_one_worker", []string{"6", "w", "w"}, []string{"worker mailer"}},
 		{"help", []string{"?"}, []string{"Keys", "replay the selected invocation"}},
 		{"filter", []string{"2", "/", "o", "r", "d"}, []string{"/ord"}},
 		{"worker_detail", []string{"1", "down", "down", "enter"}, []string{"Worker mailer", "last output"}},
-		{"paused", []string{"4", "space"}, []string{"PAUSED"}},
+		{"paused", []string{"4", "space"}, []string{"PAUSED", "  orders → bil"}},
+		{"invocations_held", []string{"4", "down"}, []string{"held · g follows", "  orders → bil"}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			h := loaded(t, newFakeSource())
-			h.keys(tt.keys...)
-			golden.RequireEqual(t, ascii(h.waitScreen(tt.want...)))
+	for _, size := range [][2]int{{80, 24}, {200, 50}} {
+		t.Run(fmt.Sprintf("%dx%d", size[0], size[1]), func(t *testing.T) {
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					h := loadedSize(t, newFakeSource(), size[0], size[1])
+					h.keys(tt.keys...)
+					screen := h.waitScreen(tt.want...)
+					checkScreen(t, screen, size[0], size[1], strings.HasPrefix(tt.name, "logs"))
+					golden.RequireEqual(t, ascii(screen))
+				})
+			}
 		})
+	}
+}
+
+// checkScreen: the screen is exactly width x height, and what must never
+// be cut is whole: the errors counter, the help and quit hints, the
+// Logs view's follow marker.
+func checkScreen(t *testing.T, screen string, width, height int, logsView bool) {
+	t.Helper()
+	lines := strings.Split(ansi.Strip(screen), "\n")
+	if len(lines) != height {
+		t.Errorf("screen has %d lines; want %d", len(lines), height)
+	}
+	for i, l := range lines {
+		if w := ansi.StringWidth(l); w != width {
+			t.Errorf("line %d is %d cells; want %d: %q", i, w, width, l)
+		}
+	}
+	if !regexp.MustCompile(`errors \d+`).MatchString(lines[1]) {
+		t.Errorf("the header's errors counter is cut: %q", lines[1])
+	}
+	if logsView && !strings.Contains(lines[2], "follow") && !strings.Contains(lines[2], "scroll") {
+		t.Errorf("the Logs view's follow marker is cut: %q", lines[2])
+	}
+	if last := lines[len(lines)-1]; !strings.Contains(last, "esc close") && !strings.Contains(last, "q quit") && !strings.Contains(last, "esc clear") {
+		t.Errorf("the footer's hints are cut: %q", last)
 	}
 }
 

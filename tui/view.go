@@ -28,7 +28,7 @@ func workerRows(s *state, now time.Time, _ *Styles) []row {
 		status, restarts, tone := w.status, "-", toneNormal
 		if p := s.procs[w.name]; p != nil && !w.internal && (p.PID == w.pid || p.PID == 0 || w.pid == 0) {
 			connected[w.name] = true
-			restarts = strconv.Itoa(p.Restarts)
+			restarts = strconv.Itoa(processRestarts(p))
 			if p.Status != event.ProcessRunning && p.Status != "" {
 				status = p.Status
 			}
@@ -69,8 +69,13 @@ func workerRows(s *state, now time.Time, _ *Styles) []row {
 		if p.Status == event.ProcessRunning && !p.Since.IsZero() {
 			uptime = fmtUptime(now.Sub(p.Since))
 		}
+		status := dash(p.Status)
+		if since, ok := s.statusSince[p.Worker]; ok && p.Status == event.ProcessStarting && now.After(since) {
+			// Installing or waiting to register: how long so far.
+			status += " " + fmtUptime(now.Sub(since))
+		}
 		orphans = append(orphans, row{key: "proc:" + p.Worker, tone: statusTone(p.Status), cells: []string{
-			p.Worker, "-", pid, dash(p.Status), "0", "0", strconv.Itoa(p.Restarts), uptime,
+			p.Worker, "-", pid, status, "0", "0", strconv.Itoa(processRestarts(p)), uptime,
 		}})
 	}
 	// Keep in-process workers last.
@@ -80,6 +85,10 @@ func workerRows(s *state, now time.Time, _ *Styles) []row {
 	}
 	return slices.Concat(rows[:i], orphans, rows[i:])
 }
+
+// processRestarts counts every new process: after a crash, and on a
+// reload or an R restart.
+func processRestarts(p *Process) int { return p.Restarts + p.Reloads }
 
 func statusTone(status string) int {
 	switch status {
@@ -130,6 +139,10 @@ func functionRows(s *state, showEngine bool) []row {
 
 func isEngineFunction(id string) bool { return strings.HasPrefix(id, "engine::") }
 
+// triggerConfigWidth bounds the CONFIG cell; the table cuts it to its
+// column.
+const triggerConfigWidth = 160
+
 func triggerRows(s *state, configWidth int) []row {
 	ts := s.sortedTriggers()
 	rows := make([]row, 0, len(ts))
@@ -138,8 +151,12 @@ func triggerRows(s *state, configWidth int) []row {
 		if !t.Active {
 			stateCell, tone = "parked", toneWarn
 		}
+		worker := t.Worker
+		if n := s.workerName(t.WorkerID); n != "" {
+			worker = n // named after it registered the binding
+		}
 		rows = append(rows, row{key: t.ID, tone: tone, cells: []string{
-			t.Type, t.FunctionID, dash(t.Worker), stateCell, compactJSON(t.Config, max(configWidth, 10)),
+			t.Type, t.FunctionID, dash(worker), stateCell, compactJSON(t.Config, max(configWidth, 10)),
 		}})
 	}
 	return rows
@@ -204,7 +221,13 @@ func (m *Model) headerLines() string {
 	}
 	line1 := pad(title+st.Header.Render(b.String()), m.Width)
 
-	s := m.st
+	return line1 + "\n" + m.countsLine()
+}
+
+// countsLine is the header's second line. Narrow screens drop the
+// sparkline, then shorten the labels; the errors counter always shows.
+func (m *Model) countsLine() string {
+	st, s := m.Styles, m.st
 	rate := s.rates.last(m.now, 20)
 	cur := 0
 	if len(rate) > 0 {
@@ -212,7 +235,7 @@ func (m *Model) headerLines() string {
 	}
 	workers, funcs := 0, 0
 	for _, w := range s.workers {
-		if !w.internal {
+		if !w.internal && w.name != CLIClientName {
 			workers++
 		}
 	}
@@ -221,34 +244,56 @@ func (m *Model) headerLines() string {
 			funcs++
 		}
 	}
-	line2 := fmt.Sprintf(" workers %d  functions %d  triggers %d  │ %s inv/s %s │ calls %s  errors %s",
-		workers, funcs, len(s.triggers), fmtRate(cur), st.Bar.Render(sparkline(rate, 20)),
-		fmtCount(s.calls), fmtCount(s.errors))
+	// Managed processes that are not serving: crash loops show even when
+	// no worker ever connected.
+	down := 0
+	for _, p := range s.procs {
+		switch p.Status {
+		case event.ProcessCrashed, event.ProcessFailed, event.ProcessRestarting:
+			down++
+		}
+	}
+	errs := "errors " + fmtCount(s.errors)
 	if s.errors > 0 {
-		line2 = fmt.Sprintf(" workers %d  functions %d  triggers %d  │ %s inv/s %s │ calls %s  %s",
-			workers, funcs, len(s.triggers), fmtRate(cur), st.Bar.Render(sparkline(rate, 20)),
-			fmtCount(s.calls), st.Error.Render("errors "+fmtCount(s.errors)))
+		errs = st.Error.Render(errs)
 	}
+	downCell := ""
+	if down > 0 {
+		downCell = " " + st.Error.Render(fmt.Sprintf("(%d down)", down))
+	}
+	dropped := ""
 	if s.dropped > 0 {
-		line2 += st.Warn.Render(fmt.Sprintf("  │ %s events dropped, resynced", fmtCount(s.dropped)))
+		dropped = st.Warn.Render(fmt.Sprintf("  │ %s events dropped, resynced", fmtCount(s.dropped)))
 	}
-	return line1 + "\n" + pad(line2, m.Width)
+	variants := []string{
+		fmt.Sprintf(" workers %d%s  functions %d  triggers %d  │ %s inv/s %s │ calls %s  %s%s",
+			workers, downCell, funcs, len(s.triggers), fmtRate(cur), st.Bar.Render(sparkline(rate, 20)),
+			fmtCount(s.calls), errs, dropped),
+		fmt.Sprintf(" workers %d%s  functions %d  triggers %d  │ %s inv/s │ calls %s  %s%s",
+			workers, downCell, funcs, len(s.triggers), fmtRate(cur), fmtCount(s.calls), errs, dropped),
+		fmt.Sprintf(" wk %d%s  fn %d  tr %d │ %s/s │ calls %s  %s%s",
+			workers, downCell, funcs, len(s.triggers), fmtRate(cur), fmtCount(s.calls), errs, dropped),
+		fmt.Sprintf(" wk %d%s  calls %s  %s", workers, downCell, fmtCount(s.calls), errs),
+	}
+	for _, v := range variants {
+		if lipglossWidth(v) <= m.Width {
+			return pad(v, m.Width)
+		}
+	}
+	return pad(variants[len(variants)-1], m.Width)
 }
 
 func (m *Model) tabsLine() string {
 	st := m.Styles
-	var b strings.Builder
-	for i, name := range viewNames {
-		label := fmt.Sprintf(" %d %s ", i+1, name)
-		if viewID(i) == m.view {
-			b.WriteString(st.TabActive.Render(label))
-		} else {
-			b.WriteString(st.TabIdle.Render(label))
-		}
-	}
 	var right []string
-	if m.view == viewInvocations && m.paused {
+	switch {
+	case m.view == viewInvocations && m.paused:
 		right = append(right, st.Warn.Render("PAUSED"))
+	case m.view == viewInvocations && m.tables[viewInvocations].cursor > 0:
+		// New calls still arrive above, but the selection stays put.
+		right = append(right, st.Warn.Render("held · g follows"))
+	case m.view == viewInvocations:
+		right = append(right, st.Dim.Render("live"))
 	}
 	if m.view == viewLogs {
 		right = append(right, m.logs.status())
@@ -256,14 +301,33 @@ func (m *Model) tabsLine() string {
 	if f := m.filters[m.view]; f != "" && !m.filtering {
 		right = append(right, st.Key.Render("/"+f))
 	}
-	left := b.String()
 	r := strings.Join(right, "  ")
+	// Narrow screens shorten the other tabs' names before the status on
+	// the right (follow, PAUSED, the filter) is cut.
+	var left string
+	for _, names := range [][numViews]string{viewNames, viewShortNames, {}} {
+		var b strings.Builder
+		for i, name := range names {
+			if viewID(i) == m.view {
+				b.WriteString(st.TabActive.Render(fmt.Sprintf(" %d %s ", i+1, viewNames[i])))
+			} else {
+				b.WriteString(st.TabIdle.Render(strings.TrimRight(fmt.Sprintf(" %d %s", i+1, name), " ") + " "))
+			}
+		}
+		left = b.String()
+		if lipglossWidth(left)+lipglossWidth(r)+2 <= m.Width {
+			break
+		}
+	}
 	gap := m.Width - lipglossWidth(left) - lipglossWidth(r) - 1
 	if gap < 1 {
 		return pad(left, m.Width)
 	}
 	return left + strings.Repeat(" ", gap) + r + " "
 }
+
+// viewShortNames label the inactive tabs on a narrow screen.
+var viewShortNames = [numViews]string{"Work", "Func", "Trig", "Inv", "Trace", "Logs"}
 
 func (m *Model) body() string {
 	if m.modal.kind != modalNone {
@@ -310,35 +374,52 @@ func (m *Model) hints() string {
 	var bs []keyHint
 	switch m.modal.kind {
 	case modalEditor:
-		bs = []keyHint{{"ctrl+s", "send"}, {"esc", "close"}}
+		bs = []keyHint{{key: "ctrl+s", desc: "send"}, {key: "esc", desc: "close"}}
 	case modalReplay:
-		bs = []keyHint{{"r", "replay again"}, {"j/k", "scroll"}, {"esc", "close"}}
+		bs = []keyHint{{key: "r", desc: "replay again"}, {key: "j/k", desc: "scroll"}, {key: "esc", desc: "close"}}
 	case modalDetail, modalHelp:
-		bs = []keyHint{{"j/k", "scroll"}, {"esc", "close"}}
+		bs = []keyHint{{key: "j/k", desc: "scroll"}, {key: "esc", desc: "close"}}
 	default:
-		bs = []keyHint{{"1-6", "views"}, {"j/k", "move"}, {"/", "filter"}}
+		bs = []keyHint{{"j/k", "move", true}, {"1-6", "views", true}, {"/", "filter", true}}
 		switch m.view {
 		case viewWorkers:
-			bs = append(bs, keyHint{"enter", "detail"}, keyHint{"l", "logs"}, keyHint{"R", "restart"})
+			bs = append(bs, keyHint{key: "enter", desc: "detail"}, keyHint{key: "l", desc: "logs"}, keyHint{key: "R", desc: "restart"})
 		case viewFunctions:
-			bs = append(bs, keyHint{"enter", "detail"}, keyHint{"i", "invoke"}, keyHint{"a", "engine fns"})
+			bs = append(bs, keyHint{key: "enter", desc: "detail"}, keyHint{key: "i", desc: "invoke"}, keyHint{key: "a", desc: "engine fns"})
 		case viewTriggers:
-			bs = append(bs, keyHint{"enter", "detail"})
+			bs = append(bs, keyHint{key: "enter", desc: "detail"})
 		case viewInvocations:
-			bs = append(bs, keyHint{"enter", "detail"}, keyHint{"r", "replay"}, keyHint{"i", "invoke"},
-				keyHint{"t", "trace"}, keyHint{"space", "pause"})
+			bs = append(bs, keyHint{key: "enter", desc: "detail"}, keyHint{key: "r", desc: "replay"}, keyHint{key: "i", desc: "invoke"},
+				keyHint{key: "t", desc: "trace"}, keyHint{key: "space", desc: "pause"})
 		case viewTraces:
-			bs = append(bs, keyHint{"enter", "span"}, keyHint{"ctrl+r", "reload"})
+			bs = append(bs, keyHint{key: "enter", desc: "span"}, keyHint{key: "ctrl+r", desc: "reload"})
 		case viewLogs:
-			bs = append(bs, keyHint{"f", "follow"}, keyHint{"w", "worker"})
+			bs = append(bs, keyHint{key: "f", desc: "follow"}, keyHint{key: "w", desc: "worker"})
 		}
-		bs = append(bs, keyHint{k.Help.Help().Key, "help"}, keyHint{"q", "quit"})
+		bs = append(bs, keyHint{key: k.Help.Help().Key, desc: "help"}, keyHint{key: "q", desc: "quit"})
 	}
-	parts := make([]string, len(bs))
-	for i, h := range bs {
-		parts[i] = m.Styles.Key.Render(h.key) + " " + m.Styles.Dim.Render(h.desc)
+	render := func(bs []keyHint) string {
+		parts := make([]string, len(bs))
+		for i, h := range bs {
+			parts[i] = m.Styles.Key.Render(h.key) + " " + m.Styles.Dim.Render(h.desc)
+		}
+		return " " + strings.Join(parts, "  ")
 	}
-	return " " + strings.Join(parts, "  ")
+	// Too wide: drop the generic hints first (help lists them), then the
+	// view's from the end; help and quit stay.
+	for out := render(bs); ; out = render(bs) {
+		if lipglossWidth(out) <= m.Width || len(bs) <= 2 {
+			return out
+		}
+		i := slices.IndexFunc(bs, func(h keyHint) bool { return h.generic })
+		if i < 0 {
+			i = len(bs) - 3
+		}
+		bs = slices.Delete(bs, i, i+1)
+	}
 }
 
-type keyHint struct{ key, desc string }
+type keyHint struct {
+	key, desc string
+	generic   bool // the same in every view
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // Kind names where the data lives.
@@ -74,7 +75,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		if err != nil {
 			return nil, err
 		}
-		c := redis.NewClient(&redis.Options{Network: "unix", Addr: m.Socket()})
+		c := redis.NewClient(&redis.Options{Network: "unix", Addr: m.Socket(), MaintNotificationsConfig: noMaintNotifications()})
 		return &Store{Client: c, Kind: KindManaged, Addr: m.Socket(), DataDir: m.DataDir(), managed: m}, nil
 	case KindMemory, "":
 		mini := miniredis.NewMiniRedis()
@@ -82,7 +83,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 			return nil, fmt.Errorf("store: start in-memory redis: %w", err)
 		}
 		log.Warn("redis store: in memory; queue, state and stream data are lost when the engine exits and are not shared with other engines", "addr", mini.Addr())
-		return &Store{Client: redis.NewClient(&redis.Options{Addr: mini.Addr()}), Kind: KindMemory, Embedded: true,
+		return &Store{Client: redis.NewClient(&redis.Options{Addr: mini.Addr(), MaintNotificationsConfig: noMaintNotifications()}), Kind: KindMemory, Embedded: true,
 			Addr: mini.Addr(), mini: mini}, nil
 	default:
 		return nil, fmt.Errorf("store: unknown store kind %q (want %s or %s)", o.Kind, KindManaged, KindMemory)
@@ -94,6 +95,7 @@ func openURL(ctx context.Context, url string, log *slog.Logger) (*Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("store: redis.url: %w", err)
 	}
+	opts.MaintNotificationsConfig = noMaintNotifications()
 	c := redis.NewClient(opts)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -107,6 +109,14 @@ func openURL(ctx context.Context, url string, log *slog.Logger) (*Store, error) 
 
 // closeTimeout bounds Close's wait for a managed redis-server to exit.
 const closeTimeout = 15 * time.Second
+
+// noMaintNotifications turns off go-redis's cluster maintenance
+// notifications: iii talks to one server, and the "auto" mode prints
+// "failed to initialize maintnotifications" whenever a module builds a
+// second client from the store's options.
+func noMaintNotifications() *maintnotifications.Config {
+	return &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+}
 
 // Close closes the client and stops an embedded server: a managed
 // redis-server flushes its append-only file and exits.

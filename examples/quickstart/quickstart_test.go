@@ -115,10 +115,21 @@ func TestQuickstart(t *testing.T) {
 	if body["greeting"] != "Hello, tester!" || string(by) != `["go","python","node"]` || body["visits"] == nil {
 		t.Fatalf("quickstart answered %v", body)
 	}
-	// The cron job (every 10 s) goes through the same three workers.
+	// The cron job (every 10 s) goes through the same three workers. A
+	// tick before the Node worker is up says so in one line, and installs
+	// are quiet.
+	installLines := 0
 	for {
 		select {
 		case l := <-logs:
+			if strings.Contains(l, "Traceback") {
+				t.Errorf("a worker printed a traceback on the first start: %s", l)
+			}
+			if strings.Contains(l, `"stream":"install"`) {
+				if installLines++; installLines > 10 {
+					t.Errorf("more than 10 lines of install output; the %dth: %s", installLines, l)
+				}
+			}
 			if strings.Contains(l, "Hello, cron!") {
 				return
 			}

@@ -78,7 +78,7 @@ func (s *Source) Snapshot() tui.Snapshot {
 	}
 	for _, t := range snap.Triggers {
 		out.Triggers = append(out.Triggers, tui.Trigger{
-			ID: t.ID, Type: t.Type, FunctionID: t.FunctionID, Worker: t.Worker,
+			ID: t.ID, Type: t.Type, FunctionID: t.FunctionID, Worker: t.Worker, WorkerID: t.OwnerWorker,
 			Config: slices.Clone(t.Config), Active: t.Active,
 		})
 	}

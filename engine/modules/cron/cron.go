@@ -345,7 +345,7 @@ func (m *Module) fireOnce(ctx context.Context, j *job, scheduled time.Time) {
 	})
 	if j.condition != "" {
 		cctx, cancel := context.WithTimeout(ctx, conditionTimeout)
-		res, err := m.eng.Invoke(cctx, engine.Request{FunctionID: j.condition, Data: payload, Metadata: j.metadata()})
+		res, err := m.eng.Invoke(cctx, engine.Request{FunctionID: j.condition, Data: payload, Metadata: j.metadata(), Trigger: TriggerType})
 		cancel()
 		if err != nil {
 			log.Info("cron tick skipped: condition function failed", "condition_function_id", j.condition, "err", describe(err))
@@ -358,7 +358,7 @@ func (m *Module) fireOnce(ctx context.Context, j *job, scheduled time.Time) {
 	}
 	// Fire and forget: the result (and any error) is on the engine's event bus.
 	if _, err := m.eng.Invoke(ctx, engine.Request{FunctionID: j.trigger.FunctionID, Data: payload,
-		Metadata: j.metadata(), Action: &protocol.Action{Type: protocol.ActionVoid}}); err != nil {
+		Metadata: j.metadata(), Action: &protocol.Action{Type: protocol.ActionVoid}, Trigger: TriggerType}); err != nil {
 		log.Warn("cron firing failed", "err", describe(err))
 	}
 }

@@ -47,6 +47,7 @@ func cronModule(t *testing.T, srv *devserver.Server) *Module {
 
 type firing struct {
 	data, metadata json.RawMessage
+	trigger        string
 }
 
 // recorder registers an in-process function that records its calls.
@@ -55,7 +56,7 @@ func recorder(t *testing.T, eng *engine.Engine, id string, result json.RawMessag
 	ch := make(chan firing, 64)
 	err := eng.RegisterFunction("test", engine.Function{ID: id, Handler: func(_ context.Context, c *engine.Call) (json.RawMessage, error) {
 		select {
-		case ch <- firing{c.Data, c.Metadata}:
+		case ch <- firing{c.Data, c.Metadata, c.Trigger}:
 		default:
 		}
 		if fail {
@@ -109,6 +110,9 @@ func TestFiresWithPayload(t *testing.T) {
 		if p.Trigger != "cron" || p.JobID != id || err1 != nil || err2 != nil || sched.Nanosecond() != 0 ||
 			actual.Before(sched) || actual.Sub(sched) > 2*time.Second || !strings.HasSuffix(p.ScheduledTime, "Z") {
 			t.Errorf("payload %s, want trigger cron, job_id %s, whole-second UTC scheduled_time <= actual_time", f.data, id)
+		}
+		if f.trigger != "cron" {
+			t.Errorf("call trigger %q, want cron (what the TUI and iii dev show)", f.trigger)
 		}
 		if string(f.metadata) != `{"team":"ops"}` {
 			t.Errorf("metadata %s, want the binding's {\"team\":\"ops\"}", f.metadata)

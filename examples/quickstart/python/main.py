@@ -16,8 +16,13 @@ async def score(data, metadata=None):
 
 
 async def tick(data, metadata=None):
-    result = await iii.trigger_async({"function_id": "quickstart::hello", "payload": {"name": "cron"}})
-    print(f"cron {data.get('scheduled_time')}: {result['body']}", flush=True)
+    at = (data or {}).get("scheduled_time")
+    try:
+        result = await iii.trigger_async({"function_id": "quickstart::hello", "payload": {"name": "cron"}})
+    except Exception as err:  # the Node worker is still installing, or restarting
+        print(f"cron {at}: quickstart::hello not reachable yet ({err})", flush=True)
+        return None
+    print(f"cron {at}: {result['body']}", flush=True)
     return None
 
 

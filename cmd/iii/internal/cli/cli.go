@@ -26,17 +26,36 @@ type Build struct {
 	Version, Commit, Date string
 }
 
-// String is "<version> (<commit>, <date>)".
+// String is "<version> (<commit>, <date>)"; an unstamped build is
+// "devel (commit <commit>, built <date>)" with "unknown" for what the
+// toolchain did not record.
 func (b Build) String() string {
+	if b.Version == unstamped || b.Version == "" {
+		return fmt.Sprintf("devel (commit %s, built %s)", orUnknown(b.Commit), orUnknown(b.Date))
+	}
 	return fmt.Sprintf("%s (%s, %s)", b.Version, b.Commit, b.Date)
 }
 
-// withVCS fills a commit and date left at "dev" from the Go toolchain's VCS
-// stamp, when the binary has one.
+// unstamped is what main's build variables hold without -ldflags -X.
+const unstamped = "dev"
+
+func orUnknown(s string) string {
+	if s == unstamped || s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// withVCS fills a version, commit and date left at "dev" from the Go
+// toolchain's stamps (go install ...@vX.Y.Z, the VCS state), when the
+// binary has them.
 func (b Build) withVCS() Build {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return b
+	}
+	if v := info.Main.Version; b.Version == unstamped && v != "" && v != "(devel)" {
+		b.Version = v
 	}
 	for _, s := range info.Settings {
 		switch {
@@ -76,7 +95,7 @@ func Run(ctx context.Context, env Env, args []string) int {
 	env.Build = env.Build.withVCS()
 	root := newRoot(env)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return ExitOK
 	}
@@ -91,7 +110,10 @@ func Run(ctx context.Context, env Env, args []string) int {
 		return ce.code
 	}
 	if errors.As(err, new(usageError)) {
-		fmt.Fprintln(env.Stderr, "Run 'iii --help' for usage.")
+		if cmd == nil {
+			cmd = root
+		}
+		fmt.Fprintf(env.Stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		return ExitUsage
 	}
 	return ExitError
@@ -130,7 +152,7 @@ over WebSocket, register functions and call each other's functions through it.`,
 	root.SetVersionTemplate("iii {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	root.CompletionOptions.DisableDefaultCmd = true
+	root.CompletionOptions.HiddenDefaultCmd = false
 
 	root.AddCommand(newVersion(env), newStart(env), newBench(env))
 	root.AddCommand(newInvoke(env), newFunctions(env), newWorkers(env), newTriggers(env), newNew(env))

@@ -87,22 +87,47 @@ func TestVersion(t *testing.T) {
 	}
 }
 
+// TestVersionUnstamped: a build without -ldflags does not print "dev", which
+// reads like the dev subcommand.
+func TestVersionUnstamped(t *testing.T) {
+	b := Build{Version: "dev", Commit: "dev", Date: "dev"}
+	if got, want := b.String(), "devel (commit unknown, built unknown)"; got != want {
+		t.Errorf("unstamped Build = %q, want %q", got, want)
+	}
+	b.Commit = "0123456789ab"
+	if got, want := b.String(), "devel (commit 0123456789ab, built unknown)"; got != want {
+		t.Errorf("VCS-stamped Build = %q, want %q", got, want)
+	}
+}
+
+// TestCompletion: iii completion writes the shell scripts cobra generates.
+func TestCompletion(t *testing.T) {
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		r := run(t, "completion", sh)
+		if r.code != ExitOK || !strings.Contains(r.stdout, sh+" completion") || !strings.Contains(r.stdout, "iii") {
+			t.Errorf("iii completion %s = %d, stdout %.80q, stderr %q; want the %s script", sh, r.code, r.stdout, r.stderr, sh)
+		}
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	tests := []struct {
 		args []string
 		want string
+		help string // the help the second line points at
 	}{
-		{[]string{"frobnicate"}, `iii: unknown command "frobnicate"`},
-		{[]string{"start", "now"}, `iii: iii start takes no arguments, got "now"`},
-		{[]string{"--bogus"}, "iii: unknown flag: --bogus"},
-		{[]string{"start", "--config"}, "iii: flag needs an argument: --config"},
-		{[]string{"--log-level", "loud", "version"}, `iii: invalid --log-level "loud": want debug, info, warn or error`},
+		{[]string{"frobnicate"}, `iii: unknown command "frobnicate"`, "iii"},
+		{[]string{"start", "now"}, `iii: iii start takes no arguments, got "now"`, "iii start"},
+		{[]string{"--bogus"}, "iii: unknown flag: --bogus", "iii"},
+		{[]string{"start", "--config"}, "iii: flag needs an argument: --config", "iii start"},
+		{[]string{"new", "worker", "x", "--lang", "rust"}, `iii: --lang "rust": want go, node, python`, "iii new worker"},
+		{[]string{"--log-level", "loud", "version"}, `iii: invalid --log-level "loud": want debug, info, warn or error`, "iii version"},
 	}
 	for _, tt := range tests {
 		r := run(t, tt.args...)
-		first, _, _ := strings.Cut(r.stderr, "\n")
-		if r.code != ExitUsage || first != tt.want {
-			t.Errorf("iii %q = %d, stderr %q; want %d, first line %q", tt.args, r.code, r.stderr, ExitUsage, tt.want)
+		want := tt.want + "\nRun '" + tt.help + " --help' for usage.\n"
+		if r.code != ExitUsage || r.stderr != want {
+			t.Errorf("iii %q = %d, stderr %q; want %d, %q", tt.args, r.code, r.stderr, ExitUsage, want)
 		}
 	}
 }
@@ -118,6 +143,7 @@ func TestStartFails(t *testing.T) {
 	bad := writeConfig(t, "engine:\n  host: 127.0.0.1\n  port: 99999\n")
 	missing := filepath.Join(t.TempDir(), "nope.yaml")
 	busy := writeConfig(t, fmt.Sprintf("engine:\n  port: %d\n", port))
+	busyHTTP := writeConfig(t, fmt.Sprintf("engine:\n  port: 0\nmodules:\n  - class: CronModule\n  - class: RestApiModule\n    config: {port: %d}\n", port))
 	unset := writeConfig(t, "engine:\n  auth_token: ${III_CLI_TEST_UNSET}\n")
 	tests := []struct {
 		name string
@@ -127,7 +153,8 @@ func TestStartFails(t *testing.T) {
 		{"bad value", bad, "iii: " + bad + ":3: engine.port: 99999 is out of range 0-65535\n"},
 		{"unset variable", unset, "iii: " + unset + ":2: environment variable III_CLI_TEST_UNSET is not set (use ${III_CLI_TEST_UNSET:default} for a default)\n"},
 		{"explicit missing file", missing, "iii: config: open " + missing + ": no such file or directory\n"},
-		{"port in use", busy, fmt.Sprintf("iii: port %d in use: is another iii running? set engine.port\n", port)},
+		{"port in use", busy, fmt.Sprintf("iii: port %d in use: is another iii running? set engine.port or --port\n", port)},
+		{"http port in use", busyHTTP, fmt.Sprintf("iii: port %d in use (http module): is another iii running? set modules[1].config.port or --http-port\n", port)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

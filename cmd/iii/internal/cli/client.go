@@ -18,6 +18,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/sdk"
+	"github.com/iii-workbench/iii/tui"
 )
 
 // This file is what the commands that talk to a running engine share
@@ -35,7 +36,7 @@ const (
 )
 
 // clientName is the worker name the CLI's connections report.
-const clientName = "iii-cli"
+const clientName = tui.CLIClientName
 
 // closeTimeout bounds the CLI's goodbye to the engine.
 const closeTimeout = 5 * time.Second

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	tea "charm.land/bubbletea/v2"
@@ -25,6 +27,7 @@ func newDev(env Env) *cobra.Command {
 		path  string
 		noTUI bool
 		sf    storeFlags
+		ports *portFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -41,12 +44,14 @@ stdout, for scripts and CI. With the TUI up, logs go to .iii/dev.log.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			useTUI := !noTUI && isTerminal(env.Stdout) && isTerminal(devStdin(env))
 			store := func(cfg *config.Config) error { return sf.apply(cmd, cfg, config.StoreMemory) }
-			return dev(cmd.Context(), env, devOptions{path: path, explicit: cmd.Flags().Changed("config"), tui: useTUI, store: store})
+			return dev(cmd.Context(), env, devOptions{path: path, explicit: cmd.Flags().Changed("config"), tui: useTUI, store: store,
+				ports: func(cfg *config.Config) error { return ports.apply(cmd, cfg) }})
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", config.DefaultPath, "config file")
 	cmd.Flags().BoolVar(&noTUI, "no-tui", false, "print a line per event instead of the terminal UI")
 	sf.add(cmd)
+	ports = addPortFlags(cmd)
 	return cmd
 }
 
@@ -64,6 +69,8 @@ type devOptions struct {
 	// store applies --store and --data-dir to the loaded config; nil
 	// leaves it as loaded.
 	store func(*config.Config) error
+	// ports applies the port flags to the loaded config; nil leaves it.
+	ports func(*config.Config) error
 	// tuiOpts are extra bubbletea options (tests).
 	tuiOpts []tea.ProgramOption
 }
@@ -72,16 +79,18 @@ type devOptions struct {
 // stops it.
 func dev(ctx context.Context, env Env, o devOptions) (err error) {
 	log := env.Logger
-	var logPath string
+	var devLog *lateFile
+	if !o.tui {
+		log = slog.New(withoutWorkerOutput{log.Handler()})
+		env.Logger = log
+	}
 	if o.tui {
-		// The terminal belongs to the TUI: logs go to a file.
-		f, p, err := openDevLog(o.path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		logPath = p
-		log = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: env.Level}))
+		// The terminal belongs to the TUI: logs go to a file, opened only
+		// once the engine is up so a second iii dev that fails on a taken
+		// port leaves the first one's log alone.
+		devLog = new(lateFile)
+		defer devLog.Close()
+		log = slog.New(slog.NewTextHandler(devLog, &slog.HandlerOptions{Level: env.Level}))
 		env.Logger = log
 	}
 	cfg, err := loadConfig(ctx, env, o.path, o.explicit)
@@ -93,6 +102,11 @@ func dev(ctx context.Context, env Env, o devOptions) (err error) {
 			return err
 		}
 	}
+	if o.ports != nil {
+		if err := o.ports(cfg); err != nil {
+			return err
+		}
+	}
 
 	begin := time.Now()
 	redisServer, _ := env.Getenv(EnvRedisServer)
@@ -101,6 +115,13 @@ func dev(ctx context.Context, env Env, o devOptions) (err error) {
 		return storeError(err, redisServer)
 	}
 	ready := time.Since(begin)
+	var logPath string
+	if devLog != nil {
+		if logPath, err = devLog.open(o.path); err != nil {
+			srv.Stop(context.WithoutCancel(ctx))
+			return err
+		}
+	}
 	log.InfoContext(ctx, "iii dev ready", "ready_in", ready, "url", srv.URL(), "redis", srv.RedisMode(),
 		"modules", srv.Modules().IDs())
 	defer func() {
@@ -131,6 +152,51 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// lateFile is the dev log: what is written before open is kept in memory,
+// then written to the file, which takes every later write.
+type lateFile struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	f   *os.File
+}
+
+func (l *lateFile) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f != nil {
+		return l.f.Write(p)
+	}
+	return l.buf.Write(p)
+}
+
+// open opens .iii/dev.log beside the config file (or in the working
+// directory), or a file in the temp dir when that is not writable, and
+// returns its path.
+func (l *lateFile) open(configPath string) (string, error) {
+	f, p, err := openDevLog(configPath)
+	if err != nil {
+		return "", err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.f = f
+	_, err = l.buf.WriteTo(f)
+	return p, err
+}
+
+// Close closes the file; later writes are dropped into memory.
+func (l *lateFile) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	l.buf.Reset()
+	return err
 }
 
 // openDevLog opens .iii/dev.log beside the config file (or in the working

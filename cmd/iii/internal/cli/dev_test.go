@@ -3,7 +3,11 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +17,7 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 
+	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/sdk"
 )
 
@@ -138,5 +143,52 @@ func TestDevTUILogsToFile(t *testing.T) {
 	}
 	if logs.String() != "" {
 		t.Errorf("the process logger got %q; want every record in %s", logs.String(), logPath)
+	}
+}
+
+// TestDevSecondKeepsLog: a second iii dev with the TUI in the same folder
+// fails on the taken port without truncating the first one's dev.log.
+func TestDevSecondKeepsLog(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	path := writeConfig(t, fmt.Sprintf("engine:\n  port: %d\nmodules: []\n", taken.Addr().(*net.TCPAddr).Port))
+	logPath := filepath.Join(filepath.Dir(path), ".iii", "dev.log")
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const first = "the first iii dev's log\n"
+	if err := os.WriteFile(logPath, []byte(first), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env, _, _, _ := testEnv(nil)
+	in, keys := io.Pipe()
+	defer keys.Close()
+	env.Stdin = in
+	err = dev(ctx, env, devOptions{path: path, explicit: true, tui: true,
+		tuiOpts: []tea.ProgramOption{tea.WithWindowSize(100, 30), tea.WithoutSignals()}})
+	var inUse *devserver.PortInUseError
+	if !errors.As(err, &inUse) {
+		t.Fatalf("dev = %v; want a PortInUseError", err)
+	}
+	if b, err := os.ReadFile(logPath); err != nil || string(b) != first {
+		t.Errorf("dev.log = %q (%v) after the failed start; want %q", b, err, first)
+	}
+}
+
+// TestDevNoTUIOutputOnce: with --no-tui a worker's output line is printed
+// once, from the event stream on stdout; the process log (stderr in a
+// terminal) does not repeat it, and keeps every other record.
+func TestDevNoTUIOutputOnce(t *testing.T) {
+	env, _, _, logs := testEnv(nil)
+	log := slog.New(withoutWorkerOutput{env.Logger.Handler()}).With("module", "exec")
+	log.Info("hello from the worker", "worker", "greeter", "stream", "stderr", "pid", 42)
+	log.Info("started", "worker", "greeter", "pid", 42)
+	if got := logs.String(); strings.Contains(got, "hello from the worker") || !strings.Contains(got, `"msg":"started"`) {
+		t.Errorf("process log = %q; want the started record and not the worker's line", got)
 	}
 }

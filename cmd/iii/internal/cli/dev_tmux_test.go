@@ -161,11 +161,11 @@ func TestDevTmux(t *testing.T) {
 		x.waitPane(ctx, regexp.MustCompile(`hello +stdout +hello ready`))
 
 		// R restarts the selected worker through the exec module: a new
-		// process takes over.
+		// process takes over, and RESTARTS counts it.
 		x.keys(ctx, "1", "R")
 		x.waitPane(ctx, regexp.MustCompile(`restarting hello`))
 		old := strconv.Itoa(pid)
-		m := x.waitMatch(ctx, regexp.MustCompile(`(?m)^hello +go +(\d+) +connected +1 +0 +0 `),
+		m := x.waitMatch(ctx, regexp.MustCompile(`(?m)^hello +go +(\d+) +connected +1 +0 +1 `),
 			func(m []string) bool { return m[1] != old })
 		pid, _ = strconv.Atoi(m[1])
 	}

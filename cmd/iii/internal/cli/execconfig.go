@@ -7,6 +7,7 @@ import (
 	"io"
 	"regexp"
 	"slices"
+	"strconv"
 
 	"gopkg.in/yaml.v3"
 
@@ -89,6 +90,18 @@ modules:
 // are; yaml.v3 re-indents the file with two spaces and drops blank lines.
 // file names src in errors.
 func addExecWorker(file string, src []byte, w execWorker) ([]byte, error) {
+	// ${VAR:default} is not YAML (in a flow mapping it is a syntax error):
+	// edit the text with each reference held by a plain placeholder.
+	held, refs := holdVarRefs(src)
+	out, err := addExecWorkerYAML(file, held, w)
+	if err != nil {
+		return nil, err
+	}
+	return restoreVarRefs(out, refs), nil
+}
+
+// addExecWorkerYAML is addExecWorker on text that is plain YAML.
+func addExecWorkerYAML(file string, src []byte, w execWorker) ([]byte, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(src))
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
@@ -200,6 +213,54 @@ func encodeConfig(file string, keep []byte, doc *yaml.Node) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	return out.Bytes(), nil
+}
+
+// checkConfig reads src as iii dev and iii start do (interpolation, strict
+// keys, each module's own config decoding), so a worker is only added to a
+// config the engine would run.
+func checkConfig(file string, src []byte, getenv func(string) (string, bool)) error {
+	cfg, err := config.Parse(file, src, getenv)
+	if err != nil {
+		return err
+	}
+	for i := range cfg.Modules {
+		e := &cfg.Modules[i]
+		info, ok := module.Lookup(e.ID)
+		if !ok {
+			continue // not built into this binary; iii dev says so
+		}
+		if err := e.Decode(info.New()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// varRefText matches the ${...} references config interpolation replaces.
+var varRefText = regexp.MustCompile(`\$\{[^}]*\}`)
+
+// holdVarRefs replaces each ${...} in src with a placeholder that is a
+// plain YAML scalar, and returns the references in order.
+func holdVarRefs(src []byte) ([]byte, [][]byte) {
+	var refs [][]byte
+	out := varRefText.ReplaceAllFunc(src, func(ref []byte) []byte {
+		refs = append(refs, ref)
+		return fmt.Appendf(nil, "iii-var-ref-%d-x", len(refs)-1)
+	})
+	return out, refs
+}
+
+var varRefHeld = regexp.MustCompile(`iii-var-ref-(\d+)-x`)
+
+// restoreVarRefs puts back the references holdVarRefs took out.
+func restoreVarRefs(text []byte, refs [][]byte) []byte {
+	return varRefHeld.ReplaceAllFunc(text, func(h []byte) []byte {
+		i, err := strconv.Atoi(string(varRefHeld.FindSubmatch(h)[1]))
+		if err != nil || i >= len(refs) {
+			return h
+		}
+		return refs[i]
+	})
 }
 
 // isExec reports whether a modules entry is the ExecModule.

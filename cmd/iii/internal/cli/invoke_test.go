@@ -299,12 +299,12 @@ func TestInvokeUsageErrors(t *testing.T) {
 		args  []string
 		want  string // stderr
 	}{
-		{"no function", "", []string{"invoke"}, "iii: iii invoke takes FUNCTION and an optional JSON input, got 0 arguments\nRun 'iii --help' for usage.\n"},
-		{"too many arguments", "", []string{"invoke", "a::b", "{}", "{}"}, "iii: iii invoke takes FUNCTION and an optional JSON input, got 3 arguments\nRun 'iii --help' for usage.\n"},
-		{"async and enqueue", "", []string{"invoke", "a::b", "--async", "--enqueue", "q"}, "iii: --async and --enqueue exclude each other\nRun 'iii --help' for usage.\n"},
-		{"empty queue", "", []string{"invoke", "a::b", "--enqueue", ""}, "iii: --enqueue needs a queue name\nRun 'iii --help' for usage.\n"},
-		{"zero timeout", "", []string{"invoke", "a::b", "--timeout", "0s"}, "iii: --timeout 0s: must be positive\nRun 'iii --help' for usage.\n"},
-		{"bad scheme", "", []string{"invoke", "a::b", "{}", "--address", "ftp://x"}, "iii: --address \"ftp://x\": the scheme must be ws or wss (like ws://127.0.0.1:49134)\nRun 'iii --help' for usage.\n"},
+		{"no function", "", []string{"invoke"}, "iii: iii invoke takes FUNCTION and an optional JSON input, got 0 arguments\nRun 'iii invoke --help' for usage.\n"},
+		{"too many arguments", "", []string{"invoke", "a::b", "{}", "{}"}, "iii: iii invoke takes FUNCTION and an optional JSON input, got 3 arguments\nRun 'iii invoke --help' for usage.\n"},
+		{"async and enqueue", "", []string{"invoke", "a::b", "--async", "--enqueue", "q"}, "iii: --async and --enqueue exclude each other\nRun 'iii invoke --help' for usage.\n"},
+		{"empty queue", "", []string{"invoke", "a::b", "--enqueue", ""}, "iii: --enqueue needs a queue name\nRun 'iii invoke --help' for usage.\n"},
+		{"zero timeout", "", []string{"invoke", "a::b", "--timeout", "0s"}, "iii: --timeout 0s: must be positive\nRun 'iii invoke --help' for usage.\n"},
+		{"bad scheme", "", []string{"invoke", "a::b", "{}", "--address", "ftp://x"}, "iii: --address \"ftp://x\": the scheme must be ws or wss (like ws://127.0.0.1:49134)\nRun 'iii invoke --help' for usage.\n"},
 		{"bad JSON argument", "", []string{"invoke", "a::b", `{"x": nope}`},
 			"iii: the JSON argument is not valid JSON: line 1, column 8: invalid character 'o' in literal null (expecting 'u')\n    {\"x\": nope}\n           ^\n"},
 		{"unquoted string", "", []string{"invoke", "a::b", `hello`},

@@ -88,6 +88,10 @@ those registered with metadata {"internal": true}) show with --all.`,
 				return err
 			}
 			return output(env, &f, res, func(w io.Writer, v functionList) error {
+				if !f.all {
+					// The engine leaves a module's engine::* functions in.
+					v.Functions = slices.DeleteFunc(v.Functions, func(r functionRow) bool { return strings.HasPrefix(r.ID, internalPrefix) })
+				}
 				if len(v.Functions) == 0 {
 					fmt.Fprintln(env.Stderr, "no functions registered"+hiddenNote(f.all))
 				}
@@ -167,6 +171,9 @@ type) and its config. With --types, list the trigger types instead
 				return err
 			}
 			return output(env, &f, res, func(w io.Writer, v triggerList) error {
+				if !f.all {
+					v.Triggers = slices.DeleteFunc(v.Triggers, func(r triggerRow) bool { return strings.HasPrefix(r.FunctionID, internalPrefix) })
+				}
 				if len(v.Triggers) == 0 {
 					fmt.Fprintln(env.Stderr, "no triggers registered"+hiddenNote(f.all))
 				}
@@ -178,6 +185,10 @@ type) and its config. With --types, list the trigger types instead
 	cmd.Flags().BoolVar(&types, "types", false, "list the trigger types instead of the bindings")
 	return cmd
 }
+
+// internalPrefix starts the IDs of the engine's own functions, hidden
+// without --all.
+const internalPrefix = "engine::"
 
 func hiddenNote(all bool) string {
 	if all {

@@ -29,6 +29,11 @@ func startLister(t *testing.T) string {
 	if err := w.RegisterFunction("lister::b", noop); err != nil {
 		t.Fatal(err)
 	}
+	// The engine lists engine::queue::* without include_internal (as iii
+	// does); iii functions hides them without --all all the same.
+	if err := w.RegisterFunction("engine::queue::lister_stats", noop); err != nil {
+		t.Fatal(err)
+	}
 	if err := w.RegisterTriggerType("lister-ticks", "ticks now and then", sdk.TriggerProviderFuncs{}); err != nil {
 		t.Fatal(err)
 	}
@@ -75,8 +80,9 @@ func TestListTables(t *testing.T) {
 	}
 
 	r = runIn(t, nil, nil, "functions", "--all", "--address", url)
-	if r.code != ExitOK || !strings.Contains(r.stdout, "\nengine::functions::list ") || !strings.Contains(r.stdout, "\nlister::a ") {
-		t.Errorf("iii functions --all = %d, stdout %q; want engine::functions::list and lister::a rows", r.code, r.stdout)
+	if r.code != ExitOK || !strings.Contains(r.stdout, "\nengine::functions::list ") || !strings.Contains(r.stdout, "\nlister::a ") ||
+		!strings.Contains(r.stdout, "\nengine::queue::lister_stats ") {
+		t.Errorf("iii functions --all = %d, stdout %q; want engine::functions::list, engine::queue::lister_stats and lister::a rows", r.code, r.stdout)
 	}
 
 	r = runIn(t, nil, nil, "workers", "--address", url)
@@ -88,7 +94,7 @@ func TestListTables(t *testing.T) {
 		t.Errorf("iii workers header = %q", lines[0])
 	}
 	row := strings.Fields(lines[1])
-	wantRow := []string{"lister", "go", sdk.Version, strconv.Itoa(os.Getpid()), "connected", "2", "0"}
+	wantRow := []string{"lister", "go", sdk.Version, strconv.Itoa(os.Getpid()), "connected", "3", "0"}
 	if len(row) != 9 || strings.Join(row[:7], " ") != strings.Join(wantRow, " ") || row[8] != "ago" {
 		t.Errorf("iii workers row = %q; want %q then \"<n>s ago\"", lines[1], wantRow)
 	}

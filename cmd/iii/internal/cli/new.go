@@ -78,7 +78,7 @@ An existing directory is never overwritten.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&lang, "lang", "", "the worker's language: "+langs)
+	f.StringVar(&lang, "lang", "", "the worker's language: "+langs+" (or py, js, ts)")
 	f.StringVar(&dir, "dir", "", "directory to create (default ./NAME)")
 	f.StringVarP(&cfgPath, "config", "c", config.DefaultPath, "config file to add the worker to")
 	return cmd
@@ -103,6 +103,14 @@ func newWorker(env Env, s *templates.Scaffold, name, dir, cfgPath string) (err e
 		src = newConfigText()
 	case err != nil:
 		return fmt.Errorf("config: %w", err)
+	default:
+		getenv := env.Getenv
+		if getenv == nil {
+			getenv = os.LookupEnv
+		}
+		if err := checkConfig(cfgPath, src, getenv); err != nil {
+			return err
+		}
 	}
 	rel, err := relDir(cfgPath, dir)
 	if err != nil {

@@ -99,7 +99,7 @@ func TestNewWorker(t *testing.T) {
 		check func(t *testing.T, dir string)
 	}{
 		{"node", []string{".gitignore", "README.md", "index.mjs", "package.json"},
-			execEntry{Install: []string{"npm install"}, Run: "node index.mjs",
+			execEntry{Install: []string{"npm install --no-audit --no-fund --loglevel=error"}, Run: "node index.mjs",
 				Watch: []string{"**/*.mjs", "**/*.js", "package.json"}, Env: map[string]string{}},
 			func(t *testing.T, dir string) {
 				var pkg struct {
@@ -124,7 +124,7 @@ func TestNewWorker(t *testing.T) {
 				}
 			}},
 		{"python", []string{".gitignore", "README.md", "main.py", "requirements.txt"},
-			execEntry{Install: []string{"python3 -m venv .venv", ".venv/bin/pip install -r requirements.txt"},
+			execEntry{Install: []string{"python3 -m venv .venv", ".venv/bin/pip install -q --disable-pip-version-check -r requirements.txt"},
 				Run: ".venv/bin/python main.py", Watch: []string{"**/*.py", "requirements.txt"},
 				Env: map[string]string{"PYTHONUNBUFFERED": "1"}},
 			func(t *testing.T, dir string) {
@@ -232,7 +232,7 @@ engine:
 
 modules:
   - class: RestApiModule
-    config: {port: 3111} # http
+    config: {host: 127.0.0.1, port: ${HTTP_PORT:3111}} # http
   # exec workers
   - class: ExecModule
     config:
@@ -249,7 +249,7 @@ engine:
   auth_token: ${III_TOKEN:}
 modules:
   - class: RestApiModule
-    config: {port: 3111} # http
+    config: {host: 127.0.0.1, port: ${HTTP_PORT:3111}} # http
   # exec workers
   - class: ExecModule
     config:
@@ -259,13 +259,13 @@ modules:
           run: node index.mjs
         - name: web
           dir: web
-          install: ["npm install"]
+          install: ["npm install --no-audit --no-fund --loglevel=error"]
           run: node index.mjs
           watch: ["**/*.mjs", "**/*.js", "package.json"]
           env: {}
         - name: tasks
           dir: jobs/tasks
-          install: ["python3 -m venv .venv", ".venv/bin/pip install -r requirements.txt"]
+          install: ["python3 -m venv .venv", ".venv/bin/pip install -q --disable-pip-version-check -r requirements.txt"]
           run: .venv/bin/python main.py
           watch: ["**/*.py", "requirements.txt"]
           env: {PYTHONUNBUFFERED: "1"}
@@ -386,8 +386,17 @@ func TestNewWorkerRefuses(t *testing.T) {
 	if err := os.WriteFile(badCfg, []byte("modules: [\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Keys iii dev refuses: at the top, and in a module's own config.
+	unknownKey := filepath.Join(tmp, "unknown.yaml")
+	if err := os.WriteFile(unknownKey, []byte("engine:\n  prot: 1\nmodules:\n  - class: ExecModule\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	unknownModuleKey := filepath.Join(tmp, "unknownmod.yaml")
+	if err := os.WriteFile(unknownModuleKey, []byte("modules:\n  - class: RestApiModule\n    config: {prot: 1}\n  - class: ExecModule\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	invalid := func(name, why string) string {
-		return "iii: invalid worker name " + `"` + name + `": ` + why + "\nRun 'iii --help' for usage.\n"
+		return "iii: invalid worker name " + `"` + name + `": ` + why + "\nRun 'iii new worker --help' for usage.\n"
 	}
 	const lowercase = "use a lowercase letter, then lowercase letters, digits, '-' or '_' (like billing or order-sync)"
 	tests := []struct {
@@ -405,15 +414,19 @@ func TestNewWorkerRefuses(t *testing.T) {
 		{"reserved engine", []string{"engine", "--lang", "go"}, ExitUsage, invalid("engine", "reserved for the engine; pick another name")},
 		{"reserved iii-", []string{"iii-http", "--lang", "go"}, ExitUsage, invalid("iii-http", "reserved for the engine; pick another name")},
 		{"too long", []string{strings.Repeat("a", 65), "--lang", "go"}, ExitUsage, invalid(strings.Repeat("a", 65), "longer than 64 characters")},
-		{"empty", []string{"", "--lang", "go"}, ExitUsage, "iii: invalid worker name: the name is empty\nRun 'iii --help' for usage.\n"},
-		{"no name", []string{"--lang", "go"}, ExitUsage, "iii: iii new worker takes one NAME, got 0 arguments\nRun 'iii --help' for usage.\n"},
-		{"no lang", []string{"demo"}, ExitUsage, "iii: --lang is required: go, node, python\nRun 'iii --help' for usage.\n"},
-		{"unknown lang", []string{"demo", "--lang", "rust"}, ExitUsage, "iii: --lang \"rust\": want go, node, python\nRun 'iii --help' for usage.\n"},
+		{"empty", []string{"", "--lang", "go"}, ExitUsage, "iii: invalid worker name: the name is empty\nRun 'iii new worker --help' for usage.\n"},
+		{"no name", []string{"--lang", "go"}, ExitUsage, "iii: iii new worker takes one NAME, got 0 arguments\nRun 'iii new worker --help' for usage.\n"},
+		{"no lang", []string{"demo"}, ExitUsage, "iii: --lang is required: go, node, python\nRun 'iii new worker --help' for usage.\n"},
+		{"unknown lang", []string{"demo", "--lang", "rust"}, ExitUsage, "iii: --lang \"rust\": want go, node, python\nRun 'iii new worker --help' for usage.\n"},
 		{"existing dir", []string{"demo", "--lang", "node", "--dir", existing}, ExitError, "iii: " + existing + " already exists; pick another name or --dir\n"},
 		{"duplicate worker", []string{"taken", "--lang", "node", "--dir", filepath.Join(tmp, "taken")}, ExitError,
 			"iii: " + cfg + `:5: the ExecModule already has a worker named "taken"; pick another name or remove that entry` + "\n"},
 		{"bad config", []string{"demo", "--lang", "node", "--dir", filepath.Join(tmp, "demo"), "--config", badCfg}, ExitError,
 			"iii: " + badCfg + ":1: did not find expected node content\n"},
+		{"unknown key", []string{"demo", "--lang", "node", "--dir", filepath.Join(tmp, "demo"), "--config", unknownKey}, ExitError,
+			"iii: " + unknownKey + ":2: engine.prot: unknown key (known: host, port, auth_token, invocation_timeout_ms, max_frame_bytes)\n"},
+		{"unknown module key", []string{"demo", "--lang", "node", "--dir", filepath.Join(tmp, "demo"), "--config", unknownModuleKey}, ExitError,
+			"iii: " + unknownModuleKey + ":3: modules[0].config.prot: unknown key (known: host, port, …"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -425,11 +438,13 @@ func TestNewWorkerRefuses(t *testing.T) {
 				args = append(args, "--dir", filepath.Join(tmp, "new"))
 			}
 			r := runIn(t, nil, nil, args...)
-			if r.code != tt.code || r.stdout != "" || r.stderr != tt.want {
+			// A want ending in … is a prefix (a module's list of keys grows).
+			want, prefix := strings.CutSuffix(tt.want, "…")
+			if r.code != tt.code || r.stdout != "" || (prefix && !strings.HasPrefix(r.stderr, want)) || (!prefix && r.stderr != want) {
 				t.Errorf("iii %q = %d, stdout %q, stderr %q; want %d, empty, %q", args, r.code, r.stdout, r.stderr, tt.code, tt.want)
 			}
 			// Nothing was written.
-			if got := tree(t, tmp); !slices.Equal(got, []string{"bad.yaml", "config.yaml"}) {
+			if got := tree(t, tmp); !slices.Equal(got, []string{"bad.yaml", "config.yaml", "unknown.yaml", "unknownmod.yaml"}) {
 				t.Errorf("after iii %q the directory has %q; want it untouched", args, got)
 			}
 			if got := readFile(t, cfg); got != cfgText {
@@ -438,7 +453,7 @@ func TestNewWorkerRefuses(t *testing.T) {
 		})
 	}
 	r := runIn(t, nil, nil, "new", "thing")
-	if want := "iii: unknown template \"thing\": try iii new worker\nRun 'iii --help' for usage.\n"; r.code != ExitUsage || r.stderr != want {
+	if want := "iii: unknown template \"thing\": try iii new worker\nRun 'iii new --help' for usage.\n"; r.code != ExitUsage || r.stderr != want {
 		t.Errorf("iii new thing = %d, stderr %q; want 2, %q", r.code, r.stderr, want)
 	}
 }

@@ -19,8 +19,9 @@ import (
 
 func newStart(env Env) *cobra.Command {
 	var (
-		path string
-		sf   storeFlags
+		path  string
+		sf    storeFlags
+		ports *portFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "start",
@@ -44,12 +45,16 @@ lost on exit.`,
 			if err := sf.apply(cmd, cfg, config.StoreManaged); err != nil {
 				return err
 			}
+			if err := ports.apply(cmd, cfg); err != nil {
+				return err
+			}
 			redisServer, _ := env.Getenv(EnvRedisServer)
 			return start(cmd.Context(), env.Logger, cfg, redisServer)
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", config.DefaultPath, "config file")
 	sf.add(cmd)
+	ports = addPortFlags(cmd)
 	return cmd
 }
 

@@ -28,7 +28,7 @@ func TestStoreFlagErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		r := run(t, tt.args...)
-		if want := tt.want + "Run 'iii --help' for usage.\n"; r.code != ExitUsage || r.stderr != want {
+		if want := tt.want + "Run 'iii " + tt.args[0] + " --help' for usage.\n"; r.code != ExitUsage || r.stderr != want {
 			t.Errorf("iii %q = %d, stderr %q; want %d, %q", tt.args, r.code, r.stderr, ExitUsage, tt.want)
 		}
 	}
