@@ -313,7 +313,7 @@ func TestConfig(t *testing.T) {
 		{`port: 0, handler_timeout_ms: -5`, "handler_timeout_ms -5"},
 		{`port: 0, queue: 5`, "queue"},
 		{`port: "x"`, "port"},
-		{`port: ` + strings.TrimPrefix(taken.mod.Addr()[strings.LastIndex(taken.mod.Addr(), ":"):], ":"), "listen on"},
+		{`port: ` + strings.TrimPrefix(taken.mod.Addr()[strings.LastIndex(taken.mod.Addr(), ":"):], ":"), "port " + strings.TrimPrefix(taken.mod.Addr()[strings.LastIndex(taken.mod.Addr(), ":"):], ":") + " in use (stream module)"},
 	} {
 		err := start(tc.config)
 		t.Logf("{%s}: %v", tc.config, err)
