@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/iii-workbench/iii/engine/internal/wildcard"
 	"net"
 	"net/http"
 	"reflect"
@@ -122,7 +123,7 @@ func matchPattern(s string) (string, bool) {
 // passes the filter.
 func (f FunctionFilter) Matches(id string, metadata json.RawMessage) bool {
 	if f.Metadata == nil {
-		return WildcardMatch(f.Match, id)
+		return wildcard.Match(f.Match, id)
 	}
 	if len(metadata) == 0 {
 		return false
@@ -138,7 +139,7 @@ func (f FunctionFilter) Matches(id string, metadata json.RawMessage) bool {
 		}
 		if want.IsPattern {
 			s, ok := got.(string)
-			if !ok || !WildcardMatch(want.Pattern, s) {
+			if !ok || !wildcard.Match(want.Pattern, s) {
 				return false
 			}
 		} else if !reflect.DeepEqual(got, want.Value) {
@@ -146,28 +147,6 @@ func (f FunctionFilter) Matches(id string, metadata json.RawMessage) bool {
 		}
 	}
 	return true
-}
-
-// WildcardMatch matches s against pattern, anchored at both ends, where
-// '*' matches any run of characters (including none).
-func WildcardMatch(pattern, s string) bool {
-	parts := strings.Split(pattern, "*")
-	if len(parts) == 1 {
-		return pattern == s
-	}
-	if !strings.HasPrefix(s, parts[0]) {
-		return false
-	}
-	s = s[len(parts[0]):]
-	last := parts[len(parts)-1]
-	for _, p := range parts[1 : len(parts)-1] {
-		i := strings.Index(s, p)
-		if i < 0 {
-			return false
-		}
-		s = s[i+len(p):]
-	}
-	return strings.HasSuffix(s, last)
 }
 
 // infrastructureFunctions may be called from every session unless its

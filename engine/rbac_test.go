@@ -16,30 +16,6 @@ import (
 	"github.com/iii-workbench/iii/engine/protocol"
 )
 
-func TestWildcardMatch(t *testing.T) {
-	for _, c := range []struct {
-		pat, s string
-		want   bool
-	}{
-		{"hello::world", "hello::world", true},
-		{"hello::world", "hello::worldx", false},
-		{"engine::*", "engine::a::b", true},
-		{"engine::*", "other::engine::a", false},
-		{"*::public", "x::y::public", true},
-		{"*::public", "x::public::y", false},
-		{"*public*", "mypublicfn", true},
-		{"api::*::read", "api::users::read", true},
-		{"api::*::read", "api::users::write", false},
-		{"a*a", "a", false},
-		{"a*a", "aa", true},
-		{"*", "", true},
-	} {
-		if got := engine.WildcardMatch(c.pat, c.s); got != c.want {
-			t.Errorf("WildcardMatch(%q, %q) = %v, want %v", c.pat, c.s, got, c.want)
-		}
-	}
-}
-
 func TestParseFunctionFilter(t *testing.T) {
 	f, err := engine.ParseFunctionFilter(`match("api::*")`)
 	if err != nil || !f.Matches("api::x", nil) || f.Matches("apx::x", nil) {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"github.com/iii-workbench/iii/engine/internal/wildcard"
 	"log/slog"
 	"net"
 	"net/url"
@@ -159,7 +160,7 @@ type MetadataMatcher struct {
 // filter.
 func (f FunctionFilter) Matches(functionID string, metadata map[string]any) bool {
 	if f.Metadata == nil {
-		return WildcardMatch(f.Match, functionID)
+		return wildcard.Match(f.Match, functionID)
 	}
 	if metadata == nil {
 		return false
@@ -171,7 +172,7 @@ func (f FunctionFilter) Matches(functionID string, metadata map[string]any) bool
 		}
 		if m.IsPattern {
 			s, ok := v.(string)
-			if !ok || !WildcardMatch(m.Pattern, s) {
+			if !ok || !wildcard.Match(m.Pattern, s) {
 				return false
 			}
 			continue
@@ -229,28 +230,6 @@ func number(v any) (float64, bool) {
 		return n, true
 	}
 	return 0, false
-}
-
-// WildcardMatch matches value against pattern, where * stands for any run
-// of characters and everything else is literal; the whole value must match.
-func WildcardMatch(pattern, value string) bool {
-	parts := strings.Split(pattern, "*")
-	if len(parts) == 1 {
-		return pattern == value
-	}
-	if !strings.HasPrefix(value, parts[0]) {
-		return false
-	}
-	value = value[len(parts[0]):]
-	last := parts[len(parts)-1]
-	for _, p := range parts[1 : len(parts)-1] {
-		i := strings.Index(value, p)
-		if i < 0 {
-			return false
-		}
-		value = value[i+len(p):]
-	}
-	return len(value) >= len(last) && strings.HasSuffix(value, last)
 }
 
 // HTTPFunctions is the iii-http-functions worker's config: which URLs

@@ -513,15 +513,4 @@ func TestFunctionFilterMatches(t *testing.T) {
 			}
 		}
 	}
-	for _, tt := range []struct {
-		pat, v string
-		want   bool
-	}{
-		{"*", "", true}, {"a*", "abc", true}, {"*c", "abc", true}, {"a*c", "ac", true}, {"a*c", "abcbc", true},
-		{"a*b*c", "abc", true}, {"a*bc*c", "abc", false}, {"abc", "abcd", false}, {"*b*", "xbx", true}, {"a*a", "a", false},
-	} {
-		if got := WildcardMatch(tt.pat, tt.v); got != tt.want {
-			t.Errorf("WildcardMatch(%q, %q) = %v, want %v", tt.pat, tt.v, got, tt.want)
-		}
-	}
 }
