@@ -450,12 +450,7 @@ func (e *Engine) stallLoop() {
 		case <-e.ctx.Done():
 			return
 		case now := <-t.C:
-			e.mu.RLock()
-			conns = conns[:0]
-			for _, c := range e.conns {
-				conns = append(conns, c)
-			}
-			e.mu.RUnlock()
+			conns = e.snapshotConns(conns[:0])
 			for _, c := range conns {
 				if s := c.writeSince.Load(); s != 0 && now.UnixNano()-s >= int64(timeout) {
 					c.slowConsumer(timeout)

@@ -78,6 +78,17 @@ func sweepInterval(timeout time.Duration) time.Duration {
 	return min(max(timeout/8, time.Millisecond), time.Second)
 }
 
+// snapshotConns appends the live connections to dst, so a sweep can visit
+// them without holding e.mu.
+func (e *Engine) snapshotConns(dst []*conn) []*conn {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for _, c := range e.conns {
+		dst = append(dst, c)
+	}
+	return dst
+}
+
 // timeoutLoop fails the calls whose engine-side deadline has passed. One
 // sweep over the pending tables replaces a timer per call. It exits when
 // the engine shuts down.
@@ -90,12 +101,7 @@ func (e *Engine) timeoutLoop() {
 		case <-e.ctx.Done():
 			return
 		case now := <-t.C:
-			e.mu.RLock()
-			conns = conns[:0]
-			for _, c := range e.conns {
-				conns = append(conns, c)
-			}
-			e.mu.RUnlock()
+			conns = e.snapshotConns(conns[:0])
 			for _, c := range conns {
 				c.expire(now.UnixNano(), e.opts.InvocationTimeout)
 			}
