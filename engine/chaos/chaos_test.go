@@ -241,6 +241,14 @@ func TestGarbageAtScale(t *testing.T) {
 	}
 	defer worker.Close(ctx)
 	worker.RegisterFunction("calm::echo", func(_ context.Context, in json.RawMessage) (any, error) { return in, nil })
+	// The registration travels on the worker's socket, the calls on the
+	// caller's: wait until the engine has it.
+	for !srv.Engine().HasFunction("calm::echo") {
+		if ctx.Err() != nil {
+			t.Fatal("calm::echo never registered")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	caller, err := sdk.Connect(ctx, srv.URL())
 	if err != nil {
 		t.Fatal(err)
