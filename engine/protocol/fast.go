@@ -82,9 +82,26 @@ func newCallLayout(msg Message) *callLayout {
 	return l
 }
 
-// lookup finds the field named by key (a JSON string, quotes included),
-// ignoring case as encoding/json does; -1 if the message has no such field.
-func (l *callLayout) lookup(key []byte, plain bool) int {
+// callKeys maps a lower-case key to its field index in each call layout
+// (-1: not a field of that message), so one lookup serves both.
+var callKeys = func() map[string][2]int8 {
+	m := map[string][2]int8{}
+	for k, l := range []*callLayout{invokeLayout, resultLayout} {
+		for name, i := range l.byKey {
+			idx, ok := m[name]
+			if !ok {
+				idx = [2]int8{-1, -1}
+			}
+			idx[k] = int8(i)
+			m[name] = idx
+		}
+	}
+	return m
+}()
+
+// lookupCallKey finds the fields named by key (a JSON string, quotes
+// included) in both call layouts, ignoring case as encoding/json does.
+func lookupCallKey(key []byte, plain bool) [2]int8 {
 	name := key[1 : len(key)-1]
 	if plain && len(name) <= 32 {
 		var lower [32]byte
@@ -94,21 +111,21 @@ func (l *callLayout) lookup(key []byte, plain bool) int {
 			}
 			lower[i] = c
 		}
-		if i, ok := l.byKey[string(lower[:len(name)])]; ok {
-			return i
+		if idx, ok := callKeys[string(lower[:len(name)])]; ok {
+			return idx
 		}
-		return -1
+		return [2]int8{-1, -1}
 	}
 	var s string
 	if err := json.Unmarshal(key, &s); err != nil {
-		return -1
+		return [2]int8{-1, -1}
 	}
-	for i, f := range l.fields {
-		if strings.EqualFold(f.name, s) {
-			return i
+	for name, idx := range callKeys {
+		if strings.EqualFold(name, s) {
+			return idx
 		}
 	}
-	return -1
+	return [2]int8{-1, -1}
 }
 
 // callLayoutOf returns the layout of the call message the frame's "type"
@@ -143,8 +160,9 @@ func decodeCall(frame []byte) (msg Message, handled bool, err error) {
 			return nil
 		}
 		null := string(frame[v.start:v.end]) == "null"
+		idx := lookupCallKey(key, plain)
 		for k, l := range layouts {
-			if i := l.lookup(key, plain); i >= 0 {
+			if i := idx[k]; i >= 0 {
 				if !null && present[k]&(1<<i) != 0 && l.fields[i].kind >= kindAction {
 					// encoding/json merges a repeated object into the
 					// first; leave that rarity to it.
@@ -203,7 +221,33 @@ func (l *callLayout) present(present uint64, name string) bool {
 // fill sets the struct's fields from their spans. A value of the wrong
 // JSON type is an error naming the message and field.
 func (l *callLayout) fill(v reflect.Value, frame []byte, spans *[64]span, present uint64) error {
+	// The string fields that need no unescaping share one allocation.
+	var (
+		plainSet uint64
+		stack    [256]byte
+		joined   = stack[:0]
+	)
 	for i, f := range l.fields {
+		if f.kind != kindString || present&(1<<i) == 0 {
+			continue
+		}
+		if body, ok := plainString(frame[spans[i].start:spans[i].end]); ok {
+			plainSet |= 1 << i
+			joined = append(joined, body...)
+		}
+	}
+	all := string(joined)
+	for i, f := range l.fields {
+		if plainSet&(1<<i) != 0 {
+			n := spans[i].end - spans[i].start - 2
+			v.Field(f.index).SetString(all[:n])
+			all = all[n:]
+		}
+	}
+	for i, f := range l.fields {
+		if plainSet&(1<<i) != 0 {
+			continue
+		}
 		s := spans[i]
 		if !s.ok() {
 			continue
@@ -246,16 +290,25 @@ func (l *callLayout) fill(v reflect.Value, frame []byte, spans *[64]span, presen
 	return nil
 }
 
+// plainString returns the body of a JSON string value that reads as it is
+// written (valid UTF-8, no escapes).
+func plainString(val []byte) ([]byte, bool) {
+	if len(val) < 2 || val[0] != '"' {
+		return nil, false
+	}
+	body := val[1 : len(val)-1]
+	return body, bytes.IndexByte(body, '\\') < 0 && utf8.Valid(body)
+}
+
 // readString reads a JSON string value; plain ASCII without escapes is
 // copied as is, anything else goes through encoding/json (which also
 // replaces invalid UTF-8 as it always has).
 func readString(val []byte) (string, error) {
+	if body, ok := plainString(val); ok {
+		return string(body), nil
+	}
 	if len(val) < 2 || val[0] != '"' {
 		return "", errSyntax
-	}
-	body := val[1 : len(val)-1]
-	if bytes.IndexByte(body, '\\') < 0 && utf8.Valid(body) {
-		return string(body), nil
 	}
 	var s string
 	err := json.Unmarshal(val, &s)

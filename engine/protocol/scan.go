@@ -37,6 +37,13 @@ func skipString(b []byte, i int) (end int, plain bool, err error) {
 	i++ // opening quote
 	plain = true
 	for i < len(b) {
+		// Most of a payload is plain ASCII: skip it a byte per step.
+		for i < len(b) && asciiText[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			break
+		}
 		c := b[i]
 		switch {
 		case c == '"':
@@ -73,6 +80,15 @@ func skipString(b []byte, i int) (end int, plain bool, err error) {
 	}
 	return 0, false, errSyntax
 }
+
+// asciiText marks the bytes a JSON string holds as they are and that
+// need no further look: printable ASCII other than '"' and '\\'.
+var asciiText = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
