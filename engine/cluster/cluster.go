@@ -187,7 +187,7 @@ type Cluster struct {
 	// (Redis may have come back empty and they have not re-advertised
 	// yet).
 	rejoinUntil time.Time
-	rr      atomic.Uint32
+	rr          atomic.Uint32
 
 	serving sync.WaitGroup // link server connections
 	srvMu   sync.Mutex
