@@ -67,6 +67,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
@@ -224,6 +225,9 @@ func New(opts Options) (*Cluster, error) {
 	ro.WriteTimeout = ro.ReadTimeout
 	ro.MaxRetries = -1
 	ro.PoolSize = 4
+	// One server, no cluster maintenance notifications (the default
+	// "auto" prints a failure line at start against a plain Redis).
+	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	base := opts.KeyPrefix + "cluster:" + cfg.Name + ":"
 	c := &Cluster{
 		opts: opts, cfg: cfg, eng: opts.Engine,
