@@ -322,6 +322,51 @@ func TestReloadFailureKeepsOld(t *testing.T) {
 	}
 }
 
+// TestReloadFailurePIDs: the process events of a failed reload name the
+// old process as serving and the new one as the one that failed, with the
+// failed one's output; after a later reload succeeds, no event names the
+// new process with the earlier failure.
+func TestReloadFailurePIDs(t *testing.T) {
+	h := newHarness(t, opts{extra: `
+		watch: [version.txt]
+		debounce_ms: 30`})
+	old := h.waitRunning().PID
+	h.write("version.txt", "exit")
+	h.waitFor("the failed reload", func(s exec.WorkerStatus) bool { return s.Error != "" && s.Status == event.ProcessRunning })
+	var failed *event.ProcessChanged
+	for _, e := range h.events() {
+		if strings.Contains(e.Error, "reload failed") {
+			failed = &e
+			break
+		}
+	}
+	if failed == nil {
+		t.Fatal("no process event reports the failed reload")
+	}
+	var failedPID int
+	for _, l := range h.logLines() {
+		if strings.Contains(l.Line, "exiting with code 3") {
+			failedPID = l.PID
+		}
+	}
+	if failed.PID != old || failed.FailedPID != failedPID || failedPID == 0 || failedPID == old {
+		t.Errorf("failed reload event: pid %d, failed pid %d; want pid %d (serving) and failed pid %d (its output)",
+			failed.PID, failed.FailedPID, old, failedPID)
+	}
+	if !slices.ContainsFunc(failed.LastLines, func(l string) bool { return strings.Contains(l, "exiting with code 3") }) {
+		t.Errorf("failed reload event's last lines %q; want the failed process's output", failed.LastLines)
+	}
+	seen := len(h.events())
+	h.write("version.txt", "v2")
+	st := h.waitReloads(1)
+	for _, e := range h.events()[seen:] {
+		if e.PID == st.PID && (e.Error != "" || e.FailedPID != 0 || len(e.LastLines) > 0) {
+			t.Errorf("%s event of the new process %d carries the earlier failure: error %q, failed pid %d, lines %q",
+				e.Status, e.PID, e.Error, e.FailedPID, e.LastLines)
+		}
+	}
+}
+
 // TestReloadDroppedFunction: a new version that no longer serves a
 // function replaces the old one once its registrations have settled.
 func TestReloadDroppedFunction(t *testing.T) {
