@@ -106,8 +106,13 @@ type ClusterCase struct {
 	// LoaderCPU is this process's CPU (the workers making and serving
 	// the calls) in the median round.
 	LoaderCPU float64 `json:"loader_cpu_percent"`
-	// VsOne is calls/s against the one-engine case of the same run.
+	// VsOne is the median over the rounds of this case's calls/s divided
+	// by the one-engine case's in the same round: each ratio compares
+	// measurements seconds apart, so a machine whose load drifts over the
+	// run still gives comparable figures.
 	VsOne float64 `json:"vs_one_engine,omitempty"`
+	// VsOneRounds are the per-round ratios.
+	VsOneRounds []float64 `json:"vs_one_engine_rounds,omitempty"`
 	// Rounds are each round's calls/s, in round order.
 	Rounds []float64 `json:"rounds_calls_per_sec"`
 }
@@ -273,11 +278,19 @@ func Cluster(ctx context.Context, o ClusterOptions) (rep *ClusterReport, err err
 		})
 		med := sorted[len(sorted)/2]
 		cc := ClusterCase{Result: *med.res, EngineCPU: med.cpu, LoaderCPU: med.loader}
-		for _, s := range ss {
+		for r, s := range ss {
 			cc.Rounds = append(cc.Rounds, s.res.CallsPerSec)
+			if one := per[0][r].res.CallsPerSec; i > 0 && one > 0 {
+				cc.VsOneRounds = append(cc.VsOneRounds, s.res.CallsPerSec/one)
+			}
 		}
-		if i > 0 && rep.Cases[0].CallsPerSec > 0 {
-			cc.VsOne = cc.CallsPerSec / rep.Cases[0].CallsPerSec
+		if n := len(cc.VsOneRounds); n > 0 {
+			sorted := slices.Clone(cc.VsOneRounds)
+			slices.Sort(sorted)
+			cc.VsOne = sorted[n/2]
+			if n%2 == 0 {
+				cc.VsOne = (sorted[n/2-1] + sorted[n/2]) / 2
+			}
 		}
 		rep.Cases = append(rep.Cases, cc)
 	}

@@ -73,7 +73,8 @@ func printClusterReport(out io.Writer, rep *bench.ClusterReport) {
 		fmt.Fprintf(w, "%s\t%d\t%v\t%v\t%v\t%d\t\n", r.Target, r.Calls, r.P50, r.P90, r.P99, r.Errors)
 	}
 	w.Flush()
-	fmt.Fprintf(out, "\n%d in flight, %d B, median of %d round(s)\n", rep.Concurrency, rep.Payload, rep.Rounds)
+	fmt.Fprintf(out, "\n%d in flight, %d B, median of %d round(s); vs one: the median of each round's ratio to the one-engine case of that round\n",
+		rep.Concurrency, rep.Payload, rep.Rounds)
 	w = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "case\tcalls/s\tvs one\tp50\tp99\terrors\tCPU a\tCPU b\tCPU load\trounds\t")
 	for _, c := range rep.Cases {
@@ -87,6 +88,9 @@ func printClusterReport(out io.Writer, rep *bench.ClusterReport) {
 				rounds += " "
 			}
 			rounds += fmt.Sprintf("%.0f", r)
+			if i < len(c.VsOneRounds) {
+				rounds += fmt.Sprintf(" (%.2f)", c.VsOneRounds[i])
+			}
 		}
 		fmt.Fprintf(w, "%s\t%.0f\t%s\t%v\t%v\t%d\t%.0f%%\t%.0f%%\t%.0f%%\t%s\t\n", c.Target, c.CallsPerSec, vs, c.P50, c.P99,
 			c.Errors, c.EngineCPU[0], c.EngineCPU[1], c.LoaderCPU, rounds)
