@@ -446,6 +446,36 @@ func TestInstall(t *testing.T) {
 	}
 }
 
+// TestInstallWritesDoNotReload: an install that rewrites watched files
+// (npm install rewrites package-lock.json, an install input, and may
+// touch package.json) does not reload the worker it installed for once it
+// has started; a real edit afterwards still does.
+func TestInstallWritesDoNotReload(t *testing.T) {
+	h := newHarnessWith(t, opts{extra: `
+		watch: [version.txt, package.json]
+		debounce_ms: 150
+		install: ["sleep 0.1; echo lockfile-v3 > package-lock.json.tmp && mv package-lock.json.tmp package-lock.json; touch package.json"]`},
+		func(dir string) {
+			os.WriteFile(filepath.Join(dir, "package.json"), []byte(`{"name": "w"}`), 0o644)
+		})
+	st := h.waitRunning()
+	if _, err := os.Stat(filepath.Join(h.dir, "package-lock.json")); err != nil {
+		t.Fatalf("the install did not run: %v", err)
+	}
+	// Past the debounce and the watcher's longest delay (1 s), a reload
+	// caused by the install's writes would have happened.
+	time.Sleep(1500 * time.Millisecond)
+	if got := h.status(); got.PID != st.PID || got.Reloads != 0 || got.Restarts != 0 {
+		t.Fatalf("after the first start: pid %d, reloads %d, restarts %d; want pid %d, no reload or restart (the install's own writes)",
+			got.PID, got.Reloads, got.Restarts, st.PID)
+	}
+	h.write("version.txt", "v2")
+	h.waitReloads(1)
+	if v := h.mustCall("echo::hello", nil)["version"]; v != "v2" {
+		t.Errorf("hello = %v after the edit, want v2", v)
+	}
+}
+
 func TestNoOrphans(t *testing.T) {
 	h := newHarness(t, opts{extra: `
 		watch: [version.txt]

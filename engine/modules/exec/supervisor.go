@@ -448,8 +448,12 @@ func (s *supervisor) shutdown() {
 }
 
 // drainChanges drops change notifications that arrived before a process
-// starts: it reads the files as they are now.
+// starts: it reads the files as they are now. Events still on their way
+// for those writes are dropped by the watcher (rebase).
 func (s *supervisor) drainChanges() {
+	if s.watch != nil {
+		s.watch.rebase()
+	}
 	select {
 	case <-s.changes:
 	default:
