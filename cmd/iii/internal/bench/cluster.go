@@ -103,6 +103,10 @@ type ClusterCase struct {
 	// EngineCPU is the CPU of engine a and engine b in the median round,
 	// in percent of one core.
 	EngineCPU [2]float64 `json:"engine_cpu_percent"`
+	// EngineCPUPerCall is both engines' CPU time (user + system) per
+	// successful call in the median round, in microseconds: what a call
+	// costs the cluster whatever else the machine runs.
+	EngineCPUPerCall float64 `json:"engine_cpu_us_per_call"`
 	// LoaderCPU is this process's CPU (the workers making and serving
 	// the calls) in the median round.
 	LoaderCPU float64 `json:"loader_cpu_percent"`
@@ -238,9 +242,10 @@ func Cluster(ctx context.Context, o ClusterOptions) (rep *ClusterReport, err err
 	rep.LocalCall.Target, rep.CrossCall.Target = "local call", "cross-engine call"
 
 	type sample struct {
-		res    *Result
-		cpu    [2]float64
-		loader float64
+		res     *Result
+		cpu     [2]float64
+		cpuTime time.Duration // both engines'
+		loader  float64
 	}
 	self := os.Getpid()
 	per := make([][]sample, len(cases))
@@ -257,7 +262,9 @@ func Cluster(ctx context.Context, o ClusterOptions) (rep *ClusterReport, err err
 			selfAfter, _ := readProc(self)
 			s := sample{res: res, loader: selfAfter.cpuPercentSince(selfBefore)}
 			for e := range engines {
-				s.cpu[e] = engines[e].sample().cpuPercentSince(before[e])
+				after := engines[e].sample()
+				s.cpu[e] = after.cpuPercentSince(before[e])
+				s.cpuTime += after.cpu - before[e].cpu
 			}
 			per[i] = append(per[i], s)
 			if ctx.Err() != nil {
@@ -278,6 +285,9 @@ func Cluster(ctx context.Context, o ClusterOptions) (rep *ClusterReport, err err
 		})
 		med := sorted[len(sorted)/2]
 		cc := ClusterCase{Result: *med.res, EngineCPU: med.cpu, LoaderCPU: med.loader}
+		if ok := med.res.Calls - med.res.Errors; ok > 0 {
+			cc.EngineCPUPerCall = float64(med.cpuTime.Microseconds()) / float64(ok)
+		}
 		for r, s := range ss {
 			cc.Rounds = append(cc.Rounds, s.res.CallsPerSec)
 			if one := per[0][r].res.CallsPerSec; i > 0 && one > 0 {

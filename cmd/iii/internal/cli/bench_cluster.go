@@ -76,7 +76,7 @@ func printClusterReport(out io.Writer, rep *bench.ClusterReport) {
 	fmt.Fprintf(out, "\n%d in flight, %d B, median of %d round(s); vs one: the median of each round's ratio to the one-engine case of that round\n",
 		rep.Concurrency, rep.Payload, rep.Rounds)
 	w = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "case\tcalls/s\tvs one\tp50\tp99\terrors\tCPU a\tCPU b\tCPU load\trounds\t")
+	fmt.Fprintln(w, "case\tcalls/s\tvs one\tp50\tp99\terrors\tCPU a\tCPU b\tengine CPU/call\tCPU load\trounds (vs one)\t")
 	for _, c := range rep.Cases {
 		vs := "1.00"
 		if c.VsOne > 0 {
@@ -92,8 +92,8 @@ func printClusterReport(out io.Writer, rep *bench.ClusterReport) {
 				rounds += fmt.Sprintf(" (%.2f)", c.VsOneRounds[i])
 			}
 		}
-		fmt.Fprintf(w, "%s\t%.0f\t%s\t%v\t%v\t%d\t%.0f%%\t%.0f%%\t%.0f%%\t%s\t\n", c.Target, c.CallsPerSec, vs, c.P50, c.P99,
-			c.Errors, c.EngineCPU[0], c.EngineCPU[1], c.LoaderCPU, rounds)
+		fmt.Fprintf(w, "%s\t%.0f\t%s\t%v\t%v\t%d\t%.0f%%\t%.0f%%\t%.1fµs\t%.0f%%\t%s\t\n", c.Target, c.CallsPerSec, vs, c.P50, c.P99,
+			c.Errors, c.EngineCPU[0], c.EngineCPU[1], c.EngineCPUPerCall, c.LoaderCPU, rounds)
 	}
 	w.Flush()
 	for _, c := range append([]bench.Result{rep.LocalCall, rep.CrossCall}, results(rep.Cases)...) {
