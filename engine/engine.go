@@ -201,6 +201,8 @@ type Engine struct {
 
 	external atomic.Pointer[externalProvider] // HTTP-invoked functions, or nil
 
+	obs observers // the observer registry (observe.go)
+
 	sink          atomic.Pointer[TelemetrySink]
 	fwd           atomic.Pointer[Forwarder] // nil: a single engine (forward.go)
 	drops         dropCounters
