@@ -277,10 +277,10 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 				o.traceparent, o.baggage = tp, bg
 			}
 			// A caller that has gone away simply misses its result.
-			caller.send(mustEncode(protocol.InvocationResult{
+			caller.sendResult(&protocol.InvocationResult{
 				InvocationID: id, FunctionID: fn, Result: o.result, Error: o.err,
 				Traceparent: o.traceparent, Baggage: o.baggage,
-			}))
+			})
 		}
 	}
 	if m.Action != nil && m.Action.Type == protocol.ActionEnqueue {
@@ -469,12 +469,14 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 	if target.session != nil {
 		fid = target.session.localID(fid) // the worker knows it without its prefix
 	}
-	frame, err := protocol.Encode(protocol.InvokeFunction{
+	buf := frameBuf()
+	frame, err := protocol.AppendInvoke((*buf)[:0], &protocol.InvokeFunction{
 		InvocationID: id, FunctionID: fid, Data: call.Data,
 		Traceparent: call.Traceparent, Baggage: call.Baggage, Metadata: call.Metadata,
 	})
 	if err == nil {
-		err = target.out.push(outFrame{b: frame, call: p})
+		*buf = frame
+		err = target.out.push(outFrame{b: frame, call: p, buf: buf})
 	}
 	if err != nil {
 		if p := target.take(id); p != nil {
