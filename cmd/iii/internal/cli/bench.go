@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/iii-workbench/iii/cmd/iii/internal/bench"
-	"github.com/iii-workbench/iii/engine/relay"
+	"github.com/iii-workbench/iii/cmd/iii/internal/bench/relay"
 )
 
 func newBench(env Env) *cobra.Command {
