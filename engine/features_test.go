@@ -14,23 +14,11 @@ import (
 )
 
 func TestFeaturesNegotiation(t *testing.T) {
-	t.Run("nothing advertised: no features key, as a 0.22 engine", func(t *testing.T) {
-		te := startEngine(t, engine.Options{})
-		ws, _, err := dialOpts(t, te.url, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ws.CloseNow()
-		hello := readJSON(t, ws)
-		if _, ok := hello["features"]; ok || hello["type"] != "workerregistered" {
-			t.Errorf("greeting %v: want workerregistered without features", hello)
-		}
-	})
-
 	te := startEngine(t, engine.Options{})
 	te.Advertise("test.v1", "test.v2", "test.v1", "")
-	if got := te.Features(); !slices.Equal(got, []string{"test.v1", "test.v2"}) {
-		t.Fatalf("Features() = %v, want [test.v1 test.v2]", got)
+	want := []string{engine.FeatureLargeMessagesV1, "test.v1", "test.v2"}
+	if got := te.Features(); !slices.Equal(got, want) {
+		t.Fatalf("Features() = %v, want %v", got, want)
 	}
 	type decl struct {
 		id    string
@@ -56,8 +44,8 @@ func TestFeaturesNegotiation(t *testing.T) {
 		defer ws.CloseNow()
 		hello := readJSON(t, ws)
 		got, _ := hello["features"].([]any)
-		if len(got) != 2 || got[0] != "test.v1" || got[1] != "test.v2" {
-			t.Errorf("greeting features %v, want [test.v1 test.v2]", hello["features"])
+		if len(got) != 3 || got[0] != engine.FeatureLargeMessagesV1 || got[1] != "test.v1" || got[2] != "test.v2" {
+			t.Errorf("greeting features %v, want %v", hello["features"], want)
 		}
 	})
 
