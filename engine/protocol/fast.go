@@ -409,6 +409,9 @@ func (m *InvokeFunction) normalize(l *callLayout, spans *[64]span, present uint6
 		m.InvocationID = id
 	}
 	m.Metadata = rawOrNil(m.Metadata)
+	if m.Activation != nil && m.Activation.ObserverID == "" {
+		return missing(l.typ, "activation.observer_id")
+	}
 	return nil
 }
 
