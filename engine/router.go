@@ -380,15 +380,15 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 		done(failed(protocol.CodeForbidden, "%s is private: only the worker that registered it may call it", call.FunctionID))
 		return nil
 	}
-	finish := done
 	if e.obs.n.Load() > 0 {
 		// Observers of the function see the call once it has ended.
-		next, reg := finish, r
-		finish = func(o outcome) {
+		next, reg := done, r
+		done = func(o outcome) {
 			e.observeRouted(&call, reg, o, start)
 			next(o)
 		}
 	}
+	finish := done
 	if e.bus.Active() {
 		if r != nil {
 			targetName = r.workerName()
