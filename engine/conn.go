@@ -30,6 +30,29 @@ type workerMeta struct {
 	PID         int             `json:"pid,omitempty"`
 	Isolation   string          `json:"isolation,omitempty"`
 	Telemetry   json.RawMessage `json:"telemetry,omitempty"`
+	// Namespace and Features are sent by the 0.25+ SDKs (features.go).
+	Namespace string    `json:"namespace,omitempty"`
+	Features  tokenList `json:"features,omitempty"`
+}
+
+// tokenList reads a list of feature tokens leniently, as the SDKs read the
+// engine's: anything but an array of strings reads as no tokens, and
+// non-string items are skipped.
+type tokenList []string
+
+func (l *tokenList) UnmarshalJSON(b []byte) error {
+	var items []json.RawMessage
+	*l = nil
+	if json.Unmarshal(b, &items) != nil {
+		return nil
+	}
+	for _, it := range items {
+		var s string
+		if json.Unmarshal(it, &s) == nil && s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
 }
 
 // conn is one worker socket. Its reader runs in the HTTP handler goroutine,
@@ -55,6 +78,7 @@ type conn struct {
 	slow       atomic.Bool  // closed as a slow consumer
 	pings      sync.WaitGroup
 	draining   atomic.Bool
+	decl       atomic.Pointer[declaration] // nil until engine::workers::register arrived (features.go)
 
 	ctx    context.Context // cancelled when the connection closes
 	cancel context.CancelFunc
@@ -214,7 +238,7 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 	defer e.connsWG.Done()
 
 	// The greeting is the first frame the writer sends.
-	c.send(mustEncode(protocol.WorkerRegistered{WorkerID: c.id, ReattachToken: c.token}))
+	c.send(mustEncode(e.greeting(c)))
 
 	writerDone := make(chan struct{})
 	// Exits when c.ctx is cancelled or a write fails.

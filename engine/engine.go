@@ -184,6 +184,10 @@ type Engine struct {
 
 	funcsChanged chan struct{} // cap 1; coalesces functions-available firings
 
+	featMu    sync.RWMutex
+	features  []string                    // advertised in workerregistered (features.go)
+	declHooks []func(c *conn, first bool) // run when a worker declares itself; set in New
+
 	channels *channel.Manager // streaming channels; closed by Shutdown
 
 	// refused records function registrations an RBAC rule or hook turned

@@ -267,6 +267,13 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 		Data: injectCaller(m.Data, caller.id), Metadata: m.Metadata,
 		Traceparent: m.Traceparent, Baggage: m.Baggage, CallerWorkerID: caller.id,
 	}
+	if m.FunctionID == registerWorkerFunction {
+		// Applied here, in order with the worker's other frames, so what it
+		// declares (namespace, features) is in place for the frames after it.
+		if err := e.registerWorker(caller, m.Data); err == nil {
+			call.declared = true
+		}
+	}
 	void := m.Action != nil && m.Action.Type == protocol.ActionVoid
 	done := func(outcome) {}
 	if m.InvocationID != "" && !void {

@@ -80,6 +80,7 @@ type wire struct {
 	PreviousWorkerID     *string         `json:"previous_worker_id"`
 	ReattachToken        *string         `json:"reattach_token"`
 	WorkerID             *string         `json:"worker_id"`
+	Features             json.RawMessage `json:"features"`
 	wireObserve
 }
 
@@ -210,6 +211,24 @@ func str(p *string) string {
 		return ""
 	}
 	return *p
+}
+
+// tokens reads a list of strings leniently, as the SDKs read
+// workerregistered.features: anything but an array reads as none, and
+// items that are not strings are skipped.
+func tokens(r json.RawMessage) []string {
+	var items []json.RawMessage
+	if len(r) == 0 || json.Unmarshal(r, &items) != nil {
+		return nil
+	}
+	var out []string
+	for _, it := range items {
+		var s string
+		if json.Unmarshal(it, &s) == nil {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // rawOrNil turns an explicit JSON null into "absent" for optional fields.
@@ -399,7 +418,7 @@ func (w *wire) narrow() (Message, error) {
 		if w.WorkerID == nil {
 			return nil, missing(t, "worker_id")
 		}
-		return WorkerRegistered{WorkerID: *w.WorkerID, ReattachToken: str(w.ReattachToken)}, nil
+		return WorkerRegistered{WorkerID: *w.WorkerID, ReattachToken: str(w.ReattachToken), Features: tokens(w.Features)}, nil
 	}
 	if m, ok, err := w.narrowObserve(t); ok {
 		return m, err

@@ -192,6 +192,9 @@ type Reattach struct {
 type WorkerRegistered struct {
 	WorkerID      string `json:"worker_id"`
 	ReattachToken string `json:"reattach_token,omitempty"`
+	// Features the engine implements (observe.v1, ...); absent from a
+	// 0.22 engine, read by the 0.25+ SDKs.
+	Features []string `json:"features,omitempty"`
 }
 
 func (RegisterFunction) MessageType() Type          { return TypeRegisterFunction }
