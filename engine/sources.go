@@ -230,7 +230,7 @@ func (s *triggerSource) Attach(ctx context.Context, o SourceObserver) error {
 	var b *sourceBinding
 	switch s.spec.Mode {
 	case SourceDirect:
-		t.ID, t.FunctionID = "observer:"+o.ID, o.Target
+		t.ID, t.FunctionID, t.Metadata = "observer:"+o.ID, o.Target, o.Metadata
 		b = &sourceBinding{id: t.ID}
 	default:
 		key := canonicalJSON(config)
@@ -254,6 +254,8 @@ func (s *triggerSource) Attach(ctx context.Context, o SourceObserver) error {
 	}
 	return nil
 }
+
+var _ LegacySource = (*triggerSource)(nil)
 
 // Detach implements ObservableSource: the observer's binding goes when
 // its last observer does.
