@@ -127,6 +127,14 @@ var builtinSources = map[string][]BuiltinSource{
 		FunctionID: "observability::on-span", TriggerType: "trace", Mode: SourceShared,
 		Description: "A finished span: filter on input.name, input.status, ...",
 	}},
+	"stream:join": {{
+		FunctionID: "stream::on-join", TriggerType: "stream:join", Mode: SourceShared,
+		Description: "A client joined a stream subscription: filter on input.stream_name, input.group_id",
+	}},
+	"stream:leave": {{
+		FunctionID: "stream::on-leave", TriggerType: "stream:leave", Mode: SourceShared,
+		Description: "A client left a stream subscription: filter on input.stream_name, input.group_id",
+	}},
 	TriggerWorkersAvailable: {{
 		FunctionID: "engine::on-workers-changed", TriggerType: TriggerWorkersAvailable, Mode: SourceShared,
 		Description: "A worker connected, disconnected or updated its metadata: {event, worker_id}",

@@ -140,7 +140,8 @@ func TestHTTPSourceBindsTheTargetToTheRoute(t *testing.T) {
 	ctx := ctx5(t)
 
 	o := SourceObserver{ID: "o1", FunctionID: "http::on-request", Target: "app::get-user",
-		Args: json.RawMessage(`{"method":"post","path":"/users/:id","middleware_function_ids":["app::auth"]}`)}
+		Args:     json.RawMessage(`{"method":"post","path":"/users/:id","middleware_function_ids":["app::auth"]}`),
+		Metadata: json.RawMessage(`{"team":"api"}`)}
 	if err := s.Attach(ctx, o); err != nil {
 		t.Fatalf("attach: %v", err)
 	}
@@ -150,6 +151,9 @@ func TestHTTPSourceBindsTheTargetToTheRoute(t *testing.T) {
 	}
 	if b.FunctionID != "app::get-user" {
 		t.Errorf("binding calls %s, want the target", b.FunctionID)
+	}
+	if string(b.Metadata) != `{"team":"api"}` {
+		t.Errorf("binding metadata %s, want the observer's (the target's sidecar)", b.Metadata)
 	}
 	want := `{"api_path":"/users/:id","http_method":"POST","middleware_function_ids":["app::auth"]}`
 	if canonicalJSON(b.Config) != canonicalJSON(json.RawMessage(want)) {
