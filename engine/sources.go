@@ -184,10 +184,16 @@ func (e *Engine) InstallSource(worker string, spec BuiltinSource) error {
 	if spec.Existing || e.HasFunction(spec.FunctionID) {
 		return nil
 	}
+	meta := map[string]any{"source": true, "trigger_type": spec.TriggerType, "private": true}
+	if spec.ArgsFormat != nil {
+		meta["args_format"] = spec.ArgsFormat
+	}
+	metadata, err := json.Marshal(meta)
+	if err != nil {
+		return fmt.Errorf("engine: install source %s: %w", spec.FunctionID, err)
+	}
 	return e.RegisterFunction(worker, Function{
-		ID: spec.FunctionID, Description: spec.Description, RequestFormat: spec.ArgsFormat,
-		Metadata: json.RawMessage(fmt.Sprintf(`{"source":true,"trigger_type":%q}`, spec.TriggerType)),
-		Handler:  s.handle,
+		ID: spec.FunctionID, Description: spec.Description, Metadata: metadata, Handler: s.handle,
 	})
 }
 

@@ -2,10 +2,10 @@
 //! serves the engine's built-in sources through `observe` (the 0.26 SDK has
 //! no register_trigger), as iii's Rust docs show.
 //!
-//! Environment: III_URL (the engine), RS_PREFIX (unique function ids and
-//! names per test), RS_ROUTE (the HTTP path it serves), RS_TOPIC (its pubsub
-//! topic), RS_SCOPE (the state scope it reacts to), RS_CRON (a cron
-//! expression; unset: no cron observer), RS_QUEUE (a durable topic; unset:
+//! Environment: III_URL (the engine), SRC_PREFIX (unique function ids and
+//! names per test), SRC_ROUTE (the HTTP path it serves), SRC_TOPIC (its pubsub
+//! topic), SRC_SCOPE (the state scope it reacts to), SRC_CRON (a cron
+//! expression; unset: no cron observer), SRC_QUEUE (a durable topic; unset:
 //! no queue observer).
 //!
 //! It prints one line per observer once the engine answered it: `ready
@@ -66,10 +66,10 @@ async fn answer(name: &str, handle: &ObserverHandle) -> bool {
 #[tokio::main]
 async fn main() {
     let url = env("III_URL").unwrap_or_else(|| "ws://127.0.0.1:49134".into());
-    let prefix = env("RS_PREFIX").unwrap_or_else(|| "rs".into());
-    let route = env("RS_ROUTE").unwrap_or_else(|| format!("/{prefix}/hello/:name"));
-    let topic = env("RS_TOPIC").unwrap_or_else(|| format!("{prefix}-topic"));
-    let scope = env("RS_SCOPE").unwrap_or_else(|| format!("{prefix}-scope"));
+    let prefix = env("SRC_PREFIX").unwrap_or_else(|| "rs".into());
+    let route = env("SRC_ROUTE").unwrap_or_else(|| format!("/{prefix}/hello/:name"));
+    let topic = env("SRC_TOPIC").unwrap_or_else(|| format!("{prefix}-topic"));
+    let scope = env("SRC_SCOPE").unwrap_or_else(|| format!("{prefix}-scope"));
 
     let iii = register_worker(&url, InitOptions::default());
     let events: Events = Arc::default();
@@ -142,7 +142,7 @@ async fn main() {
             ),
         ),
     ];
-    if let Some(expression) = env("RS_CRON") {
+    if let Some(expression) = env("SRC_CRON") {
         observers.push((
             "cron",
             iii.observe(
@@ -151,7 +151,7 @@ async fn main() {
             ),
         ));
     }
-    if let Some(queue_topic) = env("RS_QUEUE") {
+    if let Some(queue_topic) = env("SRC_QUEUE") {
         observers.push((
             "queue",
             iii.observe(
