@@ -225,6 +225,10 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 	// Not derived from the engine's context: Shutdown closes each socket
 	// itself, after failing its pending calls, so results still get out.
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	// Reads and writes take no context (ioCtx): a cancellable one costs
+	// the WebSocket library a context.AfterFunc per frame. Cancelling
+	// c.ctx drops the socket instead, which ends a blocked read or write.
+	context.AfterFunc(c.ctx, func() { ws.CloseNow() })
 
 	e.mu.Lock()
 	if e.closing {
@@ -263,8 +267,11 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 // returns why.
 func (c *conn) readLoop() string {
 	for {
-		typ, data, err := c.ws.Read(c.ctx)
+		typ, data, err := c.ws.Read(ioCtx)
 		if err != nil {
+			if c.ctx.Err() != nil && websocket.CloseStatus(err) == -1 {
+				return "closed by engine"
+			}
 			return closeReason(err)
 		}
 		c.lastRead.Store(time.Now().UnixNano())
@@ -284,6 +291,11 @@ func (c *conn) readLoop() string {
 		c.handle(msg)
 	}
 }
+
+// ioCtx is the context of a worker socket's reads and writes: never
+// cancelled, so the WebSocket library arms nothing per frame; a connection
+// that must stop drops its socket (see serveWorker).
+var ioCtx = context.Background()
 
 func closeReason(err error) string {
 	if s := websocket.CloseStatus(err); s != -1 {
@@ -393,7 +405,7 @@ func (c *conn) writeFrames(batch []outFrame) bool {
 			unreported += len(f.b)
 			continue
 		}
-		if err := c.ws.Write(c.ctx, websocket.MessageText, f.b); err != nil {
+		if err := c.ws.Write(ioCtx, websocket.MessageText, f.b); err != nil {
 			if c.ctx.Err() == nil {
 				c.log.Warn("write to worker failed; closing", "err", err)
 			}
@@ -570,6 +582,16 @@ func (c *conn) handle(msg protocol.Message) {
 		c.send(mustEncode(protocol.Pong{}))
 	case protocol.Reattach:
 		e.reattach(c, m)
+	case protocol.Observe:
+		e.handleObserve(c, m)
+	case protocol.Unobserve:
+		e.handleUnobserve(c, m)
+	case protocol.ObserverAck:
+		e.handleObserverAck(c, m)
+	case protocol.InvocationsObserved:
+		e.handleInvocationsObserved(c, m)
+	case protocol.LocalInvocationStats:
+		e.handleLocalStats(c, m)
 	case protocol.Pong, protocol.WorkerRegistered:
 		// Engine-to-worker messages; nothing to do if a worker echoes them.
 	}

@@ -23,9 +23,12 @@ const (
 	DropConnClosed = "connection_closed"
 	// DropTelemetry: a telemetry frame with no sink or no valid prefix.
 	DropTelemetry = "telemetry"
+	// DropObserve: an observer activation not made (loop guard, a full
+	// activation queue) or a host's report for an unknown observer.
+	DropObserve = "observe"
 )
 
-var dropReasons = [...]string{DropUndecodable, DropLateResult, DropCallerGone, DropConnClosed, DropTelemetry}
+var dropReasons = [...]string{DropUndecodable, DropLateResult, DropCallerGone, DropConnClosed, DropTelemetry, DropObserve}
 
 // dropCounters counts drops by reason.
 type dropCounters struct {

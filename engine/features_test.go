@@ -14,7 +14,7 @@ import (
 )
 
 func TestFeaturesNegotiation(t *testing.T) {
-	t.Run("nothing advertised: no features key, as a 0.22 engine", func(t *testing.T) {
+	t.Run("a new engine advertises observe and local dispatch", func(t *testing.T) {
 		te := startEngine(t, engine.Options{})
 		ws, _, err := dialOpts(t, te.url, nil)
 		if err != nil {
@@ -22,15 +22,17 @@ func TestFeaturesNegotiation(t *testing.T) {
 		}
 		defer ws.CloseNow()
 		hello := readJSON(t, ws)
-		if _, ok := hello["features"]; ok || hello["type"] != "workerregistered" {
-			t.Errorf("greeting %v: want workerregistered without features", hello)
+		got, _ := hello["features"].([]any)
+		if hello["type"] != "workerregistered" || len(got) != 3 || got[0] != "observe.v1" || got[1] != "observe.v2" || got[2] != "local-dispatch.v1" {
+			t.Errorf("greeting %v: want workerregistered with features [observe.v1 observe.v2 local-dispatch.v1]", hello)
 		}
 	})
+	builtin := []string{"observe.v1", "observe.v2", "local-dispatch.v1"}
 
 	te := startEngine(t, engine.Options{})
 	te.Advertise("test.v1", "test.v2", "test.v1", "")
-	if got := te.Features(); !slices.Equal(got, []string{"test.v1", "test.v2"}) {
-		t.Fatalf("Features() = %v, want [test.v1 test.v2]", got)
+	if got := te.Features(); !slices.Equal(got, append(builtin, "test.v1", "test.v2")) {
+		t.Fatalf("Features() = %v, want %v + [test.v1 test.v2]", got, builtin)
 	}
 	type decl struct {
 		id    string
@@ -56,8 +58,8 @@ func TestFeaturesNegotiation(t *testing.T) {
 		defer ws.CloseNow()
 		hello := readJSON(t, ws)
 		got, _ := hello["features"].([]any)
-		if len(got) != 2 || got[0] != "test.v1" || got[1] != "test.v2" {
-			t.Errorf("greeting features %v, want [test.v1 test.v2]", hello["features"])
+		if len(got) != 5 || got[3] != "test.v1" || got[4] != "test.v2" {
+			t.Errorf("greeting features %v, want %v + [test.v1 test.v2]", hello["features"], builtin)
 		}
 	})
 
@@ -70,6 +72,13 @@ func TestFeaturesNegotiation(t *testing.T) {
 		w.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
 			"data": map[string]any{"name": "feat-worker", "runtime": "python", "namespace": "shop",
 				"features": []string{"observe.v1", "large-messages.v1"}}})
+		// It speaks observe: the registrations made before the declaration
+		// are acknowledged now (observe.go).
+		for _, id := range []string{"feat::a", "feat::b"} {
+			if m := w.expect("functionregistered"); m["id"] != id {
+				t.Errorf("functionregistered %v, want id %s", m, id)
+			}
+		}
 		w.quiet()
 		if !te.WorkerHasFeature(w.id, "observe.v1") || !te.WorkerHasFeature(w.id, "large-messages.v1") {
 			t.Errorf("worker does not have its declared features")

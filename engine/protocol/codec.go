@@ -96,7 +96,9 @@ type wireError struct {
 }
 
 // Decode parses one frame into its typed message (a value, not a pointer:
-// InvokeFunction, InvocationResult, ...).
+// InvokeFunction, InvocationResult, ...). The raw JSON fields of the call
+// messages (data, result, metadata) are slices of frame, not copies: the
+// caller must not reuse frame while the message is in use.
 func Decode(frame []byte) (Message, error) {
 	trimmed := bytes.TrimSpace(frame)
 	if len(trimmed) == 0 {
@@ -105,6 +107,16 @@ func Decode(frame []byte) (Message, error) {
 	if trimmed[0] != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrProtocolMalformed)
 	}
+	// The two messages of every call take the fast path (fast.go).
+	if m, handled, err := decodeCall(trimmed); handled {
+		return m, err
+	}
+	return decodeWire(trimmed)
+}
+
+// decodeWire decodes any message through encoding/json. trimmed starts
+// with '{'.
+func decodeWire(trimmed []byte) (Message, error) {
 	var w wire
 	if err := json.Unmarshal(trimmed, &w); err != nil {
 		// wire is the union of all messages, so a field of another message
@@ -507,15 +519,18 @@ func appendRaw(b []byte, name string, raw json.RawMessage) ([]byte, error) {
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':')
-	if bytes.ContainsAny(raw, " \t\r\n") {
+	// One validating scan (scan.go); compact payloads, which is what the
+	// SDKs send, are copied as they are.
+	compact, err := checkRaw(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: invalid JSON", name)
+	}
+	if !compact {
 		buf := bytes.NewBuffer(b)
 		if err := json.Compact(buf, raw); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		return buf.Bytes(), nil
-	}
-	if !json.Valid(raw) {
-		return nil, fmt.Errorf("%s: invalid JSON", name)
 	}
 	return append(b, raw...), nil
 }
