@@ -197,7 +197,8 @@ type Engine struct {
 
 	external atomic.Pointer[externalProvider] // HTTP-invoked functions, or nil
 
-	obs observers // the observer registry (observe.go)
+	obs  observers // the observer registry (observe.go)
+	srcs sync.Map  // function id -> *triggerSource, the built-in sources (sources.go)
 
 	sink          atomic.Pointer[TelemetrySink]
 	fwd           atomic.Pointer[Forwarder] // nil: a single engine (forward.go)

@@ -72,6 +72,19 @@ type SourceObserver struct {
 	// OwnerWorkerID is the connection that made the observer (empty for an
 	// observer made in-process).
 	OwnerWorkerID string
+	// Metadata is the observer's metadata (nil when none): the sidecar its
+	// target gets with every activation. A source that calls the target
+	// itself (an HTTP route) passes it along.
+	Metadata json.RawMessage
+}
+
+// LegacySource is implemented by an engine-hosted source whose observers
+// stand for trigger bindings (the built-in sources, sources.go): the
+// registry puts what Legacy returns in the observer's view as its legacy
+// field ({trigger_type, config}, read by the Python 0.25 SDK). ok is false
+// for an observer the source does not hold.
+type LegacySource interface {
+	Legacy(observerID string) (lt *protocol.LegacyTrigger, ok bool)
 }
 
 // Observation is one event a source reports: what its "call" received and
