@@ -633,6 +633,16 @@ func (c *conn) handle(msg protocol.Message) {
 		c.send(mustEncode(protocol.Pong{}))
 	case protocol.Reattach:
 		e.reattach(c, m)
+	case protocol.Observe:
+		e.handleObserve(c, m)
+	case protocol.Unobserve:
+		e.handleUnobserve(c, m)
+	case protocol.ObserverAck:
+		e.handleObserverAck(c, m)
+	case protocol.InvocationsObserved:
+		e.handleInvocationsObserved(c, m)
+	case protocol.LocalInvocationStats:
+		e.handleLocalStats(c, m)
 	case protocol.Pong, protocol.WorkerRegistered:
 		// Engine-to-worker messages; nothing to do if a worker echoes them.
 	}

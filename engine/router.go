@@ -22,6 +22,11 @@ type outcome struct {
 	err         *protocol.ErrorBody
 	traceparent string
 	baggage     string
+	// An observe.v2 host's report (invocationresult.matched/delivered),
+	// read by the observers of the call and never forwarded.
+	matched    []string
+	hasMatched bool
+	delivered  bool
 }
 
 func failed(code, format string, args ...any) outcome {
@@ -266,6 +271,11 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 		InvocationID: m.InvocationID, FunctionID: m.FunctionID,
 		Data: injectCaller(m.Data, caller.id), Metadata: m.Metadata,
 		Traceparent: m.Traceparent, Baggage: m.Baggage, CallerWorkerID: caller.id,
+		ObserveDepth: m.ObserveDepth, input: m.Data,
+	}
+	if m.Activation != nil {
+		e.callThroughObserver(caller, m)
+		return
 	}
 	if m.FunctionID == registerWorkerFunction {
 		// Applied here, in order with the worker's other frames, so what it
@@ -363,6 +373,19 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 		call.Trigger = TriggerKindEngine
 		if call.CallerWorkerID != "" {
 			call.Trigger = TriggerKindWorker
+		}
+	}
+	if r != nil && r.obs != nil && r.obs.private && call.Activation == nil && r.conn != nil && call.CallerWorkerID != r.conn.id {
+		r.conn.inflight.Add(-1)
+		done(failed(protocol.CodeForbidden, "%s is private: only the worker that registered it may call it", call.FunctionID))
+		return nil
+	}
+	if e.obs.n.Load() > 0 {
+		// Observers of the function see the call once it has ended.
+		next, reg := done, r
+		done = func(o outcome) {
+			e.observeRouted(&call, reg, o, start)
+			next(o)
 		}
 	}
 	finish := done
@@ -480,6 +503,7 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 	frame, err := protocol.AppendInvoke((*buf)[:0], &protocol.InvokeFunction{
 		InvocationID: id, FunctionID: fid, Data: call.Data,
 		Traceparent: call.Traceparent, Baggage: call.Baggage, Metadata: call.Metadata,
+		ObserveDepth: call.ObserveDepth, Activation: call.Activation,
 	})
 	if err == nil && !target.fits(len(frame)) {
 		e.drop(DropTooLarge, 1, "worker_id", target.id, "function_id", call.FunctionID, "bytes", len(frame))
@@ -578,7 +602,8 @@ func (e *Engine) resultFromWorker(c *conn, m protocol.InvocationResult) {
 		e.drop(DropLateResult, 1, "worker_id", c.id, "invocation_id", m.InvocationID, "function_id", m.FunctionID)
 		return
 	}
-	p.complete(outcome{result: m.Result, err: m.Error, traceparent: m.Traceparent, baggage: m.Baggage})
+	p.complete(outcome{result: m.Result, err: m.Error, traceparent: m.Traceparent, baggage: m.Baggage,
+		matched: m.Matched, hasMatched: m.Matched != nil, delivered: m.Delivered})
 }
 
 // QueueEnqueueFunction is the function an enqueue action is handed to; the
