@@ -134,7 +134,9 @@ type ModalKeys struct {
 func (k ModalKeys) ShortHelp() []key.Binding { return []key.Binding{k.Scroll, k.Close} }
 
 // FullHelp lists the panes' keys.
-func (k ModalKeys) FullHelp() [][]key.Binding { return [][]key.Binding{{k.Send, k.Again, k.Scroll, k.Close}} }
+func (k ModalKeys) FullHelp() [][]key.Binding {
+	return [][]key.Binding{{k.Send, k.Again, k.Scroll, k.Close}}
+}
 
 // WorkersKeys act on the selected worker.
 type WorkersKeys struct{ Detail, Logs, Restart key.Binding }

@@ -21,8 +21,10 @@ import (
 	"github.com/iii-workbench/iii/engine/event"
 )
 
-// Source is what the TUI reads: an engine seen from outside. The devsource
-// package implements it over a running devserver; tests use a fake.
+// Source is what the TUI reads: an engine seen from outside. iii dev
+// implements it over its in-process engine (cmd/iii/internal/devsource),
+// the remote package over the engine's own protocol (iii tui --address);
+// tests use a fake.
 type Source interface {
 	// Info describes the engine for the header.
 	Info() Info
