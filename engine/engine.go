@@ -197,6 +197,8 @@ type Engine struct {
 	drops         dropCounters
 	slowConsumers atomic.Uint64 // workers closed as slow consumers
 	stalls        atomic.Uint64 // times a producer waited for a full queue
+
+	breaks breakpoints // calls held for the user (breakpoints.go)
 }
 
 // New builds an engine with its built-in functions and trigger types.
@@ -222,7 +224,7 @@ func New(opts Options) (*Engine, error) {
 	}
 	e.SetTelemetrySink(opts.TelemetrySink)
 	e.channels = channel.NewManager(channel.Options{Logger: opts.Logger})
-	if err := e.registerBuiltins(); err != nil {
+	if err := errors.Join(e.registerBuiltins(), e.registerWatch(), e.registerBreakpoints()); err != nil {
 		cancel()
 		e.channels.Close(context.Background())
 		return nil, fmt.Errorf("engine: built-ins: %w", err)
