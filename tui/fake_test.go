@@ -21,6 +21,7 @@ type fakeSource struct {
 	subs     []*fakeSub
 	invokes  []string // "fn data"
 	restarts []string
+	controls []string // "fn data"
 	// answers by function id; a missing function answers function_not_found
 	answers map[string]func(json.RawMessage) (json.RawMessage, error)
 }
@@ -98,6 +99,13 @@ func (f *fakeSource) Invoke(_ context.Context, fn string, data json.RawMessage) 
 }
 
 func (f *fakeSource) Query(_ context.Context, fn string, data json.RawMessage) (json.RawMessage, error) {
+	return f.call(fn, data)
+}
+
+func (f *fakeSource) Control(_ context.Context, fn string, data json.RawMessage) (json.RawMessage, error) {
+	f.mu.Lock()
+	f.controls = append(f.controls, fn+" "+string(data))
+	f.mu.Unlock()
 	return f.call(fn, data)
 }
 

@@ -116,7 +116,7 @@ func functionRows(s *state, showEngine bool) []row {
 	funcs := s.sortedFuncs()
 	rows := make([]row, 0, len(funcs))
 	for _, f := range funcs {
-		if !showEngine && isEngineFunction(f.id) {
+		if !showEngine && isEngineFunction(f.id) || isClientFunction(f.id) {
 			continue
 		}
 		workers := strings.Join(s.funcWorkers(f), ", ")
@@ -139,6 +139,10 @@ func functionRows(s *state, showEngine bool) []row {
 }
 
 func isEngineFunction(id string) bool { return strings.HasPrefix(id, "engine::") }
+
+// isClientFunction reports a function of iii's own clients (the events
+// function of an attached TUI): never listed.
+func isClientFunction(id string) bool { return strings.HasPrefix(id, CLIClientName+"::") }
 
 // triggerConfigWidth bounds the CONFIG cell; the table cuts it to its
 // column.
@@ -193,8 +197,16 @@ func statusCell(v invocation) string {
 func (m *Model) View() tea.View {
 	v := tea.NewView(m.render())
 	v.AltScreen = true
-	v.WindowTitle = "iii dev"
+	v.WindowTitle = m.title()
 	return v
+}
+
+// title names the program: iii dev, or iii tui when attached.
+func (m *Model) title() string {
+	if m.info.Attached {
+		return "iii tui"
+	}
+	return "iii dev"
 }
 
 // render is the screen as text, exactly Height lines of Width cells.
@@ -208,9 +220,12 @@ func (m *Model) render() string {
 
 func (m *Model) headerLines() string {
 	st, info := m.Styles, m.info
-	title := st.Title.Render(" iii dev ")
+	title := st.Title.Render(" " + m.title() + " ")
 	var b strings.Builder
 	b.WriteString(" " + info.URL)
+	if info.ReadOnly {
+		b.WriteString(" " + st.Warn.Render("read-only"))
+	}
 	for _, e := range info.Endpoints {
 		b.WriteString("  " + e.Name + " " + e.Addr)
 	}
@@ -241,7 +256,7 @@ func (m *Model) countsLine() string {
 		}
 	}
 	for id := range s.funcs {
-		if !isEngineFunction(id) {
+		if !isEngineFunction(id) && !isClientFunction(id) {
 			funcs++
 		}
 	}
