@@ -174,6 +174,10 @@ func fixture() (Snapshot, []event.Event) {
 		event.LogLine{Worker: "orders", PID: 4242, Stream: "stdout", Line: "listening on 49134", At: t0.Add(-2 * time.Minute)},
 		event.LogLine{Worker: "mailer", Stream: "stderr", Line: "ModuleNotFoundError: No module named 'smtplib2'", At: t0.Add(-90 * time.Second)},
 		event.LogLine{Worker: "billing", PID: 4343, Stream: "stdout", Line: "charged 40", At: t0.Add(-800 * time.Millisecond)},
+		event.BreakpointsChanged{FunctionIDs: []string{"billing::charge"}, At: t0.Add(-time.Second)},
+		event.CallHeld{HoldID: "hold-1", InvocationID: "inv-0099", FunctionID: "billing::charge", CallerWorkerID: "w-orders-0001",
+			Trigger: "worker", Data: json.RawMessage(`{"amount":40,"_caller_worker_id":"w-orders-0001"}`),
+			Deadline: t0.Add(25 * time.Second), At: t0.Add(-5 * time.Second)},
 	)
 	return snap, evs
 }

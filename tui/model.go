@@ -13,6 +13,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/engine/watch"
 )
 
 // viewID names a tab.
@@ -25,10 +26,11 @@ const (
 	viewInvocations
 	viewTraces
 	viewLogs
+	viewBreaks
 	numViews
 )
 
-var viewNames = [numViews]string{"Workers", "Functions", "Triggers", "Invocations", "Traces", "Logs"}
+var viewNames = [numViews]string{"Workers", "Functions", "Triggers", "Invocations", "Traces", "Logs", "Breakpoints"}
 
 // Messages. Engine events arrive batched in eventsMsg; everything else is
 // the answer to a command the model issued.
@@ -59,6 +61,11 @@ type (
 	restartedMsg struct {
 		worker string
 		err    error
+	}
+	// controlMsg answers a Control call (breakpoints, fire now).
+	controlMsg struct {
+		done string // what to flash on success
+		err  error
 	}
 )
 
@@ -138,7 +145,12 @@ func New(ctx context.Context, src Source, opts Options) *Model {
 	m.invocations.tbl.stickTop = true
 	m.trace = &tracesPage{m: m, pane: tracePane{Common: m.Common}}
 	m.logs = &logsPage{m: m, pane: logPane{Common: m.Common, follow: true}}
-	m.pages = [numViews]page{workers, m.functions, triggers, m.invocations, m.trace, m.logs}
+	breaks := &breaksPage{}
+	breaks.tablePage = newTablePage(m, viewBreaks, "no calls held: b sets a breakpoint on the selected function (Functions, Invocations)", []column{
+		{title: "FUNCTION", flex: 1, min: 10}, {title: "CALLER", min: 6}, {title: "TIMES OUT", short: "LEFT", right: true},
+		{title: "PAYLOAD", flex: 2, min: 10},
+	}, func() []row { return heldRows(m.st, m.now) })
+	m.pages = [numViews]page{workers, m.functions, triggers, m.invocations, m.trace, m.logs, breaks}
 	m.modal = modal{Common: m.Common}
 	return m
 }
@@ -247,6 +259,12 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case logsMsg:
 		if msg.err == nil {
 			m.logs.pane.backfill(m.st, msg.entries)
+		}
+	case controlMsg:
+		if msg.err != nil {
+			m.setFlash(msg.err.Error(), true)
+		} else {
+			m.setFlash(msg.done, false)
 		}
 	case restartedMsg:
 		if msg.err != nil {
@@ -438,6 +456,11 @@ func (m *Model) modalKey(msg tea.KeyPressMsg) tea.Cmd {
 			if !json.Valid([]byte(raw)) {
 				m.modal.editErr = "not valid JSON: fix it and press ctrl+s again"
 				return nil
+			}
+			if id := m.modal.holdID; id != "" {
+				fn := m.modal.functionID
+				m.modal.close()
+				return m.control(watch.FnBreakRelease, watch.Release{HoldID: id, Data: json.RawMessage(raw)}, "continued "+fn+" with the edited payload")
 			}
 			m.modal.editErr, m.modal.sending = "", true
 			return m.invoke(m.modal.functionID, json.RawMessage(raw), nil)

@@ -139,6 +139,10 @@ func (p *functionsPage) key(msg tea.KeyPressMsg) tea.Cmd {
 		if sel, ok := p.selected(); ok {
 			return m.openEditor(sel)
 		}
+	case key.Matches(msg, k.Break):
+		if sel, ok := p.selected(); ok {
+			return m.toggleBreak(sel)
+		}
 	}
 	return nil
 }
@@ -187,6 +191,10 @@ func (p *invocationsPage) key(msg tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(msg, k.Invoke):
 		if inv, ok := p.selectedInvocation(); ok {
 			return m.openEditor(inv.functionID)
+		}
+	case key.Matches(msg, k.Break):
+		if inv, ok := p.selectedInvocation(); ok {
+			return m.toggleBreak(inv.functionID)
 		}
 	case key.Matches(msg, k.Detail):
 		if inv, ok := p.find(); ok {

@@ -197,6 +197,10 @@ type state struct {
 	dropped     uint64 // events the subscription missed
 	resyncs     int
 	scratch     []time.Duration
+	// breaks are the function ids with a breakpoint, held the calls
+	// stopped at them by hold id.
+	breaks []string
+	held   map[string]HeldCall
 }
 
 func newState() *state {
@@ -209,6 +213,7 @@ func newState() *state {
 		pending:     make(map[string]pendingCall),
 		inv:         newRing[invocation](invocationRing),
 		logs:        newRing[logEntry](logRing),
+		held:        make(map[string]HeldCall),
 	}
 }
 
@@ -320,6 +325,13 @@ func (s *state) apply(ev event.Event) {
 			line = level + " " + rest // the entry has its own time
 		}
 		s.logs.push(logEntry{at: e.At, worker: e.Worker, stream: e.Stream, line: oneLine(line)})
+	case event.CallHeld:
+		s.held[e.HoldID] = HeldCall{HoldID: e.HoldID, InvocationID: e.InvocationID, FunctionID: e.FunctionID,
+			Caller: e.CallerWorkerID, Trigger: e.Trigger, Data: e.Data, HeldAt: e.At, Deadline: e.Deadline}
+	case event.CallResumed:
+		delete(s.held, e.HoldID)
+	case event.BreakpointsChanged:
+		s.breaks = slices.Clone(e.FunctionIDs)
 	case event.ProcessChanged:
 		p := s.procs[e.Worker]
 		if p == nil {
@@ -472,6 +484,11 @@ func (s *state) resync(snap Snapshot) {
 	for _, t := range snap.Triggers {
 		t.Worker = oneLine(t.Worker)
 		s.triggers[t.ID] = t
+	}
+	s.breaks = slices.Clone(snap.Breakpoints)
+	s.held = make(map[string]HeldCall, len(snap.Held))
+	for _, h := range snap.Held {
+		s.held[h.HoldID] = h
 	}
 	if snap.Processes != nil {
 		s.procs = make(map[string]*Process, len(snap.Processes))

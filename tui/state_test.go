@@ -244,9 +244,9 @@ func TestNavigationAndSelection(t *testing.T) {
 	if m.view != viewTraces {
 		t.Errorf("tab from Invocations went to %v; want Traces", m.view)
 	}
-	press(m, "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab")
+	press(m, "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab")
 	if m.view != viewLogs {
-		t.Errorf("shift+tab ×5 from Traces went to %v; want Logs (wrapping)", m.view)
+		t.Errorf("shift+tab ×6 from Traces went to %v; want Logs (wrapping)", m.view)
 	}
 }
 
@@ -464,5 +464,43 @@ func TestKeyMapIsTheSource(t *testing.T) {
 				t.Errorf("view %s: %q is in the footer but not in help", viewNames[i], b.Help().Key)
 			}
 		}
+	}
+}
+
+// TestBreakpointKeys: the Breakpoints view's keys and b go through
+// Source.Control with the engine's breakpoint functions.
+func TestBreakpointKeys(t *testing.T) {
+	m, src := newTestModel(t)
+	run := func(keys ...string) {
+		t.Helper()
+		for _, k := range keys {
+			if _, cmd := m.Update(keyMsg(k)); cmd != nil {
+				if msg := cmd(); msg != nil {
+					m.Update(msg)
+				}
+			}
+		}
+	}
+	run("7", "c")
+	run("7", "x")
+	run("e", "ctrl+s")
+	run("2", "b")    // billing::charge has a breakpoint: b clears it
+	run("down", "b") // http::health has none: b sets one
+	want := []string{
+		`engine::breakpoints::release {"hold_id":"hold-1","action":"continue"}`,
+		`engine::breakpoints::release {"hold_id":"hold-1","action":"fail","error":"failed at a breakpoint from iii tui"}`,
+		`engine::breakpoints::release {"hold_id":"hold-1","data":{"amount":40}}`,
+		`engine::breakpoints::clear {"function_ids":["billing::charge"]}`,
+		`engine::breakpoints::set {"function_ids":["http::health"]}`,
+	}
+	got := make([]string, len(src.controls))
+	for i, c := range src.controls {
+		got[i] = strings.Join(strings.Fields(c), " ")
+	}
+	for i := range want {
+		want[i] = strings.Join(strings.Fields(want[i]), " ")
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("controls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

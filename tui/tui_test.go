@@ -196,11 +196,13 @@ func TestGolden(t *testing.T) {
 		{"traces_local", []string{"4", "t"}, []string{"observability module not running", "5 spans"}},
 		{"logs", []string{"6"}, []string{"ModuleNotFoundError", "follow"}},
 		{"logs_one_worker", []string{"6", "w", "w"}, []string{"worker mailer"}},
-		{"help", []string{"?"}, []string{"Keys", "Invocations"}},
+		{"help", []string{"?"}, []string{"Keys", "Global"}},
 		{"filter", []string{"2", "/", "o", "r", "d"}, []string{"/ord"}},
 		{"worker_detail", []string{"1", "down", "down", "enter"}, []string{"Worker mailer", "last output"}},
 		{"paused", []string{"4", "space"}, []string{"PAUSED", "  orders → bil"}},
 		{"invocations_held", []string{"4", "down"}, []string{"held · g follows", "  orders → bil"}},
+		{"breakpoints", []string{"7"}, []string{"break on billing::charge", `{"amount":40}`}},
+		{"breakpoint_edit", []string{"7", "e"}, []string{"Edit the held call", `"amount": 40`}},
 	}
 	for _, size := range [][2]int{{80, 24}, {200, 50}} {
 		t.Run(fmt.Sprintf("%dx%d", size[0], size[1]), func(t *testing.T) {

@@ -331,7 +331,7 @@ func (m *Model) tabsLine() string {
 }
 
 // viewShortNames label the inactive tabs on a narrow screen.
-var viewShortNames = [numViews]string{"Work", "Func", "Trig", "Inv", "Trace", "Logs"}
+var viewShortNames = [numViews]string{"Work", "Func", "Trig", "Inv", "Trace", "Logs", "Brk"}
 
 func (m *Model) body() string {
 	if m.modal.kind != modalNone {
