@@ -260,6 +260,11 @@ func (sub *subscription) Close() {
 
 // deliver is the events function.
 func (sub *subscription) deliver(_ context.Context, in json.RawMessage) (any, error) {
+	return sub.deliverAs(in, sub.src.w.ID())
+}
+
+// deliverAs takes a batch for the connection self.
+func (sub *subscription) deliverAs(in json.RawMessage, self string) (any, error) {
 	var b watch.Batch
 	if err := json.Unmarshal(in, &b); err != nil {
 		return nil, fmt.Errorf("event batch: %w", err)
@@ -267,7 +272,6 @@ func (sub *subscription) deliver(_ context.Context, in json.RawMessage) (any, er
 	if sub.closed.Load() {
 		return nil, nil
 	}
-	self := sub.src.w.ID()
 	sub.mu.Lock()
 	if b.Seq <= sub.seq {
 		// A new subscription after a reconnect: what happened in between

@@ -109,7 +109,7 @@ func TestAttachTmux(t *testing.T) {
 		res <- err
 	}()
 	x.keys(ctx, "7")
-	x.waitPane(ctx, regexp.MustCompile(`hello::hello +hello +\d+s +\{"n":42\}`))
+	x.waitPane(ctx, regexp.MustCompile(`hello::hello +hello +[0-9ms]+ +\{"n":42\}`))
 	x.keys(ctx, "c")
 	select {
 	case err := <-res:
