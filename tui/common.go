@@ -160,10 +160,10 @@ func (k FunctionsKeys) ShortHelp() []key.Binding {
 func (k FunctionsKeys) FullHelp() [][]key.Binding { return [][]key.Binding{k.ShortHelp()} }
 
 // TriggersKeys act on the selected trigger.
-type TriggersKeys struct{ Detail key.Binding }
+type TriggersKeys struct{ Detail, Fire key.Binding }
 
 // ShortHelp is the Triggers view's footer.
-func (k TriggersKeys) ShortHelp() []key.Binding { return []key.Binding{k.Detail} }
+func (k TriggersKeys) ShortHelp() []key.Binding { return []key.Binding{k.Detail, k.Fire} }
 
 // FullHelp lists the Triggers view's keys.
 func (k TriggersKeys) FullHelp() [][]key.Binding { return [][]key.Binding{k.ShortHelp()} }
@@ -260,7 +260,10 @@ func DefaultKeyMap() *KeyMap {
 			Break:   bind("b", "break", "b"),
 			ShowAll: bind("a", "engine fns", "a"),
 		},
-		Triggers: TriggersKeys{Detail: bind("enter", "detail", "enter")},
+		Triggers: TriggersKeys{
+			Detail: bind("enter", "detail", "enter"),
+			Fire:   bind("f", "fire now", "f"),
+		},
 		Invocations: InvocationsKeys{
 			Detail: bind("enter", "detail", "enter"),
 			Replay: bind("r", "replay", "r"),

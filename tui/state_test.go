@@ -504,3 +504,23 @@ func TestBreakpointKeys(t *testing.T) {
 		t.Errorf("controls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestFireNow: f on a cron trigger fires it through engine::cron::fire,
+// on a queue trigger re-delivers its topic's dead letters.
+func TestFireNow(t *testing.T) {
+	m, src := newTestModel(t)
+	run := func(keys ...string) {
+		for _, k := range keys {
+			if _, cmd := m.Update(keyMsg(k)); cmd != nil {
+				if msg := cmd(); msg != nil {
+					m.Update(msg)
+				}
+			}
+		}
+	}
+	run("3", "f", "down", "down", "f") // cron t-2 sorts first, the queue t-3 last
+	want := []string{`engine::cron::fire {"trigger_id":"t-2"}`, `iii::queue::redrive {"topic":"lookups"}`}
+	if !reflect.DeepEqual(src.controls, want) {
+		t.Errorf("controls = %q; want %q", src.controls, want)
+	}
+}
