@@ -69,6 +69,10 @@ type (
 	}
 )
 
+// clusterResync is how often the TUI of an engine in a cluster reads a
+// snapshot: the other engines' workers and functions have no events here.
+const clusterResync = 5 * time.Second
+
 // maxBatch bounds one eventsMsg.
 const maxBatch = 8192
 
@@ -85,7 +89,8 @@ type Model struct {
 	now         time.Time
 	lastDropped uint64
 	resyncing   bool
-	ready       bool // first snapshot applied
+	synced      time.Time // when the last snapshot was applied
+	ready       bool      // first snapshot applied
 
 	view      viewID
 	pages     [numViews]page
@@ -123,16 +128,16 @@ func New(ctx context.Context, src Source, opts Options) *Model {
 	}
 	m.sub = src.Subscribe(opts.Buffer)
 	m.Styles, m.Keys = DefaultStyles(), DefaultKeyMap()
-	workers := &workersPage{newTablePage(m, viewWorkers, "no workers connected", []column{
-		{title: "NAME", flex: 1, min: 8}, {title: "RUNTIME", short: "RT"}, {title: "PID", right: true},
-		{title: "STATUS", min: 7}, {title: "FUNCS", short: "FN", right: true}, {title: "IN-FLIGHT", short: "INFL", right: true},
-		{title: "RESTARTS", short: "RST", right: true}, {title: "UPTIME", short: "UP", right: true},
-	}, func() []row { return workerRows(m.st, m.now, m.Styles) })}
+	workers := &workersPage{}
+	workers.tablePage = newTablePage(m, viewWorkers, "no workers connected", workerColumns(false), func() []row {
+		workers.tbl.cols = workerColumns(m.st.engine != "")
+		return workerRows(m.st, m.now, m.Styles)
+	})
 	m.functions = &functionsPage{}
-	m.functions.tablePage = newTablePage(m, viewFunctions, "no functions registered", []column{
-		{title: "FUNCTION", flex: 3, min: 12}, {title: "WORKERS", flex: 1, min: 8}, {title: "CALLS", right: true},
-		{title: "ERRORS", short: "ERR", right: true}, {title: "P50", right: true}, {title: "P99", right: true},
-	}, func() []row { return functionRows(m.st, m.functions.showEngine) })
+	m.functions.tablePage = newTablePage(m, viewFunctions, "no functions registered", functionColumns(false), func() []row {
+		m.functions.tbl.cols = functionColumns(m.st.engine != "")
+		return functionRows(m.st, m.functions.showEngine)
+	})
 	triggers := &triggersPage{newTablePage(m, viewTriggers, "no triggers registered", []column{
 		{title: "TYPE", min: 4}, {title: "FUNCTION", flex: 1, min: 10}, {title: "WORKER", min: 6},
 		{title: "STATE"}, {title: "CONFIG", flex: 2, min: 10},
@@ -239,6 +244,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		cmd = tea.Batch(cmds...)
 	case snapshotMsg:
 		m.st.resync(msg.snap)
+		m.synced = m.opts.Now()
 		m.resyncing = false
 		m.ready = true
 		if !m.logsQueried && m.hasFunction(FnLogsList) {
@@ -252,6 +258,11 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.flash, m.flashUntil = "", time.Time{}
 		}
 		cmd = m.tickCmd()
+		if m.st.engine != "" && !m.resyncing && m.now.Sub(m.synced) >= clusterResync {
+			// Other engines' workers come and go without events here.
+			m.resyncing = true
+			cmd = tea.Batch(cmd, m.snapshotCmd())
+		}
 	case invokedMsg:
 		m.modal.invoked(msg)
 	case traceMsg:

@@ -64,6 +64,7 @@ type workerState struct {
 	connectedAt time.Time
 	inFlight    int64
 	funcs       map[string]struct{}
+	engine      string // in a cluster: the engine it is connected to
 }
 
 // funcState is one row of the Functions view.
@@ -75,6 +76,7 @@ type funcState struct {
 	errors      uint64
 	lat         latWindow
 	p50, p99    time.Duration
+	engines     []string // in a cluster: the engines serving it
 }
 
 // latWindow keeps the most recent durations of a function with their
@@ -201,6 +203,10 @@ type state struct {
 	// stopped at them by hold id.
 	breaks []string
 	held   map[string]HeldCall
+	// engine names this engine in a cluster and peers the others (from
+	// the last snapshot); empty for a single engine.
+	engine string
+	peers  []string
 }
 
 func newState() *state {
@@ -446,7 +452,7 @@ func (s *state) resync(snap Snapshot) {
 		ws := &workerState{key: key, id: w.ID, name: oneLine(w.Name), runtime: oneLine(w.Runtime),
 			version: oneLine(w.Version), pid: w.PID, status: w.Status, draining: w.Draining,
 			internal: w.Internal, connectedAt: w.ConnectedAt, inFlight: w.InFlight,
-			funcs: make(map[string]struct{}, len(w.Functions))}
+			funcs: make(map[string]struct{}, len(w.Functions)), engine: oneLine(w.Engine)}
 		if w.Internal {
 			ws.id, ws.runtime = "", cmp.Or(ws.runtime, "engine")
 		}
@@ -462,7 +468,7 @@ func (s *state) resync(snap Snapshot) {
 	}
 	for _, fn := range snap.Functions {
 		f := s.function(fn.ID)
-		f.description = fn.Description
+		f.description, f.engines = fn.Description, slices.Clone(fn.Engines)
 		for i, name := range fn.Workers {
 			key := internalKey(name)
 			if !fn.Internal && i < len(fn.WorkerIDs) {
@@ -485,6 +491,7 @@ func (s *state) resync(snap Snapshot) {
 		t.Worker = oneLine(t.Worker)
 		s.triggers[t.ID] = t
 	}
+	s.engine, s.peers = oneLine(snap.Engine), slices.Clone(snap.Peers)
 	s.breaks = slices.Clone(snap.Breakpoints)
 	s.held = make(map[string]HeldCall, len(snap.Held))
 	for _, h := range snap.Held {

@@ -524,3 +524,29 @@ func TestFireNow(t *testing.T) {
 		t.Errorf("controls = %q; want %q", src.controls, want)
 	}
 }
+
+// TestClusterColumns: a snapshot from an engine in a cluster adds an
+// engine column to Workers and Functions and the peers to the header;
+// a single engine's views have neither.
+func TestClusterColumns(t *testing.T) {
+	m, _ := newTestModel(t)
+	screen := func() string { return ansi.Strip(m.render()) }
+	if s := screen(); strings.Contains(s, "ENGINE") || strings.Contains(s, "cluster") {
+		t.Fatalf("a single engine shows cluster columns:\n%s", s)
+	}
+	snap, _ := fixture()
+	snap.Engine, snap.Peers = "alpha", []string{"beta"}
+	snap.Workers[0].Engine = "beta"
+	snap.Functions[2].Engines = []string{"alpha", "beta"}
+	m.Update(snapshotMsg{snap: snap})
+	press(m, "1")
+	s := screen()
+	if !strings.Contains(s, "cluster: engine alpha + peers beta") || !regexp.MustCompile(`NAME +ENGINE +RUNTIME`).MatchString(s) ||
+		!regexp.MustCompile(`(?m)^ *orders +beta +node`).MatchString(s) || !regexp.MustCompile(`(?m)^ *billing +alpha +go`).MatchString(s) {
+		t.Errorf("workers in a cluster:\n%s", s)
+	}
+	press(m, "2")
+	if s := screen(); !regexp.MustCompile(`WORKERS +ENGINES +CALLS`).MatchString(s) || !regexp.MustCompile(`orders::create +orders +alpha, beta `).MatchString(s) {
+		t.Errorf("functions in a cluster:\n%s", s)
+	}
+}
