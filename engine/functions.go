@@ -34,6 +34,9 @@ type Call struct {
 	// engine-side deadline it keeps (unix nanos; 0: from dispatch).
 	resumed  bool
 	deadline int64
+	// declared marks an engine::workers::register already applied on the
+	// caller's reader.
+	declared bool
 }
 
 // Trigger kinds the router fills in when the caller did not.

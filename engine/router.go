@@ -267,6 +267,13 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 		Data: injectCaller(m.Data, caller.id), Metadata: m.Metadata,
 		Traceparent: m.Traceparent, Baggage: m.Baggage, CallerWorkerID: caller.id,
 	}
+	if m.FunctionID == registerWorkerFunction {
+		// Applied here, in order with the worker's other frames, so what it
+		// declares (namespace, features) is in place for the frames after it.
+		if err := e.registerWorker(caller, m.Data); err == nil {
+			call.declared = true
+		}
+	}
 	void := m.Action != nil && m.Action.Type == protocol.ActionVoid
 	done := func(outcome) {}
 	if m.InvocationID != "" && !void {
@@ -276,11 +283,19 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 			if o.traceparent == "" {
 				o.traceparent, o.baggage = tp, bg
 			}
-			// A caller that has gone away simply misses its result.
-			caller.send(mustEncode(protocol.InvocationResult{
+			res := protocol.InvocationResult{
 				InvocationID: id, FunctionID: fn, Result: o.result, Error: o.err,
 				Traceparent: o.traceparent, Baggage: o.baggage,
-			}))
+			}
+			frame := mustEncode(res)
+			if !caller.fits(len(frame)) {
+				e.drop(DropTooLarge, 1, "worker_id", caller.id, "function_id", fn, "bytes", len(frame))
+				res.Result, res.Error = nil, &protocol.ErrorBody{Code: CodePayloadTooLarge, Message: fmt.Sprintf(
+					"the result of %s is %d bytes, over the %d bytes worker %s reads", fn, len(frame), caller.sendLimit(), caller.id)}
+				frame = mustEncode(res)
+			}
+			// A caller that has gone away simply misses its result.
+			caller.send(frame)
 		}
 	}
 	if m.Action != nil && m.Action.Type == protocol.ActionEnqueue {
@@ -479,6 +494,14 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 		InvocationID: id, FunctionID: fid, Data: call.Data,
 		Traceparent: call.Traceparent, Baggage: call.Baggage, Metadata: call.Metadata,
 	})
+	if err == nil && !target.fits(len(frame)) {
+		e.drop(DropTooLarge, 1, "worker_id", target.id, "function_id", call.FunctionID, "bytes", len(frame))
+		if p := target.take(id); p != nil {
+			p.complete(failed(CodePayloadTooLarge, "invokefunction of %s is %d bytes, over the %d bytes worker %s reads",
+				call.FunctionID, len(frame), target.sendLimit(), target.id))
+		}
+		return nil
+	}
 	if err == nil {
 		err = target.out.push(outFrame{b: frame, call: p})
 	}
