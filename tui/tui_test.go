@@ -41,6 +41,7 @@ type harness struct {
 	tm      *teatest.TestModel
 	src     *fakeSource
 	batches atomic.Int64 // eventsMsg handled
+	events  atomic.Int64 // events in them
 }
 
 func newHarness(t *testing.T, src *fakeSource, opts Options) *harness {
@@ -69,6 +70,7 @@ func newHarnessSize(t *testing.T, src *fakeSource, opts Options, width, height i
 			return nil
 		case eventsMsg:
 			h.batches.Add(1)
+			h.events.Add(int64(len(msg.events)))
 		}
 		return msg
 	}
@@ -175,6 +177,15 @@ func loadedSize(t *testing.T, src *fakeSource, width, height int) *harness {
 	src.setSnapshot(snap)
 	h := newHarnessSize(t, src, Options{}, width, height)
 	src.publish(evs...)
+	// Every event of the fixture is in (they may come in several
+	// batches), then the first screen is as expected.
+	deadline := time.Now().Add(waitFor)
+	for h.events.Load() < int64(len(evs)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the fixture's %d events arrived", h.events.Load(), len(evs))
+		}
+		time.Sleep(time.Millisecond) // polling interval
+	}
 	h.waitScreen("billing", "calls 5")
 	return h
 }
