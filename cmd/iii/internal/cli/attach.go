@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/iii-workbench/iii/engine/event"
+	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/engine/watch"
 	"github.com/iii-workbench/iii/tui"
 	"github.com/iii-workbench/iii/tui/remote"
@@ -41,6 +42,16 @@ func (f *engineFlags) attach(ctx context.Context, env Env, allowInvoke bool) (*r
 		}
 		env.Logger.DebugContext(ctx, "attach failed", "url", u, "error", err)
 		return nil, diagnose(ctx, u, token)
+	}
+	// An engine without the watch functions (an older one, or another
+	// implementation of the protocol) cannot be attached to.
+	if _, err := src.Query(dctx, watch.FnSnapshot, nil); err != nil {
+		src.Close(context.WithoutCancel(ctx))
+		var eb *protocol.ErrorBody
+		if errors.As(err, &eb) && eb.Code == "function_not_found" {
+			return nil, connectError("the engine at %s does not serve %s: iii tui and iii break need an iii engine of this version", u, watch.FnSnapshot)
+		}
+		return nil, connectError("the engine at %s did not answer %s: %v", u, watch.FnSnapshot, err)
 	}
 	return src, nil
 }
