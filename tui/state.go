@@ -295,6 +295,9 @@ func (s *state) apply(ev event.Event) {
 			}
 		}
 	case event.TriggerRegistered:
+		if isClientFunction(e.FunctionID) {
+			return // an attached TUI's event subscription
+		}
 		name := ""
 		if e.WorkerID != "" {
 			name = s.workerName(e.WorkerID)
@@ -488,6 +491,9 @@ func (s *state) resync(snap Snapshot) {
 
 	s.triggers = make(map[string]Trigger, len(snap.Triggers))
 	for _, t := range snap.Triggers {
+		if isClientFunction(t.FunctionID) {
+			continue
+		}
 		t.Worker = oneLine(t.Worker)
 		s.triggers[t.ID] = t
 	}
