@@ -77,6 +77,12 @@ func (e *Engine) hold(ctx context.Context, call Call, done func(outcome)) bool {
 	if call.InvocationID == "" {
 		call.InvocationID = uuid.NewString()
 	}
+	if call.Trigger == "" { // as route names it
+		call.Trigger = TriggerKindEngine
+		if call.CallerWorkerID != "" {
+			call.Trigger = TriggerKindWorker
+		}
+	}
 	now := time.Now()
 	h := &heldCall{owner: owner, call: call, done: done, decide: make(chan watch.Release, 1),
 		info: watch.HeldCall{HoldID: uuid.NewString(), InvocationID: call.InvocationID, FunctionID: call.FunctionID,
@@ -119,16 +125,16 @@ func (e *Engine) awaitDecision(h *heldCall, gone <-chan struct{}) {
 			if msg == "" {
 				msg = "failed at a breakpoint"
 			}
-			h.done(outcome{err: &protocol.ErrorBody{Code: code, Message: msg}})
+			e.endHeld(h, outcome{err: &protocol.ErrorBody{Code: code, Message: msg}})
 		case watch.ActionDrop:
 			// Never delivered: the caller sees what a lost call looks like.
 			select {
 			case <-timer.C:
-				h.done(timedOut)
+				e.endHeld(h, timedOut)
 			case <-gone:
-				h.done(failed(CodeInvocationStopped, "invocation of %s released: its caller gave up", fn))
+				e.endHeld(h, failed(CodeInvocationStopped, "invocation of %s released: its caller gave up", fn))
 			case <-e.ctx.Done():
-				h.done(failed(CodeShutdown, "engine is shutting down"))
+				e.endHeld(h, failed(CodeShutdown, "engine is shutting down"))
 			}
 		default:
 			call := h.call
@@ -143,15 +149,30 @@ func (e *Engine) awaitDecision(h *heldCall, gone <-chan struct{}) {
 		}
 		return
 	case <-timer.C:
-		h.done(timedOut)
+		e.endHeld(h, timedOut)
 		e.resumed(h, event.HeldTimedOut)
 	case <-gone:
-		h.done(failed(CodeInvocationStopped, "invocation of %s released: its caller gave up while it was held", fn))
+		e.endHeld(h, failed(CodeInvocationStopped, "invocation of %s released: its caller gave up while it was held", fn))
 		e.resumed(h, event.HeldStopped)
 	case <-e.ctx.Done():
-		h.done(failed(CodeShutdown, "engine is shutting down"))
+		e.endHeld(h, failed(CodeShutdown, "engine is shutting down"))
 		e.resumed(h, event.HeldStopped)
 	}
+}
+
+// endHeld answers a held call that is not delivered, and publishes its
+// end so the invocation tail shows it like any failed call.
+func (e *Engine) endHeld(h *heldCall, o outcome) {
+	if e.bus.Active() && o.err != nil {
+		status := event.StatusError
+		if o.err.Code == CodeTimeout {
+			status = event.StatusTimeout
+		}
+		e.bus.Publish(event.InvocationFinished{InvocationID: h.info.InvocationID, FunctionID: h.info.FunctionID,
+			CallerWorkerID: h.call.CallerWorkerID, Trigger: h.call.Trigger, Status: status, ErrorCode: o.err.Code,
+			ErrorMessage: o.err.Message, Duration: time.Since(h.info.HeldAt), At: time.Now()})
+	}
+	h.done(o)
 }
 
 // resumed forgets a call that ended on its own while held.

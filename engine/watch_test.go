@@ -278,10 +278,25 @@ func TestBreakpoints(t *testing.T) {
 		t.Errorf("continued with n=2: %s, %v", a.res, a.err)
 	}
 
-	// Fail.
+	// Fail: the caller gets the error, the event stream the failed call.
+	sub := te.Events().Subscribe(1024)
+	defer sub.Close()
 	ch = call(3)
 	release(watch.Release{HoldID: heldCall().HoldID, Action: watch.ActionFail, Error: "nope"})
 	wantErr(<-ch, engine.CodeBreakpointFailed)
+	for ended := false; !ended; {
+		select {
+		case ev := <-sub.C():
+			if f, ok := ev.(event.InvocationFinished); ok && f.FunctionID == "svc::echo" {
+				ended = true
+				if f.ErrorCode != engine.CodeBreakpointFailed || f.Status != event.StatusError || f.Trigger != engine.TriggerKindWorker {
+					t.Errorf("the failed held call's event: %+v", f)
+				}
+			}
+		case <-ctx.Done():
+			t.Fatal("no invocation.finished for the failed held call")
+		}
+	}
 
 	// Drop: the caller gets the engine's timeout.
 	ch = call(4)
