@@ -325,7 +325,9 @@ func TestThreeEngines(t *testing.T) {
 				t.Fatal("a call to the lapsed engine never ended")
 			}
 		}
-		if d := time.Since(frozeAt); d > ttl+2*heartbeat+200*time.Millisecond {
+		// Within ttl + heartbeat, with a second of slack for a loaded
+		// machine (a hang that never ends fails the wait above instead).
+		if d := time.Since(frozeAt); d > ttl+heartbeat+time.Second {
 			t.Errorf("calls ended %v after the last heartbeat; want within ttl+heartbeat (%v)", d, ttl+heartbeat)
 		}
 		// Every survivor drops engine 2 within ttl + heartbeat of its last
