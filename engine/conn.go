@@ -237,6 +237,10 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 	// Not derived from the engine's context: Shutdown closes each socket
 	// itself, after failing its pending calls, so results still get out.
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	// Reads and writes take no context (ioCtx): a cancellable one costs
+	// the WebSocket library a context.AfterFunc per frame. Cancelling
+	// c.ctx drops the socket instead, which ends a blocked read or write.
+	context.AfterFunc(c.ctx, func() { ws.CloseNow() })
 
 	e.mu.Lock()
 	if e.closing {
@@ -275,7 +279,7 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 // returns why.
 func (c *conn) readLoop() string {
 	for {
-		typ, data, err := readMessage(c.ctx, c.ws, c.e.opts.MaxFrameBytes)
+		typ, data, err := readMessage(ioCtx, c.ws, c.e.opts.MaxFrameBytes)
 		var big *tooBig
 		if errors.As(err, &big) {
 			c.lastRead.Store(time.Now().UnixNano())
@@ -283,6 +287,9 @@ func (c *conn) readLoop() string {
 			continue
 		}
 		if err != nil {
+			if c.ctx.Err() != nil && websocket.CloseStatus(err) == -1 {
+				return "closed by engine"
+			}
 			if errors.Is(err, errDrainTooLong) {
 				// Bounded by the library's close timeout.
 				c.ws.Close(websocket.StatusMessageTooBig, fmt.Sprintf("message over %d times engine.max_frame_bytes (%d bytes)", drainFactor, c.e.opts.MaxFrameBytes))
@@ -307,6 +314,11 @@ func (c *conn) readLoop() string {
 		c.handle(msg)
 	}
 }
+
+// ioCtx is the context of a worker socket's reads and writes: never
+// cancelled, so the WebSocket library arms nothing per frame; a connection
+// that must stop drops its socket (see serveWorker).
+var ioCtx = context.Background()
 
 func closeReason(err error) string {
 	if s := websocket.CloseStatus(err); s != -1 {
@@ -414,6 +426,7 @@ func (c *conn) writeFrames(batch []outFrame) bool {
 		if f.call != nil && f.call.abandoned.Load() {
 			skipped++
 			unreported += len(f.b)
+			batch[i].release()
 			continue
 		}
 		if err := c.writeMessage(f.b); err != nil {
@@ -427,6 +440,7 @@ func (c *conn) writeFrames(batch []outFrame) bool {
 		}
 		c.writeSince.Store(time.Now().UnixNano())
 		unreported += len(f.b)
+		batch[i].release() // the library has copied it out
 		if unreported >= wroteChunk {
 			c.out.wrote(unreported)
 			unreported = 0
@@ -463,6 +477,33 @@ func (c *conn) send(frame []byte) error {
 		c.e.drop(DropCallerGone, 1, "worker_id", c.id, "why", "connection closed")
 	}
 	return err
+}
+
+// sendResult queues an invocationresult for this worker, encoded into a
+// pooled buffer (see framePool); like send, it never waits.
+func (c *conn) sendResult(m *protocol.InvocationResult) {
+	buf := frameBuf()
+	b, err := protocol.AppendResult((*buf)[:0], m)
+	if err != nil {
+		// Results from workers were decoded from valid JSON; an in-process
+		// handler's invalid result is a programming error.
+		panic(err)
+	}
+	*buf = b
+	if !c.fits(len(b)) {
+		size := len(b)
+		c.e.drop(DropTooLarge, 1, "worker_id", c.id, "function_id", m.FunctionID, "bytes", size)
+		tooBig := *m
+		tooBig.Result, tooBig.Error = nil, &protocol.ErrorBody{Code: CodePayloadTooLarge, Message: fmt.Sprintf(
+			"the result of %s is %d bytes, over the %d bytes worker %s reads", m.FunctionID, size, c.sendLimit(), c.id)}
+		if b, err = protocol.AppendResult((*buf)[:0], &tooBig); err != nil {
+			panic(err)
+		}
+		*buf = b
+	}
+	if c.out.push(outFrame{b: b, buf: buf}) != nil {
+		c.e.drop(DropCallerGone, 1, "worker_id", c.id, "why", "connection closed")
+	}
 }
 
 // slowConsumer closes a worker whose writer has made no progress for
@@ -597,6 +638,16 @@ func (c *conn) handle(msg protocol.Message) {
 		c.send(mustEncode(protocol.Pong{}))
 	case protocol.Reattach:
 		e.reattach(c, m)
+	case protocol.Observe:
+		e.handleObserve(c, m)
+	case protocol.Unobserve:
+		e.handleUnobserve(c, m)
+	case protocol.ObserverAck:
+		e.handleObserverAck(c, m)
+	case protocol.InvocationsObserved:
+		e.handleInvocationsObserved(c, m)
+	case protocol.LocalInvocationStats:
+		e.handleLocalStats(c, m)
 	case protocol.Pong, protocol.WorkerRegistered:
 		// Engine-to-worker messages; nothing to do if a worker echoes them.
 	}

@@ -186,9 +186,9 @@ func (c *conn) fits(n int) bool {
 // progress to the slow-consumer check.
 func (c *conn) writeMessage(b []byte) error {
 	if len(b) <= fragmentThreshold {
-		return c.ws.Write(c.ctx, websocket.MessageText, b)
+		return c.ws.Write(ioCtx, websocket.MessageText, b)
 	}
-	w, err := c.ws.Writer(c.ctx, websocket.MessageText)
+	w, err := c.ws.Writer(ioCtx, websocket.MessageText)
 	if err != nil {
 		return err
 	}

@@ -97,7 +97,9 @@ type wireError struct {
 }
 
 // Decode parses one frame into its typed message (a value, not a pointer:
-// InvokeFunction, InvocationResult, ...).
+// InvokeFunction, InvocationResult, ...). The raw JSON fields of the call
+// messages (data, result, metadata) are slices of frame, not copies: the
+// caller must not reuse frame while the message is in use.
 func Decode(frame []byte) (Message, error) {
 	trimmed := bytes.TrimSpace(frame)
 	if len(trimmed) == 0 {
@@ -106,6 +108,16 @@ func Decode(frame []byte) (Message, error) {
 	if trimmed[0] != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrProtocolMalformed)
 	}
+	// The two messages of every call take the fast path (fast.go).
+	if m, handled, err := decodeCall(trimmed); handled {
+		return m, err
+	}
+	return decodeWire(trimmed)
+}
+
+// decodeWire decodes any message through encoding/json. trimmed starts
+// with '{'.
+func decodeWire(trimmed []byte) (Message, error) {
 	var w wire
 	if err := json.Unmarshal(trimmed, &w); err != nil {
 		// wire is the union of all messages, so a field of another message
@@ -442,18 +454,35 @@ func Encode(m Message) ([]byte, error) {
 	)
 	switch v := m.(type) {
 	case InvokeFunction:
-		b, err = appendInvoke(make([]byte, 0, invokeSize(&v)), &v)
+		b, err = AppendInvoke(make([]byte, 0, InvokeSize(&v)), &v)
 	case *InvokeFunction:
-		b, err = appendInvoke(make([]byte, 0, invokeSize(v)), v)
+		b, err = AppendInvoke(make([]byte, 0, InvokeSize(v)), v)
 	case InvocationResult:
-		b, err = appendResult(make([]byte, 0, resultSize(&v)), &v)
+		b, err = AppendResult(make([]byte, 0, ResultSize(&v)), &v)
 	case *InvocationResult:
-		b, err = appendResult(make([]byte, 0, resultSize(v)), v)
+		b, err = AppendResult(make([]byte, 0, ResultSize(v)), v)
 	default:
 		return encodeReflect(m)
 	}
+	return b, err
+}
+
+// AppendInvoke appends the encoded invokefunction to dst, as Encode
+// writes it; the router encodes into pooled buffers with it.
+func AppendInvoke(dst []byte, m *InvokeFunction) ([]byte, error) {
+	b, err := appendInvoke(dst, m)
 	if err != nil {
-		return nil, fmt.Errorf("protocol: encode %s: %w", m.MessageType(), err)
+		return nil, fmt.Errorf("protocol: encode %s: %w", TypeInvokeFunction, err)
+	}
+	return b, nil
+}
+
+// AppendResult appends the encoded invocationresult to dst, as Encode
+// writes it.
+func AppendResult(dst []byte, m *InvocationResult) ([]byte, error) {
+	b, err := appendResult(dst, m)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: encode %s: %w", TypeInvocationResult, err)
 	}
 	return b, nil
 }
@@ -484,7 +513,7 @@ func encodeReflect(m Message) ([]byte, error) {
 // without HTML escaping, as the reflective path does.
 func appendString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+		if !asciiText[s[i]] {
 			var buf bytes.Buffer
 			enc := json.NewEncoder(&buf)
 			enc.SetEscapeHTML(false)
@@ -508,15 +537,18 @@ func appendRaw(b []byte, name string, raw json.RawMessage) ([]byte, error) {
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':')
-	if bytes.ContainsAny(raw, " \t\r\n") {
+	// One validating scan (scan.go); compact payloads, which is what the
+	// SDKs send, are copied as they are.
+	compact, err := checkRaw(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: invalid JSON", name)
+	}
+	if !compact {
 		buf := bytes.NewBuffer(b)
 		if err := json.Compact(buf, raw); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		return buf.Bytes(), nil
-	}
-	if !json.Valid(raw) {
-		return nil, fmt.Errorf("%s: invalid JSON", name)
 	}
 	return append(b, raw...), nil
 }
@@ -622,9 +654,9 @@ func appendResult(b []byte, m *InvocationResult) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// invokeSize and resultSize are the encoded size of plain messages (keys
-// and punctuation included), so the frame is allocated once.
-func invokeSize(m *InvokeFunction) int {
+// InvokeSize and ResultSize bound the encoded size of plain messages
+// (keys and punctuation included), so a frame is allocated once.
+func InvokeSize(m *InvokeFunction) int {
 	n := 160 + len(m.InvocationID) + len(m.FunctionID) + len(m.Data) + len(m.Traceparent) + len(m.Baggage) + len(m.Metadata)
 	if m.Action != nil {
 		n += 40 + len(m.Action.Queue)
@@ -632,7 +664,7 @@ func invokeSize(m *InvokeFunction) int {
 	return n
 }
 
-func resultSize(m *InvocationResult) int {
+func ResultSize(m *InvocationResult) int {
 	n := 160 + len(m.InvocationID) + len(m.FunctionID) + len(m.Result) + len(m.Traceparent) + len(m.Baggage)
 	if m.Error != nil {
 		n += 48 + len(m.Error.Code) + len(m.Error.Message) + len(m.Error.Stacktrace)
