@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -817,14 +818,6 @@ func (e *Engine) advertises(token string) bool {
 	return slices.Contains(e.features, token)
 }
 
-// namespace is the namespace the worker declared ("default" when none).
-func (c *conn) namespace() string {
-	if d := c.decl.Load(); d != nil && d.namespace != "" {
-		return d.namespace
-	}
-	return protocol.DefaultNamespace
-}
-
 // obsDeclared runs when a worker declares its features: the functions it
 // registered before (the SDKs replay registrations first) are acknowledged
 // now if it speaks observe.
@@ -835,7 +828,12 @@ func (e *Engine) obsDeclared(c *conn, _ bool) {
 	e.mu.RLock()
 	var ids []string
 	for id := range c.fnIDs {
-		ids = append(ids, id)
+		// The observe registry knows the default namespace's functions
+		// (bare ids); a namespaced worker's (fnKey "ns\x00id") are served
+		// through the engine, without observers or local dispatch, for now.
+		if strings.IndexByte(id, 0) < 0 {
+			ids = append(ids, id)
+		}
 	}
 	e.mu.RUnlock()
 	slices.Sort(ids)
