@@ -471,6 +471,9 @@ func (o *observer) sourceView() SourceObserver {
 	if o.owner != nil {
 		so.OwnerWorkerID = o.owner.id
 	}
+	if len(o.metadata) > 0 {
+		so.Metadata = o.metadata
+	}
 	return so
 }
 
@@ -712,6 +715,10 @@ func (o *observer) changed() event.ObserverChanged {
 
 // view is the observer as its source's hosts see it.
 func (o *observer) view() protocol.ObserverView {
+	// Only worker-hosted functions have hosts to send it to; the legacy
+	// field of an engine-hosted source's observer (LegacySource) is shown
+	// by engine::observers::get instead (Legacy is not called under the
+	// registry's lock: sources take the engine's lock in it).
 	return protocol.ObserverView{ID: o.id, Args: o.args, Filters: o.filter.Normalized(), Target: o.target,
 		Capture: slices.Clone(o.capture), On: o.on}
 }
