@@ -205,7 +205,7 @@ type hostKey struct {
 // then conn.mu and outq.mu; frames are queued (in memory) under it, events
 // are published and sources called after it is released.
 type observers struct {
-	mu       sync.Mutex
+	mu       sync.RWMutex
 	sources  map[string]ObservableSource
 	byID     map[string]*observer
 	byFn     map[string][]*observer // source function -> observers, in creation order
@@ -224,6 +224,17 @@ func (o *observers) init() {
 	o.revs = make(map[hostKey]uint64)
 	o.acked = make(map[hostKey]bool)
 	o.perConn = make(map[*conn]int)
+}
+
+// observed reports whether fn has observers (the router wraps a call's
+// completion only then).
+func (r *observers) observed(fn string) bool {
+	if r.n.Load() == 0 {
+		return false
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.byFn[fn]) > 0
 }
 
 // obsOps is what a registry change leaves to do once the lock is released.
@@ -807,7 +818,9 @@ func (e *Engine) ackRegistration(c *conn, id string) {
 		o.acks[c] = rev
 		views = append(views, o.view())
 	}
-	local := e.advertises(protocol.FeatureLocalDispatchV1) && c.hasFeature(protocol.FeatureLocalDispatchV1)
+	// Not behind a listener's RBAC or middleware: those see every call,
+	// and a local call would pass them by.
+	local := e.advertises(protocol.FeatureLocalDispatchV1) && c.hasFeature(protocol.FeatureLocalDispatchV1) && c.session == nil
 	sendObs(c, protocol.FunctionRegistered{ID: id, Namespace: c.namespace(), Revision: rev, LocalDispatch: local, Observers: views})
 	for _, o := range e.obs.byFn[id] {
 		e.reconcileLocked(o, &ops, true)

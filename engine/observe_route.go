@@ -87,9 +87,9 @@ func (e *Engine) observeRouted(call *Call, reg *registration, o outcome, start t
 	if reg != nil && reg.obs != nil && reg.obs.owner {
 		return // owner delivery: the host emits or calls through its observers
 	}
-	e.obs.mu.Lock()
+	e.obs.mu.RLock()
 	list := slices.Clone(e.obs.byFn[call.FunctionID])
-	e.obs.mu.Unlock()
+	e.obs.mu.RUnlock()
 	if len(list) == 0 {
 		return
 	}
@@ -354,9 +354,9 @@ func appendJSONString(b []byte, s string) []byte {
 // target with invokefunction.activation and returns the target's result.
 // ctx bounds the wait for that result.
 func (e *Engine) Activate(ctx context.Context, observerID string, ob Observation) (json.RawMessage, error) {
-	e.obs.mu.Lock()
+	e.obs.mu.RLock()
 	o := e.obs.byID[observerID]
-	e.obs.mu.Unlock()
+	e.obs.mu.RUnlock()
 	if o == nil {
 		return nil, fmt.Errorf("engine: activate %s: %w", observerID, ErrObserverNotFound)
 	}
@@ -387,9 +387,9 @@ func (e *Engine) ActivateAll(functionID string, ob Observation) int {
 	if e.obs.n.Load() == 0 {
 		return 0
 	}
-	e.obs.mu.Lock()
+	e.obs.mu.RLock()
 	list := slices.Clone(e.obs.byFn[functionID])
-	e.obs.mu.Unlock()
+	e.obs.mu.RUnlock()
 	item := observationItem(functionID, ob)
 	doc := item.doc()
 	n := 0
@@ -443,9 +443,9 @@ func (e *Engine) handleInvocationsObserved(c *conn, m protocol.InvocationsObserv
 		}
 		e.publishLocalCall(c, ob)
 		for _, id := range it.Matched {
-			e.obs.mu.Lock()
+			e.obs.mu.RLock()
 			o := e.obs.byID[id]
-			e.obs.mu.Unlock()
+			e.obs.mu.RUnlock()
 			if o == nil || o.fn != it.FunctionID {
 				e.drop(DropObserve, 1, "worker_id", c.id, "observer_id", id, "why", "report for an unknown observer")
 				continue
@@ -510,9 +510,9 @@ func (e *Engine) callThroughObserver(caller *conn, m protocol.InvokeFunction) {
 			Result: o.result, Error: o.err, Traceparent: m.Traceparent, Baggage: m.Baggage}))
 	}
 	id := m.Activation.ObserverID
-	e.obs.mu.Lock()
+	e.obs.mu.RLock()
 	o := e.obs.byID[id]
-	e.obs.mu.Unlock()
+	e.obs.mu.RUnlock()
 	if o == nil {
 		reply(failed(protocol.CodeObserverNotFound, "no observer %s", id))
 		return

@@ -380,7 +380,7 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 		done(failed(protocol.CodeForbidden, "%s is private: only the worker that registered it may call it", call.FunctionID))
 		return nil
 	}
-	if e.obs.n.Load() > 0 {
+	if e.obs.observed(call.FunctionID) {
 		// Observers of the function see the call once it has ended.
 		next, reg := done, r
 		done = func(o outcome) {
