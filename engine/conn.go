@@ -79,6 +79,7 @@ type conn struct {
 	pings      sync.WaitGroup
 	draining   atomic.Bool
 	decl       atomic.Pointer[declaration] // nil until engine::workers::register arrived (features.go)
+	retiring   atomic.Bool                 // being replaced by a reload (SetRetiring)
 
 	ctx    context.Context // cancelled when the connection closes
 	cancel context.CancelFunc
@@ -622,6 +623,10 @@ func (c *conn) handle(msg protocol.Message) {
 		if c.session != nil && !e.admitTrigger(c, &t) {
 			return
 		}
+		// The SDKs fill namespace with the worker's; absent is the default
+		// one. Trigger types are the engine's, in every namespace:
+		// trigger_namespace is accepted and not needed.
+		t.inNamespace(m.Namespace)
 		e.registerTrigger(c, t)
 	case protocol.UnregisterTrigger:
 		e.unregisterTriggerFrom(c, m.ID)

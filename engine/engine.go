@@ -94,6 +94,12 @@ type Options struct {
 	// 30 s and 10 s; a negative interval turns keepalive off.
 	PingInterval time.Duration
 	PingTimeout  time.Duration
+	// SharedFunctions lets several live workers serve one function id in
+	// a namespace (calls go to the least busy), also for workers of the
+	// 0.25+ SDKs, which are otherwise refused a function id another live
+	// worker serves (FUNCTION_NAMESPACE_CONFLICT). Workers of the 0.22
+	// SDKs always share. See namespace.go.
+	SharedFunctions bool
 	// TelemetrySink receives worker telemetry frames; nil counts and drops.
 	TelemetrySink TelemetrySink
 	// Listener configures the worker listener of Handler and Serve (its

@@ -16,8 +16,8 @@ func (e *Engine) OnDeclaredForTest(fn func(workerID string, first bool, fns []st
 	e.onDeclared(func(c *conn, first bool) {
 		e.mu.RLock()
 		var ids []string
-		for id := range c.fnIDs {
-			ids = append(ids, id)
+		for key := range c.fnIDs {
+			ids = append(ids, bareID(key))
 		}
 		e.mu.RUnlock()
 		fn(c.id, first, ids)

@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/iii-workbench/iii/engine/event"
@@ -97,8 +98,22 @@ func (e *Engine) registerWorker(c *conn, data json.RawMessage) error {
 	c.mu.Lock()
 	c.meta = in
 	c.mu.Unlock()
-	d := &declaration{namespace: in.Namespace, features: slices.Clone(in.Features)}
-	first := c.decl.Swap(d) == nil
+	d := &declaration{namespace: strings.TrimSpace(in.Namespace), features: slices.Clone(in.Features)}
+	if d.namespace == DefaultNamespace {
+		d.namespace = ""
+	}
+	old := c.decl.Load()
+	if old != nil && old.namespace != d.namespace {
+		// As iii: the first declaration fixes the connection's namespace.
+		c.log.Warn("worker declared another namespace on the same connection; kept its first",
+			"namespace", nsOrDefault(old.namespace), "declared", nsOrDefault(d.namespace))
+		d.namespace = old.namespace
+	}
+	first := old == nil
+	c.decl.Store(d)
+	if first {
+		e.settleDeclaration(c)
+	}
 	c.log.Debug("worker metadata", "name", in.Name, "runtime", in.Runtime, "version", in.Version, "pid", in.PID,
 		"namespace", in.Namespace, "features", in.Features)
 	for _, fn := range e.declHooks {

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -114,9 +115,10 @@ func TestFeaturesNegotiation(t *testing.T) {
 	})
 
 	t.Run("0.22 metadata and malformed features read as none", func(t *testing.T) {
-		for _, features := range []any{nil, "observe.v1", 5, []any{1, "observe.v1", nil}} {
+		for i, features := range []any{nil, "observe.v1", 5, []any{1, "observe.v1", nil}} {
 			w := dial(t, te.url)
-			data := map[string]any{"name": "old", "runtime": "node"}
+			name := fmt.Sprintf("old-%d", i)
+			data := map[string]any{"name": name, "runtime": "node"}
 			if features != nil {
 				data["features"] = features
 			}
@@ -132,7 +134,7 @@ func TestFeaturesNegotiation(t *testing.T) {
 			waitFor(t, "worker name", func() bool {
 				for _, wi := range te.Snapshot().Workers {
 					if wi.ID == w.id {
-						return wi.Name == "old"
+						return wi.Name == name
 					}
 				}
 				return false

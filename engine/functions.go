@@ -30,6 +30,14 @@ type Call struct {
 	// detached marks a worker's void call: it outlives its caller (the
 	// caller leaving does not release it).
 	detached bool
+	// Namespace the function resolves in ("" = DefaultNamespace).
+	Namespace string
+	// Caller is what the calling SDK asserted about who made the call
+	// (invokefunction.caller); the engine stamps the calling worker in
+	// when it sends the call on.
+	Caller *protocol.Caller
+	caller *conn // the worker whose invokefunction this is; nil for the engine's calls
+
 	// declared marks an engine::workers::register already applied on the
 	// caller's reader.
 	declared bool
@@ -71,6 +79,7 @@ type Function struct {
 // function is one function id and every live registration serving it.
 type function struct {
 	id   string
+	ns   string          // DefaultNamespace for in-process functions
 	regs []*registration // copy-on-write under Engine.mu
 	next atomic.Uint32   // rotates the start of the least-busy scan
 }
@@ -176,7 +185,7 @@ func (e *Engine) RegisterFunction(worker string, fn Function) error {
 		e.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrFunctionExists, fn.ID)
 	}
-	f := &function{id: fn.ID}
+	f := &function{id: fn.ID, ns: DefaultNamespace}
 	f.regs = []*registration{{
 		description: fn.Description, requestFormat: fn.RequestFormat,
 		responseFormat: fn.ResponseFormat, metadata: fn.Metadata,
@@ -220,21 +229,34 @@ func (e *Engine) registerRemoteFunction(c *conn, m protocol.RegisterFunction) {
 			return
 		}
 	}
+	ns := c.namespace()
+	key := fnKey(ns, m.ID)
 	e.mu.Lock()
 	if c.removed {
 		e.mu.Unlock()
 		return
 	}
-	f := e.functions[m.ID]
+	f := e.functions[key]
 	if f != nil && len(f.regs) > 0 && f.regs[0].local != nil && f.regs[0].owner == nil {
+		owner := f.regs[0].local.name
 		e.mu.Unlock()
 		c.log.Warn("worker tried to register a built-in function id; ignored", "function_id", m.ID)
+		if c.declared() {
+			e.rejectFunction(c, key, owner)
+		}
 		return
 	}
-	delete(e.refused, m.ID)
+	if f != nil && e.enforcesConflicts(c) {
+		if owner := e.conflictLocked(f, c); owner != "" {
+			e.mu.Unlock()
+			e.rejectFunction(c, key, owner)
+			return
+		}
+	}
+	delete(e.refused, key)
 	if f == nil {
-		f = &function{id: m.ID}
-		e.functions[m.ID] = f
+		f = &function{id: m.ID, ns: ns}
+		e.functions[key] = f
 	}
 	regs := make([]*registration, 0, len(f.regs)+1)
 	for _, r := range f.regs {
@@ -245,11 +267,11 @@ func (e *Engine) registerRemoteFunction(c *conn, m protocol.RegisterFunction) {
 		}
 	}
 	f.regs = append(regs, reg)
-	c.fnIDs[m.ID] = struct{}{}
+	c.fnIDs[key] = struct{}{}
 	servers := len(f.regs)
 	e.mu.Unlock()
 	if servers > 1 {
-		c.log.Debug("function served by several workers", "function_id", m.ID, "workers", servers)
+		c.log.Debug("function served by several workers", "function_id", m.ID, "namespace", ns, "workers", servers)
 	}
 	e.bus.Publish(event.FunctionRegistered{FunctionID: m.ID, WorkerID: c.id, Worker: c.name(), At: reg.at})
 	e.notifyFunctionsChanged()
@@ -258,7 +280,7 @@ func (e *Engine) registerRemoteFunction(c *conn, m protocol.RegisterFunction) {
 
 func (e *Engine) unregisterRemoteFunction(c *conn, id string) {
 	e.mu.Lock()
-	removed := e.dropRegistrationLocked(c, id)
+	removed := e.dropRegistrationLocked(c, fnKey(c.namespace(), id))
 	e.mu.Unlock()
 	if removed {
 		e.bus.Publish(event.FunctionUnregistered{FunctionID: id, WorkerID: c.id, At: time.Now()})
@@ -267,8 +289,8 @@ func (e *Engine) unregisterRemoteFunction(c *conn, id string) {
 	}
 }
 
-// dropRegistrationLocked removes c's registration of id, if it still has
-// one; other workers serving the id keep serving it.
+// dropRegistrationLocked removes c's registration of a function key
+// (fnKey), if it still has one; other workers serving it keep serving it.
 func (e *Engine) dropRegistrationLocked(c *conn, id string) bool {
 	delete(c.fnIDs, id)
 	f := e.functions[id]

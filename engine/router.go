@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -211,6 +212,8 @@ type Request struct {
 	// Trigger names what caused the call ("http", "cron", "queue", ...)
 	// for traces and metrics; empty means "engine".
 	Trigger string
+	// Namespace the function resolves in; "" is the default one.
+	Namespace string
 }
 
 // Invoke calls a function and waits for its result. A function error is
@@ -234,7 +237,7 @@ func (e *Engine) Invoke(ctx context.Context, req Request) (json.RawMessage, erro
 		}
 	}
 	call := Call{FunctionID: req.FunctionID, Data: req.Data, Metadata: req.Metadata,
-		Traceparent: req.Traceparent, Baggage: req.Baggage, Trigger: req.Trigger}
+		Traceparent: req.Traceparent, Baggage: req.Baggage, Trigger: req.Trigger, Namespace: req.Namespace}
 	if req.Action != nil && req.Action.Type == protocol.ActionVoid {
 		// Held back (with ctx) while the target's queue is full.
 		if err := e.route(ctx, nil, nil, call, func(outcome) {}); err != nil {
@@ -272,6 +275,7 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 		Data: injectCaller(m.Data, caller.id), Metadata: m.Metadata,
 		Traceparent: m.Traceparent, Baggage: m.Baggage, CallerWorkerID: caller.id,
 		ObserveDepth: m.ObserveDepth, input: m.Data,
+		Namespace: m.Namespace, Caller: m.Caller, caller: caller,
 	}
 	if m.Activation != nil {
 		e.callThroughObserver(caller, m)
@@ -345,9 +349,21 @@ func (e *Engine) dispatch(call Call, done func(outcome)) {
 // call was never sent because ctx ended while waiting (done has then been
 // told too).
 func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call, done func(outcome)) error {
+	key := call.FunctionID
+	if strings.IndexByte(key, 0) >= 0 {
+		// A function key (a trigger binding's or an enqueued call's).
+		call.Namespace, call.FunctionID = splitKey(key)
+	} else {
+		key = fnKey(call.Namespace, key)
+	}
 	e.mu.RLock()
 	var r *registration
-	if f := e.functions[call.FunctionID]; f != nil {
+	f := e.functions[key]
+	if f == nil && key != call.FunctionID && strings.HasPrefix(call.FunctionID, "engine::") {
+		f = e.functions[call.FunctionID] // the engine's own, in the default namespace
+		key = call.FunctionID
+	}
+	if f != nil {
 		r = f.pick()
 	}
 	if r != nil && r.conn != nil {
@@ -380,11 +396,11 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 		done(failed(protocol.CodeForbidden, "%s is private: only the worker that registered it may call it", call.FunctionID))
 		return nil
 	}
-	if e.obs.observed(call.FunctionID) {
+	if e.obs.observed(key) {
 		// Observers of the function see the call once it has ended.
 		next, reg := done, r
 		done = func(o outcome) {
-			e.observeRouted(&call, reg, o, start)
+			e.observeRouted(key, &call, reg, o, start)
 			next(o)
 		}
 	}
@@ -416,8 +432,8 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 	}
 	switch {
 	case r == nil:
-		if !e.forward(call, finish) {
-			finish(e.notFound(call.FunctionID))
+		if ns := nsOrDefault(call.Namespace); ns != DefaultNamespace || !e.forward(call, finish) {
+			finish(e.notFound(ns, call.FunctionID))
 		}
 	case r.handler != nil:
 		e.runLocal(r.handler, call, finish)
@@ -499,12 +515,24 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 	if target.session != nil {
 		fid = target.session.localID(fid) // the worker knows it without its prefix
 	}
-	buf := frameBuf()
-	frame, err := protocol.AppendInvoke((*buf)[:0], &protocol.InvokeFunction{
+	inv := protocol.InvokeFunction{
 		InvocationID: id, FunctionID: fid, Data: call.Data,
 		Traceparent: call.Traceparent, Baggage: call.Baggage, Metadata: call.Metadata,
 		ObserveDepth: call.ObserveDepth, Activation: call.Activation,
-	})
+	}
+	if target.declared() {
+		// Only the 0.25+ SDKs read these; the 0.22 ones get the frame as
+		// before.
+		inv.Caller = call.Caller
+		if call.caller != nil {
+			inv.Caller = call.caller.stamp(call.Caller)
+		}
+		if ns := nsOrDefault(call.Namespace); ns != DefaultNamespace {
+			inv.Namespace = ns
+		}
+	}
+	buf := frameBuf()
+	frame, err := protocol.AppendInvoke((*buf)[:0], &inv)
 	if err == nil && !target.fits(len(frame)) {
 		e.drop(DropTooLarge, 1, "worker_id", target.id, "function_id", call.FunctionID, "bytes", len(frame))
 		*buf = frame
@@ -625,7 +653,7 @@ func (e *Engine) enqueue(call Call, queue string, done func(outcome)) {
 		Receipt     string          `json:"messageReceiptId"`
 		Traceparent string          `json:"traceparent,omitempty"`
 		Baggage     string          `json:"baggage,omitempty"`
-	}{queue, call.FunctionID, call.Data, receipt, call.Traceparent, withBaggage(call.Baggage, FunctionBaggageKey, call.FunctionID)})
+	}{queue, fnKey(call.Namespace, call.FunctionID), call.Data, receipt, call.Traceparent, withBaggage(call.Baggage, FunctionBaggageKey, call.FunctionID)})
 	if err != nil {
 		done(failed(CodeEnqueueError, "encode enqueue payload: %v", err))
 		return

@@ -8,6 +8,7 @@
 //	  auth_token: ${III_TOKEN:}     # shared worker token; empty = no auth
 //	  invocation_timeout_ms: 300000 # engine-side leak guard per call
 //	  max_frame_bytes: 67108864     # read limit per message (at most 268435456)
+//	  shared_functions: false       # let 0.25+ workers share a function id in a namespace
 //	redis:
 //	  url: ""                       # empty = embedded store
 //	  store: managed                # without url: memory or managed (default: by command)
@@ -138,6 +139,10 @@ type Engine struct {
 	AuthToken         Secret
 	InvocationTimeout time.Duration
 	MaxFrameBytes     int64
+	// SharedFunctions: several live workers may serve one function id in a
+	// namespace, also workers of the 0.25+ SDKs (otherwise refused with
+	// FUNCTION_NAMESPACE_CONFLICT).
+	SharedFunctions bool
 }
 
 // Addr is the host:port to listen on.
@@ -262,6 +267,7 @@ type rawEngine struct {
 	AuthToken           at[string] `yaml:"auth_token"`
 	InvocationTimeoutMS at[int64]  `yaml:"invocation_timeout_ms"`
 	MaxFrameBytes       at[int64]  `yaml:"max_frame_bytes"`
+	SharedFunctions     at[bool]   `yaml:"shared_functions"`
 }
 
 type rawRedis struct {
@@ -381,6 +387,7 @@ func (c *Config) setEngine(file string, r *rawEngine) error {
 		}
 		e.MaxFrameBytes = r.MaxFrameBytes.V
 	}
+	e.SharedFunctions = r.SharedFunctions.V
 	return nil
 }
 

@@ -136,6 +136,15 @@ modules:
 			},
 		},
 		{
+			name: "redis url and IPv6 host and shared functions",
+			file: "engine: {host: '::1', max_frame_bytes: 1024, shared_functions: true}\nredis: {url: 'redis://localhost:6379/0'}\n",
+			env:  env(),
+			want: summary{
+				Engine: engineWith(func(e *Engine) { e.Host, e.MaxFrameBytes, e.SharedFunctions = "::1", 1024, true }),
+				Redis:  Redis{URL: "redis://localhost:6379/0"},
+			},
+		},
+		{
 			name: "managed store with a data dir",
 			file: "redis:\n  store: managed\n  data_dir: /var/lib/iii\n",
 			env:  env(),
@@ -211,7 +220,7 @@ func TestParseBad(t *testing.T) {
 		{"unknown top-level key", "engine: {}\nengin:\n  port: 1\n", ErrConfigUnknownKey,
 			"bad.yaml:2: engin: unknown key (known: engine, redis, modules, cluster)"},
 		{"unknown engine key", "engine:\n  prot: 1\n", ErrConfigUnknownKey,
-			"bad.yaml:2: engine.prot: unknown key (known: host, port, auth_token, invocation_timeout_ms, max_frame_bytes)"},
+			"bad.yaml:2: engine.prot: unknown key (known: host, port, auth_token, invocation_timeout_ms, max_frame_bytes, shared_functions)"},
 		{"port is a string", "engine:\n  port: abc\n", ErrConfigType,
 			`bad.yaml:2: engine.port: want an integer, got string "abc"`},
 		{"port is quoted", "engine:\n  port: '80'\n", ErrConfigType,

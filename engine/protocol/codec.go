@@ -82,6 +82,7 @@ type wire struct {
 	WorkerID             *string         `json:"worker_id"`
 	Features             json.RawMessage `json:"features"`
 	wireObserve
+	wireNS
 }
 
 type wireAction struct {
@@ -143,7 +144,7 @@ func decodeWire(trimmed []byte) (Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	return w.observeFields(m)
+	return w.observeFields(w.nsFields(m))
 }
 
 // fieldsByType lists, for each message type, the top-level keys it reads.
@@ -592,6 +593,14 @@ func appendInvoke(b []byte, m *InvokeFunction) ([]byte, error) {
 	}
 	if len(m.Metadata) > 0 {
 		if b, err = appendRaw(b, "metadata", m.Metadata); err != nil {
+			return nil, err
+		}
+	}
+	if m.Namespace != "" {
+		b = appendField(b, "namespace", m.Namespace)
+	}
+	if m.Caller != nil {
+		if b, err = appendCaller(b, m.Caller); err != nil {
 			return nil, err
 		}
 	}

@@ -102,11 +102,14 @@ type RegisterTriggerType struct {
 	Description          string          `json:"description"`
 	TriggerRequestFormat json.RawMessage `json:"trigger_request_format,omitempty"`
 	CallRequestFormat    json.RawMessage `json:"call_request_format,omitempty"`
+	// Namespace the provider serves (Python 0.25); "" = the connection's.
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // UnregisterTriggerType withdraws a trigger type the sender provides.
 type UnregisterTriggerType struct {
-	ID string `json:"id"`
+	ID        string `json:"id"`
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // RegisterTrigger binds a function to a trigger type. The engine sends the same
@@ -117,6 +120,11 @@ type RegisterTrigger struct {
 	FunctionID  string          `json:"function_id"`
 	Config      json.RawMessage `json:"config"`
 	Metadata    json.RawMessage `json:"metadata,omitempty"`
+	// Namespace the function resolves in when the trigger fires ("" =
+	// default); the engine tells a provider the same. TriggerNamespace is
+	// where to find the type's provider (Python 0.25).
+	Namespace        string `json:"namespace,omitempty"`
+	TriggerNamespace string `json:"trigger_namespace,omitempty"`
 }
 
 // UnregisterTrigger removes a binding.
@@ -144,6 +152,11 @@ type InvokeFunction struct {
 	Baggage      string          `json:"baggage,omitempty"`
 	Action       *Action         `json:"action,omitempty"`
 	Metadata     json.RawMessage `json:"metadata,omitempty"`
+	// Namespace the function resolves in (0.25 SDKs); "" = default.
+	Namespace string `json:"namespace,omitempty"`
+	// Caller is who made the call: asserted by the calling SDK, stamped
+	// with the calling worker by the engine.
+	Caller *Caller `json:"caller,omitempty"`
 	// ObserveDepth is the causal depth in observe hops (0 is left out).
 	ObserveDepth uint32 `json:"observe_depth,omitempty"`
 	// Activation marks an observer activation (engine to worker) or a call

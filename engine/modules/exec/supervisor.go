@@ -220,9 +220,14 @@ func (s *supervisor) reload(ctx context.Context, hard bool) {
 	slices.Sort(want)
 	want = slices.Compact(want)
 
+	// The new process registers the old one's worker name and functions
+	// while the old one still serves: that is a replacement, not a
+	// namespace conflict (engine.SetRetiring).
+	s.setRetiring(oldWs, true)
 	s.drainChanges()
 	np, err := s.spawn()
 	if err != nil {
+		s.setRetiring(oldWs, false)
 		s.reloadFailed(err, nil, 0)
 		return
 	}
@@ -231,6 +236,7 @@ func (s *supervisor) reload(ctx context.Context, hard bool) {
 		if ctx.Err() != nil {
 			return // shutdown stops both
 		}
+		s.setRetiring(oldWs, false)
 		s.stop(np)
 		s.reloadFailed(fmt.Errorf("new process (pid %d) %s: %w", np.pid, describeFailure(np, err), err), np.tail.snapshot(), np.pid)
 		return
@@ -247,6 +253,16 @@ func (s *supervisor) reload(ctx context.Context, hard bool) {
 	}
 	s.log.Info("reloaded", "old_pid", old.pid, "pid", np.pid, "workers", workerIDs(ws))
 	s.update(func(st *WorkerStatus) { st.Status, st.Error, st.FailedPID = statusRunning, "", 0; st.Reloads++ })
+}
+
+// setRetiring marks (or unmarks) the engine workers of a process being
+// replaced; a worker that has left already is no matter.
+func (s *supervisor) setRetiring(ws []engine.WorkerInfo, retiring bool) {
+	for _, w := range ws {
+		if err := s.m.host.Engine.SetRetiring(w.ID, retiring); err != nil && !errors.Is(err, engine.ErrWorkerNotFound) {
+			s.log.Warn("cannot mark worker retiring", "worker_id", w.ID, "err", err)
+		}
+	}
 }
 
 func describeFailure(p *proc, err error) string {
