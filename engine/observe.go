@@ -168,6 +168,7 @@ type observer struct {
 	id        string
 	owner     *conn // the observing connection; nil when made in-process
 	fn, ns    string
+	key, tkey string // function keys (fnKey) of the source and the target
 	args      json.RawMessage
 	filter    *observe.Filter
 	capture   []string
@@ -199,17 +200,17 @@ type observer struct {
 
 type hostKey struct {
 	c  *conn
-	fn string
+	fn string // function key (fnKey)
 }
 
 // observers is the registry. Lock order: Engine.mu, then observers.mu,
 // then conn.mu and outq.mu; frames are queued (in memory) under it, events
 // are published and sources called after it is released.
 type observers struct {
-	mu       sync.Mutex
+	mu       sync.RWMutex
 	sources  map[string]ObservableSource
 	byID     map[string]*observer
-	byFn     map[string][]*observer // source function -> observers, in creation order
+	byFn     map[string][]*observer // source function key (fnKey) -> observers, in creation order
 	revs     map[hostKey]uint64     // host revision of a function's observer set
 	acked    map[hostKey]bool       // functionregistered sent to the host
 	perConn  map[*conn]int
@@ -225,6 +226,17 @@ func (o *observers) init() {
 	o.revs = make(map[hostKey]uint64)
 	o.acked = make(map[hostKey]bool)
 	o.perConn = make(map[*conn]int)
+}
+
+// observed reports whether fn has observers (the router wraps a call's
+// completion only then).
+func (r *observers) observed(fn string) bool {
+	if r.n.Load() == 0 {
+		return false
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.byFn[fn]) > 0
 }
 
 // obsOps is what a registry change leaves to do once the lock is released.
@@ -342,6 +354,7 @@ func (e *Engine) observeLocked(c *conn, m protocol.Observe, ops *obsOps) protoco
 		created: time.Now(), state: protocol.ObserverPending,
 		acks: map[*conn]uint64{}, announced: map[*conn]bool{},
 	}
+	o.key, o.tkey = fnKey(ns, o.fn), fnKey(tns, o.target)
 	if len(o.args) == 0 || string(o.args) == "null" {
 		o.args = json.RawMessage("{}")
 	} else if o.args[0] != '{' {
@@ -404,14 +417,17 @@ func (e *Engine) observeLocked(c *conn, m protocol.Observe, ops *obsOps) protoco
 	if eb := e.checkTargetLocked(o); eb != nil {
 		return protocol.ObserveResult{ID: m.ID, State: protocol.ObserverError, Error: eb}
 	}
-	if !e.hasFunctionLocked(o.fn) && r.sources[o.fn] == nil {
+	if !e.hasFunctionLocked(o.key, o.fn) && r.sources[o.fn] == nil {
 		warnings = append(warnings, fmt.Sprintf("%s is not registered; the observer waits for it", o.fn))
 	}
-	if !e.hasFunctionLocked(o.target) {
+	if !e.hasFunctionLocked(o.tkey, o.target) {
 		warnings = append(warnings, fmt.Sprintf("target %s is not registered; the observer waits for it", o.target))
 	}
+	if r.sources[o.fn] != nil {
+		o.key = o.fn // engine-hosted sources serve every namespace
+	}
 	r.byID[o.id] = o
-	r.byFn[o.fn] = append(r.byFn[o.fn], o)
+	r.byFn[o.key] = append(r.byFn[o.key], o)
 	r.perConn[c]++
 	r.n.Add(1)
 	if !o.expires.IsZero() {
@@ -472,14 +488,29 @@ func (o *observer) sourceView() SourceObserver {
 	if o.owner != nil {
 		so.OwnerWorkerID = o.owner.id
 	}
+	if len(o.metadata) > 0 {
+		so.Metadata = o.metadata
+	}
 	return so
 }
 
-// hasFunctionLocked reports whether id has a registration. Callers hold
+// functionLocked is the function a key names, as the router resolves it
+// (an engine::* function from any namespace). Callers hold Engine.mu.
+func (e *Engine) functionLocked(key, id string) *function {
+	f := e.functions[key]
+	if f == nil && key != id && strings.HasPrefix(id, "engine::") {
+		f = e.functions[id]
+	}
+	if f == nil || len(f.regs) == 0 {
+		return nil
+	}
+	return f
+}
+
+// hasFunctionLocked reports whether key has a registration. Callers hold
 // Engine.mu.
-func (e *Engine) hasFunctionLocked(id string) bool {
-	f := e.functions[id]
-	return f != nil && len(f.regs) > 0
+func (e *Engine) hasFunctionLocked(key, id string) bool {
+	return e.functionLocked(key, id) != nil
 }
 
 // checkSourceLocked checks the observer against its source function's
@@ -490,8 +521,8 @@ func (e *Engine) checkSourceLocked(o *observer) (*protocol.ErrorBody, []string) 
 	if e.obs.sources[o.fn] != nil {
 		return nil, nil
 	}
-	f := e.functions[o.fn]
-	if f == nil || len(f.regs) == 0 {
+	f := e.functionLocked(o.key, o.fn)
+	if f == nil {
 		return nil, nil
 	}
 	var format json.RawMessage
@@ -522,7 +553,7 @@ func (e *Engine) checkSourceLocked(o *observer) (*protocol.ErrorBody, []string) 
 
 // checkTargetLocked refuses a target private to another worker.
 func (e *Engine) checkTargetLocked(o *observer) *protocol.ErrorBody {
-	f := e.functions[o.target]
+	f := e.functionLocked(o.tkey, o.target)
 	if f == nil {
 		return nil
 	}
@@ -545,7 +576,7 @@ func errMessage(err error) string {
 // hostsLocked are the connections serving fn that speak observe and were
 // sent functionregistered for it.
 func (e *Engine) hostsLocked(fn string) []*conn {
-	f := e.functions[fn]
+	f := e.functions[fn] // a key; the engine's own functions have no hosts
 	if f == nil {
 		return nil
 	}
@@ -574,11 +605,11 @@ func (e *Engine) reconcileLocked(o *observer, ops *obsOps, notify bool) {
 	}
 	if o.refused == nil {
 		// Announce it to every host that has not heard of it.
-		for _, h := range e.hostsLocked(o.fn) {
+		for _, h := range e.hostsLocked(o.key) {
 			if o.announced[h] {
 				continue
 			}
-			k := hostKey{h, o.fn}
+			k := hostKey{h, o.key}
 			r.revs[k]++
 			o.announced[h] = true
 			o.acks[h] = r.revs[k]
@@ -586,7 +617,7 @@ func (e *Engine) reconcileLocked(o *observer, ops *obsOps, notify bool) {
 		}
 		// Hosts that went away owe no ack.
 		for h := range o.acks {
-			if !slices.Contains(e.hostsLocked(o.fn), h) {
+			if !slices.Contains(e.hostsLocked(o.key), h) {
 				delete(o.acks, h)
 				delete(o.announced, h)
 			}
@@ -600,14 +631,14 @@ func (e *Engine) desiredLocked(o *observer) (string, *protocol.ErrorBody) {
 	if o.refused != nil {
 		return protocol.ObserverError, o.refused
 	}
-	if o.src == nil && !e.hasFunctionLocked(o.fn) && e.obs.sources[o.fn] == nil {
+	if o.src == nil && !e.hasFunctionLocked(o.key, o.fn) && e.obs.sources[o.fn] == nil {
 		if o.everActive {
 			return protocol.ObserverSuspended, &protocol.ErrorBody{Code: protocol.CodeOwnerUnavailable,
 				Message: fmt.Sprintf("%s is not registered any more; the observer resumes when it is", o.fn)}
 		}
 		return protocol.ObserverPending, nil
 	}
-	if !e.hasFunctionLocked(o.target) {
+	if !e.hasFunctionLocked(o.tkey, o.target) {
 		if o.everActive {
 			return protocol.ObserverSuspended, &protocol.ErrorBody{Code: protocol.CodeTargetUnavailable,
 				Message: fmt.Sprintf("target %s is not registered any more; the observer resumes when it is", o.target)}
@@ -655,7 +686,7 @@ func sameReason(a, b *protocol.ErrorBody) bool {
 // detaches it from its engine-hosted source.
 func (e *Engine) withdrawLocked(o *observer, ops *obsOps) {
 	for h := range o.announced {
-		k := hostKey{h, o.fn}
+		k := hostKey{h, o.key}
 		if !e.obs.acked[k] {
 			continue
 		}
@@ -681,9 +712,9 @@ func (e *Engine) disposeLocked(o *observer, reason *protocol.ErrorBody, ops *obs
 	o.gone = true
 	o.queue = nil
 	delete(r.byID, o.id)
-	r.byFn[o.fn] = slices.DeleteFunc(r.byFn[o.fn], func(x *observer) bool { return x == o })
-	if len(r.byFn[o.fn]) == 0 {
-		delete(r.byFn, o.fn)
+	r.byFn[o.key] = slices.DeleteFunc(r.byFn[o.key], func(x *observer) bool { return x == o })
+	if len(r.byFn[o.key]) == 0 {
+		delete(r.byFn, o.key)
 	}
 	if r.perConn[o.owner]--; r.perConn[o.owner] <= 0 {
 		delete(r.perConn, o.owner)
@@ -713,6 +744,10 @@ func (o *observer) changed() event.ObserverChanged {
 
 // view is the observer as its source's hosts see it.
 func (o *observer) view() protocol.ObserverView {
+	// Only worker-hosted functions have hosts to send it to; the legacy
+	// field of an engine-hosted source's observer (LegacySource) is shown
+	// by engine::observers::get instead (Legacy is not called under the
+	// registry's lock: sources take the engine's lock in it).
 	return protocol.ObserverView{ID: o.id, Args: o.args, Filters: o.filter.Normalized(), Target: o.target,
 		Capture: slices.Clone(o.capture), On: o.on}
 }
@@ -733,7 +768,7 @@ func (e *Engine) handleObserverAck(c *conn, m protocol.ObserverAck) {
 	var ops obsOps
 	e.mu.RLock()
 	e.obs.mu.Lock()
-	if o := e.obs.byID[m.ID]; o != nil && o.fn == m.FunctionID {
+	if o := e.obs.byID[m.ID]; o != nil && o.fn == m.FunctionID && o.announced[c] {
 		if rev, waiting := o.acks[c]; waiting && m.Revision >= rev {
 			delete(o.acks, c)
 		}
@@ -750,7 +785,8 @@ func (e *Engine) handleObserverAck(c *conn, m protocol.ObserverAck) {
 }
 
 // obsFunctionChanged re-evaluates the observers whose source or target is
-// id, after a registration of id came or went.
+// the function key id (or, for the engine's own functions, the id from
+// any namespace), after a registration of it came or went.
 func (e *Engine) obsFunctionChanged(id string) {
 	if e.obs.n.Load() == 0 {
 		return
@@ -759,7 +795,7 @@ func (e *Engine) obsFunctionChanged(id string) {
 	e.mu.RLock()
 	e.obs.mu.Lock()
 	for _, o := range e.obs.byID {
-		if o.fn == id || o.target == id {
+		if o.key == id || o.tkey == id || (!strings.ContainsRune(id, 0) && (o.fn == id || o.target == id)) {
 			e.reconcileLocked(o, &ops, true)
 		}
 	}
@@ -770,16 +806,18 @@ func (e *Engine) obsFunctionChanged(id string) {
 
 // obsRegistered acknowledges a worker's registerfunction with
 // functionregistered (when it speaks observe) and re-evaluates the
-// observers of the function.
-func (e *Engine) obsRegistered(c *conn, id string) {
+// observers of the function. id is its function id; the key is in c's
+// namespace.
+func (e *Engine) obsRegistered(c *conn, fnID string) {
+	id := fnKey(c.namespace(), fnID)
 	if speaksObserve(c) {
 		e.ackRegistration(c, id)
 	}
 	e.obsFunctionChanged(id)
 }
 
-// ackRegistration sends c functionregistered for id, with the observers of
-// id it is to hold (each then awaits its ack).
+// ackRegistration sends c functionregistered for the function key id,
+// with the observers it is to hold (each then awaits its ack).
 func (e *Engine) ackRegistration(c *conn, id string) {
 	var ops obsOps
 	e.mu.RLock()
@@ -801,8 +839,11 @@ func (e *Engine) ackRegistration(c *conn, id string) {
 		o.acks[c] = rev
 		views = append(views, o.view())
 	}
-	local := e.advertises(protocol.FeatureLocalDispatchV1) && c.hasFeature(protocol.FeatureLocalDispatchV1)
-	sendObs(c, protocol.FunctionRegistered{ID: id, Namespace: c.namespace(), Revision: rev, LocalDispatch: local, Observers: views})
+	// Not behind a listener's RBAC or middleware: those see every call,
+	// and a local call would pass them by.
+	local := e.advertises(protocol.FeatureLocalDispatchV1) && c.hasFeature(protocol.FeatureLocalDispatchV1) && c.session == nil
+	ns, fnID := splitKey(id)
+	sendObs(c, protocol.FunctionRegistered{ID: fnID, Namespace: ns, Revision: rev, LocalDispatch: local, Observers: views})
 	for _, o := range e.obs.byFn[id] {
 		e.reconcileLocked(o, &ops, true)
 	}
@@ -876,8 +917,10 @@ func (e *Engine) obsConnClosed(c *conn) {
 	e.obsFinish(&ops)
 }
 
-// obsUnregistered forgets that c was told about id (it unregistered it).
-func (e *Engine) obsUnregistered(c *conn, id string) {
+// obsUnregistered forgets that c was told about its function fnID (it
+// unregistered it).
+func (e *Engine) obsUnregistered(c *conn, fnID string) {
+	id := fnKey(c.namespace(), fnID)
 	e.obs.mu.Lock()
 	k := hostKey{c, id}
 	delete(e.obs.acked, k)

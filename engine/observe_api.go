@@ -35,6 +35,9 @@ type ObserverInfo struct {
 	WorkerID        string              `json:"worker_id,omitempty"` // the observing worker
 	Engine          bool                `json:"engine_source"`       // the source is engine-hosted
 	CreatedAt       time.Time           `json:"created_at"`
+	// Legacy is the trigger binding an observer of a built-in source
+	// stands for (engine::observers::get only).
+	Legacy *protocol.LegacyTrigger `json:"legacy,omitempty"`
 }
 
 // Observers lists the observers, by source function then id.
@@ -97,13 +100,21 @@ func (e *Engine) fnObserversGet(_ context.Context, call *Call) (json.RawMessage,
 	}
 	e.obs.mu.Lock()
 	o := e.obs.byID[in.ID]
-	var oi ObserverInfo
+	var (
+		oi  ObserverInfo
+		src ObservableSource
+	)
 	if o != nil {
-		oi = o.info(e.obs.sources[o.fn] != nil)
+		oi, src = o.info(e.obs.sources[o.fn] != nil), e.obs.sources[o.fn]
 	}
 	e.obs.mu.Unlock()
 	if o == nil {
 		return nil, &protocol.ErrorBody{Code: protocol.CodeObserverNotFound, Message: "no observer " + in.ID}
+	}
+	if ls, ok := src.(LegacySource); ok {
+		if lt, ok := ls.Legacy(in.ID); ok {
+			oi.Legacy = lt
+		}
 	}
 	return marshal(struct {
 		Observer ObserverInfo `json:"observer"`

@@ -80,20 +80,20 @@ type activation struct {
 
 // observeRouted evaluates the observers of a routed call that has ended.
 // reg is the registration that served it (nil when none did).
-func (e *Engine) observeRouted(call *Call, reg *registration, o outcome, start time.Time) {
+func (e *Engine) observeRouted(key string, call *Call, reg *registration, o outcome, start time.Time) {
 	if o.delivered {
 		return // the host's deliver hook delivered it
 	}
 	if reg != nil && reg.obs != nil && reg.obs.owner {
 		return // owner delivery: the host emits or calls through its observers
 	}
-	e.obs.mu.Lock()
-	list := slices.Clone(e.obs.byFn[call.FunctionID])
-	e.obs.mu.Unlock()
+	e.obs.mu.RLock()
+	list := slices.Clone(e.obs.byFn[key])
+	e.obs.mu.RUnlock()
 	if len(list) == 0 {
 		return
 	}
-	ob := &observed{functionID: call.FunctionID, invocationID: call.InvocationID, ok: o.err == nil,
+	ob := &observed{functionID: call.FunctionID, namespace: orDefault(call.Namespace), invocationID: call.InvocationID, ok: o.err == nil,
 		input: call.input, caller: e.callerDoc(call), metadata: call.Metadata, startedAt: start,
 		duration: time.Since(start), depth: call.ObserveDepth, traceparent: call.Traceparent, baggage: call.Baggage}
 	if ob.input == nil {
@@ -128,9 +128,13 @@ func errorJSON(eb *protocol.ErrorBody) json.RawMessage {
 	return b
 }
 
-// callerDoc is the caller of a routed call as observers see it: the
-// calling worker, stamped from its connection.
+// callerDoc is the caller of a routed call as observers see it: what the
+// calling SDK asserted, stamped with the calling worker.
 func (e *Engine) callerDoc(call *Call) json.RawMessage {
+	if call.caller != nil {
+		b, _ := json.Marshal(call.caller.stamp(call.Caller))
+		return b
+	}
 	if call.CallerWorkerID == "" {
 		return nil
 	}
@@ -354,9 +358,9 @@ func appendJSONString(b []byte, s string) []byte {
 // target with invokefunction.activation and returns the target's result.
 // ctx bounds the wait for that result.
 func (e *Engine) Activate(ctx context.Context, observerID string, ob Observation) (json.RawMessage, error) {
-	e.obs.mu.Lock()
+	e.obs.mu.RLock()
 	o := e.obs.byID[observerID]
-	e.obs.mu.Unlock()
+	e.obs.mu.RUnlock()
 	if o == nil {
 		return nil, fmt.Errorf("engine: activate %s: %w", observerID, ErrObserverNotFound)
 	}
@@ -387,9 +391,9 @@ func (e *Engine) ActivateAll(functionID string, ob Observation) int {
 	if e.obs.n.Load() == 0 {
 		return 0
 	}
-	e.obs.mu.Lock()
+	e.obs.mu.RLock()
 	list := slices.Clone(e.obs.byFn[functionID])
-	e.obs.mu.Unlock()
+	e.obs.mu.RUnlock()
 	item := observationItem(functionID, ob)
 	doc := item.doc()
 	n := 0
@@ -424,8 +428,13 @@ func observationItem(fn string, ob Observation) *observed {
 func (e *Engine) handleInvocationsObserved(c *conn, m protocol.InvocationsObserved) {
 	for i := range m.Items {
 		it := &m.Items[i]
+		ns := it.Namespace
+		if ns == "" {
+			ns = c.namespace()
+		}
+		key := fnKey(ns, it.FunctionID)
 		e.mu.RLock()
-		_, hosts := c.fnIDs[it.FunctionID]
+		_, hosts := c.fnIDs[key]
 		e.mu.RUnlock()
 		if !hosts {
 			e.drop(DropObserve, 1, "worker_id", c.id, "function_id", it.FunctionID, "why", "report for a function the worker does not host")
@@ -443,10 +452,10 @@ func (e *Engine) handleInvocationsObserved(c *conn, m protocol.InvocationsObserv
 		}
 		e.publishLocalCall(c, ob)
 		for _, id := range it.Matched {
-			e.obs.mu.Lock()
+			e.obs.mu.RLock()
 			o := e.obs.byID[id]
-			e.obs.mu.Unlock()
-			if o == nil || o.fn != it.FunctionID {
+			e.obs.mu.RUnlock()
+			if o == nil || o.key != key {
 				e.drop(DropObserve, 1, "worker_id", c.id, "observer_id", id, "why", "report for an unknown observer")
 				continue
 			}
@@ -510,15 +519,15 @@ func (e *Engine) callThroughObserver(caller *conn, m protocol.InvokeFunction) {
 			Result: o.result, Error: o.err, Traceparent: m.Traceparent, Baggage: m.Baggage}))
 	}
 	id := m.Activation.ObserverID
-	e.obs.mu.Lock()
+	e.obs.mu.RLock()
 	o := e.obs.byID[id]
-	e.obs.mu.Unlock()
+	e.obs.mu.RUnlock()
 	if o == nil {
 		reply(failed(protocol.CodeObserverNotFound, "no observer %s", id))
 		return
 	}
 	e.mu.RLock()
-	_, hosts := caller.fnIDs[o.fn]
+	_, hosts := caller.fnIDs[o.key]
 	e.mu.RUnlock()
 	if !hosts {
 		reply(failed(protocol.CodeNotFunctionOwner, "only the worker hosting %s may call through its observer %s", o.fn, id))

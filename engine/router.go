@@ -274,8 +274,8 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 		InvocationID: m.InvocationID, FunctionID: m.FunctionID,
 		Data: injectCaller(m.Data, caller.id), Metadata: m.Metadata,
 		Traceparent: m.Traceparent, Baggage: m.Baggage, CallerWorkerID: caller.id,
-		Namespace: m.Namespace, Caller: m.Caller, caller: caller,
 		ObserveDepth: m.ObserveDepth, input: m.Data,
+		Namespace: m.Namespace, Caller: m.Caller, caller: caller,
 	}
 	if m.Activation != nil {
 		e.callThroughObserver(caller, m)
@@ -364,6 +364,7 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 	f := e.functions[key]
 	if f == nil && key != call.FunctionID && strings.HasPrefix(call.FunctionID, "engine::") {
 		f = e.functions[call.FunctionID] // the engine's own, in the default namespace
+		key = call.FunctionID
 	}
 	if f != nil {
 		r = f.pick()
@@ -398,11 +399,11 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 		done(failed(protocol.CodeForbidden, "%s is private: only the worker that registered it may call it", call.FunctionID))
 		return nil
 	}
-	if e.obs.n.Load() > 0 {
+	if e.obs.observed(key) {
 		// Observers of the function see the call once it has ended.
 		next, reg := done, r
 		done = func(o outcome) {
-			e.observeRouted(&call, reg, o, start)
+			e.observeRouted(key, &call, reg, o, start)
 			next(o)
 		}
 	}

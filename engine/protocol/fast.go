@@ -25,7 +25,8 @@ const (
 	kindRaw
 	kindAction
 	kindError
-	kindOther // through encoding/json
+	kindCaller // leniently, as the SDKs read it (decodeCaller)
+	kindOther  // through encoding/json
 )
 
 // maxCallFields bounds the fields of a call message (a bit each in a
@@ -50,6 +51,7 @@ var (
 	rawMessageType = reflect.TypeFor[json.RawMessage]()
 	actionPtrType  = reflect.TypeFor[*Action]()
 	errorPtrType   = reflect.TypeFor[*ErrorBody]()
+	callerPtrType  = reflect.TypeFor[*Caller]()
 
 	invokeLayout = newCallLayout(InvokeFunction{})
 	resultLayout = newCallLayout(InvocationResult{})
@@ -76,6 +78,8 @@ func newCallLayout(msg Message) *callLayout {
 			k = kindAction
 		case f.Type == errorPtrType:
 			k = kindError
+		case f.Type == callerPtrType:
+			k = kindCaller
 		}
 		l.byKey[strings.ToLower(name)] = len(l.fields)
 		l.fields = append(l.fields, callField{name: name, index: i, kind: k})
@@ -285,6 +289,10 @@ func (l *callLayout) fill(v reflect.Value, frame []byte, spans *[maxCallFields]s
 				return err
 			}
 			fv.Set(reflect.ValueOf(e))
+		case kindCaller:
+			if c := decodeCaller(val); c != nil {
+				fv.Set(reflect.ValueOf(c))
+			}
 		default:
 			if err := json.Unmarshal(val, fv.Addr().Interface()); err != nil {
 				return fmt.Errorf("%w: %s: %s: %w", ErrProtocolMalformed, l.typ, f.name, err)
