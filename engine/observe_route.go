@@ -89,8 +89,11 @@ func (e *Engine) observeRouted(call *Call, reg *registration, o outcome, start t
 	}
 	e.obs.mu.Lock()
 	list := slices.Clone(e.obs.byFn[call.FunctionID])
+	sourced := e.obs.sources[call.FunctionID] != nil
 	e.obs.mu.Unlock()
-	if len(list) == 0 {
+	if len(list) == 0 || sourced {
+		// An engine-hosted source reports its own events (Activate,
+		// ActivateAll): the calls that deliver them to it are not events.
 		return
 	}
 	ob := &observed{functionID: call.FunctionID, invocationID: call.InvocationID, ok: o.err == nil,
