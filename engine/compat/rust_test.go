@@ -361,6 +361,26 @@ func testSources(t *testing.T, ctx context.Context, srv *devserver.Server, base 
 			t.Errorf("registertrigger on the observer's route: %v, want a conflict", err)
 		}
 	})
+	t.Run("observer views", func(t *testing.T) {
+		// The route observer is listed with the trigger it stands for.
+		var route *engine.ObserverInfo
+		for _, oi := range eng.Observers() {
+			if oi.FunctionID == "http::on-request" && oi.Target == prefix+"::hello" && oi.State == "active" {
+				route = &oi
+			}
+		}
+		if route == nil {
+			t.Fatalf("no active observer of http::on-request targeting %s::hello: %+v", prefix, eng.Observers())
+		}
+		var cfg struct {
+			APIPath    string `json:"api_path"`
+			HTTPMethod string `json:"http_method"`
+		}
+		if route.Legacy == nil || route.Legacy.TriggerType != "http" || json.Unmarshal(route.Legacy.Config, &cfg) != nil ||
+			cfg.APIPath != "/"+prefix+"/hello/:name" || cfg.HTTPMethod != "GET" || !route.Engine {
+			t.Errorf("route observer %+v (legacy %+v), want an engine source with legacy http {api_path, GET}", route, route.Legacy)
+		}
+	})
 	t.Run("sources listed", func(t *testing.T) {
 		res, err := eng.Invoke(ctx, engine.Request{FunctionID: "engine::functions::list", Data: json.RawMessage(`{}`)})
 		if err != nil {
