@@ -122,12 +122,15 @@ func (e *Engine) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn
 		http.Error(w, "engine shutting down", http.StatusServiceUnavailable)
 		return nil, false
 	}
+	// Go's TCP sockets have Nagle off (TCP_NODELAY); the Rust SDK sets it
+	// on its end too when told so.
+	w.Header().Set("X-Iii-Capabilities", "tcp-nodelay")
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		e.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return nil, false
 	}
-	ws.SetReadLimit(e.opts.MaxFrameBytes)
+	ws.SetReadLimit(-1) // readMessage enforces MaxFrameBytes per message
 	return ws, true
 }
 
@@ -146,8 +149,16 @@ func (e *Engine) serveOTel(l *listener, w http.ResponseWriter, r *http.Request) 
 	}
 	ctx := e.ctx
 	for {
-		typ, data, err := ws.Read(ctx)
+		typ, data, err := readMessage(ctx, ws, e.opts.MaxFrameBytes)
+		var big *tooBig
+		if errors.As(err, &big) {
+			e.drop(DropTooLarge, 1, "why", "telemetry message over the read limit", "bytes", big.size)
+			continue
+		}
 		if err != nil {
+			if errors.Is(err, errDrainTooLong) {
+				ws.Close(websocket.StatusMessageTooBig, fmt.Sprintf("message over %d bytes (engine.max_frame_bytes)", e.opts.MaxFrameBytes))
+			}
 			if ctx.Err() != nil {
 				ws.Close(websocket.StatusGoingAway, "engine shutting down")
 			}
@@ -267,10 +278,21 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 // returns why.
 func (c *conn) readLoop() string {
 	for {
-		typ, data, err := c.ws.Read(ioCtx)
+		typ, data, err := readMessage(ioCtx, c.ws, c.e.opts.MaxFrameBytes)
+		var big *tooBig
+		if errors.As(err, &big) {
+			c.lastRead.Store(time.Now().UnixNano())
+			c.refuseTooBig(big)
+			continue
+		}
 		if err != nil {
 			if c.ctx.Err() != nil && websocket.CloseStatus(err) == -1 {
 				return "closed by engine"
+			}
+			if errors.Is(err, errDrainTooLong) {
+				// Bounded by the library's close timeout.
+				c.ws.Close(websocket.StatusMessageTooBig, fmt.Sprintf("message over %d times engine.max_frame_bytes (%d bytes)", drainFactor, c.e.opts.MaxFrameBytes))
+				return fmt.Sprintf("message far over the read limit of %d bytes (1009)", c.e.opts.MaxFrameBytes)
 			}
 			return closeReason(err)
 		}
@@ -403,9 +425,10 @@ func (c *conn) writeFrames(batch []outFrame) bool {
 		if f.call != nil && f.call.abandoned.Load() {
 			skipped++
 			unreported += len(f.b)
+			batch[i].release()
 			continue
 		}
-		if err := c.ws.Write(ioCtx, websocket.MessageText, f.b); err != nil {
+		if err := c.writeMessage(f.b); err != nil {
 			if c.ctx.Err() == nil {
 				c.log.Warn("write to worker failed; closing", "err", err)
 			}
@@ -416,6 +439,7 @@ func (c *conn) writeFrames(batch []outFrame) bool {
 		}
 		c.writeSince.Store(time.Now().UnixNano())
 		unreported += len(f.b)
+		batch[i].release() // the library has copied it out
 		if unreported >= wroteChunk {
 			c.out.wrote(unreported)
 			unreported = 0
@@ -452,6 +476,33 @@ func (c *conn) send(frame []byte) error {
 		c.e.drop(DropCallerGone, 1, "worker_id", c.id, "why", "connection closed")
 	}
 	return err
+}
+
+// sendResult queues an invocationresult for this worker, encoded into a
+// pooled buffer (see framePool); like send, it never waits.
+func (c *conn) sendResult(m *protocol.InvocationResult) {
+	buf := frameBuf()
+	b, err := protocol.AppendResult((*buf)[:0], m)
+	if err != nil {
+		// Results from workers were decoded from valid JSON; an in-process
+		// handler's invalid result is a programming error.
+		panic(err)
+	}
+	*buf = b
+	if !c.fits(len(b)) {
+		size := len(b)
+		c.e.drop(DropTooLarge, 1, "worker_id", c.id, "function_id", m.FunctionID, "bytes", size)
+		tooBig := *m
+		tooBig.Result, tooBig.Error = nil, &protocol.ErrorBody{Code: CodePayloadTooLarge, Message: fmt.Sprintf(
+			"the result of %s is %d bytes, over the %d bytes worker %s reads", m.FunctionID, size, c.sendLimit(), c.id)}
+		if b, err = protocol.AppendResult((*buf)[:0], &tooBig); err != nil {
+			panic(err)
+		}
+		*buf = b
+	}
+	if c.out.push(outFrame{b: b, buf: buf}) != nil {
+		c.e.drop(DropCallerGone, 1, "worker_id", c.id, "why", "connection closed")
+	}
 }
 
 // slowConsumer closes a worker whose writer has made no progress for

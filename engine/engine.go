@@ -27,7 +27,7 @@ import (
 
 // Defaults for Options fields left zero.
 const (
-	DefaultMaxFrameBytes       = 16 << 20
+	DefaultMaxFrameBytes       = MaxMessageBytes
 	DefaultInvocationTimeout   = 5 * time.Minute
 	DefaultOutboundQueueBytes  = 4 << 20
 	DefaultSlowConsumerTimeout = 30 * time.Second
@@ -70,8 +70,12 @@ type Options struct {
 	AuthToken string
 	// InvocationTimeout bounds every routed call (leak guard); code "timeout".
 	InvocationTimeout time.Duration
-	// MaxFrameBytes is the read limit per frame; a larger frame closes the
-	// socket with 1009.
+	// MaxFrameBytes is the read limit per message (64 MiB, at most
+	// MaxFrameBytesLimit), whether it comes as one frame or fragments. A
+	// larger message is read to its end and discarded: a call in it is
+	// answered, a result in it completes its call, with payload_too_large;
+	// the socket stays open (only a message over four times the limit
+	// closes it with 1009).
 	MaxFrameBytes int64
 	// OutboundQueueBytes is the high-water mark of each worker's outbound
 	// queue (4 MiB): at or above it, producers of calls to that worker
@@ -134,6 +138,7 @@ func (o *Options) withDefaults() {
 	if o.MaxFrameBytes <= 0 {
 		o.MaxFrameBytes = DefaultMaxFrameBytes
 	}
+	o.MaxFrameBytes = min(o.MaxFrameBytes, MaxFrameBytesLimit)
 	if o.OutboundQueueBytes <= 0 {
 		o.OutboundQueueBytes = DefaultOutboundQueueBytes
 	}
@@ -228,6 +233,8 @@ func New(opts Options) (*Engine, error) {
 		refused:      make(map[string]refusal),
 		funcsChanged: make(chan struct{}, 1),
 	}
+	// Messages up to 64 MiB both ways, fragmented or not (largemsg.go).
+	e.Advertise(FeatureLargeMessagesV1)
 	e.SetTelemetrySink(opts.TelemetrySink)
 	e.channels = channel.NewManager(channel.Options{Logger: opts.Logger})
 	e.obs.init()

@@ -23,3 +23,11 @@ func (e *Engine) OnDeclaredForTest(fn func(workerID string, first bool, fns []st
 		fn(c.id, first, ids)
 	})
 }
+
+// SetFragmentThresholdForTest makes the engine fragment messages over n
+// bytes until the test ends (the race detector makes 16 MiB slow).
+func SetFragmentThresholdForTest(t interface{ Cleanup(func()) }, n int) {
+	old := fragmentThreshold
+	fragmentThreshold = n
+	t.Cleanup(func() { fragmentThreshold = old })
+}

@@ -14,7 +14,8 @@ import (
 )
 
 func TestFeaturesNegotiation(t *testing.T) {
-	t.Run("a new engine advertises observe and local dispatch", func(t *testing.T) {
+	builtin := []string{engine.FeatureLargeMessagesV1, "observe.v1", "observe.v2", "local-dispatch.v1"}
+	t.Run("a new engine advertises large messages, observe and local dispatch", func(t *testing.T) {
 		te := startEngine(t, engine.Options{})
 		ws, _, err := dialOpts(t, te.url, nil)
 		if err != nil {
@@ -23,16 +24,21 @@ func TestFeaturesNegotiation(t *testing.T) {
 		defer ws.CloseNow()
 		hello := readJSON(t, ws)
 		got, _ := hello["features"].([]any)
-		if hello["type"] != "workerregistered" || len(got) != 3 || got[0] != "observe.v1" || got[1] != "observe.v2" || got[2] != "local-dispatch.v1" {
-			t.Errorf("greeting %v: want workerregistered with features [observe.v1 observe.v2 local-dispatch.v1]", hello)
+		if hello["type"] != "workerregistered" || len(got) != len(builtin) {
+			t.Fatalf("greeting %v: want workerregistered with features %v", hello, builtin)
+		}
+		for i, f := range builtin {
+			if got[i] != f {
+				t.Errorf("greeting features %v, want %v", got, builtin)
+			}
 		}
 	})
-	builtin := []string{"observe.v1", "observe.v2", "local-dispatch.v1"}
 
 	te := startEngine(t, engine.Options{})
 	te.Advertise("test.v1", "test.v2", "test.v1", "")
-	if got := te.Features(); !slices.Equal(got, append(builtin, "test.v1", "test.v2")) {
-		t.Fatalf("Features() = %v, want %v + [test.v1 test.v2]", got, builtin)
+	want := append(slices.Clone(builtin), "test.v1", "test.v2")
+	if got := te.Features(); !slices.Equal(got, want) {
+		t.Fatalf("Features() = %v, want %v", got, want)
 	}
 	type decl struct {
 		id    string
@@ -58,8 +64,8 @@ func TestFeaturesNegotiation(t *testing.T) {
 		defer ws.CloseNow()
 		hello := readJSON(t, ws)
 		got, _ := hello["features"].([]any)
-		if len(got) != 5 || got[3] != "test.v1" || got[4] != "test.v2" {
-			t.Errorf("greeting features %v, want %v + [test.v1 test.v2]", hello["features"], builtin)
+		if len(got) != len(want) || got[len(want)-2] != "test.v1" || got[len(want)-1] != "test.v2" {
+			t.Errorf("greeting features %v, want %v", hello["features"], want)
 		}
 	})
 

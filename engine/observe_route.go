@@ -111,6 +111,7 @@ func (e *Engine) observeRouted(call *Call, reg *registration, o outcome, start t
 		}
 	}
 	doc := ob.doc()
+	e.log.Debug("observed call", "function_id", call.FunctionID, "observers", len(list), "matched", o.matched, "has_matched", o.hasMatched)
 	for _, obs := range list {
 		if o.hasMatched && !slices.Contains(o.matched, obs.id) {
 			continue
@@ -248,6 +249,7 @@ func (e *Engine) sendActivation(a activation) {
 		Traceparent: ob.traceparent, Baggage: ob.baggage, ObserveDepth: a.depth,
 		Activation: &protocol.Activation{ObserverID: o.id, ActivationID: a.id}}
 	call.InvocationID = uuid.NewString()
+	e.log.Debug("observer activated", "observer_id", o.id, "function_id", o.fn, "target", o.target, "depth", a.depth)
 	e.bus.Publish(event.ObserverActivated{ObserverID: o.id, ActivationID: a.id, SourceFunction: o.fn, TargetFunction: o.target,
 		ObservedInvocationID: ob.invocationID, InvocationID: call.InvocationID, Depth: a.depth, At: time.Now()})
 	e.dispatch(call, func(out outcome) {
@@ -311,11 +313,7 @@ func (o *observer) payloadFor(ob *observed, activationID string) json.RawMessage
 		field("input", in)
 	}
 	if has(protocol.CaptureOutput) && ob.ok {
-		out := ob.output
-		if out == nil {
-			out = json.RawMessage("null")
-		}
-		field("output", out)
+		field("output", ob.output) // absent from a report that carries none (an emit)
 	}
 	if has(protocol.CaptureError) && !ob.ok {
 		field("error", ob.err)

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/event"
 )
 
 // obsWorker is a raw worker that can wait for one frame type while frames
@@ -130,6 +131,10 @@ func asJSON(v any) string {
 
 func TestObserveRoutedCalls(t *testing.T) {
 	te := startEngine(t, engine.Options{})
+	// With a subscriber the router also publishes invocation events: the
+	// observers must still see the calls.
+	sub := te.Events().Subscribe(1024)
+	defer sub.Close()
 	host := obsDial(t, te.url) // a 0.22 host: the engine evaluates its calls
 	host.register("obs::charge")
 	observer := obsDial(t, te.url, "observe.v1")
@@ -169,6 +174,15 @@ func TestObserveRoutedCalls(t *testing.T) {
 	}
 	observer.answer(act, nil)
 	observer.none("invokefunction") // the call of 100 did not match
+	for activated := false; !activated; {
+		select {
+		case ev := <-sub.C():
+			a, ok := ev.(event.ObserverActivated)
+			activated = ok && a.ObserverID == id && a.SourceFunction == "obs::charge" && a.Depth == 1
+		case <-time.After(5 * time.Second):
+			t.Fatal("no ObserverActivated event")
+		}
+	}
 
 	// engine::observers::get shows the filters in normal form.
 	got := caller.call("engine::observers::get", map[string]any{"id": id}, uuid.NewString())

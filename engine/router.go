@@ -294,10 +294,10 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 				o.traceparent, o.baggage = tp, bg
 			}
 			// A caller that has gone away simply misses its result.
-			caller.send(mustEncode(protocol.InvocationResult{
+			caller.sendResult(&protocol.InvocationResult{
 				InvocationID: id, FunctionID: fn, Result: o.result, Error: o.err,
 				Traceparent: o.traceparent, Baggage: o.baggage,
-			}))
+			})
 		}
 	}
 	if m.Action != nil && m.Action.Type == protocol.ActionEnqueue {
@@ -380,15 +380,15 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 		done(failed(protocol.CodeForbidden, "%s is private: only the worker that registered it may call it", call.FunctionID))
 		return nil
 	}
-	finish := done
 	if e.obs.n.Load() > 0 {
 		// Observers of the function see the call once it has ended.
-		next, reg := finish, r
-		finish = func(o outcome) {
+		next, reg := done, r
+		done = func(o outcome) {
 			e.observeRouted(&call, reg, o, start)
 			next(o)
 		}
 	}
+	finish := done
 	if e.bus.Active() {
 		if r != nil {
 			targetName = r.workerName()
@@ -499,13 +499,25 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 	if target.session != nil {
 		fid = target.session.localID(fid) // the worker knows it without its prefix
 	}
-	frame, err := protocol.Encode(protocol.InvokeFunction{
+	buf := frameBuf()
+	frame, err := protocol.AppendInvoke((*buf)[:0], &protocol.InvokeFunction{
 		InvocationID: id, FunctionID: fid, Data: call.Data,
 		Traceparent: call.Traceparent, Baggage: call.Baggage, Metadata: call.Metadata,
 		ObserveDepth: call.ObserveDepth, Activation: call.Activation,
 	})
+	if err == nil && !target.fits(len(frame)) {
+		e.drop(DropTooLarge, 1, "worker_id", target.id, "function_id", call.FunctionID, "bytes", len(frame))
+		*buf = frame
+		(&outFrame{buf: buf}).release()
+		if p := target.take(id); p != nil {
+			p.complete(failed(CodePayloadTooLarge, "invokefunction of %s is %d bytes, over the %d bytes worker %s reads",
+				call.FunctionID, len(frame), target.sendLimit(), target.id))
+		}
+		return nil
+	}
 	if err == nil {
-		err = target.out.push(outFrame{b: frame, call: p})
+		*buf = frame
+		err = target.out.push(outFrame{b: frame, call: p, buf: buf})
 	}
 	if err != nil {
 		if p := target.take(id); p != nil {
