@@ -234,7 +234,8 @@ modules:
 // TestBuiltinSourcesThroughObserve: a Rust 0.26 worker and a Python 0.25
 // worker each serve an HTTP route, a pub/sub topic, a state reaction, a
 // cron schedule and a queue consumer, all through observe; a route without
-// a path is refused with INVALID_ARGS; 0.22 registertrigger bindings work
+// a path is refused with INVALID_ARGS and the same route for another
+// function with HTTP_ROUTE_CONFLICT; 0.22 registertrigger bindings work
 // beside them (the Python one's own, and the engine's), and one on an
 // observer's route is a conflict; a worker's route goes with it.
 func TestBuiltinSourcesThroughObserve(t *testing.T) {
@@ -260,7 +261,7 @@ func testSources(t *testing.T, ctx context.Context, srv *devserver.Server, base 
 
 	got := w.answers(t, ctx)
 	want := map[string]string{"route": "ready", "topic": "ready", "state": "ready", "cron": "ready", "queue": "ready",
-		"bad-route": "INVALID_ARGS"}
+		"bad-route": "INVALID_ARGS", "taken-route": "HTTP_ROUTE_CONFLICT"}
 	for name, state := range want {
 		if got[name] != state {
 			t.Errorf("observer %s: %q, want %q (all: %v)", name, got[name], state, got)

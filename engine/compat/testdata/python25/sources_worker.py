@@ -82,6 +82,8 @@ observers = [
                            "deliver": "input"}, f"{PREFIX}::on-topic")),
     ("state", iii.observe({"function_id": "state::on-changed", "filters": {"input.scope": {"$eq": SCOPE}},
                            "deliver": "input"}, f"{PREFIX}::on-state")),
+    ("taken-route", iii.observe({"function_id": "http::on-request", "args": {"method": "GET", "path": ROUTE}},
+                                f"{PREFIX}::echo")),
     ("bad-route", iii.observe({"function_id": "http::on-request", "args": {"method": "GET"}},
                               f"{PREFIX}::hello")),
 ]
