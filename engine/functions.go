@@ -30,6 +30,10 @@ type Call struct {
 	// detached marks a worker's void call: it outlives its caller (the
 	// caller leaving does not release it).
 	detached bool
+	// resumed marks a call released from a breakpoint, deadline the
+	// engine-side deadline it keeps (unix nanos; 0: from dispatch).
+	resumed  bool
+	deadline int64
 	// declared marks an engine::workers::register already applied on the
 	// caller's reader.
 	declared bool
