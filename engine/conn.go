@@ -425,6 +425,7 @@ func (c *conn) writeFrames(batch []outFrame) bool {
 		if f.call != nil && f.call.abandoned.Load() {
 			skipped++
 			unreported += len(f.b)
+			batch[i].release()
 			continue
 		}
 		if err := c.writeMessage(f.b); err != nil {
@@ -438,6 +439,7 @@ func (c *conn) writeFrames(batch []outFrame) bool {
 		}
 		c.writeSince.Store(time.Now().UnixNano())
 		unreported += len(f.b)
+		batch[i].release() // the library has copied it out
 		if unreported >= wroteChunk {
 			c.out.wrote(unreported)
 			unreported = 0
@@ -474,6 +476,33 @@ func (c *conn) send(frame []byte) error {
 		c.e.drop(DropCallerGone, 1, "worker_id", c.id, "why", "connection closed")
 	}
 	return err
+}
+
+// sendResult queues an invocationresult for this worker, encoded into a
+// pooled buffer (see framePool); like send, it never waits.
+func (c *conn) sendResult(m *protocol.InvocationResult) {
+	buf := frameBuf()
+	b, err := protocol.AppendResult((*buf)[:0], m)
+	if err != nil {
+		// Results from workers were decoded from valid JSON; an in-process
+		// handler's invalid result is a programming error.
+		panic(err)
+	}
+	*buf = b
+	if !c.fits(len(b)) {
+		size := len(b)
+		c.e.drop(DropTooLarge, 1, "worker_id", c.id, "function_id", m.FunctionID, "bytes", size)
+		tooBig := *m
+		tooBig.Result, tooBig.Error = nil, &protocol.ErrorBody{Code: CodePayloadTooLarge, Message: fmt.Sprintf(
+			"the result of %s is %d bytes, over the %d bytes worker %s reads", m.FunctionID, size, c.sendLimit(), c.id)}
+		if b, err = protocol.AppendResult((*buf)[:0], &tooBig); err != nil {
+			panic(err)
+		}
+		*buf = b
+	}
+	if c.out.push(outFrame{b: b, buf: buf}) != nil {
+		c.e.drop(DropCallerGone, 1, "worker_id", c.id, "why", "connection closed")
+	}
 }
 
 // slowConsumer closes a worker whose writer has made no progress for
@@ -605,6 +634,16 @@ func (c *conn) handle(msg protocol.Message) {
 		c.send(mustEncode(protocol.Pong{}))
 	case protocol.Reattach:
 		e.reattach(c, m)
+	case protocol.Observe:
+		e.handleObserve(c, m)
+	case protocol.Unobserve:
+		e.handleUnobserve(c, m)
+	case protocol.ObserverAck:
+		e.handleObserverAck(c, m)
+	case protocol.InvocationsObserved:
+		e.handleInvocationsObserved(c, m)
+	case protocol.LocalInvocationStats:
+		e.handleLocalStats(c, m)
 	case protocol.Pong, protocol.WorkerRegistered:
 		// Engine-to-worker messages; nothing to do if a worker echoes them.
 	}

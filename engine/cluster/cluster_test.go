@@ -423,3 +423,40 @@ func TestLinksNeedTheEngineToken(t *testing.T) {
 		}
 	}
 }
+
+// TestOnMiniredis: the registry runs on miniredis as well (a single engine
+// test setup, or an embedded store shared over TCP): three engines call
+// each other's functions in every direction, and an engine that stops
+// leaves the others' tables at once.
+func TestOnMiniredis(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	mr := storetest.Mini(t)
+	name := fmt.Sprintf("mini%d", time.Now().UnixNano())
+	nodes := []*node{startNode(t, ctx, 0, mr.URL, name), startNode(t, ctx, 1, mr.URL, name), startNode(t, ctx, 2, mr.URL, name)}
+	for _, n := range nodes {
+		waitFor(t, ctx, fmt.Sprintf("engine %d to see every engine's functions", n.i), func() bool {
+			return sees(ctx, n.srv.Engine(), "e0::echo", "e1::echo", "e2::echo")
+		})
+	}
+	for _, from := range nodes {
+		for _, to := range nodes {
+			key := fmt.Sprintf("%d->%d", from.i, to.i)
+			r, err := sdk.Call[map[string]any](ctx, from.w, fmt.Sprintf("e%d::echo", to.i), in{Key: key})
+			if err != nil || r["by"] != float64(to.i) {
+				t.Fatalf("%s: %v, %v", key, r, err)
+			}
+		}
+	}
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	if err := nodes[2].srv.Stop(sctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "engines 0 and 1 to drop the engine that stopped", func() bool {
+		return !sees(ctx, nodes[0].srv.Engine(), "e2::echo") && !sees(ctx, nodes[1].srv.Engine(), "e2::echo")
+	})
+	if _, err := sdk.Call[any](ctx, nodes[0].w, "e2::echo", in{}); errCode(err) != engine.CodeFunctionNotFound {
+		t.Errorf("a call for the stopped engine's function: %v, want function_not_found", err)
+	}
+}

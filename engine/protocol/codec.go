@@ -453,18 +453,35 @@ func Encode(m Message) ([]byte, error) {
 	)
 	switch v := m.(type) {
 	case InvokeFunction:
-		b, err = appendInvoke(make([]byte, 0, invokeSize(&v)), &v)
+		b, err = AppendInvoke(make([]byte, 0, InvokeSize(&v)), &v)
 	case *InvokeFunction:
-		b, err = appendInvoke(make([]byte, 0, invokeSize(v)), v)
+		b, err = AppendInvoke(make([]byte, 0, InvokeSize(v)), v)
 	case InvocationResult:
-		b, err = appendResult(make([]byte, 0, resultSize(&v)), &v)
+		b, err = AppendResult(make([]byte, 0, ResultSize(&v)), &v)
 	case *InvocationResult:
-		b, err = appendResult(make([]byte, 0, resultSize(v)), v)
+		b, err = AppendResult(make([]byte, 0, ResultSize(v)), v)
 	default:
 		return encodeReflect(m)
 	}
+	return b, err
+}
+
+// AppendInvoke appends the encoded invokefunction to dst, as Encode
+// writes it; the router encodes into pooled buffers with it.
+func AppendInvoke(dst []byte, m *InvokeFunction) ([]byte, error) {
+	b, err := appendInvoke(dst, m)
 	if err != nil {
-		return nil, fmt.Errorf("protocol: encode %s: %w", m.MessageType(), err)
+		return nil, fmt.Errorf("protocol: encode %s: %w", TypeInvokeFunction, err)
+	}
+	return b, nil
+}
+
+// AppendResult appends the encoded invocationresult to dst, as Encode
+// writes it.
+func AppendResult(dst []byte, m *InvocationResult) ([]byte, error) {
+	b, err := appendResult(dst, m)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: encode %s: %w", TypeInvocationResult, err)
 	}
 	return b, nil
 }
@@ -495,7 +512,7 @@ func encodeReflect(m Message) ([]byte, error) {
 // without HTML escaping, as the reflective path does.
 func appendString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+		if !asciiText[s[i]] {
 			var buf bytes.Buffer
 			enc := json.NewEncoder(&buf)
 			enc.SetEscapeHTML(false)
@@ -628,9 +645,9 @@ func appendResult(b []byte, m *InvocationResult) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// invokeSize and resultSize are the encoded size of plain messages (keys
-// and punctuation included), so the frame is allocated once.
-func invokeSize(m *InvokeFunction) int {
+// InvokeSize and ResultSize bound the encoded size of plain messages
+// (keys and punctuation included), so a frame is allocated once.
+func InvokeSize(m *InvokeFunction) int {
 	n := 160 + len(m.InvocationID) + len(m.FunctionID) + len(m.Data) + len(m.Traceparent) + len(m.Baggage) + len(m.Metadata)
 	if m.Action != nil {
 		n += 40 + len(m.Action.Queue)
@@ -638,7 +655,7 @@ func invokeSize(m *InvokeFunction) int {
 	return n
 }
 
-func resultSize(m *InvocationResult) int {
+func ResultSize(m *InvocationResult) int {
 	n := 160 + len(m.InvocationID) + len(m.FunctionID) + len(m.Result) + len(m.Traceparent) + len(m.Baggage)
 	if m.Error != nil {
 		n += 48 + len(m.Error.Code) + len(m.Error.Message) + len(m.Error.Stacktrace)

@@ -28,6 +28,10 @@ const (
 	kindOther // through encoding/json
 )
 
+// maxCallFields bounds the fields of a call message (a bit each in a
+// uint32 presence mask).
+const maxCallFields = 32
+
 type callField struct {
 	name  string // json key, as tagged
 	index int    // struct field index
@@ -76,8 +80,8 @@ func newCallLayout(msg Message) *callLayout {
 		l.byKey[strings.ToLower(name)] = len(l.fields)
 		l.fields = append(l.fields, callField{name: name, index: i, kind: k})
 	}
-	if len(l.fields) > 64 {
-		panic("protocol: more than 64 fields in " + string(l.typ))
+	if len(l.fields) > maxCallFields {
+		panic("protocol: too many fields in " + string(l.typ))
 	}
 	return l
 }
@@ -149,8 +153,8 @@ func decodeCall(frame []byte) (msg Message, handled bool, err error) {
 	// a later duplicate key wins, as in encoding/json.
 	var (
 		typeVal span
-		spans   [2][64]span
-		present [2]uint64 // fields with a non-null value
+		spans   [2][maxCallFields]span
+		present [2]uint32 // fields with a non-null value
 		layouts = [2]*callLayout{invokeLayout, resultLayout}
 		merged  bool
 	)
@@ -213,17 +217,17 @@ func isTypeKey(key []byte, plain bool) bool {
 }
 
 // present reports whether field name was given a non-null value.
-func (l *callLayout) present(present uint64, name string) bool {
+func (l *callLayout) present(present uint32, name string) bool {
 	i, ok := l.byKey[name]
 	return ok && present&(1<<i) != 0
 }
 
 // fill sets the struct's fields from their spans. A value of the wrong
 // JSON type is an error naming the message and field.
-func (l *callLayout) fill(v reflect.Value, frame []byte, spans *[64]span, present uint64) error {
+func (l *callLayout) fill(v reflect.Value, frame []byte, spans *[maxCallFields]span, present uint32) error {
 	// The string fields that need no unescaping share one allocation.
 	var (
-		plainSet uint64
+		plainSet uint32
 		stack    [256]byte
 		joined   = stack[:0]
 	)
@@ -388,7 +392,7 @@ func readError(t Type, val []byte) (*ErrorBody, error) {
 
 // normalize applies what the engine expects of an invokefunction after
 // its fields are read (see Decode).
-func (m *InvokeFunction) normalize(l *callLayout, spans *[64]span, present uint64) error {
+func (m *InvokeFunction) normalize(l *callLayout, spans *[maxCallFields]span, present uint32) error {
 	if !l.present(present, "function_id") {
 		return missing(l.typ, "function_id")
 	}
@@ -417,7 +421,7 @@ func (m *InvokeFunction) normalize(l *callLayout, spans *[64]span, present uint6
 
 // normalize applies what the engine expects of an invocationresult after
 // its fields are read.
-func (m *InvocationResult) normalize(l *callLayout, present uint64) error {
+func (m *InvocationResult) normalize(l *callLayout, present uint32) error {
 	switch {
 	case !l.present(present, "invocation_id"):
 		return missing(l.typ, "invocation_id")
