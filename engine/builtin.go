@@ -10,7 +10,6 @@ import (
 	"unicode"
 
 	"github.com/iii-workbench/iii/engine/channel"
-	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
 
@@ -163,8 +162,10 @@ func cleanText(s string) string {
 }
 
 func (e *Engine) fnWorkersRegister(_ context.Context, call *Call) (json.RawMessage, error) {
+	if call.declared {
+		return json.RawMessage(`{"success":true}`), nil // applied on the worker's reader (registerWorker)
+	}
 	var in struct {
-		workerMeta
 		CallerID string `json:"_caller_worker_id"`
 	}
 	if err := decodeArgs(call.Data, &in); err != nil {
@@ -180,15 +181,9 @@ func (e *Engine) fnWorkersRegister(_ context.Context, call *Call) (json.RawMessa
 	if c == nil {
 		return nil, &protocol.ErrorBody{Code: CodeNotFound, Message: "engine::workers::register must be called by a connected worker"}
 	}
-	m := in.workerMeta
-	m.Name, m.Description = cleanText(m.Name), cleanText(m.Description)
-	c.mu.Lock()
-	c.meta = m
-	c.mu.Unlock()
-	c.log.Debug("worker metadata", "name", m.Name, "runtime", m.Runtime, "version", m.Version, "pid", m.PID)
-	e.bus.Publish(event.WorkerUpdated{WorkerID: c.id, Name: m.Name, Runtime: m.Runtime, Version: m.Version,
-		PID: m.PID, Draining: c.draining.Load(), At: time.Now()})
-	e.fireWorkersAvailable("worker_metadata_updated", c.id)
+	if err := e.registerWorker(c, call.Data); err != nil {
+		return nil, err
+	}
 	return json.RawMessage(`{"success":true}`), nil
 }
 

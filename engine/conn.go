@@ -30,6 +30,29 @@ type workerMeta struct {
 	PID         int             `json:"pid,omitempty"`
 	Isolation   string          `json:"isolation,omitempty"`
 	Telemetry   json.RawMessage `json:"telemetry,omitempty"`
+	// Namespace and Features are sent by the 0.25+ SDKs (features.go).
+	Namespace string    `json:"namespace,omitempty"`
+	Features  tokenList `json:"features,omitempty"`
+}
+
+// tokenList reads a list of feature tokens leniently, as the SDKs read the
+// engine's: anything but an array of strings reads as no tokens, and
+// non-string items are skipped.
+type tokenList []string
+
+func (l *tokenList) UnmarshalJSON(b []byte) error {
+	var items []json.RawMessage
+	*l = nil
+	if json.Unmarshal(b, &items) != nil {
+		return nil
+	}
+	for _, it := range items {
+		var s string
+		if json.Unmarshal(it, &s) == nil && s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
 }
 
 // conn is one worker socket. Its reader runs in the HTTP handler goroutine,
@@ -55,6 +78,7 @@ type conn struct {
 	slow       atomic.Bool  // closed as a slow consumer
 	pings      sync.WaitGroup
 	draining   atomic.Bool
+	decl       atomic.Pointer[declaration] // nil until engine::workers::register arrived (features.go)
 
 	ctx    context.Context // cancelled when the connection closes
 	cancel context.CancelFunc
@@ -98,12 +122,15 @@ func (e *Engine) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn
 		http.Error(w, "engine shutting down", http.StatusServiceUnavailable)
 		return nil, false
 	}
+	// Go's TCP sockets have Nagle off (TCP_NODELAY); the Rust SDK sets it
+	// on its end too when told so.
+	w.Header().Set("X-Iii-Capabilities", "tcp-nodelay")
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		e.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return nil, false
 	}
-	ws.SetReadLimit(e.opts.MaxFrameBytes)
+	ws.SetReadLimit(-1) // readMessage enforces MaxFrameBytes per message
 	return ws, true
 }
 
@@ -122,8 +149,16 @@ func (e *Engine) serveOTel(l *listener, w http.ResponseWriter, r *http.Request) 
 	}
 	ctx := e.ctx
 	for {
-		typ, data, err := ws.Read(ctx)
+		typ, data, err := readMessage(ctx, ws, e.opts.MaxFrameBytes)
+		var big *tooBig
+		if errors.As(err, &big) {
+			e.drop(DropTooLarge, 1, "why", "telemetry message over the read limit", "bytes", big.size)
+			continue
+		}
 		if err != nil {
+			if errors.Is(err, errDrainTooLong) {
+				ws.Close(websocket.StatusMessageTooBig, fmt.Sprintf("message over %d bytes (engine.max_frame_bytes)", e.opts.MaxFrameBytes))
+			}
 			if ctx.Err() != nil {
 				ws.Close(websocket.StatusGoingAway, "engine shutting down")
 			}
@@ -218,7 +253,7 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 	defer e.connsWG.Done()
 
 	// The greeting is the first frame the writer sends.
-	c.send(mustEncode(protocol.WorkerRegistered{WorkerID: c.id, ReattachToken: c.token}))
+	c.send(mustEncode(e.greeting(c)))
 
 	writerDone := make(chan struct{})
 	// Exits when c.ctx is cancelled or a write fails.
@@ -243,10 +278,21 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 // returns why.
 func (c *conn) readLoop() string {
 	for {
-		typ, data, err := c.ws.Read(ioCtx)
+		typ, data, err := readMessage(ioCtx, c.ws, c.e.opts.MaxFrameBytes)
+		var big *tooBig
+		if errors.As(err, &big) {
+			c.lastRead.Store(time.Now().UnixNano())
+			c.refuseTooBig(big)
+			continue
+		}
 		if err != nil {
 			if c.ctx.Err() != nil && websocket.CloseStatus(err) == -1 {
 				return "closed by engine"
+			}
+			if errors.Is(err, errDrainTooLong) {
+				// Bounded by the library's close timeout.
+				c.ws.Close(websocket.StatusMessageTooBig, fmt.Sprintf("message over %d times engine.max_frame_bytes (%d bytes)", drainFactor, c.e.opts.MaxFrameBytes))
+				return fmt.Sprintf("message far over the read limit of %d bytes (1009)", c.e.opts.MaxFrameBytes)
 			}
 			return closeReason(err)
 		}
@@ -382,7 +428,7 @@ func (c *conn) writeFrames(batch []outFrame) bool {
 			batch[i].release()
 			continue
 		}
-		if err := c.ws.Write(ioCtx, websocket.MessageText, f.b); err != nil {
+		if err := c.writeMessage(f.b); err != nil {
 			if c.ctx.Err() == nil {
 				c.log.Warn("write to worker failed; closing", "err", err)
 			}
@@ -433,10 +479,18 @@ func (c *conn) send(frame []byte) error {
 }
 
 // sendResult queues an invocationresult for this worker, encoded into a
-// pooled buffer (see framePool); like send, it never waits.
+// pooled buffer (see framePool); like send, it never waits. A result over
+// what the worker reads becomes a payload_too_large error.
 func (c *conn) sendResult(m *protocol.InvocationResult) {
 	buf := frameBuf()
 	b, err := protocol.AppendResult((*buf)[:0], m)
+	if err == nil && !c.fits(len(b)) {
+		c.e.drop(DropTooLarge, 1, "worker_id", c.id, "function_id", m.FunctionID, "bytes", len(b))
+		res := *m
+		res.Result, res.Error = nil, &protocol.ErrorBody{Code: CodePayloadTooLarge, Message: fmt.Sprintf(
+			"the result of %s is %d bytes, over the %d bytes worker %s reads", m.FunctionID, len(b), c.sendLimit(), c.id)}
+		b, err = protocol.AppendResult((*buf)[:0], &res)
+	}
 	if err != nil {
 		// Results from workers were decoded from valid JSON; an in-process
 		// handler's invalid result is a programming error.

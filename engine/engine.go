@@ -26,7 +26,7 @@ import (
 
 // Defaults for Options fields left zero.
 const (
-	DefaultMaxFrameBytes       = 16 << 20
+	DefaultMaxFrameBytes       = MaxMessageBytes
 	DefaultInvocationTimeout   = 5 * time.Minute
 	DefaultOutboundQueueBytes  = 4 << 20
 	DefaultSlowConsumerTimeout = 30 * time.Second
@@ -69,8 +69,12 @@ type Options struct {
 	AuthToken string
 	// InvocationTimeout bounds every routed call (leak guard); code "timeout".
 	InvocationTimeout time.Duration
-	// MaxFrameBytes is the read limit per frame; a larger frame closes the
-	// socket with 1009.
+	// MaxFrameBytes is the read limit per message (64 MiB, at most
+	// MaxFrameBytesLimit), whether it comes as one frame or fragments. A
+	// larger message is read to its end and discarded: a call in it is
+	// answered, a result in it completes its call, with payload_too_large;
+	// the socket stays open (only a message over four times the limit
+	// closes it with 1009).
 	MaxFrameBytes int64
 	// OutboundQueueBytes is the high-water mark of each worker's outbound
 	// queue (4 MiB): at or above it, producers of calls to that worker
@@ -133,6 +137,7 @@ func (o *Options) withDefaults() {
 	if o.MaxFrameBytes <= 0 {
 		o.MaxFrameBytes = DefaultMaxFrameBytes
 	}
+	o.MaxFrameBytes = min(o.MaxFrameBytes, MaxFrameBytesLimit)
 	if o.OutboundQueueBytes <= 0 {
 		o.OutboundQueueBytes = DefaultOutboundQueueBytes
 	}
@@ -184,6 +189,10 @@ type Engine struct {
 
 	funcsChanged chan struct{} // cap 1; coalesces functions-available firings
 
+	featMu    sync.RWMutex
+	features  []string                    // advertised in workerregistered (features.go)
+	declHooks []func(c *conn, first bool) // run when a worker declares itself; set in New
+
 	channels *channel.Manager // streaming channels; closed by Shutdown
 
 	// refused records function registrations an RBAC rule or hook turned
@@ -191,6 +200,8 @@ type Engine struct {
 	refused map[string]refusal
 
 	external atomic.Pointer[externalProvider] // HTTP-invoked functions, or nil
+
+	obs observers // the observer registry (observe.go)
 
 	sink          atomic.Pointer[TelemetrySink]
 	fwd           atomic.Pointer[Forwarder] // nil: a single engine (forward.go)
@@ -220,6 +231,8 @@ func New(opts Options) (*Engine, error) {
 		refused:      make(map[string]refusal),
 		funcsChanged: make(chan struct{}, 1),
 	}
+	// Messages up to 64 MiB both ways, fragmented or not (largemsg.go).
+	e.Advertise(FeatureLargeMessagesV1)
 	e.SetTelemetrySink(opts.TelemetrySink)
 	e.channels = channel.NewManager(channel.Options{Logger: opts.Logger})
 	if err := e.registerBuiltins(); err != nil {

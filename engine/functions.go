@@ -30,6 +30,9 @@ type Call struct {
 	// detached marks a worker's void call: it outlives its caller (the
 	// caller leaving does not release it).
 	detached bool
+	// declared marks an engine::workers::register already applied on the
+	// caller's reader.
+	declared bool
 }
 
 // Trigger kinds the router fills in when the caller did not.

@@ -267,6 +267,13 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 		Data: injectCaller(m.Data, caller.id), Metadata: m.Metadata,
 		Traceparent: m.Traceparent, Baggage: m.Baggage, CallerWorkerID: caller.id,
 	}
+	if m.FunctionID == registerWorkerFunction {
+		// Applied here, in order with the worker's other frames, so what it
+		// declares (namespace, features) is in place for the frames after it.
+		if err := e.registerWorker(caller, m.Data); err == nil {
+			call.declared = true
+		}
+	}
 	void := m.Action != nil && m.Action.Type == protocol.ActionVoid
 	done := func(outcome) {}
 	if m.InvocationID != "" && !void {
@@ -474,6 +481,14 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 		InvocationID: id, FunctionID: fid, Data: call.Data,
 		Traceparent: call.Traceparent, Baggage: call.Baggage, Metadata: call.Metadata,
 	})
+	if err == nil && !target.fits(len(frame)) {
+		e.drop(DropTooLarge, 1, "worker_id", target.id, "function_id", call.FunctionID, "bytes", len(frame))
+		if p := target.take(id); p != nil {
+			p.complete(failed(CodePayloadTooLarge, "invokefunction of %s is %d bytes, over the %d bytes worker %s reads",
+				call.FunctionID, len(frame), target.sendLimit(), target.id))
+		}
+		return nil
+	}
 	if err == nil {
 		*buf = frame
 		err = target.out.push(outFrame{b: frame, call: p, buf: buf})

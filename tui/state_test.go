@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -226,18 +227,18 @@ func TestNavigationAndSelection(t *testing.T) {
 	}
 	// New calls arrive on top: the selection stays on the same call.
 	m.Update(eventsMsg{events: []event.Event{event.InvocationFinished{InvocationID: "inv-new", FunctionID: "orders::get", Status: "ok", At: t0}}})
-	if k, _ := m.selected(); k != "inv-0003" || m.tables[viewInvocations].cursor != 3 {
-		t.Errorf("after a new call: selected %q at %d; want inv-0003 at 3", k, m.tables[viewInvocations].cursor)
+	if k, _ := m.selected(); k != "inv-0003" || m.invocations.tbl.cursor != 3 {
+		t.Errorf("after a new call: selected %q at %d; want inv-0003 at 3", k, m.invocations.tbl.cursor)
 	}
 	// Paused, the tail does not grow.
 	press(m, "space")
 	m.Update(eventsMsg{events: []event.Event{event.InvocationFinished{InvocationID: "inv-later", FunctionID: "orders::get", Status: "ok", At: t0}}})
-	if len(m.rows) != 6 || m.st.calls != 7 {
-		t.Errorf("paused: %d rows, %d calls; want 6 rows shown and 7 calls counted", len(m.rows), m.st.calls)
+	if len(m.rows()) != 6 || m.st.calls != 7 {
+		t.Errorf("paused: %d rows, %d calls; want 6 rows shown and 7 calls counted", len(m.rows()), m.st.calls)
 	}
 	press(m, "space")
-	if len(m.rows) != 7 {
-		t.Errorf("resumed: %d rows; want 7", len(m.rows))
+	if len(m.rows()) != 7 {
+		t.Errorf("resumed: %d rows; want 7", len(m.rows()))
 	}
 	press(m, "tab")
 	if m.view != viewTraces {
@@ -252,20 +253,20 @@ func TestNavigationAndSelection(t *testing.T) {
 func TestFilter(t *testing.T) {
 	m, _ := newTestModel(t)
 	press(m, "2", "/", "b", "i", "l")
-	if len(m.rows) != 1 || m.rows[0].key != "billing::charge" {
-		t.Errorf("/bil shows %d rows; want billing::charge only", len(m.rows))
+	if len(m.rows()) != 1 || m.rows()[0].key != "billing::charge" {
+		t.Errorf("/bil shows %d rows; want billing::charge only", len(m.rows()))
 	}
 	press(m, "backspace", "backspace", "backspace", "enter")
-	if len(m.rows) != 4 || m.filtering {
-		t.Errorf("after erasing: %d rows, filtering %v; want 4 rows, filter closed", len(m.rows), m.filtering)
+	if len(m.rows()) != 4 || m.filtering {
+		t.Errorf("after erasing: %d rows, filtering %v; want 4 rows, filter closed", len(m.rows()), m.filtering)
 	}
 	press(m, "/", "z", "esc")
-	if m.filters[viewFunctions] != "" || len(m.rows) != 4 {
+	if m.filters[viewFunctions] != "" || len(m.rows()) != 4 {
 		t.Errorf("esc left filter %q", m.filters[viewFunctions])
 	}
 	press(m, "a")
-	if len(m.rows) != 4 {
-		t.Errorf("a with no engine functions changed the rows to %d", len(m.rows))
+	if len(m.rows()) != 4 {
+		t.Errorf("a with no engine functions changed the rows to %d", len(m.rows()))
 	}
 }
 
@@ -433,5 +434,35 @@ func BenchmarkRender(b *testing.B) {
 	for b.Loop() {
 		m.refresh()
 		_ = m.View()
+	}
+}
+
+// TestKeyMapIsTheSource: rebinding a key changes what the key does, the
+// footer and the help screen, with nothing else edited.
+func TestKeyMapIsTheSource(t *testing.T) {
+	m, _ := newTestModel(t)
+	m.Keys.Invocations.Pause = bind("p", "hold the tail", "p")
+	press(m, "4", "space")
+	if m.invocations.paused {
+		t.Fatal("space still pauses after Pause was bound to p")
+	}
+	press(m, "p")
+	if !m.invocations.paused {
+		t.Fatal("p does not pause after Pause was bound to it")
+	}
+	if got := ansi.Strip(m.footer()); !strings.Contains(got, "p hold the tail") {
+		t.Errorf("footer %q does not show the new binding", got)
+	}
+	help := strings.Join(m.helpLines(), "\n")
+	if !regexp.MustCompile(`(?m)^  p +hold the tail$`).MatchString(help) || regexp.MustCompile(`(?m)^  space +pause$`).MatchString(help) {
+		t.Errorf("help does not follow the key map:\n%s", help)
+	}
+	// Every page's hints are on the help screen under its name.
+	for i, p := range m.pages {
+		for _, b := range p.ShortHelp() {
+			if !strings.Contains(help, b.Help().Key) {
+				t.Errorf("view %s: %q is in the footer but not in help", viewNames[i], b.Help().Key)
+			}
+		}
 	}
 }

@@ -196,7 +196,7 @@ func TestGolden(t *testing.T) {
 		{"traces_local", []string{"4", "t"}, []string{"observability module not running", "5 spans"}},
 		{"logs", []string{"6"}, []string{"ModuleNotFoundError", "follow"}},
 		{"logs_one_worker", []string{"6", "w", "w"}, []string{"worker mailer"}},
-		{"help", []string{"?"}, []string{"Keys", "replay the selected invocation"}},
+		{"help", []string{"?"}, []string{"Keys", "Invocations"}},
 		{"filter", []string{"2", "/", "o", "r", "d"}, []string{"/ord"}},
 		{"worker_detail", []string{"1", "down", "down", "enter"}, []string{"Worker mailer", "last output"}},
 		{"paused", []string{"4", "space"}, []string{"PAUSED", "  orders → bil"}},

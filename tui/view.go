@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/iii-workbench/iii/engine/event"
@@ -285,19 +286,7 @@ func (m *Model) countsLine() string {
 
 func (m *Model) tabsLine() string {
 	st := m.Styles
-	var right []string
-	switch {
-	case m.view == viewInvocations && m.paused:
-		right = append(right, st.Warn.Render("PAUSED"))
-	case m.view == viewInvocations && m.tables[viewInvocations].cursor > 0:
-		// New calls still arrive above, but the selection stays put.
-		right = append(right, st.Warn.Render("held · g follows"))
-	case m.view == viewInvocations:
-		right = append(right, st.Dim.Render("live"))
-	}
-	if m.view == viewLogs {
-		right = append(right, m.logs.status())
-	}
+	right := m.pages[m.view].status()
 	if f := m.filters[m.view]; f != "" && !m.filtering {
 		right = append(right, st.Key.Render("/"+f))
 	}
@@ -333,25 +322,7 @@ func (m *Model) body() string {
 	if m.modal.kind != modalNone {
 		return m.modal.render()
 	}
-	switch m.view {
-	case viewLogs:
-		return m.logs.render(m.st, m.filters[viewLogs])
-	case viewTraces:
-		return m.trace.render()
-	}
-	empty := map[viewID]string{
-		viewWorkers:     "no workers connected",
-		viewFunctions:   "no functions registered",
-		viewTriggers:    "no triggers registered",
-		viewInvocations: "no invocations yet",
-	}[m.view]
-	if !m.ready {
-		empty = "loading…"
-	}
-	if m.filters[m.view] != "" {
-		empty = "nothing matches /" + m.filters[m.view]
-	}
-	return m.tables[m.view].render(m.rows, empty)
+	return m.pages[m.view].render()
 }
 
 // footer is the filter prompt, a flash message, or key hints.
@@ -359,7 +330,11 @@ func (m *Model) footer() string {
 	st := m.Styles
 	switch {
 	case m.filtering:
-		return pad(st.Key.Render("/")+m.filterBuf+"█"+st.Dim.Render("  enter apply · esc clear"), m.Width)
+		var hs []string
+		for _, b := range m.Keys.Filter.ShortHelp() {
+			hs = append(hs, b.Help().Key+" "+b.Help().Desc)
+		}
+		return pad(st.Key.Render("/")+m.filterBuf+"█"+st.Dim.Render("  "+strings.Join(hs, " · ")), m.Width)
 	case m.flash != "":
 		if m.flashErr {
 			return pad(st.FlashError.Render(" "+m.flash), m.Width)
@@ -369,34 +344,29 @@ func (m *Model) footer() string {
 	return pad(m.hints(), m.Width)
 }
 
+// hints are the footer's key hints, from the key map: the shared
+// moves, the active page's keys, help and quit; an open pane has its own.
 func (m *Model) hints() string {
 	k := m.Keys
 	var bs []keyHint
+	hint := func(generic bool, bindings ...key.Binding) {
+		for _, b := range bindings {
+			if b.Enabled() {
+				bs = append(bs, keyHint{key: b.Help().Key, desc: b.Help().Desc, generic: generic})
+			}
+		}
+	}
 	switch m.modal.kind {
 	case modalEditor:
-		bs = []keyHint{{key: "ctrl+s", desc: "send"}, {key: "esc", desc: "close"}}
+		hint(false, k.Modal.Send, k.Modal.Close)
 	case modalReplay:
-		bs = []keyHint{{key: "r", desc: "replay again"}, {key: "j/k", desc: "scroll"}, {key: "esc", desc: "close"}}
+		hint(false, k.Modal.Again, k.Modal.Scroll, k.Modal.Close)
 	case modalDetail, modalHelp:
-		bs = []keyHint{{key: "j/k", desc: "scroll"}, {key: "esc", desc: "close"}}
+		hint(false, k.Modal.ShortHelp()...)
 	default:
-		bs = []keyHint{{"j/k", "move", true}, {"1-6", "views", true}, {"/", "filter", true}}
-		switch m.view {
-		case viewWorkers:
-			bs = append(bs, keyHint{key: "enter", desc: "detail"}, keyHint{key: "l", desc: "logs"}, keyHint{key: "R", desc: "restart"})
-		case viewFunctions:
-			bs = append(bs, keyHint{key: "enter", desc: "detail"}, keyHint{key: "i", desc: "invoke"}, keyHint{key: "a", desc: "engine fns"})
-		case viewTriggers:
-			bs = append(bs, keyHint{key: "enter", desc: "detail"})
-		case viewInvocations:
-			bs = append(bs, keyHint{key: "enter", desc: "detail"}, keyHint{key: "r", desc: "replay"}, keyHint{key: "i", desc: "invoke"},
-				keyHint{key: "t", desc: "trace"}, keyHint{key: "space", desc: "pause"})
-		case viewTraces:
-			bs = append(bs, keyHint{key: "enter", desc: "span"}, keyHint{key: "ctrl+r", desc: "reload"})
-		case viewLogs:
-			bs = append(bs, keyHint{key: "f", desc: "follow"}, keyHint{key: "w", desc: "worker"})
-		}
-		bs = append(bs, keyHint{key: k.Help.Help().Key, desc: "help"}, keyHint{key: "q", desc: "quit"})
+		hint(true, k.Nav.Move, k.Global.View, k.Global.Filter)
+		hint(false, m.pages[m.view].ShortHelp()...)
+		hint(false, k.Global.Help, k.Global.Quit)
 	}
 	render := func(bs []keyHint) string {
 		parts := make([]string, len(bs))

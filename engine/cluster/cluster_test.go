@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/iii-workbench/iii/devserver"
@@ -306,6 +307,14 @@ func TestThreeEngines(t *testing.T) {
 		})
 		frozeAt := time.Now()
 		cluster.Freeze(nodes[2].srv.Cluster())
+		// The advertisement carries its expiry: at most ttl from the last
+		// heartbeat, never renewed from now on.
+		rdb := redis.NewClient(&redis.Options{Addr: strings.TrimPrefix(rs.URL(), "redis://")})
+		defer rdb.Close()
+		adKey := "iii:cluster:" + name + ":engine:" + nodes[2].srv.Cluster().ID()
+		if pttl, err := rdb.PTTL(ctx, adKey).Result(); err != nil || pttl <= 0 || pttl > ttl {
+			t.Errorf("PTTL %s = %v, %v; want an expiry within ttl (%v)", adKey, pttl, err, ttl)
+		}
 		for range cap(calls) {
 			select {
 			case err := <-calls:
@@ -319,8 +328,17 @@ func TestThreeEngines(t *testing.T) {
 		if d := time.Since(frozeAt); d > ttl+2*heartbeat+200*time.Millisecond {
 			t.Errorf("calls ended %v after the last heartbeat; want within ttl+heartbeat (%v)", d, ttl+heartbeat)
 		}
-		if sees(ctx, nodes[0].srv.Engine(), "e2::echo") {
-			t.Error("engine 0 still lists engine 2's functions")
+		// Every survivor drops engine 2 within ttl + heartbeat of its last
+		// heartbeat (the slack is for a loaded machine).
+		waitFor(t, ctx, "the survivors to drop engine 2", func() bool {
+			return !sees(ctx, nodes[0].srv.Engine(), "e2::echo") && !sees(ctx, nodes[1].srv.Engine(), "e2::echo") &&
+				sees(ctx, nodes[0].srv.Engine(), "e1::echo") && sees(ctx, nodes[1].srv.Engine(), "e0::echo")
+		})
+		if d := time.Since(frozeAt); d > ttl+heartbeat+500*time.Millisecond {
+			t.Errorf("engine 2 was listed %v after its last heartbeat; want at most ttl+heartbeat (%v)", d, ttl+heartbeat)
+		}
+		if n, err := rdb.Exists(ctx, adKey).Result(); err != nil || n != 0 {
+			t.Errorf("%s still in Redis %v after the last heartbeat (%d, %v); want expired within ttl", adKey, time.Since(frozeAt), n, err)
 		}
 		// The survivors keep serving each other.
 		if _, err := sdk.Call[any](ctx, nodes[0].w, "e1::echo", in{Key: "after"}); err != nil {
@@ -329,6 +347,7 @@ func TestThreeEngines(t *testing.T) {
 	})
 
 	t.Run("redis outage", func(t *testing.T) {
+		stoppedAt := time.Now()
 		rs.Stop()
 		waitFor(t, ctx, "cross-engine calls to fail with cluster_unavailable", func() bool {
 			cctx, ccancel := context.WithTimeout(ctx, time.Second)
@@ -336,6 +355,11 @@ func TestThreeEngines(t *testing.T) {
 			_, err := sdk.Call[any](cctx, nodes[0].w, "e1::echo", in{Key: "outage"})
 			return errCode(err) == engine.CodeClusterUnavailable
 		})
+		// Noticed at the next heartbeat or registry read, each bounded by
+		// max(heartbeat, 500 ms); the slack is for a loaded machine.
+		if d := time.Since(stoppedAt); d > heartbeat+2*time.Second {
+			t.Errorf("the outage was noticed after %v; want within a heartbeat and one Redis timeout", d)
+		}
 		start := time.Now()
 		_, err := sdk.Call[any](ctx, nodes[0].w, "e1::echo", in{Key: "outage"})
 		if errCode(err) != engine.CodeClusterUnavailable || time.Since(start) > 100*time.Millisecond {
@@ -344,12 +368,27 @@ func TestThreeEngines(t *testing.T) {
 		if _, err := sdk.Call[any](ctx, nodes[0].w, "e0::echo", in{Key: "local"}); err != nil {
 			t.Fatalf("local call during the outage: %v", err)
 		}
+		// The table changes while Redis is away: engine 1 gains a function.
+		must(t, nodes[1].w.RegisterFunction("e1::late", func(context.Context, json.RawMessage) (any, error) { return "late", nil }))
+		// Redis comes back empty (no persistence): every engine must
+		// advertise again. Until the table is rebuilt, a call for a
+		// function a peer served before the outage must not be told that
+		// no engine serves it.
 		rs.Restart()
+		codes := map[string]int{}
 		waitFor(t, ctx, "forwarding to resume after Redis returns", func() bool {
 			cctx, ccancel := context.WithTimeout(ctx, time.Second)
 			defer ccancel()
 			_, err := sdk.Call[any](cctx, nodes[0].w, "e1::echo", in{Key: "back"})
+			codes[errCode(err)]++
 			return err == nil
+		})
+		if n := codes[engine.CodeFunctionNotFound]; n > 0 {
+			t.Errorf("%d calls after Redis returned failed with function_not_found (codes %v); a rebuilding table must not say no engine serves a known function", n, codes)
+		}
+		waitFor(t, ctx, "engine 0 to learn the function engine 1 registered during the outage", func() bool {
+			r, err := sdk.Call[string](ctx, nodes[0].w, "e1::late", nil)
+			return err == nil && r == "late"
 		})
 	})
 }

@@ -7,7 +7,7 @@
 //	  port: 49134                   # worker WebSocket port (0: any free port)
 //	  auth_token: ${III_TOKEN:}     # shared worker token; empty = no auth
 //	  invocation_timeout_ms: 300000 # engine-side leak guard per call
-//	  max_frame_bytes: 16777216     # read limit per WebSocket frame
+//	  max_frame_bytes: 67108864     # read limit per message (at most 268435456)
 //	redis:
 //	  url: ""                       # empty = embedded store
 //	  store: managed                # without url: memory or managed (default: by command)
@@ -44,7 +44,8 @@ const (
 	DefaultHost              = "127.0.0.1"
 	DefaultPort              = 49134
 	DefaultInvocationTimeout = 5 * time.Minute
-	DefaultMaxFrameBytes     = 16 << 20
+	DefaultMaxFrameBytes     = 64 << 20
+	MaxFrameBytesLimit       = 256 << 20
 )
 
 // EnvToken is the environment variable that sets (and overrides) the worker
@@ -373,6 +374,10 @@ func (c *Config) setEngine(file string, r *rawEngine) error {
 	if r.MaxFrameBytes.Line > 0 {
 		if r.MaxFrameBytes.V <= 0 {
 			return invalid(file, r.MaxFrameBytes.Line, "engine.max_frame_bytes", "%d must be positive", r.MaxFrameBytes.V)
+		}
+		if r.MaxFrameBytes.V > MaxFrameBytesLimit {
+			return invalid(file, r.MaxFrameBytes.Line, "engine.max_frame_bytes",
+				"%d is over %d (256 MiB): each worker socket may hold a message of this size in memory", r.MaxFrameBytes.V, MaxFrameBytesLimit)
 		}
 		e.MaxFrameBytes = r.MaxFrameBytes.V
 	}

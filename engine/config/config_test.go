@@ -63,7 +63,7 @@ func TestParseGood(t *testing.T) {
   port: 49134
   auth_token: ${III_TOKEN:}
   invocation_timeout_ms: 300000
-  max_frame_bytes: 16777216
+  max_frame_bytes: 67108864
 redis:
   url: ""
 modules:
@@ -232,6 +232,8 @@ func TestParseBad(t *testing.T) {
 			"bad.yaml:2: engine.invocation_timeout_ms: 0 must be a positive number of milliseconds"},
 		{"zero frame limit", "\n\nengine:\n  max_frame_bytes: 0\n", ErrConfigInvalid,
 			"bad.yaml:4: engine.max_frame_bytes: 0 must be positive"},
+		{"frame limit over 256 MiB", "engine:\n  max_frame_bytes: 268435457\n", ErrConfigInvalid,
+			"bad.yaml:2: engine.max_frame_bytes: 268435457 is over 268435456 (256 MiB): each worker socket may hold a message of this size in memory"},
 		{"empty host", "engine:\n  host: ''\n", ErrConfigInvalid,
 			"bad.yaml:2: engine.host: must not be empty"},
 		{"host with port", "engine:\n  host: 127.0.0.1:80\n", ErrConfigInvalid,

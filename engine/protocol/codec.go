@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -79,6 +80,8 @@ type wire struct {
 	PreviousWorkerID     *string         `json:"previous_worker_id"`
 	ReattachToken        *string         `json:"reattach_token"`
 	WorkerID             *string         `json:"worker_id"`
+	Features             json.RawMessage `json:"features"`
+	wireObserve
 }
 
 type wireAction struct {
@@ -136,7 +139,11 @@ func decodeWire(trimmed []byte) (Message, error) {
 	if w.Type == nil {
 		return nil, fmt.Errorf("%w: missing \"type\"", ErrProtocolMalformed)
 	}
-	return w.narrow()
+	m, err := w.narrow()
+	if err != nil {
+		return nil, err
+	}
+	return w.observeFields(m)
 }
 
 // fieldsByType lists, for each message type, the top-level keys it reads.
@@ -147,16 +154,23 @@ var fieldsByType = func() map[Type][]string {
 		RegisterTrigger{}, UnregisterTrigger{}, TriggerRegistrationResult{}, InvokeFunction{},
 		InvocationResult{}, RegisterService{}, Ping{}, Pong{}, Reattach{}, WorkerRegistered{},
 	} {
-		keys := []string{"type"}
-		rt := reflect.TypeOf(msg)
-		for i := range rt.NumField() {
-			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
-			keys = append(keys, name)
-		}
-		m[msg.MessageType()] = keys
+		m[msg.MessageType()] = messageKeys(msg)
+	}
+	for _, msg := range observeMessages {
+		m[msg.MessageType()] = messageKeys(msg)
 	}
 	return m
 }()
+
+func messageKeys(msg Message) []string {
+	keys := []string{"type"}
+	rt := reflect.TypeOf(msg)
+	for i := range rt.NumField() {
+		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+		keys = append(keys, name)
+	}
+	return keys
+}
 
 // ownFields rebuilds the object frame keeping only the keys message type t
 // reads (matched as encoding/json matches them, ignoring case), in their
@@ -209,6 +223,24 @@ func str(p *string) string {
 		return ""
 	}
 	return *p
+}
+
+// tokens reads a list of strings leniently, as the SDKs read
+// workerregistered.features: anything but an array reads as none, and
+// items that are not strings are skipped.
+func tokens(r json.RawMessage) []string {
+	var items []json.RawMessage
+	if len(r) == 0 || json.Unmarshal(r, &items) != nil {
+		return nil
+	}
+	var out []string
+	for _, it := range items {
+		var s string
+		if json.Unmarshal(it, &s) == nil {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // rawOrNil turns an explicit JSON null into "absent" for optional fields.
@@ -398,7 +430,10 @@ func (w *wire) narrow() (Message, error) {
 		if w.WorkerID == nil {
 			return nil, missing(t, "worker_id")
 		}
-		return WorkerRegistered{WorkerID: *w.WorkerID, ReattachToken: str(w.ReattachToken)}, nil
+		return WorkerRegistered{WorkerID: *w.WorkerID, ReattachToken: str(w.ReattachToken), Features: tokens(w.Features)}, nil
+	}
+	if m, ok, err := w.narrowObserve(t); ok {
+		return m, err
 	}
 	return nil, fmt.Errorf("%w: %q", ErrProtocolUnknownType, *w.Type)
 }
@@ -560,6 +595,18 @@ func appendInvoke(b []byte, m *InvokeFunction) ([]byte, error) {
 			return nil, err
 		}
 	}
+	if m.ObserveDepth > 0 {
+		b = append(b, `,"observe_depth":`...)
+		b = strconv.AppendUint(b, uint64(m.ObserveDepth), 10)
+	}
+	if a := m.Activation; a != nil {
+		b = append(b, `,"activation":{"observer_id":`...)
+		b = appendString(b, a.ObserverID)
+		if a.ActivationID != "" {
+			b = appendField(b, "activation_id", a.ActivationID)
+		}
+		b = append(b, '}')
+	}
 	return append(b, '}'), nil
 }
 
@@ -581,6 +628,19 @@ func appendResult(b []byte, m *InvocationResult) ([]byte, error) {
 	}
 	if m.Baggage != "" {
 		b = appendField(b, "baggage", m.Baggage)
+	}
+	if m.Matched != nil { // [] (none matched) is not absent
+		b = append(b, `,"matched":[`...)
+		for i, id := range m.Matched {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, id)
+		}
+		b = append(b, ']')
+	}
+	if m.Delivered {
+		b = append(b, `,"delivered":true`...)
 	}
 	return append(b, '}'), nil
 }

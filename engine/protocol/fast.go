@@ -413,6 +413,9 @@ func (m *InvokeFunction) normalize(l *callLayout, spans *[maxCallFields]span, pr
 		m.InvocationID = id
 	}
 	m.Metadata = rawOrNil(m.Metadata)
+	if m.Activation != nil && m.Activation.ObserverID == "" {
+		return missing(l.typ, "activation.observer_id")
+	}
 	return nil
 }
 

@@ -70,6 +70,25 @@ type RegisterFunction struct {
 	ResponseFormat json.RawMessage `json:"response_format,omitempty"`
 	Metadata       json.RawMessage `json:"metadata,omitempty"`
 	Invocation     json.RawMessage `json:"invocation,omitempty"`
+	// Observe is the Python 0.25 observe descriptor (delivery, args_format,
+	// legacy_trigger_type, allow).
+	Observe *ObserveDescriptor `json:"observe,omitempty"`
+	// ArgsFormat, Private and Observable are the Rust 0.26 (observe.v2)
+	// registration fields: the JSON Schema of observers' args; only the
+	// hosting connection may call a private function; a nil Observable is
+	// true, false refuses every observer (NOT_OBSERVABLE).
+	ArgsFormat json.RawMessage `json:"args_format,omitempty"`
+	Private    bool            `json:"private,omitempty"`
+	Observable *bool           `json:"observable,omitempty"`
+}
+
+// IsObservable reports whether observers may attach to the function, by
+// either SDK's spelling (observable: false, or observe.allow: false).
+func (r *RegisterFunction) IsObservable() bool {
+	if r.Observable != nil && !*r.Observable {
+		return false
+	}
+	return r.Observe == nil || r.Observe.Allow == nil || *r.Observe.Allow
 }
 
 // UnregisterFunction withdraws a function.
@@ -125,6 +144,11 @@ type InvokeFunction struct {
 	Baggage      string          `json:"baggage,omitempty"`
 	Action       *Action         `json:"action,omitempty"`
 	Metadata     json.RawMessage `json:"metadata,omitempty"`
+	// ObserveDepth is the causal depth in observe hops (0 is left out).
+	ObserveDepth uint32 `json:"observe_depth,omitempty"`
+	// Activation marks an observer activation (engine to worker) or a call
+	// through an observer (worker to engine, ObserverID only).
+	Activation *Activation `json:"activation,omitempty"`
 }
 
 // InvocationResult answers an InvokeFunction. A non-nil Error wins over Result.
@@ -135,6 +159,13 @@ type InvocationResult struct {
 	Error        *ErrorBody      `json:"error,omitempty"`
 	Traceparent  string          `json:"traceparent,omitempty"`
 	Baggage      string          `json:"baggage,omitempty"`
+	// Matched and Delivered are an observe.v2 host's report on a routed
+	// call: the observers its match hook selected (nil: absent, the
+	// engine evaluates every observer; empty: none), and whether its
+	// deliver hook delivered the call itself. The engine strips both
+	// before forwarding the result.
+	Matched   []string `json:"matched,omitempty"`
+	Delivered bool     `json:"delivered,omitempty"`
 }
 
 // RegisterService groups functions for tooling.
@@ -161,6 +192,9 @@ type Reattach struct {
 type WorkerRegistered struct {
 	WorkerID      string `json:"worker_id"`
 	ReattachToken string `json:"reattach_token,omitempty"`
+	// Features the engine implements (observe.v1, ...); absent from a
+	// 0.22 engine, read by the 0.25+ SDKs.
+	Features []string `json:"features,omitempty"`
 }
 
 func (RegisterFunction) MessageType() Type          { return TypeRegisterFunction }

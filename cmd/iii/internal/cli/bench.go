@@ -69,7 +69,7 @@ through a minimal WebSocket relay in the same run and prints the ratio.
 	f.StringVar(&o.Function, "function", "", "load this function of a running engine instead of echo")
 	f.StringVar(&data, "data", "", "JSON payload for --function")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	cmd.AddCommand(newBenchConns(env), newBenchHTTP(env), newBenchRelay(env))
+	cmd.AddCommand(newBenchConns(env), newBenchHTTP(env), newBenchRelay(env), newBenchCluster(env))
 	return cmd
 }
 

@@ -1,0 +1,132 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/iii-workbench/iii/engine"
+)
+
+func TestFeaturesNegotiation(t *testing.T) {
+	te := startEngine(t, engine.Options{})
+	te.Advertise("test.v1", "test.v2", "test.v1", "")
+	want := []string{engine.FeatureLargeMessagesV1, "test.v1", "test.v2"}
+	if got := te.Features(); !slices.Equal(got, want) {
+		t.Fatalf("Features() = %v, want %v", got, want)
+	}
+	type decl struct {
+		id    string
+		first bool
+		fns   []string
+	}
+	var (
+		mu    sync.Mutex
+		decls []decl
+	)
+	te.OnDeclaredForTest(func(id string, first bool, fns []string) {
+		mu.Lock()
+		defer mu.Unlock()
+		slices.Sort(fns)
+		decls = append(decls, decl{id, first, fns})
+	})
+
+	t.Run("greeting lists what the engine advertises", func(t *testing.T) {
+		ws, _, err := dialOpts(t, te.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		hello := readJSON(t, ws)
+		got, _ := hello["features"].([]any)
+		if len(got) != 3 || got[0] != engine.FeatureLargeMessagesV1 || got[1] != "test.v1" || got[2] != "test.v2" {
+			t.Errorf("greeting features %v, want %v", hello["features"], want)
+		}
+	})
+
+	t.Run("declaration after registrations, applied in order", func(t *testing.T) {
+		w := dial(t, te.url)
+		// As the 0.25 SDKs do on every connection: registrations first,
+		// then the declaration, then (here) a call that depends on it.
+		w.send(map[string]any{"type": "registerfunction", "id": "feat::a"})
+		w.send(map[string]any{"type": "registerfunction", "id": "feat::b"})
+		w.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
+			"data": map[string]any{"name": "feat-worker", "runtime": "python", "namespace": "shop",
+				"features": []string{"observe.v1", "large-messages.v1"}}})
+		w.quiet()
+		if !te.WorkerHasFeature(w.id, "observe.v1") || !te.WorkerHasFeature(w.id, "large-messages.v1") {
+			t.Errorf("worker does not have its declared features")
+		}
+		if te.WorkerHasFeature(w.id, "observe.v2") {
+			t.Errorf("worker has observe.v2, which it did not declare")
+		}
+		mu.Lock()
+		got := slices.Clone(decls)
+		mu.Unlock()
+		if len(got) != 1 || got[0].id != w.id || !got[0].first || !slices.Equal(got[0].fns, []string{"feat::a", "feat::b"}) {
+			t.Errorf("declarations %+v, want one first declaration of %s holding feat::a, feat::b", got, w.id)
+		}
+		// A second declaration on the same connection is not the first.
+		w.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
+			"data": map[string]any{"name": "feat-worker", "features": []string{"observe.v1"}}})
+		w.quiet()
+		mu.Lock()
+		got = slices.Clone(decls)
+		mu.Unlock()
+		if len(got) != 2 || got[1].first {
+			t.Errorf("declarations %+v, want a second one with first=false", got)
+		}
+		if te.WorkerHasFeature(w.id, "large-messages.v1") {
+			t.Errorf("the second declaration did not replace the first")
+		}
+	})
+
+	t.Run("0.22 metadata and malformed features read as none", func(t *testing.T) {
+		for _, features := range []any{nil, "observe.v1", 5, []any{1, "observe.v1", nil}} {
+			w := dial(t, te.url)
+			data := map[string]any{"name": "old", "runtime": "node"}
+			if features != nil {
+				data["features"] = features
+			}
+			w.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"}, "data": data})
+			w.quiet()
+			want := false
+			if l, ok := features.([]any); ok && len(l) == 3 {
+				want = true // the one string item counts
+			}
+			if got := te.WorkerHasFeature(w.id, "observe.v1"); got != want {
+				t.Errorf("features %v: hasFeature(observe.v1) = %v, want %v", features, got, want)
+			}
+			waitFor(t, "worker name", func() bool {
+				for _, wi := range te.Snapshot().Workers {
+					if wi.ID == w.id {
+						return wi.Name == "old"
+					}
+				}
+				return false
+			})
+		}
+	})
+}
+
+func readJSON(t *testing.T, ws interface {
+	Read(context.Context) (websocket.MessageType, []byte, error)
+}) map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, b, err := ws.Read(ctx)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("frame %q: %v", b, err)
+	}
+	return m
+}
