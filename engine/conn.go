@@ -497,6 +497,17 @@ func (c *conn) sendResult(m *protocol.InvocationResult) {
 		panic(err)
 	}
 	*buf = b
+	if !c.fits(len(b)) {
+		size := len(b)
+		c.e.drop(DropTooLarge, 1, "worker_id", c.id, "function_id", m.FunctionID, "bytes", size)
+		tooBig := *m
+		tooBig.Result, tooBig.Error = nil, &protocol.ErrorBody{Code: CodePayloadTooLarge, Message: fmt.Sprintf(
+			"the result of %s is %d bytes, over the %d bytes worker %s reads", m.FunctionID, size, c.sendLimit(), c.id)}
+		if b, err = protocol.AppendResult((*buf)[:0], &tooBig); err != nil {
+			panic(err)
+		}
+		*buf = b
+	}
 	if c.out.push(outFrame{b: b, buf: buf}) != nil {
 		c.e.drop(DropCallerGone, 1, "worker_id", c.id, "why", "connection closed")
 	}
@@ -576,6 +587,7 @@ func (c *conn) cleanup(reason string) {
 	c.dropQueued(c.out.close())
 	c.failPending(CodeInvocationStopped, msg)
 	c.e.releaseCallsOf(c)
+	c.e.breakOwnerGone(c.id)
 	c.e.removeConn(c)
 	c.log.Debug("worker disconnected", "reason", reason)
 	c.e.bus.Publish(event.WorkerDisconnected{WorkerID: c.id, Reason: reason, At: time.Now()})
@@ -630,6 +642,16 @@ func (c *conn) handle(msg protocol.Message) {
 		c.send(mustEncode(protocol.Pong{}))
 	case protocol.Reattach:
 		e.reattach(c, m)
+	case protocol.Observe:
+		e.handleObserve(c, m)
+	case protocol.Unobserve:
+		e.handleUnobserve(c, m)
+	case protocol.ObserverAck:
+		e.handleObserverAck(c, m)
+	case protocol.InvocationsObserved:
+		e.handleInvocationsObserved(c, m)
+	case protocol.LocalInvocationStats:
+		e.handleLocalStats(c, m)
 	case protocol.Pong, protocol.WorkerRegistered:
 		// Engine-to-worker messages; nothing to do if a worker echoes them.
 	}

@@ -27,9 +27,12 @@ const (
 	// or result is answered with payload_too_large), or one the engine
 	// would have sent over the limit its target reads.
 	DropTooLarge = "message_too_large"
+	// DropObserve: an observer activation not made (loop guard, a full
+	// activation queue) or a host's report for an unknown observer.
+	DropObserve = "observe"
 )
 
-var dropReasons = [...]string{DropUndecodable, DropLateResult, DropCallerGone, DropConnClosed, DropTelemetry, DropTooLarge}
+var dropReasons = [...]string{DropUndecodable, DropLateResult, DropCallerGone, DropConnClosed, DropTelemetry, DropTooLarge, DropObserve}
 
 // dropCounters counts drops by reason.
 type dropCounters struct {

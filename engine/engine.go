@@ -22,6 +22,7 @@ import (
 	"github.com/iii-workbench/iii/engine/channel"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/internal/waitgroup"
+	"github.com/iii-workbench/iii/engine/protocol"
 )
 
 // Defaults for Options fields left zero.
@@ -201,13 +202,16 @@ type Engine struct {
 
 	external atomic.Pointer[externalProvider] // HTTP-invoked functions, or nil
 
-	obs observers // the observer registry (observe.go)
+	obs  observers // the observer registry (observe.go)
+	srcs sync.Map  // function id -> *triggerSource, the built-in sources (sources.go)
 
 	sink          atomic.Pointer[TelemetrySink]
 	fwd           atomic.Pointer[Forwarder] // nil: a single engine (forward.go)
 	drops         dropCounters
 	slowConsumers atomic.Uint64 // workers closed as slow consumers
 	stalls        atomic.Uint64 // times a producer waited for a full queue
+
+	breaks breakpoints // calls held for the user (breakpoints.go)
 }
 
 // New builds an engine with its built-in functions and trigger types.
@@ -235,17 +239,21 @@ func New(opts Options) (*Engine, error) {
 	e.Advertise(FeatureLargeMessagesV1)
 	e.SetTelemetrySink(opts.TelemetrySink)
 	e.channels = channel.NewManager(channel.Options{Logger: opts.Logger})
-	if err := e.registerBuiltins(); err != nil {
+	e.obs.init()
+	e.onDeclared(e.obsDeclared)
+	if err := errors.Join(e.registerBuiltins(), e.registerObserveBuiltins(), e.registerWatch(), e.registerBreakpoints()); err != nil {
 		cancel()
 		e.channels.Close(context.Background())
 		return nil, fmt.Errorf("engine: built-ins: %w", err)
 	}
 	// Both exit when the engine's context is cancelled by Shutdown.
-	if !e.goSafe(e.functionsAvailableLoop) || !e.goSafe(e.timeoutLoop) || !e.goSafe(e.stallLoop) {
+	if !e.goSafe(e.functionsAvailableLoop) || !e.goSafe(e.timeoutLoop) || !e.goSafe(e.stallLoop) || !e.goSafe(e.observeLoop) {
 		cancel()
 		e.channels.Close(context.Background())
 		return nil, ErrEngineClosed
 	}
+	// Observers (observe.go): both dialects, and local dispatch.
+	e.Advertise(protocol.FeatureObserveV1, protocol.FeatureObserveV2, protocol.FeatureLocalDispatchV1)
 	return e, nil
 }
 

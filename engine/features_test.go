@@ -14,9 +14,29 @@ import (
 )
 
 func TestFeaturesNegotiation(t *testing.T) {
+	builtin := []string{engine.FeatureLargeMessagesV1, "observe.v1", "observe.v2", "local-dispatch.v1"}
+	t.Run("a new engine advertises large messages, observe and local dispatch", func(t *testing.T) {
+		te := startEngine(t, engine.Options{})
+		ws, _, err := dialOpts(t, te.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		hello := readJSON(t, ws)
+		got, _ := hello["features"].([]any)
+		if hello["type"] != "workerregistered" || len(got) != len(builtin) {
+			t.Fatalf("greeting %v: want workerregistered with features %v", hello, builtin)
+		}
+		for i, f := range builtin {
+			if got[i] != f {
+				t.Errorf("greeting features %v, want %v", got, builtin)
+			}
+		}
+	})
+
 	te := startEngine(t, engine.Options{})
 	te.Advertise("test.v1", "test.v2", "test.v1", "")
-	want := []string{engine.FeatureLargeMessagesV1, "test.v1", "test.v2"}
+	want := append(slices.Clone(builtin), "test.v1", "test.v2")
 	if got := te.Features(); !slices.Equal(got, want) {
 		t.Fatalf("Features() = %v, want %v", got, want)
 	}
@@ -44,7 +64,7 @@ func TestFeaturesNegotiation(t *testing.T) {
 		defer ws.CloseNow()
 		hello := readJSON(t, ws)
 		got, _ := hello["features"].([]any)
-		if len(got) != 3 || got[0] != engine.FeatureLargeMessagesV1 || got[1] != "test.v1" || got[2] != "test.v2" {
+		if len(got) != len(want) || got[len(want)-2] != "test.v1" || got[len(want)-1] != "test.v2" {
 			t.Errorf("greeting features %v, want %v", hello["features"], want)
 		}
 	})
@@ -58,6 +78,13 @@ func TestFeaturesNegotiation(t *testing.T) {
 		w.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
 			"data": map[string]any{"name": "feat-worker", "runtime": "python", "namespace": "shop",
 				"features": []string{"observe.v1", "large-messages.v1"}}})
+		// It speaks observe: the registrations made before the declaration
+		// are acknowledged now (observe.go).
+		for _, id := range []string{"feat::a", "feat::b"} {
+			if m := w.expect("functionregistered"); m["id"] != id {
+				t.Errorf("functionregistered %v, want id %s", m, id)
+			}
+		}
 		w.quiet()
 		if !te.WorkerHasFeature(w.id, "observe.v1") || !te.WorkerHasFeature(w.id, "large-messages.v1") {
 			t.Errorf("worker does not have its declared features")

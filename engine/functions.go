@@ -30,15 +30,31 @@ type Call struct {
 	// detached marks a worker's void call: it outlives its caller (the
 	// caller leaving does not release it).
 	detached bool
+	// resumed marks a call released from a breakpoint, deadline the
+	// engine-side deadline it keeps (unix nanos; 0: from dispatch).
+	resumed  bool
+	deadline int64
 	// declared marks an engine::workers::register already applied on the
 	// caller's reader.
 	declared bool
+
+	// ObserveDepth is the call's causal depth in observe hops; Activation
+	// marks an observer activation (observe.go).
+	ObserveDepth uint32
+	Activation   *protocol.Activation
+	// input is the payload as the calling worker sent it (Data carries
+	// the engine's _caller_worker_id too); observers see this.
+	input json.RawMessage
 }
 
 // Trigger kinds the router fills in when the caller did not.
 const (
 	TriggerKindWorker = "worker" // a worker's invokefunction
 	TriggerKindEngine = "engine" // an in-process call without a kind
+	// TriggerKindObserve marks an observer activation; TriggerKindLocal a
+	// call a worker ran in-process and reported (local dispatch).
+	TriggerKindObserve = "observe"
+	TriggerKindLocal   = "local"
 )
 
 // Handler serves an in-process function. Returning a *protocol.ErrorBody
@@ -77,6 +93,9 @@ type registration struct {
 	// engine serves it in-process (handler, local) and drops it when the
 	// owner disconnects.
 	owner *conn
+	// obs is how the function takes observers (args_format, private,
+	// observable, owner delivery); nil for a plain registration.
+	obs *regObserve
 }
 
 func (r *registration) workerName() string {
@@ -171,6 +190,7 @@ func (e *Engine) RegisterFunction(worker string, fn Function) error {
 	e.mu.Unlock()
 	e.bus.Publish(event.FunctionRegistered{FunctionID: fn.ID, Worker: worker, At: time.Now()})
 	e.notifyFunctionsChanged()
+	e.obsFunctionChanged(fn.ID)
 	return nil
 }
 
@@ -186,13 +206,17 @@ func (e *Engine) UnregisterFunction(id string) {
 	e.mu.Unlock()
 	e.bus.Publish(event.FunctionUnregistered{FunctionID: id, At: time.Now()})
 	e.notifyFunctionsChanged()
+	e.obsFunctionChanged(id)
 }
 
 func (e *Engine) registerRemoteFunction(c *conn, m protocol.RegisterFunction) {
+	if !e.admitObserveRegistration(c, &m) {
+		return
+	}
 	reg := &registration{
 		description: m.Description, requestFormat: m.RequestFormat,
 		responseFormat: m.ResponseFormat, metadata: m.Metadata,
-		conn: c, at: time.Now(),
+		conn: c, at: time.Now(), obs: regObserveOf(&m),
 	}
 	if len(m.Invocation) > 0 {
 		var ok bool
@@ -233,6 +257,7 @@ func (e *Engine) registerRemoteFunction(c *conn, m protocol.RegisterFunction) {
 	}
 	e.bus.Publish(event.FunctionRegistered{FunctionID: m.ID, WorkerID: c.id, Worker: c.name(), At: reg.at})
 	e.notifyFunctionsChanged()
+	e.obsRegistered(c, m.ID)
 }
 
 func (e *Engine) unregisterRemoteFunction(c *conn, id string) {
@@ -242,6 +267,7 @@ func (e *Engine) unregisterRemoteFunction(c *conn, id string) {
 	if removed {
 		e.bus.Publish(event.FunctionUnregistered{FunctionID: id, WorkerID: c.id, At: time.Now()})
 		e.notifyFunctionsChanged()
+		e.obsUnregistered(c, id)
 	}
 }
 

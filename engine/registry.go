@@ -85,6 +85,7 @@ func (e *Engine) removeConn(c *conn) {
 	if len(fns) > 0 {
 		e.notifyFunctionsChanged()
 	}
+	e.obsConnClosed(c)
 }
 
 // WorkerInfo describes a connected worker or an in-process one.
@@ -157,6 +158,7 @@ type Snapshot struct {
 	Functions    []FunctionInfo
 	TriggerTypes []TriggerTypeInfo
 	Triggers     []TriggerInfo
+	Observers    []ObserverInfo // by source function, then id
 }
 
 // Snapshot copies the registries. Nothing in it points into the engine.
@@ -250,6 +252,9 @@ func (e *Engine) Snapshot() Snapshot {
 		sort.Strings(wi.TriggerTypes)
 		s.Workers = append(s.Workers, wi)
 	}
+	e.obs.mu.Lock()
+	s.Observers = e.observersLocked()
+	e.obs.mu.Unlock()
 	sort.Slice(s.Workers, func(i, j int) bool {
 		if s.Workers[i].Name != s.Workers[j].Name {
 			return s.Workers[i].Name < s.Workers[j].Name

@@ -22,6 +22,11 @@ type outcome struct {
 	err         *protocol.ErrorBody
 	traceparent string
 	baggage     string
+	// An observe.v2 host's report (invocationresult.matched/delivered),
+	// read by the observers of the call and never forwarded.
+	matched    []string
+	hasMatched bool
+	delivered  bool
 }
 
 func failed(code, format string, args ...any) outcome {
@@ -266,6 +271,11 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 		InvocationID: m.InvocationID, FunctionID: m.FunctionID,
 		Data: injectCaller(m.Data, caller.id), Metadata: m.Metadata,
 		Traceparent: m.Traceparent, Baggage: m.Baggage, CallerWorkerID: caller.id,
+		ObserveDepth: m.ObserveDepth, input: m.Data,
+	}
+	if m.Activation != nil {
+		e.callThroughObserver(caller, m)
+		return
 	}
 	if m.FunctionID == registerWorkerFunction {
 		// Applied here, in order with the worker's other frames, so what it
@@ -335,6 +345,9 @@ func (e *Engine) dispatch(call Call, done func(outcome)) {
 // call was never sent because ctx ended while waiting (done has then been
 // told too).
 func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call, done func(outcome)) error {
+	if e.breaks.armed.Load() && !call.resumed && e.hold(ctx, call, done) {
+		return nil // held at a breakpoint (breakpoints.go)
+	}
 	e.mu.RLock()
 	var r *registration
 	if f := e.functions[call.FunctionID]; f != nil {
@@ -363,6 +376,19 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 		call.Trigger = TriggerKindEngine
 		if call.CallerWorkerID != "" {
 			call.Trigger = TriggerKindWorker
+		}
+	}
+	if r != nil && r.obs != nil && r.obs.private && call.Activation == nil && r.conn != nil && call.CallerWorkerID != r.conn.id {
+		r.conn.inflight.Add(-1)
+		done(failed(protocol.CodeForbidden, "%s is private: only the worker that registered it may call it", call.FunctionID))
+		return nil
+	}
+	if e.obs.n.Load() > 0 {
+		// Observers of the function see the call once it has ended.
+		next, reg := done, r
+		done = func(o outcome) {
+			e.observeRouted(&call, reg, o, start)
+			next(o)
 		}
 	}
 	finish := done
@@ -452,8 +478,11 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 			return err
 		}
 	}
-	p := &pending{target: target, caller: owner, functionID: call.FunctionID, finish: finish,
-		deadline: time.Now().Add(e.opts.InvocationTimeout).UnixNano()}
+	deadline := call.deadline
+	if deadline == 0 {
+		deadline = time.Now().Add(e.opts.InvocationTimeout).UnixNano()
+	}
+	p := &pending{target: target, caller: owner, functionID: call.FunctionID, finish: finish, deadline: deadline}
 	target.mu.Lock()
 	if target.gone {
 		target.mu.Unlock()
@@ -480,9 +509,12 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 	frame, err := protocol.AppendInvoke((*buf)[:0], &protocol.InvokeFunction{
 		InvocationID: id, FunctionID: fid, Data: call.Data,
 		Traceparent: call.Traceparent, Baggage: call.Baggage, Metadata: call.Metadata,
+		ObserveDepth: call.ObserveDepth, Activation: call.Activation,
 	})
 	if err == nil && !target.fits(len(frame)) {
 		e.drop(DropTooLarge, 1, "worker_id", target.id, "function_id", call.FunctionID, "bytes", len(frame))
+		*buf = frame
+		(&outFrame{buf: buf}).release()
 		if p := target.take(id); p != nil {
 			p.complete(failed(CodePayloadTooLarge, "invokefunction of %s is %d bytes, over the %d bytes worker %s reads",
 				call.FunctionID, len(frame), target.sendLimit(), target.id))
@@ -576,7 +608,8 @@ func (e *Engine) resultFromWorker(c *conn, m protocol.InvocationResult) {
 		e.drop(DropLateResult, 1, "worker_id", c.id, "invocation_id", m.InvocationID, "function_id", m.FunctionID)
 		return
 	}
-	p.complete(outcome{result: m.Result, err: m.Error, traceparent: m.Traceparent, baggage: m.Baggage})
+	p.complete(outcome{result: m.Result, err: m.Error, traceparent: m.Traceparent, baggage: m.Baggage,
+		matched: m.Matched, hasMatched: m.Matched != nil, delivered: m.Delivered})
 }
 
 // QueueEnqueueFunction is the function an enqueue action is handed to; the

@@ -488,6 +488,7 @@ func (e *Engine) RegisterTriggerType(worker string, t TriggerType) error {
 	e.mu.Unlock()
 	e.bus.Publish(event.TriggerTypeRegistered{TriggerType: t.ID, At: time.Now()})
 	e.apply(ops)
+	e.installBuiltinSources(worker, t.ID) // sources.go
 	return nil
 }
 
