@@ -471,13 +471,19 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer m.wg.Done()
 	// Channel sockets carry their own capability (the key); browsers'
 	// origins are not checked, as iii does not.
+	// The end is claimed before the upgrade is answered, so of two
+	// sockets the one whose upgrade completed first is the one served.
+	taken := ch.take(dir)
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		m.log.Debug("channel upgrade failed", "channel_id", id, "err", err)
+		if taken {
+			m.done(ch, dir)
+		}
 		return
 	}
 	defer c.CloseNow()
-	if !ch.take(dir) {
+	if !taken {
 		c.Close(websocket.StatusPolicyViolation, fmt.Sprintf("channel %s end already taken", dir))
 		return
 	}
