@@ -38,6 +38,10 @@ type Call struct {
 	Caller *protocol.Caller
 	caller *conn // the worker whose invokefunction this is; nil for the engine's calls
 
+	// resumed marks a call released from a breakpoint, deadline the
+	// engine-side deadline it keeps (unix nanos; 0: from dispatch).
+	resumed  bool
+	deadline int64
 	// declared marks an engine::workers::register already applied on the
 	// caller's reader.
 	declared bool
