@@ -68,18 +68,19 @@ type conn struct {
 	log         *slog.Logger
 	out         *outq
 
-	python     bool         // the socket is the Python iii-sdk's (by User-Agent)
-	session    *session     // RBAC/middleware of its listener; nil: full rights
-	inflight   atomic.Int64 // calls routed to this worker and not yet answered
-	lastRead   atomic.Int64 // unix nanos of the last frame read
-	pinging    atomic.Bool  // a keepalive ping is out
-	paused     atomic.Bool  // the reader waits for another worker's full queue
-	writeSince atomic.Int64 // unix nanos of the writer's last progress while it has frames to write; 0 when idle
-	slow       atomic.Bool  // closed as a slow consumer
-	pings      sync.WaitGroup
-	draining   atomic.Bool
-	decl       atomic.Pointer[declaration] // nil until engine::workers::register arrived (features.go)
-	retiring   atomic.Bool                 // being replaced by a reload (SetRetiring)
+	python      bool         // the socket is the Python iii-sdk's (by User-Agent)
+	session     *session     // RBAC/middleware of its listener; nil: full rights
+	inflight    atomic.Int64 // calls routed to this worker and not yet answered
+	lastRead    atomic.Int64 // unix nanos of the last frame read
+	pinging     atomic.Bool  // a keepalive ping is out
+	paused      atomic.Bool  // the reader waits for another worker's full queue
+	writeSince  atomic.Int64 // unix nanos of the writer's last progress while it has frames to write; 0 when idle
+	slow        atomic.Bool  // closed as a slow consumer
+	pings       sync.WaitGroup
+	draining    atomic.Bool
+	decl        atomic.Pointer[declaration] // nil until engine::workers::register arrived (features.go)
+	retiring    atomic.Bool                 // being replaced by a reload (SetRetiring)
+	nameRefused atomic.Bool                 // refused WORKER_NAMESPACE_CONFLICT; closing, registers nothing more
 
 	ctx    context.Context // cancelled when the connection closes
 	cancel context.CancelFunc

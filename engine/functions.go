@@ -236,7 +236,7 @@ func (e *Engine) registerRemoteFunction(c *conn, m protocol.RegisterFunction) {
 	ns := c.namespace()
 	key := fnKey(ns, m.ID)
 	e.mu.Lock()
-	if c.removed {
+	if c.removed || c.nameRefused.Load() {
 		e.mu.Unlock()
 		return
 	}

@@ -153,6 +153,7 @@ func (e *Engine) settleDeclaration(c *conn) {
 		}
 	}
 	if nameOwner != nil {
+		c.nameRefused.Store(true)
 		for key := range c.fnIDs {
 			if e.dropRegistrationLocked(c, key) {
 				dropped = append(dropped, key)

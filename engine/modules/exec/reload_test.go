@@ -236,6 +236,34 @@ func TestReloadKeepsTriggersPython(t *testing.T) {
 	reloadUnderLoad(t, h, 2)
 }
 
+// TestReloadKeepsTriggersPython25: the same worker script on the Python
+// iii-sdk 0.25, which declares features: its new process registers the
+// worker name and functions the old one still holds, which the engine
+// would refuse (WORKER_NAMESPACE_CONFLICT) were the old one not marked
+// retiring by the reload.
+func TestReloadKeepsTriggersPython25(t *testing.T) {
+	python, _ := filepath.Abs("../../compat/testdata/python25/.venv/bin/python")
+	if _, err := os.Stat(python); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("the compat suite's Python 0.25 virtualenv is required in CI (.ci/run makes it): %v", err)
+		}
+		t.Skipf("needs the compat suite's Python 0.25 virtualenv: %v", err)
+	}
+	src, err := os.ReadFile("testdata/python/worker.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessWith(t, opts{slow: true, run: python + " worker.py", modules: triggerModules, extra: `
+		watch: ["**/*.txt"]
+		debounce_ms: 30`}, func(dir string) {
+		if err := os.WriteFile(filepath.Join(dir, "worker.py"), src, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	logsOnFailure(t, h)
+	reloadUnderLoad(t, h, 2)
+}
+
 // reloadUnderLoad reloads h's worker (bound to GET /echo/hello and a
 // per-second cron on echo::tick) the given number of times under HTTP load
 // and calls by function id. Each new process registers the same triggers
