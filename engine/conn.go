@@ -580,6 +580,7 @@ func (c *conn) cleanup(reason string) {
 	c.dropQueued(c.out.close())
 	c.failPending(CodeInvocationStopped, msg)
 	c.e.releaseCallsOf(c)
+	c.e.breakOwnerGone(c.id)
 	c.e.removeConn(c)
 	c.log.Debug("worker disconnected", "reason", reason)
 	c.e.bus.Publish(event.WorkerDisconnected{WorkerID: c.id, Reason: reason, At: time.Now()})

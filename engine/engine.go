@@ -216,6 +216,8 @@ type Engine struct {
 	drops         dropCounters
 	slowConsumers atomic.Uint64 // workers closed as slow consumers
 	stalls        atomic.Uint64 // times a producer waited for a full queue
+
+	breaks breakpoints // calls held for the user (breakpoints.go)
 }
 
 // New builds an engine with its built-in functions and trigger types.
@@ -245,7 +247,7 @@ func New(opts Options) (*Engine, error) {
 	e.channels = channel.NewManager(channel.Options{Logger: opts.Logger})
 	e.obs.init()
 	e.onDeclared(e.obsDeclared)
-	if err := errors.Join(e.registerBuiltins(), e.registerObserveBuiltins()); err != nil {
+	if err := errors.Join(e.registerBuiltins(), e.registerObserveBuiltins(), e.registerWatch(), e.registerBreakpoints()); err != nil {
 		cancel()
 		e.channels.Close(context.Background())
 		return nil, fmt.Errorf("engine: built-ins: %w", err)

@@ -77,7 +77,7 @@ func TestFeaturesNegotiation(t *testing.T) {
 		w.send(map[string]any{"type": "registerfunction", "id": "feat::a"})
 		w.send(map[string]any{"type": "registerfunction", "id": "feat::b"})
 		w.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
-			"data": map[string]any{"name": "feat-worker", "runtime": "python", "namespace": "shop",
+			"data": map[string]any{"name": "feat-worker", "runtime": "python",
 				"features": []string{"observe.v1", "large-messages.v1"}}})
 		// It speaks observe: the registrations made before the declaration
 		// are acknowledged now (observe.go).

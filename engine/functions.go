@@ -30,6 +30,10 @@ type Call struct {
 	// detached marks a worker's void call: it outlives its caller (the
 	// caller leaving does not release it).
 	detached bool
+	// resumed marks a call released from a breakpoint, deadline the
+	// engine-side deadline it keeps (unix nanos; 0: from dispatch).
+	resumed  bool
+	deadline int64
 	// Namespace the function resolves in ("" = DefaultNamespace).
 	Namespace string
 	// Caller is what the calling SDK asserted about who made the call

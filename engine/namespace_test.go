@@ -19,7 +19,8 @@ func declared(t *testing.T, url, name, ns string, fns ...string) *rawWorker {
 	for _, fn := range fns {
 		w.send(map[string]any{"type": "registerfunction", "id": fn})
 	}
-	data := map[string]any{"name": name, "runtime": "python", "features": []string{"observe.v1", "large-messages.v1"}}
+	// Not observe.v1: these tests do not read the observe frames (observe_test.go does).
+	data := map[string]any{"name": name, "runtime": "python", "features": []string{"large-messages.v1"}}
 	if ns != "" {
 		data["namespace"] = ns
 	}
@@ -152,7 +153,7 @@ func TestRegistrationRejected(t *testing.T) {
 		b.send(map[string]any{"type": "registerfunction", "id": "orders::create"})
 		b.send(map[string]any{"type": "registerfunction", "id": "orders::cancel"})
 		b.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
-			"data": map[string]any{"name": "b", "namespace": "orders", "features": []string{"observe.v1"}}})
+			"data": map[string]any{"name": "b", "namespace": "orders", "features": []string{"large-messages.v1"}}})
 		rej := b.expect("registrationrejected")
 		if rej["code"] != "FUNCTION_NAMESPACE_CONFLICT" || rej["namespace"] != "orders" || rej["function_id"] != "orders::create" || rej["owner_worker_id"] != a.id {
 			t.Errorf("rejection %v", rej)
@@ -184,7 +185,7 @@ func TestRegistrationRejected(t *testing.T) {
 		b := dial(t, te.url)
 		b.send(map[string]any{"type": "registerfunction", "id": "state::put"})
 		b.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
-			"data": map[string]any{"name": "state", "namespace": "orders", "features": []string{"observe.v1"}}})
+			"data": map[string]any{"name": "state", "namespace": "orders", "features": []string{"large-messages.v1"}}})
 		rej := b.expect("registrationrejected")
 		if rej["code"] != "WORKER_NAMESPACE_CONFLICT" || rej["worker_name"] != "state" || rej["owner_worker_id"] != a.id || rej["namespace"] != "orders" {
 			t.Errorf("rejection %v", rej)

@@ -869,7 +869,12 @@ func (e *Engine) obsDeclared(c *conn, _ bool) {
 	e.mu.RLock()
 	var ids []string
 	for id := range c.fnIDs {
-		ids = append(ids, id)
+		// The observe registry knows the default namespace's functions
+		// (bare ids); a namespaced worker's (fnKey "ns\x00id") are served
+		// through the engine, without observers or local dispatch, for now.
+		if strings.IndexByte(id, 0) < 0 {
+			ids = append(ids, id)
+		}
 	}
 	e.mu.RUnlock()
 	slices.Sort(ids)

@@ -356,6 +356,9 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 	} else {
 		key = fnKey(call.Namespace, key)
 	}
+	if e.breaks.armed.Load() && !call.resumed && e.hold(ctx, call, done) {
+		return nil // held at a breakpoint (breakpoints.go)
+	}
 	e.mu.RLock()
 	var r *registration
 	f := e.functions[key]
@@ -491,8 +494,11 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 			return err
 		}
 	}
-	p := &pending{target: target, caller: owner, functionID: call.FunctionID, finish: finish,
-		deadline: time.Now().Add(e.opts.InvocationTimeout).UnixNano()}
+	deadline := call.deadline
+	if deadline == 0 {
+		deadline = time.Now().Add(e.opts.InvocationTimeout).UnixNano()
+	}
+	p := &pending{target: target, caller: owner, functionID: call.FunctionID, finish: finish, deadline: deadline}
 	target.mu.Lock()
 	if target.gone {
 		target.mu.Unlock()

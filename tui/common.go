@@ -83,11 +83,12 @@ type KeyMap struct {
 	Invocations InvocationsKeys
 	Traces      TracesKeys
 	Logs        LogsKeys
+	Breaks      BreaksKeys
 }
 
 // GlobalKeys work in every view.
 type GlobalKeys struct {
-	// View switches to view n with the key n (1-6).
+	// View switches to view n with the key n (1-7).
 	View, NextTab, PrevTab, Filter, Back, Help, Quit key.Binding
 }
 
@@ -134,7 +135,9 @@ type ModalKeys struct {
 func (k ModalKeys) ShortHelp() []key.Binding { return []key.Binding{k.Scroll, k.Close} }
 
 // FullHelp lists the panes' keys.
-func (k ModalKeys) FullHelp() [][]key.Binding { return [][]key.Binding{{k.Send, k.Again, k.Scroll, k.Close}} }
+func (k ModalKeys) FullHelp() [][]key.Binding {
+	return [][]key.Binding{{k.Send, k.Again, k.Scroll, k.Close}}
+}
 
 // WorkersKeys act on the selected worker.
 type WorkersKeys struct{ Detail, Logs, Restart key.Binding }
@@ -146,25 +149,27 @@ func (k WorkersKeys) ShortHelp() []key.Binding { return []key.Binding{k.Detail, 
 func (k WorkersKeys) FullHelp() [][]key.Binding { return [][]key.Binding{k.ShortHelp()} }
 
 // FunctionsKeys act on the selected function.
-type FunctionsKeys struct{ Detail, Invoke, ShowAll key.Binding }
+type FunctionsKeys struct{ Detail, Invoke, Break, ShowAll key.Binding }
 
 // ShortHelp is the Functions view's footer.
-func (k FunctionsKeys) ShortHelp() []key.Binding { return []key.Binding{k.Detail, k.Invoke, k.ShowAll} }
+func (k FunctionsKeys) ShortHelp() []key.Binding {
+	return []key.Binding{k.Detail, k.Invoke, k.Break, k.ShowAll}
+}
 
 // FullHelp lists the Functions view's keys.
 func (k FunctionsKeys) FullHelp() [][]key.Binding { return [][]key.Binding{k.ShortHelp()} }
 
 // TriggersKeys act on the selected trigger.
-type TriggersKeys struct{ Detail key.Binding }
+type TriggersKeys struct{ Detail, Fire key.Binding }
 
 // ShortHelp is the Triggers view's footer.
-func (k TriggersKeys) ShortHelp() []key.Binding { return []key.Binding{k.Detail} }
+func (k TriggersKeys) ShortHelp() []key.Binding { return []key.Binding{k.Detail, k.Fire} }
 
 // FullHelp lists the Triggers view's keys.
 func (k TriggersKeys) FullHelp() [][]key.Binding { return [][]key.Binding{k.ShortHelp()} }
 
 // InvocationsKeys act on the selected call and the live tail.
-type InvocationsKeys struct{ Detail, Replay, Invoke, Trace, Pause key.Binding }
+type InvocationsKeys struct{ Detail, Replay, Invoke, Trace, Pause, Break key.Binding }
 
 // ShortHelp is the Invocations view's footer.
 func (k InvocationsKeys) ShortHelp() []key.Binding {
@@ -172,7 +177,9 @@ func (k InvocationsKeys) ShortHelp() []key.Binding {
 }
 
 // FullHelp lists the Invocations view's keys.
-func (k InvocationsKeys) FullHelp() [][]key.Binding { return [][]key.Binding{k.ShortHelp()} }
+func (k InvocationsKeys) FullHelp() [][]key.Binding {
+	return [][]key.Binding{append(k.ShortHelp(), k.Break)}
+}
 
 // TracesKeys act on the waterfall.
 type TracesKeys struct{ Span, Reload key.Binding }
@@ -192,6 +199,19 @@ func (k LogsKeys) ShortHelp() []key.Binding { return []key.Binding{k.Follow, k.W
 // FullHelp lists the Logs view's keys.
 func (k LogsKeys) FullHelp() [][]key.Binding { return [][]key.Binding{k.ShortHelp()} }
 
+// BreaksKeys decide the fate of the selected held call.
+type BreaksKeys struct{ Continue, Edit, Fail, Drop, Detail, ClearAll key.Binding }
+
+// ShortHelp is the Breakpoints view's footer.
+func (k BreaksKeys) ShortHelp() []key.Binding {
+	return []key.Binding{k.Continue, k.Edit, k.Fail, k.Drop, k.ClearAll}
+}
+
+// FullHelp lists the Breakpoints view's keys.
+func (k BreaksKeys) FullHelp() [][]key.Binding {
+	return [][]key.Binding{append(k.ShortHelp(), k.Detail)}
+}
+
 func bind(help, desc string, keys ...string) key.Binding {
 	return key.NewBinding(key.WithKeys(keys...), key.WithHelp(help, desc))
 }
@@ -200,7 +220,7 @@ func bind(help, desc string, keys ...string) key.Binding {
 func DefaultKeyMap() *KeyMap {
 	return &KeyMap{
 		Global: GlobalKeys{
-			View:    bind("1-6", "views", "1", "2", "3", "4", "5", "6"),
+			View:    bind("1-7", "views", "1", "2", "3", "4", "5", "6", "7"),
 			NextTab: bind("tab", "next view", "tab", "right"),
 			PrevTab: bind("shift+tab", "previous view", "shift+tab", "left"),
 			Filter:  bind("/", "filter", "/"),
@@ -237,19 +257,32 @@ func DefaultKeyMap() *KeyMap {
 		Functions: FunctionsKeys{
 			Detail:  bind("enter", "detail", "enter"),
 			Invoke:  bind("i", "invoke", "i"),
+			Break:   bind("b", "break", "b"),
 			ShowAll: bind("a", "engine fns", "a"),
 		},
-		Triggers: TriggersKeys{Detail: bind("enter", "detail", "enter")},
+		Triggers: TriggersKeys{
+			Detail: bind("enter", "detail", "enter"),
+			Fire:   bind("f", "fire now", "f"),
+		},
 		Invocations: InvocationsKeys{
 			Detail: bind("enter", "detail", "enter"),
 			Replay: bind("r", "replay", "r"),
 			Invoke: bind("i", "invoke", "i"),
 			Trace:  bind("t", "trace", "t"),
 			Pause:  bind("space", "pause", "space"),
+			Break:  bind("b", "break on its function", "b"),
 		},
 		Traces: TracesKeys{
 			Span:   bind("enter", "span", "enter"),
 			Reload: bind("ctrl+r", "reload", "ctrl+r"),
+		},
+		Breaks: BreaksKeys{
+			Continue: bind("c", "continue", "c"),
+			Edit:     bind("e", "edit & continue", "e"),
+			Fail:     bind("x", "fail", "x"),
+			Drop:     bind("d", "drop", "d"),
+			Detail:   bind("enter", "payload", "enter"),
+			ClearAll: bind("B", "clear all", "B"),
 		},
 		Logs: LogsKeys{
 			Follow: bind("f", "follow", "f"),

@@ -38,6 +38,7 @@ type modal struct {
 	// editor
 	editor     textarea.Model
 	functionID string
+	holdID     string // set when the editor edits a held call's payload
 	editErr    string
 	sending    bool
 	result     []string

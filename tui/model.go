@@ -13,6 +13,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/engine/watch"
 )
 
 // viewID names a tab.
@@ -25,10 +26,11 @@ const (
 	viewInvocations
 	viewTraces
 	viewLogs
+	viewBreaks
 	numViews
 )
 
-var viewNames = [numViews]string{"Workers", "Functions", "Triggers", "Invocations", "Traces", "Logs"}
+var viewNames = [numViews]string{"Workers", "Functions", "Triggers", "Invocations", "Traces", "Logs", "Breakpoints"}
 
 // Messages. Engine events arrive batched in eventsMsg; everything else is
 // the answer to a command the model issued.
@@ -60,7 +62,16 @@ type (
 		worker string
 		err    error
 	}
+	// controlMsg answers a Control call (breakpoints, fire now).
+	controlMsg struct {
+		done string // what to flash on success
+		err  error
+	}
 )
+
+// clusterResync is how often the TUI of an engine in a cluster reads a
+// snapshot: the other engines' workers and functions have no events here.
+const clusterResync = 5 * time.Second
 
 // maxBatch bounds one eventsMsg.
 const maxBatch = 8192
@@ -78,7 +89,8 @@ type Model struct {
 	now         time.Time
 	lastDropped uint64
 	resyncing   bool
-	ready       bool // first snapshot applied
+	synced      time.Time // when the last snapshot was applied
+	ready       bool      // first snapshot applied
 
 	view      viewID
 	pages     [numViews]page
@@ -116,16 +128,16 @@ func New(ctx context.Context, src Source, opts Options) *Model {
 	}
 	m.sub = src.Subscribe(opts.Buffer)
 	m.Styles, m.Keys = DefaultStyles(), DefaultKeyMap()
-	workers := &workersPage{newTablePage(m, viewWorkers, "no workers connected", []column{
-		{title: "NAME", flex: 1, min: 8}, {title: "RUNTIME", short: "RT"}, {title: "PID", right: true},
-		{title: "STATUS", min: 7}, {title: "FUNCS", short: "FN", right: true}, {title: "IN-FLIGHT", short: "INFL", right: true},
-		{title: "RESTARTS", short: "RST", right: true}, {title: "UPTIME", short: "UP", right: true},
-	}, func() []row { return workerRows(m.st, m.now, m.Styles) })}
+	workers := &workersPage{}
+	workers.tablePage = newTablePage(m, viewWorkers, "no workers connected", workerColumns(false), func() []row {
+		workers.tbl.cols = workerColumns(m.st.engine != "")
+		return workerRows(m.st, m.now, m.Styles)
+	})
 	m.functions = &functionsPage{}
-	m.functions.tablePage = newTablePage(m, viewFunctions, "no functions registered", []column{
-		{title: "FUNCTION", flex: 3, min: 12}, {title: "WORKERS", flex: 1, min: 8}, {title: "CALLS", right: true},
-		{title: "ERRORS", short: "ERR", right: true}, {title: "P50", right: true}, {title: "P99", right: true},
-	}, func() []row { return functionRows(m.st, m.functions.showEngine) })
+	m.functions.tablePage = newTablePage(m, viewFunctions, "no functions registered", functionColumns(false), func() []row {
+		m.functions.tbl.cols = functionColumns(m.st.engine != "")
+		return functionRows(m.st, m.functions.showEngine)
+	})
 	triggers := &triggersPage{newTablePage(m, viewTriggers, "no triggers registered", []column{
 		{title: "TYPE", min: 4}, {title: "FUNCTION", flex: 1, min: 10}, {title: "WORKER", min: 6},
 		{title: "STATE"}, {title: "CONFIG", flex: 2, min: 10},
@@ -138,7 +150,12 @@ func New(ctx context.Context, src Source, opts Options) *Model {
 	m.invocations.tbl.stickTop = true
 	m.trace = &tracesPage{m: m, pane: tracePane{Common: m.Common}}
 	m.logs = &logsPage{m: m, pane: logPane{Common: m.Common, follow: true}}
-	m.pages = [numViews]page{workers, m.functions, triggers, m.invocations, m.trace, m.logs}
+	breaks := &breaksPage{}
+	breaks.tablePage = newTablePage(m, viewBreaks, "no calls held: b sets a breakpoint on the selected function (Functions, Invocations)", []column{
+		{title: "FUNCTION", flex: 1, min: 10}, {title: "CALLER", min: 6}, {title: "TIMES OUT", short: "LEFT", right: true},
+		{title: "PAYLOAD", flex: 2, min: 10},
+	}, func() []row { return heldRows(m.st, m.now) })
+	m.pages = [numViews]page{workers, m.functions, triggers, m.invocations, m.trace, m.logs, breaks}
 	m.modal = modal{Common: m.Common}
 	return m
 }
@@ -227,6 +244,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		cmd = tea.Batch(cmds...)
 	case snapshotMsg:
 		m.st.resync(msg.snap)
+		m.synced = m.opts.Now()
 		m.resyncing = false
 		m.ready = true
 		if !m.logsQueried && m.hasFunction(FnLogsList) {
@@ -240,6 +258,11 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.flash, m.flashUntil = "", time.Time{}
 		}
 		cmd = m.tickCmd()
+		if m.st.engine != "" && !m.resyncing && m.now.Sub(m.synced) >= clusterResync {
+			// Other engines' workers come and go without events here.
+			m.resyncing = true
+			cmd = tea.Batch(cmd, m.snapshotCmd())
+		}
 	case invokedMsg:
 		m.modal.invoked(msg)
 	case traceMsg:
@@ -247,6 +270,12 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case logsMsg:
 		if msg.err == nil {
 			m.logs.pane.backfill(m.st, msg.entries)
+		}
+	case controlMsg:
+		if msg.err != nil {
+			m.setFlash(msg.err.Error(), true)
+		} else {
+			m.setFlash(msg.done, false)
 		}
 	case restartedMsg:
 		if msg.err != nil {
@@ -438,6 +467,11 @@ func (m *Model) modalKey(msg tea.KeyPressMsg) tea.Cmd {
 			if !json.Valid([]byte(raw)) {
 				m.modal.editErr = "not valid JSON: fix it and press ctrl+s again"
 				return nil
+			}
+			if id := m.modal.holdID; id != "" {
+				fn := m.modal.functionID
+				m.modal.close()
+				return m.control(watch.FnBreakRelease, watch.Release{HoldID: id, Data: json.RawMessage(raw)}, "continued "+fn+" with the edited payload")
 			}
 			m.modal.editErr, m.modal.sending = "", true
 			return m.invoke(m.modal.functionID, json.RawMessage(raw), nil)

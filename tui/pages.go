@@ -1,6 +1,8 @@
 package tui
 
 import (
+	"encoding/json"
+
 	"charm.land/bubbles/v2/help"
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
@@ -139,6 +141,10 @@ func (p *functionsPage) key(msg tea.KeyPressMsg) tea.Cmd {
 		if sel, ok := p.selected(); ok {
 			return m.openEditor(sel)
 		}
+	case key.Matches(msg, k.Break):
+		if sel, ok := p.selected(); ok {
+			return m.toggleBreak(sel)
+		}
 	}
 	return nil
 }
@@ -159,7 +165,39 @@ func (p *triggersPage) key(msg tea.KeyPressMsg) tea.Cmd {
 				m.modal.openDetail("Trigger "+t.ID, triggerDetail(t))
 			}
 		}
+	case key.Matches(msg, k.Fire):
+		if sel, ok := p.selected(); ok {
+			if t, ok := m.st.triggers[sel]; ok {
+				return m.fireNow(t)
+			}
+		}
 	}
+	return nil
+}
+
+// Functions the f key calls.
+const (
+	FnCronFire     = "engine::cron::fire"  // {trigger_id}
+	FnQueueRedrive = "iii::queue::redrive" // {topic}: the dead letters back onto the queue
+)
+
+// fireNow runs a cron trigger at once, or re-delivers the dead letters of
+// a durable subscription's topic.
+func (m *Model) fireNow(t Trigger) tea.Cmd {
+	switch t.Type {
+	case "cron":
+		return m.control(FnCronFire, map[string]string{"trigger_id": t.ID}, "fired "+t.FunctionID+" now")
+	case "durable:subscriber", "queue":
+		var cfg struct {
+			Topic string `json:"topic"`
+		}
+		if json.Unmarshal(t.Config, &cfg) != nil || cfg.Topic == "" {
+			m.setFlash("this queue trigger names no topic to re-deliver", true)
+			return nil
+		}
+		return m.control(FnQueueRedrive, map[string]string{"topic": cfg.Topic}, "dead letters of "+cfg.Topic+" re-delivered")
+	}
+	m.setFlash("f fires cron triggers and re-delivers a queue topic's dead letters; "+t.Type+" has neither", true)
 	return nil
 }
 
@@ -187,6 +225,10 @@ func (p *invocationsPage) key(msg tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(msg, k.Invoke):
 		if inv, ok := p.selectedInvocation(); ok {
 			return m.openEditor(inv.functionID)
+		}
+	case key.Matches(msg, k.Break):
+		if inv, ok := p.selectedInvocation(); ok {
+			return m.toggleBreak(inv.functionID)
 		}
 	case key.Matches(msg, k.Detail):
 		if inv, ok := p.find(); ok {

@@ -244,9 +244,9 @@ func TestNavigationAndSelection(t *testing.T) {
 	if m.view != viewTraces {
 		t.Errorf("tab from Invocations went to %v; want Traces", m.view)
 	}
-	press(m, "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab")
+	press(m, "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab")
 	if m.view != viewLogs {
-		t.Errorf("shift+tab ×5 from Traces went to %v; want Logs (wrapping)", m.view)
+		t.Errorf("shift+tab ×6 from Traces went to %v; want Logs (wrapping)", m.view)
 	}
 }
 
@@ -464,5 +464,89 @@ func TestKeyMapIsTheSource(t *testing.T) {
 				t.Errorf("view %s: %q is in the footer but not in help", viewNames[i], b.Help().Key)
 			}
 		}
+	}
+}
+
+// TestBreakpointKeys: the Breakpoints view's keys and b go through
+// Source.Control with the engine's breakpoint functions.
+func TestBreakpointKeys(t *testing.T) {
+	m, src := newTestModel(t)
+	run := func(keys ...string) {
+		t.Helper()
+		for _, k := range keys {
+			if _, cmd := m.Update(keyMsg(k)); cmd != nil {
+				if msg := cmd(); msg != nil {
+					m.Update(msg)
+				}
+			}
+		}
+	}
+	run("7", "c")
+	run("7", "x")
+	run("e", "ctrl+s")
+	run("2", "b")    // billing::charge has a breakpoint: b clears it
+	run("down", "b") // http::health has none: b sets one
+	want := []string{
+		`engine::breakpoints::release {"hold_id":"hold-1","action":"continue"}`,
+		`engine::breakpoints::release {"hold_id":"hold-1","action":"fail","error":"failed at a breakpoint from iii tui"}`,
+		`engine::breakpoints::release {"hold_id":"hold-1","data":{"amount":40}}`,
+		`engine::breakpoints::clear {"function_ids":["billing::charge"]}`,
+		`engine::breakpoints::set {"function_ids":["http::health"]}`,
+	}
+	got := make([]string, len(src.controls))
+	for i, c := range src.controls {
+		got[i] = strings.Join(strings.Fields(c), " ")
+	}
+	for i := range want {
+		want[i] = strings.Join(strings.Fields(want[i]), " ")
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("controls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestFireNow: f on a cron trigger fires it through engine::cron::fire,
+// on a queue trigger re-delivers its topic's dead letters.
+func TestFireNow(t *testing.T) {
+	m, src := newTestModel(t)
+	run := func(keys ...string) {
+		for _, k := range keys {
+			if _, cmd := m.Update(keyMsg(k)); cmd != nil {
+				if msg := cmd(); msg != nil {
+					m.Update(msg)
+				}
+			}
+		}
+	}
+	run("3", "f", "down", "down", "f") // cron t-2 sorts first, the queue t-3 last
+	want := []string{`engine::cron::fire {"trigger_id":"t-2"}`, `iii::queue::redrive {"topic":"lookups"}`}
+	if !reflect.DeepEqual(src.controls, want) {
+		t.Errorf("controls = %q; want %q", src.controls, want)
+	}
+}
+
+// TestClusterColumns: a snapshot from an engine in a cluster adds an
+// engine column to Workers and Functions and the peers to the header;
+// a single engine's views have neither.
+func TestClusterColumns(t *testing.T) {
+	m, _ := newTestModel(t)
+	screen := func() string { return ansi.Strip(m.render()) }
+	if s := screen(); strings.Contains(s, "ENGINE") || strings.Contains(s, "cluster") {
+		t.Fatalf("a single engine shows cluster columns:\n%s", s)
+	}
+	snap, _ := fixture()
+	snap.Engine, snap.Peers = "alpha", []string{"beta"}
+	snap.Workers[0].Engine = "beta"
+	snap.Functions[2].Engines = []string{"alpha", "beta"}
+	m.Update(snapshotMsg{snap: snap})
+	press(m, "1")
+	s := screen()
+	if !strings.Contains(s, "cluster: engine alpha + peers beta") || !regexp.MustCompile(`NAME +ENGINE +RUNTIME`).MatchString(s) ||
+		!regexp.MustCompile(`(?m)^ *orders +beta +node`).MatchString(s) || !regexp.MustCompile(`(?m)^ *billing +alpha +go`).MatchString(s) {
+		t.Errorf("workers in a cluster:\n%s", s)
+	}
+	press(m, "2")
+	if s := screen(); !regexp.MustCompile(`WORKERS +ENGINES +CALLS`).MatchString(s) || !regexp.MustCompile(`orders::create +orders +alpha, beta `).MatchString(s) {
+		t.Errorf("functions in a cluster:\n%s", s)
 	}
 }

@@ -15,6 +15,38 @@ import (
 
 // Row builders: pure functions of the state.
 
+// workerColumns are the Workers view's; in a cluster with the engine each
+// worker is connected to.
+func workerColumns(cluster bool) []column {
+	cols := []column{{title: "NAME", flex: 1, min: 8}}
+	if cluster {
+		cols = append(cols, column{title: "ENGINE", min: 6})
+	}
+	return append(cols, []column{{title: "RUNTIME", short: "RT"}, {title: "PID", right: true},
+		{title: "STATUS", min: 7}, {title: "FUNCS", short: "FN", right: true}, {title: "IN-FLIGHT", short: "INFL", right: true},
+		{title: "RESTARTS", short: "RST", right: true}, {title: "UPTIME", short: "UP", right: true}}...)
+}
+
+// functionColumns are the Functions view's; in a cluster with the
+// engines serving each function.
+func functionColumns(cluster bool) []column {
+	cols := []column{{title: "FUNCTION", flex: 3, min: 12}, {title: "WORKERS", flex: 1, min: 8}}
+	if cluster {
+		cols = append(cols, column{title: "ENGINES", flex: 1, min: 7})
+	}
+	return append(cols, []column{{title: "CALLS", right: true},
+		{title: "ERRORS", short: "ERR", right: true}, {title: "P50", right: true}, {title: "P99", right: true}}...)
+}
+
+// withEngine inserts the engine cell after the first cells when s is
+// part of a cluster.
+func withEngine(s *state, cells []string, at int, engine string) []string {
+	if s.engine == "" {
+		return cells
+	}
+	return slices.Insert(cells, at, dash(engine))
+}
+
 // workerRows lists connected workers (merged with the exec module's view
 // of their process), then managed processes with no connection (starting,
 // crashed, restarting), then in-process workers.
@@ -51,10 +83,14 @@ func workerRows(s *state, now time.Time, _ *Styles) []row {
 		default:
 			tone = statusTone(status)
 		}
-		rows = append(rows, row{key: w.key, tone: tone, cells: []string{
+		engine := w.engine
+		if engine == "" && !w.internal {
+			engine = s.engine // connected here after the last snapshot
+		}
+		rows = append(rows, row{key: w.key, tone: tone, cells: withEngine(s, []string{
 			name, dash(w.runtime), pid, status, strconv.Itoa(len(w.funcs)),
 			strconv.FormatInt(w.inFlight, 10), restarts, uptime,
-		}})
+		}, 1, engine)})
 	}
 	// Managed processes without a matching connection.
 	var orphans []row
@@ -75,9 +111,9 @@ func workerRows(s *state, now time.Time, _ *Styles) []row {
 			// Installing or waiting to register: how long so far.
 			status += " " + fmtUptime(now.Sub(since))
 		}
-		orphans = append(orphans, row{key: "proc:" + p.Worker, tone: statusTone(p.Status), cells: []string{
+		orphans = append(orphans, row{key: "proc:" + p.Worker, tone: statusTone(p.Status), cells: withEngine(s, []string{
 			p.Worker, "-", pid, status, "0", "0", strconv.Itoa(processRestarts(p)), uptime,
-		}})
+		}, 1, s.engine)})
 	}
 	// Keep in-process workers last.
 	i := slices.IndexFunc(rows, func(r row) bool { return r.tone == toneDim })
@@ -116,7 +152,7 @@ func functionRows(s *state, showEngine bool) []row {
 	funcs := s.sortedFuncs()
 	rows := make([]row, 0, len(funcs))
 	for _, f := range funcs {
-		if !showEngine && isEngineFunction(f.id) {
+		if !showEngine && isEngineFunction(f.id) || isClientFunction(f.id) {
 			continue
 		}
 		workers := strings.Join(s.funcWorkers(f), ", ")
@@ -131,14 +167,22 @@ func functionRows(s *state, showEngine bool) []row {
 		if f.calls > 0 && f.lat.n > 0 {
 			p50, p99 = fmtDuration(f.p50), fmtDuration(f.p99)
 		}
-		rows = append(rows, row{key: f.id, tone: tone, cells: []string{
+		engines := strings.Join(f.engines, ", ")
+		if engines == "" && len(f.regs) > 0 {
+			engines = s.engine
+		}
+		rows = append(rows, row{key: f.id, tone: tone, cells: withEngine(s, []string{
 			f.id, workers, fmtCount(f.calls), fmtCount(f.errors), p50, p99,
-		}})
+		}, 2, engines)})
 	}
 	return rows
 }
 
 func isEngineFunction(id string) bool { return strings.HasPrefix(id, "engine::") }
+
+// isClientFunction reports a function of iii's own clients (the events
+// function of an attached TUI): never listed.
+func isClientFunction(id string) bool { return strings.HasPrefix(id, CLIClientName+"::") }
 
 // triggerConfigWidth bounds the CONFIG cell; the table cuts it to its
 // column.
@@ -193,8 +237,16 @@ func statusCell(v invocation) string {
 func (m *Model) View() tea.View {
 	v := tea.NewView(m.render())
 	v.AltScreen = true
-	v.WindowTitle = "iii dev"
+	v.WindowTitle = m.title()
 	return v
+}
+
+// title names the program: iii dev, or iii tui when attached.
+func (m *Model) title() string {
+	if m.info.Attached {
+		return "iii tui"
+	}
+	return "iii dev"
 }
 
 // render is the screen as text, exactly Height lines of Width cells.
@@ -208,9 +260,18 @@ func (m *Model) render() string {
 
 func (m *Model) headerLines() string {
 	st, info := m.Styles, m.info
-	title := st.Title.Render(" iii dev ")
+	title := st.Title.Render(" " + m.title() + " ")
 	var b strings.Builder
 	b.WriteString(" " + info.URL)
+	if info.ReadOnly {
+		b.WriteString(" " + st.Warn.Render("read-only"))
+	}
+	if m.st.engine != "" {
+		b.WriteString("  cluster: engine " + m.st.engine)
+		if len(m.st.peers) > 0 {
+			b.WriteString(" + peers " + strings.Join(m.st.peers, ", "))
+		}
+	}
 	for _, e := range info.Endpoints {
 		b.WriteString("  " + e.Name + " " + e.Addr)
 	}
@@ -241,7 +302,7 @@ func (m *Model) countsLine() string {
 		}
 	}
 	for id := range s.funcs {
-		if !isEngineFunction(id) {
+		if !isEngineFunction(id) && !isClientFunction(id) {
 			funcs++
 		}
 	}
@@ -316,7 +377,7 @@ func (m *Model) tabsLine() string {
 }
 
 // viewShortNames label the inactive tabs on a narrow screen.
-var viewShortNames = [numViews]string{"Work", "Func", "Trig", "Inv", "Trace", "Logs"}
+var viewShortNames = [numViews]string{"Work", "Func", "Trig", "Inv", "Trace", "Logs", "Brk"}
 
 func (m *Model) body() string {
 	if m.modal.kind != modalNone {

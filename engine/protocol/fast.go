@@ -424,6 +424,9 @@ func (m *InvokeFunction) normalize(l *callLayout, spans *[maxCallFields]span, pr
 	if m.Activation != nil && m.Activation.ObserverID == "" {
 		return missing(l.typ, "activation.observer_id")
 	}
+	if emptyCaller(m.Caller) {
+		m.Caller = nil // absent, or not an object
+	}
 	return nil
 }
 

@@ -16,6 +16,23 @@ type Caller struct {
 	Parent       *Caller `json:"parent,omitempty"`
 }
 
+// UnmarshalJSON reads a caller leniently, as the SDKs do: anything but an
+// object reads as an empty caller (the call decoder then drops it), fields
+// that are not strings are dropped, and a parent keeps one level.
+func (c *Caller) UnmarshalJSON(b []byte) error {
+	*c = Caller{}
+	if d := decodeCaller(b); d != nil {
+		*c = *d
+	}
+	return nil
+}
+
+// emptyCaller reports whether c says nothing (absent, or not an object on
+// the wire).
+func emptyCaller(c *Caller) bool {
+	return c == nil || *c == (Caller{})
+}
+
 // wireNS holds the namespace fields of the older messages (the 0.25 SDKs'
 // invokefunction.namespace/caller, registertrigger.namespace and
 // trigger_namespace, registertriggertype.namespace); namespace itself is
@@ -30,7 +47,7 @@ type wireNS struct {
 // parent keeps one level.
 func decodeCaller(raw json.RawMessage) *Caller {
 	var m map[string]json.RawMessage
-	if len(raw) == 0 || json.Unmarshal(raw, &m) != nil || m == nil {
+	if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &m) != nil || m == nil {
 		return nil
 	}
 	text := func(k string) string {

@@ -176,6 +176,9 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 		CallRequestFormat:    json.RawMessage(`{"type":"object","properties":{"trigger":{"type":"string"},"job_id":{"type":"string"},"scheduled_time":{"type":"string"},"actual_time":{"type":"string"}}}`),
 		Provider:             provider{m},
 	})
+	if err == nil {
+		err = m.registerFire(h.Engine)
+	}
 	if err != nil {
 		m.cancel()
 		return fmt.Errorf("cron: %w", err)
@@ -193,6 +196,7 @@ func (m *Module) Stop(ctx context.Context) error {
 	if m.cancel == nil {
 		return nil
 	}
+	m.eng.UnregisterFunction(FunctionFire)
 	m.cancel()
 	done := waitgroup.Done(&m.wg)
 	select {
