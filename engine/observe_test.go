@@ -514,6 +514,15 @@ func TestObserveNamespaces(t *testing.T) {
 	if fr := host.want("functionregistered", nil); fr["id"] != "ns::f" || fr["namespace"] != "shop" {
 		t.Errorf("functionregistered %v, want ns::f in shop", fr)
 	}
+	// A registration replayed before the declaration is acknowledged in the
+	// namespace the declaration names.
+	early := &obsWorker{rawWorker: dial(t, te.url)}
+	early.send(map[string]any{"type": "registerfunction", "id": "ns::g"})
+	early.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
+		"data": map[string]any{"name": "shop2-host", "namespace": "shop2", "features": []string{"observe.v1"}}})
+	if fr := early.want("functionregistered", nil); fr["id"] != "ns::g" || fr["namespace"] != "shop2" {
+		t.Errorf("functionregistered %v, want ns::g in shop2", fr)
+	}
 	observer := obsDial(t, te.url, "observe.v1")
 	observer.register("ns::t")
 	target := map[string]any{"function_id": "ns::t"}
