@@ -894,13 +894,8 @@ func (e *Engine) obsDeclared(c *conn, _ bool) {
 	}
 	e.mu.RLock()
 	var ids []string
-	for id := range c.fnIDs {
-		// The observe registry knows the default namespace's functions
-		// (bare ids); a namespaced worker's (fnKey "ns\x00id") are served
-		// through the engine, without observers or local dispatch, for now.
-		if strings.IndexByte(id, 0) < 0 {
-			ids = append(ids, id)
-		}
+	for id := range c.fnIDs { // function keys, in any namespace
+		ids = append(ids, id)
 	}
 	e.mu.RUnlock()
 	slices.Sort(ids)
