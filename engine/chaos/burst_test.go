@@ -13,10 +13,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/internal/slowlink"
 	_ "github.com/iii-workbench/iii/engine/modules/pubsub"
+	"github.com/iii-workbench/iii/engine/server"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 	"github.com/iii-workbench/iii/sdk"
 )
@@ -46,7 +46,7 @@ func TestPubSubBurstIntoSlowSubscriber(t *testing.T) {
 	if err := rc.ConfigSet(ctx, "client-output-buffer-limit", "pubsub 0 0 0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	srv, _ := devtest.Start(t, ctx, fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: iii-pubsub\n", rs.URL()))
+	srv := enginetest.Start(t, ctx, fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: iii-pubsub\n", rs.URL()))
 	eng := srv.Engine()
 
 	proxy, err := slowlink.Start(strings.TrimPrefix(srv.URL(), "ws://"), 16<<20)
@@ -80,7 +80,7 @@ func TestPubSubBurstIntoSlowSubscriber(t *testing.T) {
 
 	peak := heapGrowth()
 	proxy.Hold()
-	channel := devserver.KeyPrefix + "pubsub:topic:burst"
+	channel := server.KeyPrefix + "pubsub:topic:burst"
 	pipe := rc.Pipeline()
 	for i := range messages {
 		pipe.Publish(ctx, channel, fmt.Sprintf(`{"i":%d}`, i))

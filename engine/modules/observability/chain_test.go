@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/sdk"
 )
 
@@ -167,7 +168,7 @@ func traceTreeOf(t *testing.T, ctx context.Context, eng *engine.Engine, traceID 
 }
 
 func TestCallChainIsOneTrace(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
 	hops := []hop{

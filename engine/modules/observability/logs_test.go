@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/sdk"
@@ -23,7 +24,7 @@ func logs(t *testing.T, ctx context.Context, eng *engine.Engine, filter map[stri
 }
 
 func TestLogFunctions(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
 
@@ -151,7 +152,7 @@ func (r *recorder) wait(t *testing.T, ctx context.Context, key string, value any
 }
 
 func TestLogTrigger(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
 	w := connect(t, ctx, s.URL(), "log-trigger-worker")
@@ -193,7 +194,7 @@ func TestLogTrigger(t *testing.T) {
 }
 
 func TestTraceTrigger(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
 	w := connect(t, ctx, s.URL(), "trace-trigger-worker")
@@ -266,7 +267,7 @@ func TestTraceTrigger(t *testing.T) {
 }
 
 func TestBaggageFunctions(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
 	const bg = "tenant=acme;prop=1,user=j%20doe, iii.function.id=x"

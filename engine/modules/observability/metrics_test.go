@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/modules/observability"
 	_ "github.com/iii-workbench/iii/engine/modules/queue"
@@ -70,7 +71,7 @@ func value(fams map[string]*dto.MetricFamily, name string, labels map[string]str
 }
 
 func TestPrometheusCountsCompletedCalls(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
 	if s.mod.MetricsAddr() == "" {
@@ -148,7 +149,7 @@ func TestPrometheusFunctionLabelCap(t *testing.T) {
 	const limit = 3
 	old := observability.SetFunctionLabelLimit(limit)
 	defer observability.SetFunctionLabelLimit(old)
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
 	const calls = 10
@@ -192,7 +193,7 @@ func TestMetricsDisabled(t *testing.T) {
 }
 
 func TestPrometheusQueueGauges(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServerWith(t, "  - class: QueueModule\n", "", nil)
 	eng := s.Engine()
 	w := connect(t, ctx, s.URL(), "queue-worker")

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/modules/observability"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
@@ -129,7 +130,7 @@ func TestOTLPExport(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx := testContext(t)
+			ctx := enginetest.Context(t)
 			col := newCollector(t)
 			cfg, env := tt.cfg(col.srv.URL)
 			s := startServer(t, cfg, env)
@@ -227,7 +228,7 @@ func (l logsServer) Export(_ context.Context, req *collogspb.ExportLogsServiceRe
 }
 
 func TestOTLPGRPCExport(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -12,9 +11,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/sdk"
 )
@@ -27,19 +25,10 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
 }
 
-const testTimeout = 30 * time.Second
-
-func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// testEngine is a devserver running the queue module.
+// testEngine is an engine running the queue module.
 type testEngine struct {
-	srv  *devserver.Server
-	logs *devtest.Logs
+	srv  *enginetest.Server
+	logs *enginetest.Logs
 	once sync.Once
 }
 
@@ -50,16 +39,9 @@ func startEngine(t testing.TB, ctx context.Context, redisURL, queuesYAML string)
 	if queuesYAML == "" {
 		queuesYAML = "{}"
 	}
-	text := fmt.Sprintf(`
-engine: {host: 127.0.0.1, port: 0}
-redis: {url: %q}
-modules:
-  - class: QueueModule
-    config: %s
-`, redisURL, queuesYAML)
-	srv, logs := devtest.Start(t, ctx, text)
-	te := &testEngine{srv: srv, logs: logs}
-	// devtest stops the engine at cleanup too; stopping twice is fine.
+	srv := enginetest.StartModule(t, ctx, redisURL, "QueueModule", queuesYAML)
+	te := &testEngine{srv: srv, logs: srv.Logs}
+	// enginetest stops the engine at cleanup too; stopping twice is fine.
 	t.Cleanup(func() { te.stop(t, 10*time.Second) })
 	return te
 }
