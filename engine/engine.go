@@ -179,8 +179,8 @@ type Engine struct {
 	ackMu   sync.Mutex
 	ackWait map[string]chan *ackResult // trigger id -> waiter (engine::register_trigger)
 
-	wg      sync.WaitGroup // every goroutine the engine starts
-	connsWG sync.WaitGroup // every worker socket handler
+	group   waitgroup.Group // every goroutine the engine starts; refuses once Shutdown begins
+	connsWG sync.WaitGroup  // every worker socket handler
 
 	funcsChanged chan struct{} // cap 1; coalesces functions-available firings
 
@@ -228,7 +228,7 @@ func New(opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("engine: built-ins: %w", err)
 	}
 	// Both exit when the engine's context is cancelled by Shutdown.
-	if !e.goSafe(e.functionsAvailableLoop) || !e.goSafe(e.timeoutLoop) || !e.goSafe(e.stallLoop) {
+	if !e.group.Go(e.functionsAvailableLoop) || !e.group.Go(e.timeoutLoop) || !e.group.Go(e.stallLoop) {
 		cancel()
 		e.channels.Close(context.Background())
 		return nil, ErrEngineClosed
@@ -242,22 +242,6 @@ func (e *Engine) Events() *event.Bus { return &e.bus }
 
 // Logger is the engine's logger, for modules.
 func (e *Engine) Logger() *slog.Logger { return e.opts.Logger }
-
-// goSafe runs fn in a goroutine the engine owns and waits for on Shutdown.
-// It refuses (returns false) once Shutdown has begun.
-func (e *Engine) goSafe(fn func()) bool {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if e.closing {
-		return false
-	}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		fn()
-	}()
-	return true
-}
 
 // Channels is the engine's table of streaming channels (spec §1.4).
 func (e *Engine) Channels() *channel.Manager { return e.channels }
@@ -360,6 +344,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		conns = append(conns, c)
 	}
 	e.mu.Unlock()
+	e.group.Close()
 	if !already {
 		e.log.Info("engine shutting down", "workers", len(conns))
 	}
@@ -371,13 +356,10 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	}
 	e.cancel()
 	cerr := e.channels.Close(ctx)
-	done := waitgroup.Done(&e.connsWG, &e.wg)
-	select {
-	case <-done:
-		return cerr
-	case <-ctx.Done():
-		return fmt.Errorf("engine: shutdown: %w", ctx.Err())
+	if err := e.group.Wait(ctx, &e.connsWG); err != nil {
+		return fmt.Errorf("engine: shutdown: %w", err)
 	}
+	return cerr
 }
 
 // isClosing reports whether Shutdown has begun.

@@ -399,7 +399,7 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 
 // runLocal runs an in-process handler in an engine-owned goroutine.
 func (e *Engine) runLocal(h Handler, call Call, finish func(outcome)) {
-	ok := e.goSafe(func() {
+	ok := e.group.Go(func() {
 		ctx, cancel := context.WithTimeout(e.ctx, e.opts.InvocationTimeout)
 		defer cancel()
 		res, err := h(ContextWithCall(ctx, &call), &call)

@@ -47,8 +47,10 @@ type Module interface {
 }
 
 // Provisioner is implemented by modules that set up resources (connections,
-// listeners) before validation. A failing Provision must clean up after
-// itself; Stop is not called for it.
+// listeners) before validation. When Provision or Validate fails, or the
+// module is never started, Stop is called to release what Provision
+// acquired (as caddy calls Cleanup), so Stop must work after a partial
+// Provision.
 type Provisioner interface {
 	Provision(ctx context.Context, h *Host) error
 }
