@@ -65,6 +65,27 @@ func init() {
 		New: func() module.Module { return &greeter{Greeting: "hello"} }})
 }
 
+// load loads the modules of yaml (a config.yaml) on a new engine, shut
+// down at cleanup, under a context with a deadline.
+func load(t *testing.T, yaml string) (context.Context, *engine.Engine, *module.Set, error) {
+	t.Helper()
+	cfg, err := config.Parse("t.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	eng, err := engine.New(engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(func() {
+		eng.Shutdown(ctx)
+		cancel()
+	})
+	set, err := module.Load(ctx, cfg.Modules, module.Host{Engine: eng})
+	return ctx, eng, set, err
+}
+
 // orderly records when it starts and stops, by its name.
 type orderly struct{ Name string }
 
@@ -99,18 +120,7 @@ func TestStopReverseOrder(t *testing.T) {
 			for _, n := range []string{"a", "b", "c"} {
 				yaml += "  - class: test.orderly." + n + "\n"
 			}
-			cfg, err := config.Parse("t.yaml", []byte(yaml+tc.more), func(string) (string, bool) { return "", false })
-			if err != nil {
-				t.Fatalf("parse: %v", err)
-			}
-			eng, err := engine.New(engine.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			defer eng.Shutdown(ctx)
-			set, err := module.Load(ctx, cfg.Modules, module.Host{Engine: eng})
+			ctx, _, set, err := load(t, yaml+tc.more)
 			if (err != nil) != (tc.more != "") {
 				t.Fatalf("Load: %v", err)
 			}
@@ -152,18 +162,7 @@ func TestLoad(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			journal = nil
-			cfg, err := config.Parse("t.yaml", []byte(tc.yaml), func(string) (string, bool) { return "", false })
-			if err != nil {
-				t.Fatalf("parse: %v", err)
-			}
-			eng, err := engine.New(engine.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			defer eng.Shutdown(ctx)
-			set, err := module.Load(ctx, cfg.Modules, module.Host{Engine: eng})
+			ctx, eng, set, err := load(t, tc.yaml)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("Load error %v, want it to contain %q", err, tc.err)
