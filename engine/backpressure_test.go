@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,42 +54,6 @@ func smallBufferDial() *websocket.DialOptions {
 			return c, err
 		},
 	}}}
-}
-
-// heapPeak samples the heap in use until stop is called and returns the
-// highest value seen above the starting point.
-func heapPeak(t *testing.T) (stop func() uint64) {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	// Exits when stop closes done.
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				var ms runtime.MemStats
-				runtime.ReadMemStats(&ms)
-				if ms.HeapInuse > base && ms.HeapInuse-base > peak.Load() {
-					peak.Store(ms.HeapInuse - base)
-				}
-			}
-		}
-	}()
-	return func() uint64 {
-		close(done)
-		wg.Wait()
-		return peak.Load()
-	}
 }
 
 // disconnects counts worker disconnections on the engine's bus.
@@ -189,7 +152,7 @@ func TestVoidBurstIntoSlowWorker(t *testing.T) {
 	}()
 	defer func() { caller.CloseNow(); <-readDone }()
 	proxy.Hold()
-	peak := heapPeak(t)
+	peak := enginetest.HeapGrowth()
 	sent := make(chan error, 1)
 	// Exits when every call is written or the socket fails.
 	go func() {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -78,7 +76,7 @@ func TestPubSubBurstIntoSlowSubscriber(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 
-	peak := heapGrowth()
+	peak := enginetest.HeapGrowth()
 	proxy.Hold()
 	channel := server.KeyPrefix + "pubsub:topic:burst"
 	pipe := rc.Pipeline()
@@ -125,41 +123,5 @@ func TestPubSubBurstIntoSlowSubscriber(t *testing.T) {
 	// in flight and the SDK worker share this heap.
 	if limit := uint64(64 << 20); grew > limit {
 		t.Errorf("heap grew by %d MiB, over the %d MiB bound", grew>>20, limit>>20)
-	}
-}
-
-// heapGrowth samples the heap in use until the returned function is called
-// and returns the largest growth over the starting point.
-func heapGrowth() (stop func() uint64) {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	// Exits when stop closes done.
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				var ms runtime.MemStats
-				runtime.ReadMemStats(&ms)
-				if ms.HeapInuse > base && ms.HeapInuse-base > peak.Load() {
-					peak.Store(ms.HeapInuse - base)
-				}
-			}
-		}
-	}()
-	return func() uint64 {
-		close(done)
-		wg.Wait()
-		return peak.Load()
 	}
 }

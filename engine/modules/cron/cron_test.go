@@ -348,8 +348,7 @@ func TestConfig(t *testing.T) {
 		{"{adapter: {name: kv, config: {lock_ttl_ms: soon}}}", "adapter.config.lock_ttl_ms must be an integer"},
 	}
 	for _, tt := range tests {
-		yaml := fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: CronModule\n    config: %s\n", url, tt.config)
-		err := enginetest.TryStart(ctx, yaml)
+		err := enginetest.TryStart(ctx, enginetest.ModuleConfig(url, "CronModule", tt.config))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("config %s: error %v, want one containing %q", tt.config, err, tt.want)
 		}

@@ -29,7 +29,7 @@ func startChain(t *testing.T, ctx context.Context, s *server, hops []hop) {
 		if h.worker == "" {
 			continue
 		}
-		w := connect(t, ctx, s.URL(), h.worker)
+		w := enginetest.Connect(t, ctx, s.URL(), h.worker)
 		next := ""
 		if i+1 < len(hops) {
 			next = hops[i+1].fn

@@ -45,7 +45,7 @@ func TestMalformedFramesDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sdkWorker := connect(t, ctx, s.URL(), "mf-worker", sdk.WithTelemetry(false)) // only the good frame adds worker spans
+	sdkWorker := enginetest.Connect(t, ctx, s.URL(), "mf-worker", sdk.WithTelemetry(false)) // only the good frame adds worker spans
 	sdkWorker.RegisterFunction("mf::echo", func(_ context.Context, in json.RawMessage) (any, error) { return in, nil })
 	waitFunctions(t, ctx, eng, "mf::echo")
 

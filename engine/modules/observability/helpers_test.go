@@ -17,7 +17,6 @@ import (
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/modules/observability"
-	"github.com/iii-workbench/iii/sdk"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -143,22 +142,6 @@ func spans(t *testing.T, ctx context.Context, eng *engine.Engine, filter map[str
 	var out spanList
 	call(t, ctx, eng, engine.Request{FunctionID: "engine::traces::list", Data: data(filter)}, &out)
 	return out
-}
-
-// connect connects a Go SDK worker (which exports its own spans unless
-// opts turn that off); Close at cleanup.
-func connect(t *testing.T, ctx context.Context, url, name string, opts ...sdk.Option) *sdk.Worker {
-	t.Helper()
-	w, err := sdk.Connect(ctx, url, append([]sdk.Option{sdk.WithName(name)}, opts...)...)
-	if err != nil {
-		t.Fatalf("connect %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		w.Close(ctx)
-	})
-	return w
 }
 
 // waitFunctions waits until the engine lists every id.

@@ -81,7 +81,7 @@ func TestLogFunctions(t *testing.T) {
 	}
 
 	// A worker logging from inside a call: its name and the call's trace.
-	w := connect(t, ctx, s.URL(), "log-worker")
+	w := enginetest.Connect(t, ctx, s.URL(), "log-worker")
 	w.RegisterFunction("lg::fn", func(ctx context.Context, _ json.RawMessage) (any, error) {
 		_, err := w.Trigger(ctx, sdk.TriggerRequest{FunctionID: "engine::log::warn", Payload: map[string]any{"message": "from a handler"}})
 		return nil, err
@@ -155,7 +155,7 @@ func TestLogTrigger(t *testing.T) {
 	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
-	w := connect(t, ctx, s.URL(), "log-trigger-worker")
+	w := enginetest.Connect(t, ctx, s.URL(), "log-trigger-worker")
 	rec := newRecorder()
 	w.RegisterFunction("lt::on", rec.handler)
 	waitFunctions(t, ctx, eng, "lt::on")
@@ -197,7 +197,7 @@ func TestTraceTrigger(t *testing.T) {
 	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
-	w := connect(t, ctx, s.URL(), "trace-trigger-worker")
+	w := enginetest.Connect(t, ctx, s.URL(), "trace-trigger-worker")
 	all, failed := newRecorder(), newRecorder()
 	w.RegisterFunction("tt::all", func(ctx context.Context, in json.RawMessage) (any, error) {
 		all.handler(ctx, in)

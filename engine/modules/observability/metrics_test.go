@@ -77,7 +77,7 @@ func TestPrometheusCountsCompletedCalls(t *testing.T) {
 	if s.mod.MetricsAddr() == "" {
 		t.Fatal("no metrics address")
 	}
-	w := connect(t, ctx, s.URL(), "metrics-worker")
+	w := enginetest.Connect(t, ctx, s.URL(), "metrics-worker")
 	w.RegisterFunction("m::ok", func(context.Context, json.RawMessage) (any, error) { return "fine", nil })
 	w.RegisterFunction("m::fail", func(context.Context, json.RawMessage) (any, error) {
 		return nil, sdk.Errorf("boom_code", "it broke")
@@ -196,7 +196,7 @@ func TestPrometheusQueueGauges(t *testing.T) {
 	ctx := enginetest.Context(t)
 	s := startServerWith(t, "  - class: QueueModule\n", "", nil)
 	eng := s.Engine()
-	w := connect(t, ctx, s.URL(), "queue-worker")
+	w := enginetest.Connect(t, ctx, s.URL(), "queue-worker")
 	release := make(chan struct{})
 	w.RegisterFunction("q::hold", func(ctx context.Context, _ json.RawMessage) (any, error) {
 		select {

@@ -135,7 +135,7 @@ func TestOTLPExport(t *testing.T) {
 			cfg, env := tt.cfg(col.srv.URL)
 			s := startServer(t, cfg, env)
 			eng := s.Engine()
-			w := connect(t, ctx, s.URL(), "export-worker")
+			w := enginetest.Connect(t, ctx, s.URL(), "export-worker")
 			w.RegisterFunction("exp::fn", func(context.Context, json.RawMessage) (any, error) { return 1, nil })
 			waitFunctions(t, ctx, eng, "exp::fn")
 

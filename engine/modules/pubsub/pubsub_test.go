@@ -20,20 +20,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func connect(ctx context.Context, t *testing.T, url, name string) *sdk.Worker {
-	t.Helper()
-	w, err := sdk.Connect(ctx, url, sdk.WithName(name))
-	if err != nil {
-		t.Fatalf("connect %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		w.Close(cctx)
-	})
-	return w
-}
-
 type received struct {
 	data     string
 	metadata string
@@ -96,15 +82,15 @@ func TestPublishReachesSubscribersOnBothEngines(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		a, bEng := enginetest.StartModule(t, ctx, b.URL, "iii-pubsub", ""), enginetest.StartModule(t, ctx, b.URL, "iii-pubsub", "")
-		wa := connect(ctx, t, a.URL(), "sub-a")
-		wb := connect(ctx, t, bEng.URL(), "sub-b")
+		wa := enginetest.Connect(t, ctx, a.URL(), "sub-a")
+		wb := enginetest.Connect(t, ctx, bEng.URL(), "sub-b")
 		onA := subscribe(t, wa, "sub::a", "orders", map[string]any{"who": "a"})
 		other := subscribe(t, wa, "sub::other", "other", nil)
 		onB := subscribe(t, wb, "sub::b", "orders", nil)
 		waitBound(ctx, t, a, 2)
 		waitBound(ctx, t, bEng, 1)
 
-		pub := connect(ctx, t, a.URL(), "publisher")
+		pub := enginetest.Connect(t, ctx, a.URL(), "publisher")
 		for _, data := range []string{`{"id":1,"items":["x"]}`, `"text"`, `[1,2]`, `null`} {
 			res, err := pub.Trigger(ctx, sdk.TriggerRequest{FunctionID: PublishFunction,
 				Payload: map[string]any{"topic": "orders", "data": json.RawMessage(data)}})
@@ -118,7 +104,7 @@ func TestPublishReachesSubscribersOnBothEngines(t *testing.T) {
 			expect(ctx, t, onB, "engine B subscriber", data)
 		}
 		// Published on engine B, with data omitted: null reaches A.
-		pubB := connect(ctx, t, bEng.URL(), "publisher-b")
+		pubB := enginetest.Connect(t, ctx, bEng.URL(), "publisher-b")
 		if _, err := pubB.Trigger(ctx, sdk.TriggerRequest{FunctionID: PublishFunction, Payload: map[string]any{"topic": "orders"}}); err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +122,7 @@ func TestPublishErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	srv := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-pubsub", "")
-	w := connect(ctx, t, srv.URL(), "publisher")
+	w := enginetest.Connect(t, ctx, srv.URL(), "publisher")
 	tests := []struct {
 		payload any
 		code    string
@@ -276,9 +262,9 @@ func TestHandOverKeepsOneSubscription(t *testing.T) {
 		}
 		return 0
 	}
-	oldW := connect(ctx, t, srv.URL(), "sub-old")
+	oldW := enginetest.Connect(t, ctx, srv.URL(), "sub-old")
 	fromOld := subscribe(t, oldW, "sub::orders", "orders", nil)
-	newW := connect(ctx, t, srv.URL(), "sub-new")
+	newW := enginetest.Connect(t, ctx, srv.URL(), "sub-new")
 	fromNew := subscribe(t, newW, "sub::orders", "orders", nil)
 	for claims() != 2 {
 		select {
@@ -290,7 +276,7 @@ func TestHandOverKeepsOneSubscription(t *testing.T) {
 	if n := bindings(); n != 1 {
 		t.Fatalf("%d subscriptions in the module for two identical registrations, want 1", n)
 	}
-	pub := connect(ctx, t, srv.URL(), "publisher")
+	pub := enginetest.Connect(t, ctx, srv.URL(), "publisher")
 	publish := func(data int) {
 		t.Helper()
 		if _, err := pub.Trigger(ctx, sdk.TriggerRequest{FunctionID: PublishFunction,

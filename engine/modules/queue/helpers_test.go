@@ -62,19 +62,11 @@ func (te *testEngine) eng() *engine.Engine { return te.srv.Engine() }
 // call invokes fn through the engine and fails the test on error.
 func (te *testEngine) call(t *testing.T, ctx context.Context, fn string, in any) json.RawMessage {
 	t.Helper()
-	res, err := te.callErr(ctx, fn, in)
-	if err != nil {
-		t.Fatalf("%s(%s): %v", fn, mustJSON(t, in), err)
-	}
-	return res
+	return enginetest.Call(t, ctx, te.eng(), fn, in)
 }
 
 func (te *testEngine) callErr(ctx context.Context, fn string, in any) (json.RawMessage, error) {
-	data, err := json.Marshal(in)
-	if err != nil {
-		return nil, err
-	}
-	return te.eng().Invoke(ctx, engine.Request{FunctionID: fn, Data: data})
+	return enginetest.CallErr(ctx, te.eng(), fn, in)
 }
 
 // enqueue puts a call to fn with data on queue through the engine's enqueue
@@ -146,16 +138,7 @@ func (te *testEngine) waitStats(t *testing.T, ctx context.Context, queue string,
 // worker connects a Go SDK worker to the engine, closed at cleanup.
 func (te *testEngine) worker(t testing.TB, ctx context.Context, name string) *sdk.Worker {
 	t.Helper()
-	w, err := sdk.Connect(ctx, te.srv.URL(), sdk.WithName(name), sdk.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatalf("connect worker %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		w.Close(cctx)
-	})
-	return w
+	return enginetest.Connect(t, ctx, te.srv.URL(), name, sdk.WithLogger(slog.New(slog.DiscardHandler)))
 }
 
 // waitFunction waits until fn is registered on the engine.

@@ -354,8 +354,7 @@ func TestConfig(t *testing.T) {
 		{"{max_value_bytes: -1}", "max_value_bytes must be 0 (no limit) or positive"},
 	}
 	for _, tt := range tests {
-		yaml := fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: StateModule\n    config: %s\n", url, tt.config)
-		err := enginetest.TryStart(ctx, yaml)
+		err := enginetest.TryStart(ctx, enginetest.ModuleConfig(url, "StateModule", tt.config))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("config %s: error %v, want one containing %q", tt.config, err, tt.want)
 		}

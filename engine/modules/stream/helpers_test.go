@@ -45,19 +45,11 @@ func (te *testEngine) eng() *engine.Engine { return te.srv.Engine() }
 // call invokes fn through the engine and fails the test on error.
 func (te *testEngine) call(t *testing.T, ctx context.Context, fn string, in any) json.RawMessage {
 	t.Helper()
-	res, err := te.callErr(ctx, fn, in)
-	if err != nil {
-		t.Fatalf("%s(%s): %v", fn, mustJSON(t, in), err)
-	}
-	return res
+	return enginetest.Call(t, ctx, te.eng(), fn, in)
 }
 
 func (te *testEngine) callErr(ctx context.Context, fn string, in any) (json.RawMessage, error) {
-	data, err := json.Marshal(in)
-	if err != nil {
-		return nil, err
-	}
-	return te.eng().Invoke(ctx, engine.Request{FunctionID: fn, Data: data})
+	return enginetest.CallErr(ctx, te.eng(), fn, in)
 }
 
 // errCode is the ErrorBody code of err ("" when it is not one).

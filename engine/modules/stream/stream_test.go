@@ -85,6 +85,12 @@ func TestPushes(t *testing.T) {
 		// leave: no more pushes for s/g; s/g2 still flows
 		group.leave(ctx, "sub-g", "s", "g")
 		item.leave(ctx, "sub-b", "s", "g")
+		// A client's frames are handled in order: once a later join's sync
+		// arrives, the leave is done.
+		for _, c := range []*wsClient{group, item} {
+			c.join(ctx, "probe", "probe", "probe", nil)
+			c.expect(ctx, "sync", "probe", "probe", "<null>", `[]`)
+		}
 		te.call(t, ctx, "stream::set", map[string]any{"stream_name": "s", "group_id": "g", "item_id": "b", "data": 7})
 		te.call(t, ctx, "stream::set", map[string]any{"stream_name": "s", "group_id": "g2", "item_id": "z", "data": 8})
 		group.expect(ctx, "create", "s", "g2", "z", `8`)
