@@ -22,6 +22,7 @@ import (
 	"github.com/iii-workbench/iii/engine/channel"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/internal/waitgroup"
+	"github.com/iii-workbench/iii/engine/protocol"
 )
 
 // Defaults for Options fields left zero.
@@ -34,21 +35,21 @@ const (
 	DefaultHandshakeTimeout    = 10 * time.Second
 )
 
-// Error codes the engine itself produces (beyond those of the iii spec).
+// Error codes the engine produces; the codes live in engine/protocol.
 const (
-	CodeFunctionNotFound   = "function_not_found"
-	CodeInvocationStopped  = "invocation_stopped"
-	CodeTimeout            = "timeout"
-	CodeShutdown           = "engine_shutdown"
-	CodeChannelSendFailed  = "channel_send_failed"
-	CodeEnqueueError       = "enqueue_error"
-	CodeInvalidArguments   = "INVALID_ARGUMENTS"
-	CodeNotFound           = "NOT_FOUND"
-	CodeDeserialization    = "deserialization_error"
-	CodeTriggerRegFailed   = "trigger_registration_failed"
-	CodeUnregisterFailed   = "unregister_failed"
-	CodeInvocationError    = "invocation_error"
-	CodeFunctionNotAllowed = "function_not_allowed"
+	CodeFunctionNotFound   = protocol.CodeFunctionNotFound
+	CodeInvocationStopped  = protocol.CodeInvocationStopped
+	CodeTimeout            = protocol.CodeTimeout
+	CodeShutdown           = protocol.CodeShutdown
+	CodeChannelSendFailed  = protocol.CodeChannelSendFailed
+	CodeEnqueueError       = protocol.CodeEnqueueError
+	CodeInvalidArguments   = protocol.CodeInvalidArguments
+	CodeNotFound           = protocol.CodeNotFound
+	CodeDeserialization    = protocol.CodeDeserialization
+	CodeTriggerRegFailed   = protocol.CodeTriggerRegistrationFailed
+	CodeUnregisterFailed   = protocol.CodeUnregisterFailed
+	CodeInvocationError    = protocol.CodeInvocationError
+	CodeFunctionNotAllowed = protocol.CodeFunctionNotAllowed
 )
 
 // ErrEngineClosed is returned by calls made after Shutdown began.

@@ -134,7 +134,7 @@ func TestEngineTimeout(t *testing.T) {
 	b.Register("never::answers")
 	start := time.Now()
 	res := a.Call("never::answers", nil, uuid.NewString())
-	if enginetest.ErrCode(res) != "timeout" {
+	if enginetest.ErrCode(res) != protocol.CodeTimeout {
 		t.Fatalf("got %v, want code timeout", res)
 	}
 	if d := time.Since(start); d < 150*time.Millisecond {

@@ -157,7 +157,7 @@ func TestChaosKillWorkers(t *testing.T) {
 					ok.Add(1)
 				case errors.As(err, &eb) && eb.Code == "invocation_stopped":
 					stopped.Add(1)
-				case errors.As(err, &eb) && (eb.Code == "TIMEOUT" || eb.Code == "timeout"):
+				case errors.As(err, &eb) && eb.Code == protocol.CodeTimeout:
 					timedOut.Add(1)
 				case errors.As(err, &eb) && eb.Code == "function_not_found":
 					notFound.Add(1) // every worker was down at that instant

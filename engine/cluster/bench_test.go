@@ -27,7 +27,6 @@ type benchCluster struct {
 	callA2     *sdk.Worker // second caller on engine a (the one-engine run)
 	callB      *sdk.Worker // caller on engine b
 	fnA, fnB   string      // served by a worker on a, on b
-	redisClose func()
 }
 
 func benchWorker(b *testing.B, ctx context.Context, url, name string) *sdk.Worker {

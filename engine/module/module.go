@@ -25,7 +25,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -96,18 +95,6 @@ func Lookup(id string) (Info, bool) {
 	defer regMu.RUnlock()
 	info, ok := registry[id]
 	return info, ok
-}
-
-// IDs lists the registered module IDs, sorted.
-func IDs() []string {
-	regMu.RLock()
-	defer regMu.RUnlock()
-	ids := make([]string, 0, len(registry))
-	for id := range registry {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
 }
 
 // Host is what a module gets from the engine.

@@ -21,7 +21,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type greeter struct {
 	Greeting string `yaml:"greeting"`
 	FailAt   string `yaml:"fail_at"`
-	log      *[]string
 }
 
 var journal []string

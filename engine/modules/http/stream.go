@@ -125,6 +125,7 @@ func (s *bodySource) close() {
 	if s.opened.Load() && !s.ended.Load() {
 		_ = s.rc.SetReadDeadline(time.Now())
 	}
+	//lint:ignore SA2001 waits for the read in flight, which holds mu
 	s.mu.Lock()
 	s.mu.Unlock()
 	s.body.Close()

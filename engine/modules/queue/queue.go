@@ -9,7 +9,6 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -54,7 +53,7 @@ const (
 	CodeQueueError  = "queue_error"
 	// CodeTimeout is the last_error code of a handler that did not finish
 	// within the queue's timeout_ms.
-	CodeTimeout = "timeout"
+	CodeTimeout = protocol.CodeTimeout
 )
 
 // Internal limits.
@@ -532,5 +531,3 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 func nowMS() int64 { return time.Now().UnixMilli() }
-
-func itoa(i int64) string { return strconv.FormatInt(i, 10) }

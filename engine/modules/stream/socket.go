@@ -348,7 +348,7 @@ func (m *Module) join(c *client, d subscribeData) {
 		return
 	}
 	m.mu.Lock()
-	m.subs.add(c, subscription{SubscriptionID: d.SubscriptionID, StreamName: d.StreamName, GroupID: d.GroupID, ID: d.ID})
+	m.subs.add(c, subscription(d))
 	m.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(c.ctx, m.handlerTimeout())
