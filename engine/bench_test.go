@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http/httptest"
 	"runtime"
 	"slices"
 	"strings"
@@ -14,69 +13,49 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/engine"
-	"github.com/iii-workbench/iii/engine/relay"
 	"github.com/iii-workbench/iii/sdk"
 )
 
 // BenchmarkCall measures a cross-worker call (Go SDK caller -> router ->
-// Go SDK worker -> router -> caller) through the engine and through the
-// minimal relay of package relay, in the same run, so the two can be
-// compared: engine calls/s ÷ baseline calls/s.
+// Go SDK worker -> router -> caller) through the engine, served as iii
+// start serves it. Its allocs/op include both SDKs; `iii bench` measures
+// the engine process alone, and against the minimal relay (--baseline).
 func BenchmarkCall(b *testing.B) {
 	payload := map[string]string{"p": strings.Repeat("x", 120)} // 128 B as JSON
 	for _, inflight := range []int{1, 64} {
-		for _, target := range []string{"baseline", "engine"} {
-			b.Run(fmt.Sprintf("%s/inflight=%d", target, inflight), func(b *testing.B) {
-				benchCall(b, target, inflight, payload)
-			})
-		}
+		b.Run(fmt.Sprintf("engine/inflight=%d", inflight), func(b *testing.B) {
+			benchCall(b, inflight, payload)
+		})
 	}
 }
 
-func benchCall(b *testing.B, target string, inflight int, payload any) {
-	var (
-		url    string
-		serves func() bool
-		stop   func()
-	)
-	switch target {
-	case "engine":
-		eng, err := engine.New(engine.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		serves = func() bool {
-			for _, f := range eng.Snapshot().Functions {
-				if f.ID == "bench::echo" {
-					return true
-				}
+func benchCall(b *testing.B, inflight int, payload any) {
+	eng, err := engine.New(engine.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	serves := func() bool {
+		for _, f := range eng.Snapshot().Functions {
+			if f.ID == "bench::echo" {
+				return true
 			}
-			return false
 		}
-		// Served as iii start serves it (Engine.Serve), with its socket
-		// handling, not through httptest.
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		url = "ws://" + ln.Addr().String()
-		sctx, cancelServe := context.WithCancel(context.Background())
-		served := make(chan error, 1)
-		// Exits when stop cancels sctx (Serve then shuts the engine down).
-		go func() { served <- eng.Serve(sctx, ln) }()
-		stop = func() {
-			cancelServe()
-			<-served
-		}
-	default:
-		r := relay.New()
-		srv := httptest.NewServer(r)
-		url = "ws" + strings.TrimPrefix(srv.URL, "http")
-		serves = func() bool { return r.Serves("bench::echo") }
-		stop = func() {
-			srv.Close()
-			r.Wait()
-		}
+		return false
+	}
+	// Served as iii start serves it (Engine.Serve), with its socket
+	// handling, not through httptest.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	url := "ws://" + ln.Addr().String()
+	sctx, cancelServe := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	// Exits when stop cancels sctx (Serve then shuts the engine down).
+	go func() { served <- eng.Serve(sctx, ln) }()
+	stop := func() {
+		cancelServe()
+		<-served
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

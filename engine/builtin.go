@@ -3,14 +3,15 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 	"unicode"
 
 	"github.com/iii-workbench/iii/engine/channel"
-	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
 
@@ -163,8 +164,10 @@ func cleanText(s string) string {
 }
 
 func (e *Engine) fnWorkersRegister(_ context.Context, call *Call) (json.RawMessage, error) {
+	if call.declared {
+		return json.RawMessage(`{"success":true}`), nil // applied on the worker's reader (registerWorker)
+	}
 	var in struct {
-		workerMeta
 		CallerID string `json:"_caller_worker_id"`
 	}
 	if err := decodeArgs(call.Data, &in); err != nil {
@@ -180,35 +183,31 @@ func (e *Engine) fnWorkersRegister(_ context.Context, call *Call) (json.RawMessa
 	if c == nil {
 		return nil, &protocol.ErrorBody{Code: CodeNotFound, Message: "engine::workers::register must be called by a connected worker"}
 	}
-	m := in.workerMeta
-	m.Name, m.Description = cleanText(m.Name), cleanText(m.Description)
-	c.mu.Lock()
-	c.meta = m
-	c.mu.Unlock()
-	c.log.Debug("worker metadata", "name", m.Name, "runtime", m.Runtime, "version", m.Version, "pid", m.PID)
-	e.bus.Publish(event.WorkerUpdated{WorkerID: c.id, Name: m.Name, Runtime: m.Runtime, Version: m.Version,
-		PID: m.PID, Draining: c.draining.Load(), At: time.Now()})
-	e.fireWorkersAvailable("worker_metadata_updated", c.id)
+	if err := e.registerWorker(c, call.Data); err != nil {
+		return nil, err
+	}
 	return json.RawMessage(`{"success":true}`), nil
 }
 
 // workerSummary is the wire shape of a worker (nullable strings as null).
 type workerSummary struct {
-	Name              string  `json:"name"`
-	Description       *string `json:"description"`
-	Version           *string `json:"version"`
-	ID                string  `json:"id"`
-	Runtime           *string `json:"runtime"`
-	OS                *string `json:"os"`
-	Status            string  `json:"status"`
-	FunctionCount     int     `json:"function_count"`
-	ConnectedAtMS     int64   `json:"connected_at_ms"`
-	ActiveInvocations int64   `json:"active_invocations"`
-	Isolation         *string `json:"isolation"`
-	IPAddress         *string `json:"ip_address"`
-	PID               *int    `json:"pid,omitempty"`
-	Internal          bool    `json:"internal"`
-	Engine            string  `json:"engine,omitempty"` // in a cluster: the engine it is connected to
+	Name              string   `json:"name"`
+	Namespace         string   `json:"namespace"`
+	Description       *string  `json:"description"`
+	Version           *string  `json:"version"`
+	ID                string   `json:"id"`
+	Runtime           *string  `json:"runtime"`
+	OS                *string  `json:"os"`
+	Status            string   `json:"status"`
+	FunctionCount     int      `json:"function_count"`
+	ConnectedAtMS     int64    `json:"connected_at_ms"`
+	ActiveInvocations int64    `json:"active_invocations"`
+	Isolation         *string  `json:"isolation"`
+	IPAddress         *string  `json:"ip_address"`
+	PID               *int     `json:"pid,omitempty"`
+	Internal          bool     `json:"internal"`
+	Engine            string   `json:"engine,omitempty"`   // in a cluster: the engine it is connected to
+	Features          []string `json:"features,omitempty"` // what a 0.25+ SDK declared
 }
 
 func nullable(s string) *string {
@@ -219,7 +218,7 @@ func nullable(s string) *string {
 }
 
 func summarize(w WorkerInfo) workerSummary {
-	s := workerSummary{Name: w.Name, Description: nullable(w.Description), Version: nullable(w.Version),
+	s := workerSummary{Name: w.Name, Namespace: nsOrDefault(w.Namespace), Features: w.Features, Description: nullable(w.Description), Version: nullable(w.Version),
 		ID: w.ID, Runtime: nullable(w.Runtime), OS: nullable(w.OS), Status: w.Status,
 		FunctionCount: len(w.Functions), ConnectedAtMS: w.ConnectedAt.UnixMilli(),
 		ActiveInvocations: w.ActiveInvocations, Isolation: nullable(w.Isolation),
@@ -259,8 +258,9 @@ func containsFold(s, sub string) bool {
 
 func (e *Engine) fnWorkersInfo(_ context.Context, call *Call) (json.RawMessage, error) {
 	var in struct {
-		Name string `json:"name"`
-		ID   string `json:"id"`
+		Name      string `json:"name"`
+		ID        string `json:"id"`
+		Namespace string `json:"namespace"`
 	}
 	if err := decodeArgs(call.Data, &in); err != nil {
 		return nil, err
@@ -269,31 +269,88 @@ func (e *Engine) fnWorkersInfo(_ context.Context, call *Call) (json.RawMessage, 
 		return nil, badArgs("name is required")
 	}
 	snap := e.Snapshot()
+	var found []WorkerInfo
 	for _, w := range snap.Workers {
-		if (in.Name != "" && w.Name != in.Name && w.ID != in.Name) || (in.ID != "" && w.ID != in.ID) {
+		if (in.Name != "" && w.Name != in.Name && w.ID != in.Name) || (in.ID != "" && w.ID != in.ID) ||
+			in.Namespace != "" && nsOrDefault(w.Namespace) != in.Namespace {
 			continue
 		}
-		fns := []functionSummary{}
-		for _, f := range snap.Functions {
-			if contains(f.WorkerIDs, w.ID) || f.Internal && w.Internal && contains(w.Functions, f.ID) {
-				fns = append(fns, summarizeFunction(f))
-			}
-		}
-		types := []triggerTypeSummary{}
-		for _, t := range snap.TriggerTypes {
-			if contains(w.TriggerTypes, t.ID) {
-				types = append(types, triggerTypeSummary{ID: t.ID, WorkerName: t.Worker, Description: t.Description})
-			}
-		}
-		regs := []registeredTrigger{}
-		for _, t := range snap.Triggers {
-			if t.OwnerWorker == w.ID {
-				regs = append(regs, registered(t))
-			}
-		}
-		return marshal(map[string]any{"worker": summarize(w), "functions": fns, "trigger_types": types, "registered_triggers": regs})
+		found = append(found, w)
 	}
-	return nil, &protocol.ErrorBody{Code: CodeNotFound, Message: fmt.Sprintf("worker %q not found", in.Name+in.ID)}
+	w, err := resolve(found, in.Namespace != "", func(w WorkerInfo) string { return w.Namespace })
+	if err != nil {
+		what := in.Name + in.ID
+		if in.Namespace != "" {
+			what += " in namespace " + in.Namespace
+		}
+		return nil, resolveError("worker", what, err)
+	}
+	fns := []functionSummary{}
+	for _, f := range snap.Functions {
+		if contains(f.WorkerIDs, w.ID) || f.Internal && w.Internal && contains(w.Functions, f.ID) {
+			fns = append(fns, summarizeFunction(f))
+		}
+	}
+	types := []triggerTypeSummary{}
+	for _, t := range snap.TriggerTypes {
+		if contains(w.TriggerTypes, t.ID) {
+			types = append(types, triggerTypeSummary{ID: t.ID, WorkerName: t.Worker, Description: t.Description})
+		}
+	}
+	regs := []registeredTrigger{}
+	for _, t := range snap.Triggers {
+		if t.OwnerWorker == w.ID {
+			regs = append(regs, registered(t))
+		}
+	}
+	return marshal(map[string]any{"worker": summarize(w), "functions": fns, "trigger_types": types, "registered_triggers": regs})
+}
+
+// errAmbiguous and errMissing are what resolve reports.
+var (
+	errMissing = errors.New("not found")
+)
+
+type ambiguous []string // the namespaces a name is in
+
+func (a ambiguous) Error() string {
+	return "present in several namespaces: " + strings.Join(a, ", ") + "; name one with namespace"
+}
+
+// resolve picks one entry among those found under a name, as iii's
+// discovery functions do: with an explicit namespace (strict) the one
+// there; without, the default namespace's, else the only one, else an
+// ambiguity naming the namespaces.
+func resolve[T any](found []T, strict bool, nsOf func(T) string) (T, error) {
+	var zero T
+	if len(found) == 0 {
+		return zero, errMissing
+	}
+	if strict || len(found) == 1 {
+		return found[0], nil
+	}
+	for _, x := range found {
+		if nsOrDefault(nsOf(x)) == DefaultNamespace {
+			return x, nil
+		}
+	}
+	var nss []string
+	for _, x := range found {
+		nss = append(nss, nsOrDefault(nsOf(x)))
+	}
+	sort.Strings(nss)
+	return zero, ambiguous(slices.Compact(nss))
+}
+
+func resolveError(kind, what string, err error) error {
+	var a ambiguous
+	if errors.As(err, &a) {
+		return &protocol.ErrorBody{Code: CodeInvalidArguments, Message: fmt.Sprintf("%s %q is %v", kind, what, a)}
+	}
+	if kind == "function" {
+		return &protocol.ErrorBody{Code: CodeNotFound, Message: fmt.Sprintf("Function %s not found", what)}
+	}
+	return &protocol.ErrorBody{Code: CodeNotFound, Message: fmt.Sprintf("%s %q not found", kind, what)}
 }
 
 func contains(list []string, s string) bool {
@@ -307,6 +364,7 @@ func contains(list []string, s string) bool {
 
 type functionSummary struct {
 	FunctionID  string          `json:"function_id"`
+	Namespace   string          `json:"namespace"`
 	WorkerName  string          `json:"worker_name"`
 	Workers     []string        `json:"workers"`
 	Description string          `json:"description,omitempty"`
@@ -315,7 +373,7 @@ type functionSummary struct {
 }
 
 func summarizeFunction(f FunctionInfo) functionSummary {
-	return functionSummary{FunctionID: f.ID, WorkerName: f.Workers[0], Workers: f.Workers,
+	return functionSummary{FunctionID: f.ID, Namespace: nsOrDefault(f.Namespace), WorkerName: f.Workers[0], Workers: f.Workers,
 		Description: f.Description, Metadata: f.Metadata, Engines: f.Engines}
 }
 
@@ -410,6 +468,7 @@ func (e *Engine) fnFunctionsList(_ context.Context, call *Call) (json.RawMessage
 
 type functionDetail struct {
 	FunctionID         string              `json:"function_id"`
+	Namespace          string              `json:"namespace"`
 	WorkerName         string              `json:"worker_name"`
 	Workers            []string            `json:"workers"`
 	Description        string              `json:"description,omitempty"`
@@ -426,11 +485,11 @@ type triggerBindingRef struct {
 }
 
 func detail(f FunctionInfo, triggers []TriggerInfo) functionDetail {
-	d := functionDetail{FunctionID: f.ID, WorkerName: f.Workers[0], Workers: f.Workers, Description: f.Description,
+	d := functionDetail{FunctionID: f.ID, Namespace: nsOrDefault(f.Namespace), WorkerName: f.Workers[0], Workers: f.Workers, Description: f.Description,
 		RequestSchema: f.RequestFormat, ResponseSchema: f.ResponseFormat, Metadata: f.Metadata,
 		RegisteredTriggers: []triggerBindingRef{}}
 	for _, t := range triggers {
-		if t.FunctionID == f.ID {
+		if t.FunctionID == f.ID && nsOrDefault(t.Namespace) == nsOrDefault(f.Namespace) {
 			d.RegisteredTriggers = append(d.RegisteredTriggers, triggerBindingRef{ID: t.ID, TriggerType: t.Type, Config: t.Config})
 		}
 	}
@@ -441,6 +500,7 @@ func (e *Engine) fnFunctionsInfo(_ context.Context, call *Call) (json.RawMessage
 	var in struct {
 		FunctionID  string   `json:"function_id"`
 		FunctionIDs []string `json:"function_ids"`
+		Namespace   string   `json:"namespace"`
 	}
 	if err := decodeArgs(call.Data, &in); err != nil {
 		return nil, err
@@ -454,25 +514,39 @@ func (e *Engine) fnFunctionsInfo(_ context.Context, call *Call) (json.RawMessage
 		return nil, badArgs("at most 32 function_ids per call, got %d", len(in.FunctionIDs))
 	}
 	snap := e.Snapshot()
-	find := func(id string) (FunctionInfo, bool) {
+	find := func(id string) (FunctionInfo, error) {
 		i := sort.Search(len(snap.Functions), func(i int) bool { return snap.Functions[i].ID >= id })
-		if i < len(snap.Functions) && snap.Functions[i].ID == id {
-			return snap.Functions[i], true
+		var found []FunctionInfo
+		for ; i < len(snap.Functions) && snap.Functions[i].ID == id; i++ {
+			if f := snap.Functions[i]; in.Namespace == "" || nsOrDefault(f.Namespace) == in.Namespace {
+				found = append(found, f)
+			}
 		}
-		return FunctionInfo{}, false
+		return resolve(found, in.Namespace != "", func(f FunctionInfo) string { return f.Namespace })
+	}
+	what := func(id string) string {
+		if in.Namespace != "" {
+			return id + " in namespace " + in.Namespace
+		}
+		return id
 	}
 	if in.FunctionID != "" {
-		f, ok := find(in.FunctionID)
-		if !ok {
-			return nil, &protocol.ErrorBody{Code: CodeNotFound, Message: fmt.Sprintf("Function %s not found", in.FunctionID)}
+		f, err := find(in.FunctionID)
+		if err != nil {
+			return nil, resolveError("function", what(in.FunctionID), err)
 		}
 		return marshal(detail(f, snap.Triggers))
 	}
 	out := make([]any, 0, len(in.FunctionIDs))
 	for _, id := range in.FunctionIDs {
-		if f, ok := find(id); ok {
+		f, err := find(id)
+		var a ambiguous
+		switch {
+		case err == nil:
 			out = append(out, detail(f, snap.Triggers))
-		} else {
+		case errors.As(err, &a):
+			out = append(out, map[string]any{"function_id": id, "error": "ambiguous", "namespaces": []string(a)})
+		default:
 			out = append(out, map[string]string{"function_id": id, "error": "not_found"})
 		}
 	}
@@ -536,6 +610,7 @@ type registeredTrigger struct {
 	ID            string          `json:"id"`
 	TriggerType   string          `json:"trigger_type"`
 	FunctionID    string          `json:"function_id"`
+	Namespace     string          `json:"namespace"`
 	WorkerName    *string         `json:"worker_name"`
 	Config        json.RawMessage `json:"config"`
 	ConfigSummary string          `json:"config_summary"`
@@ -547,7 +622,7 @@ func registered(t TriggerInfo) registeredTrigger {
 	if r := []rune(summary); len(r) > 80 {
 		summary = string(r[:80]) + "…"
 	}
-	return registeredTrigger{ID: t.ID, TriggerType: t.Type, FunctionID: t.FunctionID, WorkerName: nullable(t.Worker),
+	return registeredTrigger{ID: t.ID, TriggerType: t.Type, FunctionID: t.FunctionID, Namespace: nsOrDefault(t.Namespace), WorkerName: nullable(t.Worker),
 		Config: t.Config, ConfigSummary: summary, Active: t.Active}
 }
 
@@ -612,6 +687,7 @@ func (e *Engine) fnRegisterTrigger(ctx context.Context, call *Call) (json.RawMes
 		FunctionID  string          `json:"function_id"`
 		Config      json.RawMessage `json:"config"`
 		Metadata    json.RawMessage `json:"metadata"`
+		Namespace   string          `json:"namespace"`
 	}
 	if err := decodeArgs(call.Data, &in); err != nil {
 		return nil, err
@@ -625,7 +701,9 @@ func (e *Engine) fnRegisterTrigger(ctx context.Context, call *Call) (json.RawMes
 		}
 		in.FunctionID = s.registeredID(in.FunctionID)
 	}
-	id, err := e.RegisterTrigger(ctx, Trigger{Type: in.TriggerType, FunctionID: in.FunctionID, Config: in.Config, Metadata: in.Metadata})
+	t := Trigger{Type: in.TriggerType, FunctionID: in.FunctionID, Config: in.Config, Metadata: in.Metadata}
+	t.inNamespace(in.Namespace)
+	id, err := e.RegisterTrigger(ctx, t)
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,29 @@ type workerMeta struct {
 	PID         int             `json:"pid,omitempty"`
 	Isolation   string          `json:"isolation,omitempty"`
 	Telemetry   json.RawMessage `json:"telemetry,omitempty"`
+	// Namespace and Features are sent by the 0.25+ SDKs (features.go).
+	Namespace string    `json:"namespace,omitempty"`
+	Features  tokenList `json:"features,omitempty"`
+}
+
+// tokenList reads a list of feature tokens leniently, as the SDKs read the
+// engine's: anything but an array of strings reads as no tokens, and
+// non-string items are skipped.
+type tokenList []string
+
+func (l *tokenList) UnmarshalJSON(b []byte) error {
+	var items []json.RawMessage
+	*l = nil
+	if json.Unmarshal(b, &items) != nil {
+		return nil
+	}
+	for _, it := range items {
+		var s string
+		if json.Unmarshal(it, &s) == nil && s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
 }
 
 // conn is one worker socket. Its reader runs in the HTTP handler goroutine,
@@ -55,6 +78,8 @@ type conn struct {
 	slow       atomic.Bool  // closed as a slow consumer
 	pings      sync.WaitGroup
 	draining   atomic.Bool
+	decl       atomic.Pointer[declaration] // nil until engine::workers::register arrived (features.go)
+	retiring   atomic.Bool                 // being replaced by a reload (SetRetiring)
 
 	ctx    context.Context // cancelled when the connection closes
 	cancel context.CancelFunc
@@ -97,12 +122,15 @@ func (e *Engine) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn
 		http.Error(w, "engine shutting down", http.StatusServiceUnavailable)
 		return nil, false
 	}
+	// Go's TCP sockets have Nagle off (TCP_NODELAY); the Rust SDK sets it
+	// on its end too when told so.
+	w.Header().Set("X-Iii-Capabilities", "tcp-nodelay")
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		e.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return nil, false
 	}
-	ws.SetReadLimit(e.opts.MaxFrameBytes)
+	ws.SetReadLimit(-1) // readMessage enforces MaxFrameBytes per message
 	return ws, true
 }
 
@@ -121,8 +149,16 @@ func (e *Engine) serveOTel(l *listener, w http.ResponseWriter, r *http.Request) 
 	}
 	ctx := e.ctx
 	for {
-		typ, data, err := ws.Read(ctx)
+		typ, data, err := readMessage(ctx, ws, e.opts.MaxFrameBytes)
+		var big *tooBig
+		if errors.As(err, &big) {
+			e.drop(DropTooLarge, 1, "why", "telemetry message over the read limit", "bytes", big.size)
+			continue
+		}
 		if err != nil {
+			if errors.Is(err, errDrainTooLong) {
+				ws.Close(websocket.StatusMessageTooBig, fmt.Sprintf("message over %d bytes (engine.max_frame_bytes)", e.opts.MaxFrameBytes))
+			}
 			if ctx.Err() != nil {
 				ws.Close(websocket.StatusGoingAway, "engine shutting down")
 			}
@@ -200,6 +236,10 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 	// Not derived from the engine's context: Shutdown closes each socket
 	// itself, after failing its pending calls, so results still get out.
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	// Reads and writes take no context (ioCtx): a cancellable one costs
+	// the WebSocket library a context.AfterFunc per frame. Cancelling
+	// c.ctx drops the socket instead, which ends a blocked read or write.
+	context.AfterFunc(c.ctx, func() { ws.CloseNow() })
 
 	e.mu.Lock()
 	if e.closing {
@@ -213,7 +253,7 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 	defer e.connsWG.Done()
 
 	// The greeting is the first frame the writer sends.
-	c.send(mustEncode(protocol.WorkerRegistered{WorkerID: c.id, ReattachToken: c.token}))
+	c.send(mustEncode(e.greeting(c)))
 
 	writerDone := make(chan struct{})
 	// Exits when c.ctx is cancelled or a write fails.
@@ -238,8 +278,22 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 // returns why.
 func (c *conn) readLoop() string {
 	for {
-		typ, data, err := c.ws.Read(c.ctx)
+		typ, data, err := readMessage(ioCtx, c.ws, c.e.opts.MaxFrameBytes)
+		var big *tooBig
+		if errors.As(err, &big) {
+			c.lastRead.Store(time.Now().UnixNano())
+			c.refuseTooBig(big)
+			continue
+		}
 		if err != nil {
+			if c.ctx.Err() != nil && websocket.CloseStatus(err) == -1 {
+				return "closed by engine"
+			}
+			if errors.Is(err, errDrainTooLong) {
+				// Bounded by the library's close timeout.
+				c.ws.Close(websocket.StatusMessageTooBig, fmt.Sprintf("message over %d times engine.max_frame_bytes (%d bytes)", drainFactor, c.e.opts.MaxFrameBytes))
+				return fmt.Sprintf("message far over the read limit of %d bytes (1009)", c.e.opts.MaxFrameBytes)
+			}
 			return closeReason(err)
 		}
 		c.lastRead.Store(time.Now().UnixNano())
@@ -259,6 +313,11 @@ func (c *conn) readLoop() string {
 		c.handle(msg)
 	}
 }
+
+// ioCtx is the context of a worker socket's reads and writes: never
+// cancelled, so the WebSocket library arms nothing per frame; a connection
+// that must stop drops its socket (see serveWorker).
+var ioCtx = context.Background()
 
 func closeReason(err error) string {
 	if s := websocket.CloseStatus(err); s != -1 {
@@ -366,9 +425,10 @@ func (c *conn) writeFrames(batch []outFrame) bool {
 		if f.call != nil && f.call.abandoned.Load() {
 			skipped++
 			unreported += len(f.b)
+			batch[i].release()
 			continue
 		}
-		if err := c.ws.Write(c.ctx, websocket.MessageText, f.b); err != nil {
+		if err := c.writeMessage(f.b); err != nil {
 			if c.ctx.Err() == nil {
 				c.log.Warn("write to worker failed; closing", "err", err)
 			}
@@ -379,6 +439,7 @@ func (c *conn) writeFrames(batch []outFrame) bool {
 		}
 		c.writeSince.Store(time.Now().UnixNano())
 		unreported += len(f.b)
+		batch[i].release() // the library has copied it out
 		if unreported >= wroteChunk {
 			c.out.wrote(unreported)
 			unreported = 0
@@ -415,6 +476,33 @@ func (c *conn) send(frame []byte) error {
 		c.e.drop(DropCallerGone, 1, "worker_id", c.id, "why", "connection closed")
 	}
 	return err
+}
+
+// sendResult queues an invocationresult for this worker, encoded into a
+// pooled buffer (see framePool); like send, it never waits.
+func (c *conn) sendResult(m *protocol.InvocationResult) {
+	buf := frameBuf()
+	b, err := protocol.AppendResult((*buf)[:0], m)
+	if err != nil {
+		// Results from workers were decoded from valid JSON; an in-process
+		// handler's invalid result is a programming error.
+		panic(err)
+	}
+	*buf = b
+	if !c.fits(len(b)) {
+		size := len(b)
+		c.e.drop(DropTooLarge, 1, "worker_id", c.id, "function_id", m.FunctionID, "bytes", size)
+		tooBig := *m
+		tooBig.Result, tooBig.Error = nil, &protocol.ErrorBody{Code: CodePayloadTooLarge, Message: fmt.Sprintf(
+			"the result of %s is %d bytes, over the %d bytes worker %s reads", m.FunctionID, size, c.sendLimit(), c.id)}
+		if b, err = protocol.AppendResult((*buf)[:0], &tooBig); err != nil {
+			panic(err)
+		}
+		*buf = b
+	}
+	if c.out.push(outFrame{b: b, buf: buf}) != nil {
+		c.e.drop(DropCallerGone, 1, "worker_id", c.id, "why", "connection closed")
+	}
 }
 
 // slowConsumer closes a worker whose writer has made no progress for
@@ -507,6 +595,7 @@ func (c *conn) cleanup(reason string) {
 	c.dropQueued(c.out.close())
 	c.failPending(CodeInvocationStopped, msg)
 	c.e.releaseCallsOf(c)
+	c.e.breakOwnerGone(c.id)
 	c.e.removeConn(c)
 	c.log.Debug("worker disconnected", "reason", reason)
 	c.e.bus.Publish(event.WorkerDisconnected{WorkerID: c.id, Reason: reason, At: time.Now()})
@@ -550,6 +639,10 @@ func (c *conn) handle(msg protocol.Message) {
 		if c.session != nil && !e.admitTrigger(c, &t) {
 			return
 		}
+		// The SDKs fill namespace with the worker's; absent is the default
+		// one. Trigger types are the engine's, in every namespace:
+		// trigger_namespace is accepted and not needed.
+		t.inNamespace(m.Namespace)
 		e.registerTrigger(c, t)
 	case protocol.UnregisterTrigger:
 		e.unregisterTriggerFrom(c, m.ID)
@@ -561,6 +654,16 @@ func (c *conn) handle(msg protocol.Message) {
 		c.send(mustEncode(protocol.Pong{}))
 	case protocol.Reattach:
 		e.reattach(c, m)
+	case protocol.Observe:
+		e.handleObserve(c, m)
+	case protocol.Unobserve:
+		e.handleUnobserve(c, m)
+	case protocol.ObserverAck:
+		e.handleObserverAck(c, m)
+	case protocol.InvocationsObserved:
+		e.handleInvocationsObserved(c, m)
+	case protocol.LocalInvocationStats:
+		e.handleLocalStats(c, m)
 	case protocol.Pong, protocol.WorkerRegistered:
 		// Engine-to-worker messages; nothing to do if a worker echoes them.
 	}

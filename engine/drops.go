@@ -23,9 +23,16 @@ const (
 	DropConnClosed = "connection_closed"
 	// DropTelemetry: a telemetry frame with no sink or no valid prefix.
 	DropTelemetry = "telemetry"
+	// DropTooLarge: a message from a worker over the read limit (its call
+	// or result is answered with payload_too_large), or one the engine
+	// would have sent over the limit its target reads.
+	DropTooLarge = "message_too_large"
+	// DropObserve: an observer activation not made (loop guard, a full
+	// activation queue) or a host's report for an unknown observer.
+	DropObserve = "observe"
 )
 
-var dropReasons = [...]string{DropUndecodable, DropLateResult, DropCallerGone, DropConnClosed, DropTelemetry}
+var dropReasons = [...]string{DropUndecodable, DropLateResult, DropCallerGone, DropConnClosed, DropTelemetry, DropTooLarge, DropObserve}
 
 // dropCounters counts drops by reason.
 type dropCounters struct {

@@ -27,7 +27,7 @@ import (
 
 // Defaults for Options fields left zero.
 const (
-	DefaultMaxFrameBytes       = 16 << 20
+	DefaultMaxFrameBytes       = MaxMessageBytes
 	DefaultInvocationTimeout   = 5 * time.Minute
 	DefaultOutboundQueueBytes  = 4 << 20
 	DefaultSlowConsumerTimeout = 30 * time.Second
@@ -70,8 +70,12 @@ type Options struct {
 	AuthToken string
 	// InvocationTimeout bounds every routed call (leak guard); code "timeout".
 	InvocationTimeout time.Duration
-	// MaxFrameBytes is the read limit per frame; a larger frame closes the
-	// socket with 1009.
+	// MaxFrameBytes is the read limit per message (64 MiB, at most
+	// MaxFrameBytesLimit), whether it comes as one frame or fragments. A
+	// larger message is read to its end and discarded: a call in it is
+	// answered, a result in it completes its call, with payload_too_large;
+	// the socket stays open (only a message over four times the limit
+	// closes it with 1009).
 	MaxFrameBytes int64
 	// OutboundQueueBytes is the high-water mark of each worker's outbound
 	// queue (4 MiB): at or above it, producers of calls to that worker
@@ -90,6 +94,12 @@ type Options struct {
 	// 30 s and 10 s; a negative interval turns keepalive off.
 	PingInterval time.Duration
 	PingTimeout  time.Duration
+	// SharedFunctions lets several live workers serve one function id in
+	// a namespace (calls go to the least busy), also for workers of the
+	// 0.25+ SDKs, which are otherwise refused a function id another live
+	// worker serves (FUNCTION_NAMESPACE_CONFLICT). Workers of the 0.22
+	// SDKs always share. See namespace.go.
+	SharedFunctions bool
 	// TelemetrySink receives worker telemetry frames; nil counts and drops.
 	TelemetrySink TelemetrySink
 	// Listener configures the worker listener of Handler and Serve (its
@@ -134,6 +144,7 @@ func (o *Options) withDefaults() {
 	if o.MaxFrameBytes <= 0 {
 		o.MaxFrameBytes = DefaultMaxFrameBytes
 	}
+	o.MaxFrameBytes = min(o.MaxFrameBytes, MaxFrameBytesLimit)
 	if o.OutboundQueueBytes <= 0 {
 		o.OutboundQueueBytes = DefaultOutboundQueueBytes
 	}
@@ -185,6 +196,10 @@ type Engine struct {
 
 	funcsChanged chan struct{} // cap 1; coalesces functions-available firings
 
+	featMu    sync.RWMutex
+	features  []string                    // advertised in workerregistered (features.go)
+	declHooks []func(c *conn, first bool) // run when a worker declares itself; set in New
+
 	channels *channel.Manager // streaming channels; closed by Shutdown
 
 	// refused records function registrations an RBAC rule or hook turned
@@ -193,11 +208,16 @@ type Engine struct {
 
 	external atomic.Pointer[externalProvider] // HTTP-invoked functions, or nil
 
+	obs  observers // the observer registry (observe.go)
+	srcs sync.Map  // function id -> *triggerSource, the built-in sources (sources.go)
+
 	sink          atomic.Pointer[TelemetrySink]
 	fwd           atomic.Pointer[Forwarder] // nil: a single engine (forward.go)
 	drops         dropCounters
 	slowConsumers atomic.Uint64 // workers closed as slow consumers
 	stalls        atomic.Uint64 // times a producer waited for a full queue
+
+	breaks breakpoints // calls held for the user (breakpoints.go)
 }
 
 // New builds an engine with its built-in functions and trigger types.
@@ -221,19 +241,25 @@ func New(opts Options) (*Engine, error) {
 		refused:      make(map[string]refusal),
 		funcsChanged: make(chan struct{}, 1),
 	}
+	// Messages up to 64 MiB both ways, fragmented or not (largemsg.go).
+	e.Advertise(FeatureLargeMessagesV1)
 	e.SetTelemetrySink(opts.TelemetrySink)
 	e.channels = channel.NewManager(channel.Options{Logger: opts.Logger})
-	if err := e.registerBuiltins(); err != nil {
+	e.obs.init()
+	e.onDeclared(e.obsDeclared)
+	if err := errors.Join(e.registerBuiltins(), e.registerObserveBuiltins(), e.registerWatch(), e.registerBreakpoints()); err != nil {
 		cancel()
 		e.channels.Close(context.Background())
 		return nil, fmt.Errorf("engine: built-ins: %w", err)
 	}
 	// Both exit when the engine's context is cancelled by Shutdown.
-	if !e.group.Go(e.functionsAvailableLoop) || !e.group.Go(e.timeoutLoop) || !e.group.Go(e.stallLoop) {
+	if !e.group.Go(e.functionsAvailableLoop) || !e.group.Go(e.timeoutLoop) || !e.group.Go(e.stallLoop) || !e.group.Go(e.observeLoop) {
 		cancel()
 		e.channels.Close(context.Background())
 		return nil, ErrEngineClosed
 	}
+	// Observers (observe.go): both dialects, and local dispatch.
+	e.Advertise(protocol.FeatureObserveV1, protocol.FeatureObserveV2, protocol.FeatureLocalDispatchV1)
 	return e, nil
 }
 

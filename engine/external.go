@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/iii-workbench/iii/engine/event"
@@ -109,20 +110,31 @@ type refusal struct {
 func (e *Engine) refuse(c *conn, id, reason string) {
 	e.mu.Lock()
 	if !c.removed {
-		if e.functions[id] == nil {
-			e.refused[id] = refusal{reason: reason, by: c}
+		if key := fnKey(c.namespace(), id); e.functions[key] == nil {
+			e.refused[key] = refusal{reason: reason, by: c}
 		}
 	}
 	e.mu.Unlock()
 }
 
-// notFound is the error for a call of an id nobody serves.
-func (e *Engine) notFound(id string) outcome {
+// notFound is the error for a call of an id nobody serves in namespace
+// ns; it names the namespaces where the id is registered.
+func (e *Engine) notFound(ns, id string) outcome {
 	e.mu.RLock()
-	r, ok := e.refused[id]
+	r, ok := e.refused[fnKey(ns, id)]
+	var elsewhere []string
+	if !ok {
+		elsewhere = e.namespacesOfLocked(id, ns)
+	}
 	e.mu.RUnlock()
-	if ok {
+	switch {
+	case ok:
 		return failed(CodeFunctionNotFound, "Function %s not found (its registration by worker %s was refused: %s)", id, r.by.id, r.reason)
+	case len(elsewhere) > 0:
+		return failed(CodeFunctionNotFound, "Function %s not found in namespace %s. It is registered in namespace(s): %s",
+			id, ns, strings.Join(elsewhere, ", "))
+	case ns != DefaultNamespace:
+		return failed(CodeFunctionNotFound, "Function %s not found in namespace %s", id, ns)
 	}
 	return failed(CodeFunctionNotFound, "Function %s not found", id)
 }

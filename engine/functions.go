@@ -30,12 +30,39 @@ type Call struct {
 	// detached marks a worker's void call: it outlives its caller (the
 	// caller leaving does not release it).
 	detached bool
+	// resumed marks a call released from a breakpoint, deadline the
+	// engine-side deadline it keeps (unix nanos; 0: from dispatch).
+	resumed  bool
+	deadline int64
+	// Namespace the function resolves in ("" = DefaultNamespace).
+	Namespace string
+	// Caller is what the calling SDK asserted about who made the call
+	// (invokefunction.caller); the engine stamps the calling worker in
+	// when it sends the call on.
+	Caller *protocol.Caller
+	caller *conn // the worker whose invokefunction this is; nil for the engine's calls
+
+	// declared marks an engine::workers::register already applied on the
+	// caller's reader.
+	declared bool
+
+	// ObserveDepth is the call's causal depth in observe hops; Activation
+	// marks an observer activation (observe.go).
+	ObserveDepth uint32
+	Activation   *protocol.Activation
+	// input is the payload as the calling worker sent it (Data carries
+	// the engine's _caller_worker_id too); observers see this.
+	input json.RawMessage
 }
 
 // Trigger kinds the router fills in when the caller did not.
 const (
 	TriggerKindWorker = "worker" // a worker's invokefunction
 	TriggerKindEngine = "engine" // an in-process call without a kind
+	// TriggerKindObserve marks an observer activation; TriggerKindLocal a
+	// call a worker ran in-process and reported (local dispatch).
+	TriggerKindObserve = "observe"
+	TriggerKindLocal   = "local"
 )
 
 // Handler serves an in-process function. Returning a *protocol.ErrorBody
@@ -56,6 +83,7 @@ type Function struct {
 // function is one function id and every live registration serving it.
 type function struct {
 	id   string
+	ns   string          // DefaultNamespace for in-process functions
 	regs []*registration // copy-on-write under Engine.mu
 	next atomic.Uint32   // rotates the start of the least-busy scan
 }
@@ -74,6 +102,9 @@ type registration struct {
 	// engine serves it in-process (handler, local) and drops it when the
 	// owner disconnects.
 	owner *conn
+	// obs is how the function takes observers (args_format, private,
+	// observable, owner delivery); nil for a plain registration.
+	obs *regObserve
 }
 
 func (r *registration) workerName() string {
@@ -148,7 +179,7 @@ func (e *Engine) RegisterFunction(worker string, fn Function) error {
 		e.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrFunctionExists, fn.ID)
 	}
-	f := &function{id: fn.ID}
+	f := &function{id: fn.ID, ns: DefaultNamespace}
 	f.regs = []*registration{{
 		description: fn.Description, requestFormat: fn.RequestFormat,
 		responseFormat: fn.ResponseFormat, metadata: fn.Metadata,
@@ -158,6 +189,7 @@ func (e *Engine) RegisterFunction(worker string, fn Function) error {
 	e.mu.Unlock()
 	e.bus.Publish(event.FunctionRegistered{FunctionID: fn.ID, Worker: worker, At: time.Now()})
 	e.notifyFunctionsChanged()
+	e.obsFunctionChanged(fn.ID)
 	return nil
 }
 
@@ -173,13 +205,17 @@ func (e *Engine) UnregisterFunction(id string) {
 	e.mu.Unlock()
 	e.bus.Publish(event.FunctionUnregistered{FunctionID: id, At: time.Now()})
 	e.notifyFunctionsChanged()
+	e.obsFunctionChanged(id)
 }
 
 func (e *Engine) registerRemoteFunction(c *conn, m protocol.RegisterFunction) {
+	if !e.admitObserveRegistration(c, &m) {
+		return
+	}
 	reg := &registration{
 		description: m.Description, requestFormat: m.RequestFormat,
 		responseFormat: m.ResponseFormat, metadata: m.Metadata,
-		conn: c, at: time.Now(),
+		conn: c, at: time.Now(), obs: regObserveOf(&m),
 	}
 	if len(m.Invocation) > 0 {
 		var ok bool
@@ -187,21 +223,34 @@ func (e *Engine) registerRemoteFunction(c *conn, m protocol.RegisterFunction) {
 			return
 		}
 	}
+	ns := c.namespace()
+	key := fnKey(ns, m.ID)
 	e.mu.Lock()
 	if c.removed {
 		e.mu.Unlock()
 		return
 	}
-	f := e.functions[m.ID]
+	f := e.functions[key]
 	if f != nil && len(f.regs) > 0 && f.regs[0].local != nil && f.regs[0].owner == nil {
+		owner := f.regs[0].local.name
 		e.mu.Unlock()
 		c.log.Warn("worker tried to register a built-in function id; ignored", "function_id", m.ID)
+		if c.declared() {
+			e.rejectFunction(c, key, owner)
+		}
 		return
 	}
-	delete(e.refused, m.ID)
+	if f != nil && e.enforcesConflicts(c) {
+		if owner := e.conflictLocked(f, c); owner != "" {
+			e.mu.Unlock()
+			e.rejectFunction(c, key, owner)
+			return
+		}
+	}
+	delete(e.refused, key)
 	if f == nil {
-		f = &function{id: m.ID}
-		e.functions[m.ID] = f
+		f = &function{id: m.ID, ns: ns}
+		e.functions[key] = f
 	}
 	regs := make([]*registration, 0, len(f.regs)+1)
 	for _, r := range f.regs {
@@ -212,28 +261,30 @@ func (e *Engine) registerRemoteFunction(c *conn, m protocol.RegisterFunction) {
 		}
 	}
 	f.regs = append(regs, reg)
-	c.fnIDs[m.ID] = struct{}{}
+	c.fnIDs[key] = struct{}{}
 	servers := len(f.regs)
 	e.mu.Unlock()
 	if servers > 1 {
-		c.log.Debug("function served by several workers", "function_id", m.ID, "workers", servers)
+		c.log.Debug("function served by several workers", "function_id", m.ID, "namespace", ns, "workers", servers)
 	}
 	e.bus.Publish(event.FunctionRegistered{FunctionID: m.ID, WorkerID: c.id, Worker: c.name(), At: reg.at})
 	e.notifyFunctionsChanged()
+	e.obsRegistered(c, m.ID)
 }
 
 func (e *Engine) unregisterRemoteFunction(c *conn, id string) {
 	e.mu.Lock()
-	removed := e.dropRegistrationLocked(c, id)
+	removed := e.dropRegistrationLocked(c, fnKey(c.namespace(), id))
 	e.mu.Unlock()
 	if removed {
 		e.bus.Publish(event.FunctionUnregistered{FunctionID: id, WorkerID: c.id, At: time.Now()})
 		e.notifyFunctionsChanged()
+		e.obsUnregistered(c, id)
 	}
 }
 
-// dropRegistrationLocked removes c's registration of id, if it still has
-// one; other workers serving the id keep serving it.
+// dropRegistrationLocked removes c's registration of a function key
+// (fnKey), if it still has one; other workers serving it keep serving it.
 func (e *Engine) dropRegistrationLocked(c *conn, id string) bool {
 	delete(c.fnIDs, id)
 	f := e.functions[id]

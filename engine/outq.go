@@ -13,6 +13,30 @@ var errQueueClosed = errors.New("engine: connection closed")
 type outFrame struct {
 	b    []byte
 	call *pending
+	buf  *[]byte // b's pooled buffer (framePool), returned once b is written; nil if b is not pooled
+}
+
+// framePool holds the buffers the two frames of every call are encoded
+// into (invokefunction to the target, invocationresult to the caller);
+// the writer returns each after writing it. Frames that are dropped
+// instead are left to the garbage collector.
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// maxPooledFrame is the largest buffer kept for reuse: a large payload
+// does not pin its buffer in the pool.
+const maxPooledFrame = 16 << 10
+
+// frameBuf takes a buffer from framePool: encode into (*buf)[:0], store
+// the result back in *buf and queue it as outFrame{b: *buf, buf: buf}.
+func frameBuf() *[]byte { return framePool.Get().(*[]byte) }
+
+// release returns the frame's buffer to the pool once it is written.
+func (f *outFrame) release() {
+	if f.buf != nil && cap(*f.buf) <= maxPooledFrame {
+		*f.buf = (*f.buf)[:0]
+		framePool.Put(f.buf)
+	}
+	f.buf, f.b = nil, nil
 }
 
 // outq is one worker's outbound frame queue, bounded in bytes by a soft

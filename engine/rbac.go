@@ -421,7 +421,11 @@ func (e *Engine) intercept(caller *conn, m protocol.InvokeFunction) bool {
 	if m.Action != nil {
 		action = m.Action
 	}
-	in, err := json.Marshal(map[string]any{"function_id": m.FunctionID, "payload": data, "action": action, "context": s.context})
+	mwIn := map[string]any{"function_id": m.FunctionID, "payload": data, "action": action, "context": s.context}
+	if m.Namespace != "" {
+		mwIn["namespace"] = m.Namespace // where the call resolves; absent: the default namespace
+	}
+	in, err := json.Marshal(mwIn)
 	if err != nil {
 		in = nil
 	}

@@ -75,7 +75,8 @@ func (e *Engine) removeConn(c *conn) {
 	e.mu.Unlock()
 
 	now := time.Now()
-	for _, id := range fns {
+	for _, key := range fns {
+		_, id := splitKey(key)
 		e.bus.Publish(event.FunctionUnregistered{FunctionID: id, WorkerID: c.id, At: now})
 	}
 	for _, id := range lostTypes {
@@ -85,12 +86,14 @@ func (e *Engine) removeConn(c *conn) {
 	if len(fns) > 0 {
 		e.notifyFunctionsChanged()
 	}
+	e.obsConnClosed(c)
 }
 
 // WorkerInfo describes a connected worker or an in-process one.
 type WorkerInfo struct {
 	ID                string
 	Name              string
+	Namespace         string // DefaultNamespace unless the worker named one
 	Description       string
 	Runtime           string
 	Version           string
@@ -103,8 +106,10 @@ type WorkerInfo struct {
 	ActiveInvocations int64
 	Internal          bool // in-process
 	Draining          bool
-	Functions         []string
+	Functions         []string // ids, in the worker's namespace
 	TriggerTypes      []string
+	// Features the worker declared (0.25+ SDKs).
+	Features []string
 	// Engine names the cluster engine the worker is connected to; empty
 	// for this engine's own (always so in Snapshot).
 	Engine string
@@ -116,6 +121,7 @@ type WorkerInfo struct {
 // FunctionInfo describes a function id and the workers serving it.
 type FunctionInfo struct {
 	ID             string
+	Namespace      string // DefaultNamespace, or the namespace of the workers serving it
 	Description    string
 	RequestFormat  json.RawMessage
 	ResponseFormat json.RawMessage
@@ -145,10 +151,11 @@ type TriggerTypeInfo struct {
 // knows (its first registration's); OwnerWorker, Worker and Metadata are
 // those of its newest registration.
 type TriggerInfo struct {
-	Trigger
-	Worker   string   // owner's name ("" for ownerless)
-	Active   bool     // false while parked waiting for its type
-	ClaimIDs []string // the ids it was registered under, oldest first
+	Trigger            // FunctionID is the bare id; Namespace where it resolves
+	Namespace string   // DefaultNamespace unless registered with one
+	Worker    string   // owner's name ("" for ownerless)
+	Active    bool     // false while parked waiting for its type
+	ClaimIDs  []string // the ids it was registered under, oldest first
 }
 
 // Snapshot is a consistent copy of the engine's registries, sorted by id.
@@ -157,6 +164,7 @@ type Snapshot struct {
 	Functions    []FunctionInfo
 	TriggerTypes []TriggerTypeInfo
 	Triggers     []TriggerInfo
+	Observers    []ObserverInfo // by source function, then id
 }
 
 // Snapshot copies the registries. Nothing in it points into the engine.
@@ -166,8 +174,9 @@ func (e *Engine) Snapshot() Snapshot {
 	var s Snapshot
 	localFns := map[*localWorker][]string{}
 	localTypes := map[string][]string{}
-	for id, f := range e.functions {
-		fi := FunctionInfo{ID: id}
+	for _, f := range e.functions {
+		id := f.id
+		fi := FunctionInfo{ID: id, Namespace: nsOrDefault(f.ns)}
 		for i, r := range f.regs {
 			if i == len(f.regs)-1 { // the latest registration describes the id
 				fi.Description, fi.RequestFormat, fi.ResponseFormat, fi.Metadata =
@@ -190,6 +199,7 @@ func (e *Engine) Snapshot() Snapshot {
 	for _, b := range e.triggers {
 		counts[b.Type]++
 		ti := TriggerInfo{Trigger: b.Trigger, Active: b.active}
+		ti.Namespace, ti.FunctionID = splitKey(b.FunctionID)
 		if o := b.owner().owner; o != nil {
 			ti.Worker = o.name()
 		}
@@ -212,7 +222,7 @@ func (e *Engine) Snapshot() Snapshot {
 		c.mu.Lock()
 		m := c.meta
 		c.mu.Unlock()
-		wi := WorkerInfo{ID: c.id, Name: m.Name, Description: m.Description, Runtime: m.Runtime,
+		wi := WorkerInfo{ID: c.id, Name: m.Name, Namespace: c.namespace(), Description: m.Description, Runtime: m.Runtime,
 			Version: m.Version, OS: m.OS, PID: m.PID, Isolation: m.Isolation, IPAddress: hostOf(c.addr),
 			ConnectedAt: c.connectedAt, ActiveInvocations: c.inflight.Load(), Draining: c.draining.Load()}
 		if wi.Name == "" {
@@ -226,8 +236,12 @@ func (e *Engine) Snapshot() Snapshot {
 		default:
 			wi.Status = "connected"
 		}
-		for id := range c.fnIDs {
+		for key := range c.fnIDs {
+			_, id := splitKey(key)
 			wi.Functions = append(wi.Functions, id)
+		}
+		if d := c.decl.Load(); d != nil {
+			wi.Features = slices.Clone(d.features)
 		}
 		for id := range c.ttypeIDs {
 			wi.TriggerTypes = append(wi.TriggerTypes, id)
@@ -243,20 +257,28 @@ func (e *Engine) Snapshot() Snapshot {
 		s.Workers = append(s.Workers, wi)
 	}
 	for name, lw := range e.locals {
-		wi := WorkerInfo{ID: name, Name: name, Description: lw.description, Runtime: "engine",
+		wi := WorkerInfo{ID: name, Name: name, Namespace: DefaultNamespace, Description: lw.description, Runtime: "engine",
 			Isolation: "in-process", Status: "available", ConnectedAt: lw.startedAt, Internal: true,
 			Functions: localFns[lw], TriggerTypes: localTypes[name]}
 		sort.Strings(wi.Functions)
 		sort.Strings(wi.TriggerTypes)
 		s.Workers = append(s.Workers, wi)
 	}
+	e.obs.mu.Lock()
+	s.Observers = e.observersLocked()
+	e.obs.mu.Unlock()
 	sort.Slice(s.Workers, func(i, j int) bool {
 		if s.Workers[i].Name != s.Workers[j].Name {
 			return s.Workers[i].Name < s.Workers[j].Name
 		}
 		return s.Workers[i].ID < s.Workers[j].ID
 	})
-	sort.Slice(s.Functions, func(i, j int) bool { return s.Functions[i].ID < s.Functions[j].ID })
+	sort.Slice(s.Functions, func(i, j int) bool {
+		if s.Functions[i].ID != s.Functions[j].ID {
+			return s.Functions[i].ID < s.Functions[j].ID
+		}
+		return s.Functions[i].Namespace < s.Functions[j].Namespace
+	})
 	sort.Slice(s.TriggerTypes, func(i, j int) bool { return s.TriggerTypes[i].ID < s.TriggerTypes[j].ID })
 	sort.Slice(s.Triggers, func(i, j int) bool { return s.Triggers[i].ID < s.Triggers[j].ID })
 	return s

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,11 @@ type outcome struct {
 	err         *protocol.ErrorBody
 	traceparent string
 	baggage     string
+	// An observe.v2 host's report (invocationresult.matched/delivered),
+	// read by the observers of the call and never forwarded.
+	matched    []string
+	hasMatched bool
+	delivered  bool
 }
 
 func failed(code, format string, args ...any) outcome {
@@ -206,6 +212,8 @@ type Request struct {
 	// Trigger names what caused the call ("http", "cron", "queue", ...)
 	// for traces and metrics; empty means "engine".
 	Trigger string
+	// Namespace the function resolves in; "" is the default one.
+	Namespace string
 }
 
 // Invoke calls a function and waits for its result. A function error is
@@ -229,7 +237,7 @@ func (e *Engine) Invoke(ctx context.Context, req Request) (json.RawMessage, erro
 		}
 	}
 	call := Call{FunctionID: req.FunctionID, Data: req.Data, Metadata: req.Metadata,
-		Traceparent: req.Traceparent, Baggage: req.Baggage, Trigger: req.Trigger}
+		Traceparent: req.Traceparent, Baggage: req.Baggage, Trigger: req.Trigger, Namespace: req.Namespace}
 	if req.Action != nil && req.Action.Type == protocol.ActionVoid {
 		// Held back (with ctx) while the target's queue is full.
 		if err := e.route(ctx, nil, nil, call, func(outcome) {}); err != nil {
@@ -266,6 +274,19 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 		InvocationID: m.InvocationID, FunctionID: m.FunctionID,
 		Data: injectCaller(m.Data, caller.id), Metadata: m.Metadata,
 		Traceparent: m.Traceparent, Baggage: m.Baggage, CallerWorkerID: caller.id,
+		ObserveDepth: m.ObserveDepth, input: m.Data,
+		Namespace: m.Namespace, Caller: m.Caller, caller: caller,
+	}
+	if m.Activation != nil {
+		e.callThroughObserver(caller, m)
+		return
+	}
+	if m.FunctionID == registerWorkerFunction {
+		// Applied here, in order with the worker's other frames, so what it
+		// declares (namespace, features) is in place for the frames after it.
+		if err := e.registerWorker(caller, m.Data); err == nil {
+			call.declared = true
+		}
 	}
 	void := m.Action != nil && m.Action.Type == protocol.ActionVoid
 	done := func(outcome) {}
@@ -277,10 +298,10 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 				o.traceparent, o.baggage = tp, bg
 			}
 			// A caller that has gone away simply misses its result.
-			caller.send(mustEncode(protocol.InvocationResult{
+			caller.sendResult(&protocol.InvocationResult{
 				InvocationID: id, FunctionID: fn, Result: o.result, Error: o.err,
 				Traceparent: o.traceparent, Baggage: o.baggage,
-			}))
+			})
 		}
 	}
 	if m.Action != nil && m.Action.Type == protocol.ActionEnqueue {
@@ -329,9 +350,24 @@ func (e *Engine) dispatch(call Call, done func(outcome)) {
 // call was never sent because ctx ended while waiting (done has then been
 // told too).
 func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call, done func(outcome)) error {
+	key := call.FunctionID
+	if strings.IndexByte(key, 0) >= 0 {
+		// A function key (a trigger binding's or an enqueued call's).
+		call.Namespace, call.FunctionID = splitKey(key)
+	} else {
+		key = fnKey(call.Namespace, key)
+	}
+	if e.breaks.armed.Load() && !call.resumed && e.hold(ctx, call, done) {
+		return nil // held at a breakpoint (breakpoints.go)
+	}
 	e.mu.RLock()
 	var r *registration
-	if f := e.functions[call.FunctionID]; f != nil {
+	f := e.functions[key]
+	if f == nil && key != call.FunctionID && strings.HasPrefix(call.FunctionID, "engine::") {
+		f = e.functions[call.FunctionID] // the engine's own, in the default namespace
+		key = call.FunctionID
+	}
+	if f != nil {
 		r = f.pick()
 	}
 	if r != nil && r.conn != nil {
@@ -357,6 +393,19 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 		call.Trigger = TriggerKindEngine
 		if call.CallerWorkerID != "" {
 			call.Trigger = TriggerKindWorker
+		}
+	}
+	if r != nil && r.obs != nil && r.obs.private && call.Activation == nil && r.conn != nil && call.CallerWorkerID != r.conn.id {
+		r.conn.inflight.Add(-1)
+		done(failed(protocol.CodeForbidden, "%s is private: only the worker that registered it may call it", call.FunctionID))
+		return nil
+	}
+	if e.obs.observed(key) {
+		// Observers of the function see the call once it has ended.
+		next, reg := done, r
+		done = func(o outcome) {
+			e.observeRouted(key, &call, reg, o, start)
+			next(o)
 		}
 	}
 	finish := done
@@ -387,8 +436,8 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 	}
 	switch {
 	case r == nil:
-		if !e.forward(call, finish) {
-			finish(e.notFound(call.FunctionID))
+		if ns := nsOrDefault(call.Namespace); ns != DefaultNamespace || !e.forward(call, finish) {
+			finish(e.notFound(ns, call.FunctionID))
 		}
 	case r.handler != nil:
 		e.runLocal(r.handler, call, finish)
@@ -446,8 +495,11 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 			return err
 		}
 	}
-	p := &pending{target: target, caller: owner, functionID: call.FunctionID, finish: finish,
-		deadline: time.Now().Add(e.opts.InvocationTimeout).UnixNano()}
+	deadline := call.deadline
+	if deadline == 0 {
+		deadline = time.Now().Add(e.opts.InvocationTimeout).UnixNano()
+	}
+	p := &pending{target: target, caller: owner, functionID: call.FunctionID, finish: finish, deadline: deadline}
 	target.mu.Lock()
 	if target.gone {
 		target.mu.Unlock()
@@ -470,12 +522,37 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 	if target.session != nil {
 		fid = target.session.localID(fid) // the worker knows it without its prefix
 	}
-	frame, err := protocol.Encode(protocol.InvokeFunction{
+	inv := protocol.InvokeFunction{
 		InvocationID: id, FunctionID: fid, Data: call.Data,
 		Traceparent: call.Traceparent, Baggage: call.Baggage, Metadata: call.Metadata,
-	})
+		ObserveDepth: call.ObserveDepth, Activation: call.Activation,
+	}
+	if target.declared() {
+		// Only the 0.25+ SDKs read these; the 0.22 ones get the frame as
+		// before.
+		inv.Caller = call.Caller
+		if call.caller != nil {
+			inv.Caller = call.caller.stamp(call.Caller)
+		}
+		if ns := nsOrDefault(call.Namespace); ns != DefaultNamespace {
+			inv.Namespace = ns
+		}
+	}
+	buf := frameBuf()
+	frame, err := protocol.AppendInvoke((*buf)[:0], &inv)
+	if err == nil && !target.fits(len(frame)) {
+		e.drop(DropTooLarge, 1, "worker_id", target.id, "function_id", call.FunctionID, "bytes", len(frame))
+		*buf = frame
+		(&outFrame{buf: buf}).release()
+		if p := target.take(id); p != nil {
+			p.complete(failed(CodePayloadTooLarge, "invokefunction of %s is %d bytes, over the %d bytes worker %s reads",
+				call.FunctionID, len(frame), target.sendLimit(), target.id))
+		}
+		return nil
+	}
 	if err == nil {
-		err = target.out.push(outFrame{b: frame, call: p})
+		*buf = frame
+		err = target.out.push(outFrame{b: frame, call: p, buf: buf})
 	}
 	if err != nil {
 		if p := target.take(id); p != nil {
@@ -560,7 +637,8 @@ func (e *Engine) resultFromWorker(c *conn, m protocol.InvocationResult) {
 		e.drop(DropLateResult, 1, "worker_id", c.id, "invocation_id", m.InvocationID, "function_id", m.FunctionID)
 		return
 	}
-	p.complete(outcome{result: m.Result, err: m.Error, traceparent: m.Traceparent, baggage: m.Baggage})
+	p.complete(outcome{result: m.Result, err: m.Error, traceparent: m.Traceparent, baggage: m.Baggage,
+		matched: m.Matched, hasMatched: m.Matched != nil, delivered: m.Delivered})
 }
 
 // QueueEnqueueFunction is the function an enqueue action is handed to; the
@@ -582,7 +660,7 @@ func (e *Engine) enqueue(call Call, queue string, done func(outcome)) {
 		Receipt     string          `json:"messageReceiptId"`
 		Traceparent string          `json:"traceparent,omitempty"`
 		Baggage     string          `json:"baggage,omitempty"`
-	}{queue, call.FunctionID, call.Data, receipt, call.Traceparent, withBaggage(call.Baggage, FunctionBaggageKey, call.FunctionID)})
+	}{queue, fnKey(call.Namespace, call.FunctionID), call.Data, receipt, call.Traceparent, withBaggage(call.Baggage, FunctionBaggageKey, call.FunctionID)})
 	if err != nil {
 		done(failed(CodeEnqueueError, "encode enqueue payload: %v", err))
 		return

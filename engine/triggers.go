@@ -30,6 +30,20 @@ func triggerFrom(m protocol.RegisterTrigger) Trigger {
 	return Trigger{ID: m.ID, Type: m.TriggerType, FunctionID: m.FunctionID, Config: m.Config, Metadata: m.Metadata}
 }
 
+// inNamespace points a trigger at its function in namespace ns: its
+// FunctionID becomes the function key (namespace.go), which is what the
+// binding stores and fires.
+func (t *Trigger) inNamespace(ns string) {
+	t.FunctionID = fnKey(ns, t.FunctionID)
+}
+
+// bareID is the function id of a trigger's FunctionID, without its
+// namespace.
+func bareID(fid string) string {
+	_, id := splitKey(fid)
+	return id
+}
+
 // ErrTriggerConflict is matched (errors.Is) by a provider's refusal of a
 // binding that conflicts with one it serves (an HTTP route of the same
 // shape). A binding refused so while another binding of its type and
@@ -203,12 +217,12 @@ func (ops *triggerOps) deliver(tt *triggerType, b *binding, register bool) {
 
 func (ops *triggerOps) registered(b *binding) {
 	ops.evs = append(ops.evs, triggerEvent{b: b, ev: event.TriggerRegistered{TriggerID: b.ID, TriggerType: b.Type,
-		FunctionID: b.FunctionID, WorkerID: b.OwnerWorker, Config: b.Config, Active: b.active, At: time.Now()}})
+		FunctionID: bareID(b.FunctionID), WorkerID: b.OwnerWorker, Config: b.Config, Active: b.active, At: time.Now()}})
 }
 
 func (ops *triggerOps) unregistered(b *binding) {
 	ops.evs = append(ops.evs, triggerEvent{ev: event.TriggerUnregistered{TriggerID: b.ID, TriggerType: b.Type,
-		FunctionID: b.FunctionID, At: time.Now()}})
+		FunctionID: bareID(b.FunctionID), At: time.Now()}})
 }
 
 // apply makes the provider calls and publishes the events. The caller
@@ -233,8 +247,12 @@ func (e *Engine) deliver(ds []delivery) map[*binding]bool {
 	for _, d := range ds {
 		switch {
 		case d.tt.conn != nil && d.register:
+			ns, id := splitKey(d.b.FunctionID)
+			if ns == DefaultNamespace {
+				ns = "" // as before namespaces
+			}
 			d.tt.conn.send(mustEncode(protocol.RegisterTrigger{ID: d.b.ID, TriggerType: d.b.Type,
-				FunctionID: d.b.FunctionID, Config: d.b.Config, Metadata: d.b.Metadata}))
+				FunctionID: id, Config: d.b.Config, Metadata: d.b.Metadata, Namespace: ns}))
 		case d.tt.conn != nil:
 			d.tt.conn.send(mustEncode(protocol.UnregisterTrigger{ID: d.b.ID, TriggerType: d.b.Type}))
 		case d.register:
@@ -276,6 +294,7 @@ func (e *Engine) rejectBinding(b *binding, cause error) {
 	}
 	t := b.Trigger
 	e.mu.Unlock()
+	t.FunctionID = bareID(t.FunctionID)
 	msg := cause.Error()
 	switch {
 	case park:
@@ -309,7 +328,7 @@ func (e *Engine) tellClaims(t Trigger, claims []*claim, eb *protocol.ErrorBody) 
 		e.resolveAck(cl.id, eb)
 		if cl.owner != nil {
 			cl.owner.send(mustEncode(protocol.TriggerRegistrationResult{ID: cl.id, TriggerType: t.Type,
-				FunctionID: t.FunctionID, Error: eb}))
+				FunctionID: bareID(t.FunctionID), Error: eb}))
 		}
 	}
 }
@@ -488,6 +507,7 @@ func (e *Engine) RegisterTriggerType(worker string, t TriggerType) error {
 	e.mu.Unlock()
 	e.bus.Publish(event.TriggerTypeRegistered{TriggerType: t.ID, At: time.Now()})
 	e.apply(ops)
+	e.installBuiltinSources(worker, t.ID) // sources.go
 	return nil
 }
 

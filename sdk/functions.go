@@ -139,8 +139,8 @@ func (w *Worker) UnregisterFunction(id string) error {
 }
 
 // onInvoke starts a handler goroutine for an incoming call, or answers
-// right away when there is nothing to run.
-func (w *Worker) onInvoke(m protocol.InvokeFunction) {
+// right away when there is nothing to run. ctx is the connection's.
+func (w *Worker) onInvoke(ctx context.Context, m protocol.InvokeFunction) {
 	w.mu.Lock()
 	fn := w.functions[m.FunctionID]
 	closing := w.closing
@@ -151,9 +151,9 @@ func (w *Worker) onInvoke(m protocol.InvokeFunction) {
 
 	switch {
 	case closing:
-		w.reply(m, nil, &protocol.ErrorBody{Code: CodeInvocationStopped, Message: "worker is shutting down"})
+		w.reply(ctx, m, nil, &protocol.ErrorBody{Code: CodeInvocationStopped, Message: "worker is shutting down"})
 	case fn == nil:
-		w.reply(m, nil, &protocol.ErrorBody{Code: CodeFunctionNotFound, Message: fmt.Sprintf("Function %s not found", m.FunctionID)})
+		w.reply(ctx, m, nil, &protocol.ErrorBody{Code: CodeFunctionNotFound, Message: fmt.Sprintf("Function %s not found", m.FunctionID)})
 	default:
 		go func() { // exits when the handler returns; Close waits for it
 			defer w.handlers.Done()
@@ -177,7 +177,7 @@ func (w *Worker) invoke(h Handler, m protocol.InvokeFunction) {
 		w.log.DebugContext(ctx, "sdk: handler failed", "function_id", m.FunctionID,
 			"invocation_id", m.InvocationID, "code", eb.Code, "error", eb.Message)
 	}
-	w.reply(m, res, eb)
+	w.reply(w.hctx, m, res, eb)
 }
 
 // callHandler runs h, turning its error or panic into an ErrorBody and its
@@ -217,8 +217,12 @@ func errorBody(err error) *protocol.ErrorBody {
 }
 
 // reply answers an incoming call. Calls without an invocation ID (only old
-// engines send them) get no answer.
-func (w *Worker) reply(m protocol.InvokeFunction, res json.RawMessage, eb *protocol.ErrorBody) {
+// engines send them) get no answer. While the outbound queue is at its
+// limit, reply waits for room (bounded by ctx): an answer is never dropped
+// for lack of room, since its caller would wait out its timeout. One that
+// cannot be queued (ctx ended, the worker closed) is counted in
+// DroppedResults and logged.
+func (w *Worker) reply(ctx context.Context, m protocol.InvokeFunction, res json.RawMessage, eb *protocol.ErrorBody) {
 	if m.InvocationID == "" {
 		return
 	}
@@ -231,9 +235,10 @@ func (w *Worker) reply(m protocol.InvokeFunction, res json.RawMessage, eb *proto
 		Baggage:      m.Baggage,
 	})
 	if err == nil {
-		err = w.out.push(entry{frame: frame, kind: kindResult})
+		err = w.out.pushWait(ctx, entry{frame: frame, kind: kindResult})
 	}
 	if err != nil {
+		w.resultsDropped.Add(1)
 		w.log.WarnContext(w.ctx, "sdk: result dropped", "function_id", m.FunctionID,
 			"invocation_id", m.InvocationID, "error", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -448,4 +449,51 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestIntegrationResultsWaitForRoom: answers that find the worker's
+// outbound queue full wait for room instead of being dropped (their
+// callers would wait out the invocation timeout).
+func TestIntegrationResultsWaitForRoom(t *testing.T) {
+	ctx := testCtx(t)
+	h := newHarness(t, engine.Options{InvocationTimeout: 5 * time.Second})
+	const calls = 64
+	var started atomic.Int32
+	release := make(chan struct{})
+	w := worker(ctx, t, h, "bp-worker", sdk.WithQueueLimit(1))
+	if err := w.RegisterFunction("bp::burst", func(ctx context.Context, in json.RawMessage) (any, error) {
+		started.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return in, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitServed(ctx, t, h, w, "bp::burst")
+
+	errs := make(chan error, calls)
+	for i := range calls {
+		go func() {
+			in := json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))
+			out, err := h.engine().Invoke(ctx, engine.Request{FunctionID: "bp::burst", Data: in})
+			if err == nil && !bytes.Equal(out, in) {
+				err = fmt.Errorf("call %d answered %s", i, out)
+			}
+			errs <- err
+		}()
+	}
+	// Every handler answers at once, into a queue of one.
+	poll(ctx, t, "all handlers running", func() bool { return started.Load() == calls })
+	close(release)
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Errorf("call: %v", err)
+		}
+	}
+	if n := w.DroppedResults(); n != 0 {
+		t.Errorf("DroppedResults = %d; want 0", n)
+	}
 }

@@ -1,6 +1,9 @@
 package sdk
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // kind says what happens to a queued frame when the connection drops.
 type kind uint8
@@ -46,6 +49,9 @@ type outbox struct {
 	connected bool
 	closed    bool
 	ready     chan struct{} // cap 1: "there is something to write"
+	// room is closed when the writer takes the queue, or the queue closes
+	// or disconnects; nil while nobody waits for room (see pushWait).
+	room chan struct{}
 }
 
 func newOutbox(limit int) *outbox {
@@ -90,6 +96,49 @@ func (q *outbox) push(e entry) error {
 	return nil
 }
 
+// pushWait queues a result frame (kindResult), waiting while the queue is
+// at its limit: a result is never dropped for lack of room, since its
+// caller would wait out its timeout for it. The wait ends when the writer
+// takes the queue, with ctx (the error is ctx's), or when the queue closes
+// (ErrClosed); while disconnected the frame is dropped, as push does (the
+// engine has failed the call already).
+func (q *outbox) pushWait(ctx context.Context, e entry) error {
+	for {
+		q.mu.Lock()
+		switch {
+		case q.closed:
+			q.mu.Unlock()
+			return ErrClosed
+		case !q.connected:
+			q.mu.Unlock()
+			return nil
+		case len(q.entries)-q.telemetry < q.limit:
+			q.entries = append(q.entries, e)
+			q.mu.Unlock()
+			q.signal()
+			return nil
+		}
+		if q.room == nil {
+			q.room = make(chan struct{})
+		}
+		room := q.room
+		q.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// wakeLocked releases producers waiting in pushWait; q.mu is held.
+func (q *outbox) wakeLocked() {
+	if q.room != nil {
+		close(q.room)
+		q.room = nil
+	}
+}
+
 // pushTelemetry queues a telemetry frame, or drops and counts it. The
 // caller holds q.mu.
 func (q *outbox) pushTelemetry(e entry) error {
@@ -131,6 +180,7 @@ func (q *outbox) take() []entry {
 	batch := q.entries
 	q.entries = nil
 	q.telemetry = 0
+	q.wakeLocked()
 	return batch
 }
 
@@ -171,6 +221,7 @@ func (q *outbox) connect(head, tail []entry, keep func(entry) bool) {
 func (q *outbox) disconnect() {
 	q.mu.Lock()
 	q.connected = false
+	q.wakeLocked()
 	q.mu.Unlock()
 }
 
@@ -178,5 +229,6 @@ func (q *outbox) disconnect() {
 func (q *outbox) close() {
 	q.mu.Lock()
 	q.closed = true
+	q.wakeLocked()
 	q.mu.Unlock()
 }

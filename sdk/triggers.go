@@ -247,19 +247,20 @@ type providerMsg struct {
 	binding  TriggerBinding
 }
 
-func (w *Worker) onRegisterTrigger(m protocol.RegisterTrigger) {
+// onRegisterTrigger runs on the reader; ctx is the connection's.
+func (w *Worker) onRegisterTrigger(ctx context.Context, m protocol.RegisterTrigger) {
 	b := TriggerBinding{ID: m.ID, Type: m.TriggerType, FunctionID: m.FunctionID, Config: m.Config, Metadata: m.Metadata}
 	w.mu.Lock()
 	_, ok := w.triggerTypes[m.TriggerType]
 	w.mu.Unlock()
 	if !ok {
-		w.ack(b, &protocol.ErrorBody{Code: CodeTriggerTypeNotFound, Message: "Trigger type not found"})
+		w.ack(ctx, b, &protocol.ErrorBody{Code: CodeTriggerTypeNotFound, Message: "Trigger type not found"})
 		return
 	}
 	select {
 	case w.provq <- providerMsg{register: true, binding: b}:
 	default:
-		w.ack(b, &protocol.ErrorBody{Code: CodeTriggerRegistrationFailed, Message: "trigger provider queue full"})
+		w.ack(ctx, b, &protocol.ErrorBody{Code: CodeTriggerRegistrationFailed, Message: "trigger provider queue full"})
 	}
 }
 
@@ -293,11 +294,11 @@ func (w *Worker) provideRegister(b TriggerBinding) {
 	tt := w.triggerTypes[b.Type]
 	w.mu.Unlock()
 	if tt == nil {
-		w.ack(b, &protocol.ErrorBody{Code: CodeTriggerTypeNotFound, Message: "Trigger type not found"})
+		w.ack(w.hctx, b, &protocol.ErrorBody{Code: CodeTriggerTypeNotFound, Message: "Trigger type not found"})
 		return
 	}
 	if err := safeCall(w.hctx, tt.provider.RegisterTrigger, b); err != nil {
-		w.ack(b, &protocol.ErrorBody{Code: CodeTriggerRegistrationFailed, Message: err.Error()})
+		w.ack(w.hctx, b, &protocol.ErrorBody{Code: CodeTriggerRegistrationFailed, Message: err.Error()})
 		return
 	}
 	w.mu.Lock()
@@ -305,7 +306,7 @@ func (w *Worker) provideRegister(b TriggerBinding) {
 		w.bindings[b.ID] = b
 	}
 	w.mu.Unlock()
-	w.ack(b, nil)
+	w.ack(w.hctx, b, nil)
 }
 
 func (w *Worker) provideUnregister(b TriggerBinding) {
@@ -335,13 +336,14 @@ func safeCall(ctx context.Context, fn func(context.Context, TriggerBinding) erro
 	return fn(ctx, b)
 }
 
-// ack answers a delivered binding with triggerregistrationresult.
-func (w *Worker) ack(b TriggerBinding, eb *protocol.ErrorBody) {
+// ack answers a delivered binding with triggerregistrationresult, waiting
+// (bounded by ctx) while the outbound queue is full.
+func (w *Worker) ack(ctx context.Context, b TriggerBinding, eb *protocol.ErrorBody) {
 	frame, err := protocol.Encode(protocol.TriggerRegistrationResult{
 		ID: b.ID, TriggerType: b.Type, FunctionID: b.FunctionID, Error: eb,
 	})
 	if err == nil {
-		err = w.out.push(entry{frame: frame, kind: kindResult})
+		err = w.out.pushWait(ctx, entry{frame: frame, kind: kindResult})
 	}
 	if err != nil {
 		w.log.WarnContext(w.ctx, "sdk: trigger ack dropped", "trigger_id", b.ID, "error", err)

@@ -63,7 +63,8 @@ type Worker struct {
 	provq chan providerMsg // provider callbacks, in arrival order
 	tr    tracing
 
-	spansSent atomic.Uint64 // spans of telemetry frames written
+	spansSent      atomic.Uint64 // spans of telemetry frames written
+	resultsDropped atomic.Uint64 // answers that could not be queued (see reply)
 
 	wg       sync.WaitGroup // connection loop, provider loop
 	handlers sync.WaitGroup // handler goroutines
@@ -161,6 +162,12 @@ func newWorker(url string, o options) *Worker {
 	w.tr = newTracing(o, w.out)
 	return w
 }
+
+// DroppedResults is how many answers to incoming calls could not be
+// queued: the worker closed (or its Close deadline passed) while the
+// outbound queue was full. A full queue alone never drops an answer; the
+// handler waits for room.
+func (w *Worker) DroppedResults() uint64 { return w.resultsDropped.Load() }
 
 // ID is the worker ID the engine assigned on the latest connection.
 func (w *Worker) ID() string {
@@ -459,9 +466,9 @@ func (w *Worker) read(ctx context.Context, conn *websocket.Conn) error {
 		case protocol.InvocationResult:
 			w.onResult(m)
 		case protocol.InvokeFunction:
-			w.onInvoke(m)
+			w.onInvoke(ctx, m)
 		case protocol.RegisterTrigger:
-			w.onRegisterTrigger(m)
+			w.onRegisterTrigger(ctx, m)
 		case protocol.UnregisterTrigger:
 			w.onUnregisterTrigger(m)
 		case protocol.TriggerRegistrationResult:

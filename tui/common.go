@@ -68,47 +68,227 @@ func DefaultStyles() *Styles {
 	}
 }
 
-// KeyMap holds every binding; help is generated from it.
+// KeyMap holds every binding, grouped by where they apply. It is the one
+// source of key handling, of the footer's hints (ShortHelp) and of the
+// help screen (FullHelp): a binding the model does not match is not
+// listed, and the other way round.
 type KeyMap struct {
-	Quit, Help, NextTab, PrevTab, Filter               key.Binding
-	Up, Down, PageUp, PageDown, Top, Bottom            key.Binding
-	Detail, Back, Invoke, Send, Replay, Restart, Pause key.Binding
-	Follow, WorkerFilter, Trace, ShowAll, Logs         key.Binding
-	Views                                              [6]key.Binding
+	Global      GlobalKeys
+	Nav         NavKeys
+	Filter      FilterKeys
+	Modal       ModalKeys
+	Workers     WorkersKeys
+	Functions   FunctionsKeys
+	Triggers    TriggersKeys
+	Invocations InvocationsKeys
+	Traces      TracesKeys
+	Logs        LogsKeys
+	Breaks      BreaksKeys
+}
+
+// GlobalKeys work in every view.
+type GlobalKeys struct {
+	// View switches to view n with the key n (1-7).
+	View, NextTab, PrevTab, Filter, Back, Help, Quit key.Binding
+}
+
+// ShortHelp is what every view's footer starts and ends with.
+func (k GlobalKeys) ShortHelp() []key.Binding { return []key.Binding{k.View, k.Filter, k.Help, k.Quit} }
+
+// FullHelp lists the global keys on the help screen.
+func (k GlobalKeys) FullHelp() [][]key.Binding {
+	return [][]key.Binding{{k.View, k.NextTab, k.PrevTab, k.Filter, k.Back, k.Help, k.Quit}}
+}
+
+// NavKeys move through a list; Move is their summary in the footer.
+type NavKeys struct {
+	Move, Up, Down, PageUp, PageDown, Top, Bottom key.Binding
+}
+
+// ShortHelp is the footer's summary.
+func (k NavKeys) ShortHelp() []key.Binding { return []key.Binding{k.Move} }
+
+// FullHelp lists each move.
+func (k NavKeys) FullHelp() [][]key.Binding {
+	return [][]key.Binding{{k.Up, k.Down, k.PageUp, k.PageDown, k.Top, k.Bottom}}
+}
+
+// FilterKeys edit the filter line.
+type FilterKeys struct {
+	Apply, Clear, Erase, EraseAll key.Binding
+}
+
+// ShortHelp is the filter line's hint.
+func (k FilterKeys) ShortHelp() []key.Binding { return []key.Binding{k.Apply, k.Clear} }
+
+// FullHelp lists the filter line's keys.
+func (k FilterKeys) FullHelp() [][]key.Binding {
+	return [][]key.Binding{{k.Apply, k.Clear, k.Erase, k.EraseAll}}
+}
+
+// ModalKeys work in the detail, help, replay and editor panes.
+type ModalKeys struct {
+	Scroll, Close, Send, Again key.Binding
+}
+
+// ShortHelp is the panes' footer (each pane picks the ones it has).
+func (k ModalKeys) ShortHelp() []key.Binding { return []key.Binding{k.Scroll, k.Close} }
+
+// FullHelp lists the panes' keys.
+func (k ModalKeys) FullHelp() [][]key.Binding {
+	return [][]key.Binding{{k.Send, k.Again, k.Scroll, k.Close}}
+}
+
+// WorkersKeys act on the selected worker.
+type WorkersKeys struct{ Detail, Logs, Restart key.Binding }
+
+// ShortHelp is the Workers view's footer.
+func (k WorkersKeys) ShortHelp() []key.Binding { return []key.Binding{k.Detail, k.Logs, k.Restart} }
+
+// FullHelp lists the Workers view's keys.
+func (k WorkersKeys) FullHelp() [][]key.Binding { return [][]key.Binding{k.ShortHelp()} }
+
+// FunctionsKeys act on the selected function.
+type FunctionsKeys struct{ Detail, Invoke, Break, ShowAll key.Binding }
+
+// ShortHelp is the Functions view's footer.
+func (k FunctionsKeys) ShortHelp() []key.Binding {
+	return []key.Binding{k.Detail, k.Invoke, k.Break, k.ShowAll}
+}
+
+// FullHelp lists the Functions view's keys.
+func (k FunctionsKeys) FullHelp() [][]key.Binding { return [][]key.Binding{k.ShortHelp()} }
+
+// TriggersKeys act on the selected trigger.
+type TriggersKeys struct{ Detail, Fire key.Binding }
+
+// ShortHelp is the Triggers view's footer.
+func (k TriggersKeys) ShortHelp() []key.Binding { return []key.Binding{k.Detail, k.Fire} }
+
+// FullHelp lists the Triggers view's keys.
+func (k TriggersKeys) FullHelp() [][]key.Binding { return [][]key.Binding{k.ShortHelp()} }
+
+// InvocationsKeys act on the selected call and the live tail.
+type InvocationsKeys struct{ Detail, Replay, Invoke, Trace, Pause, Break key.Binding }
+
+// ShortHelp is the Invocations view's footer.
+func (k InvocationsKeys) ShortHelp() []key.Binding {
+	return []key.Binding{k.Detail, k.Replay, k.Invoke, k.Trace, k.Pause}
+}
+
+// FullHelp lists the Invocations view's keys.
+func (k InvocationsKeys) FullHelp() [][]key.Binding {
+	return [][]key.Binding{append(k.ShortHelp(), k.Break)}
+}
+
+// TracesKeys act on the waterfall.
+type TracesKeys struct{ Span, Reload key.Binding }
+
+// ShortHelp is the Traces view's footer.
+func (k TracesKeys) ShortHelp() []key.Binding { return []key.Binding{k.Span, k.Reload} }
+
+// FullHelp lists the Traces view's keys.
+func (k TracesKeys) FullHelp() [][]key.Binding { return [][]key.Binding{k.ShortHelp()} }
+
+// LogsKeys steer the log tail.
+type LogsKeys struct{ Follow, Worker key.Binding }
+
+// ShortHelp is the Logs view's footer.
+func (k LogsKeys) ShortHelp() []key.Binding { return []key.Binding{k.Follow, k.Worker} }
+
+// FullHelp lists the Logs view's keys.
+func (k LogsKeys) FullHelp() [][]key.Binding { return [][]key.Binding{k.ShortHelp()} }
+
+// BreaksKeys decide the fate of the selected held call.
+type BreaksKeys struct{ Continue, Edit, Fail, Drop, Detail, ClearAll key.Binding }
+
+// ShortHelp is the Breakpoints view's footer.
+func (k BreaksKeys) ShortHelp() []key.Binding {
+	return []key.Binding{k.Continue, k.Edit, k.Fail, k.Drop, k.ClearAll}
+}
+
+// FullHelp lists the Breakpoints view's keys.
+func (k BreaksKeys) FullHelp() [][]key.Binding {
+	return [][]key.Binding{append(k.ShortHelp(), k.Detail)}
+}
+
+func bind(help, desc string, keys ...string) key.Binding {
+	return key.NewBinding(key.WithKeys(keys...), key.WithHelp(help, desc))
 }
 
 // DefaultKeyMap returns the k9s/lazygit-style bindings.
 func DefaultKeyMap() *KeyMap {
-	k := &KeyMap{
-		Quit:         key.NewBinding(key.WithKeys("q", "ctrl+c"), key.WithHelp("q", "quit")),
-		Help:         key.NewBinding(key.WithKeys("?"), key.WithHelp("?", "help")),
-		NextTab:      key.NewBinding(key.WithKeys("tab", "right"), key.WithHelp("tab", "next view")),
-		PrevTab:      key.NewBinding(key.WithKeys("shift+tab", "left"), key.WithHelp("shift+tab", "previous view")),
-		Filter:       key.NewBinding(key.WithKeys("/"), key.WithHelp("/", "filter")),
-		Up:           key.NewBinding(key.WithKeys("k", "up"), key.WithHelp("k/↑", "up")),
-		Down:         key.NewBinding(key.WithKeys("j", "down"), key.WithHelp("j/↓", "down")),
-		PageUp:       key.NewBinding(key.WithKeys("pgup", "ctrl+u"), key.WithHelp("pgup", "page up")),
-		PageDown:     key.NewBinding(key.WithKeys("pgdown", "ctrl+d"), key.WithHelp("pgdn", "page down")),
-		Top:          key.NewBinding(key.WithKeys("g", "home"), key.WithHelp("g", "top")),
-		Bottom:       key.NewBinding(key.WithKeys("G", "end"), key.WithHelp("G", "bottom")),
-		Detail:       key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "detail")),
-		Back:         key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "back")),
-		Invoke:       key.NewBinding(key.WithKeys("i"), key.WithHelp("i", "invoke function")),
-		Send:         key.NewBinding(key.WithKeys("ctrl+s", "ctrl+enter"), key.WithHelp("ctrl+s", "send")),
-		Replay:       key.NewBinding(key.WithKeys("r"), key.WithHelp("r", "replay invocation")),
-		Restart:      key.NewBinding(key.WithKeys("R"), key.WithHelp("R", "restart worker")),
-		Pause:        key.NewBinding(key.WithKeys("space"), key.WithHelp("space", "pause tail")),
-		Follow:       key.NewBinding(key.WithKeys("f"), key.WithHelp("f", "follow")),
-		WorkerFilter: key.NewBinding(key.WithKeys("w"), key.WithHelp("w", "cycle worker")),
-		Trace:        key.NewBinding(key.WithKeys("t"), key.WithHelp("t", "show trace")),
-		ShowAll:      key.NewBinding(key.WithKeys("a"), key.WithHelp("a", "engine functions")),
-		Logs:         key.NewBinding(key.WithKeys("l"), key.WithHelp("l", "worker logs")),
+	return &KeyMap{
+		Global: GlobalKeys{
+			View:    bind("1-7", "views", "1", "2", "3", "4", "5", "6", "7"),
+			NextTab: bind("tab", "next view", "tab", "right"),
+			PrevTab: bind("shift+tab", "previous view", "shift+tab", "left"),
+			Filter:  bind("/", "filter", "/"),
+			Back:    bind("esc", "clear the filter", "esc"),
+			Help:    bind("?", "help", "?"),
+			Quit:    bind("q", "quit", "q", "ctrl+c"),
+		},
+		Nav: NavKeys{
+			Move:     bind("j/k", "move", "j", "k", "up", "down"),
+			Up:       bind("k/↑", "up", "k", "up"),
+			Down:     bind("j/↓", "down", "j", "down"),
+			PageUp:   bind("pgup", "page up", "pgup", "ctrl+u"),
+			PageDown: bind("pgdn", "page down", "pgdown", "ctrl+d"),
+			Top:      bind("g", "top", "g", "home"),
+			Bottom:   bind("G", "bottom", "G", "end"),
+		},
+		Filter: FilterKeys{
+			Apply:    bind("enter", "apply", "enter"),
+			Clear:    bind("esc", "clear", "esc"),
+			Erase:    bind("backspace", "erase a character", "backspace"),
+			EraseAll: bind("ctrl+u", "erase all", "ctrl+u"),
+		},
+		Modal: ModalKeys{
+			Scroll: bind("j/k", "scroll", "j", "k", "up", "down"),
+			Close:  bind("esc", "close", "esc", "q"),
+			Send:   bind("ctrl+s", "send", "ctrl+s", "ctrl+enter"),
+			Again:  bind("r", "replay again", "r"),
+		},
+		Workers: WorkersKeys{
+			Detail:  bind("enter", "detail", "enter"),
+			Logs:    bind("l", "logs", "l"),
+			Restart: bind("R", "restart", "R"),
+		},
+		Functions: FunctionsKeys{
+			Detail:  bind("enter", "detail", "enter"),
+			Invoke:  bind("i", "invoke", "i"),
+			Break:   bind("b", "break", "b"),
+			ShowAll: bind("a", "engine fns", "a"),
+		},
+		Triggers: TriggersKeys{
+			Detail: bind("enter", "detail", "enter"),
+			Fire:   bind("f", "fire now", "f"),
+		},
+		Invocations: InvocationsKeys{
+			Detail: bind("enter", "detail", "enter"),
+			Replay: bind("r", "replay", "r"),
+			Invoke: bind("i", "invoke", "i"),
+			Trace:  bind("t", "trace", "t"),
+			Pause:  bind("space", "pause", "space"),
+			Break:  bind("b", "break on its function", "b"),
+		},
+		Traces: TracesKeys{
+			Span:   bind("enter", "span", "enter"),
+			Reload: bind("ctrl+r", "reload", "ctrl+r"),
+		},
+		Breaks: BreaksKeys{
+			Continue: bind("c", "continue", "c"),
+			Edit:     bind("e", "edit & continue", "e"),
+			Fail:     bind("x", "fail", "x"),
+			Drop:     bind("d", "drop", "d"),
+			Detail:   bind("enter", "payload", "enter"),
+			ClearAll: bind("B", "clear all", "B"),
+		},
+		Logs: LogsKeys{
+			Follow: bind("f", "follow", "f"),
+			Worker: bind("w", "worker", "w"),
+		},
 	}
-	for i := range k.Views {
-		n := string(rune('1' + i))
-		k.Views[i] = key.NewBinding(key.WithKeys(n), key.WithHelp(n, viewNames[i]))
-	}
-	return k
 }
 
 // Options tune a Model.

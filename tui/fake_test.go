@@ -21,6 +21,7 @@ type fakeSource struct {
 	subs     []*fakeSub
 	invokes  []string // "fn data"
 	restarts []string
+	controls []string // "fn data"
 	// answers by function id; a missing function answers function_not_found
 	answers map[string]func(json.RawMessage) (json.RawMessage, error)
 }
@@ -101,6 +102,13 @@ func (f *fakeSource) Query(_ context.Context, fn string, data json.RawMessage) (
 	return f.call(fn, data)
 }
 
+func (f *fakeSource) Control(_ context.Context, fn string, data json.RawMessage) (json.RawMessage, error) {
+	f.mu.Lock()
+	f.controls = append(f.controls, fn+" "+string(data))
+	f.mu.Unlock()
+	return f.call(fn, data)
+}
+
 func (f *fakeSource) Restart(_ context.Context, worker string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -166,6 +174,10 @@ func fixture() (Snapshot, []event.Event) {
 		event.LogLine{Worker: "orders", PID: 4242, Stream: "stdout", Line: "listening on 49134", At: t0.Add(-2 * time.Minute)},
 		event.LogLine{Worker: "mailer", Stream: "stderr", Line: "ModuleNotFoundError: No module named 'smtplib2'", At: t0.Add(-90 * time.Second)},
 		event.LogLine{Worker: "billing", PID: 4343, Stream: "stdout", Line: "charged 40", At: t0.Add(-800 * time.Millisecond)},
+		event.BreakpointsChanged{FunctionIDs: []string{"billing::charge"}, At: t0.Add(-time.Second)},
+		event.CallHeld{HoldID: "hold-1", InvocationID: "inv-0099", FunctionID: "billing::charge", CallerWorkerID: "w-orders-0001",
+			Trigger: "worker", Data: json.RawMessage(`{"amount":40,"_caller_worker_id":"w-orders-0001"}`),
+			Deadline: t0.Add(25 * time.Second), At: t0.Add(-5 * time.Second)},
 	)
 	return snap, evs
 }

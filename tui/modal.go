@@ -2,6 +2,8 @@ package tui
 
 import (
 	"encoding/json"
+
+	"charm.land/bubbles/v2/help"
 	"errors"
 	"fmt"
 	"strconv"
@@ -36,6 +38,7 @@ type modal struct {
 	// editor
 	editor     textarea.Model
 	functionID string
+	holdID     string // set when the editor edits a held call's payload
 	editErr    string
 	sending    bool
 	result     []string
@@ -54,8 +57,8 @@ func (d *modal) openDetail(title string, lines []string) {
 	*d = modal{Common: d.Common, kind: modalDetail, title: title, lines: lines}
 }
 
-func (d *modal) openHelp() {
-	*d = modal{Common: d.Common, kind: modalHelp, title: "Keys", lines: helpLines(d.Keys)}
+func (d *modal) openHelp(lines []string) {
+	*d = modal{Common: d.Common, kind: modalHelp, title: "Keys", lines: lines}
 }
 
 func (d *modal) openEditor(functionID, initial string) tea.Cmd {
@@ -260,61 +263,35 @@ func invocationErr(v invocation) error {
 	return &protocol.ErrorBody{Code: code, Message: v.errorMessage}
 }
 
-func helpLines(k *KeyMap) []string {
-	type group struct {
+// helpLines is the help screen, generated from the key map: the keys every
+// view shares, then each view's own.
+func (m *Model) helpLines() []string {
+	k := m.Keys
+	groups := []struct {
 		name string
-		keys [][2]string
-	}
-	groups := []group{
-		{"Global", [][2]string{{"1-6", "Workers, Functions, Triggers, Invocations, Traces, Logs"},
-			{"tab / shift+tab", "next / previous view"}, {"/", "filter the view (esc clears)"},
-			{"?", "this help"}, {"q, ctrl+c", "quit"}}},
-		{"Tables", [][2]string{{"j/k, ↓/↑", "move"}, {"pgdn/pgup, g/G", "page, top, bottom"},
-			{"enter", "detail (payload and result JSON)"}, {"esc", "back"}}},
-		{"Functions & Invocations", [][2]string{{"i", "invoke the selected function (JSON editor, ctrl+s sends)"},
-			{"r", "replay the selected invocation and compare results"}, {"t", "trace of the selected invocation"},
-			{"space", "pause / resume the live tail"}, {"a", "show / hide engine::* functions"}}},
-		{"Workers", [][2]string{{"l", "logs of the selected worker"}, {"R", "restart the selected worker (exec module)"}}},
-		{"Traces", [][2]string{{"enter", "span detail"}, {"ctrl+r", "reload"}}},
-		{"Logs", [][2]string{{"f", "follow new lines"}, {"w", "cycle through workers"}}},
+		keys help.KeyMap
+	}{
+		{"Global", k.Global}, {"Lists", k.Nav}, {"Filter line", k.Filter}, {"Panes", k.Modal},
 	}
 	var lines []string
-	for _, g := range groups {
-		lines = append(lines, g.name)
-		for _, kv := range g.keys {
-			lines = append(lines, "  "+pad(kv[0], 18)+kv[1])
+	add := func(name string, km help.KeyMap) {
+		lines = append(lines, name)
+		for _, col := range km.FullHelp() {
+			for _, b := range col {
+				if b.Enabled() {
+					lines = append(lines, "  "+pad(b.Help().Key, 12)+b.Help().Desc)
+				}
+			}
 		}
 		lines = append(lines, "")
 	}
+	for _, g := range groups {
+		add(g.name, g.keys)
+	}
+	for i, p := range m.pages {
+		add(viewNames[i], p)
+	}
 	return lines
-}
-
-// openDetail shows the selected item of the active view.
-func (m *Model) openDetail() {
-	key, ok := m.selected()
-	if !ok {
-		return
-	}
-	s := m.st
-	switch m.view {
-	case viewWorkers:
-		m.modal.openDetail("Worker "+m.workerRowName(key), workerDetail(s, key, m.now))
-	case viewFunctions:
-		if f := s.funcs[key]; f != nil {
-			m.modal.openDetail("Function "+f.id, functionDetail(s, f))
-		}
-	case viewTriggers:
-		if t, ok := s.triggers[key]; ok {
-			m.modal.openDetail("Trigger "+t.ID, triggerDetail(t))
-		}
-	case viewInvocations:
-		for i := s.inv.len() - 1; i >= 0; i-- {
-			if v := s.inv.at(i); v.id == key {
-				m.modal.openDetail("Invocation "+v.functionID, invocationDetail(v))
-				return
-			}
-		}
-	}
 }
 
 func workerDetail(s *state, key string, now time.Time) []string {

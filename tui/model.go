@@ -13,6 +13,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/engine/watch"
 )
 
 // viewID names a tab.
@@ -25,10 +26,11 @@ const (
 	viewInvocations
 	viewTraces
 	viewLogs
+	viewBreaks
 	numViews
 )
 
-var viewNames = [numViews]string{"Workers", "Functions", "Triggers", "Invocations", "Traces", "Logs"}
+var viewNames = [numViews]string{"Workers", "Functions", "Triggers", "Invocations", "Traces", "Logs", "Breakpoints"}
 
 // Messages. Engine events arrive batched in eventsMsg; everything else is
 // the answer to a command the model issued.
@@ -60,7 +62,16 @@ type (
 		worker string
 		err    error
 	}
+	// controlMsg answers a Control call (breakpoints, fire now).
+	controlMsg struct {
+		done string // what to flash on success
+		err  error
+	}
 )
+
+// clusterResync is how often the TUI of an engine in a cluster reads a
+// snapshot: the other engines' workers and functions have no events here.
+const clusterResync = 5 * time.Second
 
 // maxBatch bounds one eventsMsg.
 const maxBatch = 8192
@@ -78,22 +89,21 @@ type Model struct {
 	now         time.Time
 	lastDropped uint64
 	resyncing   bool
-	ready       bool // first snapshot applied
+	synced      time.Time // when the last snapshot was applied
+	ready       bool      // first snapshot applied
 
 	view      viewID
-	tables    [numViews]*table
-	rows      []row // rows of the active table view
+	pages     [numViews]page
 	filters   [numViews]string
 	filtering bool
 	filterBuf string
 
-	paused     bool
-	showEngine bool // list engine::* functions too
-	pausedSeq  uint64
-
-	logs  logPane
-	trace tracePane
-	modal modal
+	// The pages the root reaches into (answers to their commands).
+	functions   *functionsPage
+	invocations *invocationsPage
+	trace       *tracesPage
+	logs        *logsPage
+	modal       modal
 
 	flash      string
 	flashErr   bool
@@ -118,28 +128,34 @@ func New(ctx context.Context, src Source, opts Options) *Model {
 	}
 	m.sub = src.Subscribe(opts.Buffer)
 	m.Styles, m.Keys = DefaultStyles(), DefaultKeyMap()
-	m.tables = [numViews]*table{
-		viewWorkers: newTable(m.Common, []column{
-			{title: "NAME", flex: 1, min: 8}, {title: "RUNTIME", short: "RT"}, {title: "PID", right: true},
-			{title: "STATUS", min: 7}, {title: "FUNCS", short: "FN", right: true}, {title: "IN-FLIGHT", short: "INFL", right: true},
-			{title: "RESTARTS", short: "RST", right: true}, {title: "UPTIME", short: "UP", right: true},
-		}),
-		viewFunctions: newTable(m.Common, []column{
-			{title: "FUNCTION", flex: 3, min: 12}, {title: "WORKERS", flex: 1, min: 8}, {title: "CALLS", right: true},
-			{title: "ERRORS", short: "ERR", right: true}, {title: "P50", right: true}, {title: "P99", right: true},
-		}),
-		viewTriggers: newTable(m.Common, []column{
-			{title: "TYPE", min: 4}, {title: "FUNCTION", flex: 1, min: 10}, {title: "WORKER", min: 6},
-			{title: "STATE"}, {title: "CONFIG", flex: 2, min: 10},
-		}),
-		viewInvocations: newTable(m.Common, []column{
-			{title: "TIME", min: 8}, {title: "FUNCTION", flex: 1, min: 10}, {title: "CALLER → TARGET", short: "FROM → TO", flex: 1, min: 10},
-			{title: "TRIGGER", short: "TRIG", min: 4}, {title: "DURATION", short: "TOOK", right: true}, {title: "STATUS", min: 6},
-		}),
-	}
-	m.tables[viewInvocations].stickTop = true
-	m.logs = logPane{Common: m.Common, follow: true}
-	m.trace = tracePane{Common: m.Common}
+	workers := &workersPage{}
+	workers.tablePage = newTablePage(m, viewWorkers, "no workers connected", workerColumns(false), func() []row {
+		workers.tbl.cols = workerColumns(m.st.engine != "")
+		return workerRows(m.st, m.now, m.Styles)
+	})
+	m.functions = &functionsPage{}
+	m.functions.tablePage = newTablePage(m, viewFunctions, "no functions registered", functionColumns(false), func() []row {
+		m.functions.tbl.cols = functionColumns(m.st.engine != "")
+		return functionRows(m.st, m.functions.showEngine)
+	})
+	triggers := &triggersPage{newTablePage(m, viewTriggers, "no triggers registered", []column{
+		{title: "TYPE", min: 4}, {title: "FUNCTION", flex: 1, min: 10}, {title: "WORKER", min: 6},
+		{title: "STATE"}, {title: "CONFIG", flex: 2, min: 10},
+	}, func() []row { return triggerRows(m.st, triggerConfigWidth) })}
+	m.invocations = &invocationsPage{}
+	m.invocations.tablePage = newTablePage(m, viewInvocations, "no invocations yet", []column{
+		{title: "TIME", min: 8}, {title: "FUNCTION", flex: 1, min: 10}, {title: "CALLER → TARGET", short: "FROM → TO", flex: 1, min: 10},
+		{title: "TRIGGER", short: "TRIG", min: 4}, {title: "DURATION", short: "TOOK", right: true}, {title: "STATUS", min: 6},
+	}, func() []row { return invocationRows(m.st, m.invocations.pausedSeq) })
+	m.invocations.tbl.stickTop = true
+	m.trace = &tracesPage{m: m, pane: tracePane{Common: m.Common}}
+	m.logs = &logsPage{m: m, pane: logPane{Common: m.Common, follow: true}}
+	breaks := &breaksPage{}
+	breaks.tablePage = newTablePage(m, viewBreaks, "no calls held: b sets a breakpoint on the selected function (Functions, Invocations)", []column{
+		{title: "FUNCTION", flex: 1, min: 10}, {title: "CALLER", min: 6}, {title: "TIMES OUT", short: "LEFT", right: true},
+		{title: "PAYLOAD", flex: 2, min: 10},
+	}, func() []row { return heldRows(m.st, m.now) })
+	m.pages = [numViews]page{workers, m.functions, triggers, m.invocations, m.trace, m.logs, breaks}
 	m.modal = modal{Common: m.Common}
 	return m
 }
@@ -228,6 +244,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		cmd = tea.Batch(cmds...)
 	case snapshotMsg:
 		m.st.resync(msg.snap)
+		m.synced = m.opts.Now()
 		m.resyncing = false
 		m.ready = true
 		if !m.logsQueried && m.hasFunction(FnLogsList) {
@@ -241,13 +258,24 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.flash, m.flashUntil = "", time.Time{}
 		}
 		cmd = m.tickCmd()
+		if m.st.engine != "" && !m.resyncing && m.now.Sub(m.synced) >= clusterResync {
+			// Other engines' workers come and go without events here.
+			m.resyncing = true
+			cmd = tea.Batch(cmd, m.snapshotCmd())
+		}
 	case invokedMsg:
 		m.modal.invoked(msg)
 	case traceMsg:
-		m.trace.loaded(msg, m.st)
+		m.trace.pane.loaded(msg, m.st)
 	case logsMsg:
 		if msg.err == nil {
-			m.logs.backfill(m.st, msg.entries)
+			m.logs.pane.backfill(m.st, msg.entries)
+		}
+	case controlMsg:
+		if msg.err != nil {
+			m.setFlash(msg.err.Error(), true)
+		} else {
+			m.setFlash(msg.done, false)
 		}
 	case restartedMsg:
 		if msg.err != nil {
@@ -270,13 +298,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 func (m *Model) SetSize(width, height int) {
 	m.Common.SetSize(width, height)
 	body := m.bodyHeight()
-	for _, t := range m.tables {
-		if t != nil {
-			t.SetSize(width, body)
-		}
+	for _, p := range m.pages {
+		p.SetSize(width, body)
 	}
-	m.logs.SetSize(width, body)
-	m.trace.SetSize(width, body)
 	m.modal.SetSize(width, body)
 }
 
@@ -293,10 +317,10 @@ func (m *Model) hasFunction(id string) bool {
 	return f != nil && len(f.regs) > 0
 }
 
-// key routes a key press: the filter line or an open modal first, then
-// global keys, then the active view's.
+// key routes a key press: the filter line or an open pane first, then
+// the keys every view shares, then the active page.
 func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
-	k := m.Keys
+	k := m.Keys.Global
 	if msg.String() == "ctrl+c" {
 		return tea.Quit
 	}
@@ -311,7 +335,7 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(msg, k.Quit):
 		return tea.Quit
 	case key.Matches(msg, k.Help):
-		m.modal.openHelp()
+		m.modal.openHelp(m.helpLines())
 		return nil
 	case key.Matches(msg, k.Filter):
 		m.filtering, m.filterBuf = true, m.filters[m.view]
@@ -323,33 +347,25 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(msg, k.Back):
 		m.filters[m.view] = ""
 		return nil
+	case key.Matches(msg, k.View):
+		return m.switchView(viewID(msg.String()[0] - '1'))
 	}
-	for i, b := range k.Views {
-		if key.Matches(msg, b) {
-			return m.switchView(viewID(i))
-		}
-	}
-	switch m.view {
-	case viewLogs:
-		return m.logsKey(msg)
-	case viewTraces:
-		return m.traceKey(msg)
-	}
-	return m.tableKey(msg)
+	return m.pages[m.view].key(msg)
 }
 
 func (m *Model) filterKey(msg tea.KeyPressMsg) {
-	switch msg.String() {
-	case "esc":
+	k := m.Keys.Filter
+	switch {
+	case key.Matches(msg, k.Clear):
 		m.filtering, m.filters[m.view] = false, ""
-	case "enter":
+	case key.Matches(msg, k.Apply):
 		m.filtering = false
-	case "backspace":
+	case key.Matches(msg, k.Erase):
 		if r := []rune(m.filterBuf); len(r) > 0 {
 			m.filterBuf = string(r[:len(r)-1])
 		}
 		m.filters[m.view] = m.filterBuf
-	case "ctrl+u":
+	case key.Matches(msg, k.EraseAll):
 		m.filterBuf, m.filters[m.view] = "", ""
 	default:
 		if msg.Text != "" {
@@ -361,102 +377,26 @@ func (m *Model) filterKey(msg tea.KeyPressMsg) {
 
 func (m *Model) switchView(v viewID) tea.Cmd {
 	m.view = v
-	if v == viewTraces {
-		return m.loadTrace()
-	}
-	return nil
-}
-
-// tableKey handles the table views' keys.
-func (m *Model) tableKey(msg tea.KeyPressMsg) tea.Cmd {
-	k := m.Keys
-	t := m.tables[m.view]
-	switch {
-	case key.Matches(msg, k.Up):
-		t.move(m.rows, -1)
-	case key.Matches(msg, k.Down):
-		t.move(m.rows, 1)
-	case key.Matches(msg, k.PageUp):
-		t.move(m.rows, -t.pageSize())
-	case key.Matches(msg, k.PageDown):
-		t.move(m.rows, t.pageSize())
-	case key.Matches(msg, k.Top):
-		t.move(m.rows, -len(m.rows))
-	case key.Matches(msg, k.Bottom):
-		t.move(m.rows, len(m.rows))
-	case key.Matches(msg, k.Detail):
-		m.openDetail()
-	case key.Matches(msg, k.Invoke):
-		return m.openEditor()
-	case key.Matches(msg, k.Replay) && m.view == viewInvocations:
-		return m.replay()
-	case key.Matches(msg, k.Trace) && m.view == viewInvocations:
-		return m.switchView(viewTraces)
-	case key.Matches(msg, k.Pause) && m.view == viewInvocations:
-		m.paused = !m.paused
-		m.pausedSeq = 0
-		if m.paused {
-			m.pausedSeq = m.st.seq
-		}
-	case key.Matches(msg, k.ShowAll) && m.view == viewFunctions:
-		m.showEngine = !m.showEngine
-	case key.Matches(msg, k.Restart) && m.view == viewWorkers:
-		return m.restart()
-	case key.Matches(msg, k.Logs) && m.view == viewWorkers:
-		if key, ok := m.selected(); ok {
-			m.logs.worker, m.logs.follow = m.workerRowName(key), true
-			m.view = viewLogs
-		}
-	}
-	return nil
+	return m.pages[v].activate()
 }
 
 // selected returns the key of the active table's selected row.
 func (m *Model) selected() (string, bool) {
-	t := m.tables[m.view]
-	if t == nil || t.cursor >= len(m.rows) || len(m.rows) == 0 {
-		return "", false
-	}
-	return m.rows[t.cursor].key, true
-}
-
-// selectedInvocation is the invocation selected in the Invocations view
-// (or the newest one when that view has no selection yet).
-func (m *Model) selectedInvocation() (invocation, bool) {
-	id := m.tables[viewInvocations].selKey
-	var newest *invocation
-	for i := m.st.inv.len() - 1; i >= 0; i-- {
-		v := m.st.inv.at(i)
-		if v.id == id {
-			return v, true
-		}
-		if newest == nil {
-			newest = &v
-		}
-	}
-	if newest != nil {
-		return *newest, true
-	}
-	return invocation{}, false
-}
-
-func (m *Model) selectedFunction() (string, bool) {
-	switch m.view {
-	case viewFunctions:
-		return m.selected()
-	case viewInvocations:
-		if inv, ok := m.selectedInvocation(); ok {
-			return inv.functionID, true
-		}
+	if tp, ok := m.pages[m.view].(interface{ selected() (string, bool) }); ok {
+		return tp.selected()
 	}
 	return "", false
 }
 
-func (m *Model) openEditor() tea.Cmd {
-	fn, ok := m.selectedFunction()
-	if !ok {
-		return nil
+// rows are the rows the active table view shows.
+func (m *Model) rows() []row {
+	if tp, ok := m.pages[m.view].(interface{ shownRows() []row }); ok {
+		return tp.shownRows()
 	}
+	return nil
+}
+
+func (m *Model) openEditor(fn string) tea.Cmd {
 	data, ok := m.st.lastPayload(fn)
 	if !ok {
 		data = json.RawMessage(`{}`)
@@ -476,34 +416,16 @@ func (m *Model) invoke(fn string, data json.RawMessage, replayOf *invocation) te
 	}
 }
 
-func (m *Model) replay() tea.Cmd {
-	key, ok := m.selected()
-	if !ok {
-		return nil
-	}
-	var inv *invocation
-	for i := m.st.inv.len() - 1; i >= 0; i-- {
-		if v := m.st.inv.at(i); v.id == key {
-			inv = &v
-			break
-		}
-	}
-	if inv == nil {
-		return nil
-	}
+func (m *Model) replay(inv invocation) tea.Cmd {
 	if !inv.dataKept {
 		m.setFlash("replay: the payload of this call was not captured", true)
 		return nil
 	}
-	m.modal.openReplay(*inv)
-	return m.invoke(inv.functionID, inv.data, inv)
+	m.modal.openReplay(inv)
+	return m.invoke(inv.functionID, inv.data, &inv)
 }
 
-func (m *Model) restart() tea.Cmd {
-	key, ok := m.selected()
-	if !ok {
-		return nil
-	}
+func (m *Model) restart(key string) tea.Cmd {
 	name := m.workerRowName(key)
 	if name == "" {
 		return nil
@@ -530,12 +452,12 @@ func (m *Model) workerRowName(key string) string {
 	return ""
 }
 
-// modalKey handles keys while a modal is open.
+// modalKey handles keys while a pane is open.
 func (m *Model) modalKey(msg tea.KeyPressMsg) tea.Cmd {
-	k := m.Keys
+	k, nav := m.Keys.Modal, m.Keys.Nav
 	if m.modal.kind == modalEditor {
 		switch {
-		case key.Matches(msg, k.Back):
+		case key.Matches(msg, m.Keys.Global.Back):
 			m.modal.close()
 		case key.Matches(msg, k.Send):
 			raw := strings.TrimSpace(m.modal.editor.Value())
@@ -546,6 +468,11 @@ func (m *Model) modalKey(msg tea.KeyPressMsg) tea.Cmd {
 				m.modal.editErr = "not valid JSON: fix it and press ctrl+s again"
 				return nil
 			}
+			if id := m.modal.holdID; id != "" {
+				fn := m.modal.functionID
+				m.modal.close()
+				return m.control(watch.FnBreakRelease, watch.Release{HoldID: id, Data: json.RawMessage(raw)}, "continued "+fn+" with the edited payload")
+			}
 			m.modal.editErr, m.modal.sending = "", true
 			return m.invoke(m.modal.functionID, json.RawMessage(raw), nil)
 		default:
@@ -553,20 +480,19 @@ func (m *Model) modalKey(msg tea.KeyPressMsg) tea.Cmd {
 		}
 		return nil
 	}
+	help := m.modal.kind == modalHelp
 	switch {
-	case key.Matches(msg, k.Back), key.Matches(msg, k.Quit), key.Matches(msg, k.Help) && m.modal.kind == modalHelp:
+	case key.Matches(msg, k.Close), help && key.Matches(msg, m.Keys.Global.Help):
 		m.modal.close()
-	case key.Matches(msg, k.Detail) && m.modal.kind == modalHelp:
-		m.modal.close()
-	case key.Matches(msg, k.Up):
+	case key.Matches(msg, nav.Up):
 		m.modal.scroll(-1)
-	case key.Matches(msg, k.Down):
+	case key.Matches(msg, nav.Down):
 		m.modal.scroll(1)
-	case key.Matches(msg, k.PageUp):
+	case key.Matches(msg, nav.PageUp):
 		m.modal.scroll(-m.modal.Height / 2)
-	case key.Matches(msg, k.PageDown):
+	case key.Matches(msg, nav.PageDown):
 		m.modal.scroll(m.modal.Height / 2)
-	case key.Matches(msg, k.Replay) && m.modal.kind == modalReplay && !m.modal.sending && m.modal.replayOf != nil:
+	case key.Matches(msg, k.Again) && m.modal.kind == modalReplay && !m.modal.sending && m.modal.replayOf != nil:
 		inv := *m.modal.replayOf
 		m.modal.openReplay(inv)
 		return m.invoke(inv.functionID, inv.data, &inv)
@@ -576,18 +502,19 @@ func (m *Model) modalKey(msg tea.KeyPressMsg) tea.Cmd {
 
 // loadTrace fetches the trace of the selected invocation.
 func (m *Model) loadTrace() tea.Cmd {
-	inv, ok := m.selectedInvocation()
+	tp := &m.trace.pane
+	inv, ok := m.invocations.selectedInvocation()
 	if !ok || inv.traceID == "" {
-		m.trace.reset("")
+		tp.reset("")
 		return nil
 	}
-	if m.trace.traceID == inv.traceID && m.trace.loading {
+	if tp.traceID == inv.traceID && tp.loading {
 		return nil
 	}
-	m.trace.reset(inv.traceID)
-	m.trace.focus = inv.spanID
+	tp.reset(inv.traceID)
+	tp.focus = inv.spanID
 	if !m.hasFunction(FnTracesTree) {
-		m.trace.loaded(traceMsg{traceID: inv.traceID, err: errObservabilityMissing}, m.st)
+		tp.loaded(traceMsg{traceID: inv.traceID, err: errObservabilityMissing}, m.st)
 		return nil
 	}
 	ctx, src, timeout, id := m.ctx, m.src, m.opts.QueryTimeout, inv.traceID
@@ -623,67 +550,6 @@ func (m *Model) queryLogs() tea.Cmd {
 	}
 }
 
-func (m *Model) traceKey(msg tea.KeyPressMsg) tea.Cmd {
-	k := m.Keys
-	switch {
-	case key.Matches(msg, k.Up):
-		m.trace.move(-1)
-	case key.Matches(msg, k.Down):
-		m.trace.move(1)
-	case key.Matches(msg, k.Top):
-		m.trace.move(-len(m.trace.spans))
-	case key.Matches(msg, k.Bottom):
-		m.trace.move(len(m.trace.spans))
-	case key.Matches(msg, k.Detail):
-		if sp, ok := m.trace.selected(); ok {
-			m.modal.openDetail("Span "+sp.name, spanDetail(sp))
-		}
-	case msg.String() == "ctrl+r":
-		m.trace.traceID = ""
-		return m.loadTrace()
-	}
-	return nil
-}
-
-func (m *Model) logsKey(msg tea.KeyPressMsg) tea.Cmd {
-	k := m.Keys
-	switch {
-	case key.Matches(msg, k.Up):
-		m.logs.scroll(m.st, m.filters[viewLogs], -1)
-	case key.Matches(msg, k.Down):
-		m.logs.scroll(m.st, m.filters[viewLogs], 1)
-	case key.Matches(msg, k.PageUp):
-		m.logs.scroll(m.st, m.filters[viewLogs], -m.logs.Height/2)
-	case key.Matches(msg, k.PageDown):
-		m.logs.scroll(m.st, m.filters[viewLogs], m.logs.Height/2)
-	case key.Matches(msg, k.Top):
-		m.logs.scroll(m.st, m.filters[viewLogs], -logRing)
-	case key.Matches(msg, k.Bottom), key.Matches(msg, k.Follow):
-		m.logs.follow = !m.logs.follow || key.Matches(msg, k.Bottom)
-	case key.Matches(msg, k.WorkerFilter):
-		m.logs.cycleWorker(m.st)
-	}
-	return nil
-}
-
-// refresh rebuilds the active table's rows after any change and keeps the
+// refresh rebuilds the active page after any change; a table keeps its
 // selection on the same item.
-func (m *Model) refresh() {
-	t := m.tables[m.view]
-	if t == nil {
-		return
-	}
-	var rows []row
-	switch m.view {
-	case viewWorkers:
-		rows = workerRows(m.st, m.now, m.Styles)
-	case viewFunctions:
-		rows = functionRows(m.st, m.showEngine)
-	case viewTriggers:
-		rows = triggerRows(m.st, triggerConfigWidth)
-	case viewInvocations:
-		rows = invocationRows(m.st, m.pausedSeq)
-	}
-	m.rows = filterRows(rows, m.filters[m.view])
-	t.sync(m.rows)
-}
+func (m *Model) refresh() { m.pages[m.view].refresh() }

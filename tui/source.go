@@ -21,8 +21,10 @@ import (
 	"github.com/iii-workbench/iii/engine/event"
 )
 
-// Source is what the TUI reads: an engine seen from outside. The devsource
-// package implements it over a running devserver; tests use a fake.
+// Source is what the TUI reads: an engine seen from outside. iii dev
+// implements it over its in-process engine (cmd/iii/internal/devsource),
+// the remote package over the engine's own protocol (iii tui --address);
+// tests use a fake.
 type Source interface {
 	// Info describes the engine for the header.
 	Info() Info
@@ -37,6 +39,10 @@ type Source interface {
 	// Query calls a function for the TUI itself (traces, logs). Its
 	// invocation events carry Trigger == TriggerQuery and are not shown.
 	Query(ctx context.Context, functionID string, data json.RawMessage) (json.RawMessage, error)
+	// Control calls a function that changes the engine for the TUI
+	// (breakpoints, fire now); hidden from the tail like Query. A read-only
+	// source refuses it with ErrReadOnly.
+	Control(ctx context.Context, functionID string, data json.RawMessage) (json.RawMessage, error)
 	// Restart restarts a worker process the exec module manages.
 	// ErrRestartUnsupported when there is no exec module.
 	Restart(ctx context.Context, worker string) error
@@ -63,6 +69,10 @@ const (
 	FnLogsList   = "engine::logs::list"
 )
 
+// ErrReadOnly is returned by Invoke and Control of a source attached
+// without permission to change anything.
+var ErrReadOnly = errors.New("read-only: attach with --allow-invoke to call functions, set breakpoints or fire triggers")
+
 // ErrRestartUnsupported is returned by Source.Restart without an exec
 // module.
 var ErrRestartUnsupported = errors.New("tui: restarting workers needs the exec module")
@@ -79,6 +89,9 @@ type Info struct {
 	Modules []string
 	// Version is the binary's version.
 	Version string
+	// Attached is set when the TUI watches an engine over the network
+	// (iii tui --address); ReadOnly when it may not change it.
+	Attached, ReadOnly bool
 }
 
 // Endpoint is a module's listener.
@@ -96,6 +109,26 @@ type Snapshot struct {
 	// Processes are the exec module's workers. Nil when the source cannot
 	// tell (no exec module): the TUI then keeps what events told it.
 	Processes []Process
+	// Engine names this engine in a cluster, Peers the others; both
+	// empty for a single engine.
+	Engine string
+	Peers  []string
+	// Breakpoints are the function ids with a breakpoint, Held the calls
+	// stopped at them.
+	Breakpoints []string
+	Held        []HeldCall
+}
+
+// HeldCall is a call stopped at a breakpoint.
+type HeldCall struct {
+	HoldID       string
+	InvocationID string
+	FunctionID   string
+	Caller       string // worker id; "" for the engine's own calls
+	Trigger      string
+	Data         json.RawMessage
+	HeldAt       time.Time
+	Deadline     time.Time // when it times out if nobody decides
 }
 
 // Worker is a connected worker, or an in-process one (Internal).
@@ -111,6 +144,7 @@ type Worker struct {
 	ConnectedAt time.Time
 	InFlight    int64
 	Functions   []string
+	Engine      string // in a cluster: the engine it is connected to
 }
 
 // Function is a registered function id.
@@ -120,6 +154,7 @@ type Function struct {
 	Workers     []string // worker names, one per registration
 	WorkerIDs   []string // ids of the remote workers serving it
 	Internal    bool
+	Engines     []string // in a cluster: the engines serving it
 }
 
 // Trigger is a binding of a function to a trigger type.

@@ -64,6 +64,7 @@ type workerState struct {
 	connectedAt time.Time
 	inFlight    int64
 	funcs       map[string]struct{}
+	engine      string // in a cluster: the engine it is connected to
 }
 
 // funcState is one row of the Functions view.
@@ -75,6 +76,7 @@ type funcState struct {
 	errors      uint64
 	lat         latWindow
 	p50, p99    time.Duration
+	engines     []string // in a cluster: the engines serving it
 }
 
 // latWindow keeps the most recent durations of a function with their
@@ -197,6 +199,14 @@ type state struct {
 	dropped     uint64 // events the subscription missed
 	resyncs     int
 	scratch     []time.Duration
+	// breaks are the function ids with a breakpoint, held the calls
+	// stopped at them by hold id.
+	breaks []string
+	held   map[string]HeldCall
+	// engine names this engine in a cluster and peers the others (from
+	// the last snapshot); empty for a single engine.
+	engine string
+	peers  []string
 }
 
 func newState() *state {
@@ -209,6 +219,7 @@ func newState() *state {
 		pending:     make(map[string]pendingCall),
 		inv:         newRing[invocation](invocationRing),
 		logs:        newRing[logEntry](logRing),
+		held:        make(map[string]HeldCall),
 	}
 }
 
@@ -284,6 +295,9 @@ func (s *state) apply(ev event.Event) {
 			}
 		}
 	case event.TriggerRegistered:
+		if isClientFunction(e.FunctionID) {
+			return // an attached TUI's event subscription
+		}
 		name := ""
 		if e.WorkerID != "" {
 			name = s.workerName(e.WorkerID)
@@ -320,6 +334,13 @@ func (s *state) apply(ev event.Event) {
 			line = level + " " + rest // the entry has its own time
 		}
 		s.logs.push(logEntry{at: e.At, worker: e.Worker, stream: e.Stream, line: oneLine(line)})
+	case event.CallHeld:
+		s.held[e.HoldID] = HeldCall{HoldID: e.HoldID, InvocationID: e.InvocationID, FunctionID: e.FunctionID,
+			Caller: e.CallerWorkerID, Trigger: e.Trigger, Data: e.Data, HeldAt: e.At, Deadline: e.Deadline}
+	case event.CallResumed:
+		delete(s.held, e.HoldID)
+	case event.BreakpointsChanged:
+		s.breaks = slices.Clone(e.FunctionIDs)
 	case event.ProcessChanged:
 		p := s.procs[e.Worker]
 		if p == nil {
@@ -434,7 +455,7 @@ func (s *state) resync(snap Snapshot) {
 		ws := &workerState{key: key, id: w.ID, name: oneLine(w.Name), runtime: oneLine(w.Runtime),
 			version: oneLine(w.Version), pid: w.PID, status: w.Status, draining: w.Draining,
 			internal: w.Internal, connectedAt: w.ConnectedAt, inFlight: w.InFlight,
-			funcs: make(map[string]struct{}, len(w.Functions))}
+			funcs: make(map[string]struct{}, len(w.Functions)), engine: oneLine(w.Engine)}
 		if w.Internal {
 			ws.id, ws.runtime = "", cmp.Or(ws.runtime, "engine")
 		}
@@ -450,7 +471,7 @@ func (s *state) resync(snap Snapshot) {
 	}
 	for _, fn := range snap.Functions {
 		f := s.function(fn.ID)
-		f.description = fn.Description
+		f.description, f.engines = fn.Description, slices.Clone(fn.Engines)
 		for i, name := range fn.Workers {
 			key := internalKey(name)
 			if !fn.Internal && i < len(fn.WorkerIDs) {
@@ -470,8 +491,17 @@ func (s *state) resync(snap Snapshot) {
 
 	s.triggers = make(map[string]Trigger, len(snap.Triggers))
 	for _, t := range snap.Triggers {
+		if isClientFunction(t.FunctionID) {
+			continue
+		}
 		t.Worker = oneLine(t.Worker)
 		s.triggers[t.ID] = t
+	}
+	s.engine, s.peers = oneLine(snap.Engine), slices.Clone(snap.Peers)
+	s.breaks = slices.Clone(snap.Breakpoints)
+	s.held = make(map[string]HeldCall, len(snap.Held))
+	for _, h := range snap.Held {
+		s.held[h.HoldID] = h
 	}
 	if snap.Processes != nil {
 		s.procs = make(map[string]*Process, len(snap.Processes))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -226,46 +227,46 @@ func TestNavigationAndSelection(t *testing.T) {
 	}
 	// New calls arrive on top: the selection stays on the same call.
 	m.Update(eventsMsg{events: []event.Event{event.InvocationFinished{InvocationID: "inv-new", FunctionID: "orders::get", Status: "ok", At: t0}}})
-	if k, _ := m.selected(); k != "inv-0003" || m.tables[viewInvocations].cursor != 3 {
-		t.Errorf("after a new call: selected %q at %d; want inv-0003 at 3", k, m.tables[viewInvocations].cursor)
+	if k, _ := m.selected(); k != "inv-0003" || m.invocations.tbl.cursor != 3 {
+		t.Errorf("after a new call: selected %q at %d; want inv-0003 at 3", k, m.invocations.tbl.cursor)
 	}
 	// Paused, the tail does not grow.
 	press(m, "space")
 	m.Update(eventsMsg{events: []event.Event{event.InvocationFinished{InvocationID: "inv-later", FunctionID: "orders::get", Status: "ok", At: t0}}})
-	if len(m.rows) != 6 || m.st.calls != 7 {
-		t.Errorf("paused: %d rows, %d calls; want 6 rows shown and 7 calls counted", len(m.rows), m.st.calls)
+	if len(m.rows()) != 6 || m.st.calls != 7 {
+		t.Errorf("paused: %d rows, %d calls; want 6 rows shown and 7 calls counted", len(m.rows()), m.st.calls)
 	}
 	press(m, "space")
-	if len(m.rows) != 7 {
-		t.Errorf("resumed: %d rows; want 7", len(m.rows))
+	if len(m.rows()) != 7 {
+		t.Errorf("resumed: %d rows; want 7", len(m.rows()))
 	}
 	press(m, "tab")
 	if m.view != viewTraces {
 		t.Errorf("tab from Invocations went to %v; want Traces", m.view)
 	}
-	press(m, "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab")
+	press(m, "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab")
 	if m.view != viewLogs {
-		t.Errorf("shift+tab ×5 from Traces went to %v; want Logs (wrapping)", m.view)
+		t.Errorf("shift+tab ×6 from Traces went to %v; want Logs (wrapping)", m.view)
 	}
 }
 
 func TestFilter(t *testing.T) {
 	m, _ := newTestModel(t)
 	press(m, "2", "/", "b", "i", "l")
-	if len(m.rows) != 1 || m.rows[0].key != "billing::charge" {
-		t.Errorf("/bil shows %d rows; want billing::charge only", len(m.rows))
+	if len(m.rows()) != 1 || m.rows()[0].key != "billing::charge" {
+		t.Errorf("/bil shows %d rows; want billing::charge only", len(m.rows()))
 	}
 	press(m, "backspace", "backspace", "backspace", "enter")
-	if len(m.rows) != 4 || m.filtering {
-		t.Errorf("after erasing: %d rows, filtering %v; want 4 rows, filter closed", len(m.rows), m.filtering)
+	if len(m.rows()) != 4 || m.filtering {
+		t.Errorf("after erasing: %d rows, filtering %v; want 4 rows, filter closed", len(m.rows()), m.filtering)
 	}
 	press(m, "/", "z", "esc")
-	if m.filters[viewFunctions] != "" || len(m.rows) != 4 {
+	if m.filters[viewFunctions] != "" || len(m.rows()) != 4 {
 		t.Errorf("esc left filter %q", m.filters[viewFunctions])
 	}
 	press(m, "a")
-	if len(m.rows) != 4 {
-		t.Errorf("a with no engine functions changed the rows to %d", len(m.rows))
+	if len(m.rows()) != 4 {
+		t.Errorf("a with no engine functions changed the rows to %d", len(m.rows()))
 	}
 }
 
@@ -433,5 +434,119 @@ func BenchmarkRender(b *testing.B) {
 	for b.Loop() {
 		m.refresh()
 		_ = m.View()
+	}
+}
+
+// TestKeyMapIsTheSource: rebinding a key changes what the key does, the
+// footer and the help screen, with nothing else edited.
+func TestKeyMapIsTheSource(t *testing.T) {
+	m, _ := newTestModel(t)
+	m.Keys.Invocations.Pause = bind("p", "hold the tail", "p")
+	press(m, "4", "space")
+	if m.invocations.paused {
+		t.Fatal("space still pauses after Pause was bound to p")
+	}
+	press(m, "p")
+	if !m.invocations.paused {
+		t.Fatal("p does not pause after Pause was bound to it")
+	}
+	if got := ansi.Strip(m.footer()); !strings.Contains(got, "p hold the tail") {
+		t.Errorf("footer %q does not show the new binding", got)
+	}
+	help := strings.Join(m.helpLines(), "\n")
+	if !regexp.MustCompile(`(?m)^  p +hold the tail$`).MatchString(help) || regexp.MustCompile(`(?m)^  space +pause$`).MatchString(help) {
+		t.Errorf("help does not follow the key map:\n%s", help)
+	}
+	// Every page's hints are on the help screen under its name.
+	for i, p := range m.pages {
+		for _, b := range p.ShortHelp() {
+			if !strings.Contains(help, b.Help().Key) {
+				t.Errorf("view %s: %q is in the footer but not in help", viewNames[i], b.Help().Key)
+			}
+		}
+	}
+}
+
+// TestBreakpointKeys: the Breakpoints view's keys and b go through
+// Source.Control with the engine's breakpoint functions.
+func TestBreakpointKeys(t *testing.T) {
+	m, src := newTestModel(t)
+	run := func(keys ...string) {
+		t.Helper()
+		for _, k := range keys {
+			if _, cmd := m.Update(keyMsg(k)); cmd != nil {
+				if msg := cmd(); msg != nil {
+					m.Update(msg)
+				}
+			}
+		}
+	}
+	run("7", "c")
+	run("7", "x")
+	run("e", "ctrl+s")
+	run("2", "b")    // billing::charge has a breakpoint: b clears it
+	run("down", "b") // http::health has none: b sets one
+	want := []string{
+		`engine::breakpoints::release {"hold_id":"hold-1","action":"continue"}`,
+		`engine::breakpoints::release {"hold_id":"hold-1","action":"fail","error":"failed at a breakpoint from iii tui"}`,
+		`engine::breakpoints::release {"hold_id":"hold-1","data":{"amount":40}}`,
+		`engine::breakpoints::clear {"function_ids":["billing::charge"]}`,
+		`engine::breakpoints::set {"function_ids":["http::health"]}`,
+	}
+	got := make([]string, len(src.controls))
+	for i, c := range src.controls {
+		got[i] = strings.Join(strings.Fields(c), " ")
+	}
+	for i := range want {
+		want[i] = strings.Join(strings.Fields(want[i]), " ")
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("controls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestFireNow: f on a cron trigger fires it through engine::cron::fire,
+// on a queue trigger re-delivers its topic's dead letters.
+func TestFireNow(t *testing.T) {
+	m, src := newTestModel(t)
+	run := func(keys ...string) {
+		for _, k := range keys {
+			if _, cmd := m.Update(keyMsg(k)); cmd != nil {
+				if msg := cmd(); msg != nil {
+					m.Update(msg)
+				}
+			}
+		}
+	}
+	run("3", "f", "down", "down", "f") // cron t-2 sorts first, the queue t-3 last
+	want := []string{`engine::cron::fire {"trigger_id":"t-2"}`, `iii::queue::redrive {"topic":"lookups"}`}
+	if !reflect.DeepEqual(src.controls, want) {
+		t.Errorf("controls = %q; want %q", src.controls, want)
+	}
+}
+
+// TestClusterColumns: a snapshot from an engine in a cluster adds an
+// engine column to Workers and Functions and the peers to the header;
+// a single engine's views have neither.
+func TestClusterColumns(t *testing.T) {
+	m, _ := newTestModel(t)
+	screen := func() string { return ansi.Strip(m.render()) }
+	if s := screen(); strings.Contains(s, "ENGINE") || strings.Contains(s, "cluster") {
+		t.Fatalf("a single engine shows cluster columns:\n%s", s)
+	}
+	snap, _ := fixture()
+	snap.Engine, snap.Peers = "alpha", []string{"beta"}
+	snap.Workers[0].Engine = "beta"
+	snap.Functions[2].Engines = []string{"alpha", "beta"}
+	m.Update(snapshotMsg{snap: snap})
+	press(m, "1")
+	s := screen()
+	if !strings.Contains(s, "cluster: engine alpha + peers beta") || !regexp.MustCompile(`NAME +ENGINE +RUNTIME`).MatchString(s) ||
+		!regexp.MustCompile(`(?m)^ *orders +beta +node`).MatchString(s) || !regexp.MustCompile(`(?m)^ *billing +alpha +go`).MatchString(s) {
+		t.Errorf("workers in a cluster:\n%s", s)
+	}
+	press(m, "2")
+	if s := screen(); !regexp.MustCompile(`WORKERS +ENGINES +CALLS`).MatchString(s) || !regexp.MustCompile(`orders::create +orders +alpha, beta `).MatchString(s) {
+		t.Errorf("functions in a cluster:\n%s", s)
 	}
 }

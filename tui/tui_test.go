@@ -41,6 +41,7 @@ type harness struct {
 	tm      *teatest.TestModel
 	src     *fakeSource
 	batches atomic.Int64 // eventsMsg handled
+	events  atomic.Int64 // events in them
 }
 
 func newHarness(t *testing.T, src *fakeSource, opts Options) *harness {
@@ -69,6 +70,7 @@ func newHarnessSize(t *testing.T, src *fakeSource, opts Options, width, height i
 			return nil
 		case eventsMsg:
 			h.batches.Add(1)
+			h.events.Add(int64(len(msg.events)))
 		}
 		return msg
 	}
@@ -175,6 +177,15 @@ func loadedSize(t *testing.T, src *fakeSource, width, height int) *harness {
 	src.setSnapshot(snap)
 	h := newHarnessSize(t, src, Options{}, width, height)
 	src.publish(evs...)
+	// Every event of the fixture is in (they may come in several
+	// batches), then the first screen is as expected.
+	deadline := time.Now().Add(waitFor)
+	for h.events.Load() < int64(len(evs)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the fixture's %d events arrived", h.events.Load(), len(evs))
+		}
+		time.Sleep(time.Millisecond) // polling interval
+	}
 	h.waitScreen("billing", "calls 5")
 	return h
 }
@@ -196,11 +207,13 @@ func TestGolden(t *testing.T) {
 		{"traces_local", []string{"4", "t"}, []string{"observability module not running", "5 spans"}},
 		{"logs", []string{"6"}, []string{"ModuleNotFoundError", "follow"}},
 		{"logs_one_worker", []string{"6", "w", "w"}, []string{"worker mailer"}},
-		{"help", []string{"?"}, []string{"Keys", "replay the selected invocation"}},
+		{"help", []string{"?"}, []string{"Keys", "Global"}},
 		{"filter", []string{"2", "/", "o", "r", "d"}, []string{"/ord"}},
 		{"worker_detail", []string{"1", "down", "down", "enter"}, []string{"Worker mailer", "last output"}},
 		{"paused", []string{"4", "space"}, []string{"PAUSED", "  orders → bil"}},
 		{"invocations_held", []string{"4", "down"}, []string{"held · g follows", "  orders → bil"}},
+		{"breakpoints", []string{"7"}, []string{"break on billing::charge", `{"amount":40}`}},
+		{"breakpoint_edit", []string{"7", "e"}, []string{"Edit the held call", `"amount": 40`}},
 	}
 	for _, size := range [][2]int{{80, 24}, {200, 50}} {
 		t.Run(fmt.Sprintf("%dx%d", size[0], size[1]), func(t *testing.T) {

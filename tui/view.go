@@ -7,12 +7,45 @@ import (
 	"strings"
 	"time"
 
+	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/iii-workbench/iii/engine/event"
 )
 
 // Row builders: pure functions of the state.
+
+// workerColumns are the Workers view's; in a cluster with the engine each
+// worker is connected to.
+func workerColumns(cluster bool) []column {
+	cols := []column{{title: "NAME", flex: 1, min: 8}}
+	if cluster {
+		cols = append(cols, column{title: "ENGINE", min: 6})
+	}
+	return append(cols, []column{{title: "RUNTIME", short: "RT"}, {title: "PID", right: true},
+		{title: "STATUS", min: 7}, {title: "FUNCS", short: "FN", right: true}, {title: "IN-FLIGHT", short: "INFL", right: true},
+		{title: "RESTARTS", short: "RST", right: true}, {title: "UPTIME", short: "UP", right: true}}...)
+}
+
+// functionColumns are the Functions view's; in a cluster with the
+// engines serving each function.
+func functionColumns(cluster bool) []column {
+	cols := []column{{title: "FUNCTION", flex: 3, min: 12}, {title: "WORKERS", flex: 1, min: 8}}
+	if cluster {
+		cols = append(cols, column{title: "ENGINES", flex: 1, min: 7})
+	}
+	return append(cols, []column{{title: "CALLS", right: true},
+		{title: "ERRORS", short: "ERR", right: true}, {title: "P50", right: true}, {title: "P99", right: true}}...)
+}
+
+// withEngine inserts the engine cell after the first cells when s is
+// part of a cluster.
+func withEngine(s *state, cells []string, at int, engine string) []string {
+	if s.engine == "" {
+		return cells
+	}
+	return slices.Insert(cells, at, dash(engine))
+}
 
 // workerRows lists connected workers (merged with the exec module's view
 // of their process), then managed processes with no connection (starting,
@@ -50,10 +83,14 @@ func workerRows(s *state, now time.Time, _ *Styles) []row {
 		default:
 			tone = statusTone(status)
 		}
-		rows = append(rows, row{key: w.key, tone: tone, cells: []string{
+		engine := w.engine
+		if engine == "" && !w.internal {
+			engine = s.engine // connected here after the last snapshot
+		}
+		rows = append(rows, row{key: w.key, tone: tone, cells: withEngine(s, []string{
 			name, dash(w.runtime), pid, status, strconv.Itoa(len(w.funcs)),
 			strconv.FormatInt(w.inFlight, 10), restarts, uptime,
-		}})
+		}, 1, engine)})
 	}
 	// Managed processes without a matching connection.
 	var orphans []row
@@ -74,9 +111,9 @@ func workerRows(s *state, now time.Time, _ *Styles) []row {
 			// Installing or waiting to register: how long so far.
 			status += " " + fmtUptime(now.Sub(since))
 		}
-		orphans = append(orphans, row{key: "proc:" + p.Worker, tone: statusTone(p.Status), cells: []string{
+		orphans = append(orphans, row{key: "proc:" + p.Worker, tone: statusTone(p.Status), cells: withEngine(s, []string{
 			p.Worker, "-", pid, status, "0", "0", strconv.Itoa(processRestarts(p)), uptime,
-		}})
+		}, 1, s.engine)})
 	}
 	// Keep in-process workers last.
 	i := slices.IndexFunc(rows, func(r row) bool { return r.tone == toneDim })
@@ -115,7 +152,7 @@ func functionRows(s *state, showEngine bool) []row {
 	funcs := s.sortedFuncs()
 	rows := make([]row, 0, len(funcs))
 	for _, f := range funcs {
-		if !showEngine && isEngineFunction(f.id) {
+		if !showEngine && isEngineFunction(f.id) || isClientFunction(f.id) {
 			continue
 		}
 		workers := strings.Join(s.funcWorkers(f), ", ")
@@ -130,14 +167,22 @@ func functionRows(s *state, showEngine bool) []row {
 		if f.calls > 0 && f.lat.n > 0 {
 			p50, p99 = fmtDuration(f.p50), fmtDuration(f.p99)
 		}
-		rows = append(rows, row{key: f.id, tone: tone, cells: []string{
+		engines := strings.Join(f.engines, ", ")
+		if engines == "" && len(f.regs) > 0 {
+			engines = s.engine
+		}
+		rows = append(rows, row{key: f.id, tone: tone, cells: withEngine(s, []string{
 			f.id, workers, fmtCount(f.calls), fmtCount(f.errors), p50, p99,
-		}})
+		}, 2, engines)})
 	}
 	return rows
 }
 
 func isEngineFunction(id string) bool { return strings.HasPrefix(id, "engine::") }
+
+// isClientFunction reports a function of iii's own clients (the events
+// function of an attached TUI): never listed.
+func isClientFunction(id string) bool { return strings.HasPrefix(id, CLIClientName+"::") }
 
 // triggerConfigWidth bounds the CONFIG cell; the table cuts it to its
 // column.
@@ -192,8 +237,16 @@ func statusCell(v invocation) string {
 func (m *Model) View() tea.View {
 	v := tea.NewView(m.render())
 	v.AltScreen = true
-	v.WindowTitle = "iii dev"
+	v.WindowTitle = m.title()
 	return v
+}
+
+// title names the program: iii dev, or iii tui when attached.
+func (m *Model) title() string {
+	if m.info.Attached {
+		return "iii tui"
+	}
+	return "iii dev"
 }
 
 // render is the screen as text, exactly Height lines of Width cells.
@@ -207,9 +260,18 @@ func (m *Model) render() string {
 
 func (m *Model) headerLines() string {
 	st, info := m.Styles, m.info
-	title := st.Title.Render(" iii dev ")
+	title := st.Title.Render(" " + m.title() + " ")
 	var b strings.Builder
 	b.WriteString(" " + info.URL)
+	if info.ReadOnly {
+		b.WriteString(" " + st.Warn.Render("read-only"))
+	}
+	if m.st.engine != "" {
+		b.WriteString("  cluster: engine " + m.st.engine)
+		if len(m.st.peers) > 0 {
+			b.WriteString(" + peers " + strings.Join(m.st.peers, ", "))
+		}
+	}
 	for _, e := range info.Endpoints {
 		b.WriteString("  " + e.Name + " " + e.Addr)
 	}
@@ -240,7 +302,7 @@ func (m *Model) countsLine() string {
 		}
 	}
 	for id := range s.funcs {
-		if !isEngineFunction(id) {
+		if !isEngineFunction(id) && !isClientFunction(id) {
 			funcs++
 		}
 	}
@@ -285,19 +347,7 @@ func (m *Model) countsLine() string {
 
 func (m *Model) tabsLine() string {
 	st := m.Styles
-	var right []string
-	switch {
-	case m.view == viewInvocations && m.paused:
-		right = append(right, st.Warn.Render("PAUSED"))
-	case m.view == viewInvocations && m.tables[viewInvocations].cursor > 0:
-		// New calls still arrive above, but the selection stays put.
-		right = append(right, st.Warn.Render("held · g follows"))
-	case m.view == viewInvocations:
-		right = append(right, st.Dim.Render("live"))
-	}
-	if m.view == viewLogs {
-		right = append(right, m.logs.status())
-	}
+	right := m.pages[m.view].status()
 	if f := m.filters[m.view]; f != "" && !m.filtering {
 		right = append(right, st.Key.Render("/"+f))
 	}
@@ -327,31 +377,13 @@ func (m *Model) tabsLine() string {
 }
 
 // viewShortNames label the inactive tabs on a narrow screen.
-var viewShortNames = [numViews]string{"Work", "Func", "Trig", "Inv", "Trace", "Logs"}
+var viewShortNames = [numViews]string{"Work", "Func", "Trig", "Inv", "Trace", "Logs", "Brk"}
 
 func (m *Model) body() string {
 	if m.modal.kind != modalNone {
 		return m.modal.render()
 	}
-	switch m.view {
-	case viewLogs:
-		return m.logs.render(m.st, m.filters[viewLogs])
-	case viewTraces:
-		return m.trace.render()
-	}
-	empty := map[viewID]string{
-		viewWorkers:     "no workers connected",
-		viewFunctions:   "no functions registered",
-		viewTriggers:    "no triggers registered",
-		viewInvocations: "no invocations yet",
-	}[m.view]
-	if !m.ready {
-		empty = "loading…"
-	}
-	if m.filters[m.view] != "" {
-		empty = "nothing matches /" + m.filters[m.view]
-	}
-	return m.tables[m.view].render(m.rows, empty)
+	return m.pages[m.view].render()
 }
 
 // footer is the filter prompt, a flash message, or key hints.
@@ -359,7 +391,11 @@ func (m *Model) footer() string {
 	st := m.Styles
 	switch {
 	case m.filtering:
-		return pad(st.Key.Render("/")+m.filterBuf+"█"+st.Dim.Render("  enter apply · esc clear"), m.Width)
+		var hs []string
+		for _, b := range m.Keys.Filter.ShortHelp() {
+			hs = append(hs, b.Help().Key+" "+b.Help().Desc)
+		}
+		return pad(st.Key.Render("/")+m.filterBuf+"█"+st.Dim.Render("  "+strings.Join(hs, " · ")), m.Width)
 	case m.flash != "":
 		if m.flashErr {
 			return pad(st.FlashError.Render(" "+m.flash), m.Width)
@@ -369,34 +405,29 @@ func (m *Model) footer() string {
 	return pad(m.hints(), m.Width)
 }
 
+// hints are the footer's key hints, from the key map: the shared
+// moves, the active page's keys, help and quit; an open pane has its own.
 func (m *Model) hints() string {
 	k := m.Keys
 	var bs []keyHint
+	hint := func(generic bool, bindings ...key.Binding) {
+		for _, b := range bindings {
+			if b.Enabled() {
+				bs = append(bs, keyHint{key: b.Help().Key, desc: b.Help().Desc, generic: generic})
+			}
+		}
+	}
 	switch m.modal.kind {
 	case modalEditor:
-		bs = []keyHint{{key: "ctrl+s", desc: "send"}, {key: "esc", desc: "close"}}
+		hint(false, k.Modal.Send, k.Modal.Close)
 	case modalReplay:
-		bs = []keyHint{{key: "r", desc: "replay again"}, {key: "j/k", desc: "scroll"}, {key: "esc", desc: "close"}}
+		hint(false, k.Modal.Again, k.Modal.Scroll, k.Modal.Close)
 	case modalDetail, modalHelp:
-		bs = []keyHint{{key: "j/k", desc: "scroll"}, {key: "esc", desc: "close"}}
+		hint(false, k.Modal.ShortHelp()...)
 	default:
-		bs = []keyHint{{"j/k", "move", true}, {"1-6", "views", true}, {"/", "filter", true}}
-		switch m.view {
-		case viewWorkers:
-			bs = append(bs, keyHint{key: "enter", desc: "detail"}, keyHint{key: "l", desc: "logs"}, keyHint{key: "R", desc: "restart"})
-		case viewFunctions:
-			bs = append(bs, keyHint{key: "enter", desc: "detail"}, keyHint{key: "i", desc: "invoke"}, keyHint{key: "a", desc: "engine fns"})
-		case viewTriggers:
-			bs = append(bs, keyHint{key: "enter", desc: "detail"})
-		case viewInvocations:
-			bs = append(bs, keyHint{key: "enter", desc: "detail"}, keyHint{key: "r", desc: "replay"}, keyHint{key: "i", desc: "invoke"},
-				keyHint{key: "t", desc: "trace"}, keyHint{key: "space", desc: "pause"})
-		case viewTraces:
-			bs = append(bs, keyHint{key: "enter", desc: "span"}, keyHint{key: "ctrl+r", desc: "reload"})
-		case viewLogs:
-			bs = append(bs, keyHint{key: "f", desc: "follow"}, keyHint{key: "w", desc: "worker"})
-		}
-		bs = append(bs, keyHint{key: k.Help.Help().Key, desc: "help"}, keyHint{key: "q", desc: "quit"})
+		hint(true, k.Nav.Move, k.Global.View, k.Global.Filter)
+		hint(false, m.pages[m.view].ShortHelp()...)
+		hint(false, k.Global.Help, k.Global.Quit)
 	}
 	render := func(bs []keyHint) string {
 		parts := make([]string, len(bs))

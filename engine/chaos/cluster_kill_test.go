@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,8 +91,9 @@ func TestClusterEngineKilledMidLoad(t *testing.T) {
 	rs := storetest.StartServer(t)
 	exe := buildIII(t)
 	name := fmt.Sprintf("kill%d", time.Now().UnixNano())
-	var urls []string
+	var urls, names []string
 	var procs []*engineProc
+	host, _ := os.Hostname()
 	for range 3 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -108,6 +110,7 @@ cluster: {name: %s, heartbeat_ms: 100, ttl_ms: 500}
 		t.Cleanup(p.kill)
 		procs = append(procs, p)
 		urls = append(urls, fmt.Sprintf("ws://127.0.0.1:%d", port))
+		names = append(names, fmt.Sprintf("%s:%d", host, port)) // how engines name each other
 	}
 	connect := func(url, wname string) *sdk.Worker {
 		w, err := sdk.Connect(ctx, url, sdk.WithName(wname), sdk.WithTelemetry(false),
@@ -150,6 +153,12 @@ cluster: {name: %s, heartbeat_ms: 100, ttl_ms: 500}
 		}
 		sdk.Call[json.RawMessage](ctx, caller, "kill::work", nil)
 	}
+	// iii start logs its cluster peers.
+	for _, peer := range names[1:] {
+		if procs[0].logged(`"cluster peer joined"`, `"engine":"`+peer+`"`) == nil {
+			t.Errorf("engine 0 never logged its peer %s joining; its cluster lines: %q", peer, procs[0].logged(`cluster`))
+		}
+	}
 
 	var (
 		mu       sync.Mutex
@@ -191,6 +200,23 @@ cluster: {name: %s, heartbeat_ms: 100, ttl_ms: 500}
 			}
 		}()
 	}
+	// listsEngine reports whether engine 0 lists kill::work on engine name
+	// (true on an error: not known to be gone).
+	listsEngine := func(name string) bool {
+		fl, err := sdk.Call[struct {
+			Functions []struct {
+				Engines []string `json:"engines"`
+			} `json:"functions"`
+		}](ctx, caller, "engine::functions::list", map[string]any{"prefix": "kill::"})
+		listed := err != nil
+		for _, f := range fl.Functions {
+			listed = listed || slices.Contains(f.Engines, name)
+		}
+		return listed
+	}
+	if !listsEngine(names[2]) {
+		t.Fatalf("engine 0 does not list kill::work on %s before the kill", names[2])
+	}
 	// Mid-load: kill engine 2 once engine 2's worker is busy.
 	before := served[2].Load()
 	for served[2].Load() < before+50 {
@@ -202,6 +228,20 @@ cluster: {name: %s, heartbeat_ms: 100, ttl_ms: 500}
 	balancer.target.Store(strings.TrimPrefix(urls[1], "ws://"))
 	procs[2].kill()
 	killedAt.Store(time.Now().UnixNano())
+	// Engine 0 drops engine 2 from its table within ttl + heartbeat (the
+	// slack is for a loaded machine) and logs that it left.
+	for listsEngine(names[2]) {
+		if ctx.Err() != nil {
+			t.Fatal("engine 0 still lists the killed engine")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if d := time.Since(time.Unix(0, killedAt.Load())); d > 1100*time.Millisecond {
+		t.Errorf("engine 0 listed the killed engine for %v; want at most ttl+heartbeat (600ms)", d)
+	}
+	if procs[0].logged(`"cluster peer left"`, `"engine":"`+names[2]+`"`) == nil {
+		t.Errorf("engine 0 did not log that %s left", names[2])
+	}
 	// Survivors keep serving: engine 1's count keeps rising for a second.
 	after := served[1].Load()
 	time.Sleep(time.Second)

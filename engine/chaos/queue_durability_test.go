@@ -24,6 +24,26 @@ import (
 type engineProc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
+
+	mu  sync.Mutex
+	out []string // its log lines (stderr)
+}
+
+// logged returns the log lines that contain every one of subs.
+func (p *engineProc) logged(subs ...string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var got []string
+	for _, l := range p.out {
+		ok := true
+		for _, s := range subs {
+			ok = ok && strings.Contains(l, s)
+		}
+		if ok {
+			got = append(got, l)
+		}
+	}
+	return got
 }
 
 func buildIII(t *testing.T) string {
@@ -54,6 +74,9 @@ func startEngineProc(t *testing.T, exe, cfg string) *engineProc {
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
+			p.mu.Lock()
+			p.out = append(p.out, sc.Text())
+			p.mu.Unlock()
 			if strings.Contains(sc.Text(), `"listening for workers"`) {
 				once.Do(func() { close(ready) })
 			}

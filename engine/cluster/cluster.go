@@ -67,6 +67,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
@@ -182,7 +183,12 @@ type Cluster struct {
 	byFn    map[string][]*peer // function id -> peers serving it
 	lastAd  []byte
 	stopped bool
-	rr      atomic.Uint32
+	// rejoinUntil ends the rebuild after a Redis outage: until then a
+	// registry read adds peers but drops none that are still connected
+	// (Redis may have come back empty and they have not re-advertised
+	// yet).
+	rejoinUntil time.Time
+	rr          atomic.Uint32
 
 	serving sync.WaitGroup // link server connections
 	srvMu   sync.Mutex
@@ -219,6 +225,9 @@ func New(opts Options) (*Cluster, error) {
 	ro.WriteTimeout = ro.ReadTimeout
 	ro.MaxRetries = -1
 	ro.PoolSize = 4
+	// One server, no cluster maintenance notifications (the default
+	// "auto" prints a failure line at start against a plain Redis).
+	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	base := opts.KeyPrefix + "cluster:" + cfg.Name + ":"
 	c := &Cluster{
 		opts: opts, cfg: cfg, eng: opts.Engine,
@@ -420,16 +429,20 @@ func (c *Cluster) registryLoop() {
 }
 
 // setUp records whether Redis answered; on a change it logs, and when Redis
-// comes back it re-reads the registry.
+// comes back it re-reads the registry. Only the registry loop calls it.
 func (c *Cluster) setUp(ok bool, err error) {
 	if c.up.Swap(ok) == ok {
 		return
 	}
 	if ok {
-		c.log.Info("cluster: Redis reachable again; rebuilding the function table")
+		c.mu.Lock()
+		c.rejoinUntil = time.Now().Add(c.cfg.TTL)
+		c.mu.Unlock()
+		c.log.Info("cluster: Redis reachable again; rebuilding the function table", "rebuild_ms", c.cfg.TTL.Milliseconds())
 		c.resyncSoon()
 		return
 	}
+	c.lastAd = nil // advertise and announce again when it returns
 	c.log.Warn("cluster: Redis unreachable; calls without a local worker fail with cluster_unavailable until it returns", "err", err)
 }
 
@@ -458,7 +471,7 @@ func (c *Cluster) heartbeat() {
 	}
 	ctx, cancel := c.opCtx()
 	defer cancel()
-	changed := !bytes.Equal(ad, c.lastAd) || !c.up.Load()
+	changed := !bytes.Equal(ad, c.lastAd)
 	pipe := c.rdb.TxPipeline()
 	pipe.Set(ctx, c.engineKey(c.id), ad, c.cfg.TTL)
 	pipe.ZAdd(ctx, c.keyEngines, redis.Z{Score: float64(time.Now().Add(c.cfg.TTL).UnixMilli()), Member: c.id})
@@ -556,18 +569,28 @@ func (c *Cluster) resync() {
 			ads[ad.ID] = ad
 		}
 	}
-	c.apply(ads)
+	c.setUp(true, nil)
+	c.apply(ads, false)
 }
 
 // apply replaces the peer table with ads: peers that left have their
 // links closed (their calls in flight end with invocation_stopped), new
-// ones are dialled.
-func (c *Cluster) apply(ads map[string]advert) {
+// ones are dialled. While the table is rebuilt after a Redis outage, a
+// peer missing from ads is kept as long as its link is usable, unless
+// withdrawn says it left.
+func (c *Cluster) apply(ads map[string]advert, withdrawn bool) {
 	var joined, left []*peer
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()
 		return
+	}
+	if !withdrawn && time.Now().Before(c.rejoinUntil) {
+		for id, p := range c.peers {
+			if _, ok := ads[id]; !ok && p.link.usable() {
+				ads[id] = p.ad
+			}
+		}
 	}
 	next := make(map[string]*peer, len(ads))
 	for id, ad := range ads {
@@ -619,7 +642,7 @@ func (c *Cluster) drop(id string) {
 		}
 	}
 	c.mu.RUnlock()
-	c.apply(ads)
+	c.apply(ads, true)
 }
 
 // watchLoop listens for other engines' change announcements. go-redis

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/iii-workbench/iii/engine"
@@ -305,6 +306,14 @@ func TestThreeEngines(t *testing.T) {
 		})
 		frozeAt := time.Now()
 		cluster.Freeze(nodes[2].srv.Cluster())
+		// The advertisement carries its expiry: at most ttl from the last
+		// heartbeat, never renewed from now on.
+		rdb := redis.NewClient(&redis.Options{Addr: strings.TrimPrefix(rs.URL(), "redis://")})
+		defer rdb.Close()
+		adKey := "iii:cluster:" + name + ":engine:" + nodes[2].srv.Cluster().ID()
+		if pttl, err := rdb.PTTL(ctx, adKey).Result(); err != nil || pttl <= 0 || pttl > ttl {
+			t.Errorf("PTTL %s = %v, %v; want an expiry within ttl (%v)", adKey, pttl, err, ttl)
+		}
 		for range cap(calls) {
 			select {
 			case err := <-calls:
@@ -315,11 +324,22 @@ func TestThreeEngines(t *testing.T) {
 				t.Fatal("a call to the lapsed engine never ended")
 			}
 		}
-		if d := time.Since(frozeAt); d > ttl+2*heartbeat+200*time.Millisecond {
+		// Within ttl + heartbeat, with a second of slack for a loaded
+		// machine (a hang that never ends fails the wait above instead).
+		if d := time.Since(frozeAt); d > ttl+heartbeat+time.Second {
 			t.Errorf("calls ended %v after the last heartbeat; want within ttl+heartbeat (%v)", d, ttl+heartbeat)
 		}
-		if sees(ctx, nodes[0].srv.Engine(), "e2::echo") {
-			t.Error("engine 0 still lists engine 2's functions")
+		// Every survivor drops engine 2 within ttl + heartbeat of its last
+		// heartbeat (the slack is for a loaded machine).
+		waitFor(t, ctx, "the survivors to drop engine 2", func() bool {
+			return !sees(ctx, nodes[0].srv.Engine(), "e2::echo") && !sees(ctx, nodes[1].srv.Engine(), "e2::echo") &&
+				sees(ctx, nodes[0].srv.Engine(), "e1::echo") && sees(ctx, nodes[1].srv.Engine(), "e0::echo")
+		})
+		if d := time.Since(frozeAt); d > ttl+heartbeat+time.Second {
+			t.Errorf("engine 2 was listed %v after its last heartbeat; want at most ttl+heartbeat (%v)", d, ttl+heartbeat)
+		}
+		if n, err := rdb.Exists(ctx, adKey).Result(); err != nil || n != 0 {
+			t.Errorf("%s still in Redis %v after the last heartbeat (%d, %v); want expired within ttl", adKey, time.Since(frozeAt), n, err)
 		}
 		// The survivors keep serving each other.
 		if _, err := sdk.Call[any](ctx, nodes[0].w, "e1::echo", in{Key: "after"}); err != nil {
@@ -328,6 +348,7 @@ func TestThreeEngines(t *testing.T) {
 	})
 
 	t.Run("redis outage", func(t *testing.T) {
+		stoppedAt := time.Now()
 		rs.Stop()
 		waitFor(t, ctx, "cross-engine calls to fail with cluster_unavailable", func() bool {
 			cctx, ccancel := context.WithTimeout(ctx, time.Second)
@@ -335,6 +356,11 @@ func TestThreeEngines(t *testing.T) {
 			_, err := sdk.Call[any](cctx, nodes[0].w, "e1::echo", in{Key: "outage"})
 			return errCode(err) == engine.CodeClusterUnavailable
 		})
+		// Noticed at the next heartbeat or registry read, each bounded by
+		// max(heartbeat, 500 ms); the slack is for a loaded machine.
+		if d := time.Since(stoppedAt); d > heartbeat+2*time.Second {
+			t.Errorf("the outage was noticed after %v; want within a heartbeat and one Redis timeout", d)
+		}
 		start := time.Now()
 		_, err := sdk.Call[any](ctx, nodes[0].w, "e1::echo", in{Key: "outage"})
 		if errCode(err) != engine.CodeClusterUnavailable || time.Since(start) > 100*time.Millisecond {
@@ -343,12 +369,27 @@ func TestThreeEngines(t *testing.T) {
 		if _, err := sdk.Call[any](ctx, nodes[0].w, "e0::echo", in{Key: "local"}); err != nil {
 			t.Fatalf("local call during the outage: %v", err)
 		}
+		// The table changes while Redis is away: engine 1 gains a function.
+		must(t, nodes[1].w.RegisterFunction("e1::late", func(context.Context, json.RawMessage) (any, error) { return "late", nil }))
+		// Redis comes back empty (no persistence): every engine must
+		// advertise again. Until the table is rebuilt, a call for a
+		// function a peer served before the outage must not be told that
+		// no engine serves it.
 		rs.Restart()
+		codes := map[string]int{}
 		waitFor(t, ctx, "forwarding to resume after Redis returns", func() bool {
 			cctx, ccancel := context.WithTimeout(ctx, time.Second)
 			defer ccancel()
 			_, err := sdk.Call[any](cctx, nodes[0].w, "e1::echo", in{Key: "back"})
+			codes[errCode(err)]++
 			return err == nil
+		})
+		if n := codes[engine.CodeFunctionNotFound]; n > 0 {
+			t.Errorf("%d calls after Redis returned failed with function_not_found (codes %v); a rebuilding table must not say no engine serves a known function", n, codes)
+		}
+		waitFor(t, ctx, "engine 0 to learn the function engine 1 registered during the outage", func() bool {
+			r, err := sdk.Call[string](ctx, nodes[0].w, "e1::late", nil)
+			return err == nil && r == "late"
 		})
 	})
 }
@@ -381,5 +422,111 @@ func TestLinksNeedTheEngineToken(t *testing.T) {
 		if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("link dial with %v: %v, %v; want 401", hdr, resp, err)
 		}
+	}
+}
+
+// TestOnMiniredis: the registry runs on miniredis as well (a single engine
+// test setup, or an embedded store shared over TCP): three engines call
+// each other's functions in every direction, and an engine that stops
+// leaves the others' tables at once.
+func TestOnMiniredis(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	mr := storetest.Mini(t)
+	name := fmt.Sprintf("mini%d", time.Now().UnixNano())
+	nodes := []*node{startNode(t, ctx, 0, mr.URL, name), startNode(t, ctx, 1, mr.URL, name), startNode(t, ctx, 2, mr.URL, name)}
+	for _, n := range nodes {
+		waitFor(t, ctx, fmt.Sprintf("engine %d to see every engine's functions", n.i), func() bool {
+			return sees(ctx, n.srv.Engine(), "e0::echo", "e1::echo", "e2::echo")
+		})
+	}
+	for _, from := range nodes {
+		for _, to := range nodes {
+			key := fmt.Sprintf("%d->%d", from.i, to.i)
+			r, err := sdk.Call[map[string]any](ctx, from.w, fmt.Sprintf("e%d::echo", to.i), in{Key: key})
+			if err != nil || r["by"] != float64(to.i) {
+				t.Fatalf("%s: %v, %v", key, r, err)
+			}
+		}
+	}
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	if err := nodes[2].srv.Stop(sctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "engines 0 and 1 to drop the engine that stopped", func() bool {
+		return !sees(ctx, nodes[0].srv.Engine(), "e2::echo") && !sees(ctx, nodes[1].srv.Engine(), "e2::echo")
+	})
+	if _, err := sdk.Call[any](ctx, nodes[0].w, "e2::echo", in{}); errCode(err) != engine.CodeFunctionNotFound {
+		t.Errorf("a call for the stopped engine's function: %v, want function_not_found", err)
+	}
+}
+
+// TestOversizedCallFailsAlone: a call or a result too large for a link
+// fails alone with payload_too_large; the link and the calls in flight on
+// it go on.
+func TestOversizedCallFailsAlone(t *testing.T) {
+	defer cluster.SetLinkLineLimit(64 << 10)()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	mr := storetest.Mini(t)
+	yaml := fmt.Sprintf("engine: {port: 0}\nredis: {url: %q}\ncluster: {name: big%d, heartbeat_ms: 100}\n", mr.URL, time.Now().UnixNano())
+	a := enginetest.Start(t, ctx, yaml)
+	b := enginetest.Start(t, ctx, yaml)
+	connect := func(url string) *sdk.Worker {
+		w, err := sdk.Connect(ctx, url, sdk.WithTelemetry(false), sdk.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { w.Close(context.Background()) })
+		return w
+	}
+	release := make(chan struct{})
+	wb := connect(b.URL())
+	must(t, wb.RegisterFunction("b::echo", func(_ context.Context, in json.RawMessage) (any, error) { return in, nil }))
+	must(t, wb.RegisterFunction("b::big", func(context.Context, json.RawMessage) (any, error) {
+		return strings.Repeat("x", 1<<20), nil // over the link's read limit too
+	}))
+	must(t, wb.RegisterFunction("b::hold", func(ctx context.Context, _ json.RawMessage) (any, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return "held", nil
+	}))
+	wa := connect(a.URL())
+	waitFor(t, ctx, "a forwarded call", func() bool {
+		_, err := sdk.Call[json.RawMessage](ctx, wa, "b::echo", 1)
+		return err == nil
+	})
+	held := make(chan error, 1)
+	go func() {
+		r, err := sdk.Call[string](ctx, wa, "b::hold", nil)
+		if err == nil && r != "held" {
+			err = fmt.Errorf("b::hold = %q", r)
+		}
+		held <- err
+	}()
+	waitFor(t, ctx, "b::hold to be in flight on b", func() bool {
+		n, _ := b.Engine().InFlight(wb.ID())
+		return n == 1
+	})
+	if _, err := sdk.Call[json.RawMessage](ctx, wa, "b::echo", map[string]string{"p": strings.Repeat("y", 1<<20)}); errCode(err) != engine.CodePayloadTooLarge {
+		t.Errorf("a 1 MiB call over a 64 KiB link: %v, want payload_too_large", err)
+	}
+	if _, err := sdk.Call[string](ctx, wa, "b::big", nil); errCode(err) != engine.CodePayloadTooLarge {
+		t.Errorf("a 1 MiB result over a 64 KiB link: %v, want payload_too_large", err)
+	}
+	if r, err := sdk.Call[int](ctx, wa, "b::echo", 7); err != nil || r != 7 {
+		t.Errorf("a small call after them: %v, %v", r, err)
+	}
+	close(release)
+	select {
+	case err := <-held:
+		if err != nil {
+			t.Errorf("the call in flight during the oversized ones: %v, want its result", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the held call never ended")
 	}
 }

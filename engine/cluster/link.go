@@ -38,10 +38,20 @@ type linkReply struct {
 
 const (
 	linkQueueLimit = 8192             // frames waiting for a link's writer
-	linkBatchBytes = 256 << 10        // most bytes per WebSocket message
-	linkReadLimit  = 64 << 20         // largest message a link reads
+	linkBatchBytes = 256 << 10        // most bytes per WebSocket message, but for one longer line
 	linkWriteLimit = 10 * time.Second // one write
 )
+
+// linkLineLimit is the longest line (one call or one result) a link
+// carries: a worker message can be as large as engine.MaxFrameBytesLimit,
+// plus room for the line's own fields. A longer call or result fails
+// alone with payload_too_large; the link, and every other call on it,
+// goes on. A variable for tests.
+var linkLineLimit = engine.MaxFrameBytesLimit + 1<<20
+
+// linkReadLimit is the largest message a link reads: a batch of short
+// lines and one line of up to linkLineLimit.
+func linkReadLimit() int64 { return int64(linkLineLimit) + 2*linkBatchBytes }
 
 // writer batches queued lines into WebSocket messages; one per socket.
 type writer struct {
@@ -196,7 +206,7 @@ func (l *link) run() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		ws.SetReadLimit(linkReadLimit)
+		ws.SetReadLimit(linkReadLimit())
 		l.mu.Lock()
 		if l.state == linkClosed {
 			l.mu.Unlock()
@@ -333,7 +343,13 @@ func (l *link) call(call *engine.Call, timeout time.Duration, done func(json.Raw
 	l.mu.Unlock()
 	line, err := json.Marshal(linkRequest{ID: id, FunctionID: call.FunctionID, Data: call.Data, Metadata: call.Metadata,
 		Traceparent: call.Traceparent, Baggage: call.Baggage, TimeoutMS: timeout.Milliseconds()})
-	if err == nil && !w.push(line) {
+	code := engine.CodeClusterUnavailable
+	switch {
+	case err != nil:
+	case len(line) > linkLineLimit:
+		code = engine.CodePayloadTooLarge
+		err = fmt.Errorf("the call is %d bytes, over the %d a link carries", len(line), linkLineLimit)
+	case !w.push(line):
 		err = errors.New("link queue full or closed")
 	}
 	if err != nil {
@@ -342,7 +358,7 @@ func (l *link) call(call *engine.Call, timeout time.Duration, done func(json.Raw
 		delete(l.pending, id)
 		l.mu.Unlock()
 		if f != nil {
-			f.done(nil, &protocol.ErrorBody{Code: engine.CodeClusterUnavailable,
+			f.done(nil, &protocol.ErrorBody{Code: code,
 				Message: fmt.Sprintf("cannot forward %s to engine %s: %v", call.FunctionID, l.peer, err)})
 		}
 	}
@@ -391,7 +407,7 @@ func (c *Cluster) serveLink(rw http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	ws.SetReadLimit(linkReadLimit)
+	ws.SetReadLimit(linkReadLimit())
 	sc := &serverConn{ws: ws, w: newWriter()}
 	c.srvMu.Lock()
 	if c.ctx.Err() != nil {
@@ -468,8 +484,12 @@ func (c *Cluster) runForwarded(ctx context.Context, w *writer, req linkRequest) 
 		}
 	}
 	line, mErr := json.Marshal(reply)
-	if mErr != nil {
+	switch {
+	case mErr != nil:
 		line, _ = json.Marshal(linkReply{ID: req.ID, Error: &protocol.ErrorBody{Code: "serialization_error", Message: mErr.Error()}})
+	case len(line) > linkLineLimit:
+		line, _ = json.Marshal(linkReply{ID: req.ID, Error: &protocol.ErrorBody{Code: engine.CodePayloadTooLarge,
+			Message: fmt.Sprintf("the result of %s is %d bytes, over the %d a link between engines carries", req.FunctionID, len(line), linkLineLimit)}})
 	}
 	w.push(line)
 }

@@ -13,7 +13,7 @@ import (
 	_ "github.com/iii-workbench/iii/engine/modules/state"
 )
 
-// startModulesServer runs a devserver (embedded Redis) with the cron,
+// startModulesServer runs an engine (embedded Redis) with the cron,
 // pub/sub and state modules.
 func startModulesServer(t *testing.T, ctx context.Context) *enginetest.Server {
 	t.Helper()

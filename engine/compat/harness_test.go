@@ -49,9 +49,15 @@ type lang string
 const (
 	node   lang = "node"
 	python lang = "python"
+	// python25 is the current-generation Python SDK (namespaces, features,
+	// large messages); its tests are in python25_test.go and it is not in
+	// langs.
+	python25 lang = "python25"
 )
 
 var langs = []lang{node, python}
+
+const sdkVersion25 = "0.25.0"
 
 // syncBuffer is a buffer safe for concurrent writers.
 type syncBuffer = enginetest.Logs
@@ -112,6 +118,19 @@ func command(t *testing.T, l lang) (bin string, args []string, dir string) {
 		dist, _ := filepath.Glob(filepath.Join(dir, ".venv", "lib", "python3*", "site-packages", "iii_sdk-"+sdkVersion+".dist-info"))
 		if len(dist) == 0 {
 			missing(t, "iii-sdk==%s is not installed in the Python venv: %s", sdkVersion, install)
+		}
+		return bin, []string{"-u", "worker.py"}, dir
+	case python25:
+		dir, _ = filepath.Abs(filepath.Join("testdata", "python25"))
+		bin := filepath.Join(dir, ".venv", "bin", "python")
+		install := "run `python3 -m venv engine/compat/testdata/python25/.venv && " +
+			"engine/compat/testdata/python25/.venv/bin/pip install -r engine/compat/testdata/python25/requirements.txt` (.ci/run does)"
+		if _, err := os.Stat(bin); err != nil {
+			missing(t, "Python 0.25 venv missing: %s (%v)", install, err)
+		}
+		dist, _ := filepath.Glob(filepath.Join(dir, ".venv", "lib", "python3*", "site-packages", "iii_sdk-"+sdkVersion25+".dist-info"))
+		if len(dist) == 0 {
+			missing(t, "iii-sdk==%s is not installed in the Python 0.25 venv: %s", sdkVersion25, install)
 		}
 		return bin, []string{"-u", "worker.py"}, dir
 	}
@@ -492,7 +511,7 @@ func (w *workerProc) do(t *testing.T, ctx context.Context, cmd map[string]any, a
 	})
 }
 
-// startServer runs a devserver with the config.yaml text given (modules on
+// startServer runs an engine with the config.yaml text given (modules on
 // free ports, embedded Redis); see enginetest.Start.
 func startServer(t *testing.T, ctx context.Context, yaml string) *enginetest.Server {
 	t.Helper()

@@ -16,7 +16,7 @@ import (
 	httpapi "github.com/iii-workbench/iii/engine/modules/http"
 )
 
-// startHTTPServer runs a devserver with the HTTP API module on free ports
+// startHTTPServer runs an engine with the HTTP API module on free ports
 // and returns it with the API's base URL.
 func startHTTPServer(t *testing.T, ctx context.Context) (*enginetest.Server, string) {
 	t.Helper()

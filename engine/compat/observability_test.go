@@ -34,7 +34,7 @@ func (c *tee) Telemetry(workerID, kind string, payload []byte) {
 	c.next.Telemetry(workerID, kind, payload)
 }
 
-// startObservabilityServer runs a devserver with the observability module
+// startObservabilityServer runs an engine with the observability module
 // (Prometheus on a free port).
 func startObservabilityServer(t *testing.T, ctx context.Context) *enginetest.Server {
 	t.Helper()

@@ -15,7 +15,7 @@ import (
 	_ "github.com/iii-workbench/iii/engine/modules/queue"
 )
 
-// startQueueServer runs a devserver (embedded Redis) with the queue module;
+// startQueueServer runs an engine (embedded Redis) with the queue module;
 // queue "compat" retries twice, 50 ms apart at first.
 func startQueueServer(t *testing.T, ctx context.Context) *enginetest.Server {
 	t.Helper()

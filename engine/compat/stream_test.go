@@ -11,7 +11,7 @@ import (
 	"github.com/iii-workbench/iii/engine/modules/stream"
 )
 
-// startStreamServer runs a devserver (embedded Redis) with the stream
+// startStreamServer runs an engine (embedded Redis) with the stream
 // module on a free port and returns it with the stream WebSocket URL.
 func startStreamServer(t *testing.T, ctx context.Context) (*enginetest.Server, string) {
 	t.Helper()

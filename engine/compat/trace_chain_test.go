@@ -18,7 +18,7 @@ import (
 	"github.com/iii-workbench/iii/sdk"
 )
 
-// startChainServer runs a devserver with the HTTP API, state and
+// startChainServer runs an engine with the HTTP API, state and
 // observability modules on free ports, and returns it with the API's base
 // URL.
 func startChainServer(t *testing.T, ctx context.Context) (*enginetest.Server, string) {

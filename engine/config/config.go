@@ -7,7 +7,8 @@
 //	  port: 49134                   # worker WebSocket port (0: any free port)
 //	  auth_token: ${III_TOKEN:}     # shared worker token; empty = no auth
 //	  invocation_timeout_ms: 300000 # engine-side leak guard per call
-//	  max_frame_bytes: 16777216     # read limit per WebSocket frame
+//	  max_frame_bytes: 67108864     # read limit per message (at most 268435456)
+//	  shared_functions: false       # let 0.25+ workers share a function id in a namespace
 //	redis:
 //	  url: ""                       # empty = embedded store
 //	  store: managed                # without url: memory or managed (default: by command)
@@ -44,7 +45,8 @@ const (
 	DefaultHost              = "127.0.0.1"
 	DefaultPort              = 49134
 	DefaultInvocationTimeout = 5 * time.Minute
-	DefaultMaxFrameBytes     = 16 << 20
+	DefaultMaxFrameBytes     = 64 << 20
+	MaxFrameBytesLimit       = 256 << 20
 )
 
 // EnvToken is the environment variable that sets (and overrides) the worker
@@ -137,6 +139,10 @@ type Engine struct {
 	AuthToken         Secret
 	InvocationTimeout time.Duration
 	MaxFrameBytes     int64
+	// SharedFunctions: several live workers may serve one function id in a
+	// namespace, also workers of the 0.25+ SDKs (otherwise refused with
+	// FUNCTION_NAMESPACE_CONFLICT).
+	SharedFunctions bool
 }
 
 // Addr is the host:port to listen on.
@@ -261,6 +267,7 @@ type rawEngine struct {
 	AuthToken           at[string] `yaml:"auth_token"`
 	InvocationTimeoutMS at[int64]  `yaml:"invocation_timeout_ms"`
 	MaxFrameBytes       at[int64]  `yaml:"max_frame_bytes"`
+	SharedFunctions     at[bool]   `yaml:"shared_functions"`
 }
 
 type rawRedis struct {
@@ -374,8 +381,13 @@ func (c *Config) setEngine(file string, r *rawEngine) error {
 		if r.MaxFrameBytes.V <= 0 {
 			return invalid(file, r.MaxFrameBytes.Line, "engine.max_frame_bytes", "%d must be positive", r.MaxFrameBytes.V)
 		}
+		if r.MaxFrameBytes.V > MaxFrameBytesLimit {
+			return invalid(file, r.MaxFrameBytes.Line, "engine.max_frame_bytes",
+				"%d is over %d (256 MiB): each worker socket may hold a message of this size in memory", r.MaxFrameBytes.V, MaxFrameBytesLimit)
+		}
 		e.MaxFrameBytes = r.MaxFrameBytes.V
 	}
+	e.SharedFunctions = r.SharedFunctions.V
 	return nil
 }
 

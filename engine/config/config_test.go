@@ -63,7 +63,7 @@ func TestParseGood(t *testing.T) {
   port: 49134
   auth_token: ${III_TOKEN:}
   invocation_timeout_ms: 300000
-  max_frame_bytes: 16777216
+  max_frame_bytes: 67108864
 redis:
   url: ""
 modules:
@@ -132,6 +132,15 @@ modules:
 			env:  env(),
 			want: summary{
 				Engine: engineWith(func(e *Engine) { e.Host, e.MaxFrameBytes = "::1", 1024 }),
+				Redis:  Redis{URL: "redis://localhost:6379/0"},
+			},
+		},
+		{
+			name: "redis url and IPv6 host and shared functions",
+			file: "engine: {host: '::1', max_frame_bytes: 1024, shared_functions: true}\nredis: {url: 'redis://localhost:6379/0'}\n",
+			env:  env(),
+			want: summary{
+				Engine: engineWith(func(e *Engine) { e.Host, e.MaxFrameBytes, e.SharedFunctions = "::1", 1024, true }),
 				Redis:  Redis{URL: "redis://localhost:6379/0"},
 			},
 		},
@@ -211,7 +220,7 @@ func TestParseBad(t *testing.T) {
 		{"unknown top-level key", "engine: {}\nengin:\n  port: 1\n", ErrConfigUnknownKey,
 			"bad.yaml:2: engin: unknown key (known: engine, redis, modules, cluster)"},
 		{"unknown engine key", "engine:\n  prot: 1\n", ErrConfigUnknownKey,
-			"bad.yaml:2: engine.prot: unknown key (known: host, port, auth_token, invocation_timeout_ms, max_frame_bytes)"},
+			"bad.yaml:2: engine.prot: unknown key (known: host, port, auth_token, invocation_timeout_ms, max_frame_bytes, shared_functions)"},
 		{"port is a string", "engine:\n  port: abc\n", ErrConfigType,
 			`bad.yaml:2: engine.port: want an integer, got string "abc"`},
 		{"port is quoted", "engine:\n  port: '80'\n", ErrConfigType,
@@ -232,6 +241,8 @@ func TestParseBad(t *testing.T) {
 			"bad.yaml:2: engine.invocation_timeout_ms: 0 must be a positive number of milliseconds"},
 		{"zero frame limit", "\n\nengine:\n  max_frame_bytes: 0\n", ErrConfigInvalid,
 			"bad.yaml:4: engine.max_frame_bytes: 0 must be positive"},
+		{"frame limit over 256 MiB", "engine:\n  max_frame_bytes: 268435457\n", ErrConfigInvalid,
+			"bad.yaml:2: engine.max_frame_bytes: 268435457 is over 268435456 (256 MiB): each worker socket may hold a message of this size in memory"},
 		{"empty host", "engine:\n  host: ''\n", ErrConfigInvalid,
 			"bad.yaml:2: engine.host: must not be empty"},
 		{"host with port", "engine:\n  host: 127.0.0.1:80\n", ErrConfigInvalid,

@@ -3,6 +3,7 @@ package enginetest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -128,11 +129,21 @@ func (w *Worker) Expect(typ string) map[string]any {
 // Quiet asserts no frame arrives before a ping round trip completes: the
 // engine handles a connection's frames in order, so anything it meant to
 // send before the pong arrives first.
+//
+// functionregistered, the engine's ack of a registration to a worker that
+// speaks observe.v1, is skipped: tests of observe read it themselves.
 func (w *Worker) Quiet() {
 	w.t.Helper()
 	w.Send(`{"type":"ping"}`)
-	if m := w.Next(FrameTimeout); m["type"] != "pong" {
-		w.t.Fatalf("unexpected frame %v (wanted only pong)", m)
+	for {
+		m := w.Next(FrameTimeout)
+		if m["type"] == "functionregistered" {
+			continue
+		}
+		if m["type"] != "pong" {
+			w.t.Fatalf("unexpected frame %v (wanted only pong)", m)
+		}
+		return
 	}
 }
 
@@ -188,4 +199,51 @@ func ErrCode(frame map[string]any) string {
 	e, _ := frame["error"].(map[string]any)
 	c, _ := e["code"].(string)
 	return c
+}
+
+// T is the test the worker reports to.
+func (w *Worker) T() testing.TB { return w.t }
+
+// Declare sends engine::workers::register with data (name, runtime,
+// features, namespace...) as the 0.25 SDKs do, and waits until the engine
+// has handled it.
+func (w *Worker) Declare(data map[string]any) {
+	w.t.Helper()
+	w.Send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register",
+		"action": map[string]any{"type": "void"}, "data": data})
+	w.Quiet()
+}
+
+// SendFragmented writes v as one text message of 1 MiB fragments, as the
+// 0.25 SDKs send messages over 16 MiB.
+func (w *Worker) SendFragmented(v any) {
+	w.t.Helper()
+	if err := w.WriteFragmented(v); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// WriteFragmented is SendFragmented returning the error.
+func (w *Worker) WriteFragmented(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	wr, err := w.Conn.Writer(ctx, websocket.MessageText)
+	if err != nil {
+		return fmt.Errorf("writer: %w", err)
+	}
+	for len(b) > 0 {
+		n := min(len(b), 1<<20)
+		if _, err := wr.Write(b[:n]); err != nil {
+			return fmt.Errorf("write fragment: %w", err)
+		}
+		b = b[n:]
+	}
+	if err := wr.Close(); err != nil {
+		return fmt.Errorf("close message: %w", err)
+	}
+	return nil
 }

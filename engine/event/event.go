@@ -173,6 +173,10 @@ type ProcessChanged struct {
 	Error     string        // what went wrong last (crash, failed install or reload)
 	RestartIn time.Duration // while restarting: the backoff before the next start
 	LastLines []string
+	// FailedPID is the process Error and LastLines are about when it is
+	// not PID: the new process of a failed reload (PID is the old one,
+	// still serving) or a crashed process (PID is 0). 0 when unknown.
+	FailedPID int
 	At        time.Time
 }
 

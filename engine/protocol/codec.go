@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -79,6 +80,9 @@ type wire struct {
 	PreviousWorkerID     *string         `json:"previous_worker_id"`
 	ReattachToken        *string         `json:"reattach_token"`
 	WorkerID             *string         `json:"worker_id"`
+	Features             json.RawMessage `json:"features"`
+	wireObserve
+	wireNS
 }
 
 type wireAction struct {
@@ -93,7 +97,9 @@ type wireError struct {
 }
 
 // Decode parses one frame into its typed message (a value, not a pointer:
-// InvokeFunction, InvocationResult, ...).
+// InvokeFunction, InvocationResult, ...). The raw JSON fields of the call
+// messages (data, result, metadata) are slices of frame, not copies: the
+// caller must not reuse frame while the message is in use.
 func Decode(frame []byte) (Message, error) {
 	trimmed := bytes.TrimSpace(frame)
 	if len(trimmed) == 0 {
@@ -102,6 +108,16 @@ func Decode(frame []byte) (Message, error) {
 	if trimmed[0] != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrProtocolMalformed)
 	}
+	// The two messages of every call take the fast path (fast.go).
+	if m, handled, err := decodeCall(trimmed); handled {
+		return m, err
+	}
+	return decodeWire(trimmed)
+}
+
+// decodeWire decodes any message through encoding/json. trimmed starts
+// with '{'.
+func decodeWire(trimmed []byte) (Message, error) {
 	var w wire
 	if err := json.Unmarshal(trimmed, &w); err != nil {
 		// wire is the union of all messages, so a field of another message
@@ -124,7 +140,11 @@ func Decode(frame []byte) (Message, error) {
 	if w.Type == nil {
 		return nil, fmt.Errorf("%w: missing \"type\"", ErrProtocolMalformed)
 	}
-	return w.narrow()
+	m, err := w.narrow()
+	if err != nil {
+		return nil, err
+	}
+	return w.observeFields(w.nsFields(m))
 }
 
 // fieldsByType lists, for each message type, the top-level keys it reads.
@@ -135,16 +155,23 @@ var fieldsByType = func() map[Type][]string {
 		RegisterTrigger{}, UnregisterTrigger{}, TriggerRegistrationResult{}, InvokeFunction{},
 		InvocationResult{}, RegisterService{}, Ping{}, Pong{}, Reattach{}, WorkerRegistered{},
 	} {
-		keys := []string{"type"}
-		rt := reflect.TypeOf(msg)
-		for i := range rt.NumField() {
-			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
-			keys = append(keys, name)
-		}
-		m[msg.MessageType()] = keys
+		m[msg.MessageType()] = messageKeys(msg)
+	}
+	for _, msg := range observeMessages {
+		m[msg.MessageType()] = messageKeys(msg)
 	}
 	return m
 }()
+
+func messageKeys(msg Message) []string {
+	keys := []string{"type"}
+	rt := reflect.TypeOf(msg)
+	for i := range rt.NumField() {
+		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+		keys = append(keys, name)
+	}
+	return keys
+}
 
 // ownFields rebuilds the object frame keeping only the keys message type t
 // reads (matched as encoding/json matches them, ignoring case), in their
@@ -197,6 +224,24 @@ func str(p *string) string {
 		return ""
 	}
 	return *p
+}
+
+// tokens reads a list of strings leniently, as the SDKs read
+// workerregistered.features: anything but an array reads as none, and
+// items that are not strings are skipped.
+func tokens(r json.RawMessage) []string {
+	var items []json.RawMessage
+	if len(r) == 0 || json.Unmarshal(r, &items) != nil {
+		return nil
+	}
+	var out []string
+	for _, it := range items {
+		var s string
+		if json.Unmarshal(it, &s) == nil {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // rawOrNil turns an explicit JSON null into "absent" for optional fields.
@@ -386,7 +431,10 @@ func (w *wire) narrow() (Message, error) {
 		if w.WorkerID == nil {
 			return nil, missing(t, "worker_id")
 		}
-		return WorkerRegistered{WorkerID: *w.WorkerID, ReattachToken: str(w.ReattachToken)}, nil
+		return WorkerRegistered{WorkerID: *w.WorkerID, ReattachToken: str(w.ReattachToken), Features: tokens(w.Features)}, nil
+	}
+	if m, ok, err := w.narrowObserve(t); ok {
+		return m, err
 	}
 	return nil, fmt.Errorf("%w: %q", ErrProtocolUnknownType, *w.Type)
 }
@@ -406,18 +454,35 @@ func Encode(m Message) ([]byte, error) {
 	)
 	switch v := m.(type) {
 	case InvokeFunction:
-		b, err = appendInvoke(make([]byte, 0, invokeSize(&v)), &v)
+		b, err = AppendInvoke(make([]byte, 0, InvokeSize(&v)), &v)
 	case *InvokeFunction:
-		b, err = appendInvoke(make([]byte, 0, invokeSize(v)), v)
+		b, err = AppendInvoke(make([]byte, 0, InvokeSize(v)), v)
 	case InvocationResult:
-		b, err = appendResult(make([]byte, 0, resultSize(&v)), &v)
+		b, err = AppendResult(make([]byte, 0, ResultSize(&v)), &v)
 	case *InvocationResult:
-		b, err = appendResult(make([]byte, 0, resultSize(v)), v)
+		b, err = AppendResult(make([]byte, 0, ResultSize(v)), v)
 	default:
 		return encodeReflect(m)
 	}
+	return b, err
+}
+
+// AppendInvoke appends the encoded invokefunction to dst, as Encode
+// writes it; the router encodes into pooled buffers with it.
+func AppendInvoke(dst []byte, m *InvokeFunction) ([]byte, error) {
+	b, err := appendInvoke(dst, m)
 	if err != nil {
-		return nil, fmt.Errorf("protocol: encode %s: %w", m.MessageType(), err)
+		return nil, fmt.Errorf("protocol: encode %s: %w", TypeInvokeFunction, err)
+	}
+	return b, nil
+}
+
+// AppendResult appends the encoded invocationresult to dst, as Encode
+// writes it.
+func AppendResult(dst []byte, m *InvocationResult) ([]byte, error) {
+	b, err := appendResult(dst, m)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: encode %s: %w", TypeInvocationResult, err)
 	}
 	return b, nil
 }
@@ -448,7 +513,7 @@ func encodeReflect(m Message) ([]byte, error) {
 // without HTML escaping, as the reflective path does.
 func appendString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+		if !asciiText[s[i]] {
 			var buf bytes.Buffer
 			enc := json.NewEncoder(&buf)
 			enc.SetEscapeHTML(false)
@@ -472,15 +537,18 @@ func appendRaw(b []byte, name string, raw json.RawMessage) ([]byte, error) {
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':')
-	if bytes.ContainsAny(raw, " \t\r\n") {
+	// One validating scan (scan.go); compact payloads, which is what the
+	// SDKs send, are copied as they are.
+	compact, err := checkRaw(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: invalid JSON", name)
+	}
+	if !compact {
 		buf := bytes.NewBuffer(b)
 		if err := json.Compact(buf, raw); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		return buf.Bytes(), nil
-	}
-	if !json.Valid(raw) {
-		return nil, fmt.Errorf("%s: invalid JSON", name)
 	}
 	return append(b, raw...), nil
 }
@@ -528,6 +596,26 @@ func appendInvoke(b []byte, m *InvokeFunction) ([]byte, error) {
 			return nil, err
 		}
 	}
+	if m.Namespace != "" {
+		b = appendField(b, "namespace", m.Namespace)
+	}
+	if m.Caller != nil {
+		if b, err = appendCaller(b, m.Caller); err != nil {
+			return nil, err
+		}
+	}
+	if m.ObserveDepth > 0 {
+		b = append(b, `,"observe_depth":`...)
+		b = strconv.AppendUint(b, uint64(m.ObserveDepth), 10)
+	}
+	if a := m.Activation; a != nil {
+		b = append(b, `,"activation":{"observer_id":`...)
+		b = appendString(b, a.ObserverID)
+		if a.ActivationID != "" {
+			b = appendField(b, "activation_id", a.ActivationID)
+		}
+		b = append(b, '}')
+	}
 	return append(b, '}'), nil
 }
 
@@ -550,12 +638,25 @@ func appendResult(b []byte, m *InvocationResult) ([]byte, error) {
 	if m.Baggage != "" {
 		b = appendField(b, "baggage", m.Baggage)
 	}
+	if m.Matched != nil { // [] (none matched) is not absent
+		b = append(b, `,"matched":[`...)
+		for i, id := range m.Matched {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, id)
+		}
+		b = append(b, ']')
+	}
+	if m.Delivered {
+		b = append(b, `,"delivered":true`...)
+	}
 	return append(b, '}'), nil
 }
 
-// invokeSize and resultSize are the encoded size of plain messages (keys
-// and punctuation included), so the frame is allocated once.
-func invokeSize(m *InvokeFunction) int {
+// InvokeSize and ResultSize bound the encoded size of plain messages
+// (keys and punctuation included), so a frame is allocated once.
+func InvokeSize(m *InvokeFunction) int {
 	n := 160 + len(m.InvocationID) + len(m.FunctionID) + len(m.Data) + len(m.Traceparent) + len(m.Baggage) + len(m.Metadata)
 	if m.Action != nil {
 		n += 40 + len(m.Action.Queue)
@@ -563,7 +664,7 @@ func invokeSize(m *InvokeFunction) int {
 	return n
 }
 
-func resultSize(m *InvocationResult) int {
+func ResultSize(m *InvocationResult) int {
 	n := 160 + len(m.InvocationID) + len(m.FunctionID) + len(m.Result) + len(m.Traceparent) + len(m.Baggage)
 	if m.Error != nil {
 		n += 48 + len(m.Error.Code) + len(m.Error.Message) + len(m.Error.Stacktrace)

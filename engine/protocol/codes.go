@@ -36,8 +36,8 @@ const (
 	CodeFunctionNotAllowed = "function_not_allowed"
 	CodeClusterUnavailable = "cluster_unavailable"
 
-	// Codes of RBAC (spec §1.5, §3.1).
-	CodeForbidden = "FORBIDDEN"
+	// Codes of RBAC (spec §1.5, §3.1); FORBIDDEN is CodeForbidden, shared
+	// with observe (observe.go).
 	CodeAuthError = "AUTH_ERROR"
 )
 

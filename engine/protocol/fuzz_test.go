@@ -69,7 +69,13 @@ func equalMessages(a, b Message) bool {
 			continue
 		}
 		if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
-			return false
+			// Raw JSON nested in a struct or list (observe messages) is
+			// compacted by Encode too: compare those by meaning.
+			ja, errA := json.Marshal(fa.Interface())
+			jb, errB := json.Marshal(fb.Interface())
+			if errA != nil || errB != nil || !sameJSON(ja, jb) {
+				return false
+			}
 		}
 	}
 	return true
@@ -90,4 +96,65 @@ func decodeAny(data []byte) (any, error) {
 	var v any
 	err := d.Decode(&v)
 	return v, err
+}
+
+// FuzzDecodeCall checks the fast decoder of the call messages against the
+// general one (encoding/json): for every frame the fast path takes, both
+// accept it with the same message or both refuse it.
+func FuzzDecodeCall(f *testing.F) {
+	for _, s := range samples {
+		if t := s.msg.MessageType(); t != TypeInvokeFunction && t != TypeInvocationResult {
+			continue
+		}
+		frame, err := Encode(s.msg)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(frame)
+	}
+	f.Add([]byte(`{"type":"invokefunction","invocation_id":null,"function_id":"f","data":null,"action":{"type":"enqueue","queue":"q"}}`))
+	f.Add([]byte(`{"type":"invocationresult","invocation_id":"{3F0C8A4E-2B1D-4C6E-9F7A-0123456789AB}","function_id":"f\u00e9","result":{"a" : [1, 2.50, "<>"]},"error":{"code":"c","message":"m\n"}}`))
+	f.Add([]byte(`{"Type":"invokefunction","FUNCTION_ID":"f","data":{"x":[true,false,null,-0.5e+3]},"id":5,"action":null,"metadata":[]}`))
+	f.Add([]byte(`{"type":"invokefunction","function_id":"f","data":1,"action":{"type":"void"},"action":{"queue":"q"}}`))
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		trimmed := bytes.TrimSpace(frame)
+		if len(trimmed) == 0 || trimmed[0] != '{' {
+			return
+		}
+		fast, handled, fastErr := decodeCall(trimmed)
+		if !handled {
+			return
+		}
+		slow, slowErr := decodeWire(trimmed)
+		if (fastErr == nil) != (slowErr == nil) {
+			t.Fatalf("frame %q: fast %#v, %v; encoding/json %#v, %v", frame, fast, fastErr, slow, slowErr)
+		}
+		if fastErr == nil && !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("frame %q:\nfast %#v\njson %#v", frame, fast, slow)
+		}
+	})
+}
+
+// FuzzCheckRaw checks the scanner's validation and compactness against
+// encoding/json.
+func FuzzCheckRaw(f *testing.F) {
+	for _, s := range []string{`{"a":[1,2.5e-3,"x\u00e9\n",true,false,null]}`, ` {"a" : 1} `, `[1,]`, `"\ud800"`, `-01`, `{"a":{}}`, "\"\x01\""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		compact, err := checkRaw(raw)
+		if valid := json.Valid(raw); valid != (err == nil) {
+			t.Fatalf("checkRaw(%q) = %v; json.Valid = %v", raw, err, valid)
+		}
+		if err != nil {
+			return
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, raw); err != nil {
+			t.Fatal(err)
+		}
+		if same := bytes.Equal(buf.Bytes(), raw); same != compact {
+			t.Fatalf("checkRaw(%q) compact = %v; json.Compact changes it: %v", raw, compact, !same)
+		}
+	})
 }

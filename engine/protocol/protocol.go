@@ -70,6 +70,25 @@ type RegisterFunction struct {
 	ResponseFormat json.RawMessage `json:"response_format,omitempty"`
 	Metadata       json.RawMessage `json:"metadata,omitempty"`
 	Invocation     json.RawMessage `json:"invocation,omitempty"`
+	// Observe is the Python 0.25 observe descriptor (delivery, args_format,
+	// legacy_trigger_type, allow).
+	Observe *ObserveDescriptor `json:"observe,omitempty"`
+	// ArgsFormat, Private and Observable are the Rust 0.26 (observe.v2)
+	// registration fields: the JSON Schema of observers' args; only the
+	// hosting connection may call a private function; a nil Observable is
+	// true, false refuses every observer (NOT_OBSERVABLE).
+	ArgsFormat json.RawMessage `json:"args_format,omitempty"`
+	Private    bool            `json:"private,omitempty"`
+	Observable *bool           `json:"observable,omitempty"`
+}
+
+// IsObservable reports whether observers may attach to the function, by
+// either SDK's spelling (observable: false, or observe.allow: false).
+func (r *RegisterFunction) IsObservable() bool {
+	if r.Observable != nil && !*r.Observable {
+		return false
+	}
+	return r.Observe == nil || r.Observe.Allow == nil || *r.Observe.Allow
 }
 
 // UnregisterFunction withdraws a function.
@@ -83,11 +102,14 @@ type RegisterTriggerType struct {
 	Description          string          `json:"description"`
 	TriggerRequestFormat json.RawMessage `json:"trigger_request_format,omitempty"`
 	CallRequestFormat    json.RawMessage `json:"call_request_format,omitempty"`
+	// Namespace the provider serves (Python 0.25); "" = the connection's.
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // UnregisterTriggerType withdraws a trigger type the sender provides.
 type UnregisterTriggerType struct {
-	ID string `json:"id"`
+	ID        string `json:"id"`
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // RegisterTrigger binds a function to a trigger type. The engine sends the same
@@ -98,6 +120,11 @@ type RegisterTrigger struct {
 	FunctionID  string          `json:"function_id"`
 	Config      json.RawMessage `json:"config"`
 	Metadata    json.RawMessage `json:"metadata,omitempty"`
+	// Namespace the function resolves in when the trigger fires ("" =
+	// default); the engine tells a provider the same. TriggerNamespace is
+	// where to find the type's provider (Python 0.25).
+	Namespace        string `json:"namespace,omitempty"`
+	TriggerNamespace string `json:"trigger_namespace,omitempty"`
 }
 
 // UnregisterTrigger removes a binding.
@@ -125,6 +152,16 @@ type InvokeFunction struct {
 	Baggage      string          `json:"baggage,omitempty"`
 	Action       *Action         `json:"action,omitempty"`
 	Metadata     json.RawMessage `json:"metadata,omitempty"`
+	// Namespace the function resolves in (0.25 SDKs); "" = default.
+	Namespace string `json:"namespace,omitempty"`
+	// Caller is who made the call: asserted by the calling SDK, stamped
+	// with the calling worker by the engine.
+	Caller *Caller `json:"caller,omitempty"`
+	// ObserveDepth is the causal depth in observe hops (0 is left out).
+	ObserveDepth uint32 `json:"observe_depth,omitempty"`
+	// Activation marks an observer activation (engine to worker) or a call
+	// through an observer (worker to engine, ObserverID only).
+	Activation *Activation `json:"activation,omitempty"`
 }
 
 // InvocationResult answers an InvokeFunction. A non-nil Error wins over Result.
@@ -135,6 +172,13 @@ type InvocationResult struct {
 	Error        *ErrorBody      `json:"error,omitempty"`
 	Traceparent  string          `json:"traceparent,omitempty"`
 	Baggage      string          `json:"baggage,omitempty"`
+	// Matched and Delivered are an observe.v2 host's report on a routed
+	// call: the observers its match hook selected (nil: absent, the
+	// engine evaluates every observer; empty: none), and whether its
+	// deliver hook delivered the call itself. The engine strips both
+	// before forwarding the result.
+	Matched   []string `json:"matched,omitempty"`
+	Delivered bool     `json:"delivered,omitempty"`
 }
 
 // RegisterService groups functions for tooling.
@@ -161,6 +205,9 @@ type Reattach struct {
 type WorkerRegistered struct {
 	WorkerID      string `json:"worker_id"`
 	ReattachToken string `json:"reattach_token,omitempty"`
+	// Features the engine implements (observe.v1, ...); absent from a
+	// 0.22 engine, read by the 0.25+ SDKs.
+	Features []string `json:"features,omitempty"`
 }
 
 func (RegisterFunction) MessageType() Type          { return TypeRegisterFunction }

@@ -163,7 +163,8 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 
 	s.eng, err = engine.New(engine.Options{Logger: log, AuthToken: string(cfg.Engine.AuthToken),
 		InvocationTimeout: cfg.Engine.InvocationTimeout, MaxFrameBytes: cfg.Engine.MaxFrameBytes,
-		Listener: opts.Listener})
+		SharedFunctions: cfg.Engine.SharedFunctions,
+		Listener:        opts.Listener})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}

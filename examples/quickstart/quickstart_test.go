@@ -122,6 +122,12 @@ func TestQuickstart(t *testing.T) {
 	for {
 		select {
 		case l := <-logs:
+			// The first start's installs rewrite lock files (npm install
+			// and package-lock.json): no worker reloads or restarts for it.
+			if strings.Contains(l, `"msg":"files changed"`) || strings.Contains(l, `"msg":"reloaded"`) ||
+				strings.Contains(l, `"msg":"restarting after backoff"`) {
+				t.Errorf("a worker reloaded or restarted on the first start: %s", l)
+			}
 			if strings.Contains(l, "Traceback") {
 				t.Errorf("a worker printed a traceback on the first start: %s", l)
 			}

@@ -173,6 +173,9 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 		CallRequestFormat:    json.RawMessage(`{"type":"object","properties":{"trigger":{"type":"string"},"job_id":{"type":"string"},"scheduled_time":{"type":"string"},"actual_time":{"type":"string"}}}`),
 		Provider:             provider{m},
 	})
+	if err == nil {
+		err = m.registerFire()
+	}
 	if err != nil {
 		m.Stop(ctx)
 		return fmt.Errorf("cron: %w", err)

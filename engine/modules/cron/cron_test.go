@@ -354,3 +354,34 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestFireNow: engine::cron::fire fires a yearly binding at once, with the
+// cron payload; an unknown binding is not_found.
+func TestFireNow(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		srv := enginetest.StartModule(t, ctx, b.URL, "iii-cron", "")
+		eng := srv.Engine()
+		calls := recorder(t, eng, "test::yearly", nil, false)
+		id, err := eng.RegisterTrigger(ctx, engine.Trigger{Type: TriggerType, FunctionID: "test::yearly",
+			Config: json.RawMessage(`{"expression":"0 0 0 1 1 *"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := eng.Invoke(ctx, engine.Request{FunctionID: FunctionFire, Data: json.RawMessage(`{"trigger_id":"` + id + `"}`)})
+		if err != nil || !strings.Contains(string(res), `"fired":true`) {
+			t.Fatalf("fire: %s, %v", res, err)
+		}
+		f := next(ctx, t, calls, "the fired call")
+		var p payload
+		if err := json.Unmarshal(f.data, &p); err != nil || p.JobID != id || f.trigger != "cron" {
+			t.Errorf("fired with %s (trigger %q); want the cron payload of %s", f.data, f.trigger, id)
+		}
+		_, err = eng.Invoke(ctx, engine.Request{FunctionID: FunctionFire, Data: json.RawMessage(`{"trigger_id":"nope"}`)})
+		var eb *protocol.ErrorBody
+		if !errors.As(err, &eb) || eb.Code != "not_found" {
+			t.Errorf("unknown binding: %v; want not_found", err)
+		}
+	})
+}

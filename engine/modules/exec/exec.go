@@ -461,6 +461,9 @@ type WorkerStatus struct {
 	// RestartIn is the backoff before the next start while restarting.
 	RestartIn time.Duration
 	LastLines []string
+	// FailedPID is the process Error and LastLines are about when it is
+	// not PID (a failed reload's new process, a crashed process).
+	FailedPID int
 }
 
 func (st WorkerStatus) clone() WorkerStatus {

@@ -322,6 +322,51 @@ func TestReloadFailureKeepsOld(t *testing.T) {
 	}
 }
 
+// TestReloadFailurePIDs: the process events of a failed reload name the
+// old process as serving and the new one as the one that failed, with the
+// failed one's output; after a later reload succeeds, no event names the
+// new process with the earlier failure.
+func TestReloadFailurePIDs(t *testing.T) {
+	h := newHarness(t, opts{extra: `
+		watch: [version.txt]
+		debounce_ms: 30`})
+	old := h.waitRunning().PID
+	h.write("version.txt", "exit")
+	h.waitFor("the failed reload", func(s exec.WorkerStatus) bool { return s.Error != "" && s.Status == event.ProcessRunning })
+	var failed *event.ProcessChanged
+	for _, e := range h.events() {
+		if strings.Contains(e.Error, "reload failed") {
+			failed = &e
+			break
+		}
+	}
+	if failed == nil {
+		t.Fatal("no process event reports the failed reload")
+	}
+	var failedPID int
+	for _, l := range h.logLines() {
+		if strings.Contains(l.Line, "exiting with code 3") {
+			failedPID = l.PID
+		}
+	}
+	if failed.PID != old || failed.FailedPID != failedPID || failedPID == 0 || failedPID == old {
+		t.Errorf("failed reload event: pid %d, failed pid %d; want pid %d (serving) and failed pid %d (its output)",
+			failed.PID, failed.FailedPID, old, failedPID)
+	}
+	if !slices.ContainsFunc(failed.LastLines, func(l string) bool { return strings.Contains(l, "exiting with code 3") }) {
+		t.Errorf("failed reload event's last lines %q; want the failed process's output", failed.LastLines)
+	}
+	seen := len(h.events())
+	h.write("version.txt", "v2")
+	st := h.waitReloads(1)
+	for _, e := range h.events()[seen:] {
+		if e.PID == st.PID && (e.Error != "" || e.FailedPID != 0 || len(e.LastLines) > 0) {
+			t.Errorf("%s event of the new process %d carries the earlier failure: error %q, failed pid %d, lines %q",
+				e.Status, e.PID, e.Error, e.FailedPID, e.LastLines)
+		}
+	}
+}
+
 // TestReloadDroppedFunction: a new version that no longer serves a
 // function replaces the old one once its registrations have settled.
 func TestReloadDroppedFunction(t *testing.T) {
@@ -398,6 +443,36 @@ func TestInstall(t *testing.T) {
 	h.waitRunning()
 	if n := installs(); n != 4 {
 		t.Errorf("installs after an engine restart = %d, want 4 (no new install)", n)
+	}
+}
+
+// TestInstallWritesDoNotReload: an install that rewrites watched files
+// (npm install rewrites package-lock.json, an install input, and may
+// touch package.json) does not reload the worker it installed for once it
+// has started; a real edit afterwards still does.
+func TestInstallWritesDoNotReload(t *testing.T) {
+	h := newHarnessWith(t, opts{extra: `
+		watch: [version.txt, package.json]
+		debounce_ms: 150
+		install: ["sleep 0.1; echo lockfile-v3 > package-lock.json.tmp && mv package-lock.json.tmp package-lock.json; touch package.json"]`},
+		func(dir string) {
+			os.WriteFile(filepath.Join(dir, "package.json"), []byte(`{"name": "w"}`), 0o644)
+		})
+	st := h.waitRunning()
+	if _, err := os.Stat(filepath.Join(h.dir, "package-lock.json")); err != nil {
+		t.Fatalf("the install did not run: %v", err)
+	}
+	// Past the debounce and the watcher's longest delay (1 s), a reload
+	// caused by the install's writes would have happened.
+	time.Sleep(1500 * time.Millisecond)
+	if got := h.status(); got.PID != st.PID || got.Reloads != 0 || got.Restarts != 0 {
+		t.Fatalf("after the first start: pid %d, reloads %d, restarts %d; want pid %d, no reload or restart (the install's own writes)",
+			got.PID, got.Reloads, got.Restarts, st.PID)
+	}
+	h.write("version.txt", "v2")
+	h.waitReloads(1)
+	if v := h.mustCall("echo::hello", nil)["version"]; v != "v2" {
+		t.Errorf("hello = %v after the edit, want v2", v)
 	}
 }
 

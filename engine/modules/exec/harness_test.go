@@ -32,7 +32,7 @@ const waitLimit = 20 * time.Second
 // (Node, Python): their start alone can take seconds on a loaded machine.
 const slowWaitLimit = 60 * time.Second
 
-// harness is an engine (devserver) running the exec module with one
+// harness is an engine (engine/server) running the exec module with one
 // worker named "echo" in root/w.
 type harness struct {
 	t     *testing.T

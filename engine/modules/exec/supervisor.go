@@ -88,7 +88,7 @@ func (s *supervisor) update(fn func(st *WorkerStatus)) {
 	s.mu.Unlock()
 	s.m.host.Engine.Events().Publish(event.ProcessChanged{Worker: st.Name, Status: st.Status, PID: st.PID,
 		Restarts: st.Restarts, Reloads: st.Reloads, ExitCode: st.ExitCode, Error: st.Error,
-		RestartIn: st.RestartIn, LastLines: st.LastLines, At: time.Now()})
+		RestartIn: st.RestartIn, LastLines: st.LastLines, FailedPID: st.FailedPID, At: time.Now()})
 }
 
 // line records one output line of p.
@@ -189,7 +189,7 @@ func (s *supervisor) reload(ctx context.Context, hard bool) {
 	oldWs := s.attribute(s.m.host.Engine.Snapshot())[old]
 	if err := s.install(ctx, hard); err != nil {
 		if ctx.Err() == nil {
-			s.reloadFailed(fmt.Errorf("install: %w", err), nil)
+			s.reloadFailed(fmt.Errorf("install: %w", err), nil, 0)
 		}
 		return
 	}
@@ -202,7 +202,7 @@ func (s *supervisor) reload(ctx context.Context, hard bool) {
 		s.cur = nil
 		s.start(ctx, false)
 		if s.cur != nil && !s.cur.exited() {
-			s.update(func(st *WorkerStatus) { st.Reloads++; st.Error = "" })
+			s.update(func(st *WorkerStatus) { st.Reloads++; st.Error, st.FailedPID = "", 0 })
 		}
 		return
 	}
@@ -220,10 +220,15 @@ func (s *supervisor) reload(ctx context.Context, hard bool) {
 	slices.Sort(want)
 	want = slices.Compact(want)
 
+	// The new process registers the old one's worker name and functions
+	// while the old one still serves: that is a replacement, not a
+	// namespace conflict (engine.SetRetiring).
+	s.setRetiring(oldWs, true)
 	s.drainChanges()
 	np, err := s.spawn()
 	if err != nil {
-		s.reloadFailed(err, nil)
+		s.setRetiring(oldWs, false)
+		s.reloadFailed(err, nil, 0)
 		return
 	}
 	ws, err := s.waitReady(ctx, np, want, false)
@@ -231,20 +236,33 @@ func (s *supervisor) reload(ctx context.Context, hard bool) {
 		if ctx.Err() != nil {
 			return // shutdown stops both
 		}
+		s.setRetiring(oldWs, false)
 		s.stop(np)
-		s.reloadFailed(fmt.Errorf("new process (pid %d) %s: %w", np.pid, describeFailure(np, err), err), np.tail.snapshot())
+		s.reloadFailed(fmt.Errorf("new process (pid %d) %s: %w", np.pid, describeFailure(np, err), err), np.tail.snapshot(), np.pid)
 		return
 	}
 	s.cur = np
 	s.update(func(st *WorkerStatus) {
 		st.Status, st.PID, st.StartedAt, st.WorkerIDs = statusDraining, np.pid, np.started, workerIDs(ws)
+		// The new process serves: an earlier failure is not its own.
+		st.Error, st.FailedPID, st.LastLines = "", 0, nil
 	})
 	s.drain(ctx, old, oldWs)
 	if ctx.Err() != nil || np.exited() {
 		return // shutdown, or the run loop reports the new process's crash
 	}
 	s.log.Info("reloaded", "old_pid", old.pid, "pid", np.pid, "workers", workerIDs(ws))
-	s.update(func(st *WorkerStatus) { st.Status, st.Error = statusRunning, ""; st.Reloads++ })
+	s.update(func(st *WorkerStatus) { st.Status, st.Error, st.FailedPID = statusRunning, "", 0; st.Reloads++ })
+}
+
+// setRetiring marks (or unmarks) the engine workers of a process being
+// replaced; a worker that has left already is no matter.
+func (s *supervisor) setRetiring(ws []engine.WorkerInfo, retiring bool) {
+	for _, w := range ws {
+		if err := s.m.host.Engine.SetRetiring(w.ID, retiring); err != nil && !errors.Is(err, engine.ErrWorkerNotFound) {
+			s.log.Warn("cannot mark worker retiring", "worker_id", w.ID, "err", err)
+		}
+	}
 }
 
 func describeFailure(p *proc, err error) string {
@@ -255,11 +273,14 @@ func describeFailure(p *proc, err error) string {
 	return "failed"
 }
 
-// reloadFailed reports a failed reload; the old process keeps serving.
-func (s *supervisor) reloadFailed(err error, lines []string) {
-	s.log.Error("reload failed; the old process keeps serving", "err", err, "last_lines", lastN(lines, crashReportLines))
+// reloadFailed reports a failed reload; the old process keeps serving
+// (the status's PID). lines and failed, when known, are the output and
+// pid of the new process that failed.
+func (s *supervisor) reloadFailed(err error, lines []string, failed int) {
+	s.log.Error("reload failed; the old process keeps serving", "err", err, "pid", s.status().PID, "failed_pid", failed,
+		"last_lines", lastN(lines, crashReportLines))
 	s.update(func(st *WorkerStatus) {
-		st.Status, st.Error = statusRunning, "reload failed: "+err.Error()
+		st.Status, st.Error, st.FailedPID = statusRunning, "reload failed: "+err.Error(), failed
 		if lines != nil {
 			st.LastLines = lines
 		}
@@ -329,7 +350,7 @@ func (s *supervisor) crashed() {
 		"last_lines", lastN(lines, crashReportLines))
 	s.update(func(st *WorkerStatus) {
 		st.Status, st.PID, st.WorkerIDs, st.ExitCode, st.LastLines = statusCrashed, 0, nil, p.exitCode, lines
-		st.Error = fmt.Sprintf("crashed: %s", msg)
+		st.Error, st.FailedPID = fmt.Sprintf("crashed: %s", msg), p.pid
 	})
 	s.scheduleRestart(time.Since(p.started))
 }
@@ -443,8 +464,12 @@ func (s *supervisor) shutdown() {
 }
 
 // drainChanges drops change notifications that arrived before a process
-// starts: it reads the files as they are now.
+// starts: it reads the files as they are now. Events still on their way
+// for those writes are dropped by the watcher (rebase).
 func (s *supervisor) drainChanges() {
+	if s.watch != nil {
+		s.watch.rebase()
+	}
 	select {
 	case <-s.changes:
 	default:

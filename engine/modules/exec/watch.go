@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -17,6 +18,12 @@ import (
 // Directories are watched recursively (new ones are added as they appear,
 // ignored ones never); a burst of changes is reported once, after debounce
 // of quiet (or after maxDelay of continuous changes).
+//
+// A change is a file whose size or modification time differs from when
+// the serving process started (rebase): writes that landed before the
+// start, such as an install rewriting its lock file (npm install and
+// package-lock.json), are already in what the process read, so their
+// events, however late they arrive, report nothing.
 type watcher struct {
 	root     string
 	globs    []glob
@@ -28,6 +35,62 @@ type watcher struct {
 	// change while one is pending is folded into it.
 	out chan string
 	log *slog.Logger
+
+	mu   sync.Mutex
+	base map[string]stamp // matched files at the last rebase; nil before the first
+}
+
+// stamp is what tells a file's content changed without reading it.
+type stamp struct {
+	size int64
+	mod  time.Time
+}
+
+func stampOf(p string) (stamp, bool) {
+	fi, err := os.Stat(p)
+	if err != nil || fi.IsDir() {
+		return stamp{}, false
+	}
+	return stamp{size: fi.Size(), mod: fi.ModTime()}, true
+}
+
+// rebase records the matched files as they are now: the state a process
+// started now reads. Later events for files still like this are ignored.
+func (w *watcher) rebase() {
+	base := map[string]stamp{}
+	filepath.WalkDir(w.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // unreadable or gone: treated as changed when reported
+		}
+		rel := w.rel(p)
+		if rel != "." && w.ignores.ignored(rel) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.IsDir() && w.matches(rel) {
+			if st, ok := stampOf(p); ok {
+				base[rel] = st
+			}
+		}
+		return nil
+	})
+	w.mu.Lock()
+	w.base = base
+	w.mu.Unlock()
+}
+
+// unchanged reports whether rel is as it was at the last rebase.
+func (w *watcher) unchanged(rel string) bool {
+	w.mu.Lock()
+	was, ok := w.base[rel]
+	w.mu.Unlock()
+	if !ok {
+		return false
+	}
+	now, ok := stampOf(filepath.Join(w.root, filepath.FromSlash(rel)))
+	return ok && now.size == was.size && now.mod.Equal(was.mod)
 }
 
 func newWatcher(root string, globs []glob, ignores ignoreSet, debounce time.Duration, log *slog.Logger) (*watcher, error) {
@@ -102,14 +165,14 @@ func (w *watcher) run(ctx context.Context) {
 	timer.Stop()
 	defer timer.Stop()
 	var (
-		pending string
+		pending = map[string]bool{} // relative paths, or overflow
 		since   time.Time
 	)
 	note := func(rel string) {
-		if pending == "" {
+		if len(pending) == 0 {
 			since = time.Now()
 		}
-		pending = rel
+		pending[rel] = true
 		wait := w.debounce
 		if left := w.maxDelay - time.Since(since); left < wait {
 			wait = max(left, 0)
@@ -133,17 +196,30 @@ func (w *watcher) run(ctx context.Context) {
 			}
 			w.log.Warn("file watcher error", "dir", w.root, "err", err)
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				note("(event overflow)")
+				note(overflow)
 			}
 		case <-timer.C:
+			changed := ""
+			for rel := range pending {
+				if rel == overflow || !w.unchanged(rel) {
+					changed = rel
+					break
+				}
+			}
+			clear(pending)
+			if changed == "" {
+				continue // only writes the serving process has seen
+			}
 			select {
-			case w.out <- pending:
+			case w.out <- changed:
 			default: // one is pending already: this change is part of it
 			}
-			pending = ""
 		}
 	}
 }
+
+// overflow stands for changes lost to an event queue overflow.
+const overflow = "(event overflow)"
 
 // relevant returns the relative path an event makes relevant ("" for
 // none), adding new directories to the watch.

@@ -23,7 +23,7 @@ import (
 	"github.com/iii-workbench/iii/sdk"
 )
 
-// fixture is a devserver running the HTTP module, with an HTTP client.
+// fixture is an engine running the HTTP module, with an HTTP client.
 type fixture struct {
 	srv     *enginetest.Server
 	mod     *httpapi.Module
@@ -33,7 +33,7 @@ type fixture struct {
 	started time.Time
 }
 
-// startServer starts a devserver with RestApiModule and the given module
+// startServer starts an engine with RestApiModule and the given module
 // config lines (YAML flow mapping entries, e.g. "default_timeout: 300").
 func startServer(t testing.TB, ctx context.Context, moduleConfig string) *fixture {
 	t.Helper()
@@ -51,7 +51,7 @@ func startServer(t testing.TB, ctx context.Context, moduleConfig string) *fixtur
 	f := &fixture{srv: srv, mod: m.(*httpapi.Module), logs: logs, started: time.Now(),
 		client: &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}}
 	f.base = "http://" + f.mod.Addr()
-	// Runs before devtest stops the engine (cleanups run in reverse).
+	// Runs before enginetest stops the engine (cleanups run in reverse).
 	t.Cleanup(f.client.CloseIdleConnections)
 	return f
 }

@@ -185,6 +185,7 @@ func (m *Module) deliver(msg *redis.Message) {
 		m.log.Warn("pubsub message is not JSON; dropped", "topic", topic, "bytes", len(data))
 		return
 	}
+	m.observed(topic, data)
 	m.mu.RLock()
 	targets := make([]engine.Trigger, 0, len(m.topics[topic]))
 	for _, t := range m.topics[topic] {

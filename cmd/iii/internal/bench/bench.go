@@ -111,6 +111,11 @@ type Result struct {
 	// CPUPerCall is the serving process's CPU time (user + system) per
 	// successful call, in microseconds.
 	CPUPerCall float64 `json:"cpu_us_per_call,omitempty"`
+	// AllocsPerCall and AllocBytesPerCall are the serving process's heap
+	// allocations per successful call (a Go child answering probes, see
+	// EnvProbe); zero otherwise.
+	AllocsPerCall     float64 `json:"allocs_per_call,omitempty"`
+	AllocBytesPerCall float64 `json:"alloc_bytes_per_call,omitempty"`
 }
 
 // Millis is a duration shown in milliseconds.
@@ -319,8 +324,13 @@ func measure(ctx context.Context, o Options, url string, probe *child) (*Result,
 	if o.Warmup > 0 {
 		run(ctx, callers, fn, payload, o.Concurrency, o.Warmup)
 	}
-	var before procSample
+	var (
+		before       procSample
+		allocsBefore allocCounts
+		probed       bool
+	)
 	if probe != nil {
+		allocsBefore, probed = probe.allocs()
 		before = probe.sample()
 	}
 	res := run(ctx, callers, fn, payload, o.Concurrency, o.Duration)
@@ -330,6 +340,10 @@ func measure(ctx context.Context, o Options, url string, probe *child) (*Result,
 		res.RSSBytes = after.rss
 		if ok := res.Calls - res.Errors; ok > 0 {
 			res.CPUPerCall = float64((after.cpu - before.cpu).Microseconds()) / float64(ok)
+			if allocsAfter, answered := probe.allocs(); probed && answered {
+				res.AllocsPerCall = float64(allocsAfter.Objects-allocsBefore.Objects) / float64(ok)
+				res.AllocBytesPerCall = float64(allocsAfter.Bytes-allocsBefore.Bytes) / float64(ok)
+			}
 		}
 	}
 	return res, ctx.Err()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -45,6 +46,14 @@ func TestRunWithBaseline(t *testing.T) {
 	}
 	if rep.Engine.RSSBytes == 0 {
 		t.Error("engine RSS not measured")
+	}
+	if runtime.GOOS == "linux" {
+		for _, r := range []*bench.Result{&rep.Engine, rep.Baseline} {
+			if r.CPUPerCall <= 0 || r.AllocsPerCall <= 0 || r.AllocBytesPerCall < r.AllocsPerCall {
+				t.Errorf("%s: CPU per call %.1fµs, %.1f allocs (%.0f B) per call; want all measured",
+					r.Target, r.CPUPerCall, r.AllocsPerCall, r.AllocBytesPerCall)
+			}
+		}
 	}
 }
 

@@ -23,6 +23,7 @@ type child struct {
 	httpAddr string // the HTTP listener, for the HTTP targets
 	done     chan struct{}
 	dir      string
+	probes   chan allocCounts // the child's answers to probes (see EnvProbe)
 }
 
 // startChild runs `<exe> start` with a bare engine on a free port (target
@@ -61,7 +62,7 @@ func startChild(ctx context.Context, exe, target string, log *slog.Logger) (*chi
 	}
 	wantHTTP := strings.HasSuffix(target, "-http")
 	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), "III_TOKEN=")
+	cmd.Env = append(os.Environ(), "III_TOKEN=", EnvProbe+"=1")
 	cmd.SysProcAttr = sysProcAttr()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -73,7 +74,7 @@ func startChild(ctx context.Context, exe, target string, log *slog.Logger) (*chi
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", target, err)
 	}
-	c := &child{cmd: cmd, done: make(chan struct{}), dir: dir}
+	c := &child{cmd: cmd, done: make(chan struct{}), dir: dir, probes: make(chan allocCounts, 4)}
 	addr, httpAddr := make(chan string, 1), make(chan string, 1)
 	// Exits when the child exits and its output closes.
 	go func() {
@@ -81,6 +82,13 @@ func startChild(ctx context.Context, exe, target string, log *slog.Logger) (*chi
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			line := sc.Text()
+			if a, ok := probeAnswer(line); ok {
+				select {
+				case c.probes <- a:
+				default:
+				}
+				continue
+			}
 			if a, ok := listenAddr(line); ok {
 				select {
 				case addr <- a:
@@ -181,6 +189,26 @@ func (c *child) stop() {
 		c.cmd.Process.Kill()
 		<-c.done
 	}
+}
+
+// allocs asks the child for its allocation counters; ok is false when it
+// does not answer within a few seconds (an engine built without probes).
+func (c *child) allocs() (a allocCounts, ok bool) {
+	for drained := false; !drained; {
+		select {
+		case <-c.probes: // a late answer to an earlier probe
+		default:
+			drained = true
+		}
+	}
+	c.probe()
+	select {
+	case a = <-c.probes:
+		return a, true
+	case <-c.done:
+	case <-time.After(3 * time.Second):
+	}
+	return a, false
 }
 
 func (c *child) sample() procSample {

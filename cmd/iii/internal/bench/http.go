@@ -17,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/iii-workbench/iii/engine/relay"
+	"github.com/iii-workbench/iii/cmd/iii/internal/bench/relay"
 	"github.com/iii-workbench/iii/sdk"
 )
 

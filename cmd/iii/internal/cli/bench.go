@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/iii-workbench/iii/cmd/iii/internal/bench"
-	"github.com/iii-workbench/iii/engine/relay"
+	"github.com/iii-workbench/iii/cmd/iii/internal/bench/relay"
 )
 
 func newBench(env Env) *cobra.Command {
@@ -69,7 +69,7 @@ through a minimal WebSocket relay in the same run and prints the ratio.
 	f.StringVar(&o.Function, "function", "", "load this function of a running engine instead of echo")
 	f.StringVar(&data, "data", "", "JSON payload for --function")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	cmd.AddCommand(newBenchConns(env), newBenchHTTP(env), newBenchRelay(env))
+	cmd.AddCommand(newBenchConns(env), newBenchHTTP(env), newBenchRelay(env), newBenchCluster(env))
 	return cmd
 }
 
@@ -171,6 +171,7 @@ func newBenchRelay(env Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer bench.ServeProbes(cmd.OutOrStdout())()
 			r := relay.New()
 			srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
 			if withHTTP {
@@ -218,10 +219,14 @@ func printReport(out io.Writer, rep *bench.Report) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(out, "%s: %d worker(s), %d in flight, %d B payload, %d CPUs, %s, median of %d round(s)\n\n",
 		rep.Function, rep.Workers, rep.Concurrency, rep.Payload, rep.CPUs, rep.GoVersion, rep.Rounds)
-	fmt.Fprintln(w, "target\tcalls/s\tp50\tp90\tp99\tmax\terrors\tCPU\tCPU/call\tRSS\t")
+	fmt.Fprintln(w, "target\tcalls/s\tp50\tp90\tp99\tmax\terrors\tCPU\tCPU/call\tallocs/call\tRSS\t")
 	row := func(r *bench.Result) {
-		fmt.Fprintf(w, "%s\t%.0f\t%v\t%v\t%v\t%v\t%d\t%.0f%%\t%.1fµs\t%s\t\n", r.Target, r.CallsPerSec,
-			r.P50, r.P90, r.P99, r.Max, r.Errors, r.CPUPercent, r.CPUPerCall, mib(r.RSSBytes))
+		allocs := "-"
+		if r.AllocsPerCall > 0 {
+			allocs = fmt.Sprintf("%.1f (%.0f B)", r.AllocsPerCall, r.AllocBytesPerCall)
+		}
+		fmt.Fprintf(w, "%s\t%.0f\t%v\t%v\t%v\t%v\t%d\t%.0f%%\t%.1fµs\t%s\t%s\t\n", r.Target, r.CallsPerSec,
+			r.P50, r.P90, r.P99, r.Max, r.Errors, r.CPUPercent, r.CPUPerCall, allocs, mib(r.RSSBytes))
 	}
 	row(&rep.Engine)
 	if rep.Baseline != nil {

@@ -156,7 +156,7 @@ over WebSocket, register functions and call each other's functions through it.`,
 
 	root.AddCommand(newVersion(env), newStart(env), newBench(env))
 	root.AddCommand(newInvoke(env), newFunctions(env), newWorkers(env), newTriggers(env), newNew(env))
-	root.AddCommand(newDev(env))
+	root.AddCommand(newDev(env), newTUI(env), newBreak(env))
 	return root
 }
 

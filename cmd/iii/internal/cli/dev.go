@@ -16,10 +16,10 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"github.com/spf13/cobra"
 
+	"github.com/iii-workbench/iii/cmd/iii/internal/devsource"
 	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/tui"
-	"github.com/iii-workbench/iii/tui/devsource"
 )
 
 func newDev(env Env) *cobra.Command {

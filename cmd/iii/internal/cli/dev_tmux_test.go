@@ -151,7 +151,7 @@ func TestDevTmux(t *testing.T) {
 	x.keys(ctx, "2")
 	x.waitPane(ctx, regexp.MustCompile(`(?m)^hello::hello +hello `))
 	x.keys(ctx, "?")
-	x.waitPane(ctx, regexp.MustCompile(`replay the selected invocation`))
+	x.waitPane(ctx, regexp.MustCompile(`r +replay again`))
 	// A key sent right after Escape would read as alt+key: wait for the
 	// help to close first.
 	x.keys(ctx, "Escape")

@@ -230,6 +230,7 @@ func dropWorker(res json.RawMessage, id string) (json.RawMessage, error) {
 
 type functionRow struct {
 	ID          string   `json:"function_id"`
+	Namespace   string   `json:"namespace"`
 	Workers     []string `json:"workers"`
 	Description string   `json:"description"`
 	Engines     []string `json:"engines"` // in a cluster
@@ -242,6 +243,7 @@ type functionList struct {
 type workerRow struct {
 	ID                string  `json:"id"`
 	Name              string  `json:"name"`
+	Namespace         string  `json:"namespace"`
 	Runtime           *string `json:"runtime"`
 	Version           *string `json:"version"`
 	PID               *int    `json:"pid"`
@@ -261,6 +263,7 @@ type triggerRow struct {
 	ID            string  `json:"id"`
 	Type          string  `json:"trigger_type"`
 	FunctionID    string  `json:"function_id"`
+	Namespace     string  `json:"namespace"`
 	Worker        *string `json:"worker_name"`
 	ConfigSummary string  `json:"config_summary"`
 	Active        bool    `json:"active"`
@@ -285,23 +288,47 @@ type triggerTypeList struct {
 
 func writeFunctions(w io.Writer, v functionList) error {
 	fs := slices.Clone(v.Functions)
-	slices.SortStableFunc(fs, func(a, b functionRow) int { return strings.Compare(a.ID, b.ID) })
-	// A cluster's engines name themselves; a single engine shows no column.
-	clustered := slices.ContainsFunc(fs, func(f functionRow) bool { return len(f.Engines) > 0 })
-	if clustered {
-		fmt.Fprintln(w, "ID\tWORKER(S)\tENGINE(S)\tDESCRIPTION")
-	} else {
-		fmt.Fprintln(w, "ID\tWORKER(S)\tDESCRIPTION")
-	}
-	for _, f := range fs {
-		if clustered {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", cell(f.ID), orDash(strings.Join(f.Workers, ",")), orDash(cell(strings.Join(f.Engines, ","))),
-				orDash(truncate(f.Description, descriptionWidth)))
-			continue
+	slices.SortStableFunc(fs, func(a, b functionRow) int {
+		if c := strings.Compare(a.ID, b.ID); c != 0 {
+			return c
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\n", cell(f.ID), orDash(strings.Join(f.Workers, ",")), orDash(truncate(f.Description, descriptionWidth)))
+		return strings.Compare(a.Namespace, b.Namespace)
+	})
+	// A cluster's engines name themselves, and namespaces other than
+	// default show; a single engine of one namespace shows neither column.
+	clustered := slices.ContainsFunc(fs, func(f functionRow) bool { return len(f.Engines) > 0 })
+	spaced := slices.ContainsFunc(fs, func(f functionRow) bool { return namespaced(f.Namespace) })
+	head := "ID"
+	if spaced {
+		head += "\tNAMESPACE"
+	}
+	head += "\tWORKER(S)"
+	if clustered {
+		head += "\tENGINE(S)"
+	}
+	fmt.Fprintln(w, head+"\tDESCRIPTION")
+	for _, f := range fs {
+		fmt.Fprint(w, cell(f.ID))
+		if spaced {
+			fmt.Fprintf(w, "\t%s", orDefault(f.Namespace))
+		}
+		fmt.Fprintf(w, "\t%s", orDash(strings.Join(f.Workers, ",")))
+		if clustered {
+			fmt.Fprintf(w, "\t%s", orDash(cell(strings.Join(f.Engines, ","))))
+		}
+		fmt.Fprintf(w, "\t%s\n", orDash(truncate(f.Description, descriptionWidth)))
 	}
 	return nil
+}
+
+// namespaced reports whether ns is a namespace other than the default one.
+func namespaced(ns string) bool { return ns != "" && ns != "default" }
+
+func orDefault(ns string) string {
+	if ns == "" {
+		return "default"
+	}
+	return cell(ns)
 }
 
 func writeWorkers(w io.Writer, v workerList, now time.Time) error {
@@ -313,7 +340,11 @@ func writeWorkers(w io.Writer, v workerList, now time.Time) error {
 		return strings.Compare(a.ID, b.ID)
 	})
 	clustered := slices.ContainsFunc(ws, func(r workerRow) bool { return r.Engine != "" })
+	spaced := slices.ContainsFunc(ws, func(r workerRow) bool { return namespaced(r.Namespace) })
 	head := "NAME\tRUNTIME\tVERSION\tPID\tSTATUS\tFUNCTIONS\tIN-FLIGHT\tCONNECTED"
+	if spaced {
+		head = "NAME\tNAMESPACE" + strings.TrimPrefix(head, "NAME")
+	}
 	if clustered {
 		head += "\tENGINE"
 	}
@@ -323,7 +354,11 @@ func writeWorkers(w io.Writer, v workerList, now time.Time) error {
 		if r.PID != nil {
 			pid = strconv.Itoa(*r.PID)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s", orDash(r.Name), orDash(deref(r.Runtime)), orDash(deref(r.Version)),
+		fmt.Fprint(w, orDash(r.Name))
+		if spaced {
+			fmt.Fprintf(w, "\t%s", orDefault(r.Namespace))
+		}
+		fmt.Fprintf(w, "\t%s\t%s\t%s\t%s\t%d\t%d\t%s", orDash(deref(r.Runtime)), orDash(deref(r.Version)),
 			pid, orDash(r.Status), r.FunctionCount, r.ActiveInvocations, ago(now, time.UnixMilli(r.ConnectedAtMS)))
 		if clustered {
 			fmt.Fprintf(w, "\t%s", orDash(cell(r.Engine)))
@@ -336,13 +371,22 @@ func writeWorkers(w io.Writer, v workerList, now time.Time) error {
 func writeTriggers(w io.Writer, v triggerList) error {
 	ts := slices.Clone(v.Triggers)
 	slices.SortStableFunc(ts, func(a, b triggerRow) int { return strings.Compare(a.ID, b.ID) })
-	fmt.Fprintln(w, "ID\tTYPE\tFUNCTION\tWORKER\tSTATE\tCONFIG")
+	spaced := slices.ContainsFunc(ts, func(t triggerRow) bool { return namespaced(t.Namespace) })
+	if spaced {
+		fmt.Fprintln(w, "ID\tTYPE\tFUNCTION\tNAMESPACE\tWORKER\tSTATE\tCONFIG")
+	} else {
+		fmt.Fprintln(w, "ID\tTYPE\tFUNCTION\tWORKER\tSTATE\tCONFIG")
+	}
 	for _, t := range ts {
 		state := "parked"
 		if t.Active {
 			state = "active"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", cell(t.ID), cell(t.Type), cell(t.FunctionID), orDash(deref(t.Worker)), state, orDash(cell(t.ConfigSummary)))
+		fmt.Fprintf(w, "%s\t%s\t%s", cell(t.ID), cell(t.Type), cell(t.FunctionID))
+		if spaced {
+			fmt.Fprintf(w, "\t%s", orDefault(t.Namespace))
+		}
+		fmt.Fprintf(w, "\t%s\t%s\t%s\n", orDash(deref(t.Worker)), state, orDash(cell(t.ConfigSummary)))
 	}
 	return nil
 }

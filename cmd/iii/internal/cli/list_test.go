@@ -304,3 +304,44 @@ func TestWriteClusterColumns(t *testing.T) {
 		t.Errorf("writeFunctions =\n%s\nwant\n%s", b.String(), want)
 	}
 }
+
+// A namespace other than default adds a NAMESPACE column (default-only
+// engines print the tables above, unchanged).
+func TestWriteNamespaceColumns(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	writeFunctions(tw, functionList{Functions: []functionRow{
+		{ID: "state::get", Namespace: "orders", Workers: []string{"state"}},
+		{ID: "state::get", Namespace: "default", Workers: []string{"iii-state"}, Description: "Get a value"},
+	}})
+	tw.Flush()
+	want := "ID          NAMESPACE  WORKER(S)  DESCRIPTION\n" +
+		"state::get  default    iii-state  Get a value\n" +
+		"state::get  orders     state      -\n"
+	if b.String() != want {
+		t.Errorf("writeFunctions =\n%s\nwant\n%s", b.String(), want)
+	}
+	b.Reset()
+	writeWorkers(tw, workerList{Workers: []workerRow{
+		{ID: "1", Name: "state", Namespace: "orders", Status: "connected", ConnectedAtMS: now.UnixMilli()},
+		{ID: "2", Name: "state", Status: "connected", ConnectedAtMS: now.UnixMilli()},
+	}}, now)
+	tw.Flush()
+	want = "NAME   NAMESPACE  RUNTIME  VERSION  PID  STATUS     FUNCTIONS  IN-FLIGHT  CONNECTED\n" +
+		"state  orders     -        -        -    connected  0          0          0s ago\n" +
+		"state  default    -        -        -    connected  0          0          0s ago\n"
+	if b.String() != want {
+		t.Errorf("writeWorkers =\n%s\nwant\n%s", b.String(), want)
+	}
+	b.Reset()
+	writeTriggers(tw, triggerList{Triggers: []triggerRow{
+		{ID: "t1", Type: "http", FunctionID: "state::get", Namespace: "orders", Active: true, ConfigSummary: "{}"},
+	}})
+	tw.Flush()
+	want = "ID  TYPE  FUNCTION    NAMESPACE  WORKER  STATE   CONFIG\n" +
+		"t1  http  state::get  orders     -       active  {}\n"
+	if b.String() != want {
+		t.Errorf("writeTriggers =\n%s\nwant\n%s", b.String(), want)
+	}
+}

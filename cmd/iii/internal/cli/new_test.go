@@ -424,7 +424,7 @@ func TestNewWorkerRefuses(t *testing.T) {
 		{"bad config", []string{"demo", "--lang", "node", "--dir", filepath.Join(tmp, "demo"), "--config", badCfg}, ExitError,
 			"iii: " + badCfg + ":1: did not find expected node content\n"},
 		{"unknown key", []string{"demo", "--lang", "node", "--dir", filepath.Join(tmp, "demo"), "--config", unknownKey}, ExitError,
-			"iii: " + unknownKey + ":2: engine.prot: unknown key (known: host, port, auth_token, invocation_timeout_ms, max_frame_bytes)\n"},
+			"iii: " + unknownKey + ":2: engine.prot: unknown key (known: host, port, auth_token, invocation_timeout_ms, max_frame_bytes, shared_functions)\n"},
 		{"unknown module key", []string{"demo", "--lang", "node", "--dir", filepath.Join(tmp, "demo"), "--config", unknownModuleKey}, ExitError,
 			"iii: " + unknownModuleKey + ":3: modules[0].config.prot: unknown key (known: host, port, …"},
 	}

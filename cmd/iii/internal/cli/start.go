@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/iii-workbench/iii/cmd/iii/internal/bench"
 	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/store"
@@ -49,6 +50,8 @@ lost on exit.`,
 				return err
 			}
 			redisServer, _ := env.Getenv(EnvRedisServer)
+			// Under iii bench, answer its allocation probes.
+			defer bench.ServeProbes(cmd.OutOrStdout())()
 			return start(cmd.Context(), env.Logger, cfg, redisServer)
 		},
 	}

@@ -6,13 +6,18 @@ package devsource
 import (
 	"context"
 	"encoding/json"
-	"slices"
+	"time"
 
 	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/watch"
 	"github.com/iii-workbench/iii/tui"
+	"github.com/iii-workbench/iii/tui/remote"
 )
+
+// snapshotTimeout bounds the in-process snapshot query.
+const snapshotTimeout = 10 * time.Second
 
 // Source is a tui.Source over a devserver.
 type Source struct {
@@ -59,28 +64,16 @@ func (s *Source) Subscribe(buffer int) tui.Subscription {
 	return s.srv.Engine().Events().Subscribe(buffer)
 }
 
-// Snapshot converts the engine's snapshot and the exec module's status.
+// Snapshot is engine::snapshot's answer (the registries, in a cluster
+// every engine's, and the held calls) and the exec module's processes.
 func (s *Source) Snapshot() tui.Snapshot {
-	snap := s.srv.Engine().Snapshot()
+	ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
+	defer cancel()
 	var out tui.Snapshot
-	for _, w := range snap.Workers {
-		out.Workers = append(out.Workers, tui.Worker{
-			ID: w.ID, Name: w.Name, Runtime: w.Runtime, Version: w.Version, PID: w.PID, Status: w.Status,
-			Draining: w.Draining, Internal: w.Internal, ConnectedAt: w.ConnectedAt, InFlight: w.ActiveInvocations,
-			Functions: slices.Clone(w.Functions),
-		})
-	}
-	for _, f := range snap.Functions {
-		out.Functions = append(out.Functions, tui.Function{
-			ID: f.ID, Description: f.Description, Workers: slices.Clone(f.Workers),
-			WorkerIDs: slices.Clone(f.WorkerIDs), Internal: f.Internal,
-		})
-	}
-	for _, t := range snap.Triggers {
-		out.Triggers = append(out.Triggers, tui.Trigger{
-			ID: t.ID, Type: t.Type, FunctionID: t.FunctionID, Worker: t.Worker, WorkerID: t.OwnerWorker,
-			Config: slices.Clone(t.Config), Active: t.Active,
-		})
+	raw, err := s.srv.Engine().Invoke(ctx, engine.Request{FunctionID: watch.FnSnapshot, Trigger: tui.TriggerQuery})
+	var ws watch.Snapshot
+	if err == nil && json.Unmarshal(raw, &ws) == nil {
+		out = remote.Convert(ws)
 	}
 	out.Processes = s.processes()
 	return out
@@ -93,6 +86,11 @@ func (s *Source) Invoke(ctx context.Context, functionID string, data json.RawMes
 
 // Query calls a function for the TUI's own reads.
 func (s *Source) Query(ctx context.Context, functionID string, data json.RawMessage) (json.RawMessage, error) {
+	return s.srv.Engine().Invoke(ctx, engine.Request{FunctionID: functionID, Data: data, Trigger: tui.TriggerQuery})
+}
+
+// Control calls a function for the TUI (breakpoints, fire now).
+func (s *Source) Control(ctx context.Context, functionID string, data json.RawMessage) (json.RawMessage, error) {
 	return s.srv.Engine().Invoke(ctx, engine.Request{FunctionID: functionID, Data: data, Trigger: tui.TriggerQuery})
 }
 
