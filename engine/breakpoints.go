@@ -145,6 +145,7 @@ func (e *Engine) awaitDecision(h *heldCall, gone <-chan struct{}) {
 				}
 			}
 			call.resumed, call.deadline = true, h.info.Deadline.UnixNano()
+			//lint:ignore SA1012 a nil ctx is route's way of saying: never wait for room
 			e.route(nil, nil, nil, call, h.done)
 		}
 		return

@@ -23,14 +23,6 @@ func bigCall(t *testing.T, fn, id string, n int) map[string]any {
 	return m
 }
 
-func size(t *testing.T, v any) int {
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(b)
-}
-
 func TestLargeMessages(t *testing.T) {
 	t.Run("20 MiB call and result, fragmented both ways", func(t *testing.T) {
 		n := 20 << 20

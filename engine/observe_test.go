@@ -81,9 +81,9 @@ func (w *obsWorker) none(typ string) {
 	}
 }
 
-// register registers fn and waits until the engine handled it (a
+// Register registers fn and waits until the engine handled it (a
 // functionregistered, if any, is held).
-func (w *obsWorker) register(fn string) {
+func (w *obsWorker) Register(fn string) {
 	w.T().Helper()
 	w.Send(map[string]any{"type": "registerfunction", "id": fn})
 	w.none("registrationrejected")

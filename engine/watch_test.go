@@ -29,10 +29,9 @@ func sdkWorker(t *testing.T, ctx context.Context, url, name string) *sdk.Worker 
 
 // batches collects what engine::events delivers to a function.
 type batches struct {
-	mu      sync.Mutex
-	got     []watch.Batch
-	block   chan struct{} // while non-nil, deliveries wait on it
-	release func()
+	mu    sync.Mutex
+	got   []watch.Batch
+	block chan struct{} // while non-nil, deliveries wait on it
 }
 
 func (b *batches) handler(ctx context.Context, in json.RawMessage) (any, error) {

@@ -22,11 +22,11 @@ import (
 )
 
 type benchCluster struct {
-	a, b       *enginetest.Server
-	callA      *sdk.Worker // caller on engine a
-	callA2     *sdk.Worker // second caller on engine a (the one-engine run)
-	callB      *sdk.Worker // caller on engine b
-	fnA, fnB   string      // served by a worker on a, on b
+	a, b     *enginetest.Server
+	callA    *sdk.Worker // caller on engine a
+	callA2   *sdk.Worker // second caller on engine a (the one-engine run)
+	callB    *sdk.Worker // caller on engine b
+	fnA, fnB string      // served by a worker on a, on b
 }
 
 func benchWorker(b *testing.B, ctx context.Context, url, name string) *sdk.Worker {

@@ -125,8 +125,8 @@ func (s *bodySource) close() {
 	if s.opened.Load() && !s.ended.Load() {
 		_ = s.rc.SetReadDeadline(time.Now())
 	}
-	//lint:ignore SA2001 waits for the read in flight, which holds mu
 	s.mu.Lock()
+	//lint:ignore SA2001 waits for the read in flight, which holds mu
 	s.mu.Unlock()
 	s.body.Close()
 }
