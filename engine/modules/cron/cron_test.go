@@ -272,16 +272,8 @@ func TestTwoEnginesFireOnce(t *testing.T) {
 	)
 	for _, name := range []string{"A", "B"} {
 		srv := enginetest.StartModule(t, ctx, redisSrv.URL(), "iii-cron", "")
-		w, err := sdk.Connect(ctx, srv.URL(), sdk.WithName("ticker"))
-		if err != nil {
-			t.Fatalf("connect to engine %s: %v", name, err)
-		}
-		t.Cleanup(func() {
-			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			w.Close(cctx)
-		})
-		err = w.RegisterFunction("jobs::tick", func(_ context.Context, in json.RawMessage) (any, error) {
+		w := enginetest.Connect(t, ctx, srv.URL(), "ticker")
+		err := w.RegisterFunction("jobs::tick", func(_ context.Context, in json.RawMessage) (any, error) {
 			var p payload
 			json.Unmarshal(in, &p)
 			mu.Lock()
