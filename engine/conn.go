@@ -479,10 +479,18 @@ func (c *conn) send(frame []byte) error {
 }
 
 // sendResult queues an invocationresult for this worker, encoded into a
-// pooled buffer (see framePool); like send, it never waits.
+// pooled buffer (see framePool); like send, it never waits. A result over
+// what the worker reads becomes a payload_too_large error.
 func (c *conn) sendResult(m *protocol.InvocationResult) {
 	buf := frameBuf()
 	b, err := protocol.AppendResult((*buf)[:0], m)
+	if err == nil && !c.fits(len(b)) {
+		c.e.drop(DropTooLarge, 1, "worker_id", c.id, "function_id", m.FunctionID, "bytes", len(b))
+		res := *m
+		res.Result, res.Error = nil, &protocol.ErrorBody{Code: CodePayloadTooLarge, Message: fmt.Sprintf(
+			"the result of %s is %d bytes, over the %d bytes worker %s reads", m.FunctionID, len(b), c.sendLimit(), c.id)}
+		b, err = protocol.AppendResult((*buf)[:0], &res)
+	}
 	if err != nil {
 		// Results from workers were decoded from valid JSON; an in-process
 		// handler's invalid result is a programming error.

@@ -81,9 +81,10 @@ type SourceObserver struct {
 
 // LegacySource is implemented by an engine-hosted source whose observers
 // stand for trigger bindings (the built-in sources, sources.go): the
-// registry puts what Legacy returns in the observer's view as its legacy
-// field ({trigger_type, config}, read by the Python 0.25 SDK). ok is false
-// for an observer the source does not hold.
+// registry lists what Legacy returns as the observer's legacy field
+// ({trigger_type, config}, the shape of the Python 0.25 SDK's observer
+// view). ok is false for an observer the source does not hold. Legacy is
+// called with the registry's lock held: it must take no engine lock.
 type LegacySource interface {
 	Legacy(observerID string) (lt *protocol.LegacyTrigger, ok bool)
 }
@@ -307,9 +308,30 @@ func (e *Engine) handleObserve(c *conn, m protocol.Observe) {
 	e.mu.RLock()
 	e.obs.mu.Lock()
 	res := e.observeLocked(c, m, &ops)
-	sendObs(c, res)
+	// An engine-hosted source checks the observer's args as it attaches
+	// it: the answer waits for its verdict, so a refusal is the
+	// observeresult's error (the SDKs settle ready() on the first answer).
+	var attaching *observer
+	if res.State != protocol.ObserverError {
+		if i := slices.IndexFunc(ops.attach, func(o *observer) bool { return o.id == m.ID }); i >= 0 {
+			attaching = ops.attach[i]
+			ops.attach = slices.Delete(ops.attach, i, i+1)
+		}
+	}
+	if attaching == nil {
+		sendObs(c, res)
+	}
 	e.obs.mu.Unlock()
 	e.mu.RUnlock()
+	if attaching != nil {
+		e.attachSourceNotify(attaching, false)
+		e.obs.mu.Lock()
+		if attaching.refused != nil {
+			res.State, res.Error = attaching.state, attaching.reason
+		}
+		e.obs.mu.Unlock()
+		sendObs(c, res)
+	}
 	e.obsFinish(&ops)
 }
 
@@ -453,7 +475,11 @@ func orDefault(ns string) string {
 
 // attachSource attaches a new observer to its engine-hosted source; a
 // refusal puts it in error.
-func (e *Engine) attachSource(o *observer) {
+func (e *Engine) attachSource(o *observer) { e.attachSourceNotify(o, true) }
+
+// attachSourceNotify is attachSource; notify says whether a refusal is
+// sent to the observing worker as a state change.
+func (e *Engine) attachSourceNotify(o *observer, notify bool) {
 	e.obs.mu.Lock()
 	src, so := o.src, o.sourceView()
 	gone := o.gone
@@ -475,7 +501,7 @@ func (e *Engine) attachSource(o *observer) {
 	o.src = nil // not attached: no Detach
 	if !o.gone {
 		o.refused = eb
-		e.reconcileLocked(o, &ops, true)
+		e.reconcileLocked(o, &ops, notify)
 	}
 	e.obs.mu.Unlock()
 	e.mu.RUnlock()
@@ -484,7 +510,7 @@ func (e *Engine) attachSource(o *observer) {
 
 func (o *observer) sourceView() SourceObserver {
 	so := SourceObserver{ID: o.id, FunctionID: o.fn, Namespace: o.ns, Args: o.args, Filters: o.filter.Normalized(),
-		Target: o.target, Capture: slices.Clone(o.capture), On: o.on, Deliver: o.deliver}
+		Target: o.target, Capture: slices.Clone(o.capture), On: o.on, Deliver: o.deliver, Metadata: o.metadata}
 	if o.owner != nil {
 		so.OwnerWorkerID = o.owner.id
 	}

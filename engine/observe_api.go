@@ -34,10 +34,10 @@ type ObserverInfo struct {
 	ExpiresAt       *time.Time          `json:"expires_at,omitempty"`
 	WorkerID        string              `json:"worker_id,omitempty"` // the observing worker
 	Engine          bool                `json:"engine_source"`       // the source is engine-hosted
-	CreatedAt       time.Time           `json:"created_at"`
-	// Legacy is the trigger binding an observer of a built-in source
-	// stands for (engine::observers::get only).
-	Legacy *protocol.LegacyTrigger `json:"legacy,omitempty"`
+	// Legacy is the trigger binding the observer stands for, when its
+	// source is a built-in trigger type (sources.go).
+	Legacy    *protocol.LegacyTrigger `json:"legacy,omitempty"`
+	CreatedAt time.Time               `json:"created_at"`
 }
 
 // Observers lists the observers, by source function then id.
@@ -50,7 +50,7 @@ func (e *Engine) Observers() []ObserverInfo {
 func (e *Engine) observersLocked() []ObserverInfo {
 	out := make([]ObserverInfo, 0, len(e.obs.byID))
 	for _, o := range e.obs.byID {
-		out = append(out, o.info(e.obs.sources[o.fn] != nil))
+		out = append(out, o.info(e.obs.sources[o.fn]))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].FunctionID != out[j].FunctionID {
@@ -61,11 +61,16 @@ func (e *Engine) observersLocked() []ObserverInfo {
 	return out
 }
 
-func (o *observer) info(engineSource bool) ObserverInfo {
+// info describes the observer; src is its engine-hosted source, or nil.
+// Callers hold e.obs.mu.
+func (o *observer) info(src ObservableSource) ObserverInfo {
 	oi := ObserverInfo{ID: o.id, FunctionID: o.fn, Namespace: o.ns, Args: o.args, Filters: o.filter.Normalized(),
 		Capture: slices.Clone(o.capture), On: o.on, Deliver: o.deliver, Target: o.target, TargetNamespace: o.targetNS,
 		State: o.state, Reason: o.reason, Fires: o.fires, InFlight: o.inflight, Queued: len(o.queue), Dropped: o.dropped,
-		MaxFires: o.maxFires, MaxInFlight: o.maxFlight, Engine: engineSource, CreatedAt: o.created}
+		MaxFires: o.maxFires, MaxInFlight: o.maxFlight, Engine: src != nil, CreatedAt: o.created}
+	if ls, ok := src.(LegacySource); ok {
+		oi.Legacy, _ = ls.Legacy(o.id)
+	}
 	if !o.expires.IsZero() {
 		t := o.expires
 		oi.ExpiresAt = &t
@@ -100,21 +105,13 @@ func (e *Engine) fnObserversGet(_ context.Context, call *Call) (json.RawMessage,
 	}
 	e.obs.mu.Lock()
 	o := e.obs.byID[in.ID]
-	var (
-		oi  ObserverInfo
-		src ObservableSource
-	)
+	var oi ObserverInfo
 	if o != nil {
-		oi, src = o.info(e.obs.sources[o.fn] != nil), e.obs.sources[o.fn]
+		oi = o.info(e.obs.sources[o.fn])
 	}
 	e.obs.mu.Unlock()
 	if o == nil {
 		return nil, &protocol.ErrorBody{Code: protocol.CodeObserverNotFound, Message: "no observer " + in.ID}
-	}
-	if ls, ok := src.(LegacySource); ok {
-		if lt, ok := ls.Legacy(in.ID); ok {
-			oi.Legacy = lt
-		}
 	}
 	return marshal(struct {
 		Observer ObserverInfo `json:"observer"`

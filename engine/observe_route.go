@@ -89,8 +89,11 @@ func (e *Engine) observeRouted(key string, call *Call, reg *registration, o outc
 	}
 	e.obs.mu.RLock()
 	list := slices.Clone(e.obs.byFn[key])
+	sourced := e.obs.sources[call.FunctionID] != nil
 	e.obs.mu.RUnlock()
-	if len(list) == 0 {
+	if len(list) == 0 || sourced {
+		// An engine-hosted source reports its own events (Activate,
+		// ActivateAll): the calls that deliver them to it are not events.
 		return
 	}
 	ob := &observed{functionID: call.FunctionID, namespace: orDefault(call.Namespace), invocationID: call.InvocationID, ok: o.err == nil,

@@ -194,6 +194,11 @@ func TestObserveRoutedCalls(t *testing.T) {
 	if snap := te.Snapshot(); len(snap.Observers) != 1 || snap.Observers[0].Target != "obs::alert" {
 		t.Errorf("Snapshot().Observers = %+v", snap.Observers)
 	}
+	// engine::snapshot (what iii tui reads) lists it as source → target.
+	if got := asJSON(caller.call("engine::snapshot", nil, uuid.NewString())["result"]); !strings.Contains(got,
+		`"fires":1,`) || !strings.Contains(got, `"source":"obs::charge","state":"active","target":"obs::alert"`) {
+		t.Errorf("engine::snapshot observers: %s", got)
+	}
 
 	observer.Send(map[string]any{"type": "unobserve", "id": id})
 	if m := observer.state(id); m["state"] != "disposed" || reasonCode(m) != "UNOBSERVED" {

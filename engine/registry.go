@@ -32,6 +32,14 @@ func (e *Engine) registerService(c *conn, m protocol.RegisterService) {
 // its triggers (their providers are told), the trigger types it provided
 // (other workers' bindings of them are parked), its services.
 func (e *Engine) removeConn(c *conn) {
+	e.dropConn(c)
+	// Its observers go once the trigger lock is released: an engine-hosted
+	// source detaches an observer by unregistering the trigger binding it
+	// stands for (sources.go).
+	e.obsConnClosed(c)
+}
+
+func (e *Engine) dropConn(c *conn) {
 	e.channels.RemoveOwner(c.id)
 	var (
 		ops       triggerOps
@@ -86,7 +94,6 @@ func (e *Engine) removeConn(c *conn) {
 	if len(fns) > 0 {
 		e.notifyFunctionsChanged()
 	}
-	e.obsConnClosed(c)
 }
 
 // WorkerInfo describes a connected worker or an in-process one.

@@ -205,6 +205,7 @@ type triggerSource struct {
 	mu         sync.Mutex
 	byObserver map[string]*sourceBinding // observer id -> its binding
 	byKey      map[string]*sourceBinding // canonical config -> binding (keyed, shared)
+	legacy     sync.Map                  // observer id -> *protocol.LegacyTrigger
 }
 
 // sourceBinding is one trigger binding a source holds, with the observers
@@ -251,6 +252,7 @@ func (s *triggerSource) Attach(ctx context.Context, o SourceObserver) error {
 		if b = s.byKey[key]; b != nil {
 			b.observers = append(b.observers, o.ID)
 			s.byObserver[o.ID] = b
+			s.legacy.Store(o.ID, &protocol.LegacyTrigger{TriggerType: s.spec.TriggerType, Config: config})
 			return nil
 		}
 		sum := sha256.Sum256([]byte(key))
@@ -263,6 +265,7 @@ func (s *triggerSource) Attach(ctx context.Context, o SourceObserver) error {
 	}
 	b.observers = []string{o.ID}
 	s.byObserver[o.ID] = b
+	s.legacy.Store(o.ID, &protocol.LegacyTrigger{TriggerType: s.spec.TriggerType, Config: config})
 	if b.key != "" {
 		s.byKey[b.key] = b
 	}
@@ -283,6 +286,7 @@ func (s *triggerSource) Detach(observerID string) {
 
 func (s *triggerSource) detachLocked(observerID string, b *sourceBinding) {
 	delete(s.byObserver, observerID)
+	s.legacy.Delete(observerID)
 	b.observers = slices.DeleteFunc(b.observers, func(id string) bool { return id == observerID })
 	if len(b.observers) > 0 || b.id == "" {
 		return
@@ -293,34 +297,15 @@ func (s *triggerSource) detachLocked(observerID string, b *sourceBinding) {
 	s.e.UnregisterTrigger(b.id)
 }
 
-// Legacy is the trigger binding an observer stands for: the legacy field
-// of its observer view ({trigger_type, config}), as the Python 0.25 SDK
-// reads it. ok is false for an observer this source does not hold.
-func (s *triggerSource) Legacy(observerID string) (lt *protocol.LegacyTrigger, ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b := s.byObserver[observerID]
-	if b == nil || s.spec.Mode == SourceEvents {
+// Legacy is the trigger binding an observer stands for: {trigger_type,
+// config}, the legacy field of the Python 0.25 SDK's observer view. It
+// takes no lock but a sync.Map's (the registry calls it under its own).
+func (s *triggerSource) Legacy(observerID string) (*protocol.LegacyTrigger, bool) {
+	v, ok := s.legacy.Load(observerID)
+	if !ok {
 		return nil, false
 	}
-	config := b.config
-	if s.spec.Mode == SourceDirect {
-		config = s.e.triggerConfig(b.id)
-	}
-	return &protocol.LegacyTrigger{TriggerType: s.spec.TriggerType, Config: config}, true
-}
-
-// triggerConfig returns the config of the binding with id, or {}.
-func (e *Engine) triggerConfig(id string) json.RawMessage {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if cl := e.claims[id]; cl != nil {
-		return cl.b.Config
-	}
-	if b := e.triggers[id]; b != nil {
-		return b.Config
-	}
-	return json.RawMessage(`{}`)
+	return v.(*protocol.LegacyTrigger), true
 }
 
 // config checks an observer's args and returns its binding's config.

@@ -490,6 +490,15 @@ func (e *Engine) unregisterTriggerFrom(c *conn, id string) bool {
 // RegisterTriggerType installs an in-process trigger type. Bindings that
 // were parked waiting for it are delivered to it.
 func (e *Engine) RegisterTriggerType(worker string, t TriggerType) error {
+	if err := e.registerTriggerType(worker, t); err != nil {
+		return err
+	}
+	// Without the trigger lock: the sources' functions reach the observers.
+	e.installBuiltinSources(worker, t.ID) // sources.go
+	return nil
+}
+
+func (e *Engine) registerTriggerType(worker string, t TriggerType) error {
 	if t.ID == "" || t.Provider == nil {
 		return fmt.Errorf("engine: register trigger type %q: id and provider are required", t.ID)
 	}
@@ -507,7 +516,6 @@ func (e *Engine) RegisterTriggerType(worker string, t TriggerType) error {
 	e.mu.Unlock()
 	e.bus.Publish(event.TriggerTypeRegistered{TriggerType: t.ID, At: time.Now()})
 	e.apply(ops)
-	e.installBuiltinSources(worker, t.ID) // sources.go
 	return nil
 }
 

@@ -193,7 +193,8 @@ func slim(ev event.Event) watch.Envelope {
 
 // fnSnapshot is engine::snapshot.
 func (e *Engine) fnSnapshot(_ context.Context, _ *Call) (json.RawMessage, error) {
-	out := watch.Snapshot{Workers: []watch.Worker{}, Functions: []watch.Function{}, Triggers: []watch.Trigger{}}
+	out := watch.Snapshot{Workers: []watch.Worker{}, Functions: []watch.Function{}, Triggers: []watch.Trigger{},
+		Observers: []watch.Observer{}}
 	if v := e.clusterView(); v != nil {
 		out.Engine = v.EngineName()
 		if p, ok := v.(interface{ Peers() []string }); ok {
@@ -209,7 +210,16 @@ func (e *Engine) fnSnapshot(_ context.Context, _ *Call) (json.RawMessage, error)
 		out.Functions = append(out.Functions, watch.Function{ID: f.ID, Description: f.Description,
 			Workers: f.Workers, WorkerIDs: f.WorkerIDs, Internal: f.Internal, Engines: f.Engines})
 	}
-	for _, t := range e.Snapshot().Triggers {
+	snap := e.Snapshot()
+	for _, o := range snap.Observers {
+		reason := ""
+		if o.Reason != nil {
+			reason = o.Reason.Code + ": " + o.Reason.Message
+		}
+		out.Observers = append(out.Observers, watch.Observer{ID: o.ID, Source: o.FunctionID, Target: o.Target,
+			State: o.State, Reason: reason, Fires: o.Fires, InFlight: o.InFlight, Dropped: o.Dropped, Owner: o.WorkerID})
+	}
+	for _, t := range snap.Triggers {
 		out.Triggers = append(out.Triggers, watch.Trigger{ID: t.ID, Type: t.Type, FunctionID: t.FunctionID,
 			Worker: t.Worker, WorkerID: t.OwnerWorker, Config: t.Config, Active: t.Active})
 	}

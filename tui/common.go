@@ -84,11 +84,12 @@ type KeyMap struct {
 	Traces      TracesKeys
 	Logs        LogsKeys
 	Breaks      BreaksKeys
+	Observers   ObserversKeys
 }
 
 // GlobalKeys work in every view.
 type GlobalKeys struct {
-	// View switches to view n with the key n (1-7).
+	// View switches to view n with the key n (1-8).
 	View, NextTab, PrevTab, Filter, Back, Help, Quit key.Binding
 }
 
@@ -220,7 +221,7 @@ func bind(help, desc string, keys ...string) key.Binding {
 func DefaultKeyMap() *KeyMap {
 	return &KeyMap{
 		Global: GlobalKeys{
-			View:    bind("1-7", "views", "1", "2", "3", "4", "5", "6", "7"),
+			View:    bind("1-8", "views", "1", "2", "3", "4", "5", "6", "7", "8"),
 			NextTab: bind("tab", "next view", "tab", "right"),
 			PrevTab: bind("shift+tab", "previous view", "shift+tab", "left"),
 			Filter:  bind("/", "filter", "/"),
@@ -284,6 +285,7 @@ func DefaultKeyMap() *KeyMap {
 			Detail:   bind("enter", "payload", "enter"),
 			ClearAll: bind("B", "clear all", "B"),
 		},
+		Observers: ObserversKeys{Detail: bind("enter", "detail", "enter")},
 		Logs: LogsKeys{
 			Follow: bind("f", "follow", "f"),
 			Worker: bind("w", "worker", "w"),

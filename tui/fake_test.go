@@ -142,6 +142,10 @@ func fixture() (Snapshot, []event.Event) {
 			{ID: "t-2", Type: "cron", FunctionID: "billing::charge", Worker: "billing", Config: json.RawMessage(`{"expression":"0 0 3 * * * *"}`), Active: true},
 			{ID: "t-3", Type: "queue", FunctionID: "orders::get", Config: json.RawMessage(`{"topic":"lookups"}`), Active: false},
 		},
+		Observers: []Observer{
+			{ID: "obs-1", Source: "orders::create", Target: "audit::record", State: "active", Fires: 12, Owner: "w-billing-0002"},
+			{ID: "obs-2", Source: "billing::charge", Target: "alerts::page", State: "suspended", Reason: "TARGET_GONE: alerts::page is not registered", Dropped: 3},
+		},
 		Processes: []Process{
 			{Worker: "orders", Status: "running", PID: 4242, Restarts: 1, Since: t0.Add(-3 * time.Minute)},
 			{Worker: "mailer", Status: "crashed", PID: 0, Restarts: 3, ExitCode: 2, Error: "exited with code 2",

@@ -27,10 +27,11 @@ const (
 	viewTraces
 	viewLogs
 	viewBreaks
+	viewObservers
 	numViews
 )
 
-var viewNames = [numViews]string{"Workers", "Functions", "Triggers", "Invocations", "Traces", "Logs", "Breakpoints"}
+var viewNames = [numViews]string{"Workers", "Functions", "Triggers", "Invocations", "Traces", "Logs", "Breakpoints", "Observers"}
 
 // Messages. Engine events arrive batched in eventsMsg; everything else is
 // the answer to a command the model issued.
@@ -155,7 +156,9 @@ func New(ctx context.Context, src Source, opts Options) *Model {
 		{title: "FUNCTION", flex: 1, min: 10}, {title: "CALLER", min: 6}, {title: "TIMES OUT", short: "LEFT", right: true},
 		{title: "PAYLOAD", flex: 2, min: 10},
 	}, func() []row { return heldRows(m.st, m.now) })
-	m.pages = [numViews]page{workers, m.functions, triggers, m.invocations, m.trace, m.logs, breaks}
+	observers := &observersPage{newTablePage(m, viewObservers, "no observers", observerColumns(),
+		func() []row { return observerRows(m.st) })}
+	m.pages = [numViews]page{workers, m.functions, triggers, m.invocations, m.trace, m.logs, breaks, observers}
 	m.modal = modal{Common: m.Common}
 	return m
 }

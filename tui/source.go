@@ -117,6 +117,22 @@ type Snapshot struct {
 	// stopped at them.
 	Breakpoints []string
 	Held        []HeldCall
+	// Observers are the engine's observers (source → target).
+	Observers []Observer
+}
+
+// Observer is an observer of a function: each call of Source (that its
+// filters match) invokes Target.
+type Observer struct {
+	ID       string
+	Source   string
+	Target   string
+	State    string // pending, active, suspended, error, disposed
+	Reason   string // why it is not active
+	Fires    uint64
+	InFlight int
+	Dropped  uint64
+	Owner    string // the observing worker's id
 }
 
 // HeldCall is a call stopped at a breakpoint.

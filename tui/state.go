@@ -207,6 +207,8 @@ type state struct {
 	// the last snapshot); empty for a single engine.
 	engine string
 	peers  []string
+	// observers by id; disposed ones go.
+	observers map[string]*Observer
 }
 
 func newState() *state {
@@ -220,6 +222,7 @@ func newState() *state {
 		inv:         newRing[invocation](invocationRing),
 		logs:        newRing[logEntry](logRing),
 		held:        make(map[string]HeldCall),
+		observers:   make(map[string]*Observer),
 	}
 }
 
@@ -341,6 +344,25 @@ func (s *state) apply(ev event.Event) {
 		delete(s.held, e.HoldID)
 	case event.BreakpointsChanged:
 		s.breaks = slices.Clone(e.FunctionIDs)
+	case event.ObserverChanged:
+		if e.State == ObserverDisposed {
+			delete(s.observers, e.ObserverID)
+			return
+		}
+		o := s.observers[e.ObserverID]
+		if o == nil {
+			o = &Observer{ID: e.ObserverID}
+			s.observers[e.ObserverID] = o
+		}
+		o.Source, o.Target, o.State, o.Fires, o.InFlight = e.SourceFunction, e.TargetFunction, e.State, e.Fires, e.InFlight
+		o.Owner, o.Reason = e.OwnerWorkerID, ""
+		if e.ReasonCode != "" {
+			o.Reason = e.ReasonCode + ": " + e.ReasonMessage
+		}
+	case event.ObserverDropped:
+		if o := s.observers[e.ObserverID]; o != nil {
+			o.Dropped++
+		}
 	case event.ProcessChanged:
 		p := s.procs[e.Worker]
 		if p == nil {
@@ -498,6 +520,10 @@ func (s *state) resync(snap Snapshot) {
 		s.triggers[t.ID] = t
 	}
 	s.engine, s.peers = oneLine(snap.Engine), slices.Clone(snap.Peers)
+	s.observers = make(map[string]*Observer, len(snap.Observers))
+	for _, o := range snap.Observers {
+		s.observers[o.ID] = &o
+	}
 	s.breaks = slices.Clone(snap.Breakpoints)
 	s.held = make(map[string]HeldCall, len(snap.Held))
 	for _, h := range snap.Held {

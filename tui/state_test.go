@@ -244,9 +244,9 @@ func TestNavigationAndSelection(t *testing.T) {
 	if m.view != viewTraces {
 		t.Errorf("tab from Invocations went to %v; want Traces", m.view)
 	}
-	press(m, "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab")
+	press(m, "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab", "shift+tab")
 	if m.view != viewLogs {
-		t.Errorf("shift+tab ×6 from Traces went to %v; want Logs (wrapping)", m.view)
+		t.Errorf("shift+tab ×7 from Traces went to %v; want Logs (wrapping)", m.view)
 	}
 }
 

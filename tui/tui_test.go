@@ -214,6 +214,7 @@ func TestGolden(t *testing.T) {
 		{"invocations_held", []string{"4", "down"}, []string{"held · g follows", "  orders → bil"}},
 		{"breakpoints", []string{"7"}, []string{"break on billing::charge", `{"amount":40}`}},
 		{"breakpoint_edit", []string{"7", "e"}, []string{"Edit the held call", `"amount": 40`}},
+		{"observers", []string{"8"}, []string{"8 Observers", "suspended", "alerts::page"}},
 	}
 	for _, size := range [][2]int{{80, 24}, {200, 50}} {
 		t.Run(fmt.Sprintf("%dx%d", size[0], size[1]), func(t *testing.T) {

@@ -377,7 +377,7 @@ func (m *Model) tabsLine() string {
 }
 
 // viewShortNames label the inactive tabs on a narrow screen.
-var viewShortNames = [numViews]string{"Work", "Func", "Trig", "Inv", "Trace", "Logs", "Brk"}
+var viewShortNames = [numViews]string{"Work", "Func", "Trig", "Inv", "Trace", "Logs", "Brk", "Obs"}
 
 func (m *Model) body() string {
 	if m.modal.kind != modalNone {

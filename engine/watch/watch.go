@@ -143,6 +143,14 @@ func Decode(env Envelope) (event.Event, error) {
 		ev = decodeAs[event.CallResumed](env.Event)
 	case event.BreakpointsChanged{}.Kind():
 		ev = decodeAs[event.BreakpointsChanged](env.Event)
+	case event.ObserverChanged{}.Kind():
+		ev = decodeAs[event.ObserverChanged](env.Event)
+	case event.ObserverActivated{}.Kind():
+		ev = decodeAs[event.ObserverActivated](env.Event)
+	case event.ObserverDropped{}.Kind():
+		ev = decodeAs[event.ObserverDropped](env.Event)
+	case event.LocalInvocations{}.Kind():
+		ev = decodeAs[event.LocalInvocations](env.Event)
 	default:
 		return nil, fmt.Errorf("watch: unknown event kind %q", env.Kind)
 	}
@@ -177,6 +185,20 @@ type Snapshot struct {
 	Triggers  []Trigger    `json:"triggers"`
 	Held      []HeldCall   `json:"held"`
 	Breaks    []Breakpoint `json:"breakpoints"`
+	Observers []Observer   `json:"observers"`
+}
+
+// Observer is an observer of a function: source → target.
+type Observer struct {
+	ID       string `json:"id"`
+	Source   string `json:"source"` // the observed function
+	Target   string `json:"target"` // the function each activation invokes
+	State    string `json:"state"`
+	Reason   string `json:"reason,omitempty"` // why it is not active
+	Fires    uint64 `json:"fires"`
+	InFlight int    `json:"in_flight"`
+	Dropped  uint64 `json:"dropped"`
+	Owner    string `json:"owner,omitempty"` // the observing worker's id
 }
 
 // Worker is a connected (or in-process) worker.

@@ -30,6 +30,10 @@ func TestRoundTrip(t *testing.T) {
 		event.CallHeld{HoldID: "h", FunctionID: "a::b", Data: json.RawMessage(`1`), Deadline: at, At: at},
 		event.CallResumed{HoldID: "h", Outcome: event.HeldDropped, At: at},
 		event.BreakpointsChanged{FunctionIDs: []string{"a::b"}, At: at},
+		event.ObserverChanged{ObserverID: "o", SourceFunction: "a::b", TargetFunction: "c::d", State: "active", Fires: 2, At: at},
+		event.ObserverActivated{ObserverID: "o", ActivationID: "x", Depth: 1, At: at},
+		event.ObserverDropped{ObserverID: "o", Reason: "OVERFLOW", At: at},
+		event.LocalInvocations{WorkerID: "w", FunctionID: "a::b", Window: time.Second, Count: 3, At: at},
 	}
 	for _, ev := range evs {
 		env, err := Encode(ev)

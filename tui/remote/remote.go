@@ -173,6 +173,10 @@ func Convert(ws watch.Snapshot) tui.Snapshot {
 	for _, b := range ws.Breaks {
 		out.Breakpoints = append(out.Breakpoints, b.FunctionID)
 	}
+	for _, o := range ws.Observers {
+		out.Observers = append(out.Observers, tui.Observer{ID: o.ID, Source: o.Source, Target: o.Target, State: o.State,
+			Reason: o.Reason, Fires: o.Fires, InFlight: o.InFlight, Dropped: o.Dropped, Owner: o.Owner})
+	}
 	for _, h := range ws.Held {
 		out.Held = append(out.Held, tui.HeldCall{HoldID: h.HoldID, InvocationID: h.InvocationID, FunctionID: h.FunctionID,
 			Caller: h.Caller, Trigger: h.Trigger, Data: h.Data, HeldAt: h.HeldAt, Deadline: h.Deadline})

@@ -29,7 +29,9 @@ func newStart(env Env) *cobra.Command {
 		Short: "Run the engine",
 		Long: `Run the engine with ./config.yaml, or the file given with --config.
 Without ./config.yaml the engine runs with defaults. III_TOKEN, when set,
-is the token workers must send as "Authorization: Bearer <token>".
+is the token workers must send as "Authorization: Bearer <token>". The
+engine runs Go code on half the CPUs (at least one) unless GOMAXPROCS is
+set: it is I/O-bound and shares the host with its workers.
 
 Without redis.url the engine keeps queue, state and stream data in a
 redis-server it starts and owns, with an append-only file under
@@ -50,6 +52,7 @@ lost on exit.`,
 				return err
 			}
 			redisServer, _ := env.Getenv(EnvRedisServer)
+			engineProcs(env, env.Logger)
 			// Under iii bench, answer its allocation probes.
 			defer bench.ServeProbes(cmd.OutOrStdout())()
 			return start(cmd.Context(), env.Logger, cfg, redisServer)

@@ -134,6 +134,15 @@ async fn main() {
             ),
         ),
         (
+            // The same route for another function: a conflict.
+            "taken-route",
+            iii.observe(
+                Source::function("http::on-request")
+                    .args(json!({ "method": "GET", "path": route })),
+                format!("{prefix}::echo"),
+            ),
+        ),
+        (
             // Bad args: a route without a path.
             "bad-route",
             iii.observe(
