@@ -195,7 +195,7 @@ func TestObserveRoutedCalls(t *testing.T) {
 		t.Errorf("Snapshot().Observers = %+v", snap.Observers)
 	}
 	// engine::snapshot (what iii tui reads) lists it as source → target.
-	if got := asJSON(caller.call("engine::snapshot", nil, uuid.NewString())["result"]); !strings.Contains(got,
+	if got := asJSON(caller.Call("engine::snapshot", nil, uuid.NewString())["result"]); !strings.Contains(got,
 		`"fires":1,`) || !strings.Contains(got, `"source":"obs::charge","state":"active","target":"obs::alert"`) {
 		t.Errorf("engine::snapshot observers: %s", got)
 	}
