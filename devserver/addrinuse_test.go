@@ -10,7 +10,8 @@ import (
 
 	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine/config"
-	_ "github.com/iii-workbench/iii/engine/modules/cron" // a module to list
+	_ "github.com/iii-workbench/iii/engine/modules/cron"   // a module to list
+	_ "github.com/iii-workbench/iii/engine/modules/stream" // a module with a port
 )
 
 // TestOnlyEngineSaysWhatRuns: a config file that names only engine: runs

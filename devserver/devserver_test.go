@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -136,5 +137,31 @@ func TestExtraListeners(t *testing.T) {
 	}
 	if _, _, err := websocket.Dial(ctx, "ws://"+addrs[0], nil); err == nil {
 		t.Error("extra listener still accepting after Stop")
+	}
+}
+
+func TestModulePortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	text := fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nmodules:\n  - class: iii-cron\n  - class: StreamModule\n    config: {port: %d}\n", port)
+	cfg, err := config.Parse("config.yaml", []byte(text), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := devserver.Start(ctx, devserver.Options{Config: cfg})
+	if err == nil {
+		s.Stop(ctx)
+		t.Fatal("started on a port in use")
+	}
+	want := fmt.Sprintf("port %d in use (stream module): is another iii running? set modules[1].config.port or --stream-port", port)
+	var inUse *devserver.PortInUseError
+	if !errors.As(err, &inUse) || err.Error() != want {
+		t.Errorf("error %v, want %q", err, want)
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/internal/slowlink"
 	"github.com/iii-workbench/iii/sdk"
@@ -29,28 +28,8 @@ import (
 // few KiB instead of megabytes of kernel buffers.
 const smallSocketBuffer = slowlink.SocketBuffer
 
-// startEngineSmallBuffers is startEngine with small send buffers on the
-// engine's accepted sockets.
-func startEngineSmallBuffers(t *testing.T, opts engine.Options) *testEngine {
-	t.Helper()
-	eng, err := engine.New(opts)
-	if err != nil {
-		t.Fatalf("engine.New: %v", err)
-	}
-	srv := httptest.NewUnstartedServer(eng.Handler())
-	srv.Listener = smallBufferListener{srv.Listener}
-	srv.Start()
-	te := &testEngine{Engine: eng, srv: srv, url: "ws" + strings.TrimPrefix(srv.URL, "http")}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := eng.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		srv.Close()
-	})
-	return te
-}
+// smallBuffers gives the engine's accepted sockets small send buffers.
+func smallBuffers(ln net.Listener) net.Listener { return smallBufferListener{ln} }
 
 type smallBufferListener struct{ net.Listener }
 
@@ -75,54 +54,6 @@ func smallBufferDial() *websocket.DialOptions {
 			return c, err
 		},
 	}}}
-}
-
-// waitLong is waitFor with a deadline for loaded machines and -race.
-func waitLong(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// heapPeak samples the heap in use until stop is called and returns the
-// highest value seen above the starting point.
-func heapPeak(t *testing.T) (stop func() uint64) {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	// Exits when stop closes done.
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				var ms runtime.MemStats
-				runtime.ReadMemStats(&ms)
-				if ms.HeapInuse > base && ms.HeapInuse-base > peak.Load() {
-					peak.Store(ms.HeapInuse - base)
-				}
-			}
-		}
-	}()
-	return func() uint64 {
-		close(done)
-		wg.Wait()
-		return peak.Load()
-	}
 }
 
 // disconnects counts worker disconnections on the engine's bus.
@@ -170,11 +101,11 @@ func TestVoidBurstIntoSlowWorker(t *testing.T) {
 		calls = 5_000
 	}
 	const queueBytes = 256 << 10
-	te := startEngineSmallBuffers(t, engine.Options{OutboundQueueBytes: queueBytes, SlowConsumerTimeout: 10 * time.Second})
+	te := enginetest.New(t, engine.Options{OutboundQueueBytes: queueBytes, SlowConsumerTimeout: 10 * time.Second}, enginetest.WithListener(smallBuffers))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
-	proxy, err := slowlink.Start(strings.TrimPrefix(te.url, "ws://"), 16<<20)
+	proxy, err := slowlink.Start(strings.TrimPrefix(te.URL, "ws://"), 16<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +126,7 @@ func TestVoidBurstIntoSlowWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	workerID := w.ID()
-	waitFor(t, "slow::fn registered", func() bool {
+	enginetest.WaitFor(t, "slow::fn registered", func() bool {
 		for _, f := range te.Snapshot().Functions {
 			if f.ID == "slow::fn" {
 				return true
@@ -204,7 +135,7 @@ func TestVoidBurstIntoSlowWorker(t *testing.T) {
 		return false
 	})
 
-	caller, _, err := dialOpts(t, te.url, nil)
+	caller, _, err := enginetest.DialRaw(t, te.URL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +152,7 @@ func TestVoidBurstIntoSlowWorker(t *testing.T) {
 	}()
 	defer func() { caller.CloseNow(); <-readDone }()
 	proxy.Hold()
-	peak := heapPeak(t)
+	peak := enginetest.HeapGrowth()
 	sent := make(chan error, 1)
 	// Exits when every call is written or the socket fails.
 	go func() {
@@ -285,11 +216,11 @@ func TestVoidBurstIntoSlowWorker(t *testing.T) {
 // invocation_stopped, and healthy workers are served meanwhile.
 func TestSlowConsumerIsClosed(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	te := startEngineSmallBuffers(t, engine.Options{OutboundQueueBytes: 64 << 10, SlowConsumerTimeout: timeout})
+	te := enginetest.New(t, engine.Options{OutboundQueueBytes: 64 << 10, SlowConsumerTimeout: timeout}, enginetest.WithListener(smallBuffers))
 	count, stopCount := disconnects(t, te.Engine)
 	defer stopCount()
 	// A worker that never reads: its frames pile up in the engine.
-	slow, _, err := dialOpts(t, te.url, smallBufferDial())
+	slow, _, err := enginetest.DialRaw(t, te.URL, smallBufferDial())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,11 +228,11 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	slow.Write(ctx, websocket.MessageText, []byte(`{"type":"registerfunction","id":"slow::fn"}`))
-	caller := dial(t, te.url)
-	caller.quiet()
-	fast := dial(t, te.url)
-	fast.register("fast::fn")
-	other := dial(t, te.url)
+	caller := enginetest.Dial(t, te.URL)
+	caller.Quiet()
+	fast := enginetest.Dial(t, te.URL)
+	fast.Register("fast::fn")
+	other := enginetest.Dial(t, te.URL)
 
 	payload := strings.Repeat("p", 64<<10)
 	const calls = 100 // 6.5 MB: more than the socket buffers hold
@@ -313,27 +244,27 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 		defer close(sent)
 		for range calls {
 			frame, _ := json.Marshal(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "slow::fn", "data": payload})
-			if err := caller.ws.Write(ctx, websocket.MessageText, frame); err != nil {
+			if err := caller.Conn.Write(ctx, websocket.MessageText, frame); err != nil {
 				t.Errorf("caller write: %v", err)
 				return
 			}
 		}
 	}()
 	// The caller's reader is paused; another caller is served meanwhile.
-	waitLong(t, "the caller held back", func() bool { return te.Stats().Stalls > 0 })
+	enginetest.WaitFor(t, "the caller held back", func() bool { return te.Stats().Stalls > 0 })
 	// The slow worker's writer was stuck before its queue filled up.
 	stuck := time.Now()
-	other.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "fast::fn", "data": 1})
-	fast.serveOnce(1, nil)
-	if res := other.expect("invocationresult"); res["result"] != float64(1) {
+	other.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "fast::fn", "data": 1})
+	fast.ServeOnce(1, nil)
+	if res := other.Expect("invocationresult"); res["result"] != float64(1) {
 		t.Fatalf("healthy call: %v", res)
 	}
 
 	var slowMsg string
 	for i := range calls {
-		res := caller.next(10 * time.Second)
+		res := caller.Next(10 * time.Second)
 		// Calls read after the worker was removed find no function.
-		if c := errCode(res); res["type"] != "invocationresult" || c != engine.CodeInvocationStopped && c != engine.CodeFunctionNotFound {
+		if c := enginetest.ErrCode(res); res["type"] != "invocationresult" || c != engine.CodeInvocationStopped && c != engine.CodeFunctionNotFound {
 			t.Fatalf("result %d: %v, want invocation_stopped", i, res)
 		}
 		if msg, _ := res["error"].(map[string]any)["message"].(string); strings.Contains(msg, "slow consumer") {
@@ -345,7 +276,7 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 	if slowMsg == "" {
 		t.Error("no caller was told its call stopped because of a slow consumer")
 	}
-	waitLong(t, "the disconnect event", func() bool { n, _ := count(); return len(n) == 1 })
+	enginetest.WaitFor(t, "the disconnect event", func() bool { n, _ := count(); return len(n) == 1 })
 	closedAt, reasons := count()
 	if want := "slow consumer: no read progress for 300ms"; reasons[0] != want {
 		t.Errorf("close reason %q, want %q", reasons[0], want)
@@ -368,35 +299,35 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 // in-process caller whose context ends, releases its pending call at once;
 // the target's late answer is dropped and counted.
 func TestCallerGoneReleasesPending(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	target := dial(t, te.url)
-	target.register("held::fn")
+	te := enginetest.New(t, engine.Options{})
+	target := enginetest.Dial(t, te.URL)
+	target.Register("held::fn")
 
-	caller := dial(t, te.url)
-	caller.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "held::fn", "data": 1})
-	inv := target.expect("invokefunction")
+	caller := enginetest.Dial(t, te.URL)
+	caller.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "held::fn", "data": 1})
+	inv := target.Expect("invokefunction")
 	if n := te.Stats().Pending; n != 1 {
 		t.Fatalf("pending %d, want 1", n)
 	}
-	caller.ws.CloseNow()
-	waitFor(t, "the pending call released", func() bool { return te.Stats().Pending == 0 })
-	target.send(map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": "held::fn", "result": 1})
-	waitFor(t, "the late result counted", func() bool { return te.Stats().Dropped[engine.DropLateResult] == 1 })
+	caller.Conn.CloseNow()
+	enginetest.WaitFor(t, "the pending call released", func() bool { return te.Stats().Pending == 0 })
+	target.Send(map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": "held::fn", "result": 1})
+	enginetest.WaitFor(t, "the late result counted", func() bool { return te.Stats().Dropped[engine.DropLateResult] == 1 })
 
 	// A void call is not released when its caller leaves: fire-and-forget
 	// outlives the caller (iii invoke --async sends one and exits).
-	voider := dial(t, te.url)
+	voider := enginetest.Dial(t, te.URL)
 	workers := te.Stats().Workers
-	voider.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "held::fn",
+	voider.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "held::fn",
 		"data": 3, "action": map[string]any{"type": "void"}})
-	void := target.expect("invokefunction")
-	voider.ws.CloseNow()
-	waitFor(t, "the void caller's cleanup", func() bool { return te.Stats().Workers == workers-1 })
+	void := target.Expect("invokefunction")
+	voider.Conn.CloseNow()
+	enginetest.WaitFor(t, "the void caller's cleanup", func() bool { return te.Stats().Workers == workers-1 })
 	if n := te.Stats().Pending; n != 1 {
 		t.Fatalf("pending %d after the void caller left, want 1 (the void call)", n)
 	}
-	target.send(map[string]any{"type": "invocationresult", "invocation_id": void["invocation_id"], "function_id": "held::fn", "result": nil})
-	waitFor(t, "the void call answered", func() bool { return te.Stats().Pending == 0 })
+	target.Send(map[string]any{"type": "invocationresult", "invocation_id": void["invocation_id"], "function_id": "held::fn", "result": nil})
+	enginetest.WaitFor(t, "the void call answered", func() bool { return te.Stats().Pending == 0 })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -405,7 +336,7 @@ func TestCallerGoneReleasesPending(t *testing.T) {
 		_, err := te.Invoke(ctx, engine.Request{FunctionID: "held::fn", Data: json.RawMessage(`2`)})
 		errc <- err
 	}()
-	target.expect("invokefunction")
+	target.Expect("invokefunction")
 	if n := te.Stats().Pending; n != 1 {
 		t.Fatalf("pending %d, want 1", n)
 	}

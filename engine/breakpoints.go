@@ -93,7 +93,7 @@ func (e *Engine) hold(ctx context.Context, call Call, done func(outcome)) bool {
 		gone = ctx.Done() // the caller left or gave up
 	}
 	// Exits on a decision, the deadline, the caller leaving or shutdown.
-	if !e.goSafe(func() { e.awaitDecision(h, gone) }) {
+	if !e.group.Go(func() { e.awaitDecision(h, gone) }) {
 		b.mu.Unlock()
 		return false
 	}
@@ -145,6 +145,7 @@ func (e *Engine) awaitDecision(h *heldCall, gone <-chan struct{}) {
 				}
 			}
 			call.resumed, call.deadline = true, h.info.Deadline.UnixNano()
+			//lint:ignore SA1012 a nil ctx is route's way of saying: never wait for room
 			e.route(nil, nil, nil, call, h.done)
 		}
 		return

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 )
 
 // TestChannelsCreate: engine::channels::create hands out a writer and a
@@ -18,13 +19,13 @@ import (
 func TestChannelsCreate(t *testing.T) {
 	// Channel sockets carry their own key: the worker token is not asked
 	// for (a wrong key is a 404, not a 401).
-	authed := startEngine(t, engine.Options{AuthToken: "secret"})
-	if _, resp, err := dialOpts(t, authed.url+"/ws/channels/nope?key=x&dir=read", nil); err == nil || resp == nil || resp.StatusCode != 404 {
+	authed := enginetest.New(t, engine.Options{AuthToken: "secret"})
+	if _, resp, err := enginetest.DialRaw(t, authed.URL+"/ws/channels/nope?key=x&dir=read", nil); err == nil || resp == nil || resp.StatusCode != 404 {
 		t.Errorf("unknown channel on an engine with a token: %v %v, want 404", err, resp)
 	}
 
-	te := startEngine(t, engine.Options{})
-	w := dial(t, te.url)
+	te := enginetest.New(t, engine.Options{})
+	w := enginetest.Dial(t, te.URL)
 
 	for _, tc := range []struct {
 		in   any
@@ -33,13 +34,13 @@ func TestChannelsCreate(t *testing.T) {
 		{map[string]any{"buffer_size": -1}, engine.CodeDeserialization},
 		{map[string]any{"buffer_size": "big"}, engine.CodeDeserialization},
 	} {
-		if res := w.call("engine::channels::create", tc.in, uuid.NewString()); errCode(res) != tc.code {
+		if res := w.Call("engine::channels::create", tc.in, uuid.NewString()); enginetest.ErrCode(res) != tc.code {
 			t.Errorf("create %v: %v, want %s", tc.in, res, tc.code)
 		}
 	}
 	// Python sends {"buffer_size": null}; Node omits it.
 	for _, in := range []any{map[string]any{"buffer_size": nil}, map[string]any{}, map[string]any{"buffer_size": 5000}} {
-		res := result(t, w.call("engine::channels::create", in, uuid.NewString()))
+		res := result(t, w.Call("engine::channels::create", in, uuid.NewString()))
 		wr, _ := res["writer"].(map[string]any)
 		rd, _ := res["reader"].(map[string]any)
 		if wr["direction"] != "write" || rd["direction"] != "read" || wr["channel_id"] != rd["channel_id"] ||
@@ -47,10 +48,10 @@ func TestChannelsCreate(t *testing.T) {
 			t.Fatalf("create %v: %v", in, res)
 		}
 	}
-	res := result(t, w.call("engine::channels::create", map[string]any{"buffer_size": 2}, uuid.NewString()))
+	res := result(t, w.Call("engine::channels::create", map[string]any{"buffer_size": 2}, uuid.NewString()))
 	ref := res["writer"].(map[string]any)
 	chURL := func(dir string) string {
-		return fmt.Sprintf("%s/ws/channels/%s?key=%s&dir=%s", te.url, ref["channel_id"], ref["access_key"], dir)
+		return fmt.Sprintf("%s/ws/channels/%s?key=%s&dir=%s", te.URL, ref["channel_id"], ref["access_key"], dir)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -73,10 +74,10 @@ func TestChannelsCreate(t *testing.T) {
 
 	// The creator leaves: its channel that nobody opened is gone (404),
 	// the connected pair keeps streaming.
-	idle := result(t, w.call("engine::channels::create", map[string]any{}, uuid.NewString()))["reader"].(map[string]any)
-	w.ws.Close(websocket.StatusNormalClosure, "bye")
-	idleURL := fmt.Sprintf("%s/ws/channels/%s?key=%s&dir=read", te.url, idle["channel_id"], idle["access_key"])
-	waitFor(t, "the idle channel to go with its worker", func() bool {
+	idle := result(t, w.Call("engine::channels::create", map[string]any{}, uuid.NewString()))["reader"].(map[string]any)
+	w.Conn.Close(websocket.StatusNormalClosure, "bye")
+	idleURL := fmt.Sprintf("%s/ws/channels/%s?key=%s&dir=read", te.URL, idle["channel_id"], idle["access_key"])
+	enginetest.WaitFor(t, "the idle channel to go with its worker", func() bool {
 		c, resp, err := websocket.Dial(ctx, idleURL, nil)
 		if err == nil {
 			c.CloseNow()

@@ -103,7 +103,6 @@ type conn struct {
 	removed    bool
 
 	cleaned chan struct{} // closed when cleanup has finished
-	badLog  rateLimiter
 }
 
 func (e *Engine) authorized(r *http.Request) bool {
@@ -519,7 +518,23 @@ func (c *conn) sendResult(m *protocol.InvocationResult) {
 // timeout: the socket is dropped at once (its send buffer is full, so no
 // close frame could get through), which unblocks the writer; cleanup then
 // ends every call pending on it with invocation_stopped.
+//
+// Only a worker this closes is counted in Stats.SlowConsumers: one already
+// gone is left alone, and one already closing for another reason (its last
+// flush stuck) is dropped at once but keeps its own close reason.
 func (c *conn) slowConsumer(timeout time.Duration) {
+	c.mu.Lock()
+	gone := c.gone
+	c.mu.Unlock()
+	if gone {
+		return
+	}
+	select {
+	case <-c.closeReq:
+		c.ws.CloseNow()
+		return
+	default:
+	}
 	if !c.slow.CompareAndSwap(false, true) {
 		return
 	}

@@ -12,22 +12,23 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 )
 
 // TestBadInput sends each kind of bad frame on one socket while a second
 // worker keeps calling through the same engine; every case has a stated
 // outcome and the bystander is never disturbed.
 func TestBadInput(t *testing.T) {
-	te := startEngine(t, engine.Options{MaxFrameBytes: 1 << 16})
-	server := dial(t, te.url)
-	server.register("ok::echo")
-	bystander := dial(t, te.url)
+	te := enginetest.New(t, engine.Options{MaxFrameBytes: 1 << 16})
+	server := enginetest.Dial(t, te.URL)
+	server.Register("ok::echo")
+	bystander := enginetest.Dial(t, te.URL)
 	check := func(t *testing.T) {
 		t.Helper()
 		id := uuid.NewString()
-		bystander.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "ok::echo", "data": 1})
-		server.serveOnce(1, nil)
-		if res := bystander.expect("invocationresult"); res["invocation_id"] != id || res["result"] != float64(1) {
+		bystander.Send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "ok::echo", "data": 1})
+		server.ServeOnce(1, nil)
+		if res := bystander.Expect("invocationresult"); res["invocation_id"] != id || res["result"] != float64(1) {
 			t.Fatalf("bystander got %v", res)
 		}
 	}
@@ -59,14 +60,14 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			w := dial(t, te.url)
+			w := enginetest.Dial(t, te.URL)
 			typ := websocket.MessageText
 			if tc.binary {
 				typ = websocket.MessageBinary
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			err := w.ws.Write(ctx, typ, tc.frame)
+			err := w.Conn.Write(ctx, typ, tc.frame)
 			if err != nil && tc.closes == 0 {
 				t.Fatalf("write: %v", err)
 			}
@@ -75,13 +76,13 @@ func TestBadInput(t *testing.T) {
 				// frame header, then drops the connection with the rest of
 				// the frame unread; the kernel may answer that with a reset
 				// that reaches the client before the close frame (-1).
-				got := w.closed(5 * time.Second)
+				got := w.Closed(5 * time.Second)
 				if got != tc.closes && got != -1 {
 					t.Errorf("close status %v, want %v", got, tc.closes)
 				}
-				waitFor(t, "oversized sender removed", func() bool { _, err := te.InFlight(w.id); return err != nil })
+				enginetest.WaitFor(t, "oversized sender removed", func() bool { _, err := te.InFlight(w.ID); return err != nil })
 			} else {
-				w.quiet() // still open, nothing sent back
+				w.Quiet() // still open, nothing sent back
 			}
 			check(t)
 		})
@@ -89,23 +90,23 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestJSONPingAndBinaryJSON(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	w := dial(t, te.url)
+	te := enginetest.New(t, engine.Options{})
+	w := enginetest.Dial(t, te.URL)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	// UTF-8 JSON in a binary frame is a protocol message.
-	if err := w.ws.Write(ctx, websocket.MessageBinary, []byte(`{"type":"ping"}`)); err != nil {
+	if err := w.Conn.Write(ctx, websocket.MessageBinary, []byte(`{"type":"ping"}`)); err != nil {
 		t.Fatal(err)
 	}
-	w.expect("pong")
+	w.Expect("pong")
 	// WS-level ping control frames are answered too.
-	if err := w.ws.Ping(ctx); err != nil {
+	if err := w.Conn.Ping(ctx); err != nil {
 		t.Errorf("control ping not answered: %v", err)
 	}
 }
 
 func TestAuthToken(t *testing.T) {
-	te := startEngine(t, engine.Options{AuthToken: "s3cret"})
+	te := enginetest.New(t, engine.Options{AuthToken: "s3cret"})
 	for _, path := range []string{"/", "/otel"} {
 		for _, tc := range []struct {
 			name   string
@@ -122,7 +123,7 @@ func TestAuthToken(t *testing.T) {
 				if tc.header != "" {
 					opts.HTTPHeader.Set("Authorization", tc.header)
 				}
-				ws, resp, err := dialOpts(t, te.url+path, opts)
+				ws, resp, err := enginetest.DialRaw(t, te.URL+path, opts)
 				if resp == nil {
 					t.Fatalf("no HTTP response: %v", err)
 				}
@@ -135,7 +136,7 @@ func TestAuthToken(t *testing.T) {
 			})
 		}
 	}
-	waitFor(t, "no workers registered by refused upgrades", func() bool {
+	enginetest.WaitFor(t, "no workers registered by refused upgrades", func() bool {
 		for _, w := range te.Snapshot().Workers {
 			if !w.Internal {
 				return false
@@ -147,8 +148,8 @@ func TestAuthToken(t *testing.T) {
 
 func TestOTelSocketIsNotAWorker(t *testing.T) {
 	sink := &sinkRecorder{}
-	te := startEngine(t, engine.Options{TelemetrySink: sink})
-	ws, _, err := dialOpts(t, te.url+"/otel", nil)
+	te := enginetest.New(t, engine.Options{TelemetrySink: sink})
+	ws, _, err := enginetest.DialRaw(t, te.URL+"/otel", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,19 +162,19 @@ func TestOTelSocketIsNotAWorker(t *testing.T) {
 		}
 	}
 	ws.Write(ctx, websocket.MessageText, []byte(`{"type":"ping"}`)) // ignored: no reply on /otel
-	waitFor(t, "three telemetry frames", func() bool { return sink.count() == 3 })
+	enginetest.WaitFor(t, "three telemetry frames", func() bool { return sink.count() == 3 })
 	for _, w := range te.Snapshot().Workers {
 		if !w.Internal {
 			t.Errorf("/otel socket listed as worker %+v", w)
 		}
 	}
 	// Telemetry on the worker socket goes to the same sink, with the worker id.
-	w := dial(t, te.url)
-	w.ws.Write(ctx, websocket.MessageBinary, []byte(`LOGS{"resourceLogs":[]}`))
-	w.quiet()
-	waitFor(t, "worker telemetry", func() bool { return sink.count() == 4 })
-	if sink.last() != w.id {
-		t.Errorf("telemetry attributed to %q, want %s", sink.last(), w.id)
+	w := enginetest.Dial(t, te.URL)
+	w.Conn.Write(ctx, websocket.MessageBinary, []byte(`LOGS{"resourceLogs":[]}`))
+	w.Quiet()
+	enginetest.WaitFor(t, "worker telemetry", func() bool { return sink.count() == 4 })
+	if sink.last() != w.ID {
+		t.Errorf("telemetry attributed to %q, want %s", sink.last(), w.ID)
 	}
 }
 
@@ -203,27 +204,27 @@ func (s *sinkRecorder) last() string {
 }
 
 func TestReattachEvictsPreviousConnection(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	caller := dial(t, te.url)
-	old := dial(t, te.url)
-	old.register("svc::a")
-	old.send(map[string]any{"type": "registertrigger", "id": "trig-1", "trigger_type": "later", "function_id": "svc::a", "config": map[string]any{}})
-	old.quiet()
+	te := enginetest.New(t, engine.Options{})
+	caller := enginetest.Dial(t, te.URL)
+	old := enginetest.Dial(t, te.URL)
+	old.Register("svc::a")
+	old.Send(map[string]any{"type": "registertrigger", "id": "trig-1", "trigger_type": "later", "function_id": "svc::a", "config": map[string]any{}})
+	old.Quiet()
 
 	// Wrong token: ignored, old connection untouched.
-	imposter := dial(t, te.url)
-	imposter.send(map[string]any{"type": "reattach", "previous_worker_id": old.id, "reattach_token": uuid.NewString()})
-	imposter.quiet()
-	old.quiet()
+	imposter := enginetest.Dial(t, te.URL)
+	imposter.Send(map[string]any{"type": "reattach", "previous_worker_id": old.ID, "reattach_token": uuid.NewString()})
+	imposter.Quiet()
+	old.Quiet()
 
-	fresh := dial(t, te.url)
-	fresh.send(map[string]any{"type": "reattach", "previous_worker_id": old.id, "reattach_token": old.token})
-	fresh.register("svc::a")    // replayed registration, handled after the eviction
-	old.closed(5 * time.Second) // dropped at once, without a handshake
+	fresh := enginetest.Dial(t, te.URL)
+	fresh.Send(map[string]any{"type": "reattach", "previous_worker_id": old.ID, "reattach_token": old.Token})
+	fresh.Register("svc::a")    // replayed registration, handled after the eviction
+	old.Closed(5 * time.Second) // dropped at once, without a handshake
 	// The replayed function is served by the new connection only.
-	caller.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "svc::a", "data": nil})
-	fresh.serveOnce("new", nil)
-	if res := caller.expect("invocationresult"); res["result"] != "new" {
+	caller.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "svc::a", "data": nil})
+	fresh.ServeOnce("new", nil)
+	if res := caller.Expect("invocationresult"); res["result"] != "new" {
 		t.Fatalf("got %v", res)
 	}
 	if tr := findTrigger(te.Engine, "trig-1"); tr != nil {
@@ -236,10 +237,10 @@ func TestReattachEvictsPreviousConnection(t *testing.T) {
 // a quiet interval and dropped when the pong does not come; an idle worker
 // that answers pings stays connected.
 func TestKeepaliveDropsSilentPeers(t *testing.T) {
-	te := startEngine(t, engine.Options{PingInterval: 100 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
-	idle := dial(t, te.url) // its reader answers pings
-	idle.register("idle::fn")
-	mute, _, err := dialOpts(t, te.url, nil)
+	te := enginetest.New(t, engine.Options{PingInterval: 100 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
+	idle := enginetest.Dial(t, te.URL) // its reader answers pings
+	idle.Register("idle::fn")
+	mute, _, err := enginetest.DialRaw(t, te.URL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +251,7 @@ func TestKeepaliveDropsSilentPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	mute.Write(ctx, websocket.MessageText, []byte(`{"type":"registerfunction","id":"mute::fn"}`))
-	waitFor(t, "the mute worker dropped", func() bool {
+	enginetest.WaitFor(t, "the mute worker dropped", func() bool {
 		for _, f := range te.Snapshot().Functions {
 			if f.ID == "mute::fn" {
 				return false
@@ -258,10 +259,10 @@ func TestKeepaliveDropsSilentPeers(t *testing.T) {
 		}
 		return true
 	})
-	idle.quiet()
-	idle.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "idle::fn", "data": nil})
-	idle.serveOnce(1, nil) // still registered: the idle worker was kept
-	if res := idle.expect("invocationresult"); res["result"] != float64(1) {
+	idle.Quiet()
+	idle.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "idle::fn", "data": nil})
+	idle.ServeOnce(1, nil) // still registered: the idle worker was kept
+	if res := idle.Expect("invocationresult"); res["result"] != float64(1) {
 		t.Fatalf("got %v", res)
 	}
 }

@@ -35,21 +35,21 @@ const (
 	DefaultHandshakeTimeout    = 10 * time.Second
 )
 
-// Error codes the engine itself produces (beyond those of the iii spec).
+// Error codes the engine produces; the codes live in engine/protocol.
 const (
-	CodeFunctionNotFound   = "function_not_found"
-	CodeInvocationStopped  = "invocation_stopped"
-	CodeTimeout            = "timeout"
-	CodeShutdown           = "engine_shutdown"
-	CodeChannelSendFailed  = "channel_send_failed"
-	CodeEnqueueError       = "enqueue_error"
-	CodeInvalidArguments   = "INVALID_ARGUMENTS"
-	CodeNotFound           = "NOT_FOUND"
-	CodeDeserialization    = "deserialization_error"
-	CodeTriggerRegFailed   = "trigger_registration_failed"
-	CodeUnregisterFailed   = "unregister_failed"
-	CodeInvocationError    = "invocation_error"
-	CodeFunctionNotAllowed = "function_not_allowed"
+	CodeFunctionNotFound   = protocol.CodeFunctionNotFound
+	CodeInvocationStopped  = protocol.CodeInvocationStopped
+	CodeTimeout            = protocol.CodeTimeout
+	CodeShutdown           = protocol.CodeShutdown
+	CodeChannelSendFailed  = protocol.CodeChannelSendFailed
+	CodeEnqueueError       = protocol.CodeEnqueueError
+	CodeInvalidArguments   = protocol.CodeInvalidArguments
+	CodeNotFound           = protocol.CodeNotFound
+	CodeDeserialization    = protocol.CodeDeserialization
+	CodeTriggerRegFailed   = protocol.CodeTriggerRegistrationFailed
+	CodeUnregisterFailed   = protocol.CodeUnregisterFailed
+	CodeInvocationError    = protocol.CodeInvocationError
+	CodeFunctionNotAllowed = protocol.CodeFunctionNotAllowed
 )
 
 // ErrEngineClosed is returned by calls made after Shutdown began.
@@ -191,8 +191,8 @@ type Engine struct {
 	ackMu   sync.Mutex
 	ackWait map[string]chan *ackResult // trigger id -> waiter (engine::register_trigger)
 
-	wg      sync.WaitGroup // every goroutine the engine starts
-	connsWG sync.WaitGroup // every worker socket handler
+	group   waitgroup.Group // every goroutine the engine starts; refuses once Shutdown begins
+	connsWG sync.WaitGroup  // every worker socket handler
 
 	funcsChanged chan struct{} // cap 1; coalesces functions-available firings
 
@@ -253,7 +253,7 @@ func New(opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("engine: built-ins: %w", err)
 	}
 	// Both exit when the engine's context is cancelled by Shutdown.
-	if !e.goSafe(e.functionsAvailableLoop) || !e.goSafe(e.timeoutLoop) || !e.goSafe(e.stallLoop) || !e.goSafe(e.observeLoop) {
+	if !e.group.Go(e.functionsAvailableLoop) || !e.group.Go(e.timeoutLoop) || !e.group.Go(e.stallLoop) || !e.group.Go(e.observeLoop) {
 		cancel()
 		e.channels.Close(context.Background())
 		return nil, ErrEngineClosed
@@ -269,22 +269,6 @@ func (e *Engine) Events() *event.Bus { return &e.bus }
 
 // Logger is the engine's logger, for modules.
 func (e *Engine) Logger() *slog.Logger { return e.opts.Logger }
-
-// goSafe runs fn in a goroutine the engine owns and waits for on Shutdown.
-// It refuses (returns false) once Shutdown has begun.
-func (e *Engine) goSafe(fn func()) bool {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if e.closing {
-		return false
-	}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		fn()
-	}()
-	return true
-}
 
 // Channels is the engine's table of streaming channels (spec §1.4).
 func (e *Engine) Channels() *channel.Manager { return e.channels }
@@ -387,6 +371,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		conns = append(conns, c)
 	}
 	e.mu.Unlock()
+	e.group.Close()
 	if !already {
 		e.log.Info("engine shutting down", "workers", len(conns))
 	}
@@ -398,13 +383,10 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	}
 	e.cancel()
 	cerr := e.channels.Close(ctx)
-	done := waitgroup.Done(&e.connsWG, &e.wg)
-	select {
-	case <-done:
-		return cerr
-	case <-ctx.Done():
-		return fmt.Errorf("engine: shutdown: %w", ctx.Err())
+	if err := e.group.Wait(ctx, &e.connsWG); err != nil {
+		return fmt.Errorf("engine: shutdown: %w", err)
 	}
+	return cerr
 }
 
 // isClosing reports whether Shutdown has begun.

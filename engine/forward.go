@@ -15,7 +15,7 @@ const TriggerKindCluster = "cluster"
 
 // CodeClusterUnavailable is the error of a call this engine cannot serve
 // locally while the cluster's registry (Redis) is unreachable.
-const CodeClusterUnavailable = "cluster_unavailable"
+const CodeClusterUnavailable = protocol.CodeClusterUnavailable
 
 // Forwarder routes calls this engine has no handler for to another engine
 // serving the function (engine/cluster). Local handlers always win: the

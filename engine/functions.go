@@ -114,16 +114,6 @@ func (r *registration) workerName() string {
 	return r.local.name
 }
 
-func (r *registration) workerID() string {
-	if r.conn != nil {
-		return r.conn.id
-	}
-	if r.owner != nil {
-		return r.owner.id
-	}
-	return ""
-}
-
 // localWorker is an in-process provider of functions (the engine itself, a
 // module), listed among the workers with runtime "engine".
 type localWorker struct {

@@ -1,9 +1,7 @@
 package engine_test
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,48 +10,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 )
-
-// sendFragmented writes v as one text message of 1 MiB fragments, as the
-// 0.25 SDKs send messages over 16 MiB.
-func (w *rawWorker) sendFragmented(v any) {
-	w.t.Helper()
-	if err := w.writeFragmented(v); err != nil {
-		w.t.Fatal(err)
-	}
-}
-
-func (w *rawWorker) writeFragmented(v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	wr, err := w.ws.Writer(ctx, websocket.MessageText)
-	if err != nil {
-		return fmt.Errorf("writer: %w", err)
-	}
-	for len(b) > 0 {
-		n := min(len(b), 1<<20)
-		if _, err := wr.Write(b[:n]); err != nil {
-			return fmt.Errorf("write fragment: %w", err)
-		}
-		b = b[n:]
-	}
-	if err := wr.Close(); err != nil {
-		return fmt.Errorf("close message: %w", err)
-	}
-	return nil
-}
-
-// declare sends the 0.25 SDKs' engine::workers::register with features.
-func (w *rawWorker) declare(data map[string]any) {
-	w.t.Helper()
-	w.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register",
-		"action": map[string]any{"type": "void"}, "data": data})
-	w.quiet()
-}
 
 // bigString is a JSON string value that makes an invokefunction of
 // function fn, with id, exactly n bytes long.
@@ -65,14 +23,6 @@ func bigCall(t *testing.T, fn, id string, n int) map[string]any {
 	return m
 }
 
-func size(t *testing.T, v any) int {
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(b)
-}
-
 func TestLargeMessages(t *testing.T) {
 	t.Run("20 MiB call and result, fragmented both ways", func(t *testing.T) {
 		n := 20 << 20
@@ -82,20 +32,20 @@ func TestLargeMessages(t *testing.T) {
 			n = 3 << 20
 			engine.SetFragmentThresholdForTest(t, 1<<20)
 		}
-		te := startEngine(t, engine.Options{})
-		host := dial(t, te.url)
-		host.declare(map[string]any{"name": "host", "features": []string{"large-messages.v1"}})
-		host.register("big::echo")
-		caller := dial(t, te.url)
+		te := enginetest.New(t, engine.Options{})
+		host := enginetest.Dial(t, te.URL)
+		host.Declare(map[string]any{"name": "host", "features": []string{"large-messages.v1"}})
+		host.Register("big::echo")
+		caller := enginetest.Dial(t, te.URL)
 		id := uuid.NewString()
 		call := bigCall(t, "big::echo", id, n)
-		caller.sendFragmented(call)
-		inv := host.next(20 * time.Second)
+		caller.SendFragmented(call)
+		inv := host.Next(20 * time.Second)
 		if inv["type"] != "invokefunction" || len(inv["data"].(string)) != len(call["data"].(string)) {
 			t.Fatalf("host got %v with %d bytes of data, want invokefunction with %d", inv["type"], len(inv["data"].(string)), len(call["data"].(string)))
 		}
-		host.sendFragmented(map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": "big::echo", "result": inv["data"]})
-		res := caller.next(20 * time.Second)
+		host.SendFragmented(map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": "big::echo", "result": inv["data"]})
+		res := caller.Next(20 * time.Second)
 		if res["type"] != "invocationresult" || res["invocation_id"] != id || len(res["result"].(string)) != len(call["data"].(string)) {
 			t.Fatalf("caller got %v (error %v), want the 20 MiB result", res["type"], res["error"])
 		}
@@ -103,84 +53,84 @@ func TestLargeMessages(t *testing.T) {
 
 	t.Run("over the limit: the call and the result are answered, the sockets stay", func(t *testing.T) {
 		const limit = 1 << 20
-		te := startEngine(t, engine.Options{MaxFrameBytes: limit})
-		host := dial(t, te.url)
-		host.register("big::echo")
-		caller := dial(t, te.url)
+		te := enginetest.New(t, engine.Options{MaxFrameBytes: limit})
+		host := enginetest.Dial(t, te.URL)
+		host.Register("big::echo")
+		caller := enginetest.Dial(t, te.URL)
 
 		id := uuid.NewString()
 		call := bigCall(t, "big::echo", id, limit+1)
-		caller.sendFragmented(call)
-		res := caller.expect("invocationresult")
+		caller.SendFragmented(call)
+		res := caller.Expect("invocationresult")
 		msg, _ := res["error"].(map[string]any)["message"].(string)
-		if res["invocation_id"] != id || errCode(res) != "payload_too_large" ||
+		if res["invocation_id"] != id || enginetest.ErrCode(res) != "payload_too_large" ||
 			!strings.Contains(msg, "big::echo") || !strings.Contains(msg, "1048577 bytes") || !strings.Contains(msg, "engine.max_frame_bytes") {
 			t.Errorf("over-limit call answered %v, want payload_too_large naming the function, size and key", res)
 		}
-		caller.quiet() // still connected
-		host.quiet()   // and nothing was routed
+		caller.Quiet() // still connected
+		host.Quiet()   // and nothing was routed
 
 		id = uuid.NewString()
-		caller.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "big::echo", "data": "small"})
-		inv := host.expect("invokefunction")
+		caller.Send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "big::echo", "data": "small"})
+		inv := host.Expect("invokefunction")
 		// The result names its ids after the payload, as the Python SDK's do.
-		host.sendFragmented(map[string]any{"type": "invocationresult", "result": strings.Repeat("y", limit),
+		host.SendFragmented(map[string]any{"type": "invocationresult", "result": strings.Repeat("y", limit),
 			"invocation_id": inv["invocation_id"], "function_id": "big::echo"})
-		res = caller.expect("invocationresult")
+		res = caller.Expect("invocationresult")
 		msg, _ = res["error"].(map[string]any)["message"].(string)
-		if res["invocation_id"] != id || errCode(res) != "payload_too_large" || !strings.Contains(msg, "result of big::echo") {
+		if res["invocation_id"] != id || enginetest.ErrCode(res) != "payload_too_large" || !strings.Contains(msg, "result of big::echo") {
 			t.Errorf("over-limit result answered %v, want payload_too_large for the result of big::echo", res)
 		}
-		host.quiet()
+		host.Quiet()
 		if d := te.Dropped()[engine.DropTooLarge]; d != 2 {
 			t.Errorf("dropped %s = %d, want 2", engine.DropTooLarge, d)
 		}
 	})
 
 	t.Run("far over the limit closes with 1009", func(t *testing.T) {
-		te := startEngine(t, engine.Options{MaxFrameBytes: 64 << 10})
-		w := dial(t, te.url)
+		te := enginetest.New(t, engine.Options{MaxFrameBytes: 64 << 10})
+		w := enginetest.Dial(t, te.URL)
 		// The engine may close before the whole message is written.
-		_ = w.writeFragmented(bigCall(t, "x::y", uuid.NewString(), 300<<10))
+		_ = w.WriteFragmented(bigCall(t, "x::y", uuid.NewString(), 300<<10))
 		// As in TestBadInput, the kernel may answer the unread rest with
 		// a reset that arrives before the close frame (-1).
-		if code := w.closed(10 * time.Second); code != websocket.StatusMessageTooBig && code != -1 {
+		if code := w.Closed(10 * time.Second); code != websocket.StatusMessageTooBig && code != -1 {
 			t.Errorf("close code %v, want 1009", code)
 		}
-		waitFor(t, "the sender removed", func() bool { _, err := te.InFlight(w.id); return err != nil })
+		enginetest.WaitFor(t, "the sender removed", func() bool { _, err := te.InFlight(w.ID); return err != nil })
 	})
 
 	t.Run("64 MiB + 1 is refused at the default limit; over 64 MiB is not sent to a large-messages.v1 worker", func(t *testing.T) {
 		if raceEnabled {
 			t.Skip("64 MiB of JSON takes minutes under the race detector; the limit itself is tested at 1 MiB above")
 		}
-		te := startEngine(t, engine.Options{})
-		caller := dial(t, te.url)
+		te := enginetest.New(t, engine.Options{})
+		caller := enginetest.Dial(t, te.URL)
 		id := uuid.NewString()
-		caller.sendFragmented(bigCall(t, "big::echo", id, engine.MaxMessageBytes+1))
-		res := caller.expect("invocationresult")
-		if errCode(res) != "payload_too_large" || !strings.Contains(res["error"].(map[string]any)["message"].(string), "67108865 bytes") {
+		caller.SendFragmented(bigCall(t, "big::echo", id, engine.MaxMessageBytes+1))
+		res := caller.Expect("invocationresult")
+		if enginetest.ErrCode(res) != "payload_too_large" || !strings.Contains(res["error"].(map[string]any)["message"].(string), "67108865 bytes") {
 			t.Errorf("64 MiB + 1: %v, want payload_too_large naming 67108865 bytes", res["error"])
 		}
 
-		te = startEngine(t, engine.Options{MaxFrameBytes: 2 * engine.MaxMessageBytes})
-		host := dial(t, te.url)
-		host.declare(map[string]any{"name": "host", "features": []string{"large-messages.v1"}})
-		host.register("big::echo")
-		caller = dial(t, te.url)
+		te = enginetest.New(t, engine.Options{MaxFrameBytes: 2 * engine.MaxMessageBytes})
+		host := enginetest.Dial(t, te.URL)
+		host.Declare(map[string]any{"name": "host", "features": []string{"large-messages.v1"}})
+		host.Register("big::echo")
+		caller = enginetest.Dial(t, te.URL)
 		// Exactly 64 MiB from the caller: the engine's envelope towards
 		// the host (traceparent, baggage) is larger than the host reads.
-		caller.sendFragmented(bigCall(t, "big::echo", id, engine.MaxMessageBytes))
-		res = caller.expect("invocationresult")
-		if errCode(res) != "payload_too_large" || !strings.Contains(res["error"].(map[string]any)["message"].(string), host.id) {
+		caller.SendFragmented(bigCall(t, "big::echo", id, engine.MaxMessageBytes))
+		res = caller.Expect("invocationresult")
+		if enginetest.ErrCode(res) != "payload_too_large" || !strings.Contains(res["error"].(map[string]any)["message"].(string), host.ID) {
 			t.Errorf("64 MiB to a large-messages.v1 worker: %v, want payload_too_large naming the worker", res["error"])
 		}
-		host.quiet() // nothing reached it, and it is still connected
+		host.Quiet() // nothing reached it, and it is still connected
 	})
 
 	t.Run("x-iii-capabilities: tcp-nodelay on the upgrade", func(t *testing.T) {
-		te := startEngine(t, engine.Options{})
-		ws, resp, err := dialOpts(t, te.url, nil)
+		te := enginetest.New(t, engine.Options{})
+		ws, resp, err := enginetest.DialRaw(t, te.URL, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,19 +10,20 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/event"
 )
 
 // obsWorker is a raw worker that can wait for one frame type while frames
 // of other types pile up for later.
 type obsWorker struct {
-	*rawWorker
+	*enginetest.Worker
 	held []map[string]any
 }
 
 func obsDial(t *testing.T, url string, features ...string) *obsWorker {
 	t.Helper()
-	w := &obsWorker{rawWorker: dial(t, url)}
+	w := &obsWorker{Worker: enginetest.Dial(t, url)}
 	if len(features) > 0 {
 		w.declare(features...)
 	}
@@ -31,15 +32,15 @@ func obsDial(t *testing.T, url string, features ...string) *obsWorker {
 
 // declare sends engine::workers::register as the 0.25 SDKs do.
 func (w *obsWorker) declare(features ...string) {
-	w.t.Helper()
-	w.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
-		"data": map[string]any{"name": "w-" + w.id[:8], "runtime": "test", "features": features}})
+	w.T().Helper()
+	w.Send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
+		"data": map[string]any{"name": "w-" + w.ID[:8], "runtime": "test", "features": features}})
 }
 
 // want returns the first frame of type typ that pred accepts (nil pred:
 // any), held or new; other frames are held.
 func (w *obsWorker) want(typ string, pred func(map[string]any) bool) map[string]any {
-	w.t.Helper()
+	w.T().Helper()
 	ok := func(m map[string]any) bool { return m["type"] == typ && (pred == nil || pred(m)) }
 	for i, m := range w.held {
 		if ok(m) {
@@ -51,9 +52,9 @@ func (w *obsWorker) want(typ string, pred func(map[string]any) bool) map[string]
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
-			w.t.Fatalf("no %s frame within 5s; held %v", typ, w.held)
+			w.T().Fatalf("no %s frame within 5s; held %v", typ, w.held)
 		}
-		m := w.next(left)
+		m := w.Next(left)
 		if ok(m) {
 			return m
 		}
@@ -64,10 +65,10 @@ func (w *obsWorker) want(typ string, pred func(map[string]any) bool) map[string]
 // none asserts that no frame of type typ is held or arrives before a ping
 // round trip.
 func (w *obsWorker) none(typ string) {
-	w.t.Helper()
-	w.send(`{"type":"ping"}`)
+	w.T().Helper()
+	w.Send(`{"type":"ping"}`)
 	for {
-		m := w.next(5 * time.Second)
+		m := w.Next(5 * time.Second)
 		if m["type"] == "pong" {
 			break
 		}
@@ -75,42 +76,42 @@ func (w *obsWorker) none(typ string) {
 	}
 	for _, m := range w.held {
 		if m["type"] == typ {
-			w.t.Fatalf("unexpected %s frame %v", typ, m)
+			w.T().Fatalf("unexpected %s frame %v", typ, m)
 		}
 	}
 }
 
-// register registers fn and waits until the engine handled it (a
+// Register registers fn and waits until the engine handled it (a
 // functionregistered, if any, is held).
-func (w *obsWorker) register(fn string) {
-	w.t.Helper()
-	w.send(map[string]any{"type": "registerfunction", "id": fn})
+func (w *obsWorker) Register(fn string) {
+	w.T().Helper()
+	w.Send(map[string]any{"type": "registerfunction", "id": fn})
 	w.none("registrationrejected")
 }
 
 func (w *obsWorker) observe(m map[string]any) map[string]any {
-	w.t.Helper()
+	w.T().Helper()
 	m["type"] = "observe"
 	if m["id"] == nil {
 		m["id"] = uuid.NewString()
 	}
-	w.send(m)
+	w.Send(m)
 	id := m["id"]
 	return w.want("observeresult", func(r map[string]any) bool { return r["id"] == id })
 }
 
 func (w *obsWorker) state(id string) map[string]any {
-	w.t.Helper()
+	w.T().Helper()
 	return w.want("observerstatechanged", func(r map[string]any) bool { return r["id"] == id })
 }
 
 // answer answers one invokefunction with result.
 func (w *obsWorker) answer(inv map[string]any, result any) {
-	w.send(map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": inv["function_id"], "result": result})
+	w.Send(map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": inv["function_id"], "result": result})
 }
 
 func (w *obsWorker) invoked(fn string) map[string]any {
-	w.t.Helper()
+	w.T().Helper()
 	return w.want("invokefunction", func(m map[string]any) bool { return m["function_id"] == fn })
 }
 
@@ -130,16 +131,16 @@ func asJSON(v any) string {
 }
 
 func TestObserveRoutedCalls(t *testing.T) {
-	te := startEngine(t, engine.Options{})
+	te := enginetest.New(t, engine.Options{})
 	// With a subscriber the router also publishes invocation events: the
 	// observers must still see the calls.
 	sub := te.Events().Subscribe(1024)
 	defer sub.Close()
-	host := obsDial(t, te.url) // a 0.22 host: the engine evaluates its calls
-	host.register("obs::charge")
-	observer := obsDial(t, te.url, "observe.v1")
-	observer.register("obs::alert")
-	caller := obsDial(t, te.url)
+	host := obsDial(t, te.URL) // a 0.22 host: the engine evaluates its calls
+	host.Register("obs::charge")
+	observer := obsDial(t, te.URL, "observe.v1")
+	observer.Register("obs::alert")
+	caller := obsDial(t, te.URL)
 
 	res := observer.observe(map[string]any{
 		"source":   map[string]any{"function_id": "obs::charge", "filters": map[string]any{"input.amount": map[string]any{"$gte": 500}, "output.charged": map[string]any{"$exists": true}}},
@@ -152,7 +153,7 @@ func TestObserveRoutedCalls(t *testing.T) {
 	}
 
 	for _, amount := range []int{100, 900} {
-		caller.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "obs::charge", "data": map[string]any{"amount": amount}})
+		caller.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "obs::charge", "data": map[string]any{"amount": amount}})
 		inv := host.invoked("obs::charge")
 		host.answer(inv, map[string]any{"charged": amount})
 		caller.want("invocationresult", nil)
@@ -169,8 +170,8 @@ func TestObserveRoutedCalls(t *testing.T) {
 	caller1, _ := env["caller"].(map[string]any)
 	if env["observer_id"] != id || env["function_id"] != "obs::charge" || env["status"] != "success" ||
 		asJSON(env["input"]) != `{"amount":900}` || asJSON(env["output"]) != `{"charged":900}` ||
-		caller1["worker_id"] != caller.id || env["started_at_ms"] == nil || env["activation_id"] != a["activation_id"] {
-		t.Errorf("envelope %s: want observer %s, input {amount 900} without _caller_worker_id, output, caller %s", asJSON(env), id, caller.id)
+		caller1["worker_id"] != caller.ID || env["started_at_ms"] == nil || env["activation_id"] != a["activation_id"] {
+		t.Errorf("envelope %s: want observer %s, input {amount 900} without _caller_worker_id, output, caller %s", asJSON(env), id, caller.ID)
 	}
 	observer.answer(act, nil)
 	observer.none("invokefunction") // the call of 100 did not match
@@ -185,7 +186,7 @@ func TestObserveRoutedCalls(t *testing.T) {
 	}
 
 	// engine::observers::get shows the filters in normal form.
-	got := caller.call("engine::observers::get", map[string]any{"id": id}, uuid.NewString())
+	got := caller.Call("engine::observers::get", map[string]any{"id": id}, uuid.NewString())
 	shown, _ := got["result"].(map[string]any)["observer"].(map[string]any)
 	if asJSON(shown["filters"]) != `{"$and":[{"input.amount":{"$gte":500}},{"output.charged":{"$exists":true}}]}` || shown["state"] != "active" || shown["fires"] != float64(1) {
 		t.Errorf("engine::observers::get = %v", got)
@@ -194,27 +195,27 @@ func TestObserveRoutedCalls(t *testing.T) {
 		t.Errorf("Snapshot().Observers = %+v", snap.Observers)
 	}
 	// engine::snapshot (what iii tui reads) lists it as source → target.
-	if got := asJSON(caller.call("engine::snapshot", nil, uuid.NewString())["result"]); !strings.Contains(got,
+	if got := asJSON(caller.Call("engine::snapshot", nil, uuid.NewString())["result"]); !strings.Contains(got,
 		`"fires":1,`) || !strings.Contains(got, `"source":"obs::charge","state":"active","target":"obs::alert"`) {
 		t.Errorf("engine::snapshot observers: %s", got)
 	}
 
-	observer.send(map[string]any{"type": "unobserve", "id": id})
+	observer.Send(map[string]any{"type": "unobserve", "id": id})
 	if m := observer.state(id); m["state"] != "disposed" || reasonCode(m) != "UNOBSERVED" {
 		t.Errorf("after unobserve: %v, want disposed UNOBSERVED", m)
 	}
-	if r := caller.call("engine::observers::get", map[string]any{"id": id}, uuid.NewString()); errCode(r) != "OBSERVER_NOT_FOUND" {
+	if r := caller.Call("engine::observers::get", map[string]any{"id": id}, uuid.NewString()); enginetest.ErrCode(r) != "OBSERVER_NOT_FOUND" {
 		t.Errorf("get after dispose = %v, want OBSERVER_NOT_FOUND", r)
 	}
 }
 
 func TestObserveHostHandshakeAndV2(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	host := obsDial(t, te.url)
+	te := enginetest.New(t, engine.Options{})
+	host := obsDial(t, te.URL)
 	// Registration before the declaration, as the SDKs replay it.
-	host.send(map[string]any{"type": "registerfunction", "id": "obs::topics", "private": true,
+	host.Send(map[string]any{"type": "registerfunction", "id": "obs::topics", "private": true,
 		"args_format": map[string]any{"type": "object", "required": []string{"topic"}, "properties": map[string]any{"topic": map[string]any{"type": "string"}}}})
-	host.send(map[string]any{"type": "registerfunction", "id": "obs::bad", "args_format": map[string]any{"type": "thing"}})
+	host.Send(map[string]any{"type": "registerfunction", "id": "obs::bad", "args_format": map[string]any{"type": "thing"}})
 	rej := host.want("registrationrejected", nil)
 	if rej["code"] != "INVALID_ARGS_FORMAT" || rej["function_id"] != "obs::bad" {
 		t.Errorf("registrationrejected %v, want INVALID_ARGS_FORMAT for obs::bad", rej)
@@ -224,12 +225,12 @@ func TestObserveHostHandshakeAndV2(t *testing.T) {
 	if fr["id"] != "obs::topics" || fr["local_dispatch"] != true || fr["namespace"] != "default" || asJSON(fr["observers"]) != "[]" {
 		t.Errorf("functionregistered %v", fr)
 	}
-	observer := obsDial(t, te.url, "observe.v1")
-	observer.register("obs::a")
-	caller := obsDial(t, te.url)
+	observer := obsDial(t, te.URL, "observe.v1")
+	observer.Register("obs::a")
+	caller := obsDial(t, te.URL)
 
 	// target must be an object: the frame is malformed, dropped and counted.
-	observer.send(map[string]any{"type": "observe", "id": "m", "source": map[string]any{"function_id": "obs::topics"}, "target": "x"})
+	observer.Send(map[string]any{"type": "observe", "id": "m", "source": map[string]any{"function_id": "obs::topics"}, "target": "x"})
 	observer.none("observeresult")
 	r := observer.observe(map[string]any{"source": map[string]any{"function_id": "obs::topics", "args": map[string]any{}}, "target": map[string]any{"function_id": "obs::a"}})
 	if r["state"] != "error" || reasonCode(r) != "INVALID_ARGS" {
@@ -247,25 +248,25 @@ func TestObserveHostHandshakeAndV2(t *testing.T) {
 		asJSON(view["capture"]) != `["input","output","caller"]` || view["on"] != "success" || view["metadata"] != nil {
 		t.Errorf("observeradded %v", added)
 	}
-	host.send(map[string]any{"type": "observerack", "function_id": "obs::topics", "id": id, "revision": added["revision"]})
+	host.Send(map[string]any{"type": "observerack", "function_id": "obs::topics", "id": id, "revision": added["revision"]})
 	if m := observer.state(id); m["state"] != "active" {
 		t.Fatalf("after the ack: %v, want active", m)
 	}
 
 	// Private: only the host may call it.
-	if res := caller.call("obs::topics", map[string]any{"topic": "a"}, uuid.NewString()); errCode(res) != "FORBIDDEN" {
+	if res := caller.Call("obs::topics", map[string]any{"topic": "a"}, uuid.NewString()); enginetest.ErrCode(res) != "FORBIDDEN" {
 		t.Errorf("call of a private function from another worker = %v, want FORBIDDEN", res)
 	}
 	// The host's routed calls: matched [] activates nothing, matched [id]
 	// activates, delivered activates nothing; the fields never reach the caller.
 	for i, report := range []map[string]any{{"matched": []string{}}, {"matched": []string{id}}, {"delivered": true}} {
-		host.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "obs::topics", "data": map[string]any{"topic": "a", "n": i}})
+		host.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "obs::topics", "data": map[string]any{"topic": "a", "n": i}})
 		inv := host.invoked("obs::topics")
 		res := map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": "obs::topics", "result": map[string]any{"n": i}}
 		for k, v := range report {
 			res[k] = v
 		}
-		host.send(res)
+		host.Send(res)
 		got := host.want("invocationresult", nil)
 		if _, leaked := got["matched"]; leaked || got["delivered"] != nil {
 			t.Errorf("result forwarded with the host's report: %v", got)
@@ -280,7 +281,7 @@ func TestObserveHostHandshakeAndV2(t *testing.T) {
 
 	// A call through the observer: the payload as given, the observer's
 	// metadata, the target's result back to the host.
-	host.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "obs::a", "data": map[string]any{"path": "/x"},
+	host.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "obs::a", "data": map[string]any{"path": "/x"},
 		"activation": map[string]any{"observer_id": id}})
 	through := observer.invoked("obs::a")
 	if asJSON(through["data"]) != `{"path":"/x"}` || asJSON(through["metadata"]) != `{"route":1}` {
@@ -290,14 +291,14 @@ func TestObserveHostHandshakeAndV2(t *testing.T) {
 	if res := host.want("invocationresult", nil); asJSON(res["result"]) != `{"status":200}` {
 		t.Errorf("call through the observer answered %v", res)
 	}
-	caller.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "obs::a", "data": 1, "activation": map[string]any{"observer_id": id}})
-	if res := caller.want("invocationresult", nil); errCode(res) != "NOT_FUNCTION_OWNER" {
+	caller.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "obs::a", "data": 1, "activation": map[string]any{"observer_id": id}})
+	if res := caller.want("invocationresult", nil); enginetest.ErrCode(res) != "NOT_FUNCTION_OWNER" {
 		t.Errorf("call through another worker's observer = %v, want NOT_FUNCTION_OWNER", res)
 	}
 
 	// A late rejection puts the observer in error; the engine keeps it
 	// until unobserve.
-	host.send(map[string]any{"type": "observerack", "function_id": "obs::topics", "id": id, "revision": added["revision"],
+	host.Send(map[string]any{"type": "observerack", "function_id": "obs::topics", "id": id, "revision": added["revision"],
 		"error": map[string]any{"code": "TOPIC_FORBIDDEN", "message": "not this one"}})
 	if m := observer.state(id); m["state"] != "error" || reasonCode(m) != "TOPIC_FORBIDDEN" {
 		t.Errorf("after a late rejection: %v, want error TOPIC_FORBIDDEN", m)
@@ -305,20 +306,20 @@ func TestObserveHostHandshakeAndV2(t *testing.T) {
 	if m := host.want("observerremoved", nil); m["id"] != id {
 		t.Errorf("observerremoved %v", m)
 	}
-	host.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "obs::a", "data": 1, "activation": map[string]any{"observer_id": id}})
-	if res := host.want("invocationresult", nil); errCode(res) != "OBSERVER_NOT_ACTIVE" {
+	host.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "obs::a", "data": 1, "activation": map[string]any{"observer_id": id}})
+	if res := host.want("invocationresult", nil); enginetest.ErrCode(res) != "OBSERVER_NOT_ACTIVE" {
 		t.Errorf("call through an observer in error = %v, want OBSERVER_NOT_ACTIVE", res)
 	}
 }
 
 func TestObservePolicies(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	host := obsDial(t, te.url)
-	host.register("pol::src")
-	observer := obsDial(t, te.url, "observe.v1")
-	observer.register("pol::t")
+	te := enginetest.New(t, engine.Options{})
+	host := obsDial(t, te.URL)
+	host.Register("pol::src")
+	observer := obsDial(t, te.URL, "observe.v1")
+	observer.Register("pol::t")
 	call := func(n int) {
-		host.send(map[string]any{"type": "invokefunction", "function_id": "pol::src", "data": map[string]any{"n": n}, "action": map[string]any{"type": "void"}})
+		host.Send(map[string]any{"type": "invokefunction", "function_id": "pol::src", "data": map[string]any{"n": n}, "action": map[string]any{"type": "void"}})
 		host.answer(host.invoked("pol::src"), map[string]any{"n": n})
 	}
 
@@ -364,7 +365,7 @@ func TestObservePolicies(t *testing.T) {
 		observer.none("invokefunction") // the second waits for the first
 		observer.answer(first, nil)
 		observer.answer(observer.invoked("pol::t"), nil)
-		observer.send(map[string]any{"type": "unobserve", "id": id})
+		observer.Send(map[string]any{"type": "unobserve", "id": id})
 		observer.state(id)
 	})
 
@@ -372,7 +373,7 @@ func TestObservePolicies(t *testing.T) {
 		r := observer.observe(map[string]any{"source": map[string]any{"function_id": "pol::src"}, "target": map[string]any{"function_id": "pol::t"}})
 		id := r["id"].(string)
 		for _, depth := range []int{engine.MaxObserveDepth - 1, engine.MaxObserveDepth} {
-			host.send(map[string]any{"type": "invokefunction", "function_id": "pol::src", "data": 1, "observe_depth": depth, "action": map[string]any{"type": "void"}})
+			host.Send(map[string]any{"type": "invokefunction", "function_id": "pol::src", "data": 1, "observe_depth": depth, "action": map[string]any{"type": "void"}})
 			host.answer(host.invoked("pol::src"), 1)
 		}
 		act := observer.invoked("pol::t")
@@ -388,15 +389,15 @@ func TestObservePolicies(t *testing.T) {
 }
 
 func TestObserveBadInputAndLifecycle(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	host := obsDial(t, te.url)
-	host.send(map[string]any{"type": "registerfunction", "id": "bad::src",
+	te := enginetest.New(t, engine.Options{})
+	host := obsDial(t, te.URL)
+	host.Send(map[string]any{"type": "registerfunction", "id": "bad::src",
 		"request_format": map[string]any{"type": "object", "properties": map[string]any{"amount": map[string]any{"type": "number"}}, "additionalProperties": false}})
-	host.send(map[string]any{"type": "registerfunction", "id": "bad::closed", "observe": map[string]any{"allow": false}})
-	host.quiet()
-	observer := obsDial(t, te.url, "observe.v1")
-	target := obsDial(t, te.url)
-	target.register("bad::t")
+	host.Send(map[string]any{"type": "registerfunction", "id": "bad::closed", "observe": map[string]any{"allow": false}})
+	host.Quiet()
+	observer := obsDial(t, te.URL, "observe.v1")
+	target := obsDial(t, te.URL)
+	target.Register("bad::t")
 	src := func(extra map[string]any) map[string]any {
 		s := map[string]any{"function_id": "bad::src"}
 		for k, v := range extra {
@@ -428,14 +429,14 @@ func TestObserveBadInputAndLifecycle(t *testing.T) {
 	if w, _ := r["warnings"].([]any); r["state"] != "pending" || len(w) != 1 || !strings.Contains(w[0].(string), "bad::later") {
 		t.Errorf("observe of a missing function: %v, want pending with a warning", r)
 	}
-	late := obsDial(t, te.url)
-	late.register("bad::later")
+	late := obsDial(t, te.URL)
+	late.Register("bad::later")
 	if m := observer.state(lateID); m["state"] != "active" {
 		t.Errorf("once the function is registered: %v, want active", m)
 	}
 
 	// An id held by another connection.
-	other := obsDial(t, te.url, "observe.v1")
+	other := obsDial(t, te.URL, "observe.v1")
 	if r := other.observe(map[string]any{"id": lateID, "source": src(nil), "target": tgt}); reasonCode(r) != "OBSERVER_ID_CONFLICT" {
 		t.Errorf("observe under a held id: %v, want OBSERVER_ID_CONFLICT", r)
 	}
@@ -445,41 +446,41 @@ func TestObserveBadInputAndLifecycle(t *testing.T) {
 	}
 
 	// The target leaves: suspended; back: active.
-	target.ws.CloseNow()
+	target.Conn.CloseNow()
 	if m := observer.state(lateID); m["state"] != "suspended" || reasonCode(m) != "TARGET_UNAVAILABLE" {
 		t.Errorf("target gone: %v, want suspended TARGET_UNAVAILABLE", m)
 	}
-	back := obsDial(t, te.url)
-	back.register("bad::t")
+	back := obsDial(t, te.URL)
+	back.Register("bad::t")
 	if m := observer.state(lateID); m["state"] != "active" {
 		t.Errorf("target back: %v, want active", m)
 	}
 
 	// The observing connection closes: its observers go.
-	observer.ws.CloseNow()
-	waitFor(t, "the observer to be disposed", func() bool { return len(te.Observers()) == 0 })
+	observer.Conn.CloseNow()
+	enginetest.WaitFor(t, "the observer to be disposed", func() bool { return len(te.Observers()) == 0 })
 }
 
 func TestObserveLocalDispatchReports(t *testing.T) {
-	te := startEngine(t, engine.Options{})
+	te := enginetest.New(t, engine.Options{})
 	sub := te.Events().Subscribe(256)
 	defer sub.Close()
-	host := obsDial(t, te.url)
-	host.register("loc::f")
+	host := obsDial(t, te.URL)
+	host.Register("loc::f")
 	host.declare("observe.v1", "local-dispatch.v1")
 	if fr := host.want("functionregistered", nil); fr["local_dispatch"] != true {
 		t.Fatalf("functionregistered %v, want local_dispatch", fr)
 	}
-	observer := obsDial(t, te.url, "observe.v1")
-	observer.register("loc::t")
+	observer := obsDial(t, te.URL, "observe.v1")
+	observer.Register("loc::t")
 	r := observer.observe(map[string]any{"source": map[string]any{"function_id": "loc::f", "capture": []string{"input", "output"}}, "target": map[string]any{"function_id": "loc::t"}})
 	id := r["id"].(string)
 	added := host.want("observeradded", nil)
-	host.send(map[string]any{"type": "observerack", "function_id": "loc::f", "id": id, "revision": added["revision"]})
+	host.Send(map[string]any{"type": "observerack", "function_id": "loc::f", "id": id, "revision": added["revision"]})
 	observer.state(id)
 
 	inv := uuid.NewString()
-	host.send(map[string]any{"type": "invocationsobserved", "items": []map[string]any{
+	host.Send(map[string]any{"type": "invocationsobserved", "items": []map[string]any{
 		{"function_id": "loc::f", "invocation_id": inv, "matched": []string{id}, "status": "success", "input": map[string]any{"n": 1},
 			"output_is_input": true, "started_at_ms": time.Now().UnixMilli(), "duration_ms": 0.2, "observe_depth": 0},
 		{"function_id": "loc::f", "invocation_id": uuid.NewString(), "matched": []string{"no-such-observer"}, "status": "success", "started_at_ms": 1, "duration_ms": 0},
@@ -490,7 +491,7 @@ func TestObserveLocalDispatchReports(t *testing.T) {
 		t.Errorf("activation of a local call: %s", asJSON(env))
 	}
 	observer.answer(act, nil)
-	host.send(map[string]any{"type": "localinvocationstats", "window_ms": 10000, "functions": []map[string]any{{"function_id": "loc::f", "count": 5, "errors": 1, "duration_ms_sum": 2.5}},
+	host.Send(map[string]any{"type": "localinvocationstats", "window_ms": 10000, "functions": []map[string]any{{"function_id": "loc::f", "count": 5, "errors": 1, "duration_ms_sum": 2.5}},
 		"dropped_reports": []any{}})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

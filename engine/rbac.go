@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/iii-workbench/iii/engine/internal/wildcard"
 	"net"
 	"net/http"
 	"reflect"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
+
+	"github.com/iii-workbench/iii/engine/internal/wildcard"
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
@@ -22,8 +23,8 @@ import (
 
 // Error codes of RBAC (spec §1.5, §3.1).
 const (
-	CodeForbidden = "FORBIDDEN"
-	CodeAuthError = "AUTH_ERROR"
+	CodeForbidden = protocol.CodeForbidden
+	CodeAuthError = protocol.CodeAuthError
 )
 
 // RBAC is a listener's access control (iii's iii-worker-manager `rbac`

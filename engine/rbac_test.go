@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
 
@@ -82,7 +83,7 @@ func fixed(v string) engine.Handler {
 // refusal dials url and expects the AUTH_ERROR frame, then a close.
 func refusal(t *testing.T, url string) string {
 	t.Helper()
-	ws, _, err := dialOpts(t, url, nil)
+	ws, _, err := enginetest.DialRaw(t, url, nil)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
@@ -165,7 +166,7 @@ func TestAuthInputAndSession(t *testing.T) {
 		RBAC: &engine.RBAC{AuthFunctionID: "auth", ExposeFunctions: []engine.FunctionFilter{{Match: "pub::*"}}}},
 		map[string]engine.Handler{"auth": auth, "mw": mw, "pub::x": fixed(`1`), "secret::allowed": fixed(`2`), "secret::other": fixed(`3`)})
 
-	ws, _, err := dialOpts(t, url+"/?token=a&token=b", &websocket.DialOptions{HTTPHeader: map[string][]string{"X-Api-Key": {"k1"}}})
+	ws, _, err := enginetest.DialRaw(t, url+"/?token=a&token=b", &websocket.DialOptions{HTTPHeader: map[string][]string{"X-Api-Key": {"k1"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,19 +177,19 @@ func TestAuthInputAndSession(t *testing.T) {
 	if got["ip_address"] != "127.0.0.1" || hdrs["x-api-key"] != "k1" || hdrs["upgrade"] != "websocket" || hdrs["host"] != strings.TrimPrefix(url, "ws://") || len(q["token"].([]any)) != 2 {
 		t.Fatalf("auth input %v", got)
 	}
-	w := dial(t, url)
+	w := enginetest.Dial(t, url)
 
 	for fn, want := range map[string]string{
 		"secret::other":     "FORBIDDEN",
 		"pub::nope":         "FORBIDDEN",
 		"engine::log::info": "FORBIDDEN",
 	} {
-		if code := errCode(w.call(fn, map[string]any{}, uuid.NewString())); code != want {
+		if code := enginetest.ErrCode(w.Call(fn, map[string]any{}, uuid.NewString())); code != want {
 			t.Errorf("call %s: code %q, want %q", fn, code, want)
 		}
 	}
 	// Allowed calls outside engine:: go to the middleware.
-	res := w.call("pub::x", map[string]any{"a": 1}, uuid.NewString())
+	res := w.Call("pub::x", map[string]any{"a": 1}, uuid.NewString())
 	if r, _ := res["result"].(map[string]any); r["via"] != "middleware" || res["function_id"] != "pub::x" {
 		t.Fatalf("middleware result %v", res)
 	}
@@ -197,13 +198,13 @@ func TestAuthInputAndSession(t *testing.T) {
 	if mwIn["function_id"] != "pub::x" || mwIn["context"].(map[string]any)["tenant"] != "acme" || mwIn["payload"].(map[string]any)["a"] != 1.0 {
 		t.Fatalf("middleware input %v", mwIn)
 	}
-	if res := w.call("engine::functions::list", map[string]any{}, uuid.NewString()); errCode(res) != "FORBIDDEN" {
+	if res := w.Call("engine::functions::list", map[string]any{}, uuid.NewString()); enginetest.ErrCode(res) != "FORBIDDEN" {
 		t.Fatalf("engine::functions::list not exposed: %v", res)
 	}
 
 	// The prefix: registered as acme::mine, invoked under the worker's own id.
-	w.register("mine")
-	waitFor(t, "acme::mine", func() bool {
+	w.Register("mine")
+	enginetest.WaitFor(t, "acme::mine", func() bool {
 		for _, f := range eng.Snapshot().Functions {
 			if f.ID == "acme::mine" {
 				return true
@@ -216,15 +217,15 @@ func TestAuthInputAndSession(t *testing.T) {
 		_, err := eng.Invoke(context.Background(), engine.Request{FunctionID: "acme::mine"})
 		done <- err
 	}()
-	if inv := w.serveOnce("ok", nil); inv["function_id"] != "mine" {
+	if inv := w.ServeOnce("ok", nil); inv["function_id"] != "mine" {
 		t.Fatalf("worker invoked as %v, want mine", inv["function_id"])
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	// Trigger type registration is opt-in with an auth function.
-	w.send(map[string]any{"type": "registertriggertype", "id": "tt", "description": "x"})
-	w.quiet()
+	w.Send(map[string]any{"type": "registertriggertype", "id": "tt", "description": "x"})
+	w.Quiet()
 	for _, tt := range eng.Snapshot().TriggerTypes {
 		if tt.ID == "tt" {
 			t.Fatal("trigger type registered without allow_trigger_type_registration")
@@ -256,10 +257,10 @@ func TestRegistrationHooks(t *testing.T) {
 		OnFunctionRegistrationFunctionID: "fnhook", OnTriggerRegistrationFunctionID: "trhook",
 		ExposeFunctions: []engine.FunctionFilter{{Match: "*"}}}},
 		map[string]engine.Handler{"fnhook": fnHook, "trhook": trHook})
-	w := dial(t, url)
-	w.register("deny")
-	w.register("rename")
-	w.register("keep")
+	w := enginetest.Dial(t, url)
+	w.Register("deny")
+	w.Register("rename")
+	w.Register("keep")
 	fns := map[string]engine.FunctionInfo{}
 	for _, f := range eng.Snapshot().Functions {
 		fns[f.ID] = f
@@ -273,20 +274,20 @@ func TestRegistrationHooks(t *testing.T) {
 	if _, ok := fns["keep"]; !ok {
 		t.Error("accepted registration missing")
 	}
-	if res := w.call("deny", nil, uuid.NewString()); errCode(res) != "function_not_found" ||
+	if res := w.Call("deny", nil, uuid.NewString()); enginetest.ErrCode(res) != "function_not_found" ||
 		!strings.Contains(res["error"].(map[string]any)["message"].(string), "refused") {
 		t.Errorf("call of a refused function: %v", res)
 	}
 
 	// No auth function: trigger types may be registered.
-	w.send(map[string]any{"type": "registertriggertype", "id": "tt", "description": "x"})
-	w.send(map[string]any{"type": "registertrigger", "id": "t1", "trigger_type": "tt", "function_id": "deny", "config": map[string]any{}})
-	res := w.expect("triggerregistrationresult")
-	if errCode(res) != "trigger_registration_failed" || !strings.Contains(res["error"].(map[string]any)["message"].(string), "not this one") {
+	w.Send(map[string]any{"type": "registertriggertype", "id": "tt", "description": "x"})
+	w.Send(map[string]any{"type": "registertrigger", "id": "t1", "trigger_type": "tt", "function_id": "deny", "config": map[string]any{}})
+	res := w.Expect("triggerregistrationresult")
+	if enginetest.ErrCode(res) != "trigger_registration_failed" || !strings.Contains(res["error"].(map[string]any)["message"].(string), "not this one") {
 		t.Fatalf("trigger hook denial: %v", res)
 	}
-	w.send(map[string]any{"type": "registertrigger", "id": "t2", "trigger_type": "tt", "function_id": "keep", "config": map[string]any{}})
-	reg := w.expect("registertrigger")
+	w.Send(map[string]any{"type": "registertrigger", "id": "t2", "trigger_type": "tt", "function_id": "keep", "config": map[string]any{}})
+	reg := w.Expect("registertrigger")
 	if c, _ := reg["config"].(map[string]any); c["rewritten"] != true {
 		t.Fatalf("trigger hook rewrite: %v", reg)
 	}
@@ -307,12 +308,12 @@ func TestExtraListener(t *testing.T) {
 			t.Errorf("ServeListener: %v", err)
 		}
 	}()
-	r := dial(t, "ws://"+ln.Addr().String())
-	p := dial(t, plain)
-	if errCode(r.call("a::two", nil, uuid.NewString())) != "FORBIDDEN" || errCode(r.call("a::one", nil, uuid.NewString())) != "" {
+	r := enginetest.Dial(t, "ws://"+ln.Addr().String())
+	p := enginetest.Dial(t, plain)
+	if enginetest.ErrCode(r.Call("a::two", nil, uuid.NewString())) != "FORBIDDEN" || enginetest.ErrCode(r.Call("a::one", nil, uuid.NewString())) != "" {
 		t.Error("restricted listener: wrong rights")
 	}
-	if errCode(p.call("a::two", nil, uuid.NewString())) != "" {
+	if enginetest.ErrCode(p.Call("a::two", nil, uuid.NewString())) != "" {
 		t.Error("plain listener: a::two refused")
 	}
 }
@@ -321,19 +322,19 @@ func TestSessionTriggerTypes(t *testing.T) {
 	eng, url := rbacEngine(t, engine.ListenerOptions{RBAC: &engine.RBAC{AuthFunctionID: "auth",
 		ExposeFunctions: []engine.FunctionFilter{{Match: "engine::register_trigger"}}}},
 		map[string]engine.Handler{"auth": fixed(`{"allowed_trigger_types":["ok"],"function_registration_prefix":"p"}`)})
-	w := dial(t, url)
-	if res := w.call("engine::register_trigger", map[string]any{"trigger_type": "other", "function_id": "fn", "config": map[string]any{}}, uuid.NewString()); errCode(res) != "FORBIDDEN" {
+	w := enginetest.Dial(t, url)
+	if res := w.Call("engine::register_trigger", map[string]any{"trigger_type": "other", "function_id": "fn", "config": map[string]any{}}, uuid.NewString()); enginetest.ErrCode(res) != "FORBIDDEN" {
 		t.Errorf("engine::register_trigger of a type outside allowed_trigger_types: %v", res)
 	}
-	if res := w.call("engine::register_trigger", map[string]any{"trigger_type": "ok", "function_id": "fn", "config": map[string]any{}}, uuid.NewString()); errCode(res) != "" {
+	if res := w.Call("engine::register_trigger", map[string]any{"trigger_type": "ok", "function_id": "fn", "config": map[string]any{}}, uuid.NewString()); enginetest.ErrCode(res) != "" {
 		t.Fatalf("engine::register_trigger of an allowed type: %v", res)
 	}
-	w.send(map[string]any{"type": "registertrigger", "id": "t-other", "trigger_type": "other", "function_id": "fn", "config": map[string]any{}})
-	if res := w.expect("triggerregistrationresult"); errCode(res) != "trigger_registration_failed" {
+	w.Send(map[string]any{"type": "registertrigger", "id": "t-other", "trigger_type": "other", "function_id": "fn", "config": map[string]any{}})
+	if res := w.Expect("triggerregistrationresult"); enginetest.ErrCode(res) != "trigger_registration_failed" {
 		t.Errorf("registertrigger of a type outside allowed_trigger_types: %v", res)
 	}
-	w.send(map[string]any{"type": "registertrigger", "id": "t-ok", "trigger_type": "ok", "function_id": "fn", "config": map[string]any{}})
-	w.quiet()
+	w.Send(map[string]any{"type": "registertrigger", "id": "t-ok", "trigger_type": "ok", "function_id": "fn", "config": map[string]any{}})
+	w.Quiet()
 	var fns []string
 	for _, tr := range eng.Snapshot().Triggers {
 		fns = append(fns, tr.Type+"->"+tr.FunctionID)

@@ -338,6 +338,7 @@ func injectCaller(data json.RawMessage, workerID string) json.RawMessage {
 // It never waits for a worker: engine-made fire-and-forget calls (trigger
 // firings) are few and must not stall whoever fires them.
 func (e *Engine) dispatch(call Call, done func(outcome)) {
+	//lint:ignore SA1012 a nil ctx is route's way of saying: never wait for room
 	e.route(nil, nil, nil, call, done)
 }
 
@@ -448,7 +449,7 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 
 // runLocal runs an in-process handler in an engine-owned goroutine.
 func (e *Engine) runLocal(h Handler, call Call, finish func(outcome)) {
-	ok := e.goSafe(func() {
+	ok := e.group.Go(func() {
 		ctx, cancel := context.WithTimeout(e.ctx, e.opts.InvocationTimeout)
 		defer cancel()
 		res, err := h(ContextWithCall(ctx, &call), &call)

@@ -14,59 +14,60 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
 
 func TestCrossWorkerCall(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	a, b := dial(t, te.url), dial(t, te.url)
-	b.register("math::double")
+	te := enginetest.New(t, engine.Options{})
+	a, b := enginetest.Dial(t, te.URL), enginetest.Dial(t, te.URL)
+	b.Register("math::double")
 
 	id := uuid.NewString()
-	a.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "math::double",
+	a.Send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "math::double",
 		"data": map[string]any{"n": 21}, "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
-	inv := b.expect("invokefunction")
+	inv := b.Expect("invokefunction")
 	if inv["invocation_id"] != id {
 		t.Errorf("target got invocation_id %v, want the caller's %s", inv["invocation_id"], id)
 	}
 	data := inv["data"].(map[string]any)
-	if data["_caller_worker_id"] != a.id || data["n"] != float64(21) {
-		t.Errorf("target got data %v, want n=21 and _caller_worker_id=%s", data, a.id)
+	if data["_caller_worker_id"] != a.ID || data["n"] != float64(21) {
+		t.Errorf("target got data %v, want n=21 and _caller_worker_id=%s", data, a.ID)
 	}
 	if inv["traceparent"] == nil {
 		t.Errorf("traceparent not forwarded: %v", inv)
 	}
-	b.send(map[string]any{"type": "invocationresult", "invocation_id": id, "function_id": "math::double", "result": 42})
-	res := a.expect("invocationresult")
+	b.Send(map[string]any{"type": "invocationresult", "invocation_id": id, "function_id": "math::double", "result": 42})
+	res := a.Expect("invocationresult")
 	if res["invocation_id"] != id || res["result"] != float64(42) || res["function_id"] != "math::double" {
 		t.Errorf("caller got %v, want result 42 for %s", res, id)
 	}
 }
 
 func TestSameWorkerCall(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	a := dial(t, te.url)
-	a.register("self::echo")
+	te := enginetest.New(t, engine.Options{})
+	a := enginetest.Dial(t, te.URL)
+	a.Register("self::echo")
 	id := uuid.NewString()
-	a.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "self::echo", "data": "hi"})
-	inv := a.expect("invokefunction")
+	a.Send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "self::echo", "data": "hi"})
+	inv := a.Expect("invokefunction")
 	if inv["data"] != "hi" {
 		t.Errorf("non-object payload changed: got %v, want \"hi\"", inv["data"])
 	}
-	a.send(map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": "self::echo", "result": "hi"})
-	if res := a.expect("invocationresult"); res["result"] != "hi" {
+	a.Send(map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": "self::echo", "result": "hi"})
+	if res := a.Expect("invocationresult"); res["result"] != "hi" {
 		t.Errorf("got %v, want hi", res)
 	}
 }
 
 func TestHandlerErrorPassesThrough(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	a, b := dial(t, te.url), dial(t, te.url)
-	b.register("x::fails")
-	a.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "x::fails", "data": nil})
-	b.serveOnce(nil, map[string]any{"code": "invocation_failed", "message": "boom", "stacktrace": "at x.js:1"})
-	res := a.expect("invocationresult")
+	te := enginetest.New(t, engine.Options{})
+	a, b := enginetest.Dial(t, te.URL), enginetest.Dial(t, te.URL)
+	b.Register("x::fails")
+	a.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "x::fails", "data": nil})
+	b.ServeOnce(nil, map[string]any{"code": "invocation_failed", "message": "boom", "stacktrace": "at x.js:1"})
+	res := a.Expect("invocationresult")
 	e := res["error"].(map[string]any)
 	if e["code"] != "invocation_failed" || e["message"] != "boom" || e["stacktrace"] != "at x.js:1" {
 		t.Errorf("error not passed through unchanged: %v", e)
@@ -74,10 +75,10 @@ func TestHandlerErrorPassesThrough(t *testing.T) {
 }
 
 func TestUnknownFunction(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	a := dial(t, te.url)
-	res := a.call("nope::missing", map[string]any{}, uuid.NewString())
-	if errCode(res) != "function_not_found" {
+	te := enginetest.New(t, engine.Options{})
+	a := enginetest.Dial(t, te.URL)
+	res := a.Call("nope::missing", map[string]any{}, uuid.NewString())
+	if enginetest.ErrCode(res) != "function_not_found" {
 		t.Fatalf("got %v, want function_not_found", res)
 	}
 	if msg := res["error"].(map[string]any)["message"]; msg != "Function nope::missing not found" {
@@ -86,9 +87,9 @@ func TestUnknownFunction(t *testing.T) {
 }
 
 func TestFireAndForget(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	a, b := dial(t, te.url), dial(t, te.url)
-	b.register("log::it")
+	te := enginetest.New(t, engine.Options{})
+	a, b := enginetest.Dial(t, te.URL), enginetest.Dial(t, te.URL)
+	b.Register("log::it")
 	cases := []struct {
 		name  string
 		frame map[string]any
@@ -99,127 +100,127 @@ func TestFireAndForget(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			a.send(tc.frame)
-			inv := b.serveOnce("done", nil)
+			a.Send(tc.frame)
+			inv := b.ServeOnce("done", nil)
 			if _, err := uuid.Parse(fmt.Sprint(inv["invocation_id"])); err != nil {
 				t.Errorf("target must always get an invocation_id, got %v", inv["invocation_id"])
 			}
-			a.quiet() // no invocationresult for the caller
+			a.Quiet() // no invocationresult for the caller
 		})
 	}
 }
 
 func TestDisconnectMidCall(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	a, b := dial(t, te.url), dial(t, te.url)
-	b.register("slow::op")
+	te := enginetest.New(t, engine.Options{})
+	a, b := enginetest.Dial(t, te.URL), enginetest.Dial(t, te.URL)
+	b.Register("slow::op")
 	id := uuid.NewString()
-	a.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "slow::op", "data": nil})
-	b.expect("invokefunction")
-	b.ws.CloseNow()
-	res := a.expect("invocationresult")
-	if errCode(res) != "invocation_stopped" || res["invocation_id"] != id {
+	a.Send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "slow::op", "data": nil})
+	b.Expect("invokefunction")
+	b.Conn.CloseNow()
+	res := a.Expect("invocationresult")
+	if enginetest.ErrCode(res) != "invocation_stopped" || res["invocation_id"] != id {
 		t.Fatalf("got %v, want invocation_stopped for %s", res, id)
 	}
 	// The function went away with its only worker.
-	if res := a.call("slow::op", nil, uuid.NewString()); errCode(res) != "function_not_found" {
+	if res := a.Call("slow::op", nil, uuid.NewString()); enginetest.ErrCode(res) != "function_not_found" {
 		t.Errorf("after disconnect got %v, want function_not_found", res)
 	}
 }
 
 func TestEngineTimeout(t *testing.T) {
-	te := startEngine(t, engine.Options{InvocationTimeout: 200 * time.Millisecond})
-	a, b := dial(t, te.url), dial(t, te.url)
-	b.register("never::answers")
+	te := enginetest.New(t, engine.Options{InvocationTimeout: 200 * time.Millisecond})
+	a, b := enginetest.Dial(t, te.URL), enginetest.Dial(t, te.URL)
+	b.Register("never::answers")
 	start := time.Now()
-	res := a.call("never::answers", nil, uuid.NewString())
-	if errCode(res) != "timeout" {
+	res := a.Call("never::answers", nil, uuid.NewString())
+	if enginetest.ErrCode(res) != protocol.CodeTimeout {
 		t.Fatalf("got %v, want code timeout", res)
 	}
 	if d := time.Since(start); d < 150*time.Millisecond {
 		t.Errorf("timed out after %v, before the 200ms limit", d)
 	}
 	// A late answer is dropped; the worker keeps working.
-	inv := b.expect("invokefunction")
-	b.send(map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": "never::answers", "result": 1})
-	b.quiet()
+	inv := b.Expect("invokefunction")
+	b.Send(map[string]any{"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": "never::answers", "result": 1})
+	b.Quiet()
 }
 
 func TestSeveralWorkersServeOneFunction(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	caller := dial(t, te.url)
-	w1, w2 := dial(t, te.url), dial(t, te.url)
-	w1.register("pool::work")
-	w2.register("pool::work")
+	te := enginetest.New(t, engine.Options{})
+	caller := enginetest.Dial(t, te.URL)
+	w1, w2 := enginetest.Dial(t, te.URL), enginetest.Dial(t, te.URL)
+	w1.Register("pool::work")
+	w2.Register("pool::work")
 
 	// Two calls in flight: least-busy routing gives one to each worker.
 	id1, id2 := uuid.NewString(), uuid.NewString()
-	caller.send(map[string]any{"type": "invokefunction", "invocation_id": id1, "function_id": "pool::work", "data": 1})
-	caller.send(map[string]any{"type": "invokefunction", "invocation_id": id2, "function_id": "pool::work", "data": 2})
-	inv1 := w1.expect("invokefunction")
-	inv2 := w2.expect("invokefunction")
+	caller.Send(map[string]any{"type": "invokefunction", "invocation_id": id1, "function_id": "pool::work", "data": 1})
+	caller.Send(map[string]any{"type": "invokefunction", "invocation_id": id2, "function_id": "pool::work", "data": 2})
+	inv1 := w1.Expect("invokefunction")
+	inv2 := w2.Expect("invokefunction")
 	for _, p := range []struct {
-		w   *rawWorker
+		w   *enginetest.Worker
 		inv map[string]any
 	}{{w1, inv1}, {w2, inv2}} {
-		p.w.send(map[string]any{"type": "invocationresult", "invocation_id": p.inv["invocation_id"], "function_id": "pool::work", "result": p.inv["data"]})
+		p.w.Send(map[string]any{"type": "invocationresult", "invocation_id": p.inv["invocation_id"], "function_id": "pool::work", "result": p.inv["data"]})
 	}
 	got := map[any]bool{}
 	for range 2 {
-		got[caller.expect("invocationresult")["invocation_id"]] = true
+		got[caller.Expect("invocationresult")["invocation_id"]] = true
 	}
 	if !got[id1] || !got[id2] {
 		t.Fatalf("results %v, want both %s and %s", got, id1, id2)
 	}
 
 	// One worker leaves: the other keeps serving the id (iii #2041).
-	w1.ws.CloseNow()
-	waitFor(t, "w1 gone", func() bool { _, err := te.InFlight(w1.id); return err != nil })
-	caller.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "pool::work", "data": 3})
-	w2.serveOnce("still here", nil)
-	if res := caller.expect("invocationresult"); res["result"] != "still here" {
+	w1.Conn.CloseNow()
+	enginetest.WaitFor(t, "w1 gone", func() bool { _, err := te.InFlight(w1.ID); return err != nil })
+	caller.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "pool::work", "data": 3})
+	w2.ServeOnce("still here", nil)
+	if res := caller.Expect("invocationresult"); res["result"] != "still here" {
 		t.Fatalf("after w1 left got %v", res)
 	}
 }
 
 func TestDrainingWorkerGetsNoNewCalls(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	caller := dial(t, te.url)
-	old, fresh := dial(t, te.url), dial(t, te.url)
-	old.register("svc::op")
-	fresh.register("svc::op")
-	if err := te.SetDraining(old.id, true); err != nil {
+	te := enginetest.New(t, engine.Options{})
+	caller := enginetest.Dial(t, te.URL)
+	old, fresh := enginetest.Dial(t, te.URL), enginetest.Dial(t, te.URL)
+	old.Register("svc::op")
+	fresh.Register("svc::op")
+	if err := te.SetDraining(old.ID, true); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		caller.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "svc::op", "data": i})
-		fresh.serveOnce(i, nil)
-		caller.expect("invocationresult")
+		caller.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "svc::op", "data": i})
+		fresh.ServeOnce(i, nil)
+		caller.Expect("invocationresult")
 	}
-	old.quiet() // the draining worker saw none of them
+	old.Quiet() // the draining worker saw none of them
 }
 
 func TestUnregisterFunctionOwnership(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	a, b := dial(t, te.url), dial(t, te.url)
-	a.register("own::fn")
+	te := enginetest.New(t, engine.Options{})
+	a, b := enginetest.Dial(t, te.URL), enginetest.Dial(t, te.URL)
+	a.Register("own::fn")
 	// b did not register it: its unregister must not remove a's.
-	b.send(map[string]any{"type": "unregisterfunction", "id": "own::fn"})
-	b.quiet()
-	b.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "own::fn", "data": nil})
-	a.serveOnce("ok", nil)
-	b.expect("invocationresult")
-	a.send(map[string]any{"type": "unregisterfunction", "id": "own::fn"})
-	a.quiet()
-	if res := b.call("own::fn", nil, uuid.NewString()); errCode(res) != "function_not_found" {
+	b.Send(map[string]any{"type": "unregisterfunction", "id": "own::fn"})
+	b.Quiet()
+	b.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "own::fn", "data": nil})
+	a.ServeOnce("ok", nil)
+	b.Expect("invocationresult")
+	a.Send(map[string]any{"type": "unregisterfunction", "id": "own::fn"})
+	a.Quiet()
+	if res := b.Call("own::fn", nil, uuid.NewString()); enginetest.ErrCode(res) != "function_not_found" {
 		t.Errorf("after owner unregistered got %v", res)
 	}
 }
 
 func TestInProcessInvoke(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	w := dial(t, te.url)
-	w.register("go::greet")
+	te := enginetest.New(t, engine.Options{})
+	w := enginetest.Dial(t, te.URL)
+	w.Register("go::greet")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -229,7 +230,7 @@ func TestInProcessInvoke(t *testing.T) {
 		got, err = te.Invoke(ctx, engine.Request{FunctionID: "go::greet", Data: json.RawMessage(`{"name":"x"}`)})
 		done <- err
 	}()
-	inv := w.serveOnce(map[string]any{"hello": "x"}, nil)
+	inv := w.ServeOnce(map[string]any{"hello": "x"}, nil)
 	if _, ok := inv["data"].(map[string]any)["_caller_worker_id"]; ok {
 		t.Errorf("engine-originated call must not carry _caller_worker_id: %v", inv["data"])
 	}
@@ -247,35 +248,35 @@ func TestInProcessInvoke(t *testing.T) {
 }
 
 func TestEnqueueWithoutQueueModule(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	a := dial(t, te.url)
-	a.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "x::y",
+	te := enginetest.New(t, engine.Options{})
+	a := enginetest.Dial(t, te.URL)
+	a.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "x::y",
 		"data": nil, "action": map[string]any{"type": "enqueue", "queue": "default"}})
-	res := a.expect("invocationresult")
-	if errCode(res) != "enqueue_error" {
+	res := a.Expect("invocationresult")
+	if enginetest.ErrCode(res) != "enqueue_error" {
 		t.Fatalf("got %v, want enqueue_error", res)
 	}
 	// An enqueue that names no queue is refused before any queue is asked.
-	a.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "x::y",
+	a.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "x::y",
 		"data": nil, "action": map[string]any{"type": "enqueue"}})
-	res = a.expect("invocationresult")
-	if msg, _ := res["error"].(map[string]any)["message"].(string); errCode(res) != "enqueue_error" || !strings.Contains(msg, "queue is empty") {
+	res = a.Expect("invocationresult")
+	if msg, _ := res["error"].(map[string]any)["message"].(string); enginetest.ErrCode(res) != "enqueue_error" || !strings.Contains(msg, "queue is empty") {
 		t.Fatalf("got %v, want enqueue_error about the empty queue", res)
 	}
 }
 
 func TestEnqueueHandsOffToQueueFunction(t *testing.T) {
-	te := startEngine(t, engine.Options{})
+	te := enginetest.New(t, engine.Options{})
 	got := make(chan json.RawMessage, 1)
 	err := te.RegisterFunction("test-queue", engine.Function{ID: engine.QueueEnqueueFunction,
 		Handler: func(_ context.Context, c *engine.Call) (json.RawMessage, error) { got <- c.Data; return nil, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := dial(t, te.url)
-	a.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "orders::ship",
+	a := enginetest.Dial(t, te.URL)
+	a.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "orders::ship",
 		"data": map[string]any{"id": 7}, "action": map[string]any{"type": "enqueue", "queue": "payments"}})
-	res := a.expect("invocationresult")
+	res := a.Expect("invocationresult")
 	receipt := res["result"].(map[string]any)["messageReceiptId"]
 	var in struct {
 		Queue, FunctionID, MessageReceiptID string
@@ -290,15 +291,15 @@ func TestEnqueueHandsOffToQueueFunction(t *testing.T) {
 }
 
 func TestEventsPublished(t *testing.T) {
-	te := startEngine(t, engine.Options{})
+	te := enginetest.New(t, engine.Options{})
 	sub := te.Events().Subscribe(256)
 	defer sub.Close()
-	a, b := dial(t, te.url), dial(t, te.url)
-	b.register("ev::fn")
-	a.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "ev::fn", "data": nil})
-	b.serveOnce("r", nil)
-	a.expect("invocationresult")
-	b.ws.CloseNow()
+	a, b := enginetest.Dial(t, te.URL), enginetest.Dial(t, te.URL)
+	b.Register("ev::fn")
+	a.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "ev::fn", "data": nil})
+	b.ServeOnce("r", nil)
+	a.Expect("invocationresult")
+	b.Conn.CloseNow()
 
 	want := []string{"worker.connected", "worker.connected", "function.registered", "invocation.started",
 		"invocation.finished", "function.unregistered", "worker.disconnected"}
@@ -308,7 +309,7 @@ func TestEventsPublished(t *testing.T) {
 		select {
 		case ev := <-sub.C():
 			seen = append(seen, ev.Kind())
-			if f, ok := ev.(event.InvocationFinished); ok && (f.Status != event.StatusOK || f.TargetWorkerID != b.id || f.CallerWorkerID != a.id) {
+			if f, ok := ev.(event.InvocationFinished); ok && (f.Status != event.StatusOK || f.TargetWorkerID != b.ID || f.CallerWorkerID != a.ID) {
 				t.Errorf("finished event %+v", f)
 			}
 		case <-deadline:
@@ -327,18 +328,16 @@ func TestShutdownFailsPendingAndCloses1001(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	te := &testEngine{Engine: eng}
-	srv := newServer(t, eng)
-	te.url = srv
-	a, b := dial(t, te.url), dial(t, te.url)
-	b.register("hang::forever")
-	py := dial(t, te.url)
-	py.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register",
+	te := &enginetest.Engine{Engine: eng, URL: enginetest.Serve(t, eng)}
+	a, b := enginetest.Dial(t, te.URL), enginetest.Dial(t, te.URL)
+	b.Register("hang::forever")
+	py := enginetest.Dial(t, te.URL)
+	py.Send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register",
 		"data": map[string]any{"runtime": "python"}, "action": map[string]any{"type": "void"}})
-	py.quiet()
+	py.Quiet()
 	// A Python SDK socket that has not reported its metadata yet is known
 	// by its User-Agent.
-	pyUA, _, err := dialOpts(t, te.url, &websocket.DialOptions{HTTPHeader: http.Header{"User-Agent": {"Python/3.11 websockets/17.4"}}})
+	pyUA, _, err := enginetest.DialRaw(t, te.URL, &websocket.DialOptions{HTTPHeader: http.Header{"User-Agent": {"Python/3.11 websockets/17.4"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,23 +353,23 @@ func TestShutdownFailsPendingAndCloses1001(t *testing.T) {
 		}
 	}()
 	id := uuid.NewString()
-	a.send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "hang::forever", "data": nil})
-	b.expect("invokefunction")
+	a.Send(map[string]any{"type": "invokefunction", "invocation_id": id, "function_id": "hang::forever", "data": nil})
+	b.Expect("invokefunction")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- eng.Shutdown(ctx) }()
-	res := a.expect("invocationresult")
-	if errCode(res) != "engine_shutdown" {
+	res := a.Expect("invocationresult")
+	if enginetest.ErrCode(res) != "engine_shutdown" {
 		t.Errorf("pending call got %v, want engine_shutdown", res)
 	}
-	if code := b.closed(5 * time.Second); code != websocket.StatusGoingAway {
+	if code := b.Closed(5 * time.Second); code != websocket.StatusGoingAway {
 		t.Errorf("close status %v, want 1001", code)
 	}
-	a.closed(5 * time.Second)
+	a.Closed(5 * time.Second)
 	// Python iii-sdk workers only reconnect after a close that is not
 	// 1000/1001, so they are told the service restarts.
-	if code := py.closed(5 * time.Second); code != websocket.StatusServiceRestart {
+	if code := py.Closed(5 * time.Second); code != websocket.StatusServiceRestart {
 		t.Errorf("python worker close status %v, want 1012", code)
 	}
 	if code := <-pyUAClosed; code != websocket.StatusServiceRestart {
@@ -382,15 +381,15 @@ func TestShutdownFailsPendingAndCloses1001(t *testing.T) {
 }
 
 func TestTraceContextPropagates(t *testing.T) {
-	te := startEngine(t, engine.Options{})
+	te := enginetest.New(t, engine.Options{})
 	sub := te.Events().Subscribe(64)
 	defer sub.Close()
-	a, b := dial(t, te.url), dial(t, te.url)
-	b.register("trace::me")
+	a, b := enginetest.Dial(t, te.URL), enginetest.Dial(t, te.URL)
+	b.Register("trace::me")
 	const callerTP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-	a.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "trace::me",
+	a.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "trace::me",
 		"data": nil, "traceparent": callerTP, "baggage": "user=42,iii.function.id=spoofed"})
-	inv := b.serveOnce(nil, nil)
+	inv := b.ServeOnce(nil, nil)
 	tp, _ := inv["traceparent"].(string)
 	if len(tp) != 55 || tp[3:35] != callerTP[3:35] || tp[36:52] == callerTP[36:52] {
 		t.Fatalf("target traceparent %q: want the caller's trace id and the engine's own span id", tp)
@@ -398,7 +397,7 @@ func TestTraceContextPropagates(t *testing.T) {
 	if bg := inv["baggage"]; bg != "iii.function.id=trace::me,user=42" {
 		t.Errorf("target baggage %q", bg)
 	}
-	a.expect("invocationresult")
+	a.Expect("invocationresult")
 	for {
 		select {
 		case ev := <-sub.C():
@@ -410,12 +409,12 @@ func TestTraceContextPropagates(t *testing.T) {
 				t.Errorf("span %+v trigger %q", f.Span, f.Trigger)
 			}
 			// Without a caller traceparent the call starts a new trace.
-			a.send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "trace::me", "data": nil})
-			inv := b.serveOnce(nil, nil)
+			a.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "trace::me", "data": nil})
+			inv := b.ServeOnce(nil, nil)
 			if tp, _ := inv["traceparent"].(string); len(tp) != 55 || tp[3:35] == callerTP[3:35] {
 				t.Errorf("new trace traceparent %q", tp)
 			}
-			a.expect("invocationresult")
+			a.Expect("invocationresult")
 			return
 		case <-time.After(5 * time.Second):
 			t.Fatal("no invocation.finished event")
@@ -424,7 +423,7 @@ func TestTraceContextPropagates(t *testing.T) {
 }
 
 func TestInProcessHandlerCallsContinueTheTrace(t *testing.T) {
-	te := startEngine(t, engine.Options{})
+	te := enginetest.New(t, engine.Options{})
 	sub := te.Events().Subscribe(64)
 	defer sub.Close()
 	te.RegisterFunction("test", engine.Function{ID: "inner::fn",

@@ -71,7 +71,7 @@ func (ws *watchers) RegisterTrigger(_ context.Context, t Trigger) error {
 		old.stop()
 	}
 	// Exits when the binding goes (stop) or the engine shuts down.
-	if !e.goSafe(func() { defer close(w.done); w.run(ctx, e) }) {
+	if !e.group.Go(func() { defer close(w.done); w.run(ctx, e) }) {
 		w.sub.Close()
 		cancel()
 		close(w.done)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/engine/watch"
@@ -28,10 +29,9 @@ func sdkWorker(t *testing.T, ctx context.Context, url, name string) *sdk.Worker 
 
 // batches collects what engine::events delivers to a function.
 type batches struct {
-	mu      sync.Mutex
-	got     []watch.Batch
-	block   chan struct{} // while non-nil, deliveries wait on it
-	release func()
+	mu    sync.Mutex
+	got   []watch.Batch
+	block chan struct{} // while non-nil, deliveries wait on it
 }
 
 func (b *batches) handler(ctx context.Context, in json.RawMessage) (any, error) {
@@ -96,22 +96,22 @@ func subscribe(t *testing.T, w *sdk.Worker, fn string, b *batches, cfg watch.Con
 func TestWatchStreamsEvents(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	te := startEngine(t, engine.Options{})
-	watcher := sdkWorker(t, ctx, te.url, "watcher")
+	te := enginetest.New(t, engine.Options{})
+	watcher := sdkWorker(t, ctx, te.URL, "watcher")
 	var b batches
 	subscribe(t, watcher, "watcher::events", &b, watch.Config{BatchMS: 10})
-	waitFor(t, "the subscription", func() bool { return len(te.Bindings(watch.TriggerType)) == 1 })
+	enginetest.WaitFor(t, "the subscription", func() bool { return len(te.Bindings(watch.TriggerType)) == 1 })
 
-	svc := sdkWorker(t, ctx, te.url, "svc")
+	svc := sdkWorker(t, ctx, te.URL, "svc")
 	if err := svc.RegisterFunction("svc::echo", func(_ context.Context, in json.RawMessage) (any, error) { return in, nil }); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "svc::echo", func() bool { return te.HasFunction("svc::echo") })
+	enginetest.WaitFor(t, "svc::echo", func() bool { return te.HasFunction("svc::echo") })
 	if _, err := watcher.Trigger(ctx, sdk.TriggerRequest{FunctionID: "svc::echo", Payload: map[string]int{"n": 7}}); err != nil {
 		t.Fatal(err)
 	}
 	var finished event.InvocationFinished
-	waitFor(t, "svc::echo's events", func() bool {
+	enginetest.WaitFor(t, "svc::echo's events", func() bool {
 		for _, ev := range b.events(t) {
 			if f, ok := ev.(event.InvocationFinished); ok && f.FunctionID == "svc::echo" {
 				finished = f
@@ -158,7 +158,7 @@ func TestWatchStreamsEvents(t *testing.T) {
 	if err := watcher.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the binding to go", func() bool { return len(te.Bindings(watch.TriggerType)) == 0 })
+	enginetest.WaitFor(t, "the binding to go", func() bool { return len(te.Bindings(watch.TriggerType)) == 0 })
 }
 
 // TestWatchDropsCounted: a subscriber that does not keep up loses events,
@@ -166,16 +166,16 @@ func TestWatchStreamsEvents(t *testing.T) {
 func TestWatchDropsCounted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	te := startEngine(t, engine.Options{})
-	watcher := sdkWorker(t, ctx, te.url, "watcher")
+	te := enginetest.New(t, engine.Options{})
+	watcher := sdkWorker(t, ctx, te.URL, "watcher")
 	b := batches{block: make(chan struct{})}
 	subscribe(t, watcher, "watcher::events", &b, watch.Config{Buffer: 8, BatchMS: 1})
-	waitFor(t, "the subscription", func() bool { return len(te.Bindings(watch.TriggerType)) == 1 })
-	svc := sdkWorker(t, ctx, te.url, "svc")
+	enginetest.WaitFor(t, "the subscription", func() bool { return len(te.Bindings(watch.TriggerType)) == 1 })
+	svc := sdkWorker(t, ctx, te.URL, "svc")
 	if err := svc.RegisterFunction("svc::ok", func(context.Context, json.RawMessage) (any, error) { return nil, nil }); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a blocked delivery", func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.got) > 0 })
+	enginetest.WaitFor(t, "a blocked delivery", func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.got) > 0 })
 	for range 100 { // 200 events into a buffer of 8, while the delivery waits
 		if _, err := svc.Trigger(ctx, sdk.TriggerRequest{FunctionID: "svc::ok"}); err != nil {
 			t.Fatal(err)
@@ -188,7 +188,7 @@ func TestWatchDropsCounted(t *testing.T) {
 	if _, err := svc.Trigger(ctx, sdk.TriggerRequest{FunctionID: "svc::ok"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a batch counting the drops", func() bool { return b.dropped() >= 100 })
+	enginetest.WaitFor(t, "a batch counting the drops", func() bool { return b.dropped() >= 100 })
 }
 
 // TestBreakpoints holds calls of a real worker's function: continue with
@@ -199,8 +199,8 @@ func TestBreakpoints(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const timeout = 1500 * time.Millisecond
-	te := startEngine(t, engine.Options{InvocationTimeout: timeout})
-	svc := sdkWorker(t, ctx, te.url, "svc")
+	te := enginetest.New(t, engine.Options{InvocationTimeout: timeout})
+	svc := sdkWorker(t, ctx, te.URL, "svc")
 	if err := svc.RegisterFunction("svc::echo", func(_ context.Context, in json.RawMessage) (any, error) {
 		var v map[string]any
 		if err := json.Unmarshal(in, &v); err != nil {
@@ -210,9 +210,9 @@ func TestBreakpoints(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	caller := sdkWorker(t, ctx, te.url, "caller")
-	dbg := sdkWorker(t, ctx, te.url, "debugger")
-	waitFor(t, "svc::echo", func() bool { return te.HasFunction("svc::echo") })
+	caller := sdkWorker(t, ctx, te.URL, "caller")
+	dbg := sdkWorker(t, ctx, te.URL, "debugger")
+	enginetest.WaitFor(t, "svc::echo", func() bool { return te.HasFunction("svc::echo") })
 
 	do := func(w *sdk.Worker, fn string, in any) (json.RawMessage, error) {
 		return w.Trigger(ctx, sdk.TriggerRequest{FunctionID: fn, Payload: in, Timeout: 10 * time.Second})
@@ -236,7 +236,7 @@ func TestBreakpoints(t *testing.T) {
 	heldCall := func() watch.HeldCall {
 		t.Helper()
 		var held watch.HeldCall
-		waitFor(t, "a held call", func() bool {
+		enginetest.WaitFor(t, "a held call", func() bool {
 			raw, err := do(dbg, watch.FnBreakList, nil)
 			if err != nil {
 				t.Fatal(err)

@@ -30,23 +30,23 @@ var errDisconnected = errors.New("sdk: not connected")
 // in a *protocol.ErrorBody.
 const (
 	// CodeInvocationFailed: a handler returned a plain error or panicked.
-	CodeInvocationFailed = "invocation_failed"
+	CodeInvocationFailed = protocol.CodeInvocationFailed
 	// CodeFunctionNotFound: the engine routed a call to a function this
 	// worker does not (or no longer) serve.
-	CodeFunctionNotFound = "function_not_found"
+	CodeFunctionNotFound = protocol.CodeFunctionNotFound
 	// CodeInvocationStopped: the worker is shutting down and refused a call.
-	CodeInvocationStopped = "invocation_stopped"
+	CodeInvocationStopped = protocol.CodeInvocationStopped
 	// CodeTimeout: the caller-side invocation timeout expired.
-	CodeTimeout = "TIMEOUT"
+	CodeTimeout = protocol.CodeTimeout
 	// CodeSerialization: a handler result could not be encoded as JSON.
-	CodeSerialization = "serialization_error"
+	CodeSerialization = protocol.CodeSerialization
 	// CodeDeserialization: a Typed handler could not decode its input.
-	CodeDeserialization = "deserialization_error"
+	CodeDeserialization = protocol.CodeDeserialization
 	// CodeTriggerRegistrationFailed: a TriggerProvider rejected a binding.
-	CodeTriggerRegistrationFailed = "trigger_registration_failed"
+	CodeTriggerRegistrationFailed = protocol.CodeTriggerRegistrationFailed
 	// CodeTriggerTypeNotFound: the engine delivered a binding for a trigger
 	// type this worker does not provide.
-	CodeTriggerTypeNotFound = "trigger_type_not_found"
+	CodeTriggerTypeNotFound = protocol.CodeTriggerTypeNotFound
 )
 
 // Errorf builds a *protocol.ErrorBody. A handler that returns it (or an

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"math"
 	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -258,7 +257,7 @@ func anyValue(v attribute.Value) otlpAnyValue {
 	case attribute.INT64:
 		return otlpAnyValue{IntValue: strconv.FormatInt(v.AsInt64(), 10)}
 	case attribute.FLOAT64:
-		return otlpAnyValue{DoubleValue: double(v.AsFloat64())}
+		return otlpAnyValue{DoubleValue: protocol.Float(v.AsFloat64())}
 	case attribute.STRING:
 		s := v.AsString()
 		return otlpAnyValue{StringValue: &s}
@@ -290,17 +289,4 @@ func array[T any](xs []T, val func(T) attribute.Value) otlpAnyValue {
 		values[i] = anyValue(val(x))
 	}
 	return otlpAnyValue{ArrayValue: &otlpValues{Values: values}}
-}
-
-// double is f, or protojson's name for a value JSON cannot hold.
-func double(f float64) any {
-	switch {
-	case math.IsNaN(f):
-		return "NaN"
-	case math.IsInf(f, 1):
-		return "Infinity"
-	case math.IsInf(f, -1):
-		return "-Infinity"
-	}
-	return f
 }

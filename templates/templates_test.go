@@ -15,7 +15,6 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -135,8 +134,8 @@ func modulePaths() []string {
 // with the network off, as iii dev builds it: go.mod and go.sum must be
 // complete, and the module cache that built iii has everything.
 func TestGoScaffoldOffline(t *testing.T) {
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
 		t.Skipf("no go command: %v", err)
 	}
 	s, err := Worker("go", "offline-check")
@@ -165,8 +164,8 @@ func TestGoScaffoldOffline(t *testing.T) {
 // protocol package build with, as the go command lists them: a scaffold
 // needs every one of them in its go.mod and go.sum to build offline.
 func TestGoDepsComplete(t *testing.T) {
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
 		t.Skipf("no go command: %v", err)
 	}
 	cmd := exec.Command(gobin, "list", "-deps", "-f", "{{with .Module}}{{.Path}} {{.Version}}{{end}}", "../sdk", "../engine/protocol")

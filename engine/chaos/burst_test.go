@@ -4,19 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/internal/slowlink"
 	_ "github.com/iii-workbench/iii/engine/modules/pubsub"
+	"github.com/iii-workbench/iii/engine/server"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 	"github.com/iii-workbench/iii/sdk"
 )
@@ -46,7 +44,7 @@ func TestPubSubBurstIntoSlowSubscriber(t *testing.T) {
 	if err := rc.ConfigSet(ctx, "client-output-buffer-limit", "pubsub 0 0 0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	srv, _ := devtest.Start(t, ctx, fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: iii-pubsub\n", rs.URL()))
+	srv := enginetest.Start(t, ctx, fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: iii-pubsub\n", rs.URL()))
 	eng := srv.Engine()
 
 	proxy, err := slowlink.Start(strings.TrimPrefix(srv.URL(), "ws://"), 16<<20)
@@ -78,9 +76,9 @@ func TestPubSubBurstIntoSlowSubscriber(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 
-	peak := heapGrowth()
+	peak := enginetest.HeapGrowth()
 	proxy.Hold()
-	channel := devserver.KeyPrefix + "pubsub:topic:burst"
+	channel := server.KeyPrefix + "pubsub:topic:burst"
 	pipe := rc.Pipeline()
 	for i := range messages {
 		pipe.Publish(ctx, channel, fmt.Sprintf(`{"i":%d}`, i))
@@ -125,41 +123,5 @@ func TestPubSubBurstIntoSlowSubscriber(t *testing.T) {
 	// in flight and the SDK worker share this heap.
 	if limit := uint64(64 << 20); grew > limit {
 		t.Errorf("heap grew by %d MiB, over the %d MiB bound", grew>>20, limit>>20)
-	}
-}
-
-// heapGrowth samples the heap in use until the returned function is called
-// and returns the largest growth over the starting point.
-func heapGrowth() (stop func() uint64) {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	// Exits when stop closes done.
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				var ms runtime.MemStats
-				runtime.ReadMemStats(&ms)
-				if ms.HeapInuse > base && ms.HeapInuse-base > peak.Load() {
-					peak.Store(ms.HeapInuse - base)
-				}
-			}
-		}
-	}()
-	return func() uint64 {
-		close(done)
-		wg.Wait()
-		return peak.Load()
 	}
 }

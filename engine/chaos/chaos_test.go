@@ -24,8 +24,8 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
-	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/engine/server"
 	"github.com/iii-workbench/iii/sdk"
 )
 
@@ -96,7 +96,7 @@ func TestChaosKillWorkers(t *testing.T) {
 	exe := buildWorker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	srv, err := devserver.Start(ctx, devserver.Options{})
+	srv, err := server.Start(ctx, server.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestChaosKillWorkers(t *testing.T) {
 					ok.Add(1)
 				case errors.As(err, &eb) && eb.Code == "invocation_stopped":
 					stopped.Add(1)
-				case errors.As(err, &eb) && (eb.Code == "TIMEOUT" || eb.Code == "timeout"):
+				case errors.As(err, &eb) && eb.Code == protocol.CodeTimeout:
 					timedOut.Add(1)
 				case errors.As(err, &eb) && eb.Code == "function_not_found":
 					notFound.Add(1) // every worker was down at that instant
@@ -230,7 +230,7 @@ func TestChaosKillWorkers(t *testing.T) {
 func TestGarbageAtScale(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	srv, err := devserver.Start(ctx, devserver.Options{})
+	srv, err := server.Start(ctx, server.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,19 +16,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 	"github.com/iii-workbench/iii/sdk"
 )
 
 type benchCluster struct {
-	a, b       *devserver.Server
-	callA      *sdk.Worker // caller on engine a
-	callA2     *sdk.Worker // second caller on engine a (the one-engine run)
-	callB      *sdk.Worker // caller on engine b
-	fnA, fnB   string      // served by a worker on a, on b
-	redisClose func()
+	a, b     *enginetest.Server
+	callA    *sdk.Worker // caller on engine a
+	callA2   *sdk.Worker // second caller on engine a (the one-engine run)
+	callB    *sdk.Worker // caller on engine b
+	fnA, fnB string      // served by a worker on a, on b
 }
 
 func benchWorker(b *testing.B, ctx context.Context, url, name string) *sdk.Worker {
@@ -46,8 +44,8 @@ func startBenchCluster(b *testing.B, ctx context.Context) *benchCluster {
 	name := fmt.Sprintf("bench%d", time.Now().UnixNano())
 	cfg := fmt.Sprintf("engine: {port: 0}\nredis: {url: %q}\ncluster: {name: %s}\n", rs.URL(), name)
 	bc := &benchCluster{fnA: "a::echo", fnB: "b::echo"}
-	bc.a, _ = devtest.Start(b, ctx, cfg)
-	bc.b, _ = devtest.Start(b, ctx, cfg)
+	bc.a = enginetest.Start(b, ctx, cfg)
+	bc.b = enginetest.Start(b, ctx, cfg)
 	echo := func(_ context.Context, in json.RawMessage) (any, error) { return in, nil }
 	if err := benchWorker(b, ctx, bc.a.URL(), "srv-a").RegisterFunction(bc.fnA, echo); err != nil {
 		b.Fatal(err)

@@ -533,6 +533,7 @@ func (c *Cluster) resync() {
 	ctx, cancel := c.opCtx()
 	defer cancel()
 	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	//lint:ignore SA1019 ZRANGE BYSCORE needs Redis 6.2; ZRANGEBYSCORE works on every Redis we support
 	ids, err := c.rdb.ZRangeByScore(ctx, c.keyEngines, &redis.ZRangeBy{Min: "(" + now, Max: "+inf"}).Result()
 	if err != nil {
 		if c.ctx.Err() == nil {

@@ -16,10 +16,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/cluster"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 	"github.com/iii-workbench/iii/sdk"
@@ -52,7 +51,7 @@ modules:
 // node is one engine of the test cluster with one Go SDK worker on it.
 type node struct {
 	i   int
-	srv *devserver.Server
+	srv *enginetest.Server
 	w   *sdk.Worker
 
 	mu    sync.Mutex
@@ -78,7 +77,7 @@ type in struct {
 
 func startNode(t *testing.T, ctx context.Context, i int, redisURL, name string) *node {
 	t.Helper()
-	srv, _ := devtest.Start(t, ctx, clusterYAML(redisURL, name))
+	srv := enginetest.Start(t, ctx, clusterYAML(redisURL, name))
 	n := &node{i: i, srv: srv, calls: map[string]int{}, hang: make(chan struct{})}
 	w, err := sdk.Connect(ctx, srv.URL(), sdk.WithName(fmt.Sprintf("w%d", i)), sdk.WithTelemetry(false),
 		sdk.WithLogger(slog.New(slog.DiscardHandler)))
@@ -402,8 +401,8 @@ func TestLinksNeedTheEngineToken(t *testing.T) {
 	rs := storetest.StartServer(t)
 	yaml := fmt.Sprintf("engine: {port: 0, auth_token: s3cret}\nredis: {url: %q}\ncluster: {name: auth%d, heartbeat_ms: 100}\n",
 		rs.URL(), time.Now().UnixNano())
-	a, _ := devtest.Start(t, ctx, yaml)
-	b, _ := devtest.Start(t, ctx, yaml)
+	a := enginetest.Start(t, ctx, yaml)
+	b := enginetest.Start(t, ctx, yaml)
 	connect := func(url string) *sdk.Worker {
 		w, err := sdk.Connect(ctx, url, sdk.WithBearerToken("s3cret"), sdk.WithTelemetry(false), sdk.WithLogger(slog.New(slog.DiscardHandler)))
 		if err != nil {
@@ -472,8 +471,8 @@ func TestOversizedCallFailsAlone(t *testing.T) {
 	defer cancel()
 	mr := storetest.Mini(t)
 	yaml := fmt.Sprintf("engine: {port: 0}\nredis: {url: %q}\ncluster: {name: big%d, heartbeat_ms: 100}\n", mr.URL, time.Now().UnixNano())
-	a, _ := devtest.Start(t, ctx, yaml)
-	b, _ := devtest.Start(t, ctx, yaml)
+	a := enginetest.Start(t, ctx, yaml)
+	b := enginetest.Start(t, ctx, yaml)
 	connect := func(url string) *sdk.Worker {
 		w, err := sdk.Connect(ctx, url, sdk.WithTelemetry(false), sdk.WithLogger(slog.New(slog.DiscardHandler)))
 		if err != nil {

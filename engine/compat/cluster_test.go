@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 )
 
@@ -32,7 +32,7 @@ modules:
   - class: QueueModule
 `, rs.URL(), strings.ReplaceAll(uuid.NewString()[:8], "-", ""))
 	type placed struct {
-		srv *devserver.Server
+		srv *enginetest.Server
 		w   *workerProc
 		by  string
 	}
@@ -91,7 +91,7 @@ modules:
 }
 
 // waitListed waits until srv's engine::functions::list has fn.
-func waitListed(t *testing.T, ctx context.Context, srv *devserver.Server, fn string) {
+func waitListed(t *testing.T, ctx context.Context, srv *enginetest.Server, fn string) {
 	t.Helper()
 	for {
 		res, err := srv.Engine().Invoke(ctx, engine.Request{FunctionID: "engine::functions::list", Data: json.RawMessage(`{}`)})

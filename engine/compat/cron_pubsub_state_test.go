@@ -7,15 +7,15 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	_ "github.com/iii-workbench/iii/engine/modules/cron"
 	_ "github.com/iii-workbench/iii/engine/modules/pubsub"
 	_ "github.com/iii-workbench/iii/engine/modules/state"
 )
 
-// startModulesServer runs a devserver (embedded Redis) with the cron,
+// startModulesServer runs an engine (embedded Redis) with the cron,
 // pub/sub and state modules.
-func startModulesServer(t *testing.T, ctx context.Context) *devserver.Server {
+func startModulesServer(t *testing.T, ctx context.Context) *enginetest.Server {
 	t.Helper()
 	srv := startServer(t, ctx, "engine: {port: 0}\nmodules:\n  - class: CronModule\n  - class: PubSubModule\n  - class: StateModule\n")
 	return srv

@@ -2,15 +2,12 @@ package compat_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,9 +20,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 )
 
 func TestMain(m *testing.M) {
@@ -44,10 +40,7 @@ const (
 
 // testContext is the test's context bounded by testTimeout.
 func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
+	return enginetest.ContextWithin(t, testTimeout)
 }
 
 // lang is an SDK language.
@@ -66,23 +59,8 @@ var langs = []lang{node, python}
 
 const sdkVersion25 = "0.25.0"
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a buffer safe for concurrent writers.
+type syncBuffer = enginetest.Logs
 
 // --- prerequisites -------------------------------------------------------
 
@@ -171,8 +149,7 @@ type testEngine struct {
 
 func newEngine(t *testing.T, logs *syncBuffer) *engine.Engine {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	eng, err := engine.New(engine.Options{Logger: log})
+	eng, err := engine.New(engine.Options{Logger: logs.Logger()})
 	if err != nil {
 		t.Fatalf("engine.New: %v", err)
 	}
@@ -188,24 +165,12 @@ func (te *testEngine) logOnFailure(t *testing.T) {
 	})
 }
 
-// startEngine serves a new engine on an httptest server. Cleanup shuts the
-// engine down (closing its worker sockets) and then the server.
+// startEngine serves a new engine on a loopback port; cleanup shuts it
+// down (closing its worker sockets) and then the listener.
 func startEngine(t *testing.T) *testEngine {
 	t.Helper()
-	logs := &syncBuffer{}
-	eng := newEngine(t, logs)
-	srv := httptest.NewServer(eng.Handler())
-	te := &testEngine{eng: eng, url: "ws" + strings.TrimPrefix(srv.URL, "http"), logs: logs}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := eng.Shutdown(ctx); err != nil {
-			t.Errorf("engine shutdown: %v", err)
-		}
-		srv.Close()
-	})
-	te.logOnFailure(t)
-	return te
+	e := enginetest.New(t, engine.Options{})
+	return &testEngine{eng: e.Engine, url: e.URL, logs: e.Logs}
 }
 
 // servedEngine is an engine served with Engine.Serve on a fixed address,
@@ -546,10 +511,10 @@ func (w *workerProc) do(t *testing.T, ctx context.Context, cmd map[string]any, a
 	})
 }
 
-// startServer runs a devserver with the config.yaml text given (modules on
-// free ports, embedded Redis); see devtest.Start.
-func startServer(t *testing.T, ctx context.Context, yaml string) *devserver.Server {
+// startServer runs an engine with the config.yaml text given (modules on
+// free ports, embedded Redis); see enginetest.Start.
+func startServer(t *testing.T, ctx context.Context, yaml string) *enginetest.Server {
 	t.Helper()
-	srv, _ := devtest.Start(t, ctx, yaml)
+	srv := enginetest.Start(t, ctx, yaml)
 	return srv
 }

@@ -12,13 +12,13 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	httpapi "github.com/iii-workbench/iii/engine/modules/http"
 )
 
-// startHTTPServer runs a devserver with the HTTP API module on free ports
+// startHTTPServer runs an engine with the HTTP API module on free ports
 // and returns it with the API's base URL.
-func startHTTPServer(t *testing.T, ctx context.Context) (*devserver.Server, string) {
+func startHTTPServer(t *testing.T, ctx context.Context) (*enginetest.Server, string) {
 	t.Helper()
 	srv := startServer(t, ctx, "engine: {port: 0}\nmodules:\n  - class: RestApiModule\n    config: {host: 127.0.0.1, port: 0, default_timeout: 5000}\n")
 	m, ok := srv.Modules().Get("http")

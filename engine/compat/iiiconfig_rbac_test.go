@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iii-workbench/iii/devserver/devtest"
+	"github.com/iii-workbench/iii/engine/enginetest"
 )
 
 // TestIIIConfigListenersAndHTTPFunctions starts an engine from an
@@ -20,7 +20,7 @@ func TestIIIConfigListenersAndHTTPFunctions(t *testing.T) {
 		json.NewEncoder(w).Encode(map[string]any{"via": "http"})
 	}))
 	defer up.Close()
-	srv, _ := devtest.Start(t, ctx, `workers:
+	srv := enginetest.Start(t, ctx, `workers:
   - name: iii-worker-manager
     config: {host: 127.0.0.1, port: 0}
   - name: iii-worker-manager

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	httpapi "github.com/iii-workbench/iii/engine/modules/http"
 	"github.com/iii-workbench/iii/engine/modules/stream"
 )
@@ -140,21 +138,8 @@ func testIIIConfigApp(t *testing.T, l lang, script string) {
 	if cfg.Format != config.FormatIII || cfg.Redis.Store != config.StoreMemory {
 		t.Fatalf("config %s: format %q, store %q; want iii, memory", path, cfg.Format, cfg.Redis.Store)
 	}
-	logs := &devtest.Logs{}
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: slogTo(logs)})
-	if err != nil {
-		t.Fatalf("devserver.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Stop(sctx); err != nil {
-			t.Errorf("devserver stop: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("engine log:\n%s", logs.String())
-		}
-	})
+	srv := enginetest.StartConfig(t, ctx, cfg)
+	logs := srv.Logs
 	for _, key := range []string{"workers[3].config.adapter.config.save_interval_ms",
 		"workers[6].config.logs_console_output", "workers[6].config.metrics_retention_seconds"} {
 		if n := strings.Count(logs.String(), "key="+key+"\n"); n != 1 {
@@ -229,9 +214,4 @@ func testIIIConfigApp(t *testing.T, l lang, script string) {
 	w.waitEvent(t, ctx, "backend delete", func(e event) bool { return e.str("event") == "backend" && e.str("op") == "delete" })
 	// The engine's own store never saw stream "custom".
 	assertJSON(t, "stream::list_all", call("stream::list_all", map[string]any{}), map[string]any{"stream": []any{}, "count": 0})
-}
-
-// slogTo is a debug-level text logger writing to w.
-func slogTo(w *devtest.Logs) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

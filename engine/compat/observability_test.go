@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	_ "github.com/iii-workbench/iii/engine/modules/observability"
 )
 
@@ -34,9 +34,9 @@ func (c *tee) Telemetry(workerID, kind string, payload []byte) {
 	c.next.Telemetry(workerID, kind, payload)
 }
 
-// startObservabilityServer runs a devserver with the observability module
+// startObservabilityServer runs an engine with the observability module
 // (Prometheus on a free port).
-func startObservabilityServer(t *testing.T, ctx context.Context) *devserver.Server {
+func startObservabilityServer(t *testing.T, ctx context.Context) *enginetest.Server {
 	t.Helper()
 	srv := startServer(t, ctx, "engine: {port: 0}\nmodules:\n  - class: iii-observability\n    config: {metrics_port: 0}\n")
 	if dir := os.Getenv(captureEnv); dir != "" {

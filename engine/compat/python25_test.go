@@ -3,14 +3,13 @@ package compat_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 )
 
 // The Python iii-sdk 0.25 (testdata/python25/worker.py) against the engine:
@@ -20,25 +19,9 @@ import (
 // startEngine25 is startEngine with options, and extra advertised features.
 func startEngine25(t *testing.T, opts engine.Options, features ...string) *testEngine {
 	t.Helper()
-	logs := &syncBuffer{}
-	opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	eng, err := engine.New(opts)
-	if err != nil {
-		t.Fatalf("engine.New: %v", err)
-	}
-	eng.Advertise(features...)
-	srv := httptest.NewServer(eng.Handler())
-	te := &testEngine{eng: eng, url: "ws" + strings.TrimPrefix(srv.URL, "http"), logs: logs}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := eng.Shutdown(ctx); err != nil {
-			t.Errorf("engine shutdown: %v", err)
-		}
-		srv.Close()
-	})
-	te.logOnFailure(t)
-	return te
+	e := enginetest.New(t, opts)
+	e.Advertise(features...) // before any worker connects
+	return &testEngine{eng: e.Engine, url: e.URL, logs: e.Logs}
 }
 
 // start25 starts a 0.25 worker named name in namespace ns ("" for none),

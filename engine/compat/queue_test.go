@@ -10,21 +10,21 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	_ "github.com/iii-workbench/iii/engine/modules/queue"
 )
 
-// startQueueServer runs a devserver (embedded Redis) with the queue module;
+// startQueueServer runs an engine (embedded Redis) with the queue module;
 // queue "compat" retries twice, 50 ms apart at first.
-func startQueueServer(t *testing.T, ctx context.Context) *devserver.Server {
+func startQueueServer(t *testing.T, ctx context.Context) *enginetest.Server {
 	t.Helper()
 	srv := startServer(t, ctx, "engine: {port: 0}\nmodules:\n  - class: QueueModule\n    config: {queues: {compat: {max_retries: 2, backoff_ms: 50}}}\n")
 	return srv
 }
 
 // queueCall invokes a queue function in-process and decodes its result.
-func queueCall(t *testing.T, ctx context.Context, srv *devserver.Server, fn string, in any, out any) {
+func queueCall(t *testing.T, ctx context.Context, srv *enginetest.Server, fn string, in any, out any) {
 	t.Helper()
 	data, _ := json.Marshal(in)
 	res, err := srv.Engine().Invoke(ctx, engine.Request{FunctionID: fn, Data: data})
@@ -128,7 +128,7 @@ func TestQueueRealClients(t *testing.T) {
 }
 
 // waitQueue polls engine::queue::topic_stats for queue until ok holds.
-func waitQueue(t *testing.T, ctx context.Context, srv *devserver.Server, queue string, ok func(map[string]any) bool) {
+func waitQueue(t *testing.T, ctx context.Context, srv *enginetest.Server, queue string, ok func(map[string]any) bool) {
 	t.Helper()
 	for {
 		var s map[string]any

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
 
@@ -27,17 +27,15 @@ type rbacFleet struct {
 // listener per entry of listeners.
 func startRBACEngine(t *testing.T, listeners map[string]engine.ListenerOptions, fns map[string]engine.Handler) *rbacFleet {
 	t.Helper()
-	logs := &syncBuffer{}
-	eng := newEngine(t, logs)
+	e := enginetest.New(t, engine.Options{})
+	eng := e.Engine
 	for id, h := range fns {
 		if err := eng.RegisterFunction("compat-rbac", engine.Function{ID: id, Handler: h,
 			Metadata: json.RawMessage(`{"public":true}`)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	srv := httptest.NewServer(eng.Handler())
-	f := &rbacFleet{testEngine: testEngine{eng: eng, url: "ws" + strings.TrimPrefix(srv.URL, "http"), logs: logs},
-		lns: map[string]string{}}
+	f := &rbacFleet{testEngine: testEngine{eng: eng, url: e.URL, logs: e.Logs}, lns: map[string]string{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	var done []chan error
 	for name, opts := range listeners {
@@ -52,6 +50,7 @@ func startRBACEngine(t *testing.T, listeners map[string]engine.ListenerOptions, 
 		// Exits when cancel is called at cleanup.
 		go func() { d <- eng.ServeListener(ctx, ln, opts) }()
 	}
+	// Runs before enginetest shuts the engine down.
 	t.Cleanup(func() {
 		cancel()
 		for _, d := range done {
@@ -59,14 +58,7 @@ func startRBACEngine(t *testing.T, listeners map[string]engine.ListenerOptions, 
 				t.Errorf("ServeListener: %v", err)
 			}
 		}
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		if err := eng.Shutdown(sctx); err != nil {
-			t.Errorf("engine shutdown: %v", err)
-		}
-		srv.Close()
 	})
-	f.logOnFailure(t)
 	return f
 }
 

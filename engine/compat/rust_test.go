@@ -17,8 +17,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	httpapi "github.com/iii-workbench/iii/engine/modules/http"
 )
 
@@ -211,9 +211,9 @@ func (w *sourcesWorker) event(t *testing.T, ctx context.Context, eng *engine.Eng
 	}
 }
 
-// startSourcesServer runs a devserver with every module that brings a
+// startSourcesServer runs an engine with every module that brings a
 // built-in source; it returns the server and the HTTP API's base URL.
-func startSourcesServer(t *testing.T, ctx context.Context) (*devserver.Server, string) {
+func startSourcesServer(t *testing.T, ctx context.Context) (*enginetest.Server, string) {
 	t.Helper()
 	srv := startServer(t, ctx, `engine: {port: 0}
 modules:
@@ -252,7 +252,7 @@ func TestBuiltinSourcesThroughObserve(t *testing.T) {
 	}
 }
 
-func testSources(t *testing.T, ctx context.Context, srv *devserver.Server, base string, client *http.Client, l string) {
+func testSources(t *testing.T, ctx context.Context, srv *enginetest.Server, base string, client *http.Client, l string) {
 	eng := srv.Engine()
 	prefix := l[:2] + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
 	topic, scope, queueTopic := prefix+"-topic", prefix+"-scope", prefix+"-jobs"

@@ -7,13 +7,13 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/modules/stream"
 )
 
-// startStreamServer runs a devserver (embedded Redis) with the stream
+// startStreamServer runs an engine (embedded Redis) with the stream
 // module on a free port and returns it with the stream WebSocket URL.
-func startStreamServer(t *testing.T, ctx context.Context) (*devserver.Server, string) {
+func startStreamServer(t *testing.T, ctx context.Context) (*enginetest.Server, string) {
 	t.Helper()
 	srv := startServer(t, ctx, "engine: {port: 0}\nmodules:\n  - class: StreamModule\n    config: {port: 0}\n")
 	m, ok := srv.Modules().Get("stream")

@@ -11,17 +11,17 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/iii-workbench/iii/devserver"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	httpapi "github.com/iii-workbench/iii/engine/modules/http"
 	_ "github.com/iii-workbench/iii/engine/modules/observability"
 	"github.com/iii-workbench/iii/engine/modules/state"
 	"github.com/iii-workbench/iii/sdk"
 )
 
-// startChainServer runs a devserver with the HTTP API, state and
+// startChainServer runs an engine with the HTTP API, state and
 // observability modules on free ports, and returns it with the API's base
 // URL.
-func startChainServer(t *testing.T, ctx context.Context) (*devserver.Server, string) {
+func startChainServer(t *testing.T, ctx context.Context) (*enginetest.Server, string) {
 	t.Helper()
 	srv := startServer(t, ctx, "engine: {port: 0}\nmodules:\n"+
 		"  - class: RestApiModule\n    config: {host: 127.0.0.1, port: 0, default_timeout: 10000}\n"+

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"github.com/iii-workbench/iii/engine/internal/wildcard"
 	"log/slog"
 	"net"
 	"net/url"
@@ -12,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/iii-workbench/iii/engine/internal/wildcard"
 
 	"gopkg.in/yaml.v3"
 )
@@ -74,18 +75,6 @@ func iiiName(name string) (string, bool) {
 		return n, true
 	}
 	return name, slices.Contains(iiiBuiltins, name)
-}
-
-// iiiModuleIDs maps the built-in workers that are our modules.
-var iiiModuleIDs = map[string]string{
-	iiiHTTP:          ModuleHTTP,
-	iiiStream:        ModuleStream,
-	iiiState:         ModuleState,
-	iiiPubSub:        ModulePubSub,
-	iiiQueue:         ModuleQueue,
-	iiiCron:          ModuleCron,
-	iiiObservability: ModuleObservability,
-	iiiExec:          ModuleExec,
 }
 
 // Warning is a setting of an iii-format file that is read but not

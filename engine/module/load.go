@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"slices"
 
 	"github.com/iii-workbench/iii/engine/config"
 )
@@ -45,7 +45,8 @@ func Load(ctx context.Context, entries []config.Module, base Host) (*Set, error)
 		}
 		if p, ok := m.(Provisioner); ok {
 			if err := p.Provision(ctx, &h); err != nil {
-				return nil, s.abort(ctx, fmt.Errorf("module %s: provision: %w", e.ID, err))
+				err = fmt.Errorf("module %s: provision: %w", e.ID, err)
+				return nil, s.abort(ctx, errors.Join(err, stopProvisioned(ctx, m)))
 			}
 		}
 		if v, ok := m.(Validator); ok {
@@ -73,7 +74,9 @@ func Load(ctx context.Context, entries []config.Module, base Host) (*Set, error)
 }
 
 // stopProvisioned releases what Provision acquired for a module that never
-// started; Stop must tolerate being called without Start.
+// started, whether Provision, Validate or another module's Start failed
+// (caddy's Cleanup); Stop must tolerate being called without Start and
+// after a partial Provision.
 func stopProvisioned(ctx context.Context, m Module) error {
 	if _, ok := m.(Provisioner); !ok {
 		return nil
@@ -92,29 +95,19 @@ func (s *Set) abort(ctx context.Context, err error) error {
 	return errors.Join(err, s.Stop(ctx))
 }
 
-// Stop stops every started module in parallel under ctx's deadline.
+// Stop stops the started modules in reverse start order, under ctx's
+// deadline: a module started later may use one started earlier (an HTTP
+// route calling state::get), so it goes first.
 func (s *Set) Stop(ctx context.Context) error {
 	if s == nil {
 		return nil
 	}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	for _, m := range s.started {
-		wg.Add(1)
-		// Exits when the module's Stop returns.
-		go func() {
-			defer wg.Done()
-			if err := m.Stop(ctx); err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("module %s: stop: %w", m.ID(), err))
-				mu.Unlock()
-			}
-		}()
+	var errs []error
+	for _, m := range slices.Backward(s.started) {
+		if err := m.Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("module %s: stop: %w", m.ID(), err))
+		}
 	}
-	wg.Wait()
 	s.started = nil
 	return errors.Join(errs...)
 }

@@ -25,7 +25,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -47,8 +46,10 @@ type Module interface {
 }
 
 // Provisioner is implemented by modules that set up resources (connections,
-// listeners) before validation. A failing Provision must clean up after
-// itself; Stop is not called for it.
+// listeners) before validation. When Provision or Validate fails, or the
+// module is never started, Stop is called to release what Provision
+// acquired (as caddy calls Cleanup), so Stop must work after a partial
+// Provision.
 type Provisioner interface {
 	Provision(ctx context.Context, h *Host) error
 }
@@ -94,18 +95,6 @@ func Lookup(id string) (Info, bool) {
 	defer regMu.RUnlock()
 	info, ok := registry[id]
 	return info, ok
-}
-
-// IDs lists the registered module IDs, sorted.
-func IDs() []string {
-	regMu.RLock()
-	defer regMu.RUnlock()
-	ids := make([]string, 0, len(registry))
-	for id := range registry {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
 }
 
 // Host is what a module gets from the engine.

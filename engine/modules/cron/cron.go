@@ -48,7 +48,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/iii-workbench/iii/engine"
-	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 	"github.com/iii-workbench/iii/engine/module"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
@@ -90,13 +89,11 @@ type Module struct {
 	instance string // lock owner value, for debugging
 	lockTTL  time.Duration
 
-	ctx    context.Context // lifetime of the module's goroutines
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	life module.Lifecycle
+	ctx  context.Context // lifetime of the module's goroutines (life's)
 
-	mu      sync.Mutex
-	stopped bool
-	jobs    map[string]*job // by trigger id
+	mu   sync.Mutex
+	jobs map[string]*job // by trigger id
 }
 
 var (
@@ -164,7 +161,7 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	m.keyFn = h.Key
 	m.instance = uuid.NewString()
 	m.lockTTL = time.Duration(m.LockTTLMs) * time.Millisecond
-	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	m.ctx = m.life.Begin(ctx, h.Engine)
 	m.jobs = make(map[string]*job)
 	if m.Adapter != nil {
 		m.log.Info("cron: the adapter setting is ignored; cron locks are kept in the engine's Redis", "lock_ttl_ms", m.LockTTLMs)
@@ -177,10 +174,10 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 		Provider:             provider{m},
 	})
 	if err == nil {
-		err = m.registerFire(h.Engine)
+		err = m.registerFire()
 	}
 	if err != nil {
-		m.cancel()
+		m.Stop(ctx)
 		return fmt.Errorf("cron: %w", err)
 	}
 	return nil
@@ -189,36 +186,12 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 // Stop implements module.Module: it stops every schedule and waits for
 // firings in flight, within ctx.
 func (m *Module) Stop(ctx context.Context) error {
-	m.mu.Lock()
-	m.stopped = true
-	m.jobs = nil
-	m.mu.Unlock()
-	if m.cancel == nil {
+	return m.life.Stop(ctx, func() error {
+		m.mu.Lock()
+		m.jobs = nil
+		m.mu.Unlock()
 		return nil
-	}
-	m.eng.UnregisterFunction(FunctionFire)
-	m.cancel()
-	done := waitgroup.Done(&m.wg)
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("cron: stop: %w", ctx.Err())
-	}
-}
-
-// goLocked runs fn in a goroutine the module waits for in Stop; it refuses
-// once Stop has begun. Callers hold m.mu.
-func (m *Module) goLocked(fn func()) bool {
-	if m.stopped {
-		return false
-	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		fn()
-	}()
-	return true
+	})
 }
 
 type provider struct{ m *Module }
@@ -243,7 +216,7 @@ func (p provider) RegisterTrigger(_ context.Context, t engine.Trigger) error {
 	lockID := hex.EncodeToString(sum[:12])
 
 	m.mu.Lock()
-	if m.stopped {
+	if m.life.Stopping() {
 		m.mu.Unlock()
 		return ErrStopped
 	}
@@ -261,7 +234,7 @@ func (p provider) RegisterTrigger(_ context.Context, t engine.Trigger) error {
 	j.meta.Store(&t.Metadata)
 	m.jobs[t.ID] = j
 	// Exits when the binding is unregistered or replaced, or at Stop.
-	m.goLocked(func() { m.run(ctx, j) })
+	m.life.Go(func() { m.run(ctx, j) })
 	m.mu.Unlock()
 	if old != nil {
 		old.cancel()
@@ -313,13 +286,11 @@ func (m *Module) fire(ctx context.Context, j *job, scheduled time.Time) {
 			"function_id", j.trigger.FunctionID, "scheduled_time", scheduled)
 		return
 	}
-	m.mu.Lock()
 	// Exits when the firing is done; bounded by the lock and condition timeouts.
-	ok := m.goLocked(func() {
+	ok := m.life.Go(func() {
 		defer j.firing.Store(false)
 		m.fireOnce(ctx, j, scheduled)
 	})
-	m.mu.Unlock()
 	if !ok {
 		j.firing.Store(false)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -14,10 +13,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
-	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 	"github.com/iii-workbench/iii/sdk"
@@ -25,18 +22,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// startEngine runs an engine with the cron module on redisURL.
-func startEngine(ctx context.Context, t *testing.T, redisURL, moduleConfig string) *devserver.Server {
-	t.Helper()
-	yaml := fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: iii-cron\n", redisURL)
-	if moduleConfig != "" {
-		yaml += "    config: " + moduleConfig + "\n"
-	}
-	srv, _ := devtest.Start(t, ctx, yaml)
-	return srv
-}
-
-func cronModule(t *testing.T, srv *devserver.Server) *Module {
+func cronModule(t *testing.T, srv *enginetest.Server) *Module {
 	t.Helper()
 	m, ok := srv.Modules().Get("cron")
 	if !ok {
@@ -92,7 +78,7 @@ func TestFiresWithPayload(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		srv := startEngine(ctx, t, b.URL, "{lock_ttl_ms: 5000}")
+		srv := enginetest.StartModule(t, ctx, b.URL, "iii-cron", "{lock_ttl_ms: 5000}")
 		eng := srv.Engine()
 		calls := recorder(t, eng, "test::tick", nil, false)
 		id, err := eng.RegisterTrigger(ctx, engine.Trigger{Type: TriggerType, FunctionID: "test::tick",
@@ -147,7 +133,7 @@ func TestFiresWithPayload(t *testing.T) {
 func TestRegisterRejectsBadConfig(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv := startEngine(ctx, t, storetest.Mini(t).URL, "")
+	srv := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-cron", "")
 	tests := []struct{ config, want string }{
 		{`{"expression":"* * * *"}`, `cron: invalid expression "* * * *": found 4 fields`},
 		{`{"expression":"61 * * * * *"}`, `above maximum (59)`},
@@ -169,7 +155,7 @@ func TestRegisterRejectsBadConfig(t *testing.T) {
 func TestReplaceByID(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv := startEngine(ctx, t, storetest.Mini(t).URL, "")
+	srv := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-cron", "")
 	eng := srv.Engine()
 	for _, expr := range []string{"0 0 * * * *", "@daily"} {
 		if _, err := eng.RegisterTrigger(ctx, engine.Trigger{ID: "t1", Type: TriggerType, FunctionID: "f",
@@ -193,7 +179,7 @@ func TestReplaceByID(t *testing.T) {
 func TestNewMetadataKeepsJob(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv := startEngine(ctx, t, storetest.Mini(t).URL, "")
+	srv := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-cron", "")
 	eng := srv.Engine()
 	fired := recorder(t, eng, "tick::fn", nil, false)
 	register := func(meta string) {
@@ -237,7 +223,7 @@ func TestNewMetadataKeepsJob(t *testing.T) {
 func TestConditionFunction(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	srv := startEngine(ctx, t, storetest.Mini(t).URL, "")
+	srv := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-cron", "")
 	eng := srv.Engine()
 	condFalse := recorder(t, eng, "test::cond-false", json.RawMessage(`false`), false)
 	condTrue := recorder(t, eng, "test::cond-true", json.RawMessage(`{"ok":1}`), false)
@@ -285,17 +271,9 @@ func TestTwoEnginesFireOnce(t *testing.T) {
 		seen  = make(chan struct{}, 64)
 	)
 	for _, name := range []string{"A", "B"} {
-		srv := startEngine(ctx, t, redisSrv.URL(), "")
-		w, err := sdk.Connect(ctx, srv.URL(), sdk.WithName("ticker"))
-		if err != nil {
-			t.Fatalf("connect to engine %s: %v", name, err)
-		}
-		t.Cleanup(func() {
-			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			w.Close(cctx)
-		})
-		err = w.RegisterFunction("jobs::tick", func(_ context.Context, in json.RawMessage) (any, error) {
+		srv := enginetest.StartModule(t, ctx, redisSrv.URL(), "iii-cron", "")
+		w := enginetest.Connect(t, ctx, srv.URL(), "ticker")
+		err := w.RegisterFunction("jobs::tick", func(_ context.Context, in json.RawMessage) (any, error) {
 			var p payload
 			json.Unmarshal(in, &p)
 			mu.Lock()
@@ -344,7 +322,7 @@ func TestTwoEnginesFireOnce(t *testing.T) {
 func TestAdapterLockTTL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv := startEngine(ctx, t, storetest.Mini(t).URL, "{adapter: {name: redis, config: {lock_ttl_ms: 1234, redis_url: x}}}")
+	srv := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-cron", "{adapter: {name: redis, config: {lock_ttl_ms: 1234, redis_url: x}}}")
 	if got := cronModule(t, srv).lockTTL; got != 1234*time.Millisecond {
 		t.Errorf("lock TTL %v, want adapter.config.lock_ttl_ms 1.234s", got)
 	}
@@ -362,15 +340,7 @@ func TestConfig(t *testing.T) {
 		{"{adapter: {name: kv, config: {lock_ttl_ms: soon}}}", "adapter.config.lock_ttl_ms must be an integer"},
 	}
 	for _, tt := range tests {
-		yaml := fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: CronModule\n    config: %s\n", url, tt.config)
-		cfg, err := config.Parse("config.yaml", []byte(yaml), os.LookupEnv)
-		if err == nil {
-			var srv *devserver.Server
-			srv, err = devserver.Start(ctx, devserver.Options{Config: cfg})
-			if err == nil {
-				srv.Stop(ctx)
-			}
-		}
+		err := enginetest.TryStart(ctx, enginetest.ModuleConfig(url, "CronModule", tt.config))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("config %s: error %v, want one containing %q", tt.config, err, tt.want)
 		}
@@ -383,7 +353,7 @@ func TestFireNow(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		srv := startEngine(ctx, t, b.URL, "")
+		srv := enginetest.StartModule(t, ctx, b.URL, "iii-cron", "")
 		eng := srv.Engine()
 		calls := recorder(t, eng, "test::yearly", nil, false)
 		id, err := eng.RegisterTrigger(ctx, engine.Trigger{Type: TriggerType, FunctionID: "test::yearly",

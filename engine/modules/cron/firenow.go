@@ -17,8 +17,8 @@ import (
 // schedule is not_found.
 const FunctionFire = "engine::cron::fire"
 
-func (m *Module) registerFire(e *engine.Engine) error {
-	return e.RegisterFunction(WorkerName, engine.Function{ID: FunctionFire,
+func (m *Module) registerFire() error {
+	return m.life.RegisterFunction(WorkerName, engine.Function{ID: FunctionFire,
 		Description: "Fire a cron trigger now, as if its schedule had come due", Handler: m.fireNow})
 }
 

@@ -18,12 +18,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/modules/exec"
 	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/engine/server"
 )
 
 const waitLimit = 20 * time.Second
@@ -32,7 +32,7 @@ const waitLimit = 20 * time.Second
 // (Node, Python): their start alone can take seconds on a loaded machine.
 const slowWaitLimit = 60 * time.Second
 
-// harness is an engine (devserver) running the exec module with one
+// harness is an engine (engine/server) running the exec module with one
 // worker named "echo" in root/w.
 type harness struct {
 	t     *testing.T
@@ -40,7 +40,7 @@ type harness struct {
 	root  string
 	dir   string
 	limit time.Duration // how long each wait may take
-	srv   *devserver.Server
+	srv   *server.Server
 	mod   *exec.Module
 	logs  *capture
 
@@ -128,9 +128,9 @@ modules:
 	if err != nil {
 		t.Fatalf("config:\n%s\n%v", yml, err)
 	}
-	h.srv, err = devserver.Start(h.ctx, devserver.Options{Config: cfg, Logger: slog.New(h.logs)})
+	h.srv, err = server.Start(h.ctx, server.Options{Config: cfg, Logger: slog.New(h.logs)})
 	if err != nil {
-		t.Fatalf("devserver.Start: %v", err)
+		t.Fatalf("server.Start: %v", err)
 	}
 	m, ok := h.srv.Modules().Get("exec")
 	if !ok {

@@ -7,11 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/event"
 )
 
 func TestRequestServedEvents(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := enginetest.Context(t)
 	f := startServer(t, ctx, "")
 	sub := f.srv.Engine().Events().Subscribe(256)
 	defer sub.Close()

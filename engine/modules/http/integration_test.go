@@ -12,31 +12,28 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
-	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	httpapi "github.com/iii-workbench/iii/engine/modules/http"
 	"github.com/iii-workbench/iii/sdk"
 )
 
-// fixture is a devserver running the HTTP module, with an HTTP client.
+// fixture is an engine running the HTTP module, with an HTTP client.
 type fixture struct {
-	srv     *devserver.Server
+	srv     *enginetest.Server
 	mod     *httpapi.Module
 	base    string // http://host:port of the HTTP API
 	client  *http.Client
-	logs    *devtest.Logs // engine log
+	logs    *enginetest.Logs // engine log
 	started time.Time
 }
 
-// startServer starts a devserver with RestApiModule and the given module
+// startServer starts an engine with RestApiModule and the given module
 // config lines (YAML flow mapping entries, e.g. "default_timeout: 300").
 func startServer(t testing.TB, ctx context.Context, moduleConfig string) *fixture {
 	t.Helper()
@@ -45,7 +42,8 @@ func startServer(t testing.TB, ctx context.Context, moduleConfig string) *fixtur
 		yaml += ", " + moduleConfig
 	}
 	yaml += "}\n"
-	srv, logs := devtest.Start(t, ctx, yaml)
+	srv := enginetest.Start(t, ctx, yaml)
+	logs := srv.Logs
 	m, ok := srv.Modules().Get("http")
 	if !ok {
 		t.Fatalf("module http not started; modules %v", srv.Modules().IDs())
@@ -53,16 +51,16 @@ func startServer(t testing.TB, ctx context.Context, moduleConfig string) *fixtur
 	f := &fixture{srv: srv, mod: m.(*httpapi.Module), logs: logs, started: time.Now(),
 		client: &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}}
 	f.base = "http://" + f.mod.Addr()
-	// Runs before devtest stops the engine (cleanups run in reverse).
+	// Runs before enginetest stops the engine (cleanups run in reverse).
 	t.Cleanup(f.client.CloseIdleConnections)
 	return f
 }
 
 // connect connects a Go SDK worker whose log goes to the returned buffer.
 // Cleanup closes it (before the server stops: cleanups run in reverse).
-func (f *fixture) connect(t *testing.T, ctx context.Context, name string) (*sdk.Worker, *devtest.Logs) {
+func (f *fixture) connect(t *testing.T, ctx context.Context, name string) (*sdk.Worker, *enginetest.Logs) {
 	t.Helper()
-	logs := &devtest.Logs{}
+	logs := &enginetest.Logs{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w, err := sdk.Connect(ctx, f.srv.URL(), sdk.WithName(name), sdk.WithLogger(log))
 	if err != nil {
@@ -137,7 +135,7 @@ func (f *fixture) waitStatus(t *testing.T, ctx context.Context, method, path str
 }
 
 // waitLog polls a log buffer until it contains all of parts.
-func waitLog(t *testing.T, ctx context.Context, logs *devtest.Logs, parts ...string) string {
+func waitLog(t *testing.T, ctx context.Context, logs *enginetest.Logs, parts ...string) string {
 	t.Helper()
 	for {
 		s := logs.String()
@@ -154,13 +152,6 @@ func waitLog(t *testing.T, ctx context.Context, logs *devtest.Logs, parts ...str
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-}
-
-func testCtx(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func route(w *sdk.Worker, t *testing.T, fn, method, path string, extra map[string]any) {
@@ -198,7 +189,7 @@ func assertEnvelope(t *testing.T, r reply, status int, code string, withID bool)
 }
 
 func TestRequestsAndResponses(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := enginetest.Context(t)
 	f := startServer(t, ctx, "")
 	w, _ := f.connect(t, ctx, "http-test")
 	var (
@@ -351,7 +342,7 @@ func TestRequestsAndResponses(t *testing.T) {
 }
 
 func TestErrorsAndLimits(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := enginetest.Context(t)
 	t.Setenv("HTTPAPI_TEST_TOKEN", "tok-123")
 	t.Setenv("HTTPAPI_TEST_KEY", "key-456")
 	f := startServer(t, ctx, "default_timeout: 300, body_limit: 1024, stream_body_limit: 4096")
@@ -501,7 +492,7 @@ func TestErrorsAndLimits(t *testing.T) {
 }
 
 func TestConflictsAndDisconnect(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := enginetest.Context(t)
 	f := startServer(t, ctx, "")
 	a, _ := f.connect(t, ctx, "http-a")
 	b, blog := f.connect(t, ctx, "http-b")
@@ -556,7 +547,7 @@ func TestConflictsAndDisconnect(t *testing.T) {
 // parameter). The old version's route is in the way, so the new one is
 // refused and parked; when the old worker goes, the new route is served.
 func TestReloadWithChangedRoute(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := enginetest.Context(t)
 	f := startServer(t, ctx, "")
 	oldW, _ := f.connect(t, ctx, "http-old")
 	newW, newLog := f.connect(t, ctx, "http-new")
@@ -600,7 +591,7 @@ func TestReloadWithChangedRoute(t *testing.T) {
 }
 
 func TestMiddlewareAndCondition(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := enginetest.Context(t)
 	f := startServer(t, ctx, "middleware: [{function_id: 't::global', phase: preHandler, priority: 1}], cors: {allowed_origins: ['https://ok.example']}")
 	w, _ := f.connect(t, ctx, "http-mw")
 	var handled atomic.Int64
@@ -665,7 +656,7 @@ func TestMiddlewareAndCondition(t *testing.T) {
 }
 
 func TestStopWithRequestInFlight(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := enginetest.Context(t)
 	f := startServer(t, ctx, "")
 	w, _ := f.connect(t, ctx, "http-stop")
 	started := make(chan struct{}, 1)
@@ -726,20 +717,13 @@ func TestBadConfig(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.config, func(t *testing.T) {
-			ctx := testCtx(t)
+			ctx := enginetest.Context(t)
 			entry := tc.config
 			if !strings.HasPrefix(entry, "port:") {
 				entry = "port: 0, " + entry
 			}
 			yaml := "engine: {port: 0}\nmodules:\n  - class: iii-http\n    config: {" + entry + "}\n"
-			cfg, err := config.Parse("config.yaml", []byte(yaml), os.LookupEnv)
-			if err == nil {
-				var srv *devserver.Server
-				srv, err = devserver.Start(ctx, devserver.Options{Config: cfg})
-				if err == nil {
-					srv.Stop(ctx)
-				}
-			}
+			err := enginetest.TryStart(ctx, yaml)
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("config {%s}: error %v, want one containing %q", tc.config, err, tc.err)
 			}

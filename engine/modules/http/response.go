@@ -10,6 +10,8 @@ import (
 	"math"
 	"net/http"
 	"strings"
+
+	"github.com/iii-workbench/iii/engine/protocol"
 )
 
 // ErrHTTPResponse is returned by mapResponse for a function result that
@@ -254,7 +256,7 @@ const (
 	codeTooLarge       = "PAYLOAD_TOO_LARGE"
 	codeBadRequest     = "BAD_REQUEST"
 	codeRequestTimeout = "REQUEST_TIMEOUT"
-	codeTimeout        = "TIMEOUT"
+	codeTimeout        = protocol.CodeTimeout
 	codeMiddlewareTime = "MIDDLEWARE_TIMEOUT"
 	codeInternal       = "INTERNAL_ERROR"
 	codeUnavailable    = "SERVICE_UNAVAILABLE"

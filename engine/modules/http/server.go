@@ -394,7 +394,7 @@ func (x *exchange) invokeFailed(functionID string, err error, timeoutCode string
 	switch {
 	case errors.As(err, &eb):
 		switch eb.Code {
-		case engine.CodeTimeout, "TIMEOUT":
+		case protocol.CodeTimeout:
 			x.fail(http.StatusGatewayTimeout, timeoutCode, fmt.Sprintf("function %s: %s", functionID, eb.Message))
 		case engine.CodeFunctionNotFound:
 			x.w.Header().Set("Retry-After", "1")

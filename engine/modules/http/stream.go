@@ -126,6 +126,7 @@ func (s *bodySource) close() {
 		_ = s.rc.SetReadDeadline(time.Now())
 	}
 	s.mu.Lock()
+	//lint:ignore SA2001 waits for the read in flight, which holds mu
 	s.mu.Unlock()
 	s.body.Close()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/iii-workbench/iii/engine/channel"
+	"github.com/iii-workbench/iii/engine/enginetest"
 )
 
 // refs are the channel refs of a request object.
@@ -37,7 +38,7 @@ func (f *fixture) openRef(ctx context.Context, r channel.Ref) (*websocket.Conn, 
 // TestStreamedResponses drives the response channel the way the SDKs do,
 // from a Go worker's function, with a raw WebSocket.
 func TestStreamedResponses(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := enginetest.Context(t)
 	f := startServer(t, ctx, "default_timeout: 3000")
 	w, _ := f.connect(t, ctx, "http-stream")
 

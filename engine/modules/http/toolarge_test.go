@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iii-workbench/iii/engine/enginetest"
 )
 
 // TestTooLargeNoReset sends bodies 64 times the limit, many times, with a
@@ -19,7 +21,7 @@ import (
 // reading), from a client that sends the whole request before it reads:
 // every try reads the 413, none ends in a reset while sending.
 func TestTooLargeNoReset(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := enginetest.Context(t)
 	const limit = 64 << 10
 	const bigSize = 4 << 20 // 64 times the limit, within what the server drains
 	f := startServer(t, ctx, "body_limit: 65536, stream_body_limit: 65536")

@@ -1,7 +1,6 @@
 package httpfunctions_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -17,18 +16,11 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/goleak"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/modules/httpfunctions"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 const permissive = `
 engine: {host: 127.0.0.1, port: 0}
@@ -38,69 +30,16 @@ modules:
       security: {require_https: false, block_private_ips: false}
 `
 
-// worker is a raw protocol client: enough to register functions with an
-// invocation block and to call them.
-type worker struct {
-	t  *testing.T
-	ws *websocket.Conn
-}
-
-func dial(t *testing.T, ctx context.Context, srv *devserver.Server) *worker {
-	t.Helper()
-	ws, _, err := websocket.Dial(ctx, srv.URL(), nil)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { ws.CloseNow() })
-	w := &worker{t: t, ws: ws}
-	if m := w.read(ctx); m["type"] != "workerregistered" {
-		t.Fatalf("greeting %v", m)
-	}
-	return w
-}
-
-func (w *worker) send(ctx context.Context, v any) {
-	w.t.Helper()
-	b, _ := json.Marshal(v)
-	if err := w.ws.Write(ctx, websocket.MessageText, b); err != nil {
-		w.t.Fatalf("write: %v", err)
-	}
-}
-
-func (w *worker) read(ctx context.Context) map[string]any {
-	w.t.Helper()
-	_, data, err := w.ws.Read(ctx)
-	if err != nil {
-		w.t.Fatalf("read: %v", err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
-		w.t.Fatalf("frame %s: %v", data, err)
-	}
-	return m
-}
-
 // register sends a registerfunction with an invocation block and waits
 // (a ping round trip) until the engine has processed it.
-func (w *worker) register(ctx context.Context, id string, inv map[string]any) {
-	w.t.Helper()
-	w.send(ctx, map[string]any{"type": "registerfunction", "id": id, "invocation": inv})
-	w.send(ctx, map[string]any{"type": "ping"})
-	if m := w.read(ctx); m["type"] != "pong" {
-		w.t.Fatalf("got %v, want pong", m)
-	}
+func register(w *enginetest.Worker, id string, inv map[string]any) {
+	w.Send(map[string]any{"type": "registerfunction", "id": id, "invocation": inv})
+	w.Quiet()
 }
 
 // call invokes id and returns the invocationresult.
-func (w *worker) call(ctx context.Context, id string, data any) map[string]any {
-	w.t.Helper()
-	inv := uuid.NewString()
-	w.send(ctx, map[string]any{"type": "invokefunction", "invocation_id": inv, "function_id": id, "data": data})
-	m := w.read(ctx)
-	if m["type"] != "invocationresult" || m["invocation_id"] != inv {
-		w.t.Fatalf("got %v, want the invocationresult of %s", m, inv)
-	}
-	return m
+func call(w *enginetest.Worker, id string, data any) map[string]any {
+	return w.Call(id, data, uuid.NewString())
 }
 
 func errOf(m map[string]any) (code, msg string) {
@@ -160,10 +99,10 @@ func (u *upstream) last(t *testing.T) (*http.Request, string) {
 }
 
 func TestHTTPFunctions(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	up := newUpstream(t)
-	srv, _ := devtest.Start(t, ctx, permissive)
-	w := dial(t, ctx, srv)
+	srv := enginetest.Start(t, ctx, permissive)
+	w := enginetest.Dial(t, srv.URL())
 	t.Setenv("HF_TEST_TOKEN", "tok-1")
 	t.Setenv("HF_TEST_KEY", "key-1")
 	t.Setenv("HF_TEST_SECRET", "sec-1")
@@ -183,10 +122,10 @@ func TestHTTPFunctions(t *testing.T) {
 		"hf::badauth":  {"url": up.URL + "/echo", "auth": map[string]any{"type": "basic"}},
 	}
 	for id, inv := range fns {
-		w.register(ctx, id, inv)
+		register(w, id, inv)
 	}
 
-	res := w.call(ctx, "hf::echo", map[string]any{"n": 1})
+	res := call(w, "hf::echo", map[string]any{"n": 1})
 	r, body := up.last(t)
 	if got, _ := res["result"].(map[string]any); got["method"] != "POST" || got["got"].(map[string]any)["n"] != 1.0 {
 		t.Errorf("echo result %v", res)
@@ -199,13 +138,13 @@ func TestHTTPFunctions(t *testing.T) {
 	if !strings.Contains(body, `"n":1`) {
 		t.Errorf("request body %s", body)
 	}
-	if res := w.call(ctx, "hf::get", nil); res["result"].(map[string]any)["method"] != "GET" {
+	if res := call(w, "hf::get", nil); res["result"].(map[string]any)["method"] != "GET" {
 		t.Errorf("GET: %v", res)
 	}
-	if res := w.call(ctx, "hf::empty", nil); res["result"] != nil || res["error"] != nil {
+	if res := call(w, "hf::empty", nil); res["result"] != nil || res["error"] != nil {
 		t.Errorf("empty 204: %v", res)
 	}
-	if res := w.call(ctx, "hf::redirect", nil); res["error"] != nil {
+	if res := call(w, "hf::redirect", nil); res["error"] != nil {
 		t.Errorf("redirect (not followed, no result): %v", res)
 	}
 	for id, want := range map[string][2]string{
@@ -217,7 +156,7 @@ func TestHTTPFunctions(t *testing.T) {
 		"hf::badauth": {"function_not_found", "invocation.auth"},
 	} {
 		start := time.Now()
-		code, msg := errOf(w.call(ctx, id, map[string]any{}))
+		code, msg := errOf(call(w, id, map[string]any{}))
 		if code != want[0] || !strings.Contains(msg, want[1]) {
 			t.Errorf("%s: error %s %q, want %s containing %q", id, code, msg, want[0], want[1])
 		}
@@ -226,23 +165,23 @@ func TestHTTPFunctions(t *testing.T) {
 		}
 	}
 
-	w.call(ctx, "hf::bearer", map[string]any{})
+	call(w, "hf::bearer", map[string]any{})
 	if r, _ := up.last(t); r.Header.Get("Authorization") != "Bearer tok-1" {
 		t.Errorf("bearer: Authorization %q", r.Header.Get("Authorization"))
 	}
-	w.call(ctx, "hf::apikey", map[string]any{})
+	call(w, "hf::apikey", map[string]any{})
 	if r, _ := up.last(t); r.Header.Get("X-Key") != "key-1" {
 		t.Errorf("api_key: X-Key %q", r.Header.Get("X-Key"))
 	}
-	w.call(ctx, "hf::hmac", map[string]any{"a": "b"})
+	call(w, "hf::hmac", map[string]any{"a": "b"})
 	r, body = up.last(t)
 	if sig := r.Header.Get("x-iii-Signature"); sig == "" || sig != httpfunctions.Sign([]byte(body), "sec-1", r.Header.Get("x-iii-Timestamp")) {
 		t.Errorf("hmac: signature %q over %s", sig, body)
 	}
 
 	// unregisterfunction removes one.
-	w.send(ctx, map[string]any{"type": "unregisterfunction", "id": "hf::get"})
-	if code, _ := errOf(w.call(ctx, "hf::get", nil)); code != "function_not_found" {
+	w.Send(map[string]any{"type": "unregisterfunction", "id": "hf::get"})
+	if code, _ := errOf(call(w, "hf::get", nil)); code != "function_not_found" {
 		t.Errorf("hf::get after unregisterfunction: %s", code)
 	}
 	delete(fns, "hf::get")
@@ -258,7 +197,7 @@ func TestHTTPFunctions(t *testing.T) {
 	if !found {
 		t.Fatalf("hf::echo not listed with its worker: %+v", info.Functions)
 	}
-	w.ws.Close(websocket.StatusNormalClosure, "")
+	w.Conn.Close(websocket.StatusNormalClosure, "")
 	deadline := time.Now().Add(5 * time.Second)
 	for left := len(fns); left > 0; {
 		left = 0
@@ -275,7 +214,7 @@ func TestHTTPFunctions(t *testing.T) {
 }
 
 func TestURLPolicy(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	up := newUpstream(t)
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(up.URL, "http://"))
 	for _, c := range []struct {
@@ -291,10 +230,10 @@ func TestURLPolicy(t *testing.T) {
 			if c.security != "" {
 				yaml += "    config: {security: " + c.security + "}\n"
 			}
-			srv, _ := devtest.Start(t, ctx, yaml)
-			w := dial(t, ctx, srv)
-			w.register(ctx, "hf::x", map[string]any{"url": c.url})
-			code, msg := errOf(w.call(ctx, "hf::x", map[string]any{}))
+			srv := enginetest.Start(t, ctx, yaml)
+			w := enginetest.Dial(t, srv.URL())
+			register(w, "hf::x", map[string]any{"url": c.url})
+			code, msg := errOf(call(w, "hf::x", map[string]any{}))
 			if code != "url_validation_failed" || !strings.Contains(msg, c.want) {
 				t.Errorf("error %s %q, want url_validation_failed containing %q", code, msg, c.want)
 			}
@@ -306,11 +245,11 @@ func TestURLPolicy(t *testing.T) {
 }
 
 func TestWithoutModuleIgnored(t *testing.T) {
-	ctx := testContext(t)
-	srv, _ := devtest.Start(t, ctx, "engine: {host: 127.0.0.1, port: 0}\nmodules: []\n")
-	w := dial(t, ctx, srv)
-	w.register(ctx, "hf::x", map[string]any{"url": "https://example.com/"})
-	code, msg := errOf(w.call(ctx, "hf::x", map[string]any{}))
+	ctx := enginetest.Context(t)
+	srv := enginetest.Start(t, ctx, "engine: {host: 127.0.0.1, port: 0}\nmodules: []\n")
+	w := enginetest.Dial(t, srv.URL())
+	register(w, "hf::x", map[string]any{"url": "https://example.com/"})
+	code, msg := errOf(call(w, "hf::x", map[string]any{}))
 	if code != "function_not_found" || !strings.Contains(msg, "iii-http-functions module is not loaded") {
 		t.Errorf("error %s %q", code, msg)
 	}

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/sdk"
 )
 
@@ -41,11 +41,7 @@ func benchCalls(b *testing.B, tracing bool, inflight int, payload any) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	s, err := devserver.Start(ctx, devserver.Options{Config: cfg})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Stop(ctx)
+	s := enginetest.StartConfig(b, ctx, cfg)
 	worker, err := sdk.Connect(ctx, s.URL(), sdk.WithName("bench-worker"))
 	if err != nil {
 		b.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/sdk"
 )
 
@@ -28,7 +29,7 @@ func startChain(t *testing.T, ctx context.Context, s *server, hops []hop) {
 		if h.worker == "" {
 			continue
 		}
-		w := connect(t, ctx, s.URL(), h.worker)
+		w := enginetest.Connect(t, ctx, s.URL(), h.worker)
 		next := ""
 		if i+1 < len(hops) {
 			next = hops[i+1].fn
@@ -167,7 +168,7 @@ func traceTreeOf(t *testing.T, ctx context.Context, eng *engine.Engine, traceID 
 }
 
 func TestCallChainIsOneTrace(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
 	hops := []hop{

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/sdk"
 )
@@ -37,14 +38,14 @@ func engineCounters(t *testing.T, ctx context.Context, eng *engine.Engine) map[s
 // and on /otel are counted and dropped; both sockets stay open, the
 // worker's calls still succeed and a good frame afterwards is stored.
 func TestMalformedFramesDropped(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
 	good, err := os.ReadFile("otlpjson/testdata/node-traces.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sdkWorker := connect(t, ctx, s.URL(), "mf-worker", sdk.WithTelemetry(false)) // only the good frame adds worker spans
+	sdkWorker := enginetest.Connect(t, ctx, s.URL(), "mf-worker", sdk.WithTelemetry(false)) // only the good frame adds worker spans
 	sdkWorker.RegisterFunction("mf::echo", func(_ context.Context, in json.RawMessage) (any, error) { return in, nil })
 	waitFunctions(t, ctx, eng, "mf::echo")
 

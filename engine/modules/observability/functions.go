@@ -42,10 +42,9 @@ func (m *Module) register() error {
 		engine.Function{ID: "engine::baggage::get_all", Description: "Every W3C baggage entry the call carries", Handler: fnBaggageGetAll},
 	)
 	for _, fn := range fns {
-		if err := m.h.Engine.RegisterFunction(WorkerName, fn); err != nil {
+		if err := m.life.RegisterFunction(WorkerName, fn); err != nil {
 			return fmt.Errorf("observability: %w", err)
 		}
-		m.fnIDs = append(m.fnIDs, fn.ID)
 	}
 	types := []engine.TriggerType{
 		{ID: "log", Description: "Fires for each new log record (config: level = info|warn|error|debug|trace, optional)", Provider: logProvider{&m.trig}},

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -14,28 +13,17 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/modules/observability"
-	"github.com/iii-workbench/iii/sdk"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-const testTimeout = 30 * time.Second
-
-func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// server is a devserver engine running the observability module.
+// server is an engine running the observability module.
 type server struct {
-	*devserver.Server
+	*enginetest.Server
 	mod *observability.Module
 }
 
@@ -72,25 +60,10 @@ func startServerWith(t *testing.T, modules, cfg string, env map[string]string) *
 		v, ok := env[k]
 		return v, ok
 	})
+	defer observability.SetGetenv(os.LookupEnv)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	logs := &devtest.Logs{}
-	s, err := devserver.Start(ctx, devserver.Options{Config: c,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	observability.SetGetenv(os.LookupEnv)
-	if err != nil {
-		t.Fatalf("devserver.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("engine log:\n%s", logs.String())
-		}
-	})
+	s := enginetest.StartConfig(t, ctx, c)
 	m, ok := s.Modules().Get(config.ModuleObservability)
 	if !ok {
 		t.Fatal("observability module not started")
@@ -169,22 +142,6 @@ func spans(t *testing.T, ctx context.Context, eng *engine.Engine, filter map[str
 	var out spanList
 	call(t, ctx, eng, engine.Request{FunctionID: "engine::traces::list", Data: data(filter)}, &out)
 	return out
-}
-
-// connect connects a Go SDK worker (which exports its own spans unless
-// opts turn that off); Close at cleanup.
-func connect(t *testing.T, ctx context.Context, url, name string, opts ...sdk.Option) *sdk.Worker {
-	t.Helper()
-	w, err := sdk.Connect(ctx, url, append([]sdk.Option{sdk.WithName(name)}, opts...)...)
-	if err != nil {
-		t.Fatalf("connect %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		w.Close(ctx)
-	})
-	return w
 }
 
 // waitFunctions waits until the engine lists every id.

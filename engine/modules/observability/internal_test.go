@@ -1,6 +1,9 @@
 package observability
 
 import (
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
 	"testing"
 	"time"
 )
@@ -62,8 +65,12 @@ func TestSampled(t *testing.T) {
 		if sampled(id, 0.25) {
 			kept++
 		}
-		if sampled(id, 0.25) != sampled(id, 0.25) {
-			t.Fatal("not deterministic")
+		// The same decision as OpenTelemetry's ratio sampler, so a trace
+		// an SDK keeps at this ratio is kept here too.
+		tid, _ := trace.TraceIDFromHex(id)
+		otel := sdktrace.TraceIDRatioBased(0.25).ShouldSample(sdktrace.SamplingParameters{TraceID: tid})
+		if want := otel.Decision == sdktrace.RecordAndSample; sampled(id, 0.25) != want {
+			t.Fatalf("sampled(%s, 0.25) = %v, OpenTelemetry's TraceIDRatioBased says %v", id, !want, want)
 		}
 	}
 	if kept < 150 || kept > 350 {

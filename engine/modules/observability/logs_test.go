@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/sdk"
@@ -23,7 +24,7 @@ func logs(t *testing.T, ctx context.Context, eng *engine.Engine, filter map[stri
 }
 
 func TestLogFunctions(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
 
@@ -80,7 +81,7 @@ func TestLogFunctions(t *testing.T) {
 	}
 
 	// A worker logging from inside a call: its name and the call's trace.
-	w := connect(t, ctx, s.URL(), "log-worker")
+	w := enginetest.Connect(t, ctx, s.URL(), "log-worker")
 	w.RegisterFunction("lg::fn", func(ctx context.Context, _ json.RawMessage) (any, error) {
 		_, err := w.Trigger(ctx, sdk.TriggerRequest{FunctionID: "engine::log::warn", Payload: map[string]any{"message": "from a handler"}})
 		return nil, err
@@ -151,10 +152,10 @@ func (r *recorder) wait(t *testing.T, ctx context.Context, key string, value any
 }
 
 func TestLogTrigger(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
-	w := connect(t, ctx, s.URL(), "log-trigger-worker")
+	w := enginetest.Connect(t, ctx, s.URL(), "log-trigger-worker")
 	rec := newRecorder()
 	w.RegisterFunction("lt::on", rec.handler)
 	waitFunctions(t, ctx, eng, "lt::on")
@@ -193,10 +194,10 @@ func TestLogTrigger(t *testing.T) {
 }
 
 func TestTraceTrigger(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
-	w := connect(t, ctx, s.URL(), "trace-trigger-worker")
+	w := enginetest.Connect(t, ctx, s.URL(), "trace-trigger-worker")
 	all, failed := newRecorder(), newRecorder()
 	w.RegisterFunction("tt::all", func(ctx context.Context, in json.RawMessage) (any, error) {
 		all.handler(ctx, in)
@@ -266,7 +267,7 @@ func TestTraceTrigger(t *testing.T) {
 }
 
 func TestBaggageFunctions(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
 	const bg = "tenant=acme;prop=1,user=j%20doe, iii.function.id=x"

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/modules/observability"
 	_ "github.com/iii-workbench/iii/engine/modules/queue"
@@ -70,13 +71,13 @@ func value(fams map[string]*dto.MetricFamily, name string, labels map[string]str
 }
 
 func TestPrometheusCountsCompletedCalls(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
 	if s.mod.MetricsAddr() == "" {
 		t.Fatal("no metrics address")
 	}
-	w := connect(t, ctx, s.URL(), "metrics-worker")
+	w := enginetest.Connect(t, ctx, s.URL(), "metrics-worker")
 	w.RegisterFunction("m::ok", func(context.Context, json.RawMessage) (any, error) { return "fine", nil })
 	w.RegisterFunction("m::fail", func(context.Context, json.RawMessage) (any, error) {
 		return nil, sdk.Errorf("boom_code", "it broke")
@@ -148,7 +149,7 @@ func TestPrometheusFunctionLabelCap(t *testing.T) {
 	const limit = 3
 	old := observability.SetFunctionLabelLimit(limit)
 	defer observability.SetFunctionLabelLimit(old)
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
 	const calls = 10
@@ -192,10 +193,10 @@ func TestMetricsDisabled(t *testing.T) {
 }
 
 func TestPrometheusQueueGauges(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServerWith(t, "  - class: QueueModule\n", "", nil)
 	eng := s.Engine()
-	w := connect(t, ctx, s.URL(), "queue-worker")
+	w := enginetest.Connect(t, ctx, s.URL(), "queue-worker")
 	release := make(chan struct{})
 	w.RegisterFunction("q::hold", func(ctx context.Context, _ json.RawMessage) (any, error) {
 		select {

@@ -68,14 +68,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/event"
-	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 	"github.com/iii-workbench/iii/engine/module"
 )
 
@@ -173,12 +171,8 @@ type Module struct {
 
 	stats counters
 
-	ctx    context.Context // the module's lifetime, cancelled by Stop
-	cancel context.CancelFunc
-	mu     sync.Mutex // guards stop and wg.Add
-	wg     sync.WaitGroup
-	stop   bool
-	fnIDs  []string // registered functions, removed again by Stop
+	life module.Lifecycle
+	ctx  context.Context // the module's lifetime, cancelled by Stop (life's)
 }
 
 // counters are the module's own tallies, shown by engine::metrics::list
@@ -335,7 +329,7 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
-	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	m.ctx = m.life.Begin(ctx, h.Engine)
 	m.spans = newRing[*Span](m.MemoryMaxSpans)
 	m.traces = newTraceIndex()
 	m.spans.onAdd = func(s *Span) { m.traces.add(s.TraceID) }
@@ -357,27 +351,26 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	}
 	m.sub = h.Engine.Events().Subscribe(DefaultEventBuffer)
 	if err := m.register(); err != nil {
-		m.abort()
-		m.sub.Close()
+		m.Stop(ctx)
 		if m.exp != nil && m.exp.grpc != nil {
 			m.exp.grpc.close()
 		}
 		return err
 	}
 	// Exits when Stop cancels m.ctx.
-	m.goOwned(m.eventLoop)
+	m.life.Go(m.eventLoop)
 	// Exits when Stop cancels m.ctx.
-	m.goOwned(m.telemetryLoop)
+	m.life.Go(m.telemetryLoop)
 	if m.exp != nil {
 		// Exits when Stop cancels m.ctx, after a last flush.
-		m.goOwned(func() { m.exp.run(m.ctx) })
+		m.life.Go(func() { m.exp.run(m.ctx) })
 	}
 	if m.metricsLn != nil {
 		m.metricsSrv = &http.Server{Handler: m.prom.handler(), ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog: slog.NewLogLogger(m.log.Handler(), slog.LevelDebug)}
 		ln := m.metricsLn
 		// Exits when Stop shuts the server down.
-		m.goOwned(func() {
+		m.life.Go(func() {
 			if err := m.metricsSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				m.log.Error("Prometheus server stopped", "err", err)
 			}
@@ -388,62 +381,23 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	return nil
 }
 
-// abort undoes register after a failed Start.
-func (m *Module) abort() {
-	for _, id := range m.fnIDs {
-		m.h.Engine.UnregisterFunction(id)
-	}
-	m.fnIDs = nil
-}
-
-// goOwned runs fn in a goroutine Stop waits for; it refuses after Stop.
-func (m *Module) goOwned(fn func()) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.stop {
-		return false
-	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		fn()
-	}()
-	return true
-}
-
 // Stop removes the telemetry sink, the functions and the subscription,
 // flushes the exporter and stops the metrics server, within ctx.
 func (m *Module) Stop(ctx context.Context) error {
-	m.mu.Lock()
-	already := m.stop
-	m.stop = true
-	m.mu.Unlock()
-	if already {
-		return nil
-	}
-	var errs []error
-	if m.h != nil {
+	if m.h != nil && !m.life.Stopping() {
 		m.h.Engine.SetTelemetrySink(nil)
-		m.abort()
 	}
-	if m.sub != nil {
-		m.sub.Close()
-	}
-	if m.cancel != nil {
-		m.cancel()
-	}
-	if m.metricsSrv != nil {
-		if err := m.metricsSrv.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("observability: metrics server: %w", err))
+	return m.life.Stop(ctx, func() error {
+		if m.sub != nil {
+			m.sub.Close()
 		}
-	} else if m.metricsLn != nil {
-		m.metricsLn.Close() // provisioned, never started
-	}
-	done := waitgroup.Done(&m.wg)
-	select {
-	case <-done:
-	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("observability: stop: %w", ctx.Err()))
-	}
-	return errors.Join(errs...)
+		if m.metricsSrv != nil {
+			if err := m.metricsSrv.Shutdown(ctx); err != nil {
+				return fmt.Errorf("observability: metrics server: %w", err)
+			}
+		} else if m.metricsLn != nil {
+			m.metricsLn.Close() // provisioned, never started
+		}
+		return nil
+	})
 }

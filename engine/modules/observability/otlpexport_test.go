@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/modules/observability"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
@@ -129,12 +130,12 @@ func TestOTLPExport(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx := testContext(t)
+			ctx := enginetest.Context(t)
 			col := newCollector(t)
 			cfg, env := tt.cfg(col.srv.URL)
 			s := startServer(t, cfg, env)
 			eng := s.Engine()
-			w := connect(t, ctx, s.URL(), "export-worker")
+			w := enginetest.Connect(t, ctx, s.URL(), "export-worker")
 			w.RegisterFunction("exp::fn", func(context.Context, json.RawMessage) (any, error) { return 1, nil })
 			waitFunctions(t, ctx, eng, "exp::fn")
 
@@ -227,7 +228,7 @@ func (l logsServer) Export(_ context.Context, req *collogspb.ExportLogsServiceRe
 }
 
 func TestOTLPGRPCExport(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -5,19 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/modules/observability"
 )
 
 func TestSpanStoreIsBounded(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "memory_max_spans: 5\nlogs_max_count: 3", nil)
 	eng := s.Engine()
 	for i := range 8 {
@@ -75,7 +74,7 @@ func TestSpanStoreIsBounded(t *testing.T) {
 // in-process calls that start a trace of their own (polls); calls of
 // worker functions always do.
 func TestWhatIsTraced(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "", nil)
 	eng := s.Engine()
 	const tp = "00-abababababababababababababababab-abababababababab-01"
@@ -145,17 +144,9 @@ func tryStart(t *testing.T, cfg string) error {
 	for _, line := range strings.Split(cfg, "\n") {
 		b.WriteString("      " + line + "\n")
 	}
-	c, err := config.Parse("config.yaml", []byte(b.String()), os.LookupEnv)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := devserver.Start(ctx, devserver.Options{Config: c})
-	if err != nil {
-		return err
-	}
-	return s.Stop(ctx)
+	return enginetest.TryStart(ctx, b.String())
 }
 
 func TestMetricsPortInUse(t *testing.T) {
@@ -184,7 +175,7 @@ func TestDefaultMetricsPortTaken(t *testing.T) {
 }
 
 func TestSampling(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	s := startServer(t, "sampling_ratio: 0", nil)
 	eng := s.Engine()
 	eng.Invoke(ctx, engine.Request{FunctionID: "nope::x", Trigger: "http"})

@@ -27,7 +27,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/iii-workbench/iii/engine"
-	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 	"github.com/iii-workbench/iii/engine/module"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
@@ -68,15 +67,12 @@ type Module struct {
 	log    *slog.Logger
 	prefix string // channel name prefix; the topic follows
 
-	ps     *redis.PubSub
-	fnIDs  []string // registered functions, unregistered at Stop
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ps   *redis.PubSub
+	life module.Lifecycle
 
-	mu      sync.RWMutex
-	stopped bool
-	topics  map[string]map[string]engine.Trigger // topic -> trigger id -> binding
-	byID    map[string]string                    // trigger id -> topic
+	mu     sync.RWMutex
+	topics map[string]map[string]engine.Trigger // topic -> trigger id -> binding
+	byID   map[string]string                    // trigger id -> topic
 }
 
 var _ module.Module = (*Module)(nil)
@@ -101,30 +97,25 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 		m.log.Info("pubsub: the adapter setting is ignored; topics go through the engine's Redis")
 	}
 
+	loopCtx := m.life.Begin(ctx, h.Engine)
 	ps := h.Redis.PSubscribe(ctx, m.prefix+"*")
 	if _, err := ps.Receive(ctx); err != nil {
 		ps.Close()
+		m.Stop(ctx)
 		return fmt.Errorf("pubsub: subscribe: %w", err)
 	}
 	m.ps = ps
 	ch := ps.Channel(redis.WithChannelSize(channelBuffer))
-	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	m.cancel = cancel
-	m.wg.Add(1)
 	// Exits when Stop cancels loopCtx or closes the subscription.
-	go func() {
-		defer m.wg.Done()
-		m.receive(loopCtx, ch)
-	}()
+	m.life.Go(func() { m.receive(loopCtx, ch) })
 
-	err := h.Engine.RegisterFunction(WorkerName, engine.Function{
+	err := m.life.RegisterFunction(WorkerName, engine.Function{
 		ID:            PublishFunction,
 		Description:   "Publishes data to every subscribe trigger on topic, on every engine sharing this Redis (at most once)",
 		RequestFormat: json.RawMessage(`{"type":"object","properties":{"topic":{"type":"string"},"data":{}},"required":["topic"]}`),
 		Handler:       m.publish,
 	})
 	if err == nil {
-		m.fnIDs = append(m.fnIDs, PublishFunction)
 		err = h.Engine.RegisterTriggerType(WorkerName, engine.TriggerType{
 			ID:                   TriggerType,
 			Description:          "Receives the data published to a topic",
@@ -142,31 +133,7 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 // Stop implements module.Module: it closes the subscription and waits for
 // the receive loop.
 func (m *Module) Stop(ctx context.Context) error {
-	m.mu.Lock()
-	m.stopped = true
-	fnIDs := m.fnIDs
-	m.fnIDs = nil
-	m.mu.Unlock()
-	for _, id := range fnIDs {
-		m.eng.UnregisterFunction(id)
-	}
-	if m.cancel == nil {
-		return nil
-	}
-	m.cancel()
-	var err error
-	if m.ps != nil {
-		if cerr := m.ps.Close(); cerr != nil && !errors.Is(cerr, redis.ErrClosed) {
-			err = fmt.Errorf("pubsub: close subscription: %w", cerr)
-		}
-	}
-	done := waitgroup.Done(&m.wg)
-	select {
-	case <-done:
-		return err
-	case <-ctx.Done():
-		return errors.Join(err, fmt.Errorf("pubsub: stop: %w", ctx.Err()))
-	}
+	return m.life.Stop(ctx, module.CloseSubscription(m.ps))
 }
 
 type publishArgs struct {
@@ -252,7 +219,7 @@ func (p provider) RegisterTrigger(_ context.Context, t engine.Trigger) error {
 	m := p.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.stopped {
+	if m.life.Stopping() {
 		return ErrStopped
 	}
 	m.removeLocked(t.ID)

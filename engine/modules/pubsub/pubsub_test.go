@@ -5,44 +5,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
-	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 	"github.com/iii-workbench/iii/sdk"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func startEngine(ctx context.Context, t *testing.T, redisURL string) *devserver.Server {
-	t.Helper()
-	yaml := fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: iii-pubsub\n", redisURL)
-	srv, _ := devtest.Start(t, ctx, yaml)
-	return srv
-}
-
-func connect(ctx context.Context, t *testing.T, url, name string) *sdk.Worker {
-	t.Helper()
-	w, err := sdk.Connect(ctx, url, sdk.WithName(name))
-	if err != nil {
-		t.Fatalf("connect %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		w.Close(cctx)
-	})
-	return w
-}
 
 type received struct {
 	data     string
@@ -82,7 +58,7 @@ func expect(ctx context.Context, t *testing.T, ch <-chan received, who, want str
 
 // waitBound waits until engine srv has n subscribe bindings delivered to
 // the module (SDK registrations are asynchronous).
-func waitBound(ctx context.Context, t *testing.T, srv *devserver.Server, n int) {
+func waitBound(ctx context.Context, t *testing.T, srv *enginetest.Server, n int) {
 	t.Helper()
 	mod, _ := srv.Modules().Get("pubsub")
 	m := mod.(*Module)
@@ -105,16 +81,16 @@ func TestPublishReachesSubscribersOnBothEngines(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		a, bEng := startEngine(ctx, t, b.URL), startEngine(ctx, t, b.URL)
-		wa := connect(ctx, t, a.URL(), "sub-a")
-		wb := connect(ctx, t, bEng.URL(), "sub-b")
+		a, bEng := enginetest.StartModule(t, ctx, b.URL, "iii-pubsub", ""), enginetest.StartModule(t, ctx, b.URL, "iii-pubsub", "")
+		wa := enginetest.Connect(t, ctx, a.URL(), "sub-a")
+		wb := enginetest.Connect(t, ctx, bEng.URL(), "sub-b")
 		onA := subscribe(t, wa, "sub::a", "orders", map[string]any{"who": "a"})
 		other := subscribe(t, wa, "sub::other", "other", nil)
 		onB := subscribe(t, wb, "sub::b", "orders", nil)
 		waitBound(ctx, t, a, 2)
 		waitBound(ctx, t, bEng, 1)
 
-		pub := connect(ctx, t, a.URL(), "publisher")
+		pub := enginetest.Connect(t, ctx, a.URL(), "publisher")
 		for _, data := range []string{`{"id":1,"items":["x"]}`, `"text"`, `[1,2]`, `null`} {
 			res, err := pub.Trigger(ctx, sdk.TriggerRequest{FunctionID: PublishFunction,
 				Payload: map[string]any{"topic": "orders", "data": json.RawMessage(data)}})
@@ -128,7 +104,7 @@ func TestPublishReachesSubscribersOnBothEngines(t *testing.T) {
 			expect(ctx, t, onB, "engine B subscriber", data)
 		}
 		// Published on engine B, with data omitted: null reaches A.
-		pubB := connect(ctx, t, bEng.URL(), "publisher-b")
+		pubB := enginetest.Connect(t, ctx, bEng.URL(), "publisher-b")
 		if _, err := pubB.Trigger(ctx, sdk.TriggerRequest{FunctionID: PublishFunction, Payload: map[string]any{"topic": "orders"}}); err != nil {
 			t.Fatal(err)
 		}
@@ -145,8 +121,8 @@ func TestPublishReachesSubscribersOnBothEngines(t *testing.T) {
 func TestPublishErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv := startEngine(ctx, t, storetest.Mini(t).URL)
-	w := connect(ctx, t, srv.URL(), "publisher")
+	srv := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-pubsub", "")
+	w := enginetest.Connect(t, ctx, srv.URL(), "publisher")
 	tests := []struct {
 		payload any
 		code    string
@@ -176,7 +152,7 @@ func TestPublishErrors(t *testing.T) {
 func TestUnsubscribe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv := startEngine(ctx, t, storetest.Mini(t).URL)
+	srv := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-pubsub", "")
 	eng := srv.Engine()
 	id, err := eng.RegisterTrigger(ctx, engine.Trigger{Type: TriggerType, FunctionID: "f", Config: json.RawMessage(`{"topic":"t"}`)})
 	if err != nil {
@@ -209,7 +185,7 @@ func TestResubscribesAfterRedisRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	rs := storetest.StartServer(t)
-	srv := startEngine(ctx, t, rs.URL())
+	srv := enginetest.StartModule(t, ctx, rs.URL(), "iii-pubsub", "")
 	eng := srv.Engine()
 	got := make(chan json.RawMessage, 64)
 	if err := eng.RegisterFunction("test", engine.Function{ID: "test::sub", Handler: func(_ context.Context, c *engine.Call) (json.RawMessage, error) {
@@ -256,13 +232,7 @@ func TestConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		yaml := "engine: {host: 127.0.0.1, port: 0}\nmodules:\n  - class: PubSubModule\n    config:" + tt.config
-		cfg, err := config.Parse("config.yaml", []byte(yaml), os.LookupEnv)
-		if err == nil {
-			var srv *devserver.Server
-			if srv, err = devserver.Start(ctx, devserver.Options{Config: cfg}); err == nil {
-				srv.Stop(ctx)
-			}
-		}
+		err := enginetest.TryStart(ctx, yaml)
 		if (tt.want == "" && err != nil) || (tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want))) {
 			t.Errorf("config %q: error %v, want %q", tt.config, err, tt.want)
 		}
@@ -276,7 +246,7 @@ func TestConfig(t *testing.T) {
 func TestHandOverKeepsOneSubscription(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	srv := startEngine(ctx, t, storetest.Mini(t).URL)
+	srv := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-pubsub", "")
 	mod, _ := srv.Modules().Get("pubsub")
 	m := mod.(*Module)
 	bindings := func() int {
@@ -292,9 +262,9 @@ func TestHandOverKeepsOneSubscription(t *testing.T) {
 		}
 		return 0
 	}
-	oldW := connect(ctx, t, srv.URL(), "sub-old")
+	oldW := enginetest.Connect(t, ctx, srv.URL(), "sub-old")
 	fromOld := subscribe(t, oldW, "sub::orders", "orders", nil)
-	newW := connect(ctx, t, srv.URL(), "sub-new")
+	newW := enginetest.Connect(t, ctx, srv.URL(), "sub-new")
 	fromNew := subscribe(t, newW, "sub::orders", "orders", nil)
 	for claims() != 2 {
 		select {
@@ -306,7 +276,7 @@ func TestHandOverKeepsOneSubscription(t *testing.T) {
 	if n := bindings(); n != 1 {
 		t.Fatalf("%d subscriptions in the module for two identical registrations, want 1", n)
 	}
-	pub := connect(ctx, t, srv.URL(), "publisher")
+	pub := enginetest.Connect(t, ctx, srv.URL(), "publisher")
 	publish := func(data int) {
 		t.Helper()
 		if _, err := pub.Trigger(ctx, sdk.TriggerRequest{FunctionID: PublishFunction,

@@ -126,14 +126,15 @@ func (m *Module) fetchLoop(ctx context.Context, q *queue) {
 		rw.reset()
 		m.health.ok()
 		for _, x := range msgs {
-			m.wg.Add(1)
 			// Exits when the message is handled (bounded by timeout_ms and
-			// opTimeout) or abandoned at Stop.
-			go func() {
-				defer m.wg.Done()
+			// opTimeout) or abandoned at Stop. Refused once Stop has begun:
+			// the message stays pending for re-delivery.
+			if !m.life.Go(func() {
 				defer q.release(1)
 				m.handle(q, x)
-			}()
+			}) {
+				q.release(1)
+			}
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 )
@@ -20,7 +21,7 @@ import (
 // taken over once it has been idle claim_idle_ms and delivered again.
 func TestReclaimFromDeadConsumer(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
-		ctx := testContext(t)
+		ctx := enginetest.Context(t)
 		rdb := b.Client(t)
 		stream := "iii:queue:{crash}:stream"
 		if err := rdb.XGroupCreateMkStream(ctx, stream, "iii-queue", "0").Err(); err != nil {
@@ -59,7 +60,7 @@ func TestReclaimFromDeadConsumer(t *testing.T) {
 // abruptly while its handler runs; engine B delivers the message again.
 func TestCrashedEngineMessageRedelivered(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
-		ctx := testContext(t)
+		ctx := enginetest.Context(t)
 		a := startEngine(t, ctx, b.URL, `{queues: {jobs: {timeout_ms: 20000}}}`)
 		wa := a.worker(t, ctx, "worker-a")
 		running := make(chan struct{}, 1)
@@ -106,7 +107,7 @@ func TestCrashedEngineMessageRedelivered(t *testing.T) {
 // the first one stopped delivers it.
 func TestRetrySurvivesRestart(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
-		ctx := testContext(t)
+		ctx := enginetest.Context(t)
 		const cfg = `{queues: {later: {backoff_ms: 600}}}`
 		a := startEngine(t, ctx, b.URL, cfg)
 		failed := make(chan struct{}, 1)
@@ -137,7 +138,7 @@ func TestRetrySurvivesRestart(t *testing.T) {
 // restart. (The server runs without persistence: what it held is gone, so
 // only messages enqueued after the restart are checked.)
 func TestRedisOutage(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	srv := storetest.StartServer(t)
 	te := startEngine(t, ctx, srv.URL(), `{queues: {jobs: {backoff_ms: 50}}}`)
 	var mu sync.Mutex
@@ -255,7 +256,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // its message: nothing is delivered again afterwards.
 func TestGracefulStopFinishesHandlers(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
-		ctx := testContext(t)
+		ctx := enginetest.Context(t)
 		te := startEngine(t, ctx, b.URL, `{queues: {jobs: {timeout_ms: 300, claim_idle_ms: 400}}}`)
 		running := make(chan struct{}, 1)
 		release := make(chan struct{})
@@ -295,7 +296,7 @@ func TestGracefulStopFinishesHandlers(t *testing.T) {
 // where it left off, so every group stays in order.
 func TestFIFOTwoEngines(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
-		ctx := testContext(t)
+		ctx := enginetest.Context(t)
 		const cfg = `{queues: {ordered: {fifo: true, message_group_field: g, concurrency: 4, claim_idle_ms: 30000}}}`
 		engines := []*testEngine{startEngine(t, ctx, b.URL, cfg), startEngine(t, ctx, b.URL, cfg)}
 		var mu sync.Mutex

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -12,9 +11,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/sdk"
 )
@@ -27,19 +25,10 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
 }
 
-const testTimeout = 30 * time.Second
-
-func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// testEngine is a devserver running the queue module.
+// testEngine is an engine running the queue module.
 type testEngine struct {
-	srv  *devserver.Server
-	logs *devtest.Logs
+	srv  *enginetest.Server
+	logs *enginetest.Logs
 	once sync.Once
 }
 
@@ -50,16 +39,9 @@ func startEngine(t testing.TB, ctx context.Context, redisURL, queuesYAML string)
 	if queuesYAML == "" {
 		queuesYAML = "{}"
 	}
-	text := fmt.Sprintf(`
-engine: {host: 127.0.0.1, port: 0}
-redis: {url: %q}
-modules:
-  - class: QueueModule
-    config: %s
-`, redisURL, queuesYAML)
-	srv, logs := devtest.Start(t, ctx, text)
-	te := &testEngine{srv: srv, logs: logs}
-	// devtest stops the engine at cleanup too; stopping twice is fine.
+	srv := enginetest.StartModule(t, ctx, redisURL, "QueueModule", queuesYAML)
+	te := &testEngine{srv: srv, logs: srv.Logs}
+	// enginetest stops the engine at cleanup too; stopping twice is fine.
 	t.Cleanup(func() { te.stop(t, 10*time.Second) })
 	return te
 }
@@ -80,19 +62,11 @@ func (te *testEngine) eng() *engine.Engine { return te.srv.Engine() }
 // call invokes fn through the engine and fails the test on error.
 func (te *testEngine) call(t *testing.T, ctx context.Context, fn string, in any) json.RawMessage {
 	t.Helper()
-	res, err := te.callErr(ctx, fn, in)
-	if err != nil {
-		t.Fatalf("%s(%s): %v", fn, mustJSON(t, in), err)
-	}
-	return res
+	return enginetest.Call(t, ctx, te.eng(), fn, in)
 }
 
 func (te *testEngine) callErr(ctx context.Context, fn string, in any) (json.RawMessage, error) {
-	data, err := json.Marshal(in)
-	if err != nil {
-		return nil, err
-	}
-	return te.eng().Invoke(ctx, engine.Request{FunctionID: fn, Data: data})
+	return enginetest.CallErr(ctx, te.eng(), fn, in)
 }
 
 // enqueue puts a call to fn with data on queue through the engine's enqueue
@@ -164,16 +138,7 @@ func (te *testEngine) waitStats(t *testing.T, ctx context.Context, queue string,
 // worker connects a Go SDK worker to the engine, closed at cleanup.
 func (te *testEngine) worker(t testing.TB, ctx context.Context, name string) *sdk.Worker {
 	t.Helper()
-	w, err := sdk.Connect(ctx, te.srv.URL(), sdk.WithName(name), sdk.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatalf("connect worker %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		w.Close(cctx)
-	})
-	return w
+	return enginetest.Connect(t, ctx, te.srv.URL(), name, sdk.WithLogger(slog.New(slog.DiscardHandler)))
 }
 
 // waitFunction waits until fn is registered on the engine.

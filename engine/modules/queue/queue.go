@@ -9,7 +9,6 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
-	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 	"github.com/iii-workbench/iii/engine/module"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
@@ -55,7 +53,7 @@ const (
 	CodeQueueError  = "queue_error"
 	// CodeTimeout is the last_error code of a handler that did not finish
 	// within the queue's timeout_ms.
-	CodeTimeout = "timeout"
+	CodeTimeout = protocol.CodeTimeout
 )
 
 // Internal limits.
@@ -106,17 +104,14 @@ type Module struct {
 	// Scripts loaded once; EVALSHA falls back to EVAL.
 	moveScript, redriveScript, renewScript, releaseScript *redis.Script
 
-	mu        sync.Mutex // guards queues, stopping, started
-	queues    map[string]*queue
-	stopping  bool
-	started   bool
-	functions []string
+	mu       sync.Mutex // guards queues, stopping
+	queues   map[string]*queue
+	stopping bool
 
-	loopCtx       context.Context // cancelled when Stop begins
-	loopCancel    context.CancelFunc
-	handlerCtx    context.Context // cancelled when Stop gives up waiting
+	life          module.Lifecycle // functions and every goroutine the module started
+	loopCtx       context.Context  // cancelled when Stop begins (life's)
+	handlerCtx    context.Context  // cancelled when Stop gives up waiting
 	handlerCancel context.CancelFunc
-	wg            sync.WaitGroup // every goroutine the module started
 }
 
 // queue is one queue this engine consumes.
@@ -181,21 +176,13 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	m.renewScript = redis.NewScript(renewLua)
 	m.releaseScript = redis.NewScript(releaseLua)
 	m.queues = map[string]*queue{}
-	m.loopCtx, m.loopCancel = context.WithCancel(context.WithoutCancel(ctx))
+	m.loopCtx = m.life.Begin(ctx, h.Engine)
 	m.handlerCtx, m.handlerCancel = context.WithCancel(context.WithoutCancel(ctx))
 
 	if err := m.register(); err != nil {
-		m.unregister()
-		m.loopCancel()
-		m.handlerCancel()
-		if m.ownBlock {
-			m.blocking.Close()
-		}
+		m.Stop(ctx)
 		return err
 	}
-	m.mu.Lock()
-	m.started = true
-	m.mu.Unlock()
 	for _, name := range slices.Sorted(maps.Keys(m.settings)) {
 		if _, err := m.ensureQueue(name); err != nil {
 			return err // only after Stop began; cannot happen here
@@ -212,49 +199,32 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 // pending in Redis for re-delivery.
 func (m *Module) Stop(ctx context.Context) error {
 	m.mu.Lock()
-	if m.stopping || !m.started {
-		m.stopping = true
-		m.mu.Unlock()
-		return nil
-	}
 	m.stopping = true
 	m.mu.Unlock()
-
-	m.unregister()
-	m.loopCancel()
-	if m.ownBlock {
-		// Ends blocked reads at once; the handlers use the host's client.
-		m.blocking.Close()
-	}
-	done := waitgroup.Done(&m.wg)
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
+	err := m.life.Stop(ctx, func() error {
+		if m.ownBlock {
+			// Ends blocked reads at once; the handlers use the host's client.
+			m.blocking.Close()
+		}
+		return nil
+	})
+	if err != nil {
 		// In-flight handlers are abandoned: their messages stay pending
 		// and are re-delivered after claim_idle_ms.
 		m.handlerCancel()
-		<-done
-		err = fmt.Errorf("queue: stop: handlers still running were abandoned: %w", ctx.Err())
+		m.life.Wait(context.Background())
+		err = fmt.Errorf("queue: stop: handlers still running were abandoned: %w", err)
 	}
-	m.handlerCancel()
+	if m.handlerCancel != nil {
+		m.handlerCancel()
+	}
 	return err
 }
 
 // goLoop starts a goroutine owned by the module unless Stop has begun.
 func (m *Module) goLoop(f func(ctx context.Context)) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.stopping {
-		return false
-	}
-	m.wg.Add(1)
 	// Exits when loopCtx is cancelled (Stop).
-	go func() {
-		defer m.wg.Done()
-		f(m.loopCtx)
-	}()
-	return true
+	return m.life.Go(func() { f(m.loopCtx) })
 }
 
 // register installs the functions and trigger types.
@@ -271,10 +241,9 @@ func (m *Module) register() error {
 		{ID: FunctionDLQMessages, Description: "Browse a queue's dead-lettered messages", Handler: m.dlqMessagesFn},
 	}
 	for _, f := range fns {
-		if err := m.h.Engine.RegisterFunction(Worker, f); err != nil {
+		if err := m.life.RegisterFunction(Worker, f); err != nil {
 			return fmt.Errorf("queue: register %s: %w", f.ID, err)
 		}
-		m.functions = append(m.functions, f.ID)
 	}
 	for _, id := range []string{TriggerDurableSubscriber, TriggerLegacy} {
 		desc := "Durable topic subscription: every iii::durable::publish on config.topic is delivered with retries and a dead-letter queue"
@@ -288,13 +257,6 @@ func (m *Module) register() error {
 		}
 	}
 	return nil
-}
-
-func (m *Module) unregister() {
-	for _, id := range m.functions {
-		m.h.Engine.UnregisterFunction(id)
-	}
-	m.functions = nil
 }
 
 // blockingClient returns a client of its own for blocking reads (so Stop can
@@ -345,23 +307,13 @@ func (m *Module) ensureQueue(name string) (*queue, error) {
 	m.queues[name] = q
 	if s.FIFO {
 		for i := range s.Concurrency {
-			m.startLocked(func(ctx context.Context) { m.partitionLoop(ctx, q, i) })
+			m.goLoop(func(ctx context.Context) { m.partitionLoop(ctx, q, i) })
 		}
 	} else {
 		q.slots = make(chan struct{}, s.Concurrency)
-		m.startLocked(func(ctx context.Context) { m.fetchLoop(ctx, q) })
+		m.goLoop(func(ctx context.Context) { m.fetchLoop(ctx, q) })
 	}
 	return q, nil
-}
-
-// startLocked is goLoop for callers holding m.mu (and not stopping).
-func (m *Module) startLocked(f func(ctx context.Context)) {
-	m.wg.Add(1)
-	// Exits when loopCtx is cancelled (Stop).
-	go func() {
-		defer m.wg.Done()
-		f(m.loopCtx)
-	}()
 }
 
 // snapshot copies the queues this engine consumes.
@@ -579,5 +531,3 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 func nowMS() int64 { return time.Now().UnixMilli() }
-
-func itoa(i int64) string { return strconv.FormatInt(i, 10) }

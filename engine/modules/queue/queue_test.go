@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	_ "github.com/iii-workbench/iii/engine/modules/queue"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/engine/store/storetest"
@@ -25,7 +26,7 @@ const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 // not list (it gets default's settings).
 func TestEnqueueDelivers(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
-		ctx := testContext(t)
+		ctx := enginetest.Context(t)
 		te := startEngine(t, ctx, b.URL, "")
 		type delivery struct {
 			data        map[string]any
@@ -98,7 +99,7 @@ func TestEnqueueDelivers(t *testing.T) {
 // until it succeeds.
 func TestRetryThenSuccess(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
-		ctx := testContext(t)
+		ctx := enginetest.Context(t)
 		te := startEngine(t, ctx, b.URL, `{queues: {retry: {backoff_ms: 40, max_retries: 3, timeout_ms: 300}}}`)
 		var mu sync.Mutex
 		calls := map[string][]time.Time{}
@@ -169,7 +170,7 @@ type dlqMessage struct {
 // payload, error and attempt count; redrive brings it back.
 func TestPoisonDeadLetterRedrive(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
-		ctx := testContext(t)
+		ctx := enginetest.Context(t)
 		te := startEngine(t, ctx, b.URL, `{queues: {poison: {backoff_ms: 20, max_retries: 2}}}`)
 		var failing atomic.Bool
 		failing.Store(true)
@@ -267,7 +268,7 @@ func TestPoisonDeadLetterRedrive(t *testing.T) {
 // fourth that started early would be counted.
 func TestConcurrencyLimit(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
-		ctx := testContext(t)
+		ctx := enginetest.Context(t)
 		te := startEngine(t, ctx, b.URL, `{queues: {limited: {concurrency: 3}}}`)
 		const messages = 12
 		var inflight, peak atomic.Int32
@@ -320,7 +321,7 @@ func TestConcurrencyLimit(t *testing.T) {
 // even when a message fails and is retried; groups run in parallel.
 func TestFIFOOrderPerGroup(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
-		ctx := testContext(t)
+		ctx := enginetest.Context(t)
 		te := startEngine(t, ctx, b.URL, `{queues: {ordered: {type: fifo, message_group_field: user, concurrency: 3, backoff_ms: 20}}}`)
 		var mu sync.Mutex
 		order := map[string][]int{}
@@ -391,7 +392,7 @@ func TestFIFOOrderPerGroup(t *testing.T) {
 // per function however many bindings it has, none for other topics.
 func TestDurablePublishFanOut(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
-		ctx := testContext(t)
+		ctx := enginetest.Context(t)
 		te := startEngine(t, ctx, b.URL, `{queues: {mail: {backoff_ms: 20}}}`)
 		w := te.worker(t, ctx, "subscribers")
 		type hit struct {
@@ -463,7 +464,7 @@ func TestDurablePublishFanOut(t *testing.T) {
 
 // Bad input gets a clear error.
 func TestBadInput(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	te := startEngine(t, ctx, storetest.Mini(t).URL, "")
 	for _, tc := range []struct {
 		fn       string

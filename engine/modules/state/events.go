@@ -60,7 +60,7 @@ func (p provider) RegisterTrigger(_ context.Context, t engine.Trigger) error {
 	m := p.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.stopped {
+	if m.life.Stopping() {
 		return ErrStopped
 	}
 	m.bindings[t.ID] = binding{trigger: t, scope: cfg.Scope, key: cfg.Key, condition: cfg.ConditionFunctionID}
@@ -152,7 +152,8 @@ func (m *Module) dispatch(ctx context.Context, ev *event) {
 		case <-m.ctx.Done():
 			return
 		}
-		if !m.goTracked(func() {
+		// Exits when fn returns; fn is bounded by conditionTimeout.
+		if !m.life.Go(func() {
 			defer func() { <-m.sem }()
 			if m.conditionHolds(tctx, b, payload) {
 				m.invoke(tctx, b, payload)
@@ -162,22 +163,6 @@ func (m *Module) dispatch(ctx context.Context, ev *event) {
 			return
 		}
 	}
-}
-
-// goTracked runs fn in a goroutine Stop waits for; it refuses after Stop.
-func (m *Module) goTracked(fn func()) bool {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if m.stopped {
-		return false
-	}
-	m.wg.Add(1)
-	// Exits when fn returns; fn is bounded by conditionTimeout.
-	go func() {
-		defer m.wg.Done()
-		fn()
-	}()
-	return true
 }
 
 func (m *Module) invoke(ctx context.Context, b binding, payload json.RawMessage) {

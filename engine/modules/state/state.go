@@ -39,7 +39,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/iii-workbench/iii/engine"
-	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 	"github.com/iii-workbench/iii/engine/module"
 	"github.com/iii-workbench/iii/engine/modules/internal/updateops"
 	"github.com/iii-workbench/iii/engine/protocol"
@@ -115,15 +114,12 @@ type Module struct {
 	channel  string // event channel
 	instance string // this engine's id on the event channel
 
-	ps     *redis.PubSub
-	fnIDs  []string        // registered functions, unregistered at Stop
-	ctx    context.Context // lifetime of the module's goroutines
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	sem    chan struct{} // condition calls in flight
+	ps   *redis.PubSub
+	life module.Lifecycle
+	ctx  context.Context // lifetime of the module's goroutines (life's)
+	sem  chan struct{}   // condition calls in flight
 
 	mu       sync.RWMutex
-	stopped  bool
 	bindings map[string]binding // by trigger id
 }
 
@@ -160,23 +156,19 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	if m.Adapter != nil || m.SaveIntervalMs != nil {
 		m.log.Info("state: the adapter and save_interval_ms settings are ignored; state is kept in the engine's Redis")
 	}
-	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	m.ctx = m.life.Begin(ctx, h.Engine)
 
 	if m.TriggersEnabled {
 		ps := h.Redis.Subscribe(ctx, m.channel)
 		if _, err := ps.Receive(ctx); err != nil {
 			ps.Close()
-			m.cancel()
+			m.Stop(ctx)
 			return fmt.Errorf("state: subscribe to events: %w", err)
 		}
 		m.ps = ps
 		ch := ps.Channel(redis.WithChannelSize(eventBuffer))
-		m.wg.Add(1)
 		// Exits when Stop cancels m.ctx or closes the subscription.
-		go func() {
-			defer m.wg.Done()
-			m.receive(ch)
-		}()
+		m.life.Go(func() { m.receive(ch) })
 	} else {
 		m.log.Info("state triggers are disabled (triggers_enabled: false)")
 	}
@@ -196,10 +188,9 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	}
 	var err error
 	for _, fn := range fns {
-		if err = h.Engine.RegisterFunction(WorkerName, fn); err != nil {
+		if err = m.life.RegisterFunction(WorkerName, fn); err != nil {
 			break
 		}
-		m.fnIDs = append(m.fnIDs, fn.ID)
 	}
 	if err == nil {
 		err = h.Engine.RegisterTriggerType(WorkerName, engine.TriggerType{
@@ -220,31 +211,7 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 // Stop implements module.Module: it closes the event subscription and
 // waits for the event loop and condition calls in flight.
 func (m *Module) Stop(ctx context.Context) error {
-	m.mu.Lock()
-	m.stopped = true
-	fnIDs := m.fnIDs
-	m.fnIDs = nil
-	m.mu.Unlock()
-	for _, id := range fnIDs {
-		m.eng.UnregisterFunction(id)
-	}
-	if m.cancel == nil {
-		return nil
-	}
-	m.cancel()
-	var err error
-	if m.ps != nil {
-		if cerr := m.ps.Close(); cerr != nil && !errors.Is(cerr, redis.ErrClosed) {
-			err = fmt.Errorf("state: close subscription: %w", cerr)
-		}
-	}
-	done := waitgroup.Done(&m.wg)
-	select {
-	case <-done:
-		return err
-	case <-ctx.Done():
-		return errors.Join(err, fmt.Errorf("state: stop: %w", ctx.Err()))
-	}
+	return m.life.Stop(ctx, module.CloseSubscription(m.ps))
 }
 
 // ---- functions ----

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -13,25 +12,13 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
-	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func startEngine(ctx context.Context, t *testing.T, redisURL, moduleConfig string) *devserver.Server {
-	t.Helper()
-	yaml := fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: iii-state\n", redisURL)
-	if moduleConfig != "" {
-		yaml += "    config: " + moduleConfig + "\n"
-	}
-	srv, _ := devtest.Start(t, ctx, yaml)
-	return srv
-}
 
 // call invokes fn with input and returns its result, or the error code.
 func call(ctx context.Context, t *testing.T, eng *engine.Engine, fn, input string) (string, string) {
@@ -51,7 +38,7 @@ func TestFunctions(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		eng := startEngine(ctx, t, b.URL, "").Engine()
+		eng := enginetest.StartModule(t, ctx, b.URL, "iii-state", "").Engine()
 		steps := []struct{ fn, in, want string }{
 			{FnGet, `{"scope":"users","key":"u1"}`, ``},
 			{FnListGroups, `{}`, `{"groups":[]}`},
@@ -89,7 +76,7 @@ func TestFunctions(t *testing.T) {
 func TestInputErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	eng := startEngine(ctx, t, storetest.Mini(t).URL, "").Engine()
+	eng := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-state", "").Engine()
 	tests := []struct{ fn, in, want string }{
 		{FnSet, `{"key":"k","value":1}`, "deserialization_error: state::set: scope is required"},
 		{FnSet, `{"scope":"s","value":1}`, "deserialization_error: state::set: key is required"},
@@ -119,7 +106,7 @@ func TestInputErrors(t *testing.T) {
 func TestMaxValueBytes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	eng := startEngine(ctx, t, storetest.Mini(t).URL, "{max_value_bytes: 16}").Engine()
+	eng := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-state", "{max_value_bytes: 16}").Engine()
 	if _, code := call(ctx, t, eng, FnSet, `{"scope":"s","key":"k","value":{"a": "01234567"}}`); code != "" {
 		t.Fatalf("set of 16 bytes: %s", code)
 	}
@@ -138,7 +125,7 @@ func TestConcurrentUpdatesAreAtomic(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		eng := startEngine(ctx, t, b.URL, "").Engine()
+		eng := enginetest.StartModule(t, ctx, b.URL, "iii-state", "").Engine()
 		const n = 40
 		var wg sync.WaitGroup
 		errs := make(chan string, n)
@@ -226,7 +213,7 @@ func TestTriggers(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		eng := startEngine(ctx, t, b.URL, "").Engine()
+		eng := enginetest.StartModule(t, ctx, b.URL, "iii-state", "").Engine()
 		calls := recorders(t, eng, "on::all", "on::users", "on::u1", "on::key-u1", "on::cond-true", "on::cond-false", "on::cond-fail",
 			"cond::true", "cond::false", "cond::fail")
 		bind(ctx, t, eng, "on::all", `{}`)
@@ -289,7 +276,7 @@ func TestTriggers(t *testing.T) {
 func TestTriggersDisabled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv := startEngine(ctx, t, storetest.Mini(t).URL, "{triggers_enabled: false}")
+	srv := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-state", "{triggers_enabled: false}")
 	eng := srv.Engine()
 	calls := recorders(t, eng, "on::all")
 	bind(ctx, t, eng, "on::all", `{}`)
@@ -313,7 +300,7 @@ func TestEventsReachOtherEngines(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		a, bSrv := startEngine(ctx, t, b.URL, "").Engine(), startEngine(ctx, t, b.URL, "").Engine()
+		a, bSrv := enginetest.StartModule(t, ctx, b.URL, "iii-state", "").Engine(), enginetest.StartModule(t, ctx, b.URL, "iii-state", "").Engine()
 		onA := recorders(t, a, "on::a")
 		onB := recorders(t, bSrv, "on::b")
 		bind(ctx, t, a, "on::a", `{"scope":"shared"}`)
@@ -350,7 +337,7 @@ func TestEventsReachOtherEngines(t *testing.T) {
 func TestConfigAcceptsIIIAdapter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	eng := startEngine(ctx, t, storetest.Mini(t).URL, "{adapter: {name: kv, config: {store_method: file_based, file_path: ./data}}, save_interval_ms: 5000}").Engine()
+	eng := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-state", "{adapter: {name: kv, config: {store_method: file_based, file_path: ./data}}, save_interval_ms: 5000}").Engine()
 	if got, code := call(ctx, t, eng, FnSet, `{"scope":"s","key":"k","value":1}`); code != "" {
 		t.Errorf("set: %s %s", got, code)
 	}
@@ -367,14 +354,7 @@ func TestConfig(t *testing.T) {
 		{"{max_value_bytes: -1}", "max_value_bytes must be 0 (no limit) or positive"},
 	}
 	for _, tt := range tests {
-		yaml := fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: StateModule\n    config: %s\n", url, tt.config)
-		cfg, err := config.Parse("config.yaml", []byte(yaml), os.LookupEnv)
-		if err == nil {
-			var srv *devserver.Server
-			if srv, err = devserver.Start(ctx, devserver.Options{Config: cfg}); err == nil {
-				srv.Stop(ctx)
-			}
-		}
+		err := enginetest.TryStart(ctx, enginetest.ModuleConfig(url, "StateModule", tt.config))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("config %s: error %v, want one containing %q", tt.config, err, tt.want)
 		}

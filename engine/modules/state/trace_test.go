@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	engineevent "github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 )
@@ -16,7 +17,7 @@ import (
 func TestTriggerContinuesTheTrace(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	srv := startEngine(ctx, t, storetest.Mini(t).URL, "")
+	srv := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-state", "")
 	eng := srv.Engine()
 	sub := eng.Events().Subscribe(1024)
 	defer sub.Close()

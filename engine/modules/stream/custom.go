@@ -50,11 +50,13 @@ func overrideFailed(code, what string, err error) error {
 	}
 	var eb *protocol.ErrorBody
 	if errors.As(err, &eb) {
+		//lint:ignore ST1005 iii's wire message, which clients may match
 		err = fmt.Errorf("Failed to invoke function: %s: %s", eb.Code, eb.Message)
 	}
 	return failure(code, what, err)
 }
 
+//lint:ignore ST1005 iii's wire message, which clients may match
 var errNoResult = errors.New("Function returned no result")
 
 // changeFromOverride decodes an override's {old_value?, new_value} answer.

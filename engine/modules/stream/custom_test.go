@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 )
@@ -16,7 +17,7 @@ import (
 // errors pass through unchanged, and nothing is announced for a failed
 // change. Removing the override returns the stream to the store.
 func TestCustomBackendErrors(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	te := startEngine(t, ctx, storetest.Mini(t).URL, "")
 	reg := func(id string, h engine.Handler) {
 		t.Helper()

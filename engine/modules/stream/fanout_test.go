@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 	"github.com/iii-workbench/iii/sdk"
 )
@@ -15,7 +16,7 @@ import (
 // A sees the changes made on engine B, and B's stream trigger fires once
 // per change.
 func TestTwoEngines(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	rs := storetest.StartServer(t)
 	a := startEngine(t, ctx, rs.URL(), "")
 	b := startEngine(t, ctx, rs.URL(), "")
@@ -63,7 +64,7 @@ func TestTwoEngines(t *testing.T) {
 // TestSlowClient: a client that stops reading is dropped once its queue
 // fills, while another client of the same group keeps receiving.
 func TestSlowClient(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	te := startEngine(t, ctx, storetest.Mini(t).URL, ", queue_size: 8")
 	good := dial(t, ctx, te.mod.URL())
 	slow := dial(t, ctx, te.mod.URL())
@@ -101,7 +102,7 @@ func TestSlowClient(t *testing.T) {
 // code (no hang); once it is back, the change subscription resumes and
 // pushes flow again.
 func TestRedisOutage(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	rs := storetest.StartServer(t)
 	te := startEngine(t, ctx, rs.URL(), "")
 	c := dial(t, ctx, te.mod.URL())

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -12,9 +11,8 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/devserver/devtest"
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/modules/stream"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/sdk"
@@ -22,39 +20,23 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-const testTimeout = 30 * time.Second
-
-func testContext(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// testEngine is a devserver with the stream module.
+// testEngine is an engine with the stream module.
 type testEngine struct {
-	srv  *devserver.Server
+	srv  *enginetest.Server
 	mod  *stream.Module
-	logs *devtest.Logs
+	logs *enginetest.Logs
 }
 
 // startEngine starts an engine on redisURL with the stream module on a
 // free port; moduleConfig is extra YAML flow-map entries for its config.
 func startEngine(t *testing.T, ctx context.Context, redisURL, moduleConfig string) *testEngine {
 	t.Helper()
-	cfgText := fmt.Sprintf(`
-engine: {host: 127.0.0.1, port: 0}
-redis: {url: %q}
-modules:
-  - class: StreamModule
-    config: {port: 0%s}
-`, redisURL, moduleConfig)
-	srv, logs := devtest.Start(t, ctx, cfgText)
+	srv := enginetest.StartModule(t, ctx, redisURL, "StreamModule", "{port: 0"+moduleConfig+"}")
 	m, ok := srv.Modules().Get("stream")
 	if !ok {
 		t.Fatal("stream module not started")
 	}
-	te := &testEngine{srv: srv, mod: m.(*stream.Module), logs: logs}
+	te := &testEngine{srv: srv, mod: m.(*stream.Module), logs: srv.Logs}
 	return te
 }
 
@@ -63,19 +45,11 @@ func (te *testEngine) eng() *engine.Engine { return te.srv.Engine() }
 // call invokes fn through the engine and fails the test on error.
 func (te *testEngine) call(t *testing.T, ctx context.Context, fn string, in any) json.RawMessage {
 	t.Helper()
-	res, err := te.callErr(ctx, fn, in)
-	if err != nil {
-		t.Fatalf("%s(%s): %v", fn, mustJSON(t, in), err)
-	}
-	return res
+	return enginetest.Call(t, ctx, te.eng(), fn, in)
 }
 
 func (te *testEngine) callErr(ctx context.Context, fn string, in any) (json.RawMessage, error) {
-	data, err := json.Marshal(in)
-	if err != nil {
-		return nil, err
-	}
-	return te.eng().Invoke(ctx, engine.Request{FunctionID: fn, Data: data})
+	return enginetest.CallErr(ctx, te.eng(), fn, in)
 }
 
 // errCode is the ErrorBody code of err ("" when it is not one).

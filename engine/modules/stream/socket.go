@@ -207,11 +207,11 @@ func (m *Module) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if !m.enter() {
+	if !m.life.Enter() {
 		http.Error(w, "stream server shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	defer m.wg.Done()
+	defer m.life.Leave()
 	authCtx := m.authenticate(r)
 	opts := &websocket.AcceptOptions{OriginPatterns: m.AllowedOrigins, InsecureSkipVerify: len(m.AllowedOrigins) == 0}
 	conn, err := websocket.Accept(w, r, opts)
@@ -232,14 +232,11 @@ func (m *Module) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		conn.Close(closeGoingAway, "server shutting down")
 		return
 	}
-	m.wg.Add(1) // the writer
 	m.clients[c] = struct{}{}
+	// Exits when the client closes (peer gone, slow, or Stop). Not refused:
+	// Stop stops the module's goroutines only after setting closing.
+	m.life.Go(c.writer)
 	m.mu.Unlock()
-	// Exits when the client closes (peer gone, slow, or Stop).
-	go func() {
-		defer m.wg.Done()
-		c.writer()
-	}()
 	m.log.Debug("stream client connected", "remote", c.remote)
 
 	for {
@@ -351,7 +348,7 @@ func (m *Module) join(c *client, d subscribeData) {
 		return
 	}
 	m.mu.Lock()
-	m.subs.add(c, subscription{SubscriptionID: d.SubscriptionID, StreamName: d.StreamName, GroupID: d.GroupID, ID: d.ID})
+	m.subs.add(c, subscription(d))
 	m.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(c.ctx, m.handlerTimeout())

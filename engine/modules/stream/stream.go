@@ -41,7 +41,6 @@ import (
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
-	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 	"github.com/iii-workbench/iii/engine/module"
 )
 
@@ -87,7 +86,7 @@ type Module struct {
 	ln     net.Listener
 	srv    *http.Server
 	pubsub *redis.PubSub
-	fnIDs  []string // registered functions, unregistered at Stop
+	life   module.Lifecycle // functions and goroutines
 
 	// ctx is the module's lifetime: leave handlers and condition checks run
 	// under it; Stop cancels it last. accepting ends when Stop begins: the
@@ -97,11 +96,11 @@ type Module struct {
 	accepting     context.Context
 	stopAccepting context.CancelFunc
 
-	// mu guards closing, wg.Add, clients and subs. It is never held with
-	// bindings.mu; no I/O and no channel sends under it.
+	// mu guards closing, clients and subs: a client is added only while
+	// closing is false, so Stop's snapshot of clients has them all. It is
+	// never held with bindings.mu; no I/O and no channel sends under it.
 	mu      sync.Mutex
 	closing bool
-	wg      sync.WaitGroup
 	clients map[*client]struct{}
 	subs    subscriptions
 
@@ -200,6 +199,8 @@ func (m *Module) Start(ctx context.Context, h *module.Host) (err error) {
 	m.channel = h.Key("stream", "events")
 	m.clients = map[*client]struct{}{}
 	m.subs = subscriptions{}
+	m.life.Begin(ctx, h.Engine)
+	// Not life's context: leave handlers run under it while Stop waits.
 	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	m.accepting, m.stopAccepting = context.WithCancel(m.ctx)
 	if m.Adapter != nil {
@@ -224,13 +225,12 @@ func (m *Module) Start(ctx context.Context, h *module.Host) (err error) {
 		return fmt.Errorf("subscribe to %s: %w", m.channel, err)
 	}
 	ps := m.pubsub
-	m.goSafe(func() { m.fanOut(ps) }) // exits when Stop closes ps
+	m.life.Go(func() { m.fanOut(ps) }) // exits when Stop closes ps
 
 	for _, f := range m.functions() {
-		if err = h.Engine.RegisterFunction(WorkerName, f); err != nil {
+		if err = m.life.RegisterFunction(WorkerName, f); err != nil {
 			return err
 		}
-		m.fnIDs = append(m.fnIDs, f.ID)
 	}
 	for _, tt := range []engine.TriggerType{
 		{ID: TriggerStream, Description: "Stream item changes and custom events (config: stream_name, group_id?, item_id?, condition_function_id?)"},
@@ -250,38 +250,13 @@ func (m *Module) Start(ctx context.Context, h *module.Host) (err error) {
 		BaseContext:       func(net.Listener) context.Context { return m.accepting },
 	}
 	ln, srv := m.ln, m.srv
-	m.goSafe(func() { // exits when Stop shuts srv down
+	m.life.Go(func() { // exits when Stop shuts srv down
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.log.Error("stream server stopped", "err", err)
 		}
 	})
 	m.log.Info("stream API listening", "url", m.URL())
 	return nil
-}
-
-// goSafe runs fn in a goroutine Stop waits for; it refuses (false) once
-// Stop has begun.
-func (m *Module) goSafe(fn func()) bool {
-	if !m.enter() {
-		return false
-	}
-	go func() {
-		defer m.wg.Done()
-		fn()
-	}()
-	return true
-}
-
-// enter counts the caller as a goroutine Stop waits for (pair with
-// wg.Done); false once Stop has begun.
-func (m *Module) enter() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closing {
-		return false
-	}
-	m.wg.Add(1)
-	return true
 }
 
 // Stop closes every client with 1001 (running their stream:leave
@@ -301,45 +276,40 @@ func (m *Module) Stop(ctx context.Context) error {
 	m.mu.Unlock()
 
 	// Everything at once: refuse new sockets, cancel pending auth calls,
-	// close every client (1001), end the change subscription.
-	if m.stopAccepting != nil {
-		m.stopAccepting()
-	}
-	if m.srv != nil {
-		m.srv.Close() // listener and not-yet-upgraded requests; sockets are ours
-	} else if m.ln != nil {
-		m.ln.Close()
-	}
-	for _, c := range clients {
-		c.close(closeGoingAway, "server shutting down")
-	}
-	if m.pubsub != nil {
-		m.pubsub.Close() // ends fanOut
-	}
-	for _, id := range m.fnIDs {
-		m.h.Engine.UnregisterFunction(id)
-	}
-	m.fnIDs = nil
-
-	var errs []error
-	done := waitgroup.Done(&m.wg)
-	select {
-	case <-done:
-	case <-ctx.Done():
+	// close every client (1001), end the change subscription; then wait,
+	// leave handlers still running under m.ctx.
+	err := m.life.Stop(ctx, func() error {
+		if m.stopAccepting != nil {
+			m.stopAccepting()
+		}
+		if m.srv != nil {
+			m.srv.Close() // listener and not-yet-upgraded requests; sockets are ours
+		} else if m.ln != nil {
+			m.ln.Close()
+		}
+		for _, c := range clients {
+			c.close(closeGoingAway, "server shutting down")
+		}
+		if m.pubsub != nil {
+			m.pubsub.Close() // ends fanOut
+		}
+		return nil
+	})
+	if err != nil {
 		// Out of time: abandon leave handlers and drop sockets at once.
-		errs = append(errs, fmt.Errorf("stream: stop: %w", ctx.Err()))
+		err = fmt.Errorf("stream: stop: %w", err)
 		if m.cancel != nil {
 			m.cancel()
 		}
 		for _, c := range clients {
 			c.conn.CloseNow()
 		}
-		<-done
+		m.life.Wait(context.Background())
 	}
 	if m.cancel != nil {
 		m.cancel()
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 // fanOut delivers every published change to the matching local clients.

@@ -4,14 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/coder/websocket"
 
-	"github.com/iii-workbench/iii/devserver"
-	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 )
 
@@ -20,7 +18,7 @@ import (
 // made through the engine; a left subscription gets nothing more.
 func TestPushes(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
-		ctx := testContext(t)
+		ctx := enginetest.Context(t)
 		te := startEngine(t, ctx, b.URL, "")
 
 		// Changes race joins (a change made just before a join may be
@@ -87,6 +85,12 @@ func TestPushes(t *testing.T) {
 		// leave: no more pushes for s/g; s/g2 still flows
 		group.leave(ctx, "sub-g", "s", "g")
 		item.leave(ctx, "sub-b", "s", "g")
+		// A client's frames are handled in order: once a later join's sync
+		// arrives, the leave is done.
+		for _, c := range []*wsClient{group, item} {
+			c.join(ctx, "probe", "probe", "probe", nil)
+			c.expect(ctx, "sync", "probe", "probe", "<null>", `[]`)
+		}
 		te.call(t, ctx, "stream::set", map[string]any{"stream_name": "s", "group_id": "g", "item_id": "b", "data": 7})
 		te.call(t, ctx, "stream::set", map[string]any{"stream_name": "s", "group_id": "g2", "item_id": "z", "data": 8})
 		group.expect(ctx, "create", "s", "g2", "z", `8`)
@@ -111,7 +115,7 @@ func TestPushes(t *testing.T) {
 // missing item (no push) and names that contain ':'.
 func TestFunctions(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
-		ctx := testContext(t)
+		ctx := enginetest.Context(t)
 		te := startEngine(t, ctx, b.URL, "")
 		set := func(s, g, i string, v any) {
 			te.call(t, ctx, "stream::set", map[string]any{"stream_name": s, "group_id": g, "item_id": i, "data": v})
@@ -177,7 +181,7 @@ func TestFunctions(t *testing.T) {
 // TestBadFunctionInput: missing or mistyped fields get deserialization_error
 // and change nothing.
 func TestBadFunctionInput(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	te := startEngine(t, ctx, storetest.Mini(t).URL, "")
 	for _, tc := range []struct {
 		fn   string
@@ -211,7 +215,7 @@ func TestBadFunctionInput(t *testing.T) {
 // TestBadFrames: garbage from a client is ignored and its socket stays
 // open; paths other than "/" are 404.
 func TestBadFrames(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	te := startEngine(t, ctx, storetest.Mini(t).URL, "")
 	c := dial(t, ctx, te.mod.URL()+"?token=abc")
 	for _, frame := range []string{
@@ -260,7 +264,7 @@ func TestBadFrames(t *testing.T) {
 // TestStopClosesClients: Stop closes stream sockets with 1001 and frees the
 // port.
 func TestStopClosesClients(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	te := startEngine(t, ctx, storetest.Mini(t).URL, "")
 	c := dial(t, ctx, te.mod.URL())
 	c.join(ctx, "a", "s", "g", nil)
@@ -287,24 +291,17 @@ func TestStopClosesClients(t *testing.T) {
 // fail start-up naming the key; a taken port fails Start and releases
 // everything.
 func TestConfig(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	url := storetest.Mini(t).URL
 	start := func(moduleConfig string) error {
 		cfgText := fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: modules::stream::StreamModule\n    config: {%s}\n", url, moduleConfig)
-		cfg, err := config.Parse("config.yaml", []byte(cfgText), os.LookupEnv)
-		if err != nil {
-			return err
-		}
-		srv, err := devserver.Start(ctx, devserver.Options{Config: cfg})
-		if err == nil {
-			srv.Stop(ctx)
-		}
-		return err
+		return enginetest.TryStart(ctx, cfgText)
 	}
 	if err := start(`port: 0, host: 127.0.0.1, adapter: {class: modules::stream::adapters::RedisAdapter, config: {redis_url: "redis://x"}}`); err != nil {
 		t.Errorf("iii adapter block: %v", err)
 	}
 	taken := startEngine(t, ctx, url, "")
+	takenPort := taken.mod.Addr()[strings.LastIndex(taken.mod.Addr(), ":")+1:]
 	for _, tc := range []struct{ config, want string }{
 		{`port: -1`, "port -1 out of range"},
 		{`port: 0, queue_size: 0`, "queue_size 0"},
@@ -313,7 +310,8 @@ func TestConfig(t *testing.T) {
 		{`port: 0, handler_timeout_ms: -5`, "handler_timeout_ms -5"},
 		{`port: 0, queue: 5`, "queue"},
 		{`port: "x"`, "port"},
-		{`port: ` + strings.TrimPrefix(taken.mod.Addr()[strings.LastIndex(taken.mod.Addr(), ":"):], ":"), "port " + strings.TrimPrefix(taken.mod.Addr()[strings.LastIndex(taken.mod.Addr(), ":"):], ":") + " in use (stream module)"},
+		// devserver turns this into the flag to use (its TestModulePortInUse).
+		{`port: ` + takenPort, "module stream: start: listen on 127.0.0.1:" + takenPort},
 	} {
 		err := start(tc.config)
 		t.Logf("{%s}: %v", tc.config, err)

@@ -203,7 +203,7 @@ func (m *Module) fireStream(ctx context.Context, streamName, groupID string, id 
 	if c, ok := engine.CallFromContext(ctx); ok {
 		cctx = engine.ContextWithCall(m.ctx, c)
 	}
-	ok := m.goSafe(func() {
+	ok := m.life.Go(func() {
 		for _, b := range conditional {
 			if m.conditionMet(cctx, b, wrapper) {
 				m.invokeVoid(tctx, b, wrapper)

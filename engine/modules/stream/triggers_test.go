@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 	"github.com/iii-workbench/iii/sdk"
 )
@@ -14,7 +15,7 @@ import (
 // one stream (the client gets "unauthorized" and no pushes) and admits
 // another; stream:leave handlers run on leave and on socket close.
 func TestJoinLeaveHandlers(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	te := startEngine(t, ctx, storetest.Mini(t).URL, "")
 	w := sdkWorker(t, ctx, te, "auth-worker")
 	joins, leaves := newRecorder(), newRecorder()
@@ -85,7 +86,7 @@ func TestJoinLeaveHandlers(t *testing.T) {
 // and its context reaches join handlers; its failure does not refuse the
 // socket.
 func TestAuthFunction(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	te := startEngine(t, ctx, storetest.Mini(t).URL, ", auth_function: auth::ws")
 	w := sdkWorker(t, ctx, te, "auth-worker")
 	auths, joins := newRecorder(), newRecorder()
@@ -137,7 +138,7 @@ func TestAuthFunction(t *testing.T) {
 // TestStreamTrigger: stream bindings get the wrapper as payload, filtered
 // by stream, group, item and condition function.
 func TestStreamTrigger(t *testing.T) {
-	ctx := testContext(t)
+	ctx := enginetest.Context(t)
 	te := startEngine(t, ctx, storetest.Mini(t).URL, "")
 	w := sdkWorker(t, ctx, te, "trigger-worker")
 	all, item, never, cond := newRecorder(), newRecorder(), newRecorder(), newRecorder()

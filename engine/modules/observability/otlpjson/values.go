@@ -6,13 +6,14 @@ import (
 	"math"
 	"sort"
 
+	"github.com/iii-workbench/iii/engine/protocol"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 )
 
 // Value converts an OTLP AnyValue to a plain Go value: string, bool,
 // int64, float64, []byte (as hex string), []any or map[string]any. A nil
-// or empty value is nil. Non-finite doubles become strings ("NaN", "+Inf")
-// so the result always encodes as JSON.
+// or empty value is nil. Non-finite doubles become strings (see Float) so
+// the result always encodes as JSON.
 func Value(v *commonpb.AnyValue) any {
 	if v == nil {
 		return nil
@@ -46,18 +47,9 @@ func Value(v *commonpb.AnyValue) any {
 	return nil
 }
 
-// Float returns f, or its name as a string when JSON cannot hold it.
-func Float(f float64) any {
-	switch {
-	case math.IsNaN(f):
-		return "NaN"
-	case math.IsInf(f, 1):
-		return "+Inf"
-	case math.IsInf(f, -1):
-		return "-Inf"
-	}
-	return f
-}
+// Float returns f, or its name as a string when JSON cannot hold it, as
+// the SDK's exporter writes it (protocol.Float).
+func Float(f float64) any { return protocol.Float(f) }
 
 // Attributes converts OTLP key-values to a map (a later duplicate key
 // wins). It returns nil for none.
