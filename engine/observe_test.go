@@ -512,25 +512,25 @@ func TestObserveLocalDispatchReports(t *testing.T) {
 }
 
 func TestObserveNamespaces(t *testing.T) {
-	te := startEngine(t, engine.Options{})
-	host := &obsWorker{rawWorker: dial(t, te.url)}
-	host.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
+	te := enginetest.New(t, engine.Options{})
+	host := &obsWorker{Worker: enginetest.Dial(t, te.URL)}
+	host.Send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
 		"data": map[string]any{"name": "shop-host", "namespace": "shop", "features": []string{"observe.v1"}}})
-	host.register("ns::f")
+	host.Register("ns::f")
 	if fr := host.want("functionregistered", nil); fr["id"] != "ns::f" || fr["namespace"] != "shop" {
 		t.Errorf("functionregistered %v, want ns::f in shop", fr)
 	}
 	// A registration replayed before the declaration is acknowledged in the
 	// namespace the declaration names.
-	early := &obsWorker{rawWorker: dial(t, te.url)}
-	early.send(map[string]any{"type": "registerfunction", "id": "ns::g"})
-	early.send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
+	early := &obsWorker{Worker: enginetest.Dial(t, te.URL)}
+	early.Send(map[string]any{"type": "registerfunction", "id": "ns::g"})
+	early.Send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
 		"data": map[string]any{"name": "shop2-host", "namespace": "shop2", "features": []string{"observe.v1"}}})
 	if fr := early.want("functionregistered", nil); fr["id"] != "ns::g" || fr["namespace"] != "shop2" {
 		t.Errorf("functionregistered %v, want ns::g in shop2", fr)
 	}
-	observer := obsDial(t, te.url, "observe.v1")
-	observer.register("ns::t")
+	observer := obsDial(t, te.URL, "observe.v1")
+	observer.Register("ns::t")
 	target := map[string]any{"function_id": "ns::t"}
 	if r := observer.observe(map[string]any{"source": map[string]any{"function_id": "ns::f"}, "target": target}); r["state"] != "pending" {
 		t.Errorf("observe of ns::f in default: %v, want pending (it lives in shop)", r)
@@ -541,11 +541,11 @@ func TestObserveNamespaces(t *testing.T) {
 	if added["namespace"] != "shop" {
 		t.Errorf("observeradded %v, want namespace shop", added)
 	}
-	host.send(map[string]any{"type": "observerack", "function_id": "ns::f", "namespace": "shop", "id": id, "revision": added["revision"]})
+	host.Send(map[string]any{"type": "observerack", "function_id": "ns::f", "namespace": "shop", "id": id, "revision": added["revision"]})
 	if m := observer.state(id); m["state"] != "active" {
 		t.Fatalf("%v, want active", m)
 	}
-	host.send(map[string]any{"type": "invokefunction", "function_id": "ns::f", "namespace": "shop", "data": 1, "action": map[string]any{"type": "void"}})
+	host.Send(map[string]any{"type": "invokefunction", "function_id": "ns::f", "namespace": "shop", "data": 1, "action": map[string]any{"type": "void"}})
 	host.answer(host.invoked("ns::f"), 2)
 	act := observer.invoked("ns::t")
 	if env, _ := act["data"].(map[string]any); env["namespace"] != "shop" || env["output"] != float64(2) {
