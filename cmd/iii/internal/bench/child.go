@@ -63,16 +63,9 @@ func startChild(ctx context.Context, exe, target string, log *slog.Logger) (*chi
 	wantHTTP := strings.HasSuffix(target, "-http")
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), "III_TOKEN=", EnvProbe+"=1")
-	cmd.SysProcAttr = sysProcAttr()
-	out, err := cmd.StdoutPipe()
+	out, err := spawn(cmd, dir, target)
 	if err != nil {
-		os.RemoveAll(dir)
 		return nil, err
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start %s: %w", target, err)
 	}
 	c := &child{cmd: cmd, done: make(chan struct{}), dir: dir, probes: make(chan allocCounts, 4)}
 	addr, httpAddr := make(chan string, 1), make(chan string, 1)
@@ -217,4 +210,21 @@ func (c *child) sample() procSample {
 		return procSample{}
 	}
 	return s
+}
+
+// spawn starts cmd in its own process group with stderr joined to the
+// stdout it returns; on failure it removes the child's temporary dir.
+func spawn(cmd *exec.Cmd, dir, target string) (io.ReadCloser, error) {
+	cmd.SysProcAttr = sysProcAttr()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s: %w", target, err)
+	}
+	return out, nil
 }

@@ -451,16 +451,9 @@ func startClusterEngine(ctx context.Context, o ClusterOptions, redisURL, name st
 	if o.EngineProcs > 0 {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(o.EngineProcs))
 	}
-	cmd.SysProcAttr = sysProcAttr()
-	out, err := cmd.StdoutPipe()
+	out, err := spawn(cmd, dir, target)
 	if err != nil {
-		os.RemoveAll(dir)
 		return nil, err
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start %s: %w", target, err)
 	}
 	c := &child{cmd: cmd, done: make(chan struct{}), dir: dir}
 	addr := make(chan string, 1)
