@@ -68,14 +68,14 @@ type conn struct {
 	log         *slog.Logger
 	out         *outq
 
-	python      bool         // the socket is the Python iii-sdk's (by User-Agent)
-	session     *session     // RBAC/middleware of its listener; nil: full rights
-	inflight    atomic.Int64 // calls routed to this worker and not yet answered
-	lastRead    atomic.Int64 // unix nanos of the last frame read
-	pinging     atomic.Bool  // a keepalive ping is out
-	paused      atomic.Bool  // the reader waits for another worker's full queue
-	writeSince  atomic.Int64 // unix nanos of the writer's last progress while it has frames to write; 0 when idle
-	slow        atomic.Bool  // closed as a slow consumer
+	python      bool          // the socket is the Python iii-sdk's (by User-Agent)
+	session     *session      // RBAC/middleware of its listener; nil: full rights
+	inflight    atomic.Int64  // calls routed to this worker and not yet answered
+	reads       atomic.Uint64 // frames read so far (keepalive compares it between ticks)
+	pinging     atomic.Bool   // a keepalive ping is out
+	paused      atomic.Bool   // the reader waits for another worker's full queue
+	writeSince  atomic.Int64  // unix nanos of the writer's last progress while it has frames to write; 0 when idle
+	slow        atomic.Bool   // closed as a slow consumer
 	pings       sync.WaitGroup
 	draining    atomic.Bool
 	decl        atomic.Pointer[declaration] // nil until engine::workers::register arrived (features.go)
@@ -233,7 +233,6 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 	c.cork, _ = r.Context().Value(corkKey{}).(*corkConn)
 	c.python = strings.Contains(r.Header.Get("User-Agent"), "websockets/")
 	c.log = e.log.With("worker_id", c.id)
-	c.lastRead.Store(c.connectedAt.UnixNano())
 	// Not derived from the engine's context: Shutdown closes each socket
 	// itself, after failing its pending calls, so results still get out.
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -282,7 +281,7 @@ func (c *conn) readLoop() string {
 		typ, data, err := readMessage(ioCtx, c.ws, c.e.opts.MaxFrameBytes)
 		var big *tooBig
 		if errors.As(err, &big) {
-			c.lastRead.Store(time.Now().UnixNano())
+			c.reads.Add(1)
 			c.refuseTooBig(big)
 			continue
 		}
@@ -297,7 +296,7 @@ func (c *conn) readLoop() string {
 			}
 			return closeReason(err)
 		}
-		c.lastRead.Store(time.Now().UnixNano())
+		c.reads.Add(1) // a counter, not a clock read per frame
 		if typ == websocket.MessageBinary {
 			if kind, ok := protocol.TelemetryKind(data); ok {
 				c.e.telemetry(c.id, kind, data[4:])
@@ -337,7 +336,10 @@ func closeReason(err error) string {
 // what is still queued (unless the worker is a slow consumer), then performs
 // the close handshake.
 func (c *conn) writeLoop() {
-	var tick <-chan time.Time
+	var (
+		tick      <-chan time.Time
+		readsSeen uint64 // c.reads at the previous tick
+	)
 	if iv := c.e.opts.PingInterval; iv > 0 {
 		t := time.NewTicker(iv)
 		defer t.Stop()
@@ -348,6 +350,11 @@ func (c *conn) writeLoop() {
 		case <-c.ctx.Done():
 			return
 		case <-tick:
+			// A worker that sent anything since the last tick is alive.
+			if n := c.reads.Load(); n != readsSeen {
+				readsSeen = n
+				continue
+			}
 			c.keepalive()
 		case <-c.closeReq:
 			c.mu.Lock()
@@ -369,14 +376,14 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// keepalive pings a worker that has sent nothing for a ping interval, at
-// most one ping at a time; no pong within the ping timeout drops the
-// socket. The ping runs in a goroutine the handler waits for (the reader
+// keepalive pings a worker that has sent nothing for a ping interval (the
+// writer checks that at each tick), at most one ping at a time; no pong
+// within the ping timeout drops the socket. The ping runs in a goroutine the handler waits for (the reader
 // must keep reading to see the pong).
 func (c *conn) keepalive() {
 	// A paused reader is not reading on purpose (backpressure): the pong
 	// would not be seen, and the worker is not the one at fault.
-	if c.paused.Load() || time.Since(time.Unix(0, c.lastRead.Load())) < c.e.opts.PingInterval || !c.pinging.CompareAndSwap(false, true) {
+	if c.paused.Load() || !c.pinging.CompareAndSwap(false, true) {
 		return
 	}
 	c.pings.Add(1)
@@ -438,10 +445,11 @@ func (c *conn) writeFrames(batch []outFrame) bool {
 			c.e.drop(DropCallerGone, skipped, "worker_id", c.id)
 			return false
 		}
-		c.writeSince.Store(time.Now().UnixNano())
 		unreported += len(f.b)
 		batch[i].release() // the library has copied it out
 		if unreported >= wroteChunk {
+			// Progress, for the stall check, and room for producers.
+			c.writeSince.Store(time.Now().UnixNano())
 			c.out.wrote(unreported)
 			unreported = 0
 		}

@@ -270,6 +270,9 @@ func (w *wire) errorBody(t Type) (*ErrorBody, error) {
 // so "{...}", "urn:uuid:..." and upper-case spellings name the same call as
 // the canonical form; normalising keeps invocation-ID lookups exact.
 func canonicalUUID(t Type, field, v string) (string, error) {
+	if isCanonicalUUID(v) {
+		return v, nil // what the SDKs send: no parse, no allocation
+	}
 	u, err := uuid.Parse(v)
 	if err != nil {
 		return "", fmt.Errorf("%w: %s: %s %q is not a UUID", ErrProtocolMalformed, t, field, v)
@@ -278,6 +281,28 @@ func canonicalUUID(t Type, field, v string) (string, error) {
 		return v, nil // already canonical; spare the allocation
 	}
 	return u.String(), nil
+}
+
+// isCanonicalUUID reports whether v is a UUID in its canonical form:
+// 8-4-4-4-12 lower-case hex digits.
+func isCanonicalUUID(v string) bool {
+	if len(v) != 36 {
+		return false
+	}
+	for i := 0; i < 36; i++ {
+		c := v[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (w *wire) action(t Type) (*Action, error) {

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -350,5 +351,31 @@ func BenchmarkEncodeResult(b *testing.B) {
 			b.Fatal(err)
 		}
 		sinkBytes = out
+	}
+}
+
+// TestNeedsLook checks the eight-byte test against the byte table for
+// every byte value at every position of a word of plain text.
+func TestNeedsLook(t *testing.T) {
+	base := []byte("abcdefgh")
+	for pos := range 8 {
+		for c := range 256 {
+			w := bytes.Clone(base)
+			w[pos] = byte(c)
+			got := needsLook(binary.LittleEndian.Uint64(w))
+			if want := !asciiText[c]; got != want {
+				t.Fatalf("byte %#x at %d: needsLook = %v, want %v", c, pos, got, want)
+			}
+		}
+	}
+	// Two special bytes next to each other, and borrows across bytes.
+	for _, w := range []string{"\x00\x00aaaaaa", "a\"\\aaaaa", "\x1f\x20\x21aaaaa", "~~~~~~~\x7f", "        "} {
+		want := false
+		for _, c := range []byte(w) {
+			want = want || !asciiText[c]
+		}
+		if got := needsLook(binary.LittleEndian.Uint64([]byte(w))); got != want {
+			t.Errorf("%q: needsLook = %v, want %v", w, got, want)
+		}
 	}
 }

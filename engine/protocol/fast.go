@@ -45,6 +45,9 @@ type callLayout struct {
 	rtype  reflect.Type
 	fields []callField
 	byKey  map[string]int // lower-case key -> index into fields
+
+	// The fields normalize checks, by index (-1: not in this message).
+	functionID, invocationID, data int
 }
 
 var (
@@ -87,6 +90,7 @@ func newCallLayout(msg Message) *callLayout {
 	if len(l.fields) > maxCallFields {
 		panic("protocol: too many fields in " + string(l.typ))
 	}
+	l.functionID, l.invocationID, l.data = l.indexOf("function_id"), l.indexOf("invocation_id"), l.indexOf("data")
 	return l
 }
 
@@ -220,11 +224,16 @@ func isTypeKey(key []byte, plain bool) bool {
 	return json.Unmarshal(key, &s) == nil && strings.EqualFold(s, "type")
 }
 
-// present reports whether field name was given a non-null value.
-func (l *callLayout) present(present uint32, name string) bool {
-	i, ok := l.byKey[name]
-	return ok && present&(1<<i) != 0
+func (l *callLayout) indexOf(name string) int {
+	if i, ok := l.byKey[name]; ok {
+		return i
+	}
+	return -1
 }
+
+// has reports whether field i (an index from indexOf) was given a
+// non-null value.
+func has(present uint32, i int) bool { return i >= 0 && present&(1<<i) != 0 }
 
 // fill sets the struct's fields from their spans. A value of the wrong
 // JSON type is an error naming the message and field.
@@ -401,10 +410,10 @@ func readError(t Type, val []byte) (*ErrorBody, error) {
 // normalize applies what the engine expects of an invokefunction after
 // its fields are read (see Decode).
 func (m *InvokeFunction) normalize(l *callLayout, spans *[maxCallFields]span, present uint32) error {
-	if !l.present(present, "function_id") {
+	if !has(present, l.functionID) {
 		return missing(l.typ, "function_id")
 	}
-	if !spans[l.byKey["data"]].ok() {
+	if !spans[l.data].ok() {
 		// The v0.22.1 engine drops such a frame, but the published SDKs
 		// send it (Python trigger(payload=None) and Node with an undefined
 		// payload leave "data" out), and dropping it leaves the caller
@@ -413,7 +422,7 @@ func (m *InvokeFunction) normalize(l *callLayout, spans *[maxCallFields]span, pr
 	}
 	// Absent or null means fire-and-forget; any string, even "", must be
 	// a UUID.
-	if l.present(present, "invocation_id") {
+	if has(present, l.invocationID) {
 		id, err := canonicalUUID(l.typ, "invocation_id", m.InvocationID)
 		if err != nil {
 			return err
@@ -434,9 +443,9 @@ func (m *InvokeFunction) normalize(l *callLayout, spans *[maxCallFields]span, pr
 // its fields are read.
 func (m *InvocationResult) normalize(l *callLayout, present uint32) error {
 	switch {
-	case !l.present(present, "invocation_id"):
+	case !has(present, l.invocationID):
 		return missing(l.typ, "invocation_id")
-	case !l.present(present, "function_id"):
+	case !has(present, l.functionID):
 		return missing(l.typ, "function_id")
 	}
 	id, err := canonicalUUID(l.typ, "invocation_id", m.InvocationID)

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -37,7 +38,11 @@ func skipString(b []byte, i int) (end int, plain bool, err error) {
 	i++ // opening quote
 	plain = true
 	for i < len(b) {
-		// Most of a payload is plain ASCII: skip it a byte per step.
+		// Most of a payload is plain ASCII: skip it eight bytes per step
+		// while no byte needs a look, then a byte per step.
+		for i+8 <= len(b) && !needsLook(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
 		for i < len(b) && asciiText[b[i]] {
 			i++
 		}
@@ -79,6 +84,25 @@ func skipString(b []byte, i int) (end int, plain bool, err error) {
 		}
 	}
 	return 0, false, errSyntax
+}
+
+// needsLook reports whether any of the eight bytes in w is one asciiText
+// does not pass: a control byte (< 0x20), '"', '\\', DEL or a byte of a
+// multi-byte UTF-8 sequence (>= 0x80). It may not say which; the byte
+// loop after it does.
+func needsLook(w uint64) bool {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	below := (w - ones*0x20) &^ w    // high bit set where a byte is < 0x20 (or >= 0x80, caught anyway)
+	quote := w ^ (ones * '"')        // zero where a byte is '"'
+	slash := w ^ (ones * '\\')       // zero where a byte is '\\'
+	del := w ^ (ones * 0x7f)         // zero where a byte is DEL
+	zeros := (quote - ones) &^ quote // high bit set at (at least) the first zero byte
+	zeros |= (slash - ones) &^ slash
+	zeros |= (del - ones) &^ del
+	return (below|zeros|w)&highs != 0
 }
 
 // asciiText marks the bytes a JSON string holds as they are and that
