@@ -149,8 +149,9 @@ func (e *Engine) serveOTel(l *listener, w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	ctx := e.ctx
+	mr := newMsgReader(ws, e.opts.MaxFrameBytes)
 	for {
-		typ, data, err := readMessage(ctx, ws, e.opts.MaxFrameBytes)
+		typ, data, err := mr.read(ctx)
 		var big *tooBig
 		if errors.As(err, &big) {
 			e.drop(DropTooLarge, 1, "why", "telemetry message over the read limit", "bytes", big.size)
@@ -277,8 +278,9 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 // readLoop decodes and handles frames until the socket fails or closes. It
 // returns why.
 func (c *conn) readLoop() string {
+	mr := newMsgReader(c.ws, c.e.opts.MaxFrameBytes)
 	for {
-		typ, data, err := readMessage(ioCtx, c.ws, c.e.opts.MaxFrameBytes)
+		typ, data, err := mr.read(ioCtx)
 		var big *tooBig
 		if errors.As(err, &big) {
 			c.reads.Add(1)

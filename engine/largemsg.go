@@ -70,18 +70,39 @@ const (
 	drainFactor = 4
 )
 
-// readMessage reads the next message, text or binary, a single frame or
+// msgReader reads whole messages from one socket; it belongs to the
+// socket's reader goroutine. It keeps what every message would otherwise
+// allocate anew (the limiting reader) and sizes each message's buffer by
+// the one before.
+type msgReader struct {
+	ws    *websocket.Conn
+	limit int64
+	lr    io.LimitedReader
+	hint  int // capacity for the next message's buffer
+}
+
+func newMsgReader(ws *websocket.Conn, limit int64) *msgReader {
+	return &msgReader{ws: ws, limit: limit, hint: 512}
+}
+
+// read reads the next message, text or binary, a single frame or
 // fragments, up to the limit. A message over the limit is read to its end
 // and discarded (the connection stays usable) and reported as a *tooBig.
-func readMessage(ctx context.Context, ws *websocket.Conn, limit int64) (websocket.MessageType, []byte, error) {
-	typ, r, err := ws.Reader(ctx)
+// The returned bytes are the caller's.
+func (m *msgReader) read(ctx context.Context) (websocket.MessageType, []byte, error) {
+	typ, r, err := m.ws.Reader(ctx)
 	if err != nil {
 		return 0, nil, err
 	}
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	limit := m.limit
+	m.lr = io.LimitedReader{R: r, N: limit + 1}
+	b, err := readAll(&m.lr, make([]byte, 0, m.hint))
+	m.lr.R = nil
 	if err != nil {
 		return 0, nil, err
 	}
+	// Room for a message a little larger than this one, within bounds.
+	m.hint = min(max(len(b)+len(b)/4+64, 512), 64<<10)
 	if int64(len(b)) <= limit {
 		return typ, b, nil
 	}
@@ -110,6 +131,23 @@ func readMessage(ctx context.Context, ws *websocket.Conn, limit int64) (websocke
 	t := &tooBig{size: size, limit: limit}
 	t.typ, t.invocation, t.function = sniff(head, tail)
 	return typ, nil, t
+}
+
+// readAll is io.ReadAll into b (which may already have room).
+func readAll(r io.Reader, b []byte) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 var (
