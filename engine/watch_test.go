@@ -161,6 +161,52 @@ func TestWatchStreamsEvents(t *testing.T) {
 	enginetest.WaitFor(t, "the binding to go", func() bool { return len(te.Bindings(watch.TriggerType)) == 0 })
 }
 
+// TestWatchNamespaces: what an attached TUI learns of namespaces: the
+// worker's event after its declaration names its namespace, and
+// engine::snapshot names the namespace of each worker and function.
+func TestWatchNamespaces(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	te := enginetest.New(t, engine.Options{})
+	watcher := sdkWorker(t, ctx, te.URL, "watcher")
+	var b batches
+	subscribe(t, watcher, "watcher::events", &b, watch.Config{BatchMS: 10})
+	enginetest.WaitFor(t, "the subscription", func() bool { return len(te.Bindings(watch.TriggerType)) == 1 })
+
+	declared(t, te.URL, "ledger", "finance", "ledger::post")
+	enginetest.WaitFor(t, "ledger's declaration event", func() bool {
+		for _, ev := range b.events(t) {
+			if u, ok := ev.(event.WorkerUpdated); ok && u.Name == "ledger" && u.Namespace == "finance" {
+				return true
+			}
+		}
+		return false
+	})
+
+	raw, err := watcher.Trigger(ctx, sdk.TriggerRequest{FunctionID: watch.FnSnapshot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap watch.Snapshot
+	if err := json.Unmarshal(raw, &snap); err != nil {
+		t.Fatal(err)
+	}
+	ns := map[string]string{}
+	for _, w := range snap.Workers {
+		ns["worker "+w.Name] = w.Namespace
+	}
+	for _, f := range snap.Functions {
+		ns["function "+f.ID] = f.Namespace
+	}
+	want := map[string]string{"worker ledger": "finance", "function ledger::post": "finance",
+		"worker watcher": engine.DefaultNamespace, "function watcher::events": engine.DefaultNamespace}
+	for k, v := range want {
+		if ns[k] != v {
+			t.Errorf("snapshot: %s in namespace %q; want %q", k, ns[k], v)
+		}
+	}
+}
+
 // TestWatchDropsCounted: a subscriber that does not keep up loses events,
 // counted in the next batch, and the engine is not slowed.
 func TestWatchDropsCounted(t *testing.T) {
