@@ -295,6 +295,63 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 	}
 }
 
+// TestSlowConsumersCountsOnlyWhatItCloses: the stall check's verdict
+// counts in Stats.SlowConsumers only a worker it closes itself: one
+// already closing for another reason keeps its own reason, and one already
+// gone is left alone.
+func TestSlowConsumersCountsOnlyWhatItCloses(t *testing.T) {
+	te := enginetest.New(t, engine.Options{SlowConsumerTimeout: time.Minute})
+	count, stopCount := disconnects(t, te.Engine)
+	defer stopCount()
+	disconnected := func(n int) []string {
+		t.Helper()
+		enginetest.WaitFor(t, fmt.Sprintf("disconnect %d", n), func() bool { _, r := count(); return len(r) >= n })
+		_, r := count()
+		return r
+	}
+
+	live := enginetest.Dial(t, te.URL)
+	te.SlowConsumerForTest(live.ID)()
+	if r := disconnected(1); !strings.Contains(r[0], "slow consumer") || te.Stats().SlowConsumers != 1 {
+		t.Fatalf("a live worker: reason %q, slow consumers %d; want closed as one, counted", r[0], te.Stats().SlowConsumers)
+	}
+
+	gone := enginetest.Dial(t, te.URL)
+	verdict := te.SlowConsumerForTest(gone.ID)
+	gone.Conn.Close(websocket.StatusNormalClosure, "bye")
+	disconnected(2)
+	verdict()
+	if n := te.Stats().SlowConsumers; n != 1 {
+		t.Errorf("a worker already gone was counted: slow consumers %d, want 1", n)
+	}
+
+	// A peer that never reads: the engine's close waits for its close
+	// frame.
+	raw, _, err := enginetest.DialRaw(t, te.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.CloseNow()
+	var id string
+	enginetest.WaitFor(t, "the raw worker", func() bool {
+		for _, w := range te.Snapshot().Workers {
+			if !w.Internal {
+				id = w.ID
+			}
+		}
+		return id != ""
+	})
+	verdict = te.SlowConsumerForTest(id)
+	te.CloseWorkerForTest(id, "refused for the test")
+	verdict()
+	if r := disconnected(3); strings.Contains(r[2], "slow consumer") {
+		t.Errorf("a worker closing for another reason left with %q; want its own reason", r[2])
+	}
+	if n := te.Stats().SlowConsumers; n != 1 {
+		t.Errorf("a worker closing for another reason was counted: slow consumers %d, want 1", n)
+	}
+}
+
 // TestCallerGoneReleasesPending: a caller that disconnects, or an
 // in-process caller whose context ends, releases its pending call at once;
 // the target's late answer is dropped and counted.
