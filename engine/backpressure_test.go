@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,7 +19,6 @@ import (
 	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/internal/slowlink"
-	"github.com/iii-workbench/iii/sdk"
 )
 
 // smallSocketBuffer is the socket buffer size of the test's slow readers
@@ -105,27 +103,8 @@ func TestVoidBurstIntoSlowWorker(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
-	proxy, err := slowlink.Start(strings.TrimPrefix(te.URL, "ws://"), 16<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
-	var got atomic.Int64
-	w, err := sdk.Connect(ctx, "ws://"+proxy.Addr(), sdk.WithName("slow"), sdk.WithTelemetry(false),
-		// The SDK drops results past its queue limit (1,024 by default);
-		// the engine would then hold those calls until its timeout.
-		sdk.WithQueueLimit(calls))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close(context.Background())
-	if err := w.RegisterFunction("slow::fn", func(context.Context, json.RawMessage) (any, error) {
-		got.Add(1)
-		return nil, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	workerID := w.ID()
+	w := slowlink.Connect(t, ctx, te.URL, "slow", "slow::fn", calls)
+	proxy, got := w.Proxy, &w.Got
 	enginetest.WaitFor(t, "slow::fn registered", func() bool {
 		for _, f := range te.Snapshot().Functions {
 			if f.ID == "slow::fn" {
@@ -188,8 +167,8 @@ func TestVoidBurstIntoSlowWorker(t *testing.T) {
 	if got.Load() != int64(calls) {
 		t.Fatalf("delivered %d of %d void calls", got.Load(), calls)
 	}
-	if w.ID() != workerID || st.SlowConsumers != 0 {
-		t.Fatalf("worker reconnected (id %s, was %s), slow consumers %d", w.ID(), workerID, st.SlowConsumers)
+	if w.Reconnected() || st.SlowConsumers != 0 {
+		t.Fatalf("worker reconnected (id %s, was %s), slow consumers %d", w.ID(), w.FirstID, st.SlowConsumers)
 	}
 	for reason, n := range st.Dropped {
 		if n != 0 {
