@@ -38,6 +38,27 @@ func waitOutput(ctx context.Context, t *testing.T, w *syncBuffer, re *regexp.Reg
 	}
 }
 
+// TestDevNoTUIListeners: the ready line is followed by where the modules
+// listen, so with moved ports the addresses to use are on screen.
+func TestDevNoTUIListeners(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	path := writeConfig(t, "engine:\n  port: 0\nmodules:\n  - class: RestApiModule\n    config: {port: 0}\n")
+	env, stdout, _, _ := testEnv(nil)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	// Exits when stop cancels runCtx and the engine has shut down.
+	go func() {
+		defer close(done)
+		Run(runCtx, env, []string{"dev", "--no-tui", "--config", path})
+	}()
+	defer func() { stop(); <-done }()
+	m := waitOutput(ctx, t, stdout, regexp.MustCompile(`; modules http\)\niii dev: listening: http (127\.0\.0\.1:\d+)\n`))
+	if strings.HasSuffix(m[1], ":0") {
+		t.Errorf("listening on %s; want the bound port", m[1])
+	}
+}
+
 // TestDevNoTUI runs `iii dev --no-tui` in-process: it prints when it is
 // ready, a line when a Go SDK worker joins, registers and serves a call,
 // and stops cleanly when its context ends.
