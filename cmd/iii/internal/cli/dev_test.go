@@ -201,6 +201,32 @@ func TestDevSecondKeepsLog(t *testing.T) {
 	}
 }
 
+// TestDevNoTUIWorkerLineOnce: a line a worker process prints is written
+// once by iii dev --no-tui, on stdout, and not again in its log.
+func TestDevNoTUIWorkerLineOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	path := writeConfig(t, "engine:\n  port: 0\nmodules:\n  - class: ExecModule\n    config:\n      workers:\n"+
+		"        - name: talker\n          run: printf 'said-%s\\n' once-marker; exec sleep 60\n") // the command does not spell the line
+	env, stdout, _, logs := testEnv(nil)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	// Exits when stop cancels runCtx and the engine has shut down.
+	go func() {
+		defer close(done)
+		Run(runCtx, env, []string{"dev", "--no-tui", "--config", path})
+	}()
+	waitOutput(ctx, t, stdout, regexp.MustCompile(`log +talker stdout \| said-once-marker\n`))
+	stop()
+	<-done
+	if n := strings.Count(stdout.String(), "said-once-marker"); n != 1 {
+		t.Errorf("stdout has the worker's line %d times; want once:\n%s", n, stdout.String())
+	}
+	if strings.Contains(logs.String(), "said-once-marker") {
+		t.Errorf("the log repeats the worker's line:\n%s", logs.String())
+	}
+}
+
 // TestDevNoTUIOutputOnce: with --no-tui a worker's output line is printed
 // once, from the event stream on stdout; the process log (stderr in a
 // terminal) does not repeat it, and keeps every other record.
