@@ -38,21 +38,30 @@ func waitOutput(ctx context.Context, t *testing.T, w *syncBuffer, re *regexp.Reg
 	}
 }
 
-// TestDevNoTUIListeners: the ready line is followed by where the modules
-// listen, so with moved ports the addresses to use are on screen.
-func TestDevNoTUIListeners(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	path := writeConfig(t, "engine:\n  port: 0\nmodules:\n  - class: RestApiModule\n    config: {port: 0}\n")
-	env, stdout, _, _ := testEnv(nil)
-	runCtx, stop := context.WithCancel(ctx)
+// devNoTUI runs iii dev --no-tui on the config text in-process; stop
+// ends it and waits for the engine to shut down (also at cleanup).
+func devNoTUI(t *testing.T, ctx context.Context, config string) (stdout, logs *syncBuffer, stop func()) {
+	t.Helper()
+	path := writeConfig(t, config)
+	env, stdout, _, logs := testEnv(nil)
+	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	// Exits when stop cancels runCtx and the engine has shut down.
 	go func() {
 		defer close(done)
 		Run(runCtx, env, []string{"dev", "--no-tui", "--config", path})
 	}()
-	defer func() { stop(); <-done }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stdout, logs, stop
+}
+
+// TestDevNoTUIListeners: the ready line is followed by where the modules
+// listen, so with moved ports the addresses to use are on screen.
+func TestDevNoTUIListeners(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stdout, _, _ := devNoTUI(t, ctx, "engine:\n  port: 0\nmodules:\n  - class: RestApiModule\n    config: {port: 0}\n")
 	m := waitOutput(ctx, t, stdout, regexp.MustCompile(`; modules http\)\niii dev: listening: http (127\.0\.0\.1:\d+)\n`))
 	if strings.HasSuffix(m[1], ":0") {
 		t.Errorf("listening on %s; want the bound port", m[1])
@@ -206,19 +215,11 @@ func TestDevSecondKeepsLog(t *testing.T) {
 func TestDevNoTUIWorkerLineOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	path := writeConfig(t, "engine:\n  port: 0\nmodules:\n  - class: ExecModule\n    config:\n      workers:\n"+
-		"        - name: talker\n          run: printf 'said-%s\\n' once-marker; exec sleep 60\n") // the command does not spell the line
-	env, stdout, _, logs := testEnv(nil)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	// Exits when stop cancels runCtx and the engine has shut down.
-	go func() {
-		defer close(done)
-		Run(runCtx, env, []string{"dev", "--no-tui", "--config", path})
-	}()
+	// The command does not spell the line it prints.
+	stdout, logs, stop := devNoTUI(t, ctx, "engine:\n  port: 0\nmodules:\n  - class: ExecModule\n    config:\n      workers:\n"+
+		"        - name: talker\n          run: printf 'said-%s\\n' once-marker; exec sleep 60\n")
 	waitOutput(ctx, t, stdout, regexp.MustCompile(`log +talker stdout \| said-once-marker\n`))
 	stop()
-	<-done
 	if n := strings.Count(stdout.String(), "said-once-marker"); n != 1 {
 		t.Errorf("stdout has the worker's line %d times; want once:\n%s", n, stdout.String())
 	}
