@@ -15,6 +15,7 @@ import (
 	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	_ "github.com/iii-workbench/iii/engine/modules/observability"
 	"github.com/iii-workbench/iii/sdk"
 	"github.com/iii-workbench/iii/tui"
@@ -24,7 +25,9 @@ type probeMsg struct{ reply chan string }
 
 // TestTUIOnEngine runs the TUI over a real engine with the observability
 // module: a call chain between two Go SDK workers shows in the invocation
-// tail, and its waterfall comes from engine::traces::tree.
+// tail, and its waterfall comes from engine::traces::tree, with the
+// activation of an observer of back::work in it; a worker declared in a
+// namespace shows in the NAMESPACE column.
 func TestTUIOnEngine(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -58,6 +61,28 @@ func TestTUIOnEngine(t *testing.T) {
 		return sdk.Call[json.RawMessage](ctx, front, "back::work", in)
 	}); err != nil {
 		t.Fatal(err)
+	}
+
+	// A 0.25 SDK's worker in a namespace of its own, and one that observes
+	// back::work (the protocol as the Python SDK speaks it).
+	ledger := enginetest.Dial(t, srv.URL())
+	ledger.Register("ledger::post")
+	ledger.Declare(map[string]any{"name": "ledger", "runtime": "python", "namespace": "accounts", "features": []string{"large-messages.v1"}})
+	audit := enginetest.Dial(t, srv.URL())
+	audit.Register("audit::record")
+	audit.Declare(map[string]any{"name": "audit", "runtime": "python", "features": []string{"observe.v1"}})
+	audit.Send(map[string]any{"type": "observe", "id": "obs-e2e", "source": map[string]any{"function_id": "back::work"},
+		"target": map[string]any{"function_id": "audit::record"}})
+	next := func(typ string) map[string]any { // skips the frames the test does not read
+		t.Helper()
+		for {
+			if m := audit.Next(enginetest.FrameTimeout); m["type"] == typ {
+				return m
+			}
+		}
+	}
+	if res := next("observeresult"); res["state"] != "active" {
+		t.Fatalf("observeresult %v; want active", res)
 	}
 
 	src := New(srv, "test")
@@ -110,10 +135,13 @@ func TestTUIOnEngine(t *testing.T) {
 	if _, err := src.Invoke(ctx, "front::go", json.RawMessage(`{"n":1}`)); err != nil {
 		t.Fatal(err)
 	}
+	act := next("invokefunction")
+	audit.Send(map[string]any{"type": "invocationresult", "invocation_id": act["invocation_id"], "function_id": act["function_id"], "result": nil})
 	key("4")
-	screen("front::go", "back::work", "front → back")
+	screen("front::go", "back::work", "front → back", "audit::record", "observe → audit")
+	key("G") // the oldest row: front::go
 	key("t")
-	s := screen("front::go", "back::work", "2 spans")
+	s := screen("front::go", "back::work", "3 spans (1 observer activation)", "↪ audit::record")
 	if strings.Contains(s, "observability module not running") {
 		t.Errorf("the trace came from the TUI's own events, not engine::traces::tree:\n%s", s)
 	}
@@ -121,6 +149,8 @@ func TestTUIOnEngine(t *testing.T) {
 	if !strings.Contains(s, " front::go ") || !strings.Contains(s, "   back::work ") {
 		t.Errorf("waterfall lacks the parent/child layout:\n%s", s)
 	}
+	key("1")
+	screen("NAMESPACE", "accounts", "ledger")
 }
 
 // TestTUIUnderLoad runs 20,000 calls through a real engine at 10,000 a
