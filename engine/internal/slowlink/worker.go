@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/sdk"
 )
 
@@ -55,3 +56,21 @@ func Connect(t testing.TB, ctx context.Context, url, name, fn string, queue int)
 
 // Reconnected reports whether the worker lost its first connection.
 func (w *Worker) Reconnected() bool { return w.ID() != w.FirstID }
+
+// Delivered checks the end of a burst: all want calls arrived, the worker
+// kept its connection (not closed as a slow consumer), and the engine
+// dropped nothing (st is its Stats after the burst).
+func (w *Worker) Delivered(t testing.TB, want int64, st engine.Stats) {
+	t.Helper()
+	if got := w.Got.Load(); got != want {
+		t.Fatalf("delivered %d of %d", got, want)
+	}
+	if w.Reconnected() || st.SlowConsumers != 0 {
+		t.Fatalf("worker reconnected (id %s, was %s), slow consumers %d", w.ID(), w.FirstID, st.SlowConsumers)
+	}
+	for reason, n := range st.Dropped {
+		if n != 0 {
+			t.Errorf("dropped %d frames (%s)", n, reason)
+		}
+	}
+}
