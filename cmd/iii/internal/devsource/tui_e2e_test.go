@@ -23,6 +23,43 @@ import (
 
 type probeMsg struct{ reply chan string }
 
+// runTUI runs the TUI over src in a 120x36 teatest program until the
+// test ends; probe returns its screen (ANSI stripped) and how long the
+// program took to answer.
+func runTUI(t *testing.T, ctx context.Context, src tui.Source, opts tui.Options) (*teatest.TestModel, func() (string, time.Duration)) {
+	t.Helper()
+	tctx, tcancel := context.WithCancel(ctx)
+	m := tui.New(tctx, src, opts)
+	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 36),
+		teatest.WithProgramOptions(tea.WithFilter(func(model tea.Model, msg tea.Msg) tea.Msg {
+			if p, ok := msg.(probeMsg); ok {
+				p.reply <- ansi.Strip(model.View().Content)
+				return nil
+			}
+			return msg
+		})))
+	t.Cleanup(func() {
+		tm.Quit()
+		tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
+		tcancel()
+		m.Close()
+	})
+	probe := func() (string, time.Duration) {
+		t.Helper()
+		start := time.Now()
+		reply := make(chan string, 1)
+		tm.Send(probeMsg{reply})
+		select {
+		case s := <-reply:
+			return s, time.Since(start)
+		case <-ctx.Done():
+			t.Fatal("no answer to a probe")
+			return "", 0
+		}
+	}
+	return tm, probe
+}
+
 // TestTUIOnEngine runs the TUI over a real engine with the observability
 // module: a call chain between two Go SDK workers shows in the invocation
 // tail, and its waterfall comes from engine::traces::tree, with the
@@ -86,33 +123,12 @@ func TestTUIOnEngine(t *testing.T) {
 	}
 
 	src := New(srv, "test")
-	tctx, tcancel := context.WithCancel(ctx)
-	m := tui.New(tctx, src, tui.Options{Tick: -1, Batch: 5 * time.Millisecond})
-	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 36),
-		teatest.WithProgramOptions(tea.WithFilter(func(model tea.Model, msg tea.Msg) tea.Msg {
-			if p, ok := msg.(probeMsg); ok {
-				p.reply <- ansi.Strip(model.View().Content)
-				return nil
-			}
-			return msg
-		})))
-	defer func() {
-		tm.Quit()
-		tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
-		tcancel()
-		m.Close()
-	}()
+	tm, probe := runTUI(t, ctx, src, tui.Options{Tick: -1, Batch: 5 * time.Millisecond})
 	screen := func(want ...string) string {
 		t.Helper()
 		var s string
 		for tick := time.NewTicker(10 * time.Millisecond); ; {
-			reply := make(chan string, 1)
-			tm.Send(probeMsg{reply})
-			select {
-			case s = <-reply:
-			case <-ctx.Done():
-				t.Fatal("no answer to a probe")
-			}
+			s, _ = probe()
 			ok := true
 			for _, w := range want {
 				ok = ok && strings.Contains(s, w)
@@ -170,34 +186,7 @@ func TestTUIUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := New(srv, "test")
-	tctx, tcancel := context.WithCancel(ctx)
-	m := tui.New(tctx, src, tui.Options{})
-	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 36),
-		teatest.WithProgramOptions(tea.WithFilter(func(model tea.Model, msg tea.Msg) tea.Msg {
-			if p, ok := msg.(probeMsg); ok {
-				p.reply <- ansi.Strip(model.View().Content)
-				return nil
-			}
-			return msg
-		})))
-	defer func() {
-		tm.Quit()
-		tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
-		tcancel()
-		m.Close()
-	}()
-	probe := func() (string, time.Duration) {
-		start := time.Now()
-		reply := make(chan string, 1)
-		tm.Send(probeMsg{reply})
-		select {
-		case s := <-reply:
-			return s, time.Since(start)
-		case <-ctx.Done():
-			t.Fatal("no answer to a probe")
-			return "", 0
-		}
-	}
+	tm, probe := runTUI(t, ctx, src, tui.Options{})
 	tm.Send(tea.KeyPressMsg{Code: '4', Text: "4"})
 
 	const workers, perWorker = 4, 5000
