@@ -16,6 +16,8 @@ import (
 	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
+	_ "github.com/iii-workbench/iii/engine/modules/http"          // a module with a port
+	_ "github.com/iii-workbench/iii/engine/modules/observability" // a module with a metrics port
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -140,6 +142,8 @@ func TestExtraListeners(t *testing.T) {
 	}
 }
 
+// TestModulePortInUse: a module listener's taken port stops startup with
+// the config key and the flag that move it, for each module with a port.
 func TestModulePortInUse(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -147,21 +151,31 @@ func TestModulePortInUse(t *testing.T) {
 	}
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	text := fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nmodules:\n  - class: iii-cron\n  - class: StreamModule\n    config: {port: %d}\n", port)
-	cfg, err := config.Parse("config.yaml", []byte(text), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := devserver.Start(ctx, devserver.Options{Config: cfg})
-	if err == nil {
-		s.Stop(ctx)
-		t.Fatal("started on a port in use")
-	}
-	want := fmt.Sprintf("port %d in use (stream module): is another iii running? set modules[1].config.port or --stream-port", port)
-	var inUse *devserver.PortInUseError
-	if !errors.As(err, &inUse) || err.Error() != want {
-		t.Errorf("error %v, want %q", err, want)
+	for _, tt := range []struct {
+		module, entry, key, flag string
+	}{
+		{"http", fmt.Sprintf("RestApiModule\n    config: {port: %d}", port), "modules[1].config.port", "--http-port"},
+		{"stream", fmt.Sprintf("StreamModule\n    config: {port: %d}", port), "modules[1].config.port", "--stream-port"},
+		{"observability", fmt.Sprintf("OtelModule\n    config: {metrics_port: %d}", port), "modules[1].config.metrics_port", "--metrics-port"},
+	} {
+		t.Run(tt.module, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			text := "engine: {host: 127.0.0.1, port: 0}\nmodules:\n  - class: iii-cron\n  - class: " + tt.entry + "\n"
+			cfg, err := config.Parse("config.yaml", []byte(text), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := devserver.Start(ctx, devserver.Options{Config: cfg})
+			if err == nil {
+				s.Stop(ctx)
+				t.Fatal("started on a port in use")
+			}
+			want := fmt.Sprintf("port %d in use (%s module): is another iii running? set %s or %s", port, tt.module, tt.key, tt.flag)
+			var inUse *devserver.PortInUseError
+			if !errors.As(err, &inUse) || err.Error() != want {
+				t.Errorf("error %v, want %q", err, want)
+			}
+		})
 	}
 }

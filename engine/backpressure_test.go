@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,7 +19,6 @@ import (
 	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/internal/slowlink"
-	"github.com/iii-workbench/iii/sdk"
 )
 
 // smallSocketBuffer is the socket buffer size of the test's slow readers
@@ -105,27 +103,8 @@ func TestVoidBurstIntoSlowWorker(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
-	proxy, err := slowlink.Start(strings.TrimPrefix(te.URL, "ws://"), 16<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
-	var got atomic.Int64
-	w, err := sdk.Connect(ctx, "ws://"+proxy.Addr(), sdk.WithName("slow"), sdk.WithTelemetry(false),
-		// The SDK drops results past its queue limit (1,024 by default);
-		// the engine would then hold those calls until its timeout.
-		sdk.WithQueueLimit(calls))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close(context.Background())
-	if err := w.RegisterFunction("slow::fn", func(context.Context, json.RawMessage) (any, error) {
-		got.Add(1)
-		return nil, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	workerID := w.ID()
+	w := slowlink.Connect(t, ctx, te.URL, "slow", "slow::fn", calls)
+	proxy, got := w.Proxy, &w.Got
 	enginetest.WaitFor(t, "slow::fn registered", func() bool {
 		for _, f := range te.Snapshot().Functions {
 			if f.ID == "slow::fn" {
@@ -185,17 +164,7 @@ func TestVoidBurstIntoSlowWorker(t *testing.T) {
 	t.Logf("delivered in %v after open", time.Since(opened))
 	st := te.Stats()
 	t.Logf("delivered %d/%d, stalls %d, heap growth peak %.1f MiB, dropped %v", got.Load(), calls, st.Stalls, float64(grew)/(1<<20), st.Dropped)
-	if got.Load() != int64(calls) {
-		t.Fatalf("delivered %d of %d void calls", got.Load(), calls)
-	}
-	if w.ID() != workerID || st.SlowConsumers != 0 {
-		t.Fatalf("worker reconnected (id %s, was %s), slow consumers %d", w.ID(), workerID, st.SlowConsumers)
-	}
-	for reason, n := range st.Dropped {
-		if n != 0 {
-			t.Errorf("dropped %d frames (%s)", n, reason)
-		}
-	}
+	w.Delivered(t, int64(calls), st)
 	// The engine, the SDK worker and the caller share this heap; without
 	// backpressure the engine alone would hold the whole burst (~30 MB of
 	// frames plus a pending entry each).
@@ -292,6 +261,63 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 		if f.ID == "slow::fn" {
 			t.Error("slow::fn still registered")
 		}
+	}
+}
+
+// TestSlowConsumersCountsOnlyWhatItCloses: the stall check's verdict
+// counts in Stats.SlowConsumers only a worker it closes itself: one
+// already closing for another reason keeps its own reason, and one already
+// gone is left alone.
+func TestSlowConsumersCountsOnlyWhatItCloses(t *testing.T) {
+	te := enginetest.New(t, engine.Options{SlowConsumerTimeout: time.Minute})
+	count, stopCount := disconnects(t, te.Engine)
+	defer stopCount()
+	disconnected := func(n int) []string {
+		t.Helper()
+		enginetest.WaitFor(t, fmt.Sprintf("disconnect %d", n), func() bool { _, r := count(); return len(r) >= n })
+		_, r := count()
+		return r
+	}
+
+	live := enginetest.Dial(t, te.URL)
+	te.SlowConsumerForTest(live.ID)()
+	if r := disconnected(1); !strings.Contains(r[0], "slow consumer") || te.Stats().SlowConsumers != 1 {
+		t.Fatalf("a live worker: reason %q, slow consumers %d; want closed as one, counted", r[0], te.Stats().SlowConsumers)
+	}
+
+	gone := enginetest.Dial(t, te.URL)
+	verdict := te.SlowConsumerForTest(gone.ID)
+	gone.Conn.Close(websocket.StatusNormalClosure, "bye")
+	disconnected(2)
+	verdict()
+	if n := te.Stats().SlowConsumers; n != 1 {
+		t.Errorf("a worker already gone was counted: slow consumers %d, want 1", n)
+	}
+
+	// A peer that never reads: the engine's close waits for its close
+	// frame.
+	raw, _, err := enginetest.DialRaw(t, te.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.CloseNow()
+	var id string
+	enginetest.WaitFor(t, "the raw worker", func() bool {
+		for _, w := range te.Snapshot().Workers {
+			if !w.Internal {
+				id = w.ID
+			}
+		}
+		return id != ""
+	})
+	verdict = te.SlowConsumerForTest(id)
+	te.CloseWorkerForTest(id, "refused for the test")
+	verdict()
+	if r := disconnected(3); strings.Contains(r[2], "slow consumer") {
+		t.Errorf("a worker closing for another reason left with %q; want its own reason", r[2])
+	}
+	if n := te.Stats().SlowConsumers; n != 1 {
+		t.Errorf("a worker closing for another reason was counted: slow consumers %d, want 1", n)
 	}
 }
 

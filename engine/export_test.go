@@ -1,5 +1,7 @@
 package engine
 
+import "github.com/coder/websocket"
+
 // Test hooks into unexported parts, for the engine_test package.
 
 // WorkerHasFeature reports whether the connected worker id declared token.
@@ -30,4 +32,30 @@ func SetFragmentThresholdForTest(t interface{ Cleanup(func()) }, n int) {
 	old := fragmentThreshold
 	fragmentThreshold = n
 	t.Cleanup(func() { fragmentThreshold = old })
+}
+
+// SlowConsumerForTest returns the stall check's verdict on the worker id's
+// connection as it is now: calling it runs slowConsumer on that
+// connection, also after it is closing or gone.
+func (e *Engine) SlowConsumerForTest(id string) func() {
+	e.mu.RLock()
+	c := e.conns[id]
+	e.mu.RUnlock()
+	return func() {
+		if c != nil {
+			c.slowConsumer(e.opts.SlowConsumerTimeout)
+		}
+	}
+}
+
+// CloseWorkerForTest closes the worker id's connection with reason, as
+// the engine refuses a worker (flushing first, then waiting for the
+// peer's close frame).
+func (e *Engine) CloseWorkerForTest(id, reason string) {
+	e.mu.RLock()
+	c := e.conns[id]
+	e.mu.RUnlock()
+	if c != nil {
+		c.close(websocket.StatusPolicyViolation, reason)
+	}
 }

@@ -120,7 +120,7 @@ func (e *Engine) registerWorker(c *conn, data json.RawMessage) error {
 		fn(c, first)
 	}
 	e.bus.Publish(event.WorkerUpdated{WorkerID: c.id, Name: in.Name, Runtime: in.Runtime, Version: in.Version,
-		PID: in.PID, Draining: c.draining.Load(), At: time.Now()})
+		PID: in.PID, Draining: c.draining.Load(), Namespace: c.namespace(), At: time.Now()})
 	e.fireWorkersAvailable("worker_metadata_updated", c.id)
 	return nil
 }

@@ -323,7 +323,7 @@ func (e *Engine) SetDraining(workerID string, draining bool) error {
 	meta := c.meta
 	c.mu.Unlock()
 	e.bus.Publish(event.WorkerUpdated{WorkerID: c.id, Name: meta.Name, Runtime: meta.Runtime,
-		Version: meta.Version, PID: meta.PID, Draining: draining, At: time.Now()})
+		Version: meta.Version, PID: meta.PID, Draining: draining, Namespace: c.namespace(), At: time.Now()})
 	return nil
 }
 

@@ -89,6 +89,31 @@ func subscribe(t *testing.T, w *sdk.Worker, fn string, b *batches, cfg watch.Con
 	}
 }
 
+// watching connects a worker named watcher whose watcher::events is
+// subscribed to engine::events (batches every 10 ms).
+func watching(t *testing.T, ctx context.Context, te *enginetest.Engine) (*sdk.Worker, *batches) {
+	t.Helper()
+	watcher := sdkWorker(t, ctx, te.URL, "watcher")
+	b := &batches{}
+	subscribe(t, watcher, "watcher::events", b, watch.Config{BatchMS: 10})
+	enginetest.WaitFor(t, "the subscription", func() bool { return len(te.Bindings(watch.TriggerType)) == 1 })
+	return watcher, b
+}
+
+// snapshot calls engine::snapshot as w.
+func snapshot(t *testing.T, ctx context.Context, w *sdk.Worker) watch.Snapshot {
+	t.Helper()
+	raw, err := w.Trigger(ctx, sdk.TriggerRequest{FunctionID: watch.FnSnapshot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap watch.Snapshot
+	if err := json.Unmarshal(raw, &snap); err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
 // TestWatchStreamsEvents: a worker bound to engine::events receives the
 // engine's events in batches (registrations, calls with payloads), never
 // the events of its own deliveries, and engine::snapshot lists what the
@@ -97,10 +122,7 @@ func TestWatchStreamsEvents(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	te := enginetest.New(t, engine.Options{})
-	watcher := sdkWorker(t, ctx, te.URL, "watcher")
-	var b batches
-	subscribe(t, watcher, "watcher::events", &b, watch.Config{BatchMS: 10})
-	enginetest.WaitFor(t, "the subscription", func() bool { return len(te.Bindings(watch.TriggerType)) == 1 })
+	watcher, b := watching(t, ctx, te)
 
 	svc := sdkWorker(t, ctx, te.URL, "svc")
 	if err := svc.RegisterFunction("svc::echo", func(_ context.Context, in json.RawMessage) (any, error) { return in, nil }); err != nil {
@@ -138,14 +160,7 @@ func TestWatchStreamsEvents(t *testing.T) {
 		t.Error("function.registered of svc::echo was not delivered")
 	}
 
-	raw, err := watcher.Trigger(ctx, sdk.TriggerRequest{FunctionID: watch.FnSnapshot})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var snap watch.Snapshot
-	if err := json.Unmarshal(raw, &snap); err != nil {
-		t.Fatal(err)
-	}
+	snap := snapshot(t, ctx, watcher)
 	names := map[string]bool{}
 	for _, w := range snap.Workers {
 		names[w.Name] = true
@@ -159,6 +174,42 @@ func TestWatchStreamsEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	enginetest.WaitFor(t, "the binding to go", func() bool { return len(te.Bindings(watch.TriggerType)) == 0 })
+}
+
+// TestWatchNamespaces: what an attached TUI learns of namespaces: the
+// worker's event after its declaration names its namespace, and
+// engine::snapshot names the namespace of each worker and function.
+func TestWatchNamespaces(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	te := enginetest.New(t, engine.Options{})
+	watcher, b := watching(t, ctx, te)
+
+	declared(t, te.URL, "ledger", "finance", "ledger::post")
+	enginetest.WaitFor(t, "ledger's declaration event", func() bool {
+		for _, ev := range b.events(t) {
+			if u, ok := ev.(event.WorkerUpdated); ok && u.Name == "ledger" && u.Namespace == "finance" {
+				return true
+			}
+		}
+		return false
+	})
+
+	snap := snapshot(t, ctx, watcher)
+	ns := map[string]string{}
+	for _, w := range snap.Workers {
+		ns["worker "+w.Name] = w.Namespace
+	}
+	for _, f := range snap.Functions {
+		ns["function "+f.ID] = f.Namespace
+	}
+	want := map[string]string{"worker ledger": "finance", "function ledger::post": "finance",
+		"worker watcher": engine.DefaultNamespace, "function watcher::events": engine.DefaultNamespace}
+	for k, v := range want {
+		if ns[k] != v {
+			t.Errorf("snapshot: %s in namespace %q; want %q", k, ns[k], v)
+		}
+	}
 }
 
 // TestWatchDropsCounted: a subscriber that does not keep up loses events,

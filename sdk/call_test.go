@@ -10,10 +10,11 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/internal/testctx"
 )
 
 func TestTriggerResult(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe)
 
@@ -30,7 +31,7 @@ func TestTriggerResult(t *testing.T) {
 }
 
 func TestTriggerError(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe)
 
@@ -49,7 +50,7 @@ func TestTriggerError(t *testing.T) {
 }
 
 func TestTriggerTimeout(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe, WithInvocationTimeout(40*time.Millisecond))
 
@@ -87,7 +88,7 @@ func TestTriggerTimeout(t *testing.T) {
 }
 
 func TestTriggerContextCancel(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe)
 
@@ -101,7 +102,7 @@ func TestTriggerContextCancel(t *testing.T) {
 }
 
 func TestTriggerActions(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe)
 
@@ -129,7 +130,7 @@ func TestTriggerActions(t *testing.T) {
 // trace context unchanged, and no spans are sent. (With it on, see
 // TestTracingSpans.)
 func TestTriggerPropagatesTrace(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe, WithTelemetry(false))
 	err := w.RegisterFunction("outer", func(ctx context.Context, _ json.RawMessage) (any, error) {
@@ -159,7 +160,7 @@ func TestTriggerPropagatesTrace(t *testing.T) {
 }
 
 func TestCall(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe)
 
@@ -197,7 +198,7 @@ func TestCall(t *testing.T) {
 }
 
 func TestTriggerMany(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe)
 

@@ -11,13 +11,14 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/internal/testctx"
 )
 
 // Close lets a running handler finish, answers calls arriving meanwhile
 // with invocation_stopped, fails waiting calls with ErrClosed, delivers the
 // handler's result and closes with 1000.
 func TestCloseGraceful(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, err := Connect(ctx, fe.url(), fastOptions()...)
 	if err != nil {
@@ -80,7 +81,7 @@ func TestCloseGraceful(t *testing.T) {
 // When Close's ctx ends first, handlers see their ctx cancelled, their
 // results are still flushed and the socket still closes with 1000.
 func TestCloseDeadline(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, err := Connect(ctx, fe.url(), fastOptions()...)
 	if err != nil {
@@ -115,7 +116,7 @@ func TestCloseDeadline(t *testing.T) {
 
 // Concurrent Close calls all return once the worker is closed.
 func TestCloseIdempotent(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, err := Connect(ctx, fe.url())
 	if err != nil {

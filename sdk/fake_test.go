@@ -223,13 +223,6 @@ func (fc *fakeConn) closed(ctx context.Context, t *testing.T) websocket.StatusCo
 	}
 }
 
-// testCtx is the per-test deadline.
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // fastOptions make reconnects quick.
 func fastOptions() []Option {
 	return []Option{WithReconnectBackoff(5*time.Millisecond, 20*time.Millisecond)}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/internal/testctx"
 	"github.com/iii-workbench/iii/sdk"
 )
 
@@ -101,12 +102,6 @@ func (h *harness) dropConns() {
 	}
 }
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // poll retries cond until it holds or ctx ends.
 func poll(ctx context.Context, t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -162,7 +157,7 @@ type amount struct {
 }
 
 func TestIntegrationCalls(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	h := newHarness(t, engine.Options{})
 	a := worker(ctx, t, h, "caller")
 	b := worker(ctx, t, h, "callee")
@@ -263,7 +258,7 @@ func TestIntegrationCalls(t *testing.T) {
 }
 
 func TestIntegrationReconnectReplays(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	h := newHarness(t, engine.Options{})
 	a := worker(ctx, t, h, "caller")
 	b := worker(ctx, t, h, "callee")
@@ -323,7 +318,7 @@ func TestIntegrationReconnectReplays(t *testing.T) {
 // A trigger registered before its type exists is parked, then delivered
 // to the provider worker once the type appears; the provider fires it.
 func TestIntegrationTriggerProvider(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	h := newHarness(t, engine.Options{})
 	var logs syncBuffer
 	consumer := worker(ctx, t, h, "consumer", sdk.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
@@ -408,7 +403,7 @@ func TestIntegrationTriggerProvider(t *testing.T) {
 }
 
 func TestIntegrationAuthAndClose(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	h := newHarness(t, engine.Options{AuthToken: "s3cret"})
 	if w, err := sdk.Connect(ctx, h.url()); err == nil {
 		_ = w.Close(ctx)
@@ -455,7 +450,7 @@ func (b *syncBuffer) String() string {
 // outbound queue full wait for room instead of being dropped (their
 // callers would wait out the invocation timeout).
 func TestIntegrationResultsWaitForRoom(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	h := newHarness(t, engine.Options{InvocationTimeout: 5 * time.Second})
 	const calls = 64
 	var started atomic.Int32

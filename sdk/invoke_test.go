@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/internal/testctx"
 )
 
 type order struct {
@@ -18,7 +19,7 @@ type order struct {
 }
 
 func TestInvoke(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe)
 
@@ -90,7 +91,7 @@ func TestInvoke(t *testing.T) {
 }
 
 func TestInvokeContext(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe)
 
@@ -137,7 +138,7 @@ func TestInvokeContext(t *testing.T) {
 // Handlers run concurrently: the first call only finishes once the second
 // has started.
 func TestInvokeConcurrent(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe)
 
@@ -167,7 +168,7 @@ func TestInvokeConcurrent(t *testing.T) {
 
 // A frame far above coder/websocket's default 32 KiB read limit.
 func TestInvokeLargePayload(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe)
 	err := w.RegisterFunction("len", Typed(func(_ context.Context, s string) (int, error) { return len(s), nil }))

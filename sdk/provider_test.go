@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/internal/testctx"
 )
 
 type providerCall struct {
@@ -14,7 +15,7 @@ type providerCall struct {
 }
 
 func TestTriggerProvider(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe)
 

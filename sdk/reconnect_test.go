@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/internal/testctx"
 )
 
 // describe names a message for order checks.
@@ -42,7 +43,7 @@ func disconnect(ctx context.Context, t *testing.T, fe *fakeEngine, fc *fakeConn)
 }
 
 func TestReconnectReplaysInOrder(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc1 := connect(ctx, t, fe)
 	noop := func(context.Context, json.RawMessage) (any, error) { return "pong", nil }
@@ -129,7 +130,7 @@ func TestReconnectReplaysInOrder(t *testing.T) {
 }
 
 func TestReconnectOnPingFailure(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	fe.noPong.Store(1) // the first connection swallows pings
 	w, fc1 := connect(ctx, t, fe, WithPingInterval(20*time.Millisecond))
@@ -147,7 +148,7 @@ func TestReconnectOnPingFailure(t *testing.T) {
 }
 
 func TestQueueFullWhileDisconnected(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe, WithQueueLimit(2))
 	disconnect(ctx, t, fe, fc)
@@ -172,7 +173,7 @@ func TestQueueFullWhileDisconnected(t *testing.T) {
 
 // Close while the engine is unreachable returns promptly.
 func TestCloseWhileDisconnected(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, err := Connect(ctx, fe.url(), WithReconnectBackoff(time.Hour, time.Hour))
 	if err != nil {

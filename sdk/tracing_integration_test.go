@@ -4,45 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"os"
 	"testing"
 	"time"
 
-	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine"
-	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	_ "github.com/iii-workbench/iii/engine/modules/observability"
+	"github.com/iii-workbench/iii/internal/testctx"
 	"github.com/iii-workbench/iii/sdk"
 )
-
-// startTracingServer runs a devserver engine with the observability
-// module (Prometheus on a free port).
-func startTracingServer(ctx context.Context, t *testing.T) *devserver.Server {
-	t.Helper()
-	cfg, err := config.Parse("config.yaml", []byte(
-		"engine: {host: 127.0.0.1, port: 0}\nmodules:\n  - class: OtelModule\n    config: {metrics_port: 0}\n"), os.LookupEnv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatalf("devserver.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Stop(sctx); err != nil {
-			t.Errorf("devserver stop: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("engine log:\n%s", logs.String())
-		}
-	})
-	return srv
-}
 
 // treeSpan is a node of engine::traces::tree.
 type treeSpan struct {
@@ -132,8 +102,8 @@ func checkPath(t *testing.T, tree traceTree, rootParent string, want []wantSpan)
 // the call span. With telemetry off only the engine spans remain, still
 // one chain.
 func TestIntegrationTracing(t *testing.T) {
-	ctx := testCtx(t)
-	srv := startTracingServer(ctx, t)
+	ctx := testctx.New(t)
+	srv := enginetest.StartModule(t, ctx, "", "OtelModule", "{metrics_port: 0}")
 	eng := srv.Engine()
 	connect := func(name string, opts ...sdk.Option) *sdk.Worker {
 		w, err := sdk.Connect(ctx, srv.URL(), append([]sdk.Option{sdk.WithName(name)}, opts...)...)

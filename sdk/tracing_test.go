@@ -23,6 +23,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine/modules/observability/otlpjson"
 	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/internal/testctx"
 )
 
 // gotSpan is a span as the engine's decoder reads an OTLP frame.
@@ -116,7 +117,7 @@ var traceparentRE = regexp.MustCompile(`^00-([0-9a-f]{32})-([0-9a-f]{16})-01$`)
 // of them reach the engine in OTLP frames its decoder accepts.
 func TestTracingSpans(t *testing.T) {
 	t.Setenv("OTEL_SERVICE_NAME", "")
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe, WithTelemetry(true))
 	err := w.RegisterFunction("outer", func(ctx context.Context, _ json.RawMessage) (any, error) {
@@ -198,7 +199,7 @@ func TestTracingSpans(t *testing.T) {
 // A call made outside any trace gets no span and no traceparent: the
 // engine starts the trace.
 func TestTracingOutsideTrace(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe, WithTelemetry(true))
 	if _, err := w.Trigger(ctx, TriggerRequest{FunctionID: "f", Action: Void()}); err != nil {
@@ -267,7 +268,7 @@ func TestTelemetryEnabled(t *testing.T) {
 // The environment turns telemetry off for a worker without options.
 func TestTelemetryOffByEnv(t *testing.T) {
 	t.Setenv("III_TELEMETRY", "off")
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, _ := connect(ctx, t, fe)
 	if _, ok := w.TracerProvider().(noop.TracerProvider); !ok {
@@ -278,7 +279,7 @@ func TestTelemetryOffByEnv(t *testing.T) {
 // WithTracerProvider: spans go to the caller's provider, none to the
 // engine, and Close leaves the provider alone.
 func TestWithTracerProvider(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
@@ -310,7 +311,7 @@ func TestWithTracerProvider(t *testing.T) {
 // Spans finished while disconnected are dropped and counted, without
 // blocking; after the reconnect they flow again.
 func TestTelemetryDisconnectedDrops(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe, WithTelemetry(true))
 	reopen := disconnect(ctx, t, fe, fc)
@@ -346,7 +347,7 @@ func TestTelemetryDisconnectedDrops(t *testing.T) {
 // closes the socket.
 func TestCloseFlushesSpans(t *testing.T) {
 	t.Setenv("OTEL_SPANS_FLUSH_INTERVAL_MS", "600000")
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe, WithTelemetry(true))
 	if err := w.RegisterFunction("f", func(context.Context, json.RawMessage) (any, error) { return 1, nil }); err != nil {

@@ -11,10 +11,11 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/engine/protocol"
+	"github.com/iii-workbench/iii/internal/testctx"
 )
 
 func TestConnectHandshake(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, err := Connect(ctx, fe.url(), WithName("billing"), WithWorkerDescription("charges cards"),
 		WithBearerToken("s3cret"), WithHeader("X-Team", "payments"))
@@ -57,7 +58,7 @@ func TestConnectHandshake(t *testing.T) {
 }
 
 func TestConnectErrors(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	fe.reject.Store(http.StatusUnauthorized)
 	tests := []struct {
@@ -90,7 +91,7 @@ func TestConnectErrors(t *testing.T) {
 func TestConnectWaitsForRegistered(t *testing.T) {
 	fe := newFakeEngine(t)
 	fe.silent.Store(true)
-	ctx, cancel := context.WithTimeout(testCtx(t), 100*time.Millisecond)
+	ctx, cancel := context.WithTimeout(testctx.New(t), 100*time.Millisecond)
 	defer cancel()
 	_, err := Connect(ctx, fe.url())
 	if !errors.Is(err, context.DeadlineExceeded) {
@@ -99,7 +100,7 @@ func TestConnectWaitsForRegistered(t *testing.T) {
 }
 
 func TestRegisterMessages(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, fc := connect(ctx, t, fe)
 	noop := func(context.Context, json.RawMessage) (any, error) { return nil, nil }
@@ -167,7 +168,7 @@ func TestRegisterMessages(t *testing.T) {
 }
 
 func TestRegisterErrors(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	fe := newFakeEngine(t)
 	w, _ := connect(ctx, t, fe)
 	noop := func(context.Context, json.RawMessage) (any, error) { return nil, nil }

@@ -129,6 +129,7 @@ func fixture() (Snapshot, []event.Event) {
 		Workers: []Worker{
 			{ID: "w-orders-0001", Name: "orders", Runtime: "node", Version: "0.11.0", PID: 4242, Status: "connected", ConnectedAt: t0.Add(-3*time.Minute - 12*time.Second), Functions: []string{"orders::create", "orders::get"}},
 			{ID: "w-billing-0002", Name: "billing", Runtime: "go", Version: "0.1.0", PID: 4343, Status: "connected", ConnectedAt: t0.Add(-75 * time.Second), Functions: []string{"billing::charge"}},
+			{ID: "w-watcher-0003", Name: "watcher", Runtime: "python", Version: "0.25.0", PID: 4444, Status: "connected", ConnectedAt: t0.Add(-40 * time.Second), Functions: []string{"watch::audit"}, Namespace: "compliance"},
 			{Name: "iii-http", Runtime: "engine", Status: "available", Internal: true, Functions: []string{"http::health"}},
 		},
 		Functions: []Function{
@@ -136,6 +137,7 @@ func fixture() (Snapshot, []event.Event) {
 			{ID: "http::health", Workers: []string{"iii-http"}, Internal: true},
 			{ID: "orders::create", Workers: []string{"orders"}, WorkerIDs: []string{"w-orders-0001"}},
 			{ID: "orders::get", Workers: []string{"orders"}, WorkerIDs: []string{"w-orders-0001"}},
+			{ID: "watch::audit", Workers: []string{"watcher"}, WorkerIDs: []string{"w-watcher-0003"}, Namespace: "compliance"},
 		},
 		Triggers: []Trigger{
 			{ID: "t-1", Type: "http", FunctionID: "orders::create", Worker: "orders", Config: json.RawMessage(`{"api_path":"/orders","http_method":"POST"}`), Active: true},
@@ -143,7 +145,7 @@ func fixture() (Snapshot, []event.Event) {
 			{ID: "t-3", Type: "queue", FunctionID: "orders::get", Config: json.RawMessage(`{"topic":"lookups"}`), Active: false},
 		},
 		Observers: []Observer{
-			{ID: "obs-1", Source: "orders::create", Target: "audit::record", State: "active", Fires: 12, Owner: "w-billing-0002"},
+			{ID: "obs-1", Source: "orders::create", Target: "watch::audit", State: "active", Fires: 12, Owner: "w-watcher-0003"},
 			{ID: "obs-2", Source: "billing::charge", Target: "alerts::page", State: "suspended", Reason: "TARGET_GONE: alerts::page is not registered", Dropped: 3},
 		},
 		Processes: []Process{
@@ -170,6 +172,17 @@ func fixture() (Snapshot, []event.Event) {
 				ErrorMessage: map[string]string{"error": "insufficient funds"}[status]})
 	}
 	call(1, "orders::create", "", "w-orders-0001", "http", "ok", 12300*time.Microsecond, `{"sku":"A-1","qty":2}`, `{"order_id":"o-1","total":40}`)
+	// obs-1's activation for orders::create (inv-0001): after it, in its
+	// trace, in the tail before the calls below.
+	actAt := t0.Add(-880 * time.Millisecond)
+	actSpan := event.SpanIDs{TraceID: "trace-a", SpanID: "span-06", ParentSpanID: "span-01"}
+	evs = append(evs,
+		event.ObserverActivated{ObserverID: "obs-1", ActivationID: "act-1", SourceFunction: "orders::create",
+			TargetFunction: "watch::audit", ObservedInvocationID: "inv-0001", InvocationID: "inv-0006", At: actAt.Add(-1500 * time.Microsecond)},
+		event.InvocationStarted{InvocationID: "inv-0006", FunctionID: "watch::audit", TargetWorkerID: "w-watcher-0003",
+			Trigger: "observe", Data: json.RawMessage(`{"observer_id":"obs-1","function_id":"orders::create"}`), Span: actSpan, At: actAt.Add(-1500 * time.Microsecond)},
+		event.InvocationFinished{InvocationID: "inv-0006", FunctionID: "watch::audit", TargetWorkerID: "w-watcher-0003", Worker: "watcher",
+			Trigger: "observe", Span: actSpan, Status: "ok", Result: json.RawMessage(`null`), Duration: 1500 * time.Microsecond, At: actAt})
 	call(2, "billing::charge", "w-orders-0001", "w-billing-0002", "worker", "ok", 4100*time.Microsecond, `{"amount":40}`, `{"charged":true}`)
 	call(3, "billing::charge", "w-orders-0001", "w-billing-0002", "worker", "error", 2*time.Millisecond, `{"amount":9000}`, ``)
 	call(4, "orders::get", "", "w-orders-0001", "engine", "ok", 850*time.Microsecond, `{"order_id":"o-1"}`, `{"order_id":"o-1","status":"paid"}`)

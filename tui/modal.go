@@ -1,15 +1,15 @@
 package tui
 
 import (
+	"cmp"
 	"encoding/json"
-
-	"charm.land/bubbles/v2/help"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"charm.land/bubbles/v2/help"
 	"charm.land/bubbles/v2/textarea"
 	tea "charm.land/bubbletea/v2"
 
@@ -302,6 +302,7 @@ func workerDetail(s *state, key string, now time.Time) []string {
 		lines = append(lines,
 			"id         "+dash(w.id),
 			"name       "+dash(w.name),
+			"namespace  "+cmp.Or(w.namespace, DefaultNamespace),
 			"runtime    "+dash(w.runtime)+" "+w.version,
 			"pid        "+strconv.Itoa(w.pid),
 			"status     "+w.status,
@@ -348,6 +349,7 @@ func sortedKeys(m map[string]struct{}) []string {
 func functionDetail(s *state, f *funcState) []string {
 	lines := []string{
 		"id           " + f.id,
+		"namespace    " + dash(strings.Join(s.funcNamespaces(f), ", ")),
 		"workers      " + dash(strings.Join(s.funcWorkers(f), ", ")),
 		"calls        " + strconv.FormatUint(f.calls, 10),
 		"errors       " + strconv.FormatUint(f.errors, 10),
@@ -396,6 +398,9 @@ func invocationDetail(v invocation) []string {
 		"duration  " + fmtDuration(v.duration),
 		"at        " + v.at.Format("15:04:05.000000"),
 		"trace     " + dash(v.traceID) + "  span " + dash(v.spanID),
+	}
+	if v.activation != nil {
+		lines = append(lines, "observer  "+v.activation.String())
 	}
 	if v.errorMessage != "" {
 		lines = append(lines, "error     "+v.errorMessage)

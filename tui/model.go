@@ -130,13 +130,13 @@ func New(ctx context.Context, src Source, opts Options) *Model {
 	m.sub = src.Subscribe(opts.Buffer)
 	m.Styles, m.Keys = DefaultStyles(), DefaultKeyMap()
 	workers := &workersPage{}
-	workers.tablePage = newTablePage(m, viewWorkers, "no workers connected", workerColumns(false), func() []row {
-		workers.tbl.cols = workerColumns(m.st.engine != "")
+	workers.tablePage = newTablePage(m, viewWorkers, "no workers connected", workerColumns(false, false), func() []row {
+		workers.tbl.cols = workerColumns(m.st.namespaced(), m.st.engine != "")
 		return workerRows(m.st, m.now, m.Styles)
 	})
 	m.functions = &functionsPage{}
-	m.functions.tablePage = newTablePage(m, viewFunctions, "no functions registered", functionColumns(false), func() []row {
-		m.functions.tbl.cols = functionColumns(m.st.engine != "")
+	m.functions.tablePage = newTablePage(m, viewFunctions, "no functions registered", functionColumns(false, false), func() []row {
+		m.functions.tbl.cols = functionColumns(m.st.namespaced(), m.st.engine != "")
 		return functionRows(m.st, m.functions.showEngine)
 	})
 	triggers := &triggersPage{newTablePage(m, viewTriggers, "no triggers registered", []column{

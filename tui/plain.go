@@ -24,7 +24,7 @@ func Print(ctx context.Context, src Source, w io.Writer) error {
 	for _, wk := range src.Snapshot().Workers {
 		if !wk.Internal {
 			p.event(event.WorkerUpdated{WorkerID: wk.ID, Name: wk.Name, Runtime: wk.Runtime, Version: wk.Version,
-				PID: wk.PID, Draining: wk.Draining, At: wk.ConnectedAt})
+				PID: wk.PID, Draining: wk.Draining, Namespace: wk.Namespace, At: wk.ConnectedAt})
 		}
 	}
 	var dropped uint64
@@ -78,7 +78,11 @@ func (p *printer) event(ev event.Event) {
 		}
 		switch {
 		case !known:
-			p.line(e.At, "worker", "joined %s (%s %s, pid %d, id %s)", p.name(e.WorkerID), dash(e.Runtime), e.Version, e.PID, e.WorkerID)
+			ns := ""
+			if n := nsOf(e.Namespace); n != "" {
+				ns = ", namespace " + n
+			}
+			p.line(e.At, "worker", "joined %s (%s %s, pid %d, id %s%s)", p.name(e.WorkerID), dash(e.Runtime), e.Version, e.PID, e.WorkerID, ns)
 		case e.Draining:
 			p.line(e.At, "worker", "draining %s", p.name(e.WorkerID))
 		}

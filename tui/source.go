@@ -161,6 +161,7 @@ type Worker struct {
 	InFlight    int64
 	Functions   []string
 	Engine      string // in a cluster: the engine it is connected to
+	Namespace   string // "" or "default" unless the worker declared one
 }
 
 // Function is a registered function id.
@@ -171,6 +172,10 @@ type Function struct {
 	WorkerIDs   []string // ids of the remote workers serving it
 	Internal    bool
 	Engines     []string // in a cluster: the engines serving it
+	// Namespace is the namespace the id is registered in. The TUI keys
+	// functions by id: the same id in two namespaces is one row naming
+	// both.
+	Namespace string
 }
 
 // Trigger is a binding of a function to a trigger type.

@@ -65,6 +65,7 @@ type workerState struct {
 	inFlight    int64
 	funcs       map[string]struct{}
 	engine      string // in a cluster: the engine it is connected to
+	namespace   string // "" is the default namespace
 }
 
 // funcState is one row of the Functions view.
@@ -120,6 +121,8 @@ type invocation struct {
 	traceID      string
 	spanID       string
 	parentSpanID string
+	// activation is set when the call is an observer's activation.
+	activation   *activation
 	status       string
 	errorCode    string
 	errorMessage string
@@ -137,6 +140,18 @@ type logEntry struct {
 	worker string
 	stream string // stdout, stderr, install, or a severity from the log store
 	line   string
+}
+
+// activation is an observer's call of its target for an observed call.
+type activation struct {
+	observerID   string
+	activationID string
+	source       string // the observed function
+	observedID   string // the observed call's invocation id
+}
+
+func (a *activation) String() string {
+	return a.observerID + " on " + a.source + " (activation " + a.activationID + " for call " + a.observedID + ")"
 }
 
 type pendingCall struct {
@@ -209,6 +224,9 @@ type state struct {
 	peers  []string
 	// observers by id; disposed ones go.
 	observers map[string]*Observer
+	// activations are the observer activations not yet finished, by the
+	// target's invocation id.
+	activations map[string]*activation
 }
 
 func newState() *state {
@@ -223,6 +241,7 @@ func newState() *state {
 		logs:        newRing[logEntry](logRing),
 		held:        make(map[string]HeldCall),
 		observers:   make(map[string]*Observer),
+		activations: make(map[string]*activation),
 	}
 }
 
@@ -261,6 +280,7 @@ func (s *state) apply(ev event.Event) {
 	case event.WorkerUpdated:
 		w := s.worker(e.WorkerID)
 		w.name, w.runtime, w.version, w.pid, w.draining = oneLine(e.Name), oneLine(e.Runtime), oneLine(e.Version), e.PID, e.Draining
+		w.namespace = nsOf(e.Namespace)
 		w.status = "connected"
 		if e.Draining {
 			w.status = "draining"
@@ -328,6 +348,7 @@ func (s *state) apply(ev event.Event) {
 	case event.InvocationFinished:
 		if e.Trigger == TriggerQuery || s.cliPlumbing(e) {
 			delete(s.pending, e.InvocationID)
+			delete(s.activations, e.InvocationID)
 			return
 		}
 		s.finish(e)
@@ -359,6 +380,12 @@ func (s *state) apply(ev event.Event) {
 		if e.ReasonCode != "" {
 			o.Reason = e.ReasonCode + ": " + e.ReasonMessage
 		}
+	case event.ObserverActivated:
+		if len(s.activations) >= pendingLimit {
+			clear(s.activations) // finish events were lost; start afresh
+		}
+		s.activations[e.InvocationID] = &activation{observerID: e.ObserverID, activationID: e.ActivationID,
+			source: e.SourceFunction, observedID: e.ObservedInvocationID}
 	case event.ObserverDropped:
 		if o := s.observers[e.ObserverID]; o != nil {
 			o.Dropped++
@@ -412,6 +439,8 @@ func (s *state) unregister(functionID, key string) {
 func (s *state) finish(e event.InvocationFinished) {
 	p, seen := s.pending[e.InvocationID]
 	delete(s.pending, e.InvocationID)
+	act := s.activations[e.InvocationID]
+	delete(s.activations, e.InvocationID)
 	if w := s.workers[e.TargetWorkerID]; w != nil && e.TargetWorkerID != "" && w.inFlight > 0 {
 		w.inFlight--
 	}
@@ -447,7 +476,7 @@ func (s *state) finish(e event.InvocationFinished) {
 	s.inv.push(invocation{
 		seq: s.seq, id: e.InvocationID, functionID: e.FunctionID, caller: oneLine(caller),
 		target: oneLine(e.Worker), trigger: e.Trigger, traceID: e.Span.TraceID, spanID: e.Span.SpanID,
-		parentSpanID: e.Span.ParentSpanID, status: e.Status, errorCode: e.ErrorCode,
+		parentSpanID: e.Span.ParentSpanID, activation: act, status: e.Status, errorCode: e.ErrorCode,
 		errorMessage: oneLine(e.ErrorMessage), data: p.data, dataKept: seen && p.kept,
 		result: e.Result, duration: e.Duration, started: started, at: e.At,
 	})
@@ -477,7 +506,7 @@ func (s *state) resync(snap Snapshot) {
 		ws := &workerState{key: key, id: w.ID, name: oneLine(w.Name), runtime: oneLine(w.Runtime),
 			version: oneLine(w.Version), pid: w.PID, status: w.Status, draining: w.Draining,
 			internal: w.Internal, connectedAt: w.ConnectedAt, inFlight: w.InFlight,
-			funcs: make(map[string]struct{}, len(w.Functions)), engine: oneLine(w.Engine)}
+			funcs: make(map[string]struct{}, len(w.Functions)), engine: oneLine(w.Engine), namespace: nsOf(w.Namespace)}
 		if w.Internal {
 			ws.id, ws.runtime = "", cmp.Or(ws.runtime, "engine")
 		}
@@ -597,6 +626,44 @@ func (s *state) recentInvocations(upTo uint64) []invocation {
 		}
 	}
 	return out
+}
+
+// DefaultNamespace is the namespace of workers that declare none.
+const DefaultNamespace = "default"
+
+// nsOf is a namespace as the state keeps it: "" for the default one.
+func nsOf(ns string) string {
+	ns = oneLine(ns)
+	if ns == DefaultNamespace {
+		return ""
+	}
+	return ns
+}
+
+// namespaced reports whether any worker is outside the default namespace:
+// only then do the Workers and Functions views have a NAMESPACE column.
+func (s *state) namespaced() bool {
+	for _, w := range s.workers {
+		if w.namespace != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// funcNamespaces names the namespaces a function is registered in: its
+// workers' (in-process functions are the engine's, in the default one).
+func (s *state) funcNamespaces(f *funcState) []string {
+	ns := make([]string, 0, 1)
+	for key := range f.regs {
+		n := ""
+		if w := s.workers[key]; w != nil {
+			n = w.namespace
+		}
+		ns = append(ns, cmp.Or(n, DefaultNamespace))
+	}
+	slices.Sort(ns)
+	return slices.Compact(ns)
 }
 
 // funcWorkers names the workers serving a function, sorted, deduplicated.

@@ -198,8 +198,8 @@ func TestResyncKeepsCounters(t *testing.T) {
 	if f == nil || f.calls != 1 || len(f.regs) != 0 {
 		t.Errorf("orders::create after resync = %+v; want its call count kept, no registrations", f)
 	}
-	if m.st.calls != 5 || m.st.resyncs != 2 {
-		t.Errorf("calls %d, resyncs %d; want 5, 2", m.st.calls, m.st.resyncs)
+	if m.st.calls != 6 || m.st.resyncs != 2 {
+		t.Errorf("calls %d, resyncs %d; want 6, 2", m.st.calls, m.st.resyncs)
 	}
 }
 
@@ -233,12 +233,12 @@ func TestNavigationAndSelection(t *testing.T) {
 	// Paused, the tail does not grow.
 	press(m, "space")
 	m.Update(eventsMsg{events: []event.Event{event.InvocationFinished{InvocationID: "inv-later", FunctionID: "orders::get", Status: "ok", At: t0}}})
-	if len(m.rows()) != 6 || m.st.calls != 7 {
-		t.Errorf("paused: %d rows, %d calls; want 6 rows shown and 7 calls counted", len(m.rows()), m.st.calls)
+	if len(m.rows()) != 7 || m.st.calls != 8 {
+		t.Errorf("paused: %d rows, %d calls; want 7 rows shown and 8 calls counted", len(m.rows()), m.st.calls)
 	}
 	press(m, "space")
-	if len(m.rows()) != 7 {
-		t.Errorf("resumed: %d rows; want 7", len(m.rows()))
+	if len(m.rows()) != 8 {
+		t.Errorf("resumed: %d rows; want 8", len(m.rows()))
 	}
 	press(m, "tab")
 	if m.view != viewTraces {
@@ -257,22 +257,22 @@ func TestFilter(t *testing.T) {
 		t.Errorf("/bil shows %d rows; want billing::charge only", len(m.rows()))
 	}
 	press(m, "backspace", "backspace", "backspace", "enter")
-	if len(m.rows()) != 4 || m.filtering {
-		t.Errorf("after erasing: %d rows, filtering %v; want 4 rows, filter closed", len(m.rows()), m.filtering)
+	if len(m.rows()) != 5 || m.filtering {
+		t.Errorf("after erasing: %d rows, filtering %v; want 5 rows, filter closed", len(m.rows()), m.filtering)
 	}
 	press(m, "/", "z", "esc")
-	if m.filters[viewFunctions] != "" || len(m.rows()) != 4 {
+	if m.filters[viewFunctions] != "" || len(m.rows()) != 5 {
 		t.Errorf("esc left filter %q", m.filters[viewFunctions])
 	}
 	press(m, "a")
-	if len(m.rows()) != 4 {
+	if len(m.rows()) != 5 {
 		t.Errorf("a with no engine functions changed the rows to %d", len(m.rows()))
 	}
 }
 
 func TestRestartKey(t *testing.T) {
 	m, src := newTestModel(t)
-	press(m, "1", "down", "down") // mailer, a crashed exec worker
+	press(m, "1", "down", "down", "down") // mailer, a crashed exec worker
 	_, cmd := m.Update(keyMsg("R"))
 	if cmd == nil {
 		t.Fatal("R gave no command")
@@ -535,6 +535,9 @@ func TestClusterColumns(t *testing.T) {
 		t.Fatalf("a single engine shows cluster columns:\n%s", s)
 	}
 	snap, _ := fixture()
+	for i := range snap.Workers {
+		snap.Workers[i].Namespace = "" // no NAMESPACE column here
+	}
 	snap.Engine, snap.Peers = "alpha", []string{"beta"}
 	snap.Workers[0].Engine = "beta"
 	snap.Functions[2].Engines = []string{"alpha", "beta"}
@@ -548,5 +551,39 @@ func TestClusterColumns(t *testing.T) {
 	press(m, "2")
 	if s := screen(); !regexp.MustCompile(`WORKERS +ENGINES +CALLS`).MatchString(s) || !regexp.MustCompile(`orders::create +orders +alpha, beta `).MatchString(s) {
 		t.Errorf("functions in a cluster:\n%s", s)
+	}
+}
+
+// TestNamespaceColumns: Workers and Functions have a NAMESPACE column
+// once a worker is outside the default namespace, from the snapshot or
+// from its declaration's event; a function names its workers' namespaces.
+func TestNamespaceColumns(t *testing.T) {
+	m, _ := newTestModel(t)
+	screen := func() string { return ansi.Strip(m.render()) }
+	snap, _ := fixture()
+	for i := range snap.Workers {
+		snap.Workers[i].Namespace = ""
+	}
+	m.Update(snapshotMsg{snap: snap})
+	press(m, "1")
+	if s := screen(); strings.Contains(s, "NAMESPACE") {
+		t.Fatalf("no worker outside the default namespace, yet a NAMESPACE column:\n%s", s)
+	}
+	// orders declares itself in the shop namespace (a 0.25 SDK's
+	// engine::workers::register).
+	m.Update(eventsMsg{events: []event.Event{event.WorkerUpdated{WorkerID: "w-orders-0001", Name: "orders", Runtime: "node", PID: 4242, Namespace: "shop", At: t0}}})
+	s := screen()
+	if !regexp.MustCompile(`NAME +NAMESPACE +RUNTIME`).MatchString(s) || !regexp.MustCompile(`(?m)^ *orders +shop +node`).MatchString(s) ||
+		!regexp.MustCompile(`(?m)^ *billing +default +go`).MatchString(s) {
+		t.Errorf("workers with a namespace:\n%s", s)
+	}
+	press(m, "2")
+	if s := screen(); !regexp.MustCompile(`FUNCTION +NAMESPACE +WORKERS`).MatchString(s) ||
+		!regexp.MustCompile(`orders::create +shop +orders `).MatchString(s) || !regexp.MustCompile(`billing::charge +default +billing `).MatchString(s) {
+		t.Errorf("functions with a namespace:\n%s", s)
+	}
+	press(m, "1", "down", "enter")
+	if s := screen(); !strings.Contains(s, "namespace  shop") {
+		t.Errorf("the worker's detail does not name its namespace:\n%s", s)
 	}
 }

@@ -70,19 +70,35 @@ func (t *table) widths(rows []row) []int {
 		}
 	}
 	// The rows on screen decide (cheap at any rate of calls).
+	content := make([]int, n)
 	for _, r := range rows[min(t.offset, len(rows)):min(t.offset+t.pageSize(), len(rows))] {
 		for i := range min(len(r.cells), n) {
-			ws[i] = max(ws[i], ansi.StringWidth(r.cells[i]))
+			content[i] = max(content[i], ansi.StringWidth(r.cells[i]))
 		}
 	}
 	avail := max(t.Width-2*(n-1), 0)
 	sum := 0
 	for i := range ws {
+		ws[i] = max(ws[i], content[i])
 		mins[i] = min(mins[i], ws[i])
 		sum += ws[i]
 	}
-	// Too wide: take a cell at a time from the widest column that can
-	// give one.
+	// Too wide: first titles wider than their column's content give way
+	// to their short form, widest first, then content is cut.
+	for ; sum > avail; sum-- {
+		widest := -1
+		for i := range ws {
+			if ws[i] > max(mins[i], content[i]) && (widest < 0 || ws[i] > ws[widest]) {
+				widest = i
+			}
+		}
+		if widest < 0 {
+			break
+		}
+		ws[widest]--
+	}
+	// Then take a cell at a time from the widest column that can give
+	// one.
 	for ; sum > avail; sum-- {
 		widest := -1
 		for i := range ws {

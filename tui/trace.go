@@ -18,7 +18,20 @@ type span struct {
 	dur                              time.Duration
 	depth                            int
 	attrs                            map[string]any
+	// activation describes an observer's activation ("" for other
+	// calls): its target's span hangs in the trace of the observed call.
+	activation string
 }
+
+// activationMark prefixes an activation's name in the waterfall.
+const activationMark = "↪ "
+
+// Span attributes the engine's spans carry (observability module).
+const (
+	attrTrigger      = "iii.trigger"
+	attrInvocationID = "iii.invocation.id"
+	triggerObserve   = "observe" // engine.TriggerKindObserve
+)
 
 // tracePane is the Traces view: the waterfall of one trace.
 type tracePane struct {
@@ -49,16 +62,39 @@ func (p *tracePane) loaded(msg traceMsg, s *state) {
 		for i := range s.inv.len() {
 			v := s.inv.at(i)
 			if v.traceID == p.traceID {
-				local = append(local, span{id: v.spanID, parent: v.parentSpanID, name: v.functionID,
-					worker: v.target, status: v.status, start: v.started, dur: v.duration})
+				sp := span{id: v.spanID, parent: v.parentSpanID, name: v.functionID,
+					worker: v.target, status: v.status, start: v.started, dur: v.duration}
+				if v.activation != nil {
+					sp.activation = v.activation.String()
+				}
+				local = append(local, sp)
 			}
 		}
 		if len(local) > 0 {
 			p.spans, p.local = treeOrder(local), true
 		}
 	}
+	for i := range p.spans {
+		markActivation(&p.spans[i], s)
+	}
 	p.cursor = max(slices.IndexFunc(p.spans, func(sp span) bool { return sp.id == p.focus }), 0)
 	p.scrollTo()
+}
+
+// markActivation describes a span of the observability module that is an
+// observer's activation, from the activation event when the TUI saw it.
+func markActivation(sp *span, s *state) {
+	if sp.activation != "" || sp.attrs == nil || sp.attrs[attrTrigger] != triggerObserve {
+		return
+	}
+	sp.activation = "observer activation"
+	id, _ := sp.attrs[attrInvocationID].(string)
+	for i := s.inv.len() - 1; i >= 0 && id != ""; i-- {
+		if v := s.inv.at(i); v.id == id && v.activation != nil {
+			sp.activation = v.activation.String()
+			return
+		}
+	}
 }
 
 func (p *tracePane) move(delta int) {
@@ -98,7 +134,15 @@ func (p *tracePane) render() string {
 		return fill(lines, p.Height, p.Width)
 	}
 	t0, total := traceBounds(p.spans)
-	head := fmt.Sprintf(" trace %s · %d spans · %s", p.traceID, len(p.spans), fmtDuration(total))
+	head := fmt.Sprintf(" trace %s · %d spans", p.traceID, len(p.spans))
+	if n := countActivations(p.spans); n > 0 {
+		head += fmt.Sprintf(" (%d observer activation", n)
+		if n > 1 {
+			head += "s"
+		}
+		head += ")"
+	}
+	head += " · " + fmtDuration(total)
 	lines = append(lines, pad(head, p.Width))
 	switch {
 	case errors.Is(p.err, errObservabilityMissing):
@@ -120,6 +164,9 @@ func (p *tracePane) render() string {
 	for i := p.offset; i < end; i++ {
 		sp := p.spans[i]
 		name := strings.Repeat("  ", sp.depth) + sp.name
+		if sp.activation != "" {
+			name = strings.Repeat("  ", sp.depth) + activationMark + sp.name
+		}
 		bar := waterfallBar(sp.start.Sub(t0), sp.dur, total, barW)
 		line := pad(p.columns(name, dash(sp.worker), fmtDuration(sp.dur), ""), p.Width-barW) + bar
 		failed := sp.status != "" && !strings.EqualFold(sp.status, "ok") && !strings.EqualFold(sp.status, "unset")
@@ -143,6 +190,16 @@ func (p *tracePane) columns(name, worker, dur, _ string) string {
 	w := p.Width - p.barWidth()
 	nameW := max(w-14-9-6, 10)
 	return " " + pad(name, nameW) + "  " + pad(worker, 14) + " " + padLeft(dur, 9) + "  "
+}
+
+func countActivations(spans []span) int {
+	n := 0
+	for _, sp := range spans {
+		if sp.activation != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // traceBounds is the earliest start and the span of the whole trace.
@@ -328,6 +385,9 @@ func spanDetail(sp span) []string {
 		"worker    " + dash(sp.worker),
 		"status    " + dash(sp.status),
 		"duration  " + fmtDuration(sp.dur),
+	}
+	if sp.activation != "" {
+		lines = append(lines, "observer  "+sp.activation)
 	}
 	if !sp.start.IsZero() {
 		lines = append(lines, "start     "+sp.start.Format("15:04:05.000000"))

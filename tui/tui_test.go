@@ -186,7 +186,7 @@ func loadedSize(t *testing.T, src *fakeSource, width, height int) *harness {
 		}
 		time.Sleep(time.Millisecond) // polling interval
 	}
-	h.waitScreen("billing", "calls 5")
+	h.waitScreen("billing", "calls 6")
 	return h
 }
 
@@ -199,17 +199,18 @@ func TestGolden(t *testing.T) {
 		keys []string
 		want []string // on screen before the snapshot is taken
 	}{
-		{"workers", []string{"1"}, []string{"mailer", "crashed"}},
-		{"functions", []string{"2"}, []string{"P99", "orders::get"}},
+		{"workers", []string{"1"}, []string{"mailer", "crashed", "compliance"}},
+		{"functions", []string{"2"}, []string{"P99", "orders::get", "compliance"}},
 		{"triggers", []string{"3"}, []string{"parked", "api_path"}},
 		{"invocations", []string{"4"}, []string{"card_declined", "orders → billi"}},
 		{"invocations_detail", []string{"4", "down", "down", "enter"}, []string{"Invocation billing::charge", "insufficient funds"}},
-		{"traces_local", []string{"4", "t"}, []string{"observability module not running", "5 spans"}},
+		{"traces_local", []string{"4", "t"}, []string{"observability module not running", "6 spans (1 observer activation)", "↪ watch::audit"}},
+		{"trace_activation", []string{"4", "G", "t", "down", "enter"}, []string{"observer  obs-1 on orders::create (activation act-1"}},
 		{"logs", []string{"6"}, []string{"ModuleNotFoundError", "follow"}},
 		{"logs_one_worker", []string{"6", "w", "w"}, []string{"worker mailer"}},
 		{"help", []string{"?"}, []string{"Keys", "Global"}},
 		{"filter", []string{"2", "/", "o", "r", "d"}, []string{"/ord"}},
-		{"worker_detail", []string{"1", "down", "down", "enter"}, []string{"Worker mailer", "last output"}},
+		{"worker_detail", []string{"1", "down", "down", "down", "enter"}, []string{"Worker mailer", "last output"}},
 		{"paused", []string{"4", "space"}, []string{"PAUSED", "  orders → bil"}},
 		{"invocations_held", []string{"4", "down"}, []string{"held · g follows", "  orders → bil"}},
 		{"breakpoints", []string{"7"}, []string{"break on billing::charge", `{"amount":40}`}},
@@ -304,17 +305,25 @@ func TestGoldenTraceFromObservability(t *testing.T) {
 				`"start_time_unix_nano":%d,"end_time_unix_nano":%d,"duration_ms":%g,"attributes":{"iii.function.id":%q},"children":[%s]}`,
 				id, parent, name, worker, status, base+from*1e6, base+to*1e6, float64(to-from), name, children)
 		}
-		tree := `{"trace_id":"trace-a","span_count":4,"roots":[` +
+		// An observer's activation: the engine's span of the target, marked
+		// by its trigger.
+		activation := fmt.Sprintf(`{"span_id":"span-06","parent_span_id":"span-01","name":"watch::audit","worker":"watcher","status":"ok",`+
+			`"start_time_unix_nano":%d,"end_time_unix_nano":%d,"attributes":{"iii.trigger":"observe","iii.invocation.id":"inv-0006"}}`,
+			base+30*1e6, base+38*1e6)
+		tree := `{"trace_id":"trace-a","span_count":5,"roots":[` +
 			node("span-01", "", "orders::create", "orders", "ok", 0, 40,
 				node("span-02", "span-01", "billing::charge", "billing", "ok", 5, 15, node("span-09", "span-02", "stripe.charge", "billing", "ok", 6, 14, ""))+","+
-					node("span-03", "span-01", "billing::charge", "billing", "error", 20, 22, "")) + `]}`
+					node("span-03", "span-01", "billing::charge", "billing", "error", 20, 22, "")+","+activation) + `]}`
 		return json.RawMessage(tree), nil
 	}
 	h := newHarness(t, src, Options{})
 	src.publish(evs...)
-	h.waitScreen("calls 5")
+	h.waitScreen("calls 6")
 	h.keys("4", "G", "t")
-	golden.RequireEqual(t, ascii(h.waitScreen("4 spans", "stripe.charge")))
+	golden.RequireEqual(t, ascii(h.waitScreen("5 spans (1 observer activation)", "stripe.charge", "↪ watch::audit")))
+	// The activation's detail names its observer, from the activation event.
+	h.keys("G", "enter")
+	h.waitScreen("observer  obs-1 on orders::create (activation act-1 for call inv-0001)")
 }
 
 // TestResize shrinks and grows the terminal: every line fits, the screen

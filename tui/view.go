@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -15,10 +16,14 @@ import (
 
 // Row builders: pure functions of the state.
 
-// workerColumns are the Workers view's; in a cluster with the engine each
+// workerColumns are the Workers view's; with its namespace when some
+// worker is outside the default one, and in a cluster with the engine each
 // worker is connected to.
-func workerColumns(cluster bool) []column {
+func workerColumns(namespaced, cluster bool) []column {
 	cols := []column{{title: "NAME", flex: 1, min: 8}}
+	if namespaced {
+		cols = append(cols, column{title: "NAMESPACE", short: "NS", min: 7})
+	}
 	if cluster {
 		cols = append(cols, column{title: "ENGINE", min: 6})
 	}
@@ -27,10 +32,15 @@ func workerColumns(cluster bool) []column {
 		{title: "RESTARTS", short: "RST", right: true}, {title: "UPTIME", short: "UP", right: true}}...)
 }
 
-// functionColumns are the Functions view's; in a cluster with the
-// engines serving each function.
-func functionColumns(cluster bool) []column {
-	cols := []column{{title: "FUNCTION", flex: 3, min: 12}, {title: "WORKERS", flex: 1, min: 8}}
+// functionColumns are the Functions view's; with the namespaces of each
+// function when some worker is outside the default one, and in a cluster
+// with the engines serving it.
+func functionColumns(namespaced, cluster bool) []column {
+	cols := []column{{title: "FUNCTION", flex: 3, min: 12}}
+	if namespaced {
+		cols = append(cols, column{title: "NAMESPACE", short: "NS", min: 7})
+	}
+	cols = append(cols, column{title: "WORKERS", flex: 1, min: 8})
 	if cluster {
 		cols = append(cols, column{title: "ENGINES", flex: 1, min: 7})
 	}
@@ -47,12 +57,22 @@ func withEngine(s *state, cells []string, at int, engine string) []string {
 	return slices.Insert(cells, at, dash(engine))
 }
 
+// withNamespace inserts the namespace cell after the first cells when
+// namespaced.
+func withNamespace(namespaced bool, cells []string, at int, ns string) []string {
+	if !namespaced {
+		return cells
+	}
+	return slices.Insert(cells, at, ns)
+}
+
 // workerRows lists connected workers (merged with the exec module's view
 // of their process), then managed processes with no connection (starting,
 // crashed, restarting), then in-process workers.
 func workerRows(s *state, now time.Time, _ *Styles) []row {
 	var rows []row
 	connected := map[string]bool{}
+	namespaced := s.namespaced()
 	for _, w := range s.sortedWorkers() {
 		name := w.name
 		if name == "" {
@@ -87,10 +107,10 @@ func workerRows(s *state, now time.Time, _ *Styles) []row {
 		if engine == "" && !w.internal {
 			engine = s.engine // connected here after the last snapshot
 		}
-		rows = append(rows, row{key: w.key, tone: tone, cells: withEngine(s, []string{
+		rows = append(rows, row{key: w.key, tone: tone, cells: withNamespace(namespaced, withEngine(s, []string{
 			name, dash(w.runtime), pid, status, strconv.Itoa(len(w.funcs)),
 			strconv.FormatInt(w.inFlight, 10), restarts, uptime,
-		}, 1, engine)})
+		}, 1, engine), 1, cmp.Or(w.namespace, DefaultNamespace))})
 	}
 	// Managed processes without a matching connection.
 	var orphans []row
@@ -111,9 +131,9 @@ func workerRows(s *state, now time.Time, _ *Styles) []row {
 			// Installing or waiting to register: how long so far.
 			status += " " + fmtUptime(now.Sub(since))
 		}
-		orphans = append(orphans, row{key: "proc:" + p.Worker, tone: statusTone(p.Status), cells: withEngine(s, []string{
+		orphans = append(orphans, row{key: "proc:" + p.Worker, tone: statusTone(p.Status), cells: withNamespace(namespaced, withEngine(s, []string{
 			p.Worker, "-", pid, status, "0", "0", strconv.Itoa(processRestarts(p)), uptime,
-		}, 1, s.engine)})
+		}, 1, s.engine), 1, "-")})
 	}
 	// Keep in-process workers last.
 	i := slices.IndexFunc(rows, func(r row) bool { return r.tone == toneDim })
@@ -150,6 +170,7 @@ func dash(s string) string {
 // with showEngine.
 func functionRows(s *state, showEngine bool) []row {
 	funcs := s.sortedFuncs()
+	namespaced := s.namespaced()
 	rows := make([]row, 0, len(funcs))
 	for _, f := range funcs {
 		if !showEngine && isEngineFunction(f.id) || isClientFunction(f.id) {
@@ -171,9 +192,9 @@ func functionRows(s *state, showEngine bool) []row {
 		if engines == "" && len(f.regs) > 0 {
 			engines = s.engine
 		}
-		rows = append(rows, row{key: f.id, tone: tone, cells: withEngine(s, []string{
+		rows = append(rows, row{key: f.id, tone: tone, cells: withNamespace(namespaced, withEngine(s, []string{
 			f.id, workers, fmtCount(f.calls), fmtCount(f.errors), p50, p99,
-		}, 2, engines)})
+		}, 2, engines), 1, dash(strings.Join(s.funcNamespaces(f), ", ")))})
 	}
 	return rows
 }

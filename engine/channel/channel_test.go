@@ -18,16 +18,11 @@ import (
 
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
+
+	"github.com/iii-workbench/iii/internal/testctx"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func testCtx(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // serve runs m behind a loopback HTTP server at its real route and
 // returns the ws:// base URL.
@@ -102,7 +97,7 @@ func readAll(ctx context.Context, c *websocket.Conn) ([]Item, websocket.CloseErr
 }
 
 func TestRoundTripAndClose(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	m, base := serve(t, Options{})
 	wref, rref := m.Create(0, "")
 	if wref.ChannelID != rref.ChannelID || wref.AccessKey != rref.AccessKey || wref.Direction != Write || rref.Direction != Read {
@@ -146,7 +141,7 @@ func TestRoundTripAndClose(t *testing.T) {
 }
 
 func TestNotFoundAndBadDir(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	m, base := serve(t, Options{})
 	wref, _ := m.Create(0, "")
 	httpBase := "http" + strings.TrimPrefix(base, "ws")
@@ -181,7 +176,7 @@ func TestNotFoundAndBadDir(t *testing.T) {
 }
 
 func TestEndTakenOnce(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	m, base := serve(t, Options{})
 	wref, rref := m.Create(0, "")
 	dial(t, ctx, base, wref)
@@ -196,7 +191,7 @@ func TestEndTakenOnce(t *testing.T) {
 }
 
 func TestOversizedItem(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	m, base := serve(t, Options{MaxItemBytes: 1024})
 	wref, rref := m.Create(0, "")
 	w := dial(t, ctx, base, wref)
@@ -224,7 +219,7 @@ func TestOversizedItem(t *testing.T) {
 // TestSlowReader: a reader that does not read holds the writer back with
 // the buffer bounded, and loses nothing once it reads.
 func TestSlowReader(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	const (
 		maxBuffered = 256 << 10
 		itemSize    = 32 << 10
@@ -288,7 +283,7 @@ func TestSlowReader(t *testing.T) {
 }
 
 func TestReaderLeavesWriterClosed(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	m, base := serve(t, Options{})
 	wref, rref := m.Create(0, "")
 	w := dial(t, ctx, base, wref)
@@ -315,7 +310,7 @@ func TestReaderLeavesWriterClosed(t *testing.T) {
 }
 
 func TestOwnerAndTTLRemoval(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	m, base := serve(t, Options{TTL: 150 * time.Millisecond})
 
 	wref, rref := m.Create(0, "worker-1")
@@ -354,7 +349,7 @@ func TestOwnerAndTTLRemoval(t *testing.T) {
 }
 
 func TestInProcessEnds(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	m, base := serve(t, Options{})
 	body := bytes.Repeat([]byte("0123456789abcdef"), 10000) // 160000 bytes: 3 chunks
 	rref := m.CreateReadable(NewBytesSource(body), "")
@@ -392,7 +387,7 @@ func TestInProcessEnds(t *testing.T) {
 }
 
 func TestCloseEndsSockets(t *testing.T) {
-	ctx := testCtx(t)
+	ctx := testctx.New(t)
 	m := NewManager(Options{})
 	mux := http.NewServeMux()
 	mux.Handle("GET "+Path+"{channel_id}", m)

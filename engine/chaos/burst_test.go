@@ -2,10 +2,8 @@ package chaos_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,25 +45,8 @@ func TestPubSubBurstIntoSlowSubscriber(t *testing.T) {
 	srv := enginetest.Start(t, ctx, fmt.Sprintf("engine: {host: 127.0.0.1, port: 0}\nredis: {url: %q}\nmodules:\n  - class: iii-pubsub\n", rs.URL()))
 	eng := srv.Engine()
 
-	proxy, err := slowlink.Start(strings.TrimPrefix(srv.URL(), "ws://"), 16<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
-	w, err := sdk.Connect(ctx, "ws://"+proxy.Addr(), sdk.WithName("subscriber"), sdk.WithTelemetry(false),
-		sdk.WithQueueLimit(messages)) // the SDK drops results past its queue limit
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close(context.Background())
-	workerID := w.ID()
-	var got atomic.Int64
-	if err := w.RegisterFunction("burst::on", func(context.Context, json.RawMessage) (any, error) {
-		got.Add(1)
-		return nil, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	w := slowlink.Connect(t, ctx, srv.URL(), "subscriber", "burst::on", messages)
+	proxy, got := w.Proxy, &w.Got
 	if _, err := w.RegisterTrigger(sdk.Trigger{Type: "subscribe", FunctionID: "burst::on", Config: map[string]any{"topic": "burst"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -108,17 +89,7 @@ func TestPubSubBurstIntoSlowSubscriber(t *testing.T) {
 	st := eng.Stats()
 	t.Logf("delivered %d/%d in %v after open, stalls %d, heap growth peak %.1f MiB, dropped %v",
 		got.Load(), messages, time.Since(opened), st.Stalls, float64(grew)/(1<<20), st.Dropped)
-	if got.Load() != int64(messages) {
-		t.Fatalf("delivered %d of %d messages", got.Load(), messages)
-	}
-	if w.ID() != workerID || st.SlowConsumers != 0 {
-		t.Fatalf("subscriber reconnected (id %s, was %s), slow consumers %d", w.ID(), workerID, st.SlowConsumers)
-	}
-	for reason, n := range st.Dropped {
-		if n != 0 {
-			t.Errorf("dropped %d frames (%s)", n, reason)
-		}
-	}
+	w.Delivered(t, int64(messages), st)
 	// The engine's queue bound is 4 MiB; the pending entries of the calls
 	// in flight and the SDK worker share this heap.
 	if limit := uint64(64 << 20); grew > limit {

@@ -71,7 +71,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
-	"github.com/iii-workbench/iii/engine/internal/waitgroup"
+	"github.com/iii-workbench/iii/engine/module"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
 
@@ -169,9 +169,10 @@ type Cluster struct {
 	srv      *http.Server
 	linkAddr string
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// life owns the cluster's loops, links and link server connections
+	// and its function; ctx is its context (nil before Start).
+	life module.Lifecycle
+	ctx  context.Context
 
 	up       atomic.Bool   // the last Redis round trip worked
 	frozen   atomic.Bool   // tests: no more heartbeats (a hung engine)
@@ -190,8 +191,7 @@ type Cluster struct {
 	rejoinUntil time.Time
 	rr          atomic.Uint32
 
-	serving sync.WaitGroup // link server connections
-	srvMu   sync.Mutex
+	srvMu   sync.Mutex // guards srvConn; taken after ctx is checked
 	srvConn map[*serverConn]struct{}
 }
 
@@ -305,9 +305,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 	c.linkAddr = adv.String()
 	c.srv = &http.Server{Handler: http.HandlerFunc(c.serveLink), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.ctx = c.life.Begin(context.Background(), c.eng)
 
-	if err := c.eng.RegisterFunction(engine.BuiltinWorker, engine.Function{ID: changedFunction,
+	if err := c.life.RegisterFunction(engine.BuiltinWorker, engine.Function{ID: changedFunction,
 		Description: "Advertises this engine's functions to its cluster after a change",
 		Handler: func(context.Context, *engine.Call) (json.RawMessage, error) {
 			c.advertiseSoon()
@@ -325,12 +325,11 @@ func (c *Cluster) Start(ctx context.Context) error {
 	c.up.Store(true)
 	c.eng.SetForwarder(c)
 
-	c.wg.Add(4)
-	// Each exits when c.ctx is cancelled by Stop.
-	go func() { defer c.wg.Done(); c.srv.Serve(ln) }()
-	go func() { defer c.wg.Done(); c.registryLoop() }()
-	go func() { defer c.wg.Done(); c.watchLoop() }()
-	go func() { defer c.wg.Done(); c.sweepLoop() }()
+	// Each exits when Stop cancels c.ctx (Serve when it closes c.srv).
+	c.life.Go(func() { c.srv.Serve(ln) })
+	c.life.Go(c.registryLoop)
+	c.life.Go(c.watchLoop)
+	c.life.Go(c.sweepLoop)
 	c.log.Info("cluster joined", "engine", c.name, "engine_id", c.id, "link", c.linkAddr,
 		"heartbeat_ms", c.cfg.Heartbeat.Milliseconds(), "ttl_ms", c.cfg.TTL.Milliseconds())
 	return nil
@@ -366,26 +365,24 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	}
 	c.Withdraw(ctx)
 	c.eng.SetForwarder(nil)
-	c.cancel()
-	c.srv.Close() // listener; link conns are hijacked and closed below
-	c.srvMu.Lock()
-	for sc := range c.srvConn {
-		sc.ws.CloseNow()
-	}
-	c.srvMu.Unlock()
-	c.mu.Lock()
-	peers := c.peers
-	c.peers, c.byFn = map[string]*peer{}, map[string][]*peer{}
-	c.mu.Unlock()
-	for _, p := range peers {
-		p.link.close("engine " + c.name + " left the cluster")
-	}
-	done := waitgroup.Done(&c.wg, &c.serving)
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("cluster: stop: %w", ctx.Err())
+	err := c.life.Stop(ctx, func() error {
+		c.srv.Close() // listener; link conns are hijacked and closed below
+		c.srvMu.Lock()
+		for sc := range c.srvConn {
+			sc.ws.CloseNow()
+		}
+		c.srvMu.Unlock()
+		c.mu.Lock()
+		peers := c.peers
+		c.peers, c.byFn = map[string]*peer{}, map[string][]*peer{}
+		c.mu.Unlock()
+		for _, p := range peers {
+			p.link.close("engine " + c.name + " left the cluster")
+		}
+		return nil
+	})
+	if err != nil {
+		err = fmt.Errorf("cluster: stop: %w", err)
 	}
 	c.log.Info("cluster left", "engine", c.name)
 	return errors.Join(err, c.rdb.Close())

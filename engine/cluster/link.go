@@ -166,13 +166,13 @@ func (c *Cluster) newLink(ad advert) *link {
 
 // start dials in a goroutine the cluster waits for.
 func (l *link) start() {
-	l.c.wg.Add(1)
 	// Exits when the link is closed (peer left, cluster stopped).
-	go func() {
-		defer l.c.wg.Done()
+	if !l.c.life.Go(func() {
 		defer close(l.done)
 		l.run()
-	}()
+	}) {
+		close(l.done) // the cluster is stopping: the link never runs
+	}
 }
 
 func (l *link) usable() bool {
@@ -409,6 +409,12 @@ func (c *Cluster) serveLink(rw http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(linkReadLimit())
 	sc := &serverConn{ws: ws, w: newWriter()}
+	if !c.life.Enter() {
+		ws.CloseNow()
+		return
+	}
+	defer c.life.Leave()
+	// Stop cancels c.ctx before it closes the connections it finds here.
 	c.srvMu.Lock()
 	if c.ctx.Err() != nil {
 		c.srvMu.Unlock()
@@ -416,13 +422,11 @@ func (c *Cluster) serveLink(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.srvConn[sc] = struct{}{}
-	c.serving.Add(1)
 	c.srvMu.Unlock()
 	defer func() {
 		c.srvMu.Lock()
 		delete(c.srvConn, sc)
 		c.srvMu.Unlock()
-		c.serving.Done()
 	}()
 	defer ws.CloseNow()
 	ctx, cancel := context.WithCancel(c.ctx)

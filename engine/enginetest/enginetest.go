@@ -26,24 +26,23 @@ import (
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/server"
+	"github.com/iii-workbench/iii/internal/testctx"
 )
 
 // Timeout is the deadline of Context and of stopping an engine at cleanup.
-const Timeout = 30 * time.Second
+const Timeout = testctx.Timeout
 
 // Context is the test's context, cancelled after Timeout or when the test
-// ends.
+// ends (testctx.New).
 func Context(t testing.TB) context.Context {
 	t.Helper()
-	return ContextWithin(t, Timeout)
+	return testctx.New(t)
 }
 
-// ContextWithin is Context with deadline d.
+// ContextWithin is Context with deadline d (testctx.Within).
 func ContextWithin(t testing.TB, d time.Duration) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	t.Cleanup(cancel)
-	return ctx
+	return testctx.Within(t, d)
 }
 
 // Engine is a bare engine served on a loopback socket.

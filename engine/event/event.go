@@ -34,7 +34,10 @@ type WorkerUpdated struct {
 	Version  string
 	PID      int
 	Draining bool
-	At       time.Time
+	// Namespace is the worker's namespace ("default" unless it declared
+	// one).
+	Namespace string
+	At        time.Time
 }
 
 // WorkerDisconnected is published once a worker's cleanup has finished.

@@ -215,6 +215,7 @@ type Worker struct {
 	InFlight    int64     `json:"in_flight"`
 	Functions   []string  `json:"functions"`
 	Engine      string    `json:"engine,omitempty"`
+	Namespace   string    `json:"namespace,omitempty"`
 }
 
 // Function is a function id and who serves it.
@@ -225,6 +226,7 @@ type Function struct {
 	WorkerIDs   []string `json:"worker_ids"`
 	Internal    bool     `json:"internal,omitempty"`
 	Engines     []string `json:"engines,omitempty"`
+	Namespace   string   `json:"namespace,omitempty"`
 }
 
 // Trigger is a binding.

@@ -160,11 +160,11 @@ func Convert(ws watch.Snapshot) tui.Snapshot {
 	for _, w := range ws.Workers {
 		out.Workers = append(out.Workers, tui.Worker{ID: w.ID, Name: w.Name, Runtime: w.Runtime, Version: w.Version,
 			PID: w.PID, Status: w.Status, Draining: w.Draining, Internal: w.Internal, ConnectedAt: w.ConnectedAt,
-			InFlight: w.InFlight, Functions: w.Functions, Engine: w.Engine})
+			InFlight: w.InFlight, Functions: w.Functions, Engine: w.Engine, Namespace: w.Namespace})
 	}
 	for _, f := range ws.Functions {
 		out.Functions = append(out.Functions, tui.Function{ID: f.ID, Description: f.Description, Workers: f.Workers,
-			WorkerIDs: f.WorkerIDs, Internal: f.Internal, Engines: f.Engines})
+			WorkerIDs: f.WorkerIDs, Internal: f.Internal, Engines: f.Engines, Namespace: f.Namespace})
 	}
 	for _, t := range ws.Triggers {
 		out.Triggers = append(out.Triggers, tui.Trigger{ID: t.ID, Type: t.Type, FunctionID: t.FunctionID,

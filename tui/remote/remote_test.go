@@ -13,6 +13,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/event"
+	"github.com/iii-workbench/iii/engine/watch"
 	"github.com/iii-workbench/iii/sdk"
 	"github.com/iii-workbench/iii/tui"
 )
@@ -134,5 +135,17 @@ func TestResubscribeResyncs(t *testing.T) {
 	deliver(2, 2)
 	if got := sub.Dropped(); got != 6 {
 		t.Fatalf("dropped = %d; want 6 (the new subscription's 2 added)", got)
+	}
+}
+
+// TestConvertKeepsNamespaces: engine::snapshot's namespaces reach the
+// TUI's snapshot (its NAMESPACE columns after a resync).
+func TestConvertKeepsNamespaces(t *testing.T) {
+	snap := Convert(watch.Snapshot{
+		Workers:   []watch.Worker{{ID: "w1", Name: "ledger", Namespace: "accounts"}},
+		Functions: []watch.Function{{ID: "ledger::post", WorkerIDs: []string{"w1"}, Workers: []string{"ledger"}, Namespace: "accounts"}},
+	})
+	if len(snap.Workers) != 1 || snap.Workers[0].Namespace != "accounts" || len(snap.Functions) != 1 || snap.Functions[0].Namespace != "accounts" {
+		t.Errorf("Convert = %+v; want the worker and the function in namespace accounts", snap)
 	}
 }

@@ -390,7 +390,7 @@ func TestInstall(t *testing.T) {
 	extra := `
 		watch: [version.txt]
 		debounce_ms: 30
-		install: ["echo installing; echo run >> installs.log", "test \"$(cat deps.txt)\" != bad"]
+		install: ["echo installing; echo; echo run >> installs.log", "test \"$(cat deps.txt)\" != bad"]
 		install_inputs: [deps.txt]`
 	h := newHarnessWith(t, opts{extra: extra}, func(dir string) {
 		os.WriteFile(filepath.Join(dir, "deps.txt"), []byte("a"), 0o644)
@@ -408,6 +408,9 @@ func TestInstall(t *testing.T) {
 	}
 	if len(h.logs.find(map[string]string{"msg": "installing", "worker": "echo", "stream": "install"})) != 1 {
 		t.Errorf("no log record of the install output")
+	}
+	if blank := h.logs.find(map[string]string{"msg": "", "stream": "install"}); len(blank) != 0 {
+		t.Errorf("the install's blank line was recorded: %v", blank)
 	}
 
 	steps := []struct {

@@ -91,8 +91,12 @@ func (s *supervisor) update(fn func(st *WorkerStatus)) {
 		RestartIn: st.RestartIn, LastLines: st.LastLines, FailedPID: st.FailedPID, At: time.Now()})
 }
 
-// line records one output line of p.
+// line records one output line of p. Blank lines of an install (npm
+// prints one before its summary) are left out.
 func (s *supervisor) line(p *proc, stream, line string) {
+	if stream == streamInstall && strings.TrimSpace(line) == "" {
+		return
+	}
 	s.log.LogAttrs(context.Background(), slog.LevelInfo, line,
 		slog.String("stream", stream), slog.Int("pid", p.pid))
 	s.m.host.Engine.Events().Publish(event.LogLine{Worker: s.w.name, PID: p.pid, Stream: stream, Line: line, At: time.Now()})

@@ -158,12 +158,15 @@ type Module struct {
 	eng *engine.Engine
 	log *slog.Logger
 
-	mu      sync.Mutex // guards the fields below
-	srv     *http.Server
-	addr    string
-	stopped bool
-	cancel  context.CancelFunc // ends every request's context
-	wg      sync.WaitGroup     // the Serve goroutine
+	// life owns the Serve goroutine and runs Stop once. Requests get a
+	// context of their own (cancel), not life's: Stop lets them finish
+	// until its deadline and cancels them only then.
+	life module.Lifecycle
+
+	mu     sync.Mutex // guards the fields below
+	srv    *http.Server
+	addr   string
+	cancel context.CancelFunc // ends every request's context
 }
 
 // New returns a module holding the default config.
@@ -265,6 +268,7 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 		ln.Close()
 		return fmt.Errorf("http: %w", err)
 	}
+	m.life.Begin(ctx, m.eng)
 	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	srv := &http.Server{
 		Handler:           m,
@@ -275,15 +279,13 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	}
 	m.mu.Lock()
 	m.srv, m.addr, m.cancel = srv, ln.Addr().String(), cancel
-	m.wg.Add(1)
 	m.mu.Unlock()
 	// Exits when Stop shuts the server down.
-	go func() {
-		defer m.wg.Done()
+	m.life.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.log.Error("http api stopped serving", "addr", ln.Addr().String(), "err", err)
 		}
-	}()
+	})
 	m.log.InfoContext(ctx, "http api listening", "addr", m.addr, "url", "http://"+m.addr,
 		"default_timeout_ms", m.DefaultTimeout, "body_limit", m.BodyLimit)
 	return nil
@@ -302,20 +304,19 @@ func (m *Module) Addr() string {
 func (m *Module) Stop(ctx context.Context) error {
 	m.mu.Lock()
 	srv, cancel, addr := m.srv, m.cancel, m.addr
-	already := m.stopped
-	m.stopped = true
 	m.mu.Unlock()
-	if srv == nil || already {
+	if srv == nil || m.life.Stopping() {
 		return nil
 	}
-	err := srv.Shutdown(ctx)
-	if err != nil {
-		err = fmt.Errorf("http: shutdown %s: %w", addr, err)
+	err := m.life.Stop(ctx, func() error {
+		err := srv.Shutdown(ctx)
 		cancel()
-		srv.Close()
-	}
-	cancel()
-	m.wg.Wait()
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("http: shutdown %s: %w", addr, err)
+		}
+		return nil
+	})
 	m.log.InfoContext(ctx, "http api stopped", "addr", addr, "routes", m.routes.len())
 	return err
 }

@@ -33,4 +33,6 @@ const stop = async () => {
 }
 process.on('SIGTERM', stop)
 process.on('SIGINT', stop)
-console.log('node worker ready: curl http://127.0.0.1:3111/hello/you')
+// The route's address is the http module's: iii dev prints it (and moves
+// it with --http-port or --port-base).
+console.log('node worker ready: GET /hello/:name')

@@ -157,7 +157,30 @@ over WebSocket, register functions and call each other's functions through it.`,
 	root.AddCommand(newVersion(env), newStart(env), newBench(env))
 	root.AddCommand(newInvoke(env), newFunctions(env), newWorkers(env), newTriggers(env), newNew(env))
 	root.AddCommand(newDev(env), newTUI(env), newBreak(env))
+	strictCompletion(root)
 	return root
+}
+
+// strictCompletion makes `iii completion SHELL` refuse a shell it has no
+// script for (cobra's own command prints its help and exits 0).
+func strictCompletion(root *cobra.Command) {
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() != "completion" {
+			continue
+		}
+		var shells []string
+		for _, sub := range c.Commands() {
+			shells = append(shells, sub.Name())
+		}
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("no completion for shell %q: want %s", args[0], strings.Join(shells, ", "))}
+			}
+			return cmd.Help()
+		}
+		c.Args = cobra.ArbitraryArgs
+	}
 }
 
 func noArgs(cmd *cobra.Command, args []string) error {

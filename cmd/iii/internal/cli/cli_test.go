@@ -121,6 +121,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--bogus"}, "iii: unknown flag: --bogus", "iii"},
 		{[]string{"start", "--config"}, "iii: flag needs an argument: --config", "iii start"},
 		{[]string{"new", "worker", "x", "--lang", "rust"}, `iii: --lang "rust": want go, node, python`, "iii new worker"},
+		{[]string{"completion", "tcsh"}, `iii: no completion for shell "tcsh": want bash, fish, powershell, zsh`, "iii completion"},
 		{[]string{"--log-level", "loud", "version"}, `iii: invalid --log-level "loud": want debug, info, warn or error`, "iii version"},
 	}
 	for _, tt := range tests {

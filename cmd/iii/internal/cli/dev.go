@@ -137,6 +137,18 @@ func dev(ctx context.Context, env Env, o devOptions) (err error) {
 	if !o.tui {
 		fmt.Fprintf(env.Stdout, "iii dev: engine ready in %s on %s (redis %s; modules %s)\n", ready.Round(time.Microsecond),
 			srv.URL(), orNone(srv.RedisMode()), orNone(strings.Join(srv.Modules().IDs(), ", ")))
+		if eps := src.Info().Endpoints; len(eps) > 0 {
+			// Where the modules listen: with moved ports, the addresses to
+			// curl are these, not the defaults a worker may print.
+			var b strings.Builder
+			for i, ep := range eps {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(ep.Name + " " + ep.Addr)
+			}
+			fmt.Fprintf(env.Stdout, "iii dev: listening: %s\n", b.String())
+		}
 		return tui.Print(ctx, src, env.Stdout)
 	}
 	opts := append([]tea.ProgramOption{tea.WithInput(devStdin(env)), tea.WithOutput(env.Stdout)}, o.tuiOpts...)

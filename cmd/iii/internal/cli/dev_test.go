@@ -38,6 +38,36 @@ func waitOutput(ctx context.Context, t *testing.T, w *syncBuffer, re *regexp.Reg
 	}
 }
 
+// devNoTUI runs iii dev --no-tui on the config text in-process; stop
+// ends it and waits for the engine to shut down (also at cleanup).
+func devNoTUI(t *testing.T, ctx context.Context, config string) (stdout, logs *syncBuffer, stop func()) {
+	t.Helper()
+	path := writeConfig(t, config)
+	env, stdout, _, logs := testEnv(nil)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	// Exits when stop cancels runCtx and the engine has shut down.
+	go func() {
+		defer close(done)
+		Run(runCtx, env, []string{"dev", "--no-tui", "--config", path})
+	}()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stdout, logs, stop
+}
+
+// TestDevNoTUIListeners: the ready line is followed by where the modules
+// listen, so with moved ports the addresses to use are on screen.
+func TestDevNoTUIListeners(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stdout, _, _ := devNoTUI(t, ctx, "engine:\n  port: 0\nmodules:\n  - class: RestApiModule\n    config: {port: 0}\n")
+	m := waitOutput(ctx, t, stdout, regexp.MustCompile(`; modules http\)\niii dev: listening: http (127\.0\.0\.1:\d+)\n`))
+	if strings.HasSuffix(m[1], ":0") {
+		t.Errorf("listening on %s; want the bound port", m[1])
+	}
+}
+
 // TestDevNoTUI runs `iii dev --no-tui` in-process: it prints when it is
 // ready, a line when a Go SDK worker joins, registers and serves a call,
 // and stops cleanly when its context ends.
@@ -177,6 +207,24 @@ func TestDevSecondKeepsLog(t *testing.T) {
 	}
 	if b, err := os.ReadFile(logPath); err != nil || string(b) != first {
 		t.Errorf("dev.log = %q (%v) after the failed start; want %q", b, err, first)
+	}
+}
+
+// TestDevNoTUIWorkerLineOnce: a line a worker process prints is written
+// once by iii dev --no-tui, on stdout, and not again in its log.
+func TestDevNoTUIWorkerLineOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// The command does not spell the line it prints.
+	stdout, logs, stop := devNoTUI(t, ctx, "engine:\n  port: 0\nmodules:\n  - class: ExecModule\n    config:\n      workers:\n"+
+		"        - name: talker\n          run: printf 'said-%s\\n' once-marker; exec sleep 60\n")
+	waitOutput(ctx, t, stdout, regexp.MustCompile(`log +talker stdout \| said-once-marker\n`))
+	stop()
+	if n := strings.Count(stdout.String(), "said-once-marker"); n != 1 {
+		t.Errorf("stdout has the worker's line %d times; want once:\n%s", n, stdout.String())
+	}
+	if strings.Contains(logs.String(), "said-once-marker") {
+		t.Errorf("the log repeats the worker's line:\n%s", logs.String())
 	}
 }
 

@@ -154,15 +154,19 @@ func newWorker(env Env, s *templates.Scaffold, name, dir, cfgPath string) (err e
 	if isIIIConfig(out) {
 		module = "an iii-exec entry"
 	}
+	devCmd := "iii dev"
+	if filepath.Clean(cfgPath) != config.DefaultPath {
+		devCmd += " --config " + cfgPath // iii dev reads ./config.yaml otherwise
+	}
 	fmt.Fprintf(env.Stdout, `Created the %s worker %q in %s and %s %s (%s).
 
 Next:
-  iii dev                                  # starts the engine and the worker
+  %-40s # starts the engine and the worker
   iii invoke %s::hello '{"x":1}'
   curl http://127.0.0.1:3111/%s/hello       # with the HTTP module on
 
 See %s for running it on its own.
-`, s.Lang, name, filepath.Clean(dir)+string(filepath.Separator), verb, cfgPath, module, name, name, filepath.Join(dir, "README.md"))
+`, s.Lang, name, filepath.Clean(dir)+string(filepath.Separator), verb, cfgPath, module, devCmd, name, name, filepath.Join(dir, "README.md"))
 	return nil
 }
 

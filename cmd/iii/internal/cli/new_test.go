@@ -280,8 +280,9 @@ modules:
 		{"new", "worker", "web", "--lang", "node", "--dir", filepath.Join(tmp, "web"), "--config", cfg},
 		{"new", "worker", "tasks", "--lang", "python", "--dir", filepath.Join(tmp, "jobs", "tasks"), "--config", cfg},
 	} {
-		if r := runIn(t, nil, nil, args...); r.code != ExitOK || !strings.Contains(r.stdout, " and added it to "+cfg) {
-			t.Fatalf("iii %q = %d, stdout %q, stderr %q; want 0, added to %s", args, r.code, r.stdout, r.stderr, cfg)
+		if r := runIn(t, nil, nil, args...); r.code != ExitOK || !strings.Contains(r.stdout, " and added it to "+cfg) ||
+			!strings.Contains(r.stdout, "iii dev --config "+cfg+" ") {
+			t.Fatalf("iii %q = %d, stdout %q, stderr %q; want 0, added to %s, and the iii dev that reads it", args, r.code, r.stdout, r.stderr, cfg)
 		}
 	}
 	if got := readFile(t, cfg); got != after {

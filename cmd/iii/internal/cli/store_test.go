@@ -80,15 +80,6 @@ func TestStoreFlagsApply(t *testing.T) {
 func TestDevSaysMemory(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	path := writeConfig(t, "engine:\n  port: 0\nmodules:\n  - class: StateModule\n")
-	env, stdout, _, _ := testEnv(nil)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	// Exits when stop cancels runCtx and the engine has shut down.
-	go func() {
-		defer close(done)
-		Run(runCtx, env, []string{"dev", "--no-tui", "--config", path})
-	}()
-	defer func() { stop(); <-done }()
+	stdout, _, _ := devNoTUI(t, ctx, "engine:\n  port: 0\nmodules:\n  - class: StateModule\n")
 	waitOutput(ctx, t, stdout, regexp.MustCompile(`iii dev: engine ready in \S+ on ws://\S+ \(redis memory, lost on exit; modules state\)\n`))
 }

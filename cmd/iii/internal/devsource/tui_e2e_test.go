@@ -15,6 +15,7 @@ import (
 	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	_ "github.com/iii-workbench/iii/engine/modules/observability"
 	"github.com/iii-workbench/iii/sdk"
 	"github.com/iii-workbench/iii/tui"
@@ -22,9 +23,48 @@ import (
 
 type probeMsg struct{ reply chan string }
 
+// runTUI runs the TUI over src in a 120x36 teatest program until the
+// test ends; probe returns its screen (ANSI stripped) and how long the
+// program took to answer.
+func runTUI(t *testing.T, ctx context.Context, src tui.Source, opts tui.Options) (*teatest.TestModel, func() (string, time.Duration)) {
+	t.Helper()
+	tctx, tcancel := context.WithCancel(ctx)
+	m := tui.New(tctx, src, opts)
+	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 36),
+		teatest.WithProgramOptions(tea.WithFilter(func(model tea.Model, msg tea.Msg) tea.Msg {
+			if p, ok := msg.(probeMsg); ok {
+				p.reply <- ansi.Strip(model.View().Content)
+				return nil
+			}
+			return msg
+		})))
+	t.Cleanup(func() {
+		tm.Quit()
+		tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
+		tcancel()
+		m.Close()
+	})
+	probe := func() (string, time.Duration) {
+		t.Helper()
+		start := time.Now()
+		reply := make(chan string, 1)
+		tm.Send(probeMsg{reply})
+		select {
+		case s := <-reply:
+			return s, time.Since(start)
+		case <-ctx.Done():
+			t.Fatal("no answer to a probe")
+			return "", 0
+		}
+	}
+	return tm, probe
+}
+
 // TestTUIOnEngine runs the TUI over a real engine with the observability
 // module: a call chain between two Go SDK workers shows in the invocation
-// tail, and its waterfall comes from engine::traces::tree.
+// tail, and its waterfall comes from engine::traces::tree, with the
+// activation of an observer of back::work in it; a worker declared in a
+// namespace shows in the NAMESPACE column.
 func TestTUIOnEngine(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -60,34 +100,35 @@ func TestTUIOnEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	src := New(srv, "test")
-	tctx, tcancel := context.WithCancel(ctx)
-	m := tui.New(tctx, src, tui.Options{Tick: -1, Batch: 5 * time.Millisecond})
-	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 36),
-		teatest.WithProgramOptions(tea.WithFilter(func(model tea.Model, msg tea.Msg) tea.Msg {
-			if p, ok := msg.(probeMsg); ok {
-				p.reply <- ansi.Strip(model.View().Content)
-				return nil
+	// A 0.25 SDK's worker in a namespace of its own, and one that observes
+	// back::work (the protocol as the Python SDK speaks it).
+	ledger := enginetest.Dial(t, srv.URL())
+	ledger.Register("ledger::post")
+	ledger.Declare(map[string]any{"name": "ledger", "runtime": "python", "namespace": "accounts", "features": []string{"large-messages.v1"}})
+	audit := enginetest.Dial(t, srv.URL())
+	audit.Register("audit::record")
+	audit.Declare(map[string]any{"name": "audit", "runtime": "python", "features": []string{"observe.v1"}})
+	audit.Send(map[string]any{"type": "observe", "id": "obs-e2e", "source": map[string]any{"function_id": "back::work"},
+		"target": map[string]any{"function_id": "audit::record"}})
+	next := func(typ string) map[string]any { // skips the frames the test does not read
+		t.Helper()
+		for {
+			if m := audit.Next(enginetest.FrameTimeout); m["type"] == typ {
+				return m
 			}
-			return msg
-		})))
-	defer func() {
-		tm.Quit()
-		tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
-		tcancel()
-		m.Close()
-	}()
+		}
+	}
+	if res := next("observeresult"); res["state"] != "active" {
+		t.Fatalf("observeresult %v; want active", res)
+	}
+
+	src := New(srv, "test")
+	tm, probe := runTUI(t, ctx, src, tui.Options{Tick: -1, Batch: 5 * time.Millisecond})
 	screen := func(want ...string) string {
 		t.Helper()
 		var s string
 		for tick := time.NewTicker(10 * time.Millisecond); ; {
-			reply := make(chan string, 1)
-			tm.Send(probeMsg{reply})
-			select {
-			case s = <-reply:
-			case <-ctx.Done():
-				t.Fatal("no answer to a probe")
-			}
+			s, _ = probe()
 			ok := true
 			for _, w := range want {
 				ok = ok && strings.Contains(s, w)
@@ -110,10 +151,13 @@ func TestTUIOnEngine(t *testing.T) {
 	if _, err := src.Invoke(ctx, "front::go", json.RawMessage(`{"n":1}`)); err != nil {
 		t.Fatal(err)
 	}
+	act := next("invokefunction")
+	audit.Send(map[string]any{"type": "invocationresult", "invocation_id": act["invocation_id"], "function_id": act["function_id"], "result": nil})
 	key("4")
-	screen("front::go", "back::work", "front → back")
+	screen("front::go", "back::work", "front → back", "audit::record", "observe → audit")
+	key("G") // the oldest row: front::go
 	key("t")
-	s := screen("front::go", "back::work", "2 spans")
+	s := screen("front::go", "back::work", "3 spans (1 observer activation)", "↪ audit::record")
 	if strings.Contains(s, "observability module not running") {
 		t.Errorf("the trace came from the TUI's own events, not engine::traces::tree:\n%s", s)
 	}
@@ -121,6 +165,8 @@ func TestTUIOnEngine(t *testing.T) {
 	if !strings.Contains(s, " front::go ") || !strings.Contains(s, "   back::work ") {
 		t.Errorf("waterfall lacks the parent/child layout:\n%s", s)
 	}
+	key("1")
+	screen("NAMESPACE", "accounts", "ledger")
 }
 
 // TestTUIUnderLoad runs 20,000 calls through a real engine at 10,000 a
@@ -140,34 +186,7 @@ func TestTUIUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := New(srv, "test")
-	tctx, tcancel := context.WithCancel(ctx)
-	m := tui.New(tctx, src, tui.Options{})
-	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 36),
-		teatest.WithProgramOptions(tea.WithFilter(func(model tea.Model, msg tea.Msg) tea.Msg {
-			if p, ok := msg.(probeMsg); ok {
-				p.reply <- ansi.Strip(model.View().Content)
-				return nil
-			}
-			return msg
-		})))
-	defer func() {
-		tm.Quit()
-		tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
-		tcancel()
-		m.Close()
-	}()
-	probe := func() (string, time.Duration) {
-		start := time.Now()
-		reply := make(chan string, 1)
-		tm.Send(probeMsg{reply})
-		select {
-		case s := <-reply:
-			return s, time.Since(start)
-		case <-ctx.Done():
-			t.Fatal("no answer to a probe")
-			return "", 0
-		}
-	}
+	tm, probe := runTUI(t, ctx, src, tui.Options{})
 	tm.Send(tea.KeyPressMsg{Code: '4', Text: "4"})
 
 	const workers, perWorker = 4, 5000
