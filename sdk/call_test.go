@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/engine/protocol"
-	"github.com/iii-workbench/iii/internal/testctx"
+	"github.com/iii-workbench/iii/engine/testctx"
 )
 
 func TestTriggerResult(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/iii-workbench/iii/engine/protocol"
-	"github.com/iii-workbench/iii/internal/testctx"
+	"github.com/iii-workbench/iii/engine/testctx"
 )
 
 // Close lets a running handler finish, answers calls arriving meanwhile

@@ -20,7 +20,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/protocol"
-	"github.com/iii-workbench/iii/internal/testctx"
+	"github.com/iii-workbench/iii/engine/testctx"
 	"github.com/iii-workbench/iii/sdk"
 )
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/iii-workbench/iii/engine/protocol"
-	"github.com/iii-workbench/iii/internal/testctx"
+	"github.com/iii-workbench/iii/engine/testctx"
 )
 
 type providerCall struct {

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/engine/protocol"
-	"github.com/iii-workbench/iii/internal/testctx"
+	"github.com/iii-workbench/iii/engine/testctx"
 )
 
 // describe names a message for order checks.

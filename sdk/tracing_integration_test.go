@@ -10,7 +10,7 @@ import (
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/enginetest"
 	_ "github.com/iii-workbench/iii/engine/modules/observability"
-	"github.com/iii-workbench/iii/internal/testctx"
+	"github.com/iii-workbench/iii/engine/testctx"
 	"github.com/iii-workbench/iii/sdk"
 )
 

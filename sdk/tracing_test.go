@@ -23,7 +23,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine/modules/observability/otlpjson"
 	"github.com/iii-workbench/iii/engine/protocol"
-	"github.com/iii-workbench/iii/internal/testctx"
+	"github.com/iii-workbench/iii/engine/testctx"
 )
 
 // gotSpan is a span as the engine's decoder reads an OTLP frame.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/iii-workbench/iii/engine/protocol"
-	"github.com/iii-workbench/iii/internal/testctx"
+	"github.com/iii-workbench/iii/engine/testctx"
 )
 
 func TestConnectHandshake(t *testing.T) {

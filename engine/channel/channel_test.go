@@ -19,7 +19,7 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
-	"github.com/iii-workbench/iii/internal/testctx"
+	"github.com/iii-workbench/iii/engine/testctx"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -26,7 +26,7 @@ import (
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/server"
-	"github.com/iii-workbench/iii/internal/testctx"
+	"github.com/iii-workbench/iii/engine/testctx"
 )
 
 // Timeout is the deadline of Context and of stopping an engine at cleanup.
