@@ -393,7 +393,8 @@ func (w *wire) activation(t Type) (*Activation, error) {
 	if w.Activation == nil {
 		return nil, nil
 	}
-	if w.Activation.ObserverID == nil {
+	if w.Activation.ObserverID == nil || *w.Activation.ObserverID == "" {
+		// An empty id names no observer: as missing, like the call decoder.
 		return nil, missing(t, "activation.observer_id")
 	}
 	return &Activation{ObserverID: *w.Activation.ObserverID, ActivationID: str(w.Activation.ActivationID)}, nil
