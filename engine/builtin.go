@@ -105,7 +105,7 @@ func (e *Engine) registerBuiltins() error {
 			return err
 		}
 	}
-	return nil
+	return e.installEngineSources() // sources.go
 }
 
 func (e *Engine) fireWorkersAvailable(ev, workerID string) {

@@ -243,6 +243,7 @@ func (r *observers) observed(fn string) bool {
 // obsOps is what a registry change leaves to do once the lock is released.
 type obsOps struct {
 	events  []event.Event
+	changes []event.ObserverChanged // state changes, for engine::on-observers-changed
 	detach  []detachOp
 	attach  []*observer
 	drained []activation // queued activations that may go now
@@ -270,6 +271,45 @@ func (e *Engine) obsFinish(ops *obsOps) {
 	for _, a := range ops.drained {
 		e.sendActivation(a)
 	}
+	for _, ch := range ops.changes {
+		e.reportObserverChange(ch)
+	}
+}
+
+// observerChange is the event of engine::on-observers-changed.
+type observerChange struct {
+	ObserverID      string              `json:"observer_id"`
+	FunctionID      string              `json:"function_id"`
+	Namespace       string              `json:"namespace"`
+	Target          string              `json:"target"`
+	TargetNamespace string              `json:"target_namespace"`
+	State           string              `json:"state"`
+	Fires           uint64              `json:"fires"`
+	Reason          *protocol.ErrorBody `json:"reason,omitempty"`
+}
+
+// reportObserverChange activates the observers of
+// engine::on-observers-changed with one state change. An observer's own
+// changes reach it too once it is active (its creation does not: it is
+// pending then); nothing an activation does changes a state, so this
+// does not loop.
+func (e *Engine) reportObserverChange(ch event.ObserverChanged) {
+	e.obs.mu.RLock()
+	n := len(e.obs.byFn[SourceObserversChanged])
+	e.obs.mu.RUnlock()
+	if n == 0 {
+		return
+	}
+	in := observerChange{ObserverID: ch.ObserverID, FunctionID: ch.SourceFunction, Namespace: nsOrDefault(ch.Namespace),
+		Target: ch.TargetFunction, TargetNamespace: nsOrDefault(ch.TargetNamespace), State: ch.State, Fires: ch.Fires}
+	if ch.ReasonCode != "" {
+		in.Reason = &protocol.ErrorBody{Code: ch.ReasonCode, Message: ch.ReasonMessage}
+	}
+	data, err := json.Marshal(in)
+	if err != nil {
+		return
+	}
+	e.ActivateAll(SourceObserversChanged, Observation{Input: data, Output: data})
 }
 
 // RegisterSource makes the engine-hosted function functionID observable
@@ -460,6 +500,7 @@ func (e *Engine) observeLocked(c *conn, m protocol.Observe, ops *obsOps) protoco
 		ops.attach = append(ops.attach, o)
 	}
 	ops.events = append(ops.events, o.changed())
+	ops.changes = append(ops.changes, o.changed())
 	// Announced to the hosts and made active if it can be, silently: the
 	// observeresult below carries the state.
 	e.reconcileLocked(o, ops, false)
@@ -699,6 +740,7 @@ func (e *Engine) setStateLocked(o *observer, state string, reason *protocol.Erro
 		sendObs(o.owner, protocol.ObserverStateChanged{ID: o.id, State: state, Reason: reason, Fires: o.fires})
 	}
 	ops.events = append(ops.events, o.changed())
+	ops.changes = append(ops.changes, o.changed())
 }
 
 func sameReason(a, b *protocol.ErrorBody) bool {
@@ -754,11 +796,12 @@ func (e *Engine) disposeLocked(o *observer, reason *protocol.ErrorBody, ops *obs
 		sendObs(o.owner, protocol.ObserverStateChanged{ID: o.id, State: protocol.ObserverDisposed, Reason: reason, Fires: o.fires})
 	}
 	ops.events = append(ops.events, o.changed())
+	ops.changes = append(ops.changes, o.changed())
 }
 
 func (o *observer) changed() event.ObserverChanged {
 	ev := event.ObserverChanged{ObserverID: o.id, SourceFunction: o.fn, TargetFunction: o.target, State: o.state,
-		Fires: o.fires, InFlight: o.inflight, At: time.Now()}
+		Namespace: o.ns, TargetNamespace: o.targetNS, Fires: o.fires, InFlight: o.inflight, At: time.Now()}
 	if o.owner != nil {
 		ev.OwnerWorkerID = o.owner.id
 	}

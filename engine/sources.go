@@ -145,9 +145,41 @@ var builtinSources = map[string][]BuiltinSource{
 	}},
 }
 
+// Sources of the engine itself that no trigger type stands for: the
+// engine reports their events with ActivateAll.
+const (
+	// SourceObserversChanged: an observer changed state (created, active,
+	// suspended, error, disposed): {observer_id, function_id, namespace,
+	// target, target_namespace, state, fires, reason?}.
+	SourceObserversChanged = "engine::on-observers-changed"
+	// SourceConfigurationUpdated: iii fires it when its configuration is
+	// reloaded. This engine reads its config.yaml once, at start, and
+	// never reloads it, so it never fires; it is observable so that an
+	// observer of it is active (and silent), not pending for good.
+	SourceConfigurationUpdated = "configuration::on-updated"
+)
+
+var engineSources = []BuiltinSource{{
+	FunctionID: SourceObserversChanged, TriggerType: "observer", Mode: SourceEvents,
+	Description: "An observer changed state: {observer_id, function_id, namespace, target, target_namespace, state, fires, reason?}; filter on input.state, input.function_id, ...",
+}, {
+	FunctionID: SourceConfigurationUpdated, TriggerType: "configuration", Mode: SourceEvents,
+	Description: "The engine's configuration was reloaded (never, in this engine: it reads config.yaml once, at start)",
+}}
+
+// installEngineSources makes the engine's own sources observable.
+func (e *Engine) installEngineSources() error {
+	for _, spec := range engineSources {
+		if err := e.InstallSource(BuiltinWorker, spec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // BuiltinSources returns the built-in sources, sorted by function id.
 func BuiltinSources() []BuiltinSource {
-	var out []BuiltinSource
+	out := slices.Clone(engineSources)
 	for _, ss := range builtinSources {
 		out = append(out, ss...)
 	}
