@@ -127,6 +127,11 @@ var builtinSources = map[string][]BuiltinSource{
 		FunctionID: "observability::on-span", TriggerType: "trace", Mode: SourceShared,
 		Description: "A finished span: filter on input.name, input.status, ...",
 	}},
+	"stream": {{
+		// The stream module reports each change itself (SourceChanged).
+		FunctionID: "stream::on-changed", TriggerType: "stream", Mode: SourceEvents,
+		Description: "A stream item changed (set, update, delete, or a custom event): filter on input.stream_name, input.group_id, input.item_id; the input is the stream trigger's payload plus those keys",
+	}},
 	"stream:join": {{
 		FunctionID: "stream::on-join", TriggerType: "stream:join", Mode: SourceShared,
 		Description: "A client joined a stream subscription: filter on input.stream_name, input.group_id",
