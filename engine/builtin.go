@@ -383,6 +383,9 @@ func hiddenFunction(f FunctionInfo) bool {
 	if strings.HasPrefix(f.ID, "engine::") && !strings.HasPrefix(f.ID, "engine::queue::") {
 		return true
 	}
+	if strings.HasPrefix(f.ID, "configuration::") { // the engine's own, as engine::* (the SDKs call both in default)
+		return true
+	}
 	var meta struct {
 		Internal bool `json:"internal"`
 	}

@@ -245,6 +245,11 @@ type triggerSource struct {
 	legacy     sync.Map                  // observer id -> *protocol.LegacyTrigger
 }
 
+// directBindingPrefix starts the id of a direct binding: the observer's id
+// follows. A module that invokes a binding's function passes the binding
+// id (Request.Binding), so the call goes through the observer.
+const directBindingPrefix = "observer:"
+
 // sourceBinding is one trigger binding a source holds, with the observers
 // it serves.
 type sourceBinding struct {
@@ -282,7 +287,7 @@ func (s *triggerSource) Attach(ctx context.Context, o SourceObserver) error {
 	var b *sourceBinding
 	switch s.spec.Mode {
 	case SourceDirect:
-		t.ID, t.FunctionID, t.Metadata = "observer:"+o.ID, o.Target, o.Metadata
+		t.ID, t.FunctionID, t.Metadata = directBindingPrefix+o.ID, o.Target, o.Metadata
 		b = &sourceBinding{id: t.ID}
 	default:
 		key := canonicalJSON(config)
