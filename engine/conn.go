@@ -657,10 +657,15 @@ func (c *conn) handle(msg protocol.Message) {
 		// namespace is the target function's (the SDKs fill the worker's;
 		// absent is the default one); trigger_namespace where its type's
 		// provider is (absent: the worker's namespace, then the default).
+		if e.legacyShim(c, t, m.Namespace) { // legacy.go; before t points at its function key
+			return
+		}
 		t.inNamespace(m.Namespace)
 		e.registerTrigger(c, t)
 	case protocol.UnregisterTrigger:
-		e.unregisterTriggerFrom(c, m.ID)
+		if !e.unregisterLegacy(c, m.ID) {
+			e.unregisterTriggerFrom(c, m.ID)
+		}
 	case protocol.TriggerRegistrationResult:
 		e.triggerResultFromProvider(c, m)
 	case protocol.RegisterService:

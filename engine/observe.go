@@ -148,17 +148,22 @@ type regObserve struct {
 	private    bool // only its host may call it
 	closed     bool // observable: false / observe.allow: false
 	owner      bool // Python delivery: owner (the host delivers)
+	// legacyType: the function stands in for this old trigger type
+	// (Python's observe.legacy_trigger_type): a registertrigger of the
+	// type becomes an observer of it (legacy.go).
+	legacyType string
 }
 
 func regObserveOf(m *protocol.RegisterFunction) *regObserve {
 	ro := &regObserve{argsFormat: m.ArgsFormat, private: m.Private, closed: !m.IsObservable()}
 	if d := m.Observe; d != nil {
 		ro.owner = d.Delivery == protocol.DeliveryOwner
+		ro.legacyType = strings.TrimSpace(d.LegacyTriggerType)
 		if ro.argsFormat == nil {
 			ro.argsFormat = d.ArgsFormat
 		}
 	}
-	if ro.argsFormat == nil && !ro.private && !ro.closed && !ro.owner {
+	if ro.argsFormat == nil && !ro.private && !ro.closed && !ro.owner && ro.legacyType == "" {
 		return nil
 	}
 	return ro
@@ -166,6 +171,8 @@ func regObserveOf(m *protocol.RegisterFunction) *regObserve {
 
 // observer is one observer. Guarded by observers.mu.
 type observer struct {
+	// legacy: the registertrigger it was made from (legacy.go), or nil.
+	legacy    *protocol.LegacyTrigger
 	id        string
 	owner     *conn // the observing connection; nil when made in-process
 	fn, ns    string
@@ -338,6 +345,21 @@ func sendObs(c *conn, m protocol.Message) {
 	c.send(mustEncode(m))
 }
 
+// notify sends the observing worker a frame about o. The worker of an
+// observer the legacy shim made from a registertrigger (legacy.go) asked
+// for a trigger: it hears only of a refusal (its host rejected it), as a
+// triggerregistrationresult.
+func (o *observer) notify(m protocol.Message) {
+	if o.legacy == nil {
+		sendObs(o.owner, m)
+		return
+	}
+	if sc, ok := m.(protocol.ObserverStateChanged); ok && sc.State == protocol.ObserverError && sc.Reason != nil {
+		sendObs(o.owner, protocol.TriggerRegistrationResult{ID: o.id, TriggerType: o.legacy.TriggerType, FunctionID: o.target,
+			Error: sc.Reason})
+	}
+}
+
 // speaksObserve reports whether c declared observe.v1 (or v2).
 func speaksObserve(c *conn) bool {
 	return c != nil && (c.hasFeature(protocol.FeatureObserveV1) || c.hasFeature(protocol.FeatureObserveV2))
@@ -347,7 +369,7 @@ func (e *Engine) handleObserve(c *conn, m protocol.Observe) {
 	var ops obsOps
 	e.mu.RLock()
 	e.obs.mu.Lock()
-	res := e.observeLocked(c, m, &ops)
+	res := e.observeLocked(c, m, &ops, nil)
 	// An engine-hosted source checks the observer's args as it attaches
 	// it: the answer waits for its verdict, so a refusal is the
 	// observeresult's error (the SDKs settle ready() on the first answer).
@@ -381,8 +403,9 @@ func observeRefused(id, code, format string, args ...any) protocol.ObserveResult
 }
 
 // observeLocked makes (or answers the replay of) an observer and returns
-// the observeresult. Callers hold Engine.mu (read) and observers.mu.
-func (e *Engine) observeLocked(c *conn, m protocol.Observe, ops *obsOps) protocol.ObserveResult {
+// the observeresult; legacy is the registertrigger it is made from, if
+// any (legacy.go). Callers hold Engine.mu (read) and observers.mu.
+func (e *Engine) observeLocked(c *conn, m protocol.Observe, ops *obsOps, legacy *protocol.LegacyTrigger) protocol.ObserveResult {
 	r := &e.obs
 	if m.ID == "" {
 		return observeRefused(m.ID, protocol.CodeInvalidArgs, "observe: id is empty")
@@ -414,7 +437,7 @@ func (e *Engine) observeLocked(c *conn, m protocol.Observe, ops *obsOps) protoco
 		id: m.ID, owner: c, fn: src.FunctionID, ns: ns, target: m.Target.FunctionID, targetNS: tns,
 		args: src.Args, capture: src.Capture, on: src.On, deliver: src.Deliver, metadata: m.Metadata,
 		created: time.Now(), state: protocol.ObserverPending,
-		acks: map[*conn]uint64{}, announced: map[*conn]bool{},
+		acks: map[*conn]uint64{}, announced: map[*conn]bool{}, legacy: legacy,
 	}
 	o.key, o.tkey = fnKey(ns, o.fn), fnKey(tns, o.target)
 	if len(o.args) == 0 || string(o.args) == "null" {
@@ -607,7 +630,7 @@ func (e *Engine) checkSourceLocked(o *observer) (*protocol.ErrorBody, []string) 
 		if err := observe.ValidateArgs(format, o.args); err != nil {
 			return &protocol.ErrorBody{Code: protocol.CodeInvalidArgs, Message: fmt.Sprintf("observer %s of %s: %s", o.id, o.fn, errMessage(err))}, nil
 		}
-	case hasArgs:
+	case hasArgs && o.legacy == nil: // a legacy trigger's config is its args; the host judges it
 		return &protocol.ErrorBody{Code: protocol.CodeInvalidArgs, Message: fmt.Sprintf("observer %s: %s takes no args (it declares no args_format)", o.id, o.fn)}, nil
 	}
 	last := f.regs[len(f.regs)-1]
@@ -737,7 +760,7 @@ func (e *Engine) setStateLocked(o *observer, state string, reason *protocol.Erro
 		o.queue = nil
 	}
 	if notify && o.owner != nil {
-		sendObs(o.owner, protocol.ObserverStateChanged{ID: o.id, State: state, Reason: reason, Fires: o.fires})
+		o.notify(protocol.ObserverStateChanged{ID: o.id, State: state, Reason: reason, Fires: o.fires})
 	}
 	ops.events = append(ops.events, o.changed())
 	ops.changes = append(ops.changes, o.changed())
@@ -793,7 +816,7 @@ func (e *Engine) disposeLocked(o *observer, reason *protocol.ErrorBody, ops *obs
 	}
 	o.state, o.reason = protocol.ObserverDisposed, reason
 	if reason != nil && o.owner != nil {
-		sendObs(o.owner, protocol.ObserverStateChanged{ID: o.id, State: protocol.ObserverDisposed, Reason: reason, Fires: o.fires})
+		o.notify(protocol.ObserverStateChanged{ID: o.id, State: protocol.ObserverDisposed, Reason: reason, Fires: o.fires})
 	}
 	ops.events = append(ops.events, o.changed())
 	ops.changes = append(ops.changes, o.changed())
@@ -818,7 +841,7 @@ func (o *observer) view() protocol.ObserverView {
 	// by engine::observers::get instead (Legacy is not called under the
 	// registry's lock: sources take the engine's lock in it).
 	return protocol.ObserverView{ID: o.id, Args: o.args, Filters: o.filter.Normalized(), Target: o.target,
-		Capture: slices.Clone(o.capture), On: o.on}
+		Capture: slices.Clone(o.capture), On: o.on, Legacy: o.legacy}
 }
 
 func (e *Engine) handleUnobserve(c *conn, m protocol.Unobserve) {

@@ -190,7 +190,7 @@ func (e *Engine) admitLocked(o *observer, ob *observed, payload json.RawMessage,
 		msg := fmt.Sprintf("observer %s: %s was called %d observe hops deep (limit %d); the activation was not made", o.id, o.fn, ob.depth, MaxObserveDepth)
 		if !o.loopWarned && o.owner != nil {
 			o.loopWarned = true // told once: the state stays active
-			sendObs(o.owner, protocol.ObserverStateChanged{ID: o.id, State: o.state,
+			o.notify(protocol.ObserverStateChanged{ID: o.id, State: o.state,
 				Reason: &protocol.ErrorBody{Code: protocol.CodeLoopGuard, Message: msg}, Fires: o.fires})
 		}
 		return nil, protocol.CodeLoopGuard, msg
