@@ -1,5 +1,7 @@
 package engine
 
+import "time"
+
 // Test hooks into unexported parts, for the engine_test package.
 
 // WorkerHasFeature reports whether the connected worker id declared token.
@@ -30,4 +32,11 @@ func SetFragmentThresholdForTest(t interface{ Cleanup(func()) }, n int) {
 	old := fragmentThreshold
 	fragmentThreshold = n
 	t.Cleanup(func() { fragmentThreshold = old })
+}
+
+// SetOwnerAckTimeoutForTest shortens the hosts' ack timeout (OWNER_TIMEOUT)
+// for engines created until the test ends.
+func SetOwnerAckTimeoutForTest(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := ownerAckTimeout.Swap(int64(d))
+	t.Cleanup(func() { ownerAckTimeout.Store(old) })
 }

@@ -140,6 +140,14 @@ const (
 	observeSweep = 25 * time.Millisecond
 )
 
+// ownerAckTimeout is how long the hosts of a function have to ack an
+// observer announced to them (observeradded → observerack) before it is
+// refused with OWNER_TIMEOUT: the SDKs give their added hooks 30 s and
+// expect the engine to enforce the same. A variable for the tests.
+var ownerAckTimeout atomic.Int64
+
+func init() { ownerAckTimeout.Store(int64(30 * time.Second)) }
+
 // regObserve is how a function registration takes observers (its
 // registerfunction's observe descriptor or Rust 0.26 fields); nil on a
 // registration that says nothing.
@@ -201,6 +209,7 @@ type observer struct {
 	loopWarned bool
 
 	acks      map[*conn]uint64 // hosts whose ack is awaited, by the revision announced
+	ackDue    time.Time        // when the awaited acks time out (set by the sweep)
 	announced map[*conn]bool   // hosts that were sent it
 	src       ObservableSource // the engine-hosted source it is attached to
 	gone      bool             // disposed
@@ -1020,15 +1029,52 @@ func (e *Engine) obsUnregistered(c *conn, fnID string) {
 	e.obsFunctionChanged(id)
 }
 
+// sweepAcks refuses, with OWNER_TIMEOUT, the observers whose hosts have
+// not acked them within timeout of the sweep that first saw them waiting
+// (so at most one sweep interval late), as a host's rejection would.
+func (e *Engine) sweepAcks(now time.Time, timeout time.Duration) {
+	if e.obs.n.Load() == 0 {
+		return
+	}
+	var ops obsOps
+	e.mu.RLock()
+	e.obs.mu.Lock()
+	for _, o := range e.obs.byID {
+		switch {
+		case len(o.acks) == 0 || o.gone || o.refused != nil:
+			o.ackDue = time.Time{}
+		case o.ackDue.IsZero():
+			o.ackDue = now.Add(timeout)
+		case now.After(o.ackDue):
+			var hosts []string
+			for h := range o.acks {
+				hosts = append(hosts, h.id)
+			}
+			slices.Sort(hosts)
+			o.refused = &protocol.ErrorBody{Code: protocol.CodeOwnerTimeout, Message: fmt.Sprintf(
+				"observer %s: the host(s) of %s (%s) did not ack it within %v", o.id, o.fn, strings.Join(hosts, ", "), timeout)}
+			e.reconcileLocked(o, &ops, true)
+		}
+	}
+	e.obs.mu.Unlock()
+	e.mu.RUnlock()
+	e.obsFinish(&ops)
+}
+
 // observeLoop disposes expired observers. It exits when the engine shuts
 // down.
 func (e *Engine) observeLoop() {
 	t := time.NewTicker(observeSweep)
 	defer t.Stop()
+	timeout := time.Duration(ownerAckTimeout.Load())
+	acks := time.NewTicker(min(max(timeout/4, 10*time.Millisecond), time.Second))
+	defer acks.Stop()
 	for {
 		select {
 		case <-e.ctx.Done():
 			return
+		case now := <-acks.C:
+			e.sweepAcks(now, timeout)
 		case now := <-t.C:
 			if e.obs.expiring.Load() == 0 {
 				continue
