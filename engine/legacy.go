@@ -19,7 +19,8 @@ import (
 // trigger type resolves for the trigger (trigger_namespace, else the
 // worker's namespace, then the default one); the function is looked up
 // in the same namespaces, in the same order. A trigger registered before
-// any such function exists is an ordinary (parked) binding and stays one.
+// any such function exists is parked as an ordinary binding until one
+// registers (adoptLegacyTriggers): workers start in any order.
 
 // legacyShim turns a registertrigger into an observer when a function
 // stands in for its type; it reports whether it did. A refusal is told in
@@ -105,4 +106,58 @@ func (e *Engine) unregisterLegacy(c *conn, id string) bool {
 	e.mu.RUnlock()
 	e.obsFinish(&ops)
 	return found
+}
+
+// adoptLegacyTriggers runs when c registers fnID standing in for trigger
+// type typ: the parked bindings of typ that nothing provides and for
+// which the shim would now pick this function become its observers, one
+// per worker's claim (ownerless claims, engine::register_trigger's, stay
+// parked).
+func (e *Engine) adoptLegacyTriggers(c *conn, fnID, typ string) {
+	type adoption struct {
+		owner    *conn
+		t        Trigger
+		targetNS string
+	}
+	var (
+		adopt []adoption
+		ops   triggerOps
+	)
+	ns := c.namespace()
+	e.tmu.Lock()
+	e.mu.Lock()
+	for _, b := range e.triggers {
+		if b.Type != typ || b.active || b.waiting || e.providerOfLocked(b) != nil {
+			continue
+		}
+		spaces := []string{b.TriggerNamespace}
+		if b.TriggerNamespace == "" {
+			spaces = []string{b.home(), DefaultNamespace}
+		}
+		picked := false
+		for _, s := range spaces {
+			if id := e.legacyFunctionLocked(s, typ); id != "" {
+				picked = id == fnID && nsOrDefault(s) == nsOrDefault(ns)
+				break
+			}
+		}
+		if !picked {
+			continue
+		}
+		targetNS, fid := splitKey(b.FunctionID)
+		for _, cl := range slices.Clone(b.claims) {
+			if cl.owner == nil {
+				continue
+			}
+			adopt = append(adopt, adoption{owner: cl.owner, targetNS: targetNS, t: Trigger{ID: cl.id, Type: typ, FunctionID: fid,
+				Config: b.Config, Metadata: cl.metadata, TriggerNamespace: b.TriggerNamespace}})
+			e.removeClaimLocked(cl, &ops)
+		}
+	}
+	e.mu.Unlock()
+	e.apply(ops)
+	e.tmu.Unlock()
+	for _, a := range adopt {
+		e.legacyShim(a.owner, a.t, a.targetNS)
+	}
 }

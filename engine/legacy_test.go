@@ -102,3 +102,28 @@ func TestLegacyTriggerRejectedByHost(t *testing.T) {
 		t.Errorf("the trigger's worker heard %v", r)
 	}
 }
+
+// A trigger registered before the function standing in for its type is
+// parked, and becomes that function's observer when it registers.
+func TestLegacyTriggerBeforeItsFunction(t *testing.T) {
+	te := enginetest.New(t, engine.Options{})
+	app := enginetest.Dial(t, te.URL)
+	app.Register("app::on-hook")
+	app.Send(map[string]any{"type": "registertrigger", "id": "tr-early", "trigger_type": "webhook", "function_id": "app::on-hook",
+		"config": map[string]any{"url": "/early"}})
+	app.Quiet()
+	if tr, ok := triggerInfo(te, "tr-early"); !ok || tr.Active {
+		t.Fatalf("before the function: %+v (found %v), want a parked binding", tr, ok)
+	}
+	host := obsDial(t, te.URL, "observe.v1")
+	host.Send(map[string]any{"type": "registerfunction", "id": "hooks::webhook", "observe": map[string]any{"delivery": "owner", "legacy_trigger_type": "webhook"}})
+	added := host.want("observeradded", nil)
+	view, _ := added["observer"].(map[string]any)
+	if view["id"] != "tr-early" || view["target"] != "app::on-hook" || asJSON(view["legacy"]) != `{"config":{"url":"/early"},"trigger_type":"webhook"}` {
+		t.Errorf("observeradded %v", added)
+	}
+	if _, ok := triggerInfo(te, "tr-early"); ok {
+		t.Errorf("the binding is still listed beside its observer")
+	}
+	app.Quiet() // the trigger's worker hears nothing of it
+}
