@@ -275,6 +275,7 @@ type triggerList struct {
 
 type triggerTypeRow struct {
 	ID          string `json:"id"`
+	Namespace   string `json:"namespace"`
 	Worker      string `json:"worker_name"`
 	Description string `json:"description"`
 }
@@ -393,10 +394,26 @@ func writeTriggers(w io.Writer, v triggerList) error {
 
 func writeTriggerTypes(w io.Writer, v triggerTypeList) error {
 	ts := slices.Clone(v.Triggers)
-	slices.SortStableFunc(ts, func(a, b triggerTypeRow) int { return strings.Compare(a.ID, b.ID) })
-	fmt.Fprintln(w, "ID\tWORKER\tDESCRIPTION")
+	slices.SortStableFunc(ts, func(a, b triggerTypeRow) int {
+		if c := strings.Compare(a.ID, b.ID); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Namespace, b.Namespace)
+	})
+	// A NAMESPACE column once a worker provides a type in a namespace of
+	// its own (two namespaces may each provide one of the same id).
+	spaced := slices.ContainsFunc(ts, func(t triggerTypeRow) bool { return namespaced(t.Namespace) })
+	if spaced {
+		fmt.Fprintln(w, "ID\tNAMESPACE\tWORKER\tDESCRIPTION")
+	} else {
+		fmt.Fprintln(w, "ID\tWORKER\tDESCRIPTION")
+	}
 	for _, t := range ts {
-		fmt.Fprintf(w, "%s\t%s\t%s\n", cell(t.ID), orDash(t.Worker), orDash(truncate(t.Description, descriptionWidth)))
+		fmt.Fprintf(w, "%s\t", cell(t.ID))
+		if spaced {
+			fmt.Fprintf(w, "%s\t", orDefault(t.Namespace))
+		}
+		fmt.Fprintf(w, "%s\t%s\n", orDash(t.Worker), orDash(truncate(t.Description, descriptionWidth)))
 	}
 	return nil
 }
