@@ -90,7 +90,7 @@ those registered with metadata {"internal": true}) show with --all.`,
 			return output(env, &f, res, func(w io.Writer, v functionList) error {
 				if !f.all {
 					// The engine leaves a module's engine::* functions in.
-					v.Functions = slices.DeleteFunc(v.Functions, func(r functionRow) bool { return strings.HasPrefix(r.ID, internalPrefix) })
+					v.Functions = slices.DeleteFunc(v.Functions, func(r functionRow) bool { return internalID(r.ID) })
 				}
 				if len(v.Functions) == 0 {
 					fmt.Fprintln(env.Stderr, "no functions registered"+hiddenNote(f.all))
@@ -172,7 +172,7 @@ type) and its config. With --types, list the trigger types instead
 			}
 			return output(env, &f, res, func(w io.Writer, v triggerList) error {
 				if !f.all {
-					v.Triggers = slices.DeleteFunc(v.Triggers, func(r triggerRow) bool { return strings.HasPrefix(r.FunctionID, internalPrefix) })
+					v.Triggers = slices.DeleteFunc(v.Triggers, func(r triggerRow) bool { return internalID(r.FunctionID) })
 				}
 				if len(v.Triggers) == 0 {
 					fmt.Fprintln(env.Stderr, "no triggers registered"+hiddenNote(f.all))
@@ -186,9 +186,11 @@ type) and its config. With --types, list the trigger types instead
 	return cmd
 }
 
-// internalPrefix starts the IDs of the engine's own functions, hidden
-// without --all.
-const internalPrefix = "engine::"
+// internalID reports whether id is one of the engine's own functions
+// (engine::*, configuration::*), hidden without --all.
+func internalID(id string) bool {
+	return strings.HasPrefix(id, "engine::") || strings.HasPrefix(id, "configuration::")
+}
 
 func hiddenNote(all bool) string {
 	if all {
