@@ -105,7 +105,7 @@ func (e *Engine) registerBuiltins() error {
 			return err
 		}
 	}
-	return nil
+	return e.installEngineSources() // sources.go
 }
 
 func (e *Engine) fireWorkersAvailable(ev, workerID string) {
@@ -383,6 +383,9 @@ func hiddenFunction(f FunctionInfo) bool {
 	if strings.HasPrefix(f.ID, "engine::") && !strings.HasPrefix(f.ID, "engine::queue::") {
 		return true
 	}
+	if strings.HasPrefix(f.ID, "configuration::") { // the engine's own, as engine::* (the SDKs call both in default)
+		return true
+	}
 	var meta struct {
 		Internal bool `json:"internal"`
 	}
@@ -555,6 +558,7 @@ func (e *Engine) fnFunctionsInfo(_ context.Context, call *Call) (json.RawMessage
 
 type triggerTypeSummary struct {
 	ID          string `json:"id"`
+	Namespace   string `json:"namespace"`
 	WorkerName  string `json:"worker_name"`
 	Description string `json:"description"`
 }
@@ -577,26 +581,47 @@ func (e *Engine) fnTriggersList(_ context.Context, call *Call) (json.RawMessage,
 			in.Search != "" && !containsFold(t.ID+" "+t.Description, in.Search) {
 			continue
 		}
-		out = append(out, triggerTypeSummary{ID: t.ID, WorkerName: t.Worker, Description: t.Description})
+		out = append(out, triggerTypeSummary{ID: t.ID, Namespace: t.Namespace, WorkerName: t.Worker, Description: t.Description})
 	}
 	return marshal(map[string]any{"triggers": out})
 }
 
+// fnTriggersInfo describes the trigger type id in the namespace named
+// (absent: the default one's, else the first, by namespace, of those of
+// that id).
 func (e *Engine) fnTriggersInfo(_ context.Context, call *Call) (json.RawMessage, error) {
-	id, err := idArg(call)
-	if err != nil {
+	var in struct {
+		ID        string `json:"id"`
+		Namespace string `json:"namespace"`
+	}
+	if err := decodeArgs(call.Data, &in); err != nil {
 		return nil, err
 	}
-	for _, t := range e.Snapshot().TriggerTypes {
-		if t.ID == id {
-			return marshal(triggerTypeDetail(t))
+	if in.ID == "" {
+		return nil, badArgs("id is required")
+	}
+	var found *TriggerTypeInfo
+	for _, t := range e.Snapshot().TriggerTypes { // sorted by id, then namespace
+		if t.ID != in.ID || in.Namespace != "" && t.Namespace != in.Namespace {
+			continue
+		}
+		if found == nil || t.Namespace == DefaultNamespace {
+			found = &t
 		}
 	}
-	return nil, &protocol.ErrorBody{Code: CodeNotFound, Message: fmt.Sprintf("trigger type %s not found", id)}
+	if found == nil {
+		where := ""
+		if in.Namespace != "" {
+			where = " in namespace " + in.Namespace
+		}
+		return nil, &protocol.ErrorBody{Code: CodeNotFound, Message: fmt.Sprintf("trigger type %s not found%s", in.ID, where)}
+	}
+	return marshal(triggerTypeDetail(*found))
 }
 
 func triggerTypeDetail(t TriggerTypeInfo) map[string]any {
-	d := map[string]any{"id": t.ID, "worker_name": t.Worker, "description": t.Description, "instance_count": t.Instances}
+	d := map[string]any{"id": t.ID, "namespace": t.Namespace, "worker_name": t.Worker, "description": t.Description,
+		"instance_count": t.Instances}
 	if len(t.TriggerRequestFormat) > 0 {
 		d["configuration_schema"] = t.TriggerRequestFormat
 	}
@@ -667,7 +692,7 @@ func (e *Engine) fnRegisteredTriggersInfo(_ context.Context, call *Call) (json.R
 			out["metadata"] = t.Metadata
 		}
 		for _, tt := range snap.TriggerTypes {
-			if tt.ID == t.Type {
+			if tt.ID == t.Type && tt.Namespace == t.ProviderNamespace {
 				out["trigger"] = triggerTypeDetail(tt)
 			}
 		}

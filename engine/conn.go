@@ -99,8 +99,11 @@ type conn struct {
 	// cleanup has removed it (then nothing new may be registered for it).
 	fnIDs      map[string]struct{}
 	triggerIDs map[string]struct{}
-	ttypeIDs   map[string]struct{}
-	removed    bool
+	ttypeIDs   map[string]struct{} // ttKey of each trigger type it provides
+	// held: trigger types it registered before declaring its namespace
+	// that wait for the declaration (registerRemoteTriggerType).
+	held    []*triggerType
+	removed bool
 
 	cleaned chan struct{} // closed when cleanup has finished
 }
@@ -652,19 +655,27 @@ func (c *conn) handle(msg protocol.Message) {
 		}
 		e.registerRemoteTriggerType(c, m)
 	case protocol.UnregisterTriggerType:
-		e.unregisterRemoteTriggerType(c, m.ID)
+		e.unregisterRemoteTriggerType(c, m)
 	case protocol.RegisterTrigger:
+		if !c.namespacesOK(m) {
+			return
+		}
 		t := triggerFrom(m)
 		if c.session != nil && !e.admitTrigger(c, &t) {
 			return
 		}
-		// The SDKs fill namespace with the worker's; absent is the default
-		// one. Trigger types are the engine's, in every namespace:
-		// trigger_namespace is accepted and not needed.
+		// namespace is the target function's (the SDKs fill the worker's;
+		// absent is the default one); trigger_namespace where its type's
+		// provider is (absent: the worker's namespace, then the default).
+		if e.legacyShim(c, t, m.Namespace) { // legacy.go; before t points at its function key
+			return
+		}
 		t.inNamespace(m.Namespace)
 		e.registerTrigger(c, t)
 	case protocol.UnregisterTrigger:
-		e.unregisterTriggerFrom(c, m.ID)
+		if !e.unregisterLegacy(c, m.ID) {
+			e.unregisterTriggerFrom(c, m.ID)
+		}
 	case protocol.TriggerRegistrationResult:
 		e.triggerResultFromProvider(c, m)
 	case protocol.RegisterService:

@@ -1,6 +1,10 @@
 package engine
 
-import "github.com/coder/websocket"
+import (
+	"time"
+
+	"github.com/coder/websocket"
+)
 
 // Test hooks into unexported parts, for the engine_test package.
 
@@ -58,4 +62,11 @@ func (e *Engine) CloseWorkerForTest(id, reason string) {
 	if c != nil {
 		c.close(websocket.StatusPolicyViolation, reason)
 	}
+}
+
+// SetOwnerAckTimeoutForTest shortens the hosts' ack timeout (OWNER_TIMEOUT)
+// for engines created until the test ends.
+func SetOwnerAckTimeoutForTest(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := ownerAckTimeout.Swap(int64(d))
+	t.Cleanup(func() { ownerAckTimeout.Store(old) })
 }

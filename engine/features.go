@@ -113,6 +113,7 @@ func (e *Engine) registerWorker(c *conn, data json.RawMessage) error {
 	c.decl.Store(d)
 	if first {
 		e.settleDeclaration(c)
+		e.settleTriggers(c)
 	}
 	c.log.Debug("worker metadata", "name", in.Name, "runtime", in.Runtime, "version", in.Version, "pid", in.PID,
 		"namespace", in.Namespace, "features", in.Features)

@@ -270,6 +270,9 @@ func (e *Engine) registerRemoteFunction(c *conn, m protocol.RegisterFunction) {
 	e.bus.Publish(event.FunctionRegistered{FunctionID: m.ID, WorkerID: c.id, Worker: c.name(), At: reg.at})
 	e.notifyFunctionsChanged()
 	e.obsRegistered(c, m.ID)
+	if reg.obs != nil && reg.obs.legacyType != "" {
+		e.adoptLegacyTriggers(c, m.ID, reg.obs.legacyType) // legacy.go
+	}
 }
 
 func (e *Engine) unregisterRemoteFunction(c *conn, id string) {

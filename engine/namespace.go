@@ -291,3 +291,26 @@ func (c *conn) stamp(asserted *protocol.Caller) *protocol.Caller {
 	}
 	return out
 }
+
+// namespacesOK refuses a registertrigger whose namespace or
+// trigger_namespace was named and left blank, telling the worker which
+// one (as iii: INVALID_NAMESPACE). Names are trimmed in place.
+func (c *conn) namespacesOK(m protocol.RegisterTrigger) bool {
+	for _, f := range []struct{ field, value string }{{"namespace", m.Namespace}, {"trigger_namespace", m.TriggerNamespace}} {
+		if f.value != "" && strings.TrimSpace(f.value) == "" {
+			c.log.Warn("trigger registration refused: a blank namespace", "trigger_id", m.ID, "field", f.field)
+			c.send(mustEncode(protocol.TriggerRegistrationResult{ID: m.ID, TriggerType: m.TriggerType, FunctionID: m.FunctionID,
+				Error: &protocol.ErrorBody{Code: protocol.CodeInvalidNamespace, Message: fmt.Sprintf(
+					"registertrigger %s: %s is blank; name a namespace or omit it (%s)", m.ID, f.field, blankMeaning(f.field))}}))
+			return false
+		}
+	}
+	return true
+}
+
+func blankMeaning(field string) string {
+	if field == "namespace" {
+		return "absent binds the function in the default namespace"
+	}
+	return "absent looks for the provider in the worker's namespace, then in the default one"
+}

@@ -140,6 +140,14 @@ const (
 	observeSweep = 25 * time.Millisecond
 )
 
+// ownerAckTimeout is how long the hosts of a function have to ack an
+// observer announced to them (observeradded → observerack) before it is
+// refused with OWNER_TIMEOUT: the SDKs give their added hooks 30 s and
+// expect the engine to enforce the same. A variable for the tests.
+var ownerAckTimeout atomic.Int64
+
+func init() { ownerAckTimeout.Store(int64(30 * time.Second)) }
+
 // regObserve is how a function registration takes observers (its
 // registerfunction's observe descriptor or Rust 0.26 fields); nil on a
 // registration that says nothing.
@@ -148,17 +156,22 @@ type regObserve struct {
 	private    bool // only its host may call it
 	closed     bool // observable: false / observe.allow: false
 	owner      bool // Python delivery: owner (the host delivers)
+	// legacyType: the function stands in for this old trigger type
+	// (Python's observe.legacy_trigger_type): a registertrigger of the
+	// type becomes an observer of it (legacy.go).
+	legacyType string
 }
 
 func regObserveOf(m *protocol.RegisterFunction) *regObserve {
 	ro := &regObserve{argsFormat: m.ArgsFormat, private: m.Private, closed: !m.IsObservable()}
 	if d := m.Observe; d != nil {
 		ro.owner = d.Delivery == protocol.DeliveryOwner
+		ro.legacyType = strings.TrimSpace(d.LegacyTriggerType)
 		if ro.argsFormat == nil {
 			ro.argsFormat = d.ArgsFormat
 		}
 	}
-	if ro.argsFormat == nil && !ro.private && !ro.closed && !ro.owner {
+	if ro.argsFormat == nil && !ro.private && !ro.closed && !ro.owner && ro.legacyType == "" {
 		return nil
 	}
 	return ro
@@ -166,6 +179,8 @@ func regObserveOf(m *protocol.RegisterFunction) *regObserve {
 
 // observer is one observer. Guarded by observers.mu.
 type observer struct {
+	// legacy: the registertrigger it was made from (legacy.go), or nil.
+	legacy    *protocol.LegacyTrigger
 	id        string
 	owner     *conn // the observing connection; nil when made in-process
 	fn, ns    string
@@ -194,6 +209,7 @@ type observer struct {
 	loopWarned bool
 
 	acks      map[*conn]uint64 // hosts whose ack is awaited, by the revision announced
+	ackDue    time.Time        // when the awaited acks time out (set by the sweep)
 	announced map[*conn]bool   // hosts that were sent it
 	src       ObservableSource // the engine-hosted source it is attached to
 	gone      bool             // disposed
@@ -243,6 +259,7 @@ func (r *observers) observed(fn string) bool {
 // obsOps is what a registry change leaves to do once the lock is released.
 type obsOps struct {
 	events  []event.Event
+	changes []event.ObserverChanged // state changes, for engine::on-observers-changed
 	detach  []detachOp
 	attach  []*observer
 	drained []activation // queued activations that may go now
@@ -270,6 +287,45 @@ func (e *Engine) obsFinish(ops *obsOps) {
 	for _, a := range ops.drained {
 		e.sendActivation(a)
 	}
+	for _, ch := range ops.changes {
+		e.reportObserverChange(ch)
+	}
+}
+
+// observerChange is the event of engine::on-observers-changed.
+type observerChange struct {
+	ObserverID      string              `json:"observer_id"`
+	FunctionID      string              `json:"function_id"`
+	Namespace       string              `json:"namespace"`
+	Target          string              `json:"target"`
+	TargetNamespace string              `json:"target_namespace"`
+	State           string              `json:"state"`
+	Fires           uint64              `json:"fires"`
+	Reason          *protocol.ErrorBody `json:"reason,omitempty"`
+}
+
+// reportObserverChange activates the observers of
+// engine::on-observers-changed with one state change. An observer's own
+// changes reach it too once it is active (its creation does not: it is
+// pending then); nothing an activation does changes a state, so this
+// does not loop.
+func (e *Engine) reportObserverChange(ch event.ObserverChanged) {
+	e.obs.mu.RLock()
+	n := len(e.obs.byFn[SourceObserversChanged])
+	e.obs.mu.RUnlock()
+	if n == 0 {
+		return
+	}
+	in := observerChange{ObserverID: ch.ObserverID, FunctionID: ch.SourceFunction, Namespace: nsOrDefault(ch.Namespace),
+		Target: ch.TargetFunction, TargetNamespace: nsOrDefault(ch.TargetNamespace), State: ch.State, Fires: ch.Fires}
+	if ch.ReasonCode != "" {
+		in.Reason = &protocol.ErrorBody{Code: ch.ReasonCode, Message: ch.ReasonMessage}
+	}
+	data, err := json.Marshal(in)
+	if err != nil {
+		return
+	}
+	e.ActivateAll(SourceObserversChanged, Observation{Input: data, Output: data})
 }
 
 // RegisterSource makes the engine-hosted function functionID observable
@@ -298,6 +354,21 @@ func sendObs(c *conn, m protocol.Message) {
 	c.send(mustEncode(m))
 }
 
+// notify sends the observing worker a frame about o. The worker of an
+// observer the legacy shim made from a registertrigger (legacy.go) asked
+// for a trigger: it hears only of a refusal (its host rejected it), as a
+// triggerregistrationresult.
+func (o *observer) notify(m protocol.Message) {
+	if o.legacy == nil {
+		sendObs(o.owner, m)
+		return
+	}
+	if sc, ok := m.(protocol.ObserverStateChanged); ok && sc.State == protocol.ObserverError && sc.Reason != nil {
+		sendObs(o.owner, protocol.TriggerRegistrationResult{ID: o.id, TriggerType: o.legacy.TriggerType, FunctionID: o.target,
+			Error: sc.Reason})
+	}
+}
+
 // speaksObserve reports whether c declared observe.v1 (or v2).
 func speaksObserve(c *conn) bool {
 	return c != nil && (c.hasFeature(protocol.FeatureObserveV1) || c.hasFeature(protocol.FeatureObserveV2))
@@ -307,7 +378,7 @@ func (e *Engine) handleObserve(c *conn, m protocol.Observe) {
 	var ops obsOps
 	e.mu.RLock()
 	e.obs.mu.Lock()
-	res := e.observeLocked(c, m, &ops)
+	res := e.observeLocked(c, m, &ops, nil)
 	// An engine-hosted source checks the observer's args as it attaches
 	// it: the answer waits for its verdict, so a refusal is the
 	// observeresult's error (the SDKs settle ready() on the first answer).
@@ -341,8 +412,9 @@ func observeRefused(id, code, format string, args ...any) protocol.ObserveResult
 }
 
 // observeLocked makes (or answers the replay of) an observer and returns
-// the observeresult. Callers hold Engine.mu (read) and observers.mu.
-func (e *Engine) observeLocked(c *conn, m protocol.Observe, ops *obsOps) protocol.ObserveResult {
+// the observeresult; legacy is the registertrigger it is made from, if
+// any (legacy.go). Callers hold Engine.mu (read) and observers.mu.
+func (e *Engine) observeLocked(c *conn, m protocol.Observe, ops *obsOps, legacy *protocol.LegacyTrigger) protocol.ObserveResult {
 	r := &e.obs
 	if m.ID == "" {
 		return observeRefused(m.ID, protocol.CodeInvalidArgs, "observe: id is empty")
@@ -374,7 +446,7 @@ func (e *Engine) observeLocked(c *conn, m protocol.Observe, ops *obsOps) protoco
 		id: m.ID, owner: c, fn: src.FunctionID, ns: ns, target: m.Target.FunctionID, targetNS: tns,
 		args: src.Args, capture: src.Capture, on: src.On, deliver: src.Deliver, metadata: m.Metadata,
 		created: time.Now(), state: protocol.ObserverPending,
-		acks: map[*conn]uint64{}, announced: map[*conn]bool{},
+		acks: map[*conn]uint64{}, announced: map[*conn]bool{}, legacy: legacy,
 	}
 	o.key, o.tkey = fnKey(ns, o.fn), fnKey(tns, o.target)
 	if len(o.args) == 0 || string(o.args) == "null" {
@@ -460,6 +532,7 @@ func (e *Engine) observeLocked(c *conn, m protocol.Observe, ops *obsOps) protoco
 		ops.attach = append(ops.attach, o)
 	}
 	ops.events = append(ops.events, o.changed())
+	ops.changes = append(ops.changes, o.changed())
 	// Announced to the hosts and made active if it can be, silently: the
 	// observeresult below carries the state.
 	e.reconcileLocked(o, ops, false)
@@ -566,7 +639,7 @@ func (e *Engine) checkSourceLocked(o *observer) (*protocol.ErrorBody, []string) 
 		if err := observe.ValidateArgs(format, o.args); err != nil {
 			return &protocol.ErrorBody{Code: protocol.CodeInvalidArgs, Message: fmt.Sprintf("observer %s of %s: %s", o.id, o.fn, errMessage(err))}, nil
 		}
-	case hasArgs:
+	case hasArgs && o.legacy == nil: // a legacy trigger's config is its args; the host judges it
 		return &protocol.ErrorBody{Code: protocol.CodeInvalidArgs, Message: fmt.Sprintf("observer %s: %s takes no args (it declares no args_format)", o.id, o.fn)}, nil
 	}
 	last := f.regs[len(f.regs)-1]
@@ -696,9 +769,10 @@ func (e *Engine) setStateLocked(o *observer, state string, reason *protocol.Erro
 		o.queue = nil
 	}
 	if notify && o.owner != nil {
-		sendObs(o.owner, protocol.ObserverStateChanged{ID: o.id, State: state, Reason: reason, Fires: o.fires})
+		o.notify(protocol.ObserverStateChanged{ID: o.id, State: state, Reason: reason, Fires: o.fires})
 	}
 	ops.events = append(ops.events, o.changed())
+	ops.changes = append(ops.changes, o.changed())
 }
 
 func sameReason(a, b *protocol.ErrorBody) bool {
@@ -751,14 +825,15 @@ func (e *Engine) disposeLocked(o *observer, reason *protocol.ErrorBody, ops *obs
 	}
 	o.state, o.reason = protocol.ObserverDisposed, reason
 	if reason != nil && o.owner != nil {
-		sendObs(o.owner, protocol.ObserverStateChanged{ID: o.id, State: protocol.ObserverDisposed, Reason: reason, Fires: o.fires})
+		o.notify(protocol.ObserverStateChanged{ID: o.id, State: protocol.ObserverDisposed, Reason: reason, Fires: o.fires})
 	}
 	ops.events = append(ops.events, o.changed())
+	ops.changes = append(ops.changes, o.changed())
 }
 
 func (o *observer) changed() event.ObserverChanged {
 	ev := event.ObserverChanged{ObserverID: o.id, SourceFunction: o.fn, TargetFunction: o.target, State: o.state,
-		Fires: o.fires, InFlight: o.inflight, At: time.Now()}
+		Namespace: o.ns, TargetNamespace: o.targetNS, Fires: o.fires, InFlight: o.inflight, At: time.Now()}
 	if o.owner != nil {
 		ev.OwnerWorkerID = o.owner.id
 	}
@@ -775,7 +850,7 @@ func (o *observer) view() protocol.ObserverView {
 	// by engine::observers::get instead (Legacy is not called under the
 	// registry's lock: sources take the engine's lock in it).
 	return protocol.ObserverView{ID: o.id, Args: o.args, Filters: o.filter.Normalized(), Target: o.target,
-		Capture: slices.Clone(o.capture), On: o.on}
+		Capture: slices.Clone(o.capture), On: o.on, Legacy: o.legacy}
 }
 
 func (e *Engine) handleUnobserve(c *conn, m protocol.Unobserve) {
@@ -954,15 +1029,52 @@ func (e *Engine) obsUnregistered(c *conn, fnID string) {
 	e.obsFunctionChanged(id)
 }
 
+// sweepAcks refuses, with OWNER_TIMEOUT, the observers whose hosts have
+// not acked them within timeout of the sweep that first saw them waiting
+// (so at most one sweep interval late), as a host's rejection would.
+func (e *Engine) sweepAcks(now time.Time, timeout time.Duration) {
+	if e.obs.n.Load() == 0 {
+		return
+	}
+	var ops obsOps
+	e.mu.RLock()
+	e.obs.mu.Lock()
+	for _, o := range e.obs.byID {
+		switch {
+		case len(o.acks) == 0 || o.gone || o.refused != nil:
+			o.ackDue = time.Time{}
+		case o.ackDue.IsZero():
+			o.ackDue = now.Add(timeout)
+		case now.After(o.ackDue):
+			var hosts []string
+			for h := range o.acks {
+				hosts = append(hosts, h.id)
+			}
+			slices.Sort(hosts)
+			o.refused = &protocol.ErrorBody{Code: protocol.CodeOwnerTimeout, Message: fmt.Sprintf(
+				"observer %s: the host(s) of %s (%s) did not ack it within %v", o.id, o.fn, strings.Join(hosts, ", "), timeout)}
+			e.reconcileLocked(o, &ops, true)
+		}
+	}
+	e.obs.mu.Unlock()
+	e.mu.RUnlock()
+	e.obsFinish(&ops)
+}
+
 // observeLoop disposes expired observers. It exits when the engine shuts
 // down.
 func (e *Engine) observeLoop() {
 	t := time.NewTicker(observeSweep)
 	defer t.Stop()
+	timeout := time.Duration(ownerAckTimeout.Load())
+	acks := time.NewTicker(min(max(timeout/4, 10*time.Millisecond), time.Second))
+	defer acks.Stop()
 	for {
 		select {
 		case <-e.ctx.Done():
 			return
+		case now := <-acks.C:
+			e.sweepAcks(now, timeout)
 		case now := <-t.C:
 			if e.obs.expiring.Load() == 0 {
 				continue

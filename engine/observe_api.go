@@ -35,7 +35,8 @@ type ObserverInfo struct {
 	WorkerID        string              `json:"worker_id,omitempty"` // the observing worker
 	Engine          bool                `json:"engine_source"`       // the source is engine-hosted
 	// Legacy is the trigger binding the observer stands for, when its
-	// source is a built-in trigger type (sources.go).
+	// source is a built-in trigger type (sources.go), or the registertrigger
+	// it was made from (legacy.go).
 	Legacy    *protocol.LegacyTrigger `json:"legacy,omitempty"`
 	CreatedAt time.Time               `json:"created_at"`
 }
@@ -70,6 +71,9 @@ func (o *observer) info(src ObservableSource) ObserverInfo {
 		MaxFires: o.maxFires, MaxInFlight: o.maxFlight, Engine: src != nil, CreatedAt: o.created}
 	if ls, ok := src.(LegacySource); ok {
 		oi.Legacy, _ = ls.Legacy(o.id)
+	}
+	if o.legacy != nil {
+		oi.Legacy = o.legacy
 	}
 	if !o.expires.IsZero() {
 		t := o.expires

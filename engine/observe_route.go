@@ -190,7 +190,7 @@ func (e *Engine) admitLocked(o *observer, ob *observed, payload json.RawMessage,
 		msg := fmt.Sprintf("observer %s: %s was called %d observe hops deep (limit %d); the activation was not made", o.id, o.fn, ob.depth, MaxObserveDepth)
 		if !o.loopWarned && o.owner != nil {
 			o.loopWarned = true // told once: the state stays active
-			sendObs(o.owner, protocol.ObserverStateChanged{ID: o.id, State: o.state,
+			o.notify(protocol.ObserverStateChanged{ID: o.id, State: o.state,
 				Reason: &protocol.ErrorBody{Code: protocol.CodeLoopGuard, Message: msg}, Fires: o.fires})
 		}
 		return nil, protocol.CodeLoopGuard, msg
@@ -543,4 +543,31 @@ func (e *Engine) callThroughObserver(caller *conn, m protocol.InvokeFunction) {
 	ob := &observed{functionID: o.fn, invocationID: m.InvocationID, ok: true, input: data, depth: m.ObserveDepth,
 		traceparent: m.Traceparent, baggage: m.Baggage, startedAt: time.Now()}
 	e.activate(o, ob, data, reply)
+}
+
+// invokeThroughObserver is Invoke of a call its direct binding fires (an
+// HTTP request to an observer's route, ...): the observer's target gets
+// the payload as given, under the observer's policy, as a host's call
+// through an observer does.
+func (e *Engine) invokeThroughObserver(ctx context.Context, observerID string, req Request) (json.RawMessage, error) {
+	e.obs.mu.RLock()
+	o := e.obs.byID[observerID]
+	e.obs.mu.RUnlock()
+	if o == nil {
+		return nil, &protocol.ErrorBody{Code: protocol.CodeObserverNotFound,
+			Message: fmt.Sprintf("observer %s (binding %s) is gone", observerID, req.Binding)}
+	}
+	ob := &observed{functionID: o.fn, invocationID: uuid.NewString(), ok: true, input: req.Data,
+		traceparent: req.Traceparent, baggage: req.Baggage, startedAt: time.Now()}
+	ch := make(chan outcome, 1)
+	e.activate(o, ob, req.Data, func(out outcome) { ch <- out })
+	select {
+	case out := <-ch:
+		if out.err != nil {
+			return nil, out.err
+		}
+		return out.result, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("engine: invoke %s through observer %s: %w", o.target, observerID, ctx.Err())
+	}
 }

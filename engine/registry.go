@@ -44,7 +44,7 @@ func (e *Engine) dropConn(c *conn) {
 	var (
 		ops       triggerOps
 		fns       []string
-		lostTypes []string
+		lostTypes []*triggerType
 	)
 	e.tmu.Lock()
 	defer e.tmu.Unlock()
@@ -68,11 +68,14 @@ func (e *Engine) dropConn(c *conn) {
 	}
 	// Nothing goes to the provider that is leaving.
 	ops.ds = slices.DeleteFunc(ops.ds, func(d delivery) bool { return d.tt.conn == c })
-	for id := range c.ttypeIDs {
-		if tt := e.ttypes[id]; tt != nil && tt.conn == c {
+	c.held = nil
+	for key := range c.ttypeIDs {
+		if tt := e.ttypes[key]; tt != nil && tt.conn == c {
 			lost := e.dropTypeLocked(tt)
+			// Bindings that fall back to another provider go there.
+			ops.ds = append(ops.ds, slices.DeleteFunc(lost.ds, func(d delivery) bool { return d.tt.conn == c })...)
 			ops.evs = append(ops.evs, lost.evs...)
-			lostTypes = append(lostTypes, id)
+			lostTypes = append(lostTypes, tt)
 		}
 	}
 	for id, s := range e.services {
@@ -87,8 +90,8 @@ func (e *Engine) dropConn(c *conn) {
 		_, id := splitKey(key)
 		e.bus.Publish(event.FunctionUnregistered{FunctionID: id, WorkerID: c.id, At: now})
 	}
-	for _, id := range lostTypes {
-		e.bus.Publish(event.TriggerTypeUnregistered{TriggerType: id, WorkerID: c.id, At: now})
+	for _, tt := range lostTypes {
+		e.bus.Publish(event.TriggerTypeUnregistered{TriggerType: tt.id, Namespace: nsOrDefault(tt.ns), WorkerID: c.id, At: now})
 	}
 	e.apply(ops)
 	if len(fns) > 0 {
@@ -144,6 +147,7 @@ type FunctionInfo struct {
 // TriggerTypeInfo describes a trigger type.
 type TriggerTypeInfo struct {
 	ID                   string
+	Namespace            string // the one it serves; DefaultNamespace for the engine's
 	Description          string
 	Worker               string
 	WorkerID             string
@@ -158,11 +162,14 @@ type TriggerTypeInfo struct {
 // knows (its first registration's); OwnerWorker, Worker and Metadata are
 // those of its newest registration.
 type TriggerInfo struct {
-	Trigger            // FunctionID is the bare id; Namespace where it resolves
-	Namespace string   // DefaultNamespace unless registered with one
-	Worker    string   // owner's name ("" for ownerless)
-	Active    bool     // false while parked waiting for its type
-	ClaimIDs  []string // the ids it was registered under, oldest first
+	Trigger          // FunctionID is the bare id; Namespace where it resolves
+	Namespace string // DefaultNamespace unless registered with one
+	Worker    string // owner's name ("" for ownerless)
+	Active    bool   // false while parked waiting for its type
+	// ProviderNamespace is where the trigger type serving it lives ("" while
+	// parked).
+	ProviderNamespace string
+	ClaimIDs          []string // the ids it was registered under, oldest first
 }
 
 // Snapshot is a consistent copy of the engine's registries, sorted by id.
@@ -202,11 +209,16 @@ func (e *Engine) Snapshot() Snapshot {
 		}
 		s.Functions = append(s.Functions, fi)
 	}
-	counts := map[string]int{}
+	counts := map[string]int{} // by provider key
 	for _, b := range e.triggers {
-		counts[b.Type]++
+		if b.active {
+			counts[b.prov]++
+		}
 		ti := TriggerInfo{Trigger: b.Trigger, Active: b.active}
 		ti.Namespace, ti.FunctionID = splitKey(b.FunctionID)
+		if b.active {
+			ti.ProviderNamespace, _ = splitKey(b.prov)
+		}
 		if o := b.owner().owner; o != nil {
 			ti.Worker = o.name()
 		}
@@ -215,9 +227,10 @@ func (e *Engine) Snapshot() Snapshot {
 		}
 		s.Triggers = append(s.Triggers, ti)
 	}
-	for id, tt := range e.ttypes {
-		ti := TriggerTypeInfo{ID: id, Description: tt.description, Worker: tt.workerName(),
-			TriggerRequestFormat: tt.trf, CallRequestFormat: tt.crf, Internal: tt.local != nil, Instances: counts[id]}
+	for key, tt := range e.ttypes {
+		id := tt.id
+		ti := TriggerTypeInfo{ID: id, Namespace: nsOrDefault(tt.ns), Description: tt.description, Worker: tt.workerName(),
+			TriggerRequestFormat: tt.trf, CallRequestFormat: tt.crf, Internal: tt.local != nil, Instances: counts[key]}
 		if tt.conn != nil {
 			ti.WorkerID = tt.conn.id
 		} else {
@@ -250,7 +263,8 @@ func (e *Engine) Snapshot() Snapshot {
 		if d := c.decl.Load(); d != nil {
 			wi.Features = slices.Clone(d.features)
 		}
-		for id := range c.ttypeIDs {
+		for key := range c.ttypeIDs {
+			_, id := splitKey(key)
 			wi.TriggerTypes = append(wi.TriggerTypes, id)
 		}
 		for id := range c.triggerIDs {
@@ -286,7 +300,12 @@ func (e *Engine) Snapshot() Snapshot {
 		}
 		return s.Functions[i].Namespace < s.Functions[j].Namespace
 	})
-	sort.Slice(s.TriggerTypes, func(i, j int) bool { return s.TriggerTypes[i].ID < s.TriggerTypes[j].ID })
+	sort.Slice(s.TriggerTypes, func(i, j int) bool {
+		if s.TriggerTypes[i].ID != s.TriggerTypes[j].ID {
+			return s.TriggerTypes[i].ID < s.TriggerTypes[j].ID
+		}
+		return s.TriggerTypes[i].Namespace < s.TriggerTypes[j].Namespace
+	})
 	sort.Slice(s.Triggers, func(i, j int) bool { return s.Triggers[i].ID < s.Triggers[j].ID })
 	return s
 }

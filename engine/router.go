@@ -214,6 +214,12 @@ type Request struct {
 	Trigger string
 	// Namespace the function resolves in; "" is the default one.
 	Namespace string
+	// Binding is the id of the trigger binding that fires the call, if
+	// any. A binding that stands for an observer (the direct bindings of
+	// engine-hosted sources such as http::on-request, sources.go) routes
+	// the call through that observer: to its target, under its policy
+	// (max_fires, max_in_flight, loop guard), counted in its fires.
+	Binding string
 }
 
 // Invoke calls a function and waits for its result. A function error is
@@ -235,6 +241,9 @@ func (e *Engine) Invoke(ctx context.Context, req Request) (json.RawMessage, erro
 				req.Baggage = parent.Baggage
 			}
 		}
+	}
+	if id, ok := strings.CutPrefix(req.Binding, directBindingPrefix); ok && req.Action == nil {
+		return e.invokeThroughObserver(ctx, id, req)
 	}
 	call := Call{FunctionID: req.FunctionID, Data: req.Data, Metadata: req.Metadata,
 		Traceparent: req.Traceparent, Baggage: req.Baggage, Trigger: req.Trigger, Namespace: req.Namespace}

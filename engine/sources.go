@@ -127,6 +127,11 @@ var builtinSources = map[string][]BuiltinSource{
 		FunctionID: "observability::on-span", TriggerType: "trace", Mode: SourceShared,
 		Description: "A finished span: filter on input.name, input.status, ...",
 	}},
+	"stream": {{
+		// The stream module reports each change itself (SourceChanged).
+		FunctionID: "stream::on-changed", TriggerType: "stream", Mode: SourceEvents,
+		Description: "A stream item changed (set, update, delete, or a custom event): filter on input.stream_name, input.group_id, input.item_id; the input is the stream trigger's payload plus those keys",
+	}},
 	"stream:join": {{
 		FunctionID: "stream::on-join", TriggerType: "stream:join", Mode: SourceShared,
 		Description: "A client joined a stream subscription: filter on input.stream_name, input.group_id",
@@ -145,9 +150,41 @@ var builtinSources = map[string][]BuiltinSource{
 	}},
 }
 
+// Sources of the engine itself that no trigger type stands for: the
+// engine reports their events with ActivateAll.
+const (
+	// SourceObserversChanged: an observer changed state (created, active,
+	// suspended, error, disposed): {observer_id, function_id, namespace,
+	// target, target_namespace, state, fires, reason?}.
+	SourceObserversChanged = "engine::on-observers-changed"
+	// SourceConfigurationUpdated: iii fires it when its configuration is
+	// reloaded. This engine reads its config.yaml once, at start, and
+	// never reloads it, so it never fires; it is observable so that an
+	// observer of it is active (and silent), not pending for good.
+	SourceConfigurationUpdated = "configuration::on-updated"
+)
+
+var engineSources = []BuiltinSource{{
+	FunctionID: SourceObserversChanged, TriggerType: "observer", Mode: SourceEvents,
+	Description: "An observer changed state: {observer_id, function_id, namespace, target, target_namespace, state, fires, reason?}; filter on input.state, input.function_id, ...",
+}, {
+	FunctionID: SourceConfigurationUpdated, TriggerType: "configuration", Mode: SourceEvents,
+	Description: "The engine's configuration was reloaded (never, in this engine: it reads config.yaml once, at start)",
+}}
+
+// installEngineSources makes the engine's own sources observable.
+func (e *Engine) installEngineSources() error {
+	for _, spec := range engineSources {
+		if err := e.InstallSource(BuiltinWorker, spec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // BuiltinSources returns the built-in sources, sorted by function id.
 func BuiltinSources() []BuiltinSource {
-	var out []BuiltinSource
+	out := slices.Clone(engineSources)
 	for _, ss := range builtinSources {
 		out = append(out, ss...)
 	}
@@ -208,6 +245,11 @@ type triggerSource struct {
 	legacy     sync.Map                  // observer id -> *protocol.LegacyTrigger
 }
 
+// directBindingPrefix starts the id of a direct binding: the observer's id
+// follows. A module that invokes a binding's function passes the binding
+// id (Request.Binding), so the call goes through the observer.
+const directBindingPrefix = "observer:"
+
 // sourceBinding is one trigger binding a source holds, with the observers
 // it serves.
 type sourceBinding struct {
@@ -245,7 +287,7 @@ func (s *triggerSource) Attach(ctx context.Context, o SourceObserver) error {
 	var b *sourceBinding
 	switch s.spec.Mode {
 	case SourceDirect:
-		t.ID, t.FunctionID, t.Metadata = "observer:"+o.ID, o.Target, o.Metadata
+		t.ID, t.FunctionID, t.Metadata = directBindingPrefix+o.ID, o.Target, o.Metadata
 		b = &sourceBinding{id: t.ID}
 	default:
 		key := canonicalJSON(config)

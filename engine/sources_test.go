@@ -112,7 +112,7 @@ func ctx5(t *testing.T) context.Context {
 
 func TestBuiltinSourcesOfTheEngineItself(t *testing.T) {
 	e := newSourceEngine(t)
-	for _, fn := range []string{"engine::on-workers-changed", "engine::on-functions-changed"} {
+	for _, fn := range []string{"engine::on-workers-changed", "engine::on-functions-changed", SourceObserversChanged, SourceConfigurationUpdated} {
 		if !e.HasFunction(fn) {
 			t.Errorf("%s is not a function", fn)
 		}

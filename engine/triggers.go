@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,10 +25,15 @@ type Trigger struct {
 	Config      json.RawMessage
 	Metadata    json.RawMessage
 	OwnerWorker string // worker id of the owner; empty for ownerless bindings
+	// TriggerNamespace is where its type's provider is looked up (Python
+	// 0.25's registertrigger.trigger_namespace): a name is strict; ""
+	// resolves, in its owner's namespace first, then in the default one.
+	TriggerNamespace string
 }
 
 func triggerFrom(m protocol.RegisterTrigger) Trigger {
-	return Trigger{ID: m.ID, Type: m.TriggerType, FunctionID: m.FunctionID, Config: m.Config, Metadata: m.Metadata}
+	return Trigger{ID: m.ID, Type: m.TriggerType, FunctionID: m.FunctionID, Config: m.Config, Metadata: m.Metadata,
+		TriggerNamespace: m.TriggerNamespace}
 }
 
 // inNamespace points a trigger at its function in namespace ns: its
@@ -70,11 +76,24 @@ type TriggerType struct {
 
 type triggerType struct {
 	id, description string
+	ns              string // namespace it serves; "" = the default one (always, in-process)
 	trf, crf        json.RawMessage
 	conn            *conn           // remote provider, or nil
 	local           TriggerProvider // in-process provider, or nil
 	worker          string          // in-process worker name
+	// implicit: a worker's type registered without a namespace, before the
+	// worker declared its own; it moves there when it does (settleTypes).
+	implicit bool
 }
+
+// Trigger types are scoped per namespace (iii 0.25): the engine's own live
+// in the default namespace, a worker's in the namespace its
+// registertriggertype names, else the worker's. Engine.ttypes is keyed by
+// ttKey, which is fnKey: the bare id in the default namespace, as before
+// namespaces.
+func ttKey(ns, id string) string { return fnKey(ns, id) }
+
+func (tt *triggerType) key() string { return ttKey(tt.ns, tt.id) }
 
 func (tt *triggerType) workerName() string {
 	if tt.conn != nil {
@@ -103,10 +122,10 @@ type claim struct {
 
 // bindingKey identifies a binding: same type, function and config (in
 // canonical JSON) mean the same binding.
-type bindingKey struct{ typ, fn, config string }
+type bindingKey struct{ typ, fn, config, tns string }
 
 func keyOf(t Trigger) bindingKey {
-	return bindingKey{typ: t.Type, fn: t.FunctionID, config: canonicalJSON(t.Config)}
+	return bindingKey{typ: t.Type, fn: t.FunctionID, config: canonicalJSON(t.Config), tns: t.TriggerNamespace}
 }
 
 // binding is a stored trigger. active means it was handed to the type's
@@ -122,6 +141,65 @@ type binding struct {
 	waiting bool
 	// published: a TriggerRegistered of it went out. Guarded by tmu.
 	published bool
+	// prov is the ttKey of the provider it was handed to (while active),
+	// or the one that refused it; "" when none.
+	prov string
+}
+
+// home is the namespace a binding looks for its provider in first (when
+// it names none): its owner's.
+func (b *binding) home() string {
+	if o := b.owner().owner; o != nil {
+		return o.namespace()
+	}
+	return DefaultNamespace
+}
+
+// providerOfLocked is the trigger type that serves b: in the namespace it
+// names (strict), else in its owner's namespace, else in the default one.
+// Callers hold Engine.mu.
+func (e *Engine) providerOfLocked(b *binding) *triggerType {
+	if b.TriggerNamespace != "" {
+		return e.ttypes[ttKey(b.TriggerNamespace, b.Type)]
+	}
+	if tt := e.ttypes[ttKey(b.home(), b.Type)]; tt != nil {
+		return tt
+	}
+	return e.ttypes[b.Type]
+}
+
+// servingLocked is the provider an active binding was handed to.
+func (e *Engine) servingLocked(b *binding) *triggerType {
+	if !b.active || b.prov == "" {
+		return nil
+	}
+	return e.ttypes[b.prov]
+}
+
+// resettleLocked hands b to the provider it resolves to now, if that is
+// not the one it was handed to: the old one is told to let go, the new one
+// gets it; with none, b is parked. A binding the same provider refused
+// stays as it is. It reports whether anything changed.
+func (e *Engine) resettleLocked(b *binding, ops *triggerOps) bool {
+	tt := e.providerOfLocked(b)
+	var cur *triggerType
+	if b.prov != "" {
+		cur = e.ttypes[b.prov]
+	}
+	if tt == cur {
+		return false
+	}
+	if cur != nil && b.active {
+		ops.deliver(cur, b, false)
+	}
+	if tt == nil {
+		b.active, b.prov = false, ""
+	} else {
+		b.active, b.waiting, b.prov = true, false, tt.key()
+		ops.deliver(tt, b, true)
+	}
+	ops.registered(b)
+	return true
 }
 
 // owner is the current owner's claim: the newest claim of a worker, else
@@ -251,8 +329,11 @@ func (e *Engine) deliver(ds []delivery) map[*binding]bool {
 			if ns == DefaultNamespace {
 				ns = "" // as before namespaces
 			}
+			// As iii: the target's namespace, and the provider's own (a
+			// provider serving several namespaces tells them apart), each
+			// omitted when it is the default one.
 			d.tt.conn.send(mustEncode(protocol.RegisterTrigger{ID: d.b.ID, TriggerType: d.b.Type,
-				FunctionID: id, Config: d.b.Config, Metadata: d.b.Metadata, Namespace: ns}))
+				FunctionID: id, Config: d.b.Config, Metadata: d.b.Metadata, Namespace: ns, TriggerNamespace: d.tt.ns}))
 		case d.tt.conn != nil:
 			d.tt.conn.send(mustEncode(protocol.UnregisterTrigger{ID: d.b.ID, TriggerType: d.b.Type}))
 		case d.register:
@@ -314,7 +395,7 @@ func (e *Engine) rejectBinding(b *binding, cause error) {
 // function is active.
 func (e *Engine) servedTwinLocked(b *binding) bool {
 	for _, o := range e.triggers {
-		if o != b && o.active && o.Type == b.Type && o.FunctionID == b.FunctionID {
+		if o != b && o.active && o.prov == b.prov && o.Type == b.Type && o.FunctionID == b.FunctionID {
 			return true
 		}
 	}
@@ -372,7 +453,6 @@ func (e *Engine) registerTrigger(c *conn, t Trigger) regOutcome {
 		e.mu.Unlock()
 		return out
 	}
-	tt := e.ttypes[t.Type]
 	cl := e.claims[t.ID]
 	if cl != nil && cl.b.key != key {
 		e.removeClaimLocked(cl, &ops)
@@ -400,21 +480,31 @@ func (e *Engine) registerTrigger(c *conn, t Trigger) regOutcome {
 		if e.triggers[id] != nil {
 			id = uuid.NewString() // the id names another binding still claimed by others
 		}
-		b = &binding{Trigger: Trigger{ID: id, Type: t.Type, FunctionID: t.FunctionID, Config: t.Config}, key: key}
+		b = &binding{Trigger: Trigger{ID: id, Type: t.Type, FunctionID: t.FunctionID, Config: t.Config,
+			TriggerNamespace: t.TriggerNamespace}, key: key}
 		e.triggers[id], e.boundKeys[key] = b, b
 		out.created = true
 	}
 	b.claims = append(b.claims, cl)
 	cl.b = b
 	_, metaChanged := b.restate()
+	tt := e.providerOfLocked(b)
 	switch {
-	case tt != nil && (out.created || !b.active):
-		// New, or refused before and tried again by this claim.
-		b.active, b.waiting = true, false
+	case tt != nil && (out.created || !b.active || b.prov != tt.key()):
+		// New, refused before and tried again by this claim, or its new
+		// owner finds its provider elsewhere.
+		if cur := e.servingLocked(b); cur != nil && cur != tt {
+			ops.deliver(cur, b, false)
+		}
+		b.active, b.waiting, b.prov = true, false, tt.key()
 		out.remote = tt.conn != nil
 		ops.deliver(tt, b, true)
 	case tt != nil && metaChanged:
 		ops.deliver(tt, b, true) // providers replace a binding by id
+	case tt == nil && out.created && t.TriggerNamespace != "":
+		e.log.Warn("trigger parked: no provider of its type in the namespace it names (trigger_namespace); "+
+			"it is delivered when one registers there", "trigger_id", t.ID, "trigger_type", t.Type,
+			"trigger_namespace", t.TriggerNamespace)
 	}
 	ops.registered(b)
 	e.mu.Unlock()
@@ -436,7 +526,10 @@ func (e *Engine) removeClaimLocked(cl *claim, ops *triggerOps) {
 	b.claims = slices.DeleteFunc(b.claims, func(x *claim) bool { return x == cl })
 	if len(b.claims) > 0 {
 		ownerChanged, metaChanged := b.restate()
-		if tt := e.ttypes[b.Type]; tt != nil && b.active && metaChanged {
+		if ownerChanged && b.TriggerNamespace == "" && e.resettleLocked(b, ops) {
+			return // its new owner finds its provider in another namespace
+		}
+		if tt := e.servingLocked(b); tt != nil && metaChanged {
 			ops.deliver(tt, b, true)
 		}
 		if ownerChanged || metaChanged {
@@ -451,8 +544,8 @@ func (e *Engine) removeClaimLocked(cl *claim, ops *triggerOps) {
 // provider.
 func (e *Engine) removeBindingLocked(b *binding, ops *triggerOps) {
 	e.dropBindingLocked(b)
-	tt := e.ttypes[b.Type]
-	if tt != nil && b.active {
+	tt := e.servingLocked(b)
+	if tt != nil {
 		ops.deliver(tt, b, false)
 	}
 	ops.unregistered(b)
@@ -461,7 +554,7 @@ func (e *Engine) removeBindingLocked(b *binding, ops *triggerOps) {
 	}
 	// Bindings parked behind this one (see rejectBinding) get their turn.
 	for _, w := range e.triggers {
-		if w.waiting && w.Type == b.Type && w.FunctionID == b.FunctionID {
+		if w.waiting && w.prov == b.prov && w.Type == b.Type && w.FunctionID == b.FunctionID {
 			w.waiting, w.active = false, true
 			ops.deliver(tt, w, true)
 			ops.registered(w)
@@ -519,27 +612,56 @@ func (e *Engine) registerTriggerType(worker string, t TriggerType) error {
 	return nil
 }
 
-// installTypeLocked makes tt the provider of its id and returns the
-// deliveries of every binding of that type.
+// installTypeLocked makes tt the provider of its id in its namespace and
+// returns the deliveries of every binding that resolves to it: new ones,
+// parked ones, and those that fell back to the default namespace's
+// provider while their owner's namespace had none (they move, as in iii).
 func (e *Engine) installTypeLocked(tt *triggerType) triggerOps {
-	e.ttypes[tt.id] = tt
+	key := tt.key()
+	e.ttypes[key] = tt
 	if tt.conn != nil {
-		tt.conn.ttypeIDs[tt.id] = struct{}{}
+		tt.conn.ttypeIDs[key] = struct{}{}
 	}
 	var ops triggerOps
 	for _, b := range e.triggers {
-		if b.Type == tt.id {
-			b.active, b.waiting = true, false
-			ops.deliver(tt, b, true)
-			ops.registered(b)
+		if b.Type != tt.id || e.providerOfLocked(b) != tt {
+			continue
 		}
+		if b.active && b.prov != key {
+			if cur := e.ttypes[b.prov]; cur != nil {
+				ops.deliver(cur, b, false)
+			}
+		}
+		b.active, b.waiting, b.prov = true, false, key
+		ops.deliver(tt, b, true)
+		ops.registered(b)
 	}
 	return ops
 }
 
+// ttNamespace reads a registertriggertype/unregistertriggertype namespace:
+// absent is the connection's; blank is refused (ok false).
+func ttNamespace(c *conn, named string) (ns string, implicit, ok bool) {
+	if named == "" {
+		ns, implicit = c.namespace(), true
+	} else if ns = strings.TrimSpace(named); ns == "" {
+		return "", false, false
+	}
+	if ns == DefaultNamespace {
+		ns = ""
+	}
+	return ns, implicit, true
+}
+
 func (e *Engine) registerRemoteTriggerType(c *conn, m protocol.RegisterTriggerType) {
+	ns, implicit, ok := ttNamespace(c, m.Namespace)
+	if !ok {
+		c.log.Warn("registertriggertype refused: its namespace is blank; name one or omit it for the worker's own",
+			"trigger_type", m.ID)
+		return
+	}
 	tt := &triggerType{id: m.ID, description: m.Description, trf: m.TriggerRequestFormat,
-		crf: m.CallRequestFormat, conn: c}
+		crf: m.CallRequestFormat, conn: c, ns: ns}
 	e.tmu.Lock()
 	defer e.tmu.Unlock()
 	e.mu.Lock()
@@ -547,52 +669,154 @@ func (e *Engine) registerRemoteTriggerType(c *conn, m protocol.RegisterTriggerTy
 		e.mu.Unlock()
 		return
 	}
-	if old := e.ttypes[m.ID]; old != nil {
-		if old.local != nil {
+	if implicit && c.decl.Load() == nil {
+		// Sent before the worker declared its namespace (the 0.25 SDKs
+		// replay registrations first): it serves the default namespace
+		// for now and moves to the worker's when the declaration arrives
+		// (settleTriggers). It does not displace a provider another live
+		// worker or the engine has there meanwhile: it waits for the
+		// declaration instead.
+		tt.implicit = true
+		if old := e.ttypes[tt.key()]; old != nil && old.conn != c && (old.local != nil || e.liveOwnerLocked(old.conn)) {
+			c.held = append(slices.DeleteFunc(c.held, func(h *triggerType) bool { return h.id == tt.id }), tt)
 			e.mu.Unlock()
-			c.log.Warn("worker tried to provide a built-in trigger type; ignored", "trigger_type", m.ID)
 			return
 		}
-		if old.conn != c {
-			delete(old.conn.ttypeIDs, m.ID)
-		}
 	}
-	ops := e.installTypeLocked(tt)
+	ops, ok := e.placeRemoteTypeLocked(tt)
 	e.mu.Unlock()
-	e.bus.Publish(event.TriggerTypeRegistered{TriggerType: m.ID, WorkerID: c.id, At: time.Now()})
+	if !ok {
+		return
+	}
+	e.bus.Publish(event.TriggerTypeRegistered{TriggerType: m.ID, Namespace: nsOrDefault(ns), WorkerID: c.id, At: time.Now()})
 	e.apply(ops)
 }
 
-func (e *Engine) unregisterRemoteTriggerType(c *conn, id string) {
+// placeRemoteTypeLocked installs a worker's trigger type, replacing
+// another worker's of the same id and namespace; it refuses (false) to
+// replace one of the engine's.
+func (e *Engine) placeRemoteTypeLocked(tt *triggerType) (triggerOps, bool) {
+	c := tt.conn
+	if old := e.ttypes[tt.key()]; old != nil {
+		if old.local != nil {
+			c.log.Warn("worker tried to provide a built-in trigger type; ignored", "trigger_type", tt.id)
+			return triggerOps{}, false
+		}
+		if old.conn != c {
+			delete(old.conn.ttypeIDs, tt.key())
+		}
+	}
+	return e.installTypeLocked(tt), true
+}
+
+func (e *Engine) unregisterRemoteTriggerType(c *conn, m protocol.UnregisterTriggerType) {
+	ns, _, ok := ttNamespace(c, m.Namespace)
+	if !ok {
+		c.log.Warn("unregistertriggertype ignored: its namespace is blank", "trigger_type", m.ID)
+		return
+	}
 	e.tmu.Lock()
 	defer e.tmu.Unlock()
 	e.mu.Lock()
-	tt := e.ttypes[id]
+	c.held = slices.DeleteFunc(c.held, func(h *triggerType) bool { return h.id == m.ID && h.ns == ns })
+	tt := e.ttypes[ttKey(ns, m.ID)]
 	if tt == nil || tt.conn != c {
 		e.mu.Unlock()
 		return
 	}
 	ops := e.dropTypeLocked(tt)
 	e.mu.Unlock()
-	e.bus.Publish(event.TriggerTypeUnregistered{TriggerType: id, WorkerID: c.id, At: time.Now()})
+	e.bus.Publish(event.TriggerTypeUnregistered{TriggerType: m.ID, Namespace: nsOrDefault(ns), WorkerID: c.id, At: time.Now()})
 	e.apply(ops)
 }
 
-// dropTypeLocked removes a trigger type; its bindings are parked (their
+// dropTypeLocked removes a trigger type. Each binding it served resolves
+// again: one that found it in its owner's namespace falls back to the
+// default namespace's provider, if any; the others are parked (their
 // events say so) and come back when the type is registered again.
 func (e *Engine) dropTypeLocked(tt *triggerType) triggerOps {
-	delete(e.ttypes, tt.id)
+	key := tt.key()
+	delete(e.ttypes, key)
 	if tt.conn != nil {
-		delete(tt.conn.ttypeIDs, tt.id)
+		delete(tt.conn.ttypeIDs, key)
 	}
 	var ops triggerOps
 	for _, b := range e.triggers {
-		if b.Type == tt.id && b.active {
-			b.active = false
+		if b.prov != key {
+			continue
+		}
+		wasActive := b.active
+		b.active, b.prov = false, ""
+		if next := e.providerOfLocked(b); next != nil && wasActive {
+			b.active, b.prov = true, next.key()
+			ops.deliver(next, b, true)
+		}
+		if wasActive {
 			ops.registered(b)
 		}
 	}
 	return ops
+}
+
+// settleTriggers runs when a worker's first declaration arrives: the
+// trigger types it registered before, without a namespace, move to its
+// namespace (those that waited behind another provider are placed now),
+// and its bindings that name no provider namespace resolve again from
+// its namespace.
+func (e *Engine) settleTriggers(c *conn) {
+	e.tmu.Lock()
+	defer e.tmu.Unlock()
+	e.mu.Lock()
+	if c.removed {
+		e.mu.Unlock()
+		return
+	}
+	ns := c.namespace()
+	if ns == DefaultNamespace {
+		ns = ""
+	}
+	var (
+		ops        triggerOps
+		gone, came []*triggerType
+	)
+	for key := range c.ttypeIDs {
+		tt := e.ttypes[key]
+		if tt == nil || tt.conn != c || !tt.implicit {
+			continue
+		}
+		tt.implicit = false
+		if tt.ns == ns {
+			continue
+		}
+		lost := e.dropTypeLocked(tt)
+		ops.ds, ops.evs = append(ops.ds, lost.ds...), append(ops.evs, lost.evs...)
+		gone = append(gone, &triggerType{id: tt.id, ns: tt.ns})
+		tt.ns = ns
+		c.held = append(c.held, tt)
+	}
+	held := c.held
+	c.held = nil
+	for _, tt := range held {
+		tt.implicit, tt.ns = false, ns
+		if more, ok := e.placeRemoteTypeLocked(tt); ok {
+			ops.ds, ops.evs = append(ops.ds, more.ds...), append(ops.evs, more.evs...)
+			came = append(came, tt)
+		}
+	}
+	for id := range c.triggerIDs {
+		if cl := e.claims[id]; cl != nil && cl.b.TriggerNamespace == "" && cl.b.owner() == cl {
+			e.resettleLocked(cl.b, &ops)
+		}
+	}
+	e.mu.Unlock()
+	now := time.Now()
+	for _, tt := range gone {
+		e.bus.Publish(event.TriggerTypeUnregistered{TriggerType: tt.id, Namespace: nsOrDefault(tt.ns), WorkerID: c.id, At: now})
+	}
+	for _, tt := range came {
+		e.bus.Publish(event.TriggerTypeRegistered{TriggerType: tt.id, Namespace: nsOrDefault(tt.ns), WorkerID: c.id, At: now})
+	}
+	e.apply(ops)
 }
 
 // triggerResultFromProvider handles a provider's ack of a delivered
@@ -606,8 +830,8 @@ func (e *Engine) triggerResultFromProvider(c *conn, m protocol.TriggerRegistrati
 		e.mu.Unlock()
 		return
 	}
-	tt := e.ttypes[b.Type]
-	if tt == nil || tt.conn != c {
+	tt := e.ttypes[b.prov]
+	if b.prov == "" || tt == nil || tt.conn != c {
 		e.mu.Unlock()
 		return // only the current provider may answer
 	}
@@ -720,7 +944,7 @@ func (e *Engine) Bindings(triggerType string) []Trigger {
 	defer e.mu.RUnlock()
 	var out []Trigger
 	for _, b := range e.triggers {
-		if b.Type == triggerType && b.active {
+		if b.prov == triggerType && b.active { // an in-process type's key is its id
 			out = append(out, b.Trigger)
 		}
 	}

@@ -199,7 +199,11 @@ func functionRows(s *state, showEngine bool) []row {
 	return rows
 }
 
-func isEngineFunction(id string) bool { return strings.HasPrefix(id, "engine::") }
+// isEngineFunction: the engine's own functions (engine::*, and
+// configuration::*, which the SDKs also address in the default namespace).
+func isEngineFunction(id string) bool {
+	return strings.HasPrefix(id, "engine::") || strings.HasPrefix(id, "configuration::")
+}
 
 // isClientFunction reports a function of iii's own clients (the events
 // function of an attached TUI): never listed.

@@ -355,3 +355,47 @@ func waitCond(t *testing.T, ctx context.Context, what string, cond func() bool) 
 		}
 	}
 }
+
+// The legacy shim with the real SDK: a function registered with
+// ObserveHooks(legacy_trigger_type="webhook") stands in for that trigger
+// type; another worker's deprecated register_trigger of the type reaches
+// its on_observer_added as an observer with legacy {trigger_type,
+// config}, the host delivers with obs.call, and unregister() removes it.
+func TestPy25LegacyTriggerShim(t *testing.T) {
+	ctx := testContext(t)
+	te := startEngine(t)
+	host := startPy25(t, te.url, "py25-legacy-host")
+	app := startPy25(t, te.url, "py25-legacy-app")
+	for _, p := range []*py25{host, app} {
+		p.wait(ctx, "ready", is("ready"))
+	}
+	host.register(ctx, map[string]any{"id": "hooks::webhook", "owner": true, "legacy_trigger_type": "webhook"})
+	app.register(ctx, map[string]any{"id": "app::on-hook"})
+
+	app.send(map[string]any{"cmd": "trigger", "ref": "t1", "type": "webhook", "fn": "app::on-hook", "config": map[string]any{"url": "/x"}})
+	app.wait(ctx, "register_trigger sent", is("triggered", "ref", "t1"))
+	added := host.wait(ctx, "the added hook", is("added", "function_id", "hooks::webhook"))
+	legacy, _ := added["legacy"].(map[string]any)
+	if added["target"] != "app::on-hook" || jsonOf(added["args"]) != `{"url":"/x"}` ||
+		legacy["trigger_type"] != "webhook" || jsonOf(legacy["config"]) != `{"url":"/x"}` {
+		t.Errorf("observer added from register_trigger: %v", added)
+	}
+	for active := false; !active; { // the SDK acks it once the added hook has returned
+		for _, o := range te.eng.Observers() {
+			active = active || o.ID == added["id"] && o.State == "active"
+		}
+		if !active && !waitTick(ctx, 10*time.Millisecond) {
+			t.Fatalf("the legacy observer never became active: %v", te.eng.Observers())
+		}
+	}
+	host.send(map[string]any{"cmd": "obscall", "ref": "oc", "fn": "hooks::webhook", "payload": map[string]any{"hook": 1}})
+	res := host.wait(ctx, "obs.call's result", is("result", "ref", "oc"))
+	got := app.wait(ctx, "the trigger's function", is("invoked", "function_id", "app::on-hook"))
+	if jsonOf(got["data"]) != `{"hook":1}` || jsonOf(res["result"]) != `{"ok":true}` {
+		t.Errorf("delivery through the legacy observer: app got %v, host got %v", got, res)
+	}
+	app.send(map[string]any{"cmd": "untrigger", "ref": "t1"})
+	if r := host.wait(ctx, "the removed hook", is("removed", "function_id", "hooks::webhook")); r["id"] != added["id"] {
+		t.Errorf("removed %v, want observer %v", r, added["id"])
+	}
+}

@@ -258,3 +258,92 @@ func TestPython25LargeMessages(t *testing.T) {
 		"payload_too_large", fmt.Sprint(64<<20))
 	wantResult(t, "still connected", a.call25(t, ctx, "lmb::echo", "", 1))
 }
+
+// Trigger types per namespace with the deprecated trigger API of Python
+// 0.25: two projects each provide a "hook" type; a worker's
+// register_trigger reaches its own namespace's provider (or the one its
+// trigger_namespace names), the provider's handler gets the target's
+// namespace and fires the function there; a worker in a namespace without
+// a provider falls back to the default namespace's.
+func TestPython25TriggerNamespaces(t *testing.T) {
+	command(t, python25)
+	ctx := testContext(t)
+	te := startEngine25(t, engine.Options{})
+	pOrders := startWorker(t, python25, te.url, "tpo", "COMPAT_NAME=hooks", "COMPAT_NAMESPACE=orders", "COMPAT_TRIGGER_TYPE=hook")
+	pBilling := startWorker(t, python25, te.url, "tpb", "COMPAT_NAME=hooks", "COMPAT_NAMESPACE=billing", "COMPAT_TRIGGER_TYPE=hook")
+	pDefault := startWorker(t, python25, te.url, "tpd", "COMPAT_NAME=hooks", "COMPAT_TRIGGER_TYPE=hook")
+	orders := start25(t, te, "tno", "app", "orders")
+	analytics := start25(t, te, "tna", "app", "analytics")
+	registered(t, ctx, te, "hooks", "orders", "tpo::echo")
+	registered(t, ctx, te, "hooks", "billing", "tpb::echo")
+	registered(t, ctx, te, "hooks", "", "tpd::echo")
+	registered(t, ctx, te, "app", "orders", "tno::echo")
+	registered(t, ctx, te, "app", "analytics", "tna::echo")
+	for {
+		n := 0
+		for _, tt := range te.eng.Snapshot().TriggerTypes {
+			if tt.ID == "hook" {
+				n++
+			}
+		}
+		if n == 3 {
+			break
+		}
+		if !waitTick(ctx, 20*time.Millisecond) {
+			t.Fatalf("three hook trigger types never listed: %v", te.eng.Snapshot().TriggerTypes)
+		}
+	}
+
+	bound := func(p *workerProc, fn string) event {
+		t.Helper()
+		return p.waitEvent(t, ctx, "trigger of "+fn, func(e event) bool {
+			return e.str("event") == "trigger_registered" && e.str("function_id") == fn
+		})
+	}
+	bind := func(w *workerProc, fn, tns string) {
+		t.Helper()
+		cmd := map[string]any{"op": "bind", "ref": fn, "trigger_type": "hook", "function_id": fn, "config": map[string]any{"fn": fn}}
+		if tns != "" {
+			cmd["trigger_namespace"] = tns
+		}
+		w.do(t, ctx, cmd, "sent")
+	}
+
+	t.Run("its own namespace's provider, which fires it there", func(t *testing.T) {
+		bind(orders, "tno::echo", "")
+		ev := bound(pOrders, "tno::echo")
+		if ev.str("namespace") != "orders" {
+			t.Errorf("the orders provider was given %v, want namespace orders", ev)
+		}
+		r := pOrders.do(t, ctx, map[string]any{"op": "fire", "ref": "fire-1", "trigger_id": ev.str("trigger_id")}, "fired").obj("result")
+		if r["by"] != "app" || r["data"].(map[string]any)["fired_by"] != "hooks" {
+			t.Errorf("fired: %v", r)
+		}
+	})
+	t.Run("trigger_namespace names the provider's namespace", func(t *testing.T) {
+		bind(orders, "tno::relay", "billing")
+		if ev := bound(pBilling, "tno::relay"); ev.str("namespace") != "orders" {
+			t.Errorf("the billing provider was given %v, want the target's namespace orders", ev)
+		}
+	})
+	t.Run("a namespace without a provider falls back to the default one's", func(t *testing.T) {
+		bind(analytics, "tna::echo", "")
+		if ev := bound(pDefault, "tna::echo"); ev.str("namespace") != "analytics" {
+			t.Errorf("the default provider was given %v, want namespace analytics", ev)
+		}
+	})
+	// None of the bindings reached a provider it was not meant for.
+	for _, p := range []*workerProc{pOrders, pBilling, pDefault} {
+		p.mu.Lock()
+		n := 0
+		for _, e := range p.events {
+			if e.str("event") == "trigger_registered" {
+				n++
+			}
+		}
+		p.mu.Unlock()
+		if n != 1 {
+			t.Errorf("provider %s got %d bindings, want 1", p.prefix, n)
+		}
+	}
+}

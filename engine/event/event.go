@@ -67,6 +67,7 @@ type FunctionUnregistered struct {
 // TriggerTypeRegistered is published when a trigger type gets a provider.
 type TriggerTypeRegistered struct {
 	TriggerType string
+	Namespace   string // "" = the default one (the engine's own types)
 	WorkerID    string
 	At          time.Time
 }
@@ -74,6 +75,7 @@ type TriggerTypeRegistered struct {
 // TriggerTypeUnregistered is published when a trigger type loses its provider.
 type TriggerTypeUnregistered struct {
 	TriggerType string
+	Namespace   string // "" = the default one
 	WorkerID    string
 	At          time.Time
 }

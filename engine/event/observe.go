@@ -9,12 +9,15 @@ type ObserverChanged struct {
 	OwnerWorkerID  string // the observing worker; empty for in-process observers
 	SourceFunction string // the observed function
 	TargetFunction string // the function each activation invokes
-	State          string
-	ReasonCode     string
-	ReasonMessage  string
-	Fires          uint64
-	InFlight       int
-	At             time.Time
+	// Namespace and TargetNamespace are where they resolve ("" = default).
+	Namespace       string
+	TargetNamespace string
+	State           string
+	ReasonCode      string
+	ReasonMessage   string
+	Fires           uint64
+	InFlight        int
+	At              time.Time
 }
 
 // ObserverActivated is published when an observer's target is invoked for

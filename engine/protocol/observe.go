@@ -96,6 +96,10 @@ const (
 	CodeFunctionNamespaceConflict = "FUNCTION_NAMESPACE_CONFLICT"
 )
 
+// CodeInvalidNamespace refuses a registertrigger whose namespace or
+// trigger_namespace is named and blank (iii's code).
+const CodeInvalidNamespace = "INVALID_NAMESPACE"
+
 // RegistrationRejected refuses a worker name (fatal: the engine closes the
 // connection) or one function registration (FunctionID set).
 type RegistrationRejected struct {

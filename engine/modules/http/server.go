@@ -176,7 +176,7 @@ func (x *exchange) serveFunction(obj *requestObject, body []byte, streamed bool)
 		return
 	}
 	fid := x.rt.functionID
-	result, err := x.call(ictx, fid, data)
+	result, err := x.callRoute(ictx, fid, data)
 	noResult := err == nil && (len(bytes.TrimSpace(result)) == 0 || isNull(result))
 	if noResult {
 		x.awaitStream(sink)
@@ -240,14 +240,26 @@ func (x *exchange) invoke(functionID string, data []byte) (json.RawMessage, erro
 }
 
 func (x *exchange) call(ctx context.Context, functionID string, data []byte) (json.RawMessage, error) {
-	return x.m.eng.Invoke(ctx, engine.Request{
+	return x.m.eng.Invoke(ctx, x.request(functionID, data))
+}
+
+// callRoute calls the route's function, naming the binding: a route an
+// observer of http::on-request stands for is served through it.
+func (x *exchange) callRoute(ctx context.Context, functionID string, data []byte) (json.RawMessage, error) {
+	req := x.request(functionID, data)
+	req.Binding = x.rt.triggerID
+	return x.m.eng.Invoke(ctx, req)
+}
+
+func (x *exchange) request(functionID string, data []byte) engine.Request {
+	return engine.Request{
 		FunctionID:  functionID,
 		Data:        data,
 		Metadata:    x.rt.metadata,
 		Traceparent: x.r.Header.Get("Traceparent"),
 		Baggage:     x.r.Header.Get("Baggage"),
 		Trigger:     TriggerType,
-	})
+	}
 }
 
 // readBody reads the body within the limit and the deadline. On failure

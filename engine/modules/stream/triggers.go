@@ -185,6 +185,7 @@ func (m *Module) fireStream(ctx context.Context, streamName, groupID string, id 
 	if c, ok := engine.CallFromContext(ctx); ok {
 		tctx = engine.ContextWithCall(tctx, c)
 	}
+	m.observed(ctx, streamName, groupID, id, wrapper)
 	bs := m.bindings.matchStream(streamName, groupID, id)
 	var conditional []binding
 	for _, b := range bs {
@@ -257,4 +258,32 @@ func (m *Module) runJoinLeave(ctx context.Context, typ string, ev joinLeaveEvent
 		}
 	}
 	return unauthorized
+}
+
+// SourceChanged is the engine-hosted source of stream changes
+// (engine/sources.go) the 0.26 SDKs observe instead of a stream trigger.
+const SourceChanged = "stream::on-changed"
+
+// observed reports a change to the observers of stream::on-changed: the
+// input is the stream trigger's payload (the wrapper) plus stream_name,
+// group_id and item_id, the keys the SDKs filter on. It is reported by
+// the engine that made the change, once, in the trace of the call that
+// made it.
+func (m *Module) observed(ctx context.Context, streamName, groupID string, id *string, wrapper []byte) {
+	var in map[string]json.RawMessage
+	if json.Unmarshal(wrapper, &in) != nil || in == nil {
+		return
+	}
+	in["stream_name"], _ = json.Marshal(streamName)
+	in["group_id"], _ = json.Marshal(groupID)
+	in["item_id"], _ = json.Marshal(id)
+	data, err := json.Marshal(in)
+	if err != nil {
+		return
+	}
+	ob := engine.Observation{Input: data, Output: data}
+	if c, ok := engine.CallFromContext(ctx); ok {
+		ob.Traceparent, ob.Baggage = c.Traceparent, c.Baggage
+	}
+	m.h.Engine.ActivateAll(SourceChanged, ob)
 }

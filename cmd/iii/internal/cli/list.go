@@ -90,7 +90,7 @@ those registered with metadata {"internal": true}) show with --all.`,
 			return output(env, &f, res, func(w io.Writer, v functionList) error {
 				if !f.all {
 					// The engine leaves a module's engine::* functions in.
-					v.Functions = slices.DeleteFunc(v.Functions, func(r functionRow) bool { return strings.HasPrefix(r.ID, internalPrefix) })
+					v.Functions = slices.DeleteFunc(v.Functions, func(r functionRow) bool { return internalID(r.ID) })
 				}
 				if len(v.Functions) == 0 {
 					fmt.Fprintln(env.Stderr, "no functions registered"+hiddenNote(f.all))
@@ -172,7 +172,7 @@ type) and its config. With --types, list the trigger types instead
 			}
 			return output(env, &f, res, func(w io.Writer, v triggerList) error {
 				if !f.all {
-					v.Triggers = slices.DeleteFunc(v.Triggers, func(r triggerRow) bool { return strings.HasPrefix(r.FunctionID, internalPrefix) })
+					v.Triggers = slices.DeleteFunc(v.Triggers, func(r triggerRow) bool { return internalID(r.FunctionID) })
 				}
 				if len(v.Triggers) == 0 {
 					fmt.Fprintln(env.Stderr, "no triggers registered"+hiddenNote(f.all))
@@ -186,9 +186,11 @@ type) and its config. With --types, list the trigger types instead
 	return cmd
 }
 
-// internalPrefix starts the IDs of the engine's own functions, hidden
-// without --all.
-const internalPrefix = "engine::"
+// internalID reports whether id is one of the engine's own functions
+// (engine::*, configuration::*), hidden without --all.
+func internalID(id string) bool {
+	return strings.HasPrefix(id, "engine::") || strings.HasPrefix(id, "configuration::")
+}
 
 func hiddenNote(all bool) string {
 	if all {
@@ -275,6 +277,7 @@ type triggerList struct {
 
 type triggerTypeRow struct {
 	ID          string `json:"id"`
+	Namespace   string `json:"namespace"`
 	Worker      string `json:"worker_name"`
 	Description string `json:"description"`
 }
@@ -393,10 +396,26 @@ func writeTriggers(w io.Writer, v triggerList) error {
 
 func writeTriggerTypes(w io.Writer, v triggerTypeList) error {
 	ts := slices.Clone(v.Triggers)
-	slices.SortStableFunc(ts, func(a, b triggerTypeRow) int { return strings.Compare(a.ID, b.ID) })
-	fmt.Fprintln(w, "ID\tWORKER\tDESCRIPTION")
+	slices.SortStableFunc(ts, func(a, b triggerTypeRow) int {
+		if c := strings.Compare(a.ID, b.ID); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Namespace, b.Namespace)
+	})
+	// A NAMESPACE column once a worker provides a type in a namespace of
+	// its own (two namespaces may each provide one of the same id).
+	spaced := slices.ContainsFunc(ts, func(t triggerTypeRow) bool { return namespaced(t.Namespace) })
+	if spaced {
+		fmt.Fprintln(w, "ID\tNAMESPACE\tWORKER\tDESCRIPTION")
+	} else {
+		fmt.Fprintln(w, "ID\tWORKER\tDESCRIPTION")
+	}
 	for _, t := range ts {
-		fmt.Fprintf(w, "%s\t%s\t%s\n", cell(t.ID), orDash(t.Worker), orDash(truncate(t.Description, descriptionWidth)))
+		fmt.Fprintf(w, "%s\t", cell(t.ID))
+		if spaced {
+			fmt.Fprintf(w, "%s\t", orDefault(t.Namespace))
+		}
+		fmt.Fprintf(w, "%s\t%s\n", orDash(t.Worker), orDash(truncate(t.Description, descriptionWidth)))
 	}
 	return nil
 }

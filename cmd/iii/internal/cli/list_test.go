@@ -344,4 +344,16 @@ func TestWriteNamespaceColumns(t *testing.T) {
 	if b.String() != want {
 		t.Errorf("writeTriggers =\n%s\nwant\n%s", b.String(), want)
 	}
+	b.Reset()
+	writeTriggerTypes(tw, triggerTypeList{Triggers: []triggerTypeRow{
+		{ID: "webhook", Namespace: "orders", Worker: "hooks", Description: "orders' webhooks"},
+		{ID: "webhook", Namespace: "default", Worker: "hooks", Description: "webhooks"},
+	}})
+	tw.Flush()
+	want = "ID       NAMESPACE  WORKER  DESCRIPTION\n" +
+		"webhook  default    hooks   webhooks\n" +
+		"webhook  orders     hooks   orders' webhooks\n"
+	if b.String() != want {
+		t.Errorf("writeTriggerTypes =\n%s\nwant\n%s", b.String(), want)
+	}
 }

@@ -18,6 +18,12 @@ stdin line and prints every observation as one ``P25 <json>`` line:
    {"event": "result", "ref", "result"} or {"event": "result", "ref", "code"}.
 - {"cmd": "emit", "fn", "event"} / {"cmd": "obscall", "ref", "fn", "payload"}:
    through the first observer of owner function fn.
+- {"cmd": "trigger", "ref", "type", "fn", "config"}: the deprecated
+   register_trigger; prints {"event": "triggered", "ref"}; {"cmd":
+   "untrigger", "ref"} unregisters it ({"event": "untriggered", "ref"}). A register
+   with "legacy_trigger_type" makes the function stand in for that type
+   (the engine's legacy shim); its "added" events carry the observer's
+   legacy field.
 """
 
 import json
@@ -42,6 +48,7 @@ NAME = os.environ.get("COMPAT_NAME", "py25")
 iii = register_worker(URL, InitOptions(worker_name=NAME))
 handles = {}
 owned = {}  # owner function -> its observers, in the order they were added
+triggers = {}  # ref -> Trigger of the "trigger" command
 
 
 def depth():
@@ -66,12 +73,15 @@ def register(cmd):
 
         def added(obs):
             owned[fn].append(obs)
-            emit({"event": "added", "function_id": fn, "id": obs.id, "args": obs.args})
+            emit({"event": "added", "function_id": fn, "id": obs.id, "args": obs.args, "target": obs.target,
+                  "legacy": obs.legacy})
 
         def removed(obs):
             owned[fn] = [o for o in owned[fn] if o.id != obs.id]
+            emit({"event": "removed", "function_id": fn, "id": obs.id})
 
         hooks = ObserveHooks(delivery="owner", args_format=cmd.get("args_format"),
+                             legacy_trigger_type=cmd.get("legacy_trigger_type"),
                              on_observer_added=added, on_observer_removed=removed)
     iii.register_function(fn, handler, observe=hooks)
     emit({"event": "registered", "id": fn})
@@ -147,6 +157,13 @@ def main():
                 emit({"event": "emitted", "fn": cmd["fn"]})
             elif c == "obscall":
                 obscall(cmd)
+            elif c == "trigger":
+                triggers[cmd["ref"]] = iii.register_trigger(
+                    {"type": cmd["type"], "function_id": cmd["fn"], "config": cmd.get("config") or {}})
+                emit({"event": "triggered", "ref": cmd["ref"]})
+            elif c == "untrigger":
+                triggers.pop(cmd["ref"]).unregister()
+                emit({"event": "untriggered", "ref": cmd["ref"]})
         except Exception as e:  # a test bug: say so and keep going
             emit({"event": "error", "cmd": cmd, "error": repr(e)})
     iii.shutdown()

@@ -2,14 +2,19 @@
 
 Environment: III_URL, COMPAT_PREFIX (p), COMPAT_NAME (worker name),
 COMPAT_NAMESPACE (optional worker namespace), COMPAT_FUNCTIONS (optional,
-comma-separated extra function ids), COMPAT_RECONNECT_MS.
+comma-separated extra function ids), COMPAT_RECONNECT_MS,
+COMPAT_TRIGGER_TYPE (optional: the worker provides a trigger type of that
+id, in its namespace, and prints ``trigger_registered`` /
+``trigger_unregistered`` events with what its handler was given).
 
 Registers p::echo (answers {data, caller, by}), p::relay (calls
 data.function_id in data.namespace with data.payload from inside its
 handler and answers what it got) and p::big (answers a string of
 data.size "x", or echoes data.payload's length), then prints
 ``COMPAT {"event":"ready"}`` and obeys one JSON command per stdin line
-(``call``, ``exit``), printing every observation as ``COMPAT <json>``.
+(``call``, ``bind`` (register_trigger), ``fire`` (call the function of a
+trigger the worker provides, in the namespace it was given), ``exit``),
+printing every observation as ``COMPAT <json>``.
 Registration rejections are printed as ``rejected`` events.
 """
 
@@ -26,6 +31,7 @@ from iii import (
     current_invocation,
     register_worker,
 )
+from iii.triggers import TriggerHandler
 from iii_helpers.observability import ReconnectionConfig
 
 _out = threading.Lock()
@@ -91,6 +97,41 @@ for fid in filter(None, (os.environ.get("COMPAT_FUNCTIONS") or "").split(",")):
     worker.register_function(fid, lambda data, fid=fid: {"function_id": fid, "by": NAME})
 
 
+bindings = {}  # trigger id -> TriggerConfig, of the type this worker provides
+
+
+class Provider(TriggerHandler):
+    async def register_trigger(self, config):
+        bindings[config.id] = config
+        emit({"event": "trigger_registered", "trigger_id": config.id, "function_id": config.function_id,
+              "namespace": config.namespace, "config": config.config})
+
+    async def unregister_trigger(self, config):
+        bindings.pop(config.id, None)
+        emit({"event": "trigger_unregistered", "trigger_id": config.id})
+
+
+TRIGGER_TYPE = os.environ.get("COMPAT_TRIGGER_TYPE")
+if TRIGGER_TYPE:
+    worker.register_trigger_type({"id": TRIGGER_TYPE, "description": f"{TRIGGER_TYPE} by {NAME}"}, Provider())
+
+
+def bind(cmd):
+    trig = {"type": cmd["trigger_type"], "function_id": cmd["function_id"], "config": cmd.get("config") or {}}
+    if cmd.get("trigger_namespace"):
+        trig["trigger_namespace"] = cmd["trigger_namespace"]
+    worker.register_trigger(trig)
+    emit({"event": "sent", "ref": cmd["ref"]})
+
+
+def fire(cmd):
+    config = bindings[cmd["trigger_id"]]
+    req = {"function_id": config.function_id, "payload": {"fired_by": NAME}, "timeout_ms": 10000}
+    if config.namespace:
+        req["namespace"] = config.namespace
+    emit({"event": "fired", "ref": cmd["ref"], "result": worker.trigger(req)})
+
+
 def call(cmd):
     req = {"function_id": cmd["function_id"], "payload": cmd.get("payload"), "timeout_ms": cmd.get("timeout_ms") or 20000}
     if cmd.get("namespace"):
@@ -112,6 +153,10 @@ def run(cmd):
     try:
         if cmd.get("op") == "call":
             call(cmd)
+        elif cmd.get("op") == "bind":
+            bind(cmd)
+        elif cmd.get("op") == "fire":
+            fire(cmd)
         else:
             emit({"event": "bad_command", "op": cmd.get("op")})
     except Exception as err:  # report, keep serving
