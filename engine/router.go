@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -28,6 +27,9 @@ type outcome struct {
 	matched    []string
 	hasMatched bool
 	delivered  bool
+	// vouched may vouch for result: a worker's answer its connection's
+	// decoder found compact (protocol.Compact).
+	vouched protocol.Compact
 }
 
 func failed(code, format string, args ...any) outcome {
@@ -266,13 +268,15 @@ func (e *Engine) Invoke(ctx context.Context, req Request) (json.RawMessage, erro
 }
 
 // invokeFromWorker routes a worker's invokefunction.
-func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
+// vouched may vouch for m.Data (protocol.Decoder.Vouched).
+func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction, vouched protocol.Compact) {
 	if caller.session != nil && e.intercept(caller, m) {
 		return // refused by RBAC, or handed to the listener's middleware
 	}
+	data, vouched := protocol.AppendMember(m.Data, vouched, callerWorkerKey, caller.id)
 	call := Call{
 		InvocationID: m.InvocationID, FunctionID: m.FunctionID,
-		Data: injectCaller(m.Data, caller.id), Metadata: m.Metadata,
+		Data: data, vouched: vouched, Metadata: m.Metadata,
 		Traceparent: m.Traceparent, Baggage: m.Baggage, CallerWorkerID: caller.id,
 		ObserveDepth: m.ObserveDepth, input: m.Data,
 		Namespace: m.Namespace, Caller: m.Caller, caller: caller,
@@ -301,7 +305,7 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 			caller.sendResult(&protocol.InvocationResult{
 				InvocationID: id, FunctionID: fn, Result: o.result, Error: o.err,
 				Traceparent: o.traceparent, Baggage: o.baggage,
-			})
+			}, o.vouched)
 		}
 	}
 	if m.Action != nil && m.Action.Type == protocol.ActionEnqueue {
@@ -313,24 +317,14 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 	e.route(caller.ctx, caller, nil, call, done)
 }
 
+// callerWorkerKey is the payload member naming the calling worker.
+const callerWorkerKey = "_caller_worker_id"
+
 // injectCaller adds "_caller_worker_id" to an object payload. It is added
 // last so it wins over a key of the same name sent by the caller (JSON
 // parsers keep the last duplicate).
 func injectCaller(data json.RawMessage, workerID string) json.RawMessage {
-	t := bytes.TrimSpace(data)
-	if len(t) < 2 || t[0] != '{' {
-		return data
-	}
-	body := bytes.TrimSpace(t[1 : len(t)-1])
-	out := make([]byte, 0, len(t)+len(workerID)+24)
-	out = append(out, '{')
-	if len(body) > 0 {
-		out = append(out, body...)
-		out = append(out, ',')
-	}
-	out = append(out, `"_caller_worker_id":"`...)
-	out = append(out, workerID...)
-	out = append(out, `"}`...)
+	out, _ := protocol.AppendMember(data, protocol.Compact{}, callerWorkerKey, workerID)
 	return out
 }
 
@@ -539,7 +533,7 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 		}
 	}
 	buf := frameBuf()
-	frame, err := protocol.AppendInvoke((*buf)[:0], &inv)
+	frame, err := protocol.AppendInvokeVouched((*buf)[:0], &inv, call.vouched)
 	if err == nil && !target.fits(len(frame)) {
 		e.drop(DropTooLarge, 1, "worker_id", target.id, "function_id", call.FunctionID, "bytes", len(frame))
 		*buf = frame
@@ -631,14 +625,15 @@ func (e *Engine) awaitRoom(ctx context.Context, from, target *conn) error {
 }
 
 // resultFromWorker completes a pending call with the worker's answer.
-func (e *Engine) resultFromWorker(c *conn, m protocol.InvocationResult) {
+// vouched may vouch for m.Result (protocol.Decoder.Vouched).
+func (e *Engine) resultFromWorker(c *conn, m protocol.InvocationResult, vouched protocol.Compact) {
 	p := c.take(m.InvocationID)
 	if p == nil {
 		e.drop(DropLateResult, 1, "worker_id", c.id, "invocation_id", m.InvocationID, "function_id", m.FunctionID)
 		return
 	}
 	p.complete(outcome{result: m.Result, err: m.Error, traceparent: m.Traceparent, baggage: m.Baggage,
-		matched: m.Matched, hasMatched: m.Matched != nil, delivered: m.Delivered})
+		matched: m.Matched, hasMatched: m.Matched != nil, delivered: m.Delivered, vouched: vouched})
 }
 
 // QueueEnqueueFunction is the function an enqueue action is handed to; the

@@ -1,0 +1,134 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+)
+
+func TestDecoderVouchesForCompactPayloads(t *testing.T) {
+	const id = "3f0c8a4e-2b1d-4c6e-9f7a-0123456789ab"
+	cases := []struct {
+		name, frame string
+		vouched     bool
+	}{
+		{"compact data", `{"type":"invokefunction","invocation_id":"` + id + `","function_id":"f","data":{"a":[1,"x"]}}`, true},
+		{"spaced data", `{"type":"invokefunction","function_id":"f","data":{"a" : 1}}`, false},
+		{"spaced frame, compact data", "{ \"type\" : \"invokefunction\" , \"function_id\":\"f\", \"data\" : [1,2] }", true},
+		{"duplicate data, the last spaced", `{"type":"invokefunction","function_id":"f","data":1,"data":[1, 2]}`, false},
+		{"duplicate data, the last compact", `{"type":"invokefunction","function_id":"f","data":[1, 2],"data":[1,2]}`, true},
+		{"no data", `{"type":"invokefunction","function_id":"f"}`, false},
+		{"compact result", `{"type":"invocationresult","invocation_id":"` + id + `","function_id":"f","result":{"ok":true}}`, true},
+		{"spaced result", `{"type":"invocationresult","invocation_id":"` + id + `","function_id":"f","result":[ 1]}`, false},
+		{"null result", `{"type":"invocationresult","invocation_id":"` + id + `","function_id":"f","result":null}`, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var d Decoder
+			m, err := d.Decode([]byte(c.frame))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var payload []byte
+			switch m := m.(type) {
+			case *InvokeFunction:
+				payload = m.Data
+			case *InvocationResult:
+				payload = m.Result
+			default:
+				t.Fatalf("Decode = %T; want the Decoder's own call message", m)
+			}
+			if got := d.Vouched().vouches(payload); got != c.vouched {
+				t.Fatalf("vouches for %q = %v; want %v", payload, got, c.vouched)
+			}
+			want, err := Decode([]byte(c.frame))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !equalMessages(deref(m), want) {
+				t.Fatalf("Decoder %#v; Decode %#v", m, want)
+			}
+		})
+	}
+}
+
+func deref(m Message) Message {
+	switch m := m.(type) {
+	case *InvokeFunction:
+		return *m
+	case *InvocationResult:
+		return *m
+	}
+	return m
+}
+
+// A voucher is for the bytes it was made for: other bytes of the same
+// length are still scanned (and refused when invalid).
+func TestCompactVouchesOnlyForItsBytes(t *testing.T) {
+	var d Decoder
+	if _, err := d.Decode([]byte(`{"type":"invokefunction","function_id":"f","data":[1,2]}`)); err != nil {
+		t.Fatal(err)
+	}
+	v := d.Vouched()
+	if v == (Compact{}) {
+		t.Fatal("the Decoder vouches for nothing; want data")
+	}
+	forged := &InvokeFunction{FunctionID: "f", Data: json.RawMessage(`[1,}`)}
+	if b, err := AppendInvokeVouched(nil, forged, v); err == nil {
+		t.Fatalf("AppendInvokeVouched with another payload's voucher = %s; want invalid JSON refused", b)
+	}
+	spaced := &InvokeFunction{FunctionID: "f", Data: json.RawMessage(`[1 ]`)}
+	b, err := AppendInvokeVouched(nil, spaced, v)
+	if err != nil || !bytes.Contains(b, []byte(`"data":[1]`)) {
+		t.Fatalf("AppendInvokeVouched = %s, %v; want the payload compacted", b, err)
+	}
+	// The next frame's decode withdraws the voucher.
+	if _, err := d.Decode([]byte(`{"type":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if d.Vouched() != (Compact{}) {
+		t.Fatal("a ping left a voucher behind")
+	}
+}
+
+func TestAppendMember(t *testing.T) {
+	var d Decoder
+	m, err := d.Decode([]byte(`{"type":"invokefunction","function_id":"f","data":{"a":1}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := m.(*InvokeFunction).Data
+	cases := []struct {
+		name, raw, value string
+		vouched          Compact
+		want             string
+		wantVouched      bool
+	}{
+		{"vouched object", string(data), "w1", d.Vouched(), `{"a":1,"k":"w1"}`, true},
+		{"unvouched object", `{"a":1}`, "w1", Compact{}, `{"a":1,"k":"w1"}`, false},
+		{"spaced object", " { \"a\" : 1 } ", "w1", Compact{}, `{"a" : 1,"k":"w1"}`, false},
+		{"empty object", `{}`, "w1", Compact{}, `{"k":"w1"}`, false},
+		{"value needing escapes", string(data), `w"1`, d.Vouched(), `{"a":1,"k":"w"1"}`, false},
+		{"not an object", `[1]`, "w1", Compact{}, `[1]`, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			raw := json.RawMessage(c.raw)
+			if c.vouched != (Compact{}) {
+				raw = data
+			}
+			out, v := AppendMember(raw, c.vouched, "k", c.value)
+			if string(out) != c.want {
+				t.Fatalf("AppendMember = %s; want %s", out, c.want)
+			}
+			if got := v.vouches(out); got != c.wantVouched {
+				t.Fatalf("vouches for %s = %v; want %v", out, got, c.wantVouched)
+			}
+			if v.vouches(out) {
+				if compact, err := checkRaw(out); err != nil || !compact {
+					t.Fatalf("vouched for %s: compact %v, %v", out, compact, err)
+				}
+			}
+		})
+	}
+}
