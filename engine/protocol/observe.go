@@ -393,7 +393,9 @@ func (w *wire) activation(t Type) (*Activation, error) {
 	if w.Activation == nil {
 		return nil, nil
 	}
-	if w.Activation.ObserverID == nil {
+	// An empty id names no observer: refused as the fast path
+	// (decodeCall) refuses it.
+	if w.Activation.ObserverID == nil || *w.Activation.ObserverID == "" {
 		return nil, missing(t, "activation.observer_id")
 	}
 	return &Activation{ObserverID: *w.Activation.ObserverID, ActivationID: str(w.Activation.ActivationID)}, nil
