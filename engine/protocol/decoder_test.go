@@ -132,3 +132,90 @@ func TestAppendMember(t *testing.T) {
 		})
 	}
 }
+
+var benchResultFrame = func() []byte {
+	b, err := Encode(benchResult)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
+
+// BenchmarkRelayInvoke is the engine's path for a worker's call: decode
+// the frame, add the caller to the payload, encode the call for the
+// target. "decode" is Decode and no voucher; "decoder" is a connection's
+// Decoder, whose voucher spares the encoder its scan of the payload.
+func BenchmarkRelayInvoke(b *testing.B) {
+	for _, vouch := range []bool{false, true} {
+		b.Run(map[bool]string{false: "decode", true: "decoder"}[vouch], func(b *testing.B) {
+			var (
+				d   Decoder
+				buf = make([]byte, 0, 1024)
+			)
+			b.ReportAllocs()
+			for b.Loop() {
+				var (
+					inv InvokeFunction
+					v   Compact
+				)
+				if vouch {
+					m, err := d.Decode(benchInvoke)
+					if err != nil {
+						b.Fatal(err)
+					}
+					inv, v = *m.(*InvokeFunction), d.Vouched()
+				} else {
+					m, err := Decode(benchInvoke)
+					if err != nil {
+						b.Fatal(err)
+					}
+					inv = m.(InvokeFunction)
+				}
+				inv.Data, v = AppendMember(inv.Data, v, "_caller_worker_id", "6b3e0f4c-1d2a-4b5c-8e9f-a0b1c2d3e4f5")
+				out, err := AppendInvokeVouched(buf[:0], &inv, v)
+				if err != nil {
+					b.Fatal(err)
+				}
+				sinkBytes = out
+			}
+		})
+	}
+}
+
+// BenchmarkRelayResult is the engine's path for a worker's answer: decode
+// it, encode it for the caller (see BenchmarkRelayInvoke).
+func BenchmarkRelayResult(b *testing.B) {
+	for _, vouch := range []bool{false, true} {
+		b.Run(map[bool]string{false: "decode", true: "decoder"}[vouch], func(b *testing.B) {
+			var (
+				d   Decoder
+				buf = make([]byte, 0, 1024)
+			)
+			b.ReportAllocs()
+			for b.Loop() {
+				var (
+					res InvocationResult
+					v   Compact
+				)
+				if vouch {
+					m, err := d.Decode(benchResultFrame)
+					if err != nil {
+						b.Fatal(err)
+					}
+					res, v = *m.(*InvocationResult), d.Vouched()
+				} else {
+					m, err := Decode(benchResultFrame)
+					if err != nil {
+						b.Fatal(err)
+					}
+					res = m.(InvocationResult)
+				}
+				out, err := AppendResultVouched(buf[:0], &res, v)
+				if err != nil {
+					b.Fatal(err)
+				}
+				sinkBytes = out
+			}
+		})
+	}
+}
