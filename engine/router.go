@@ -376,12 +376,23 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 	// Every routed call is a span of the engine's: a child of the caller's
 	// span (or a new trace), and the parent of what the target does.
 	span, parent := childSpan(call.Traceparent)
-	call.Traceparent = span.traceparent()
 	start := time.Now()
 	target, targetName := "", ""
-	if r != nil && r.conn != nil {
-		target = r.conn.id
-		call.Baggage = withBaggage(call.Baggage, FunctionBaggageKey, call.FunctionID)
+	{
+		// The new traceparent and, towards a worker, the baggage naming
+		// the function share one allocation.
+		var stack [256]byte
+		b := span.appendTraceparent(stack[:0])
+		n := len(b)
+		if r != nil && r.conn != nil {
+			target = r.conn.id
+			b = appendBaggage(b, call.Baggage, FunctionBaggageKey, call.FunctionID)
+		}
+		s := string(b)
+		call.Traceparent = s[:n]
+		if r != nil && r.conn != nil {
+			call.Baggage = s[n:]
+		}
 	}
 	if call.Trigger == "" {
 		call.Trigger = TriggerKindEngine
@@ -395,10 +406,12 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 		return nil
 	}
 	if e.obs.observed(key) {
-		// Observers of the function see the call once it has ended.
-		next, reg := done, r
+		// Observers of the function see the call once it has ended. They
+		// get a copy: call itself must not escape (that would cost an
+		// allocation on every call, observed or not).
+		next, reg, observed := done, r, call
 		done = func(o outcome) {
-			e.observeRouted(key, &call, reg, o, start)
+			e.observeRouted(key, &observed, reg, o, start)
 			next(o)
 		}
 	}
@@ -414,9 +427,11 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 		e.bus.Publish(event.InvocationStarted{InvocationID: call.InvocationID, FunctionID: call.FunctionID,
 			CallerWorkerID: call.CallerWorkerID, TargetWorkerID: target, Worker: targetName, Trigger: call.Trigger,
 			Data: call.Data, Span: ids, At: start})
+		// The fields it needs, not call itself (see observed above).
+		invocationID, functionID, callerID, trigger := call.InvocationID, call.FunctionID, call.CallerWorkerID, call.Trigger
 		finish = func(o outcome) {
-			ev := event.InvocationFinished{InvocationID: call.InvocationID, FunctionID: call.FunctionID,
-				CallerWorkerID: call.CallerWorkerID, TargetWorkerID: target, Worker: targetName, Trigger: call.Trigger,
+			ev := event.InvocationFinished{InvocationID: invocationID, FunctionID: functionID,
+				CallerWorkerID: callerID, TargetWorkerID: target, Worker: targetName, Trigger: trigger,
 				Status: event.StatusOK, Span: ids, Result: o.result, Duration: time.Since(start), At: time.Now()}
 			if o.err != nil {
 				ev.Status, ev.ErrorCode, ev.ErrorMessage = event.StatusError, o.err.Code, o.err.Message
