@@ -280,8 +280,10 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 func (c *conn) readLoop() string {
 	mr := newMsgReader(c.ws, c.e.opts.MaxFrameBytes)
 	var (
-		dec protocol.Decoder // decodes the call messages without allocating them
-		big *tooBig          // declared once: errors.As makes it escape
+		// Decodes the call messages without allocating them; each frame
+		// mr.read returns is a new buffer nothing writes to again.
+		dec = protocol.Decoder{Keeps: true}
+		big *tooBig // declared once: errors.As makes it escape
 	)
 	for {
 		typ, data, err := mr.read(ioCtx)

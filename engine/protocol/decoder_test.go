@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"testing"
+	"unsafe"
 )
 
 func TestDecoderVouchesForCompactPayloads(t *testing.T) {
@@ -24,7 +25,7 @@ func TestDecoderVouchesForCompactPayloads(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var d Decoder
+			d := Decoder{Keeps: true}
 			m, err := d.Decode([]byte(c.frame))
 			if err != nil {
 				t.Fatal(err)
@@ -60,6 +61,40 @@ func deref(m Message) Message {
 		return *m
 	}
 	return m
+}
+
+// A Decoder that keeps its frames lets the strings of a small one share its
+// memory, and copies those of a large one.
+func TestDecoderKeepsSmallFrames(t *testing.T) {
+	small := []byte(`{"type":"invokefunction","function_id":"orders::create","data":{}}`)
+	large := make([]byte, 0, aliasLimit+1)
+	large = append(large, small...)
+	for _, c := range []struct {
+		name   string
+		frame  []byte
+		keeps  bool
+		shared bool
+	}{
+		{"small, kept", small, true, true},
+		{"small, not kept", small, false, false},
+		{"large, kept", large, true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := Decoder{Keeps: c.keeps}
+			m, err := d.Decode(c.frame)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := m.(*InvokeFunction).FunctionID
+			if id != "orders::create" {
+				t.Fatalf("FunctionID = %q", id)
+			}
+			at := bytes.Index(c.frame, []byte("orders::create"))
+			if shared := unsafe.StringData(id) == &c.frame[at]; shared != c.shared {
+				t.Fatalf("FunctionID shares the frame's memory: %v; want %v", shared, c.shared)
+			}
+		})
+	}
 }
 
 // A voucher is for the bytes it was made for: other bytes of the same
@@ -149,7 +184,7 @@ func BenchmarkRelayInvoke(b *testing.B) {
 	for _, vouch := range []bool{false, true} {
 		b.Run(map[bool]string{false: "decode", true: "decoder"}[vouch], func(b *testing.B) {
 			var (
-				d   Decoder
+				d   = Decoder{Keeps: true}
 				buf = make([]byte, 0, 1024)
 			)
 			b.ReportAllocs()
@@ -188,7 +223,7 @@ func BenchmarkRelayResult(b *testing.B) {
 	for _, vouch := range []bool{false, true} {
 		b.Run(map[bool]string{false: "decode", true: "decoder"}[vouch], func(b *testing.B) {
 			var (
-				d   Decoder
+				d   = Decoder{Keeps: true}
 				buf = make([]byte, 0, 1024)
 			)
 			b.ReportAllocs()

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // The call messages (invokefunction, invocationresult) are decoded by
@@ -207,17 +208,19 @@ func (s *callScan) scan(frame []byte) *callLayout {
 	return callLayoutOf(frame, s.typeVal)
 }
 
-// invoke fills m (zero) from a frame scan found to be an invokefunction.
-func (s *callScan) invoke(frame []byte, m *InvokeFunction) error {
-	if err := invokeLayout.fill(reflect.ValueOf(m).Elem(), frame, &s.spans[0], s.present[0]); err != nil {
+// invoke fills m (zero) from a frame scan found to be an invokefunction;
+// alias as in fill.
+func (s *callScan) invoke(frame []byte, m *InvokeFunction, alias bool) error {
+	if err := invokeLayout.fill(reflect.ValueOf(m).Elem(), frame, &s.spans[0], s.present[0], alias); err != nil {
 		return err
 	}
 	return m.normalize(invokeLayout, &s.spans[0], s.present[0])
 }
 
-// result fills m (zero) from a frame scan found to be an invocationresult.
-func (s *callScan) result(frame []byte, m *InvocationResult) error {
-	if err := resultLayout.fill(reflect.ValueOf(m).Elem(), frame, &s.spans[1], s.present[1]); err != nil {
+// result fills m (zero) from a frame scan found to be an
+// invocationresult; alias as in fill.
+func (s *callScan) result(frame []byte, m *InvocationResult, alias bool) error {
+	if err := resultLayout.fill(reflect.ValueOf(m).Elem(), frame, &s.spans[1], s.present[1], alias); err != nil {
 		return err
 	}
 	return m.normalize(resultLayout, s.present[1])
@@ -244,13 +247,13 @@ func decodeCall(frame []byte) (msg Message, handled bool, err error) {
 	switch s.scan(frame) {
 	case invokeLayout:
 		var m InvokeFunction
-		if err := s.invoke(frame, &m); err != nil {
+		if err := s.invoke(frame, &m, false); err != nil {
 			return nil, true, err
 		}
 		return m, true, nil
 	case resultLayout:
 		var m InvocationResult
-		if err := s.result(frame, &m); err != nil {
+		if err := s.result(frame, &m, false); err != nil {
 			return nil, true, err
 		}
 		return m, true, nil
@@ -265,10 +268,21 @@ func decodeCall(frame []byte) (msg Message, handled bool, err error) {
 // encoder a second scan of them. The zero Decoder is ready to use; it is
 // not safe for concurrent use.
 type Decoder struct {
+	// Keeps says the frames given to Decode are the Decoder's to keep as
+	// they are: nothing writes to one afterwards. The string fields of a
+	// small call message then share its frame's memory instead of being
+	// copied (which keeps the frame alive as long as any of them).
+	Keeps bool
+
 	invoke  InvokeFunction
 	result  InvocationResult
 	vouched Compact
 }
+
+// aliasLimit is the largest frame (by capacity) whose strings a Decoder
+// that Keeps its frames lets share the frame's memory: a few short strings
+// never pin a large buffer.
+const aliasLimit = 4 << 10
 
 // Decode decodes a frame as the package's Decode does, with one
 // difference: an invokefunction or invocationresult is returned as a
@@ -281,17 +295,18 @@ func (d *Decoder) Decode(frame []byte) (Message, error) {
 		return nil, err
 	}
 	var s callScan
+	alias := d.Keeps && cap(frame) <= aliasLimit
 	switch s.scan(trimmed) {
 	case invokeLayout:
 		d.invoke = InvokeFunction{}
-		if err := s.invoke(trimmed, &d.invoke); err != nil {
+		if err := s.invoke(trimmed, &d.invoke, alias); err != nil {
 			return nil, err
 		}
 		d.vouched = s.vouch(trimmed, 0, invokeLayout.data, d.invoke.Data)
 		return &d.invoke, nil
 	case resultLayout:
 		d.result = InvocationResult{}
-		if err := s.result(trimmed, &d.result); err != nil {
+		if err := s.result(trimmed, &d.result, alias); err != nil {
 			return nil, err
 		}
 		d.vouched = s.vouch(trimmed, 1, resultLayout.result, d.result.Result)
@@ -380,8 +395,10 @@ func has(present uint32, i int) bool { return i >= 0 && present&(1<<i) != 0 }
 
 // fill sets the struct's fields from their spans. A value of the wrong
 // JSON type is an error naming the message and field.
-func (l *callLayout) fill(v reflect.Value, frame []byte, spans *[maxCallFields]span, present uint32) error {
-	// The string fields that need no unescaping share one allocation.
+//
+// With alias set, the strings that need no unescaping share frame's memory
+// (which must then never change); otherwise they share one allocation.
+func (l *callLayout) fill(v reflect.Value, frame []byte, spans *[maxCallFields]span, present uint32, alias bool) error {
 	var (
 		plainSet uint32
 		stack    [256]byte
@@ -393,15 +410,23 @@ func (l *callLayout) fill(v reflect.Value, frame []byte, spans *[maxCallFields]s
 		}
 		if body, ok := plainString(frame[spans[i].start:spans[i].end]); ok {
 			plainSet |= 1 << i
+			if alias {
+				if len(body) > 0 {
+					v.Field(f.index).SetString(unsafe.String(&body[0], len(body)))
+				}
+				continue
+			}
 			joined = append(joined, body...)
 		}
 	}
-	all := string(joined)
-	for i, f := range l.fields {
-		if plainSet&(1<<i) != 0 {
-			n := spans[i].end - spans[i].start - 2
-			v.Field(f.index).SetString(all[:n])
-			all = all[n:]
+	if !alias {
+		all := string(joined)
+		for i, f := range l.fields {
+			if plainSet&(1<<i) != 0 {
+				n := spans[i].end - spans[i].start - 2
+				v.Field(f.index).SetString(all[:n])
+				all = all[n:]
+			}
 		}
 	}
 	for i, f := range l.fields {
@@ -412,7 +437,7 @@ func (l *callLayout) fill(v reflect.Value, frame []byte, spans *[maxCallFields]s
 		if !s.ok() {
 			continue
 		}
-		val := frame[s.start:s.end]
+		val := frame[s.start:s.end:s.end] // an append to it copies
 		fv := v.Field(f.index)
 		switch f.kind {
 		case kindRaw:

@@ -132,16 +132,18 @@ func FuzzDecodeCall(f *testing.F) {
 		if fastErr == nil && !reflect.DeepEqual(fast, slow) {
 			t.Fatalf("frame %q:\nfast %#v\njson %#v", frame, fast, slow)
 		}
-		checkDecoder(t, frame, fast, fastErr)
+		checkDecoder(t, bytes.Clone(frame), false, fast, fastErr)
+		checkDecoder(t, bytes.Clone(frame), true, fast, fastErr)
 	})
 }
 
-// checkDecoder checks a Decoder against Decode's fast path (want, wantErr)
-// on frame: the same message, or both refuse it; and a payload it vouches
-// for is compact, valid JSON, encoded exactly as without the voucher.
-func checkDecoder(t *testing.T, frame []byte, want Message, wantErr error) {
+// checkDecoder checks a Decoder (that keeps its frames or not) against
+// Decode's fast path (want, wantErr) on frame: the same message, or both
+// refuse it; and a payload it vouches for is compact, valid JSON, encoded
+// exactly as without the voucher.
+func checkDecoder(t *testing.T, frame []byte, keeps bool, want Message, wantErr error) {
 	t.Helper()
-	var d Decoder
+	d := Decoder{Keeps: keeps}
 	got, err := d.Decode(frame)
 	if (err == nil) != (wantErr == nil) {
 		t.Fatalf("frame %q: Decoder %v; Decode %v", frame, err, wantErr)
