@@ -559,14 +559,12 @@ func encodeReflect(m Message) ([]byte, error) {
 // traceparents) is copied as is; anything else goes through encoding/json,
 // without HTML escaping, as the reflective path does.
 func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if !asciiText[s[i]] {
-			var buf bytes.Buffer
-			enc := json.NewEncoder(&buf)
-			enc.SetEscapeHTML(false)
-			enc.Encode(s) // a string always encodes
-			return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
-		}
+	if !plainASCII(s) {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		enc.Encode(s) // a string always encodes
+		return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 	}
 	b = append(b, '"')
 	b = append(b, s...)

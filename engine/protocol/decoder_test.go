@@ -254,3 +254,19 @@ func BenchmarkRelayResult(b *testing.B) {
 		})
 	}
 }
+
+// plainASCII agrees with the byte table for every byte at every position
+// of strings around the eight-byte step.
+func TestPlainASCII(t *testing.T) {
+	for n := range 20 {
+		for pos := range n {
+			for c := range 256 {
+				b := bytes.Repeat([]byte("a"), n)
+				b[pos] = byte(c)
+				if got, want := plainASCII(string(b)), asciiText[c]; got != want {
+					t.Fatalf("%q: plainASCII = %v, want %v", b, got, want)
+				}
+			}
+		}
+	}
+}

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -364,10 +365,19 @@ func AppendMember(raw json.RawMessage, c Compact, key, value string) (json.RawMe
 	return out, Compact{p: &out[0], n: len(out)}
 }
 
-// plainASCII reports whether s is written in a JSON string as it is.
+// plainASCII reports whether s is written in a JSON string as it is
+// (printable ASCII but '"' and '\\'), eight bytes per step as skipString.
 func plainASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if !asciiText[s[i]] {
+	if len(s) == 0 {
+		return true
+	}
+	b := unsafe.Slice(unsafe.StringData(s), len(s)) // read only
+	i := 0
+	for i+8 <= len(b) && !needsLook(binary.LittleEndian.Uint64(b[i:])) {
+		i += 8
+	}
+	for ; i < len(b); i++ {
+		if !asciiText[b[i]] {
 			return false
 		}
 	}
