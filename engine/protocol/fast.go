@@ -163,6 +163,7 @@ type callScan struct {
 	spans   [2][maxCallFields]span
 	present [2]uint32 // fields with a non-null value
 	compact [2]uint32 // fields whose value has no insignificant white space
+	plain   [2]uint32 // fields whose value is a string of printable ASCII, no escapes
 }
 
 // scan reads frame's members and returns the layout of the call message
@@ -174,7 +175,7 @@ func (s *callScan) scan(frame []byte) *callLayout {
 	// A later duplicate key wins, as in encoding/json.
 	layouts := [2]*callLayout{invokeLayout, resultLayout}
 	merged := false
-	end, err := eachMember(frame, 0, func(key []byte, plain bool, v span, spaced bool) error {
+	end, err := eachMember(frame, 0, func(key []byte, plain bool, v span, spaced, valPlain bool) error {
 		if isTypeKey(key, plain) {
 			s.typeVal = v
 			return nil
@@ -199,6 +200,11 @@ func (s *callScan) scan(frame []byte) *callLayout {
 				} else {
 					s.compact[k] |= 1 << i
 				}
+				if valPlain {
+					s.plain[k] |= 1 << i
+				} else {
+					s.plain[k] &^= 1 << i
+				}
 			}
 		}
 		return nil
@@ -212,7 +218,7 @@ func (s *callScan) scan(frame []byte) *callLayout {
 // invoke fills m (zero) from a frame scan found to be an invokefunction;
 // alias as in fill.
 func (s *callScan) invoke(frame []byte, m *InvokeFunction, alias bool) error {
-	if err := invokeLayout.fill(reflect.ValueOf(m).Elem(), frame, &s.spans[0], s.present[0], alias); err != nil {
+	if err := invokeLayout.fill(reflect.ValueOf(m).Elem(), frame, &s.spans[0], s.present[0], s.plain[0], alias); err != nil {
 		return err
 	}
 	return m.normalize(invokeLayout, &s.spans[0], s.present[0])
@@ -221,7 +227,7 @@ func (s *callScan) invoke(frame []byte, m *InvokeFunction, alias bool) error {
 // result fills m (zero) from a frame scan found to be an
 // invocationresult; alias as in fill.
 func (s *callScan) result(frame []byte, m *InvocationResult, alias bool) error {
-	if err := resultLayout.fill(reflect.ValueOf(m).Elem(), frame, &s.spans[1], s.present[1], alias); err != nil {
+	if err := resultLayout.fill(reflect.ValueOf(m).Elem(), frame, &s.spans[1], s.present[1], s.plain[1], alias); err != nil {
 		return err
 	}
 	return m.normalize(resultLayout, s.present[1])
@@ -408,7 +414,10 @@ func has(present uint32, i int) bool { return i >= 0 && present&(1<<i) != 0 }
 //
 // With alias set, the strings that need no unescaping share frame's memory
 // (which must then never change); otherwise they share one allocation.
-func (l *callLayout) fill(v reflect.Value, frame []byte, spans *[maxCallFields]span, present uint32, alias bool) error {
+//
+// plain marks the fields known to hold plain strings (callScan.plain); the
+// others are looked at here.
+func (l *callLayout) fill(v reflect.Value, frame []byte, spans *[maxCallFields]span, present, plain uint32, alias bool) error {
 	var (
 		plainSet uint32
 		stack    [256]byte
@@ -418,7 +427,17 @@ func (l *callLayout) fill(v reflect.Value, frame []byte, spans *[maxCallFields]s
 		if f.kind != kindString || present&(1<<i) == 0 {
 			continue
 		}
-		if body, ok := plainString(frame[spans[i].start:spans[i].end]); ok {
+		val := frame[spans[i].start:spans[i].end]
+		var (
+			body []byte
+			ok   bool
+		)
+		if plain&(1<<i) != 0 {
+			body, ok = val[1:len(val)-1], true // a string, scanned already
+		} else {
+			body, ok = plainString(val)
+		}
+		if ok {
 			plainSet |= 1 << i
 			if alias {
 				if len(body) > 0 {
@@ -521,7 +540,7 @@ func readObjectStrings(t Type, field string, val []byte, names []string, set fun
 	if val[0] != '{' {
 		return fmt.Errorf("%w: %s: %s must be an object", ErrProtocolMalformed, t, field)
 	}
-	_, err := eachMember(val, 0, func(key []byte, plain bool, v span, _ bool) error {
+	_, err := eachMember(val, 0, func(key []byte, plain bool, v span, _, _ bool) error {
 		var k string
 		if plain {
 			k = string(key[1 : len(key)-1])
