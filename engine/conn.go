@@ -282,10 +282,15 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 // returns why.
 func (c *conn) readLoop() string {
 	mr := newMsgReader(c.ws, c.e.opts.MaxFrameBytes)
+	var (
+		// Decodes the call messages without allocating them; each frame
+		// mr.read returns is a new buffer nothing writes to again.
+		dec = protocol.Decoder{Keeps: true}
+		big *tooBig // declared once: errors.As makes it escape
+	)
 	for {
 		typ, data, err := mr.read(ioCtx)
-		var big *tooBig
-		if errors.As(err, &big) {
+		if err != nil && errors.As(err, &big) {
 			c.reads.Add(1)
 			c.refuseTooBig(big)
 			continue
@@ -308,14 +313,14 @@ func (c *conn) readLoop() string {
 				continue
 			}
 		}
-		msg, err := protocol.Decode(data)
+		msg, err := dec.Decode(data)
 		if err != nil {
 			if !errors.Is(err, protocol.ErrProtocolEmpty) {
 				c.e.drop(DropUndecodable, 1, "worker_id", c.id, "err", err, "bytes", len(data))
 			}
 			continue
 		}
-		c.handle(msg)
+		c.handle(msg, dec.Vouched())
 	}
 }
 
@@ -494,10 +499,11 @@ func (c *conn) send(frame []byte) error {
 
 // sendResult queues an invocationresult for this worker, encoded into a
 // pooled buffer (see framePool); like send, it never waits. A result over
-// what the worker reads becomes a payload_too_large error.
-func (c *conn) sendResult(m *protocol.InvocationResult) {
+// what the worker reads becomes a payload_too_large error. vouched may
+// vouch for m.Result (the decoder of the worker that sent it scanned it).
+func (c *conn) sendResult(m *protocol.InvocationResult, vouched protocol.Compact) {
 	buf := frameBuf()
-	b, err := protocol.AppendResult((*buf)[:0], m)
+	b, err := protocol.AppendResultVouched((*buf)[:0], m, vouched)
 	if err == nil && !c.fits(len(b)) {
 		c.e.drop(DropTooLarge, 1, "worker_id", c.id, "function_id", m.FunctionID, "bytes", len(b))
 		res := *m
@@ -635,13 +641,17 @@ func (c *conn) name() string {
 }
 
 // handle applies one decoded message. It runs on the read loop, in order.
-func (c *conn) handle(msg protocol.Message) {
+func (c *conn) handle(msg protocol.Message, vouched protocol.Compact) {
 	e := c.e
 	switch m := msg.(type) {
-	case protocol.InvokeFunction:
-		e.invokeFromWorker(c, m)
+	case *protocol.InvokeFunction: // the Decoder's own: copied here
+		e.invokeFromWorker(c, *m, vouched)
+	case *protocol.InvocationResult:
+		e.resultFromWorker(c, *m, vouched)
+	case protocol.InvokeFunction: // spelled in a way only encoding/json reads
+		e.invokeFromWorker(c, m, protocol.Compact{})
 	case protocol.InvocationResult:
-		e.resultFromWorker(c, m)
+		e.resultFromWorker(c, m, protocol.Compact{})
 	case protocol.RegisterFunction:
 		if c.session != nil && !e.admitFunction(c, &m) {
 			return

@@ -53,6 +53,9 @@ type Call struct {
 	// input is the payload as the calling worker sent it (Data carries
 	// the engine's _caller_worker_id too); observers see this.
 	input json.RawMessage
+	// vouched may vouch for Data (protocol.Compact): the calling worker's
+	// payload, scanned by its connection's decoder.
+	vouched protocol.Compact
 }
 
 // Trigger kinds the router fills in when the caller did not.

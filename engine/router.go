@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -28,6 +27,9 @@ type outcome struct {
 	matched    []string
 	hasMatched bool
 	delivered  bool
+	// vouched may vouch for result: a worker's answer its connection's
+	// decoder found compact (protocol.Compact).
+	vouched protocol.Compact
 }
 
 func failed(code, format string, args ...any) outcome {
@@ -275,13 +277,15 @@ func (e *Engine) Invoke(ctx context.Context, req Request) (json.RawMessage, erro
 }
 
 // invokeFromWorker routes a worker's invokefunction.
-func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
+// vouched may vouch for m.Data (protocol.Decoder.Vouched).
+func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction, vouched protocol.Compact) {
 	if caller.session != nil && e.intercept(caller, m) {
 		return // refused by RBAC, or handed to the listener's middleware
 	}
+	data, vouched := protocol.AppendMember(m.Data, vouched, callerWorkerKey, caller.id)
 	call := Call{
 		InvocationID: m.InvocationID, FunctionID: m.FunctionID,
-		Data: injectCaller(m.Data, caller.id), Metadata: m.Metadata,
+		Data: data, vouched: vouched, Metadata: m.Metadata,
 		Traceparent: m.Traceparent, Baggage: m.Baggage, CallerWorkerID: caller.id,
 		ObserveDepth: m.ObserveDepth, input: m.Data,
 		Namespace: m.Namespace, Caller: m.Caller, caller: caller,
@@ -310,7 +314,7 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 			caller.sendResult(&protocol.InvocationResult{
 				InvocationID: id, FunctionID: fn, Result: o.result, Error: o.err,
 				Traceparent: o.traceparent, Baggage: o.baggage,
-			})
+			}, o.vouched)
 		}
 	}
 	if m.Action != nil && m.Action.Type == protocol.ActionEnqueue {
@@ -322,24 +326,14 @@ func (e *Engine) invokeFromWorker(caller *conn, m protocol.InvokeFunction) {
 	e.route(caller.ctx, caller, nil, call, done)
 }
 
+// callerWorkerKey is the payload member naming the calling worker.
+const callerWorkerKey = "_caller_worker_id"
+
 // injectCaller adds "_caller_worker_id" to an object payload. It is added
 // last so it wins over a key of the same name sent by the caller (JSON
 // parsers keep the last duplicate).
 func injectCaller(data json.RawMessage, workerID string) json.RawMessage {
-	t := bytes.TrimSpace(data)
-	if len(t) < 2 || t[0] != '{' {
-		return data
-	}
-	body := bytes.TrimSpace(t[1 : len(t)-1])
-	out := make([]byte, 0, len(t)+len(workerID)+24)
-	out = append(out, '{')
-	if len(body) > 0 {
-		out = append(out, body...)
-		out = append(out, ',')
-	}
-	out = append(out, `"_caller_worker_id":"`...)
-	out = append(out, workerID...)
-	out = append(out, `"}`...)
+	out, _ := protocol.AppendMember(data, protocol.Compact{}, callerWorkerKey, workerID)
 	return out
 }
 
@@ -391,12 +385,23 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 	// Every routed call is a span of the engine's: a child of the caller's
 	// span (or a new trace), and the parent of what the target does.
 	span, parent := childSpan(call.Traceparent)
-	call.Traceparent = span.traceparent()
 	start := time.Now()
 	target, targetName := "", ""
-	if r != nil && r.conn != nil {
-		target = r.conn.id
-		call.Baggage = withBaggage(call.Baggage, FunctionBaggageKey, call.FunctionID)
+	{
+		// The new traceparent and, towards a worker, the baggage naming
+		// the function share one allocation.
+		var stack [256]byte
+		b := span.appendTraceparent(stack[:0])
+		n := len(b)
+		if r != nil && r.conn != nil {
+			target = r.conn.id
+			b = appendBaggage(b, call.Baggage, FunctionBaggageKey, call.FunctionID)
+		}
+		s := string(b)
+		call.Traceparent = s[:n]
+		if r != nil && r.conn != nil {
+			call.Baggage = s[n:]
+		}
 	}
 	if call.Trigger == "" {
 		call.Trigger = TriggerKindEngine
@@ -410,10 +415,12 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 		return nil
 	}
 	if e.obs.observed(key) {
-		// Observers of the function see the call once it has ended.
-		next, reg := done, r
+		// Observers of the function see the call once it has ended. They
+		// get a copy: call itself must not escape (that would cost an
+		// allocation on every call, observed or not).
+		next, reg, observed := done, r, call
 		done = func(o outcome) {
-			e.observeRouted(key, &call, reg, o, start)
+			e.observeRouted(key, &observed, reg, o, start)
 			next(o)
 		}
 	}
@@ -429,9 +436,11 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 		e.bus.Publish(event.InvocationStarted{InvocationID: call.InvocationID, FunctionID: call.FunctionID,
 			CallerWorkerID: call.CallerWorkerID, TargetWorkerID: target, Worker: targetName, Trigger: call.Trigger,
 			Data: call.Data, Span: ids, At: start})
+		// The fields it needs, not call itself (see observed above).
+		invocationID, functionID, callerID, trigger := call.InvocationID, call.FunctionID, call.CallerWorkerID, call.Trigger
 		finish = func(o outcome) {
-			ev := event.InvocationFinished{InvocationID: call.InvocationID, FunctionID: call.FunctionID,
-				CallerWorkerID: call.CallerWorkerID, TargetWorkerID: target, Worker: targetName, Trigger: call.Trigger,
+			ev := event.InvocationFinished{InvocationID: invocationID, FunctionID: functionID,
+				CallerWorkerID: callerID, TargetWorkerID: target, Worker: targetName, Trigger: trigger,
 				Status: event.StatusOK, Span: ids, Result: o.result, Duration: time.Since(start), At: time.Now()}
 			if o.err != nil {
 				ev.Status, ev.ErrorCode, ev.ErrorMessage = event.StatusError, o.err.Code, o.err.Message
@@ -548,7 +557,7 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 		}
 	}
 	buf := frameBuf()
-	frame, err := protocol.AppendInvoke((*buf)[:0], &inv)
+	frame, err := protocol.AppendInvokeVouched((*buf)[:0], &inv, call.vouched)
 	if err == nil && !target.fits(len(frame)) {
 		e.drop(DropTooLarge, 1, "worker_id", target.id, "function_id", call.FunctionID, "bytes", len(frame))
 		*buf = frame
@@ -640,14 +649,15 @@ func (e *Engine) awaitRoom(ctx context.Context, from, target *conn) error {
 }
 
 // resultFromWorker completes a pending call with the worker's answer.
-func (e *Engine) resultFromWorker(c *conn, m protocol.InvocationResult) {
+// vouched may vouch for m.Result (protocol.Decoder.Vouched).
+func (e *Engine) resultFromWorker(c *conn, m protocol.InvocationResult, vouched protocol.Compact) {
 	p := c.take(m.InvocationID)
 	if p == nil {
 		e.drop(DropLateResult, 1, "worker_id", c.id, "invocation_id", m.InvocationID, "function_id", m.FunctionID)
 		return
 	}
 	p.complete(outcome{result: m.Result, err: m.Error, traceparent: m.Traceparent, baggage: m.Baggage,
-		matched: m.Matched, hasMatched: m.Matched != nil, delivered: m.Delivered})
+		matched: m.Matched, hasMatched: m.Matched != nil, delivered: m.Delivered, vouched: vouched})
 }
 
 // QueueEnqueueFunction is the function an enqueue action is handed to; the

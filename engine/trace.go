@@ -2,7 +2,6 @@ package engine
 
 import (
 	"encoding/hex"
-	"fmt"
 	"math/rand/v2"
 	"strings"
 )
@@ -36,13 +35,17 @@ func parseTraceparent(s string) (sc spanContext, ok bool) {
 
 func (sc spanContext) traceparent() string {
 	var b [55]byte
-	b[0], b[1], b[2] = '0', '0', '-'
-	hex.Encode(b[3:35], sc.traceID[:])
-	b[35] = '-'
-	hex.Encode(b[36:52], sc.spanID[:])
-	b[52] = '-'
-	hex.Encode(b[53:55], []byte{sc.flags})
-	return string(b[:])
+	return string(sc.appendTraceparent(b[:0]))
+}
+
+// appendTraceparent appends the span's traceparent (55 bytes) to b.
+func (sc spanContext) appendTraceparent(b []byte) []byte {
+	b = append(b, "00-"...)
+	b = hex.AppendEncode(b, sc.traceID[:])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, sc.spanID[:])
+	b = append(b, '-')
+	return hex.AppendEncode(b, []byte{sc.flags})
 }
 
 func randomID(b []byte) {
@@ -82,49 +85,45 @@ const FunctionBaggageKey = "iii.function.id"
 // withBaggage returns the W3C baggage header value with key set to value,
 // keeping every other entry (and its properties) as it was.
 func withBaggage(baggage, key, value string) string {
-	entry := key + "=" + escapeBaggage(value)
-	if baggage == "" {
-		return entry
-	}
-	var b strings.Builder
-	b.Grow(len(baggage) + len(entry) + 1)
-	b.WriteString(entry)
-	for _, m := range strings.Split(baggage, ",") {
+	return string(appendBaggage(nil, baggage, key, value))
+}
+
+// appendBaggage appends withBaggage(baggage, key, value) to b.
+func appendBaggage(b []byte, baggage, key, value string) []byte {
+	b = append(b, key...)
+	b = append(b, '=')
+	b = appendBaggageValue(b, value)
+	for rest := baggage; rest != ""; {
+		var m string
+		m, rest, _ = strings.Cut(rest, ",")
 		k, _, _ := strings.Cut(m, "=")
 		k = strings.TrimSpace(k)
 		if k == "" || k == key {
 			continue
 		}
-		b.WriteByte(',')
-		b.WriteString(strings.TrimSpace(m))
+		b = append(b, ',')
+		b = append(b, strings.TrimSpace(m)...)
 	}
-	return b.String()
+	return b
 }
 
-// escapeBaggage percent-encodes what a W3C baggage value may not hold
-// as is (controls, space, '"', ',', ';', '\\', '%' and non-ASCII).
-func escapeBaggage(v string) string {
-	ok := func(c byte) bool {
-		return c == 0x21 || (c >= 0x23 && c <= 0x2B && c != '%') || (c >= 0x2D && c <= 0x3A) ||
-			(c >= 0x3C && c <= 0x5B) || (c >= 0x5D && c <= 0x7E)
-	}
-	clean := true
+// appendBaggageValue appends v percent-encoded where a W3C baggage value
+// may not hold it as is (controls, space, '"', ',', ';', '\\', '%' and
+// non-ASCII).
+func appendBaggageValue(b []byte, v string) []byte {
+	const hexDigits = "0123456789ABCDEF"
 	for i := 0; i < len(v); i++ {
-		if !ok(v[i]) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return v
-	}
-	var b strings.Builder
-	for i := 0; i < len(v); i++ {
-		if ok(v[i]) {
-			b.WriteByte(v[i])
+		if c := v[i]; baggageOctet(c) {
+			b = append(b, c)
 		} else {
-			fmt.Fprintf(&b, "%%%02X", v[i])
+			b = append(b, '%', hexDigits[c>>4], hexDigits[c&15])
 		}
 	}
-	return b.String()
+	return b
+}
+
+// baggageOctet reports whether c may stand as it is in a baggage value.
+func baggageOctet(c byte) bool {
+	return c == 0x21 || (c >= 0x23 && c <= 0x2B && c != '%') || (c >= 0x2D && c <= 0x3A) ||
+		(c >= 0x3C && c <= 0x5B) || (c >= 0x5D && c <= 0x7E)
 }

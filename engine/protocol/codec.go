@@ -101,6 +101,20 @@ type wireError struct {
 // messages (data, result, metadata) are slices of frame, not copies: the
 // caller must not reuse frame while the message is in use.
 func Decode(frame []byte) (Message, error) {
+	trimmed, err := trimFrame(frame)
+	if err != nil {
+		return nil, err
+	}
+	// The two messages of every call take the fast path (fast.go).
+	if m, handled, err := decodeCall(trimmed); handled {
+		return m, err
+	}
+	return decodeWire(trimmed)
+}
+
+// trimFrame trims the white space around a frame and checks that what
+// is left is an object.
+func trimFrame(frame []byte) ([]byte, error) {
 	trimmed := bytes.TrimSpace(frame)
 	if len(trimmed) == 0 {
 		return nil, ErrProtocolEmpty
@@ -108,11 +122,7 @@ func Decode(frame []byte) (Message, error) {
 	if trimmed[0] != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrProtocolMalformed)
 	}
-	// The two messages of every call take the fast path (fast.go).
-	if m, handled, err := decodeCall(trimmed); handled {
-		return m, err
-	}
-	return decodeWire(trimmed)
+	return trimmed, nil
 }
 
 // decodeWire decodes any message through encoding/json. trimmed starts
@@ -495,7 +505,13 @@ func Encode(m Message) ([]byte, error) {
 // AppendInvoke appends the encoded invokefunction to dst, as Encode
 // writes it; the router encodes into pooled buffers with it.
 func AppendInvoke(dst []byte, m *InvokeFunction) ([]byte, error) {
-	b, err := appendInvoke(dst, m)
+	return AppendInvokeVouched(dst, m, Compact{})
+}
+
+// AppendInvokeVouched is AppendInvoke for a message whose Data data may
+// vouch for (see Compact): such a payload is copied without a scan.
+func AppendInvokeVouched(dst []byte, m *InvokeFunction, data Compact) ([]byte, error) {
+	b, err := appendInvoke(dst, m, data)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: encode %s: %w", TypeInvokeFunction, err)
 	}
@@ -505,7 +521,13 @@ func AppendInvoke(dst []byte, m *InvokeFunction) ([]byte, error) {
 // AppendResult appends the encoded invocationresult to dst, as Encode
 // writes it.
 func AppendResult(dst []byte, m *InvocationResult) ([]byte, error) {
-	b, err := appendResult(dst, m)
+	return AppendResultVouched(dst, m, Compact{})
+}
+
+// AppendResultVouched is AppendResult for a message whose Result result
+// may vouch for (see Compact): such a payload is copied without a scan.
+func AppendResultVouched(dst []byte, m *InvocationResult, result Compact) ([]byte, error) {
+	b, err := appendResult(dst, m, result)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: encode %s: %w", TypeInvocationResult, err)
 	}
@@ -537,14 +559,12 @@ func encodeReflect(m Message) ([]byte, error) {
 // traceparents) is copied as is; anything else goes through encoding/json,
 // without HTML escaping, as the reflective path does.
 func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if !asciiText[s[i]] {
-			var buf bytes.Buffer
-			enc := json.NewEncoder(&buf)
-			enc.SetEscapeHTML(false)
-			enc.Encode(s) // a string always encodes
-			return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
-		}
+	if !plainASCII(s) {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		enc.Encode(s) // a string always encodes
+		return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 	}
 	b = append(b, '"')
 	b = append(b, s...)
@@ -558,10 +578,14 @@ func appendField(b []byte, name, value string) []byte {
 	return appendString(b, value)
 }
 
-func appendRaw(b []byte, name string, raw json.RawMessage) ([]byte, error) {
+func appendRaw(b []byte, name string, raw json.RawMessage, vouched Compact) ([]byte, error) {
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':')
+	if vouched.vouches(raw) {
+		// Scanned already, by the decoder that read it (Compact).
+		return append(b, raw...), nil
+	}
 	// One validating scan (scan.go); compact payloads, which is what the
 	// SDKs send, are copied as they are.
 	compact, err := checkRaw(raw)
@@ -588,7 +612,7 @@ func appendError(b []byte, e *ErrorBody) []byte {
 	return append(b, '}')
 }
 
-func appendInvoke(b []byte, m *InvokeFunction) ([]byte, error) {
+func appendInvoke(b []byte, m *InvokeFunction, vouched Compact) ([]byte, error) {
 	b = append(b, `{"type":"invokefunction"`...)
 	if m.InvocationID != "" {
 		b = appendField(b, "invocation_id", m.InvocationID)
@@ -598,7 +622,7 @@ func appendInvoke(b []byte, m *InvokeFunction) ([]byte, error) {
 	if len(data) == 0 {
 		data = json.RawMessage("null")
 	}
-	b, err := appendRaw(b, "data", data)
+	b, err := appendRaw(b, "data", data, vouched)
 	if err != nil {
 		return nil, err
 	}
@@ -617,7 +641,7 @@ func appendInvoke(b []byte, m *InvokeFunction) ([]byte, error) {
 		b = append(b, '}')
 	}
 	if len(m.Metadata) > 0 {
-		if b, err = appendRaw(b, "metadata", m.Metadata); err != nil {
+		if b, err = appendRaw(b, "metadata", m.Metadata, Compact{}); err != nil {
 			return nil, err
 		}
 	}
@@ -644,13 +668,13 @@ func appendInvoke(b []byte, m *InvokeFunction) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-func appendResult(b []byte, m *InvocationResult) ([]byte, error) {
+func appendResult(b []byte, m *InvocationResult, vouched Compact) ([]byte, error) {
 	b = append(b, `{"type":"invocationresult"`...)
 	b = appendField(b, "invocation_id", m.InvocationID)
 	b = appendField(b, "function_id", m.FunctionID)
 	if len(m.Result) > 0 {
 		var err error
-		if b, err = appendRaw(b, "result", m.Result); err != nil {
+		if b, err = appendRaw(b, "result", m.Result, vouched); err != nil {
 			return nil, err
 		}
 	}

@@ -132,7 +132,64 @@ func FuzzDecodeCall(f *testing.F) {
 		if fastErr == nil && !reflect.DeepEqual(fast, slow) {
 			t.Fatalf("frame %q:\nfast %#v\njson %#v", frame, fast, slow)
 		}
+		checkDecoder(t, bytes.Clone(frame), false, fast, fastErr)
+		checkDecoder(t, bytes.Clone(frame), true, fast, fastErr)
 	})
+}
+
+// checkDecoder checks a Decoder (that keeps its frames or not) against
+// Decode's fast path (want, wantErr) on frame: the same message, or both
+// refuse it; and a payload it vouches for is compact, valid JSON, encoded
+// exactly as without the voucher.
+func checkDecoder(t *testing.T, frame []byte, keeps bool, want Message, wantErr error) {
+	t.Helper()
+	d := Decoder{Keeps: keeps}
+	got, err := d.Decode(frame)
+	if (err == nil) != (wantErr == nil) {
+		t.Fatalf("frame %q: Decoder %v; Decode %v", frame, err, wantErr)
+	}
+	if err != nil {
+		if d.Vouched() != (Compact{}) {
+			t.Fatalf("frame %q: refused, yet the Decoder vouches for a payload", frame)
+		}
+		return
+	}
+	var (
+		payload []byte
+		plain   []byte
+		vouched []byte
+		encErr  error
+	)
+	switch m := got.(type) {
+	case *InvokeFunction:
+		got, payload = *m, m.Data
+		plain, encErr = AppendInvoke(nil, m)
+		if encErr == nil {
+			vouched, encErr = AppendInvokeVouched(nil, m, d.Vouched())
+		}
+	case *InvocationResult:
+		got, payload = *m, m.Result
+		plain, encErr = AppendResult(nil, m)
+		if encErr == nil {
+			vouched, encErr = AppendResultVouched(nil, m, d.Vouched())
+		}
+	default:
+		t.Fatalf("frame %q: Decoder returned %T; want a pointer to its own call message", frame, got)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("frame %q:\nDecoder %#v\nDecode  %#v", frame, got, want)
+	}
+	if encErr != nil {
+		t.Fatalf("frame %q: encode: %v", frame, encErr)
+	}
+	if !bytes.Equal(plain, vouched) {
+		t.Fatalf("frame %q: encoded with the voucher\n%s\nwithout\n%s", frame, vouched, plain)
+	}
+	if d.Vouched().vouches(payload) {
+		if compact, err := checkRaw(payload); err != nil || !compact {
+			t.Fatalf("frame %q: the Decoder vouches for %q, which checkRaw finds compact %v, %v", frame, payload, compact, err)
+		}
+	}
 }
 
 // FuzzCheckRaw checks the scanner's validation and compactness against

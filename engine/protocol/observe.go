@@ -397,8 +397,9 @@ func (w *wire) activation(t Type) (*Activation, error) {
 	if w.Activation == nil {
 		return nil, nil
 	}
+	// An empty id names no observer: refused as the fast path
+	// (decodeCall) refuses it.
 	if w.Activation.ObserverID == nil || *w.Activation.ObserverID == "" {
-		// An empty id names no observer: as missing, like the call decoder.
 		return nil, missing(t, "activation.observer_id")
 	}
 	return &Activation{ObserverID: *w.Activation.ObserverID, ActivationID: str(w.Activation.ActivationID)}, nil

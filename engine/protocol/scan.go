@@ -266,8 +266,10 @@ func checkRaw(raw []byte) (compact bool, err error) {
 
 // eachMember calls fn with the key and value span of every member of the
 // object b[i:] (b[i] == '{'), validating it; it returns the index after
-// the object. Keys are passed raw, quotes included.
-func eachMember(b []byte, i int, fn func(key []byte, keyPlain bool, val span) error) (int, error) {
+// the object. Keys are passed raw, quotes included; spaced reports
+// insignificant white space inside the value (it is not compact), and
+// valPlain a string value that reads as it is written (see skipString).
+func eachMember(b []byte, i int, fn func(key []byte, keyPlain bool, val span, spaced, valPlain bool) error) (int, error) {
 	i = skipSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		return i + 1, nil
@@ -286,11 +288,19 @@ func eachMember(b []byte, i int, fn func(key []byte, keyPlain bool, val span) er
 			return 0, errSyntax
 		}
 		i = skipSpace(b, i+1)
-		vend, _, err := skipValue(b, i, 1)
+		var (
+			vend           int
+			spaced, vplain bool
+		)
+		if i < len(b) && b[i] == '"' {
+			vend, vplain, err = skipString(b, i)
+		} else {
+			vend, spaced, err = skipValue(b, i, 1)
+		}
 		if err != nil {
 			return 0, err
 		}
-		if err := fn(key, plain, span{i, vend}); err != nil {
+		if err := fn(key, plain, span{i, vend}, spaced, vplain); err != nil {
 			return 0, err
 		}
 		i = skipSpace(b, vend)
