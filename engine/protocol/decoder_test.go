@@ -181,45 +181,23 @@ var benchResultFrame = func() []byte {
 // target. "decode" is Decode and no voucher; "decoder" is a connection's
 // Decoder, whose voucher spares the encoder its scan of the payload.
 func BenchmarkRelayInvoke(b *testing.B) {
-	for _, vouch := range []bool{false, true} {
-		b.Run(map[bool]string{false: "decode", true: "decoder"}[vouch], func(b *testing.B) {
-			var (
-				d   = Decoder{Keeps: true}
-				buf = make([]byte, 0, 1024)
-			)
-			b.ReportAllocs()
-			for b.Loop() {
-				var (
-					inv InvokeFunction
-					v   Compact
-				)
-				if vouch {
-					m, err := d.Decode(benchInvoke)
-					if err != nil {
-						b.Fatal(err)
-					}
-					inv, v = *m.(*InvokeFunction), d.Vouched()
-				} else {
-					m, err := Decode(benchInvoke)
-					if err != nil {
-						b.Fatal(err)
-					}
-					inv = m.(InvokeFunction)
-				}
-				inv.Data, v = AppendMember(inv.Data, v, "_caller_worker_id", "6b3e0f4c-1d2a-4b5c-8e9f-a0b1c2d3e4f5")
-				out, err := AppendInvokeVouched(buf[:0], &inv, v)
-				if err != nil {
-					b.Fatal(err)
-				}
-				sinkBytes = out
-			}
-		})
-	}
+	benchRelay(b, benchInvoke, func(buf []byte, inv InvokeFunction, v Compact) ([]byte, error) {
+		inv.Data, v = AppendMember(inv.Data, v, "_caller_worker_id", "6b3e0f4c-1d2a-4b5c-8e9f-a0b1c2d3e4f5")
+		return AppendInvokeVouched(buf, &inv, v)
+	})
 }
 
 // BenchmarkRelayResult is the engine's path for a worker's answer: decode
 // it, encode it for the caller (see BenchmarkRelayInvoke).
 func BenchmarkRelayResult(b *testing.B) {
+	benchRelay(b, benchResultFrame, func(buf []byte, res InvocationResult, v Compact) ([]byte, error) {
+		return AppendResultVouched(buf, &res, v)
+	})
+}
+
+// benchRelay decodes frame, with Decode or with a Decoder, and encodes
+// the message it holds (of type M) again with relay.
+func benchRelay[M InvokeFunction | InvocationResult](b *testing.B, frame []byte, relay func([]byte, M, Compact) ([]byte, error)) {
 	for _, vouch := range []bool{false, true} {
 		b.Run(map[bool]string{false: "decode", true: "decoder"}[vouch], func(b *testing.B) {
 			var (
@@ -229,23 +207,23 @@ func BenchmarkRelayResult(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				var (
-					res InvocationResult
+					msg M
 					v   Compact
 				)
 				if vouch {
-					m, err := d.Decode(benchResultFrame)
+					m, err := d.Decode(frame)
 					if err != nil {
 						b.Fatal(err)
 					}
-					res, v = *m.(*InvocationResult), d.Vouched()
+					msg, v = *any(m).(*M), d.Vouched()
 				} else {
-					m, err := Decode(benchResultFrame)
+					m, err := Decode(frame)
 					if err != nil {
 						b.Fatal(err)
 					}
-					res = m.(InvocationResult)
+					msg = any(m).(M)
 				}
-				out, err := AppendResultVouched(buf[:0], &res, v)
+				out, err := relay(buf[:0], msg, v)
 				if err != nil {
 					b.Fatal(err)
 				}
