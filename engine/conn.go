@@ -388,8 +388,8 @@ func (c *conn) writeLoop() {
 
 // keepalive pings a worker that has sent nothing for a ping interval (the
 // writer checks that at each tick), at most one ping at a time; no pong
-// within the ping timeout drops the socket. The ping runs in a goroutine the handler waits for (the reader
-// must keep reading to see the pong).
+// within the ping timeout drops the socket. The ping runs in a goroutine
+// the handler waits for (the reader must keep reading to see the pong).
 func (c *conn) keepalive() {
 	// A paused reader is not reading on purpose (backpressure): the pong
 	// would not be seen, and the worker is not the one at fault.
@@ -517,17 +517,6 @@ func (c *conn) sendResult(m *protocol.InvocationResult, vouched protocol.Compact
 		panic(err)
 	}
 	*buf = b
-	if !c.fits(len(b)) {
-		size := len(b)
-		c.e.drop(DropTooLarge, 1, "worker_id", c.id, "function_id", m.FunctionID, "bytes", size)
-		tooBig := *m
-		tooBig.Result, tooBig.Error = nil, &protocol.ErrorBody{Code: CodePayloadTooLarge, Message: fmt.Sprintf(
-			"the result of %s is %d bytes, over the %d bytes worker %s reads", m.FunctionID, size, c.sendLimit(), c.id)}
-		if b, err = protocol.AppendResult((*buf)[:0], &tooBig); err != nil {
-			panic(err)
-		}
-		*buf = b
-	}
 	if c.out.push(outFrame{b: b, buf: buf}) != nil {
 		c.e.drop(DropCallerGone, 1, "worker_id", c.id, "why", "connection closed")
 	}
