@@ -56,13 +56,10 @@ func (e *Engine) legacyShim(c *conn, t Trigger, targetNS string) bool {
 	}
 	obs := protocol.Observe{ID: m.ID, Source: protocol.ObserveSource{FunctionID: src, Namespace: srcNS, Args: config},
 		Target: protocol.FunctionRef{FunctionID: m.FunctionID, Namespace: m.Namespace}, Metadata: m.Metadata}
-	var ops obsOps
-	e.mu.RLock()
-	e.obs.mu.Lock()
-	res := e.observeLocked(c, obs, &ops, &protocol.LegacyTrigger{TriggerType: m.TriggerType, Config: config})
-	e.obs.mu.Unlock()
-	e.mu.RUnlock()
-	e.obsFinish(&ops)
+	var res protocol.ObserveResult
+	e.observersDo(func(ops *obsOps) {
+		res = e.observeLocked(c, obs, ops, &protocol.LegacyTrigger{TriggerType: m.TriggerType, Config: config})
+	})
 	c.log.Debug("registertrigger made an observer of the function standing in for its type", "trigger_id", m.ID,
 		"trigger_type", m.TriggerType, "function_id", src, "namespace", srcNS, "state", res.State)
 	if res.State == protocol.ObserverError && res.Error != nil {
@@ -94,17 +91,14 @@ func (e *Engine) legacyFunctionLocked(ns, typ string) string {
 // unregisterLegacy disposes the observer a worker's registertrigger made
 // (legacyShim); it reports whether there was one.
 func (e *Engine) unregisterLegacy(c *conn, id string) bool {
-	var ops obsOps
-	e.mu.RLock()
-	e.obs.mu.Lock()
-	o := e.obs.byID[id]
-	found := o != nil && o.owner == c && o.legacy != nil
-	if found {
-		e.disposeLocked(o, &protocol.ErrorBody{Code: protocol.CodeUnobserved, Message: "its trigger was unregistered"}, &ops)
-	}
-	e.obs.mu.Unlock()
-	e.mu.RUnlock()
-	e.obsFinish(&ops)
+	var found bool
+	e.observersDo(func(ops *obsOps) {
+		o := e.obs.byID[id]
+		found = o != nil && o.owner == c && o.legacy != nil
+		if found {
+			e.disposeLocked(o, &protocol.ErrorBody{Code: protocol.CodeUnobserved, Message: "its trigger was unregistered"}, ops)
+		}
+	})
 	return found
 }
 

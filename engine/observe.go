@@ -270,6 +270,18 @@ type detachOp struct {
 	id  string
 }
 
+// observersDo runs fn with the function table read-locked and the
+// observer registry locked, then carries out the operations fn queued.
+func (e *Engine) observersDo(fn func(ops *obsOps)) {
+	var ops obsOps
+	e.mu.RLock()
+	e.obs.mu.Lock()
+	fn(&ops)
+	e.obs.mu.Unlock()
+	e.mu.RUnlock()
+	e.obsFinish(&ops)
+}
+
 func (e *Engine) obsFinish(ops *obsOps) {
 	for _, o := range ops.attach {
 		e.attachSource(o)
@@ -568,17 +580,13 @@ func (e *Engine) attachSourceNotify(o *observer, notify bool) {
 	}
 	eb := &protocol.ErrorBody{Code: protocol.CodeObserveRejected, Message: err.Error()}
 	errors.As(err, &eb)
-	var ops obsOps
-	e.mu.RLock()
-	e.obs.mu.Lock()
-	o.src = nil // not attached: no Detach
-	if !o.gone {
-		o.refused = eb
-		e.reconcileLocked(o, &ops, notify)
-	}
-	e.obs.mu.Unlock()
-	e.mu.RUnlock()
-	e.obsFinish(&ops)
+	e.observersDo(func(ops *obsOps) {
+		o.src = nil // not attached: no Detach
+		if !o.gone {
+			o.refused = eb
+			e.reconcileLocked(o, ops, notify)
+		}
+	})
 }
 
 func (o *observer) sourceView() SourceObserver {
@@ -854,35 +862,27 @@ func (o *observer) view() protocol.ObserverView {
 }
 
 func (e *Engine) handleUnobserve(c *conn, m protocol.Unobserve) {
-	var ops obsOps
-	e.mu.RLock()
-	e.obs.mu.Lock()
-	if o := e.obs.byID[m.ID]; o != nil && o.owner == c {
-		e.disposeLocked(o, &protocol.ErrorBody{Code: protocol.CodeUnobserved, Message: "disposed by the observing worker"}, &ops)
-	}
-	e.obs.mu.Unlock()
-	e.mu.RUnlock()
-	e.obsFinish(&ops)
+	e.observersDo(func(ops *obsOps) {
+		if o := e.obs.byID[m.ID]; o != nil && o.owner == c {
+			e.disposeLocked(o, &protocol.ErrorBody{Code: protocol.CodeUnobserved, Message: "disposed by the observing worker"}, ops)
+		}
+	})
 }
 
 func (e *Engine) handleObserverAck(c *conn, m protocol.ObserverAck) {
-	var ops obsOps
-	e.mu.RLock()
-	e.obs.mu.Lock()
-	if o := e.obs.byID[m.ID]; o != nil && o.fn == m.FunctionID && o.announced[c] {
-		if rev, waiting := o.acks[c]; waiting && m.Revision >= rev {
-			delete(o.acks, c)
+	e.observersDo(func(ops *obsOps) {
+		if o := e.obs.byID[m.ID]; o != nil && o.fn == m.FunctionID && o.announced[c] {
+			if rev, waiting := o.acks[c]; waiting && m.Revision >= rev {
+				delete(o.acks, c)
+			}
+			if m.Error != nil && o.announced[c] {
+				// A rejection, possibly late: the observer is in error; the
+				// engine keeps it until its observing worker unobserves it.
+				o.refused = &protocol.ErrorBody{Code: m.Error.Code, Message: m.Error.Message}
+			}
+			e.reconcileLocked(o, ops, true)
 		}
-		if m.Error != nil && o.announced[c] {
-			// A rejection, possibly late: the observer is in error; the
-			// engine keeps it until its observing worker unobserves it.
-			o.refused = &protocol.ErrorBody{Code: m.Error.Code, Message: m.Error.Message}
-		}
-		e.reconcileLocked(o, &ops, true)
-	}
-	e.obs.mu.Unlock()
-	e.mu.RUnlock()
-	e.obsFinish(&ops)
+	})
 }
 
 // obsFunctionChanged re-evaluates the observers whose source or target is
@@ -892,17 +892,13 @@ func (e *Engine) obsFunctionChanged(id string) {
 	if e.obs.n.Load() == 0 {
 		return
 	}
-	var ops obsOps
-	e.mu.RLock()
-	e.obs.mu.Lock()
-	for _, o := range e.obs.byID {
-		if o.key == id || o.tkey == id || (!strings.ContainsRune(id, 0) && (o.fn == id || o.target == id)) {
-			e.reconcileLocked(o, &ops, true)
+	e.observersDo(func(ops *obsOps) {
+		for _, o := range e.obs.byID {
+			if o.key == id || o.tkey == id || (!strings.ContainsRune(id, 0) && (o.fn == id || o.target == id)) {
+				e.reconcileLocked(o, ops, true)
+			}
 		}
-	}
-	e.obs.mu.Unlock()
-	e.mu.RUnlock()
-	e.obsFinish(&ops)
+	})
 }
 
 // obsRegistered acknowledges a worker's registerfunction with
@@ -988,29 +984,25 @@ func (e *Engine) obsDeclared(c *conn, _ bool) {
 // re-evaluates those whose source it hosted (their functions' other
 // hosts, if any, keep them).
 func (e *Engine) obsConnClosed(c *conn) {
-	var ops obsOps
-	e.mu.RLock()
-	e.obs.mu.Lock()
-	for k := range e.obs.acked {
-		if k.c == c {
-			delete(e.obs.acked, k)
-			delete(e.obs.revs, k)
+	e.observersDo(func(ops *obsOps) {
+		for k := range e.obs.acked {
+			if k.c == c {
+				delete(e.obs.acked, k)
+				delete(e.obs.revs, k)
+			}
 		}
-	}
-	for _, o := range e.obs.byID {
-		if o.owner == c {
-			e.disposeLocked(o, nil, &ops) // nobody to tell
-			continue
+		for _, o := range e.obs.byID {
+			if o.owner == c {
+				e.disposeLocked(o, nil, ops) // nobody to tell
+				continue
+			}
+			if o.announced[c] || o.acks[c] != 0 {
+				delete(o.announced, c)
+				delete(o.acks, c)
+			}
+			e.reconcileLocked(o, ops, true)
 		}
-		if o.announced[c] || o.acks[c] != 0 {
-			delete(o.announced, c)
-			delete(o.acks, c)
-		}
-		e.reconcileLocked(o, &ops, true)
-	}
-	e.obs.mu.Unlock()
-	e.mu.RUnlock()
-	e.obsFinish(&ops)
+	})
 }
 
 // obsUnregistered forgets that c was told about its function fnID (it
@@ -1036,29 +1028,25 @@ func (e *Engine) sweepAcks(now time.Time, timeout time.Duration) {
 	if e.obs.n.Load() == 0 {
 		return
 	}
-	var ops obsOps
-	e.mu.RLock()
-	e.obs.mu.Lock()
-	for _, o := range e.obs.byID {
-		switch {
-		case len(o.acks) == 0 || o.gone || o.refused != nil:
-			o.ackDue = time.Time{}
-		case o.ackDue.IsZero():
-			o.ackDue = now.Add(timeout)
-		case now.After(o.ackDue):
-			var hosts []string
-			for h := range o.acks {
-				hosts = append(hosts, h.id)
+	e.observersDo(func(ops *obsOps) {
+		for _, o := range e.obs.byID {
+			switch {
+			case len(o.acks) == 0 || o.gone || o.refused != nil:
+				o.ackDue = time.Time{}
+			case o.ackDue.IsZero():
+				o.ackDue = now.Add(timeout)
+			case now.After(o.ackDue):
+				var hosts []string
+				for h := range o.acks {
+					hosts = append(hosts, h.id)
+				}
+				slices.Sort(hosts)
+				o.refused = &protocol.ErrorBody{Code: protocol.CodeOwnerTimeout, Message: fmt.Sprintf(
+					"observer %s: the host(s) of %s (%s) did not ack it within %v", o.id, o.fn, strings.Join(hosts, ", "), timeout)}
+				e.reconcileLocked(o, ops, true)
 			}
-			slices.Sort(hosts)
-			o.refused = &protocol.ErrorBody{Code: protocol.CodeOwnerTimeout, Message: fmt.Sprintf(
-				"observer %s: the host(s) of %s (%s) did not ack it within %v", o.id, o.fn, strings.Join(hosts, ", "), timeout)}
-			e.reconcileLocked(o, &ops, true)
 		}
-	}
-	e.obs.mu.Unlock()
-	e.mu.RUnlock()
-	e.obsFinish(&ops)
+	})
 }
 
 // observeLoop disposes expired observers. It exits when the engine shuts
@@ -1079,18 +1067,14 @@ func (e *Engine) observeLoop() {
 			if e.obs.expiring.Load() == 0 {
 				continue
 			}
-			var ops obsOps
-			e.mu.RLock()
-			e.obs.mu.Lock()
-			for _, o := range e.obs.byID {
-				if !o.expires.IsZero() && !now.Before(o.expires) {
-					e.disposeLocked(o, &protocol.ErrorBody{Code: protocol.CodeExpired,
-						Message: fmt.Sprintf("observer %s expired", o.id)}, &ops)
+			e.observersDo(func(ops *obsOps) {
+				for _, o := range e.obs.byID {
+					if !o.expires.IsZero() && !now.Before(o.expires) {
+						e.disposeLocked(o, &protocol.ErrorBody{Code: protocol.CodeExpired,
+							Message: fmt.Sprintf("observer %s expired", o.id)}, ops)
+					}
 				}
-			}
-			e.obs.mu.Unlock()
-			e.mu.RUnlock()
-			e.obsFinish(&ops)
+			})
 		}
 	}
 }

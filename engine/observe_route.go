@@ -160,13 +160,13 @@ func (e *Engine) activate(o *observer, ob *observed, payload json.RawMessage, do
 			done(failed(code, format, args...))
 		}
 	}
-	var ops obsOps
-	e.mu.RLock()
-	e.obs.mu.Lock()
-	a, code, msg := e.admitLocked(o, ob, payload, done, &ops)
-	e.obs.mu.Unlock()
-	e.mu.RUnlock()
-	e.obsFinish(&ops)
+	var (
+		a         *activation
+		code, msg string
+	)
+	e.observersDo(func(ops *obsOps) {
+		a, code, msg = e.admitLocked(o, ob, payload, done, ops)
+	})
 	if code != "" {
 		refuse(code, "%s", msg)
 		return
