@@ -31,27 +31,20 @@ type child struct {
 // (target "baseline"; "baseline-http" adds its HTTP front), and waits for
 // the addresses it prints.
 func startChild(ctx context.Context, exe, target string, log *slog.Logger) (*child, error) {
-	if exe == "" {
-		var err error
-		if exe, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("find own executable: %w", err)
-		}
-	}
-	dir, err := os.MkdirTemp("", "iii-bench-*")
-	if err != nil {
-		return nil, err
-	}
-	var args []string
+	var (
+		args []string
+		dir  string
+		err  error
+	)
 	switch target {
 	case "engine", "engine-http":
-		cfg := filepath.Join(dir, "config.yaml")
 		// The bare core: routing only, no module listeners, no Redis.
 		yaml := "engine:\n  host: 127.0.0.1\n  port: 0\nmodules: []\n"
 		if target == "engine-http" {
 			yaml = "engine:\n  host: 127.0.0.1\n  port: 0\nmodules:\n  - class: RestApiModule\n    config: {host: 127.0.0.1, port: 0}\n"
 		}
-		if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-			os.RemoveAll(dir)
+		var cfg string
+		if dir, cfg, err = configDir("iii-bench-*", yaml); err != nil {
 			return nil, err
 		}
 		args = []string{"start", "--config", cfg, "--log-level", "info"}
@@ -60,9 +53,41 @@ func startChild(ctx context.Context, exe, target string, log *slog.Logger) (*chi
 	default:
 		args = []string{"bench", "relay"}
 	}
-	wantHTTP := strings.HasSuffix(target, "-http")
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "iii-bench-*"); err != nil {
+			return nil, err
+		}
+	}
+	return launch(ctx, exe, args, []string{EnvProbe + "=1"}, dir, target, strings.HasSuffix(target, "-http"), 10*time.Second, log)
+}
+
+// configDir writes yaml as config.yaml in a new temporary directory.
+func configDir(pattern, yaml string) (dir, cfg string, err error) {
+	if dir, err = os.MkdirTemp("", pattern); err != nil {
+		return "", "", err
+	}
+	cfg = filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return "", "", err
+	}
+	return dir, cfg, nil
+}
+
+// launch runs `<exe> args...` (exe "" is this binary) with III_TOKEN unset
+// and env added, owning dir, and waits up to ready for the worker address
+// it prints (and its HTTP address when wantHTTP). Its output is read until
+// it exits: probe answers go to probes, the rest to the debug log.
+func launch(ctx context.Context, exe string, args, env []string, dir, target string, wantHTTP bool, ready time.Duration, log *slog.Logger) (*child, error) {
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("find own executable: %w", err)
+		}
+	}
 	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), "III_TOKEN=", EnvProbe+"=1")
+	cmd.Env = append(append(os.Environ(), "III_TOKEN="), env...)
 	out, err := spawn(cmd, dir, target)
 	if err != nil {
 		return nil, err
@@ -110,16 +135,16 @@ func startChild(ctx context.Context, exe, target string, log *slog.Logger) (*chi
 		select {
 		case c.httpAddr = <-httpAddr:
 			return c, nil
-		case <-time.After(10 * time.Second):
+		case <-time.After(ready):
 			c.stop()
 			return nil, fmt.Errorf("%s did not report its HTTP address", target)
 		}
 	case <-c.done:
 		c.stop()
 		return nil, fmt.Errorf("%s exited before listening", target)
-	case <-time.After(10 * time.Second):
+	case <-time.After(ready):
 		c.stop()
-		return nil, fmt.Errorf("%s did not start listening within 10s", target)
+		return nil, fmt.Errorf("%s did not start listening within %s", target, ready)
 	case <-ctx.Done():
 		c.stop()
 		return nil, ctx.Err()

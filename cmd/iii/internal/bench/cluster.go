@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -428,66 +426,17 @@ func loadAvg() [3]float64 {
 // startClusterEngine runs engine i of the cluster: `iii start` with the
 // bare core, the cluster's Redis and default heartbeat and expiry.
 func startClusterEngine(ctx context.Context, o ClusterOptions, redisURL, name string, i int) (*child, error) {
-	exe := o.Executable
-	if exe == "" {
-		var err error
-		if exe, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("find own executable: %w", err)
-		}
-	}
-	dir, err := os.MkdirTemp("", "iii-bench-cluster-*")
-	if err != nil {
-		return nil, err
-	}
-	cfg := filepath.Join(dir, "config.yaml")
 	yaml := fmt.Sprintf("engine:\n  host: 127.0.0.1\n  port: 0\nredis:\n  url: %q\ncluster:\n  name: %s\nmodules: []\n", redisURL, name)
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	target := fmt.Sprintf("engine %c", 'a'+i)
-	cmd := exec.Command(exe, "start", "--config", cfg, "--log-level", "info")
-	cmd.Env = append(os.Environ(), "III_TOKEN=")
-	if o.EngineProcs > 0 {
-		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(o.EngineProcs))
-	}
-	out, err := spawn(cmd, dir, target)
+	dir, cfg, err := configDir("iii-bench-cluster-*", yaml)
 	if err != nil {
 		return nil, err
 	}
-	c := &child{cmd: cmd, done: make(chan struct{}), dir: dir}
-	addr := make(chan string, 1)
-	// Exits when the child exits and its output closes.
-	go func() {
-		defer close(c.done)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if a, ok := listenAddr(sc.Text()); ok {
-				select {
-				case addr <- a:
-				default:
-				}
-				continue
-			}
-			o.Logger.Debug("bench child output", "target", target, "line", sc.Text())
-		}
-		io.Copy(io.Discard, out)
-		cmd.Wait()
-	}()
-	select {
-	case a := <-addr:
-		c.url = "ws://" + a
-		return c, nil
-	case <-c.done:
-		c.stop()
-		return nil, fmt.Errorf("%s exited before listening", target)
-	case <-time.After(15 * time.Second):
-		c.stop()
-		return nil, fmt.Errorf("%s did not start listening within 15s", target)
-	case <-ctx.Done():
-		c.stop()
-		return nil, ctx.Err()
+	var env []string
+	if o.EngineProcs > 0 {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(o.EngineProcs))
 	}
+	return launch(ctx, o.Executable, []string{"start", "--config", cfg, "--log-level", "info"}, env,
+		dir, fmt.Sprintf("engine %c", 'a'+i), false, 15*time.Second, o.Logger)
 }
 
 // redisProc is the benchmark's own redis-server.
