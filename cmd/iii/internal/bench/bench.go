@@ -16,8 +16,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/iii-workbench/iii/engine/protocol"
@@ -380,60 +378,12 @@ func waitReady(ctx context.Context, w *sdk.Worker, fn string, payload json.RawMe
 	}
 }
 
-// run keeps concurrency calls in flight for d and collects latencies.
+// run keeps concurrency calls of fn in flight for d, spread over the
+// callers, and collects latencies (runLanes with one function per lane).
 func run(parent context.Context, callers []*sdk.Worker, fn string, payload json.RawMessage, concurrency int, d time.Duration) *Result {
-	ctx, cancel := context.WithTimeout(parent, d)
-	defer cancel()
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		lat    []time.Duration
-		errs   atomic.Int64
-		codes  = map[string]int{}
-		calls  atomic.Int64
-		starts = time.Now()
-	)
-	for i := range concurrency {
-		w := callers[i%len(callers)]
-		wg.Add(1)
-		// Exits when the run's context expires.
-		go func() {
-			defer wg.Done()
-			local := make([]time.Duration, 0, 4096)
-			for ctx.Err() == nil {
-				t0 := time.Now()
-				// A call started before the deadline runs to its end.
-				_, err := w.Trigger(parent, sdk.TriggerRequest{FunctionID: fn, Payload: payload, Timeout: 30 * time.Second})
-				local = append(local, time.Since(t0))
-				calls.Add(1)
-				if err != nil {
-					errs.Add(1)
-					code := "error"
-					var eb *protocol.ErrorBody
-					if errors.As(err, &eb) {
-						code = eb.Code
-					}
-					mu.Lock()
-					codes[code]++
-					mu.Unlock()
-				}
-			}
-			mu.Lock()
-			lat = append(lat, local...)
-			mu.Unlock()
-		}()
+	lanes := make([]lane, len(callers))
+	for i, w := range callers {
+		lanes[i] = lane{w: w, fns: []string{fn}}
 	}
-	wg.Wait()
-	elapsed := time.Since(starts)
-	slices.Sort(lat)
-	res := &Result{Calls: calls.Load(), Errors: errs.Load(), Seconds: elapsed.Seconds(),
-		CallsPerSec: float64(calls.Load()-errs.Load()) / elapsed.Seconds()}
-	if len(codes) > 0 {
-		res.ErrorCodes = codes
-	}
-	if n := len(lat); n > 0 {
-		res.P50, res.P90 = Millis(lat[n*50/100]), Millis(lat[n*90/100])
-		res.P99, res.Max = Millis(lat[n*99/100]), Millis(lat[n-1])
-	}
-	return res
+	return runLanes(parent, lanes, payload, concurrency, d)
 }
