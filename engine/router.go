@@ -382,24 +382,44 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 	if call.InvocationID == "" {
 		call.InvocationID = uuid.NewString()
 	}
-	// Every routed call is a span of the engine's: a child of the caller's
-	// span (or a new trace), and the parent of what the target does.
-	span, parent := childSpan(call.Traceparent)
+	// Every routed call is a span of the engine's, a child of the caller's
+	// span (or a new trace) and the parent of what the target does, while
+	// something records calls (the TUI, the observability module, an
+	// attached workbench) and for the engine's own handlers, whose fan-out
+	// shares the trace. A call to a worker while nothing records passes the
+	// caller's context through as it came, as the real iii does: a span no
+	// one records would be a gap in the caller's trace, and a call that had
+	// no trace gets none.
+	recording := e.bus.Active()
+	toWorker := r != nil && r.conn != nil
+	mint := recording || !toWorker
+	var span spanContext
+	var parent [8]byte
+	if mint {
+		span, parent = childSpan(call.Traceparent)
+	}
 	start := time.Now()
 	target, targetName := "", ""
-	{
-		// The new traceparent and, towards a worker, the baggage naming
-		// the function share one allocation.
+	if toWorker {
+		target = r.conn.id
+	}
+	if mint || call.Traceparent != "" || call.Baggage != "" {
+		// The traceparent and, towards a worker, the baggage naming the
+		// function share one allocation.
 		var stack [256]byte
-		b := span.appendTraceparent(stack[:0])
+		b := stack[:0]
+		if mint {
+			b = span.appendTraceparent(b)
+		} else {
+			b = append(b, call.Traceparent...)
+		}
 		n := len(b)
-		if r != nil && r.conn != nil {
-			target = r.conn.id
+		if toWorker {
 			b = appendBaggage(b, call.Baggage, FunctionBaggageKey, call.FunctionID)
 		}
 		s := string(b)
 		call.Traceparent = s[:n]
-		if r != nil && r.conn != nil {
+		if toWorker {
 			call.Baggage = s[n:]
 		}
 	}
@@ -425,7 +445,7 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 		}
 	}
 	finish := done
-	if e.bus.Active() {
+	if recording {
 		if r != nil {
 			targetName = r.workerName()
 		}

@@ -422,6 +422,37 @@ func TestTraceContextPropagates(t *testing.T) {
 	}
 }
 
+// While nothing records calls, a call to a worker carries the caller's
+// context as it came (its baggage naming the target), and a call that had
+// none carries none, as with the real iii: no span of the engine's, which
+// no one would see, sits between the caller's span and the target's.
+func TestTraceContextPassesThroughWhenNothingRecords(t *testing.T) {
+	te := enginetest.New(t, engine.Options{})
+	if te.Events().Active() {
+		t.Fatal("the bare engine records calls")
+	}
+	a, b := enginetest.Dial(t, te.URL), enginetest.Dial(t, te.URL)
+	b.Register("trace::me")
+	const callerTP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	a.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "trace::me",
+		"data": nil, "traceparent": callerTP, "baggage": "user=42,iii.function.id=spoofed"})
+	inv := b.ServeOnce(nil, nil)
+	if inv["traceparent"] != callerTP || inv["baggage"] != "iii.function.id=trace::me,user=42" {
+		t.Errorf("target got traceparent %q baggage %q: want the caller's, the baggage naming the target", inv["traceparent"], inv["baggage"])
+	}
+	a.Expect("invocationresult")
+
+	a.Send(map[string]any{"type": "invokefunction", "invocation_id": uuid.NewString(), "function_id": "trace::me", "data": nil})
+	inv = b.ServeOnce(nil, nil)
+	if _, ok := inv["traceparent"]; ok {
+		t.Errorf("a call without a trace reached the target with traceparent %q", inv["traceparent"])
+	}
+	if _, ok := inv["baggage"]; ok {
+		t.Errorf("a call without baggage reached the target with baggage %q", inv["baggage"])
+	}
+	a.Expect("invocationresult")
+}
+
 func TestInProcessHandlerCallsContinueTheTrace(t *testing.T) {
 	te := enginetest.New(t, engine.Options{})
 	sub := te.Events().Subscribe(64)
