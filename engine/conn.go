@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/iii-workbench/iii/engine/cork"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -62,7 +63,7 @@ type conn struct {
 	id          string
 	token       string
 	ws          *websocket.Conn
-	cork        *corkConn // the socket under ws when Serve accepted it; nil otherwise
+	cork        *cork.Conn // the socket under ws when Serve accepted it; nil otherwise
 	addr        string
 	connectedAt time.Time
 	log         *slog.Logger
@@ -234,7 +235,7 @@ func (e *Engine) serveWorker(l *listener, w http.ResponseWriter, r *http.Request
 	}
 	// The Python iii-sdk speaks through the websockets library, whose
 	// User-Agent says so; see shutdownStatus.
-	c.cork, _ = r.Context().Value(corkKey{}).(*corkConn)
+	c.cork = cork.FromContext(r.Context())
 	c.python = strings.Contains(r.Header.Get("User-Agent"), "websockets/")
 	c.log = e.log.With("worker_id", c.id)
 	// Not derived from the engine's context: Shutdown closes each socket
@@ -423,9 +424,9 @@ func (c *conn) writeBatch(batch []outFrame) bool {
 	if c.cork != nil && len(batch) > 1 {
 		// The frames of the batch leave in one write (or a few, 64 KiB
 		// each), not one syscall per frame.
-		c.cork.cork()
+		c.cork.Cork()
 		ok := c.writeFrames(batch)
-		if err := c.cork.uncork(); err != nil && ok {
+		if err := c.cork.Uncork(); err != nil && ok {
 			if c.ctx.Err() == nil {
 				c.log.Warn("write to worker failed; closing", "err", err)
 			}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/iii-workbench/iii/engine/cork"
 	"io"
 	"log/slog"
 	"net"
@@ -305,7 +306,7 @@ func (e *Engine) ServeListener(ctx context.Context, ln net.Listener, opts Listen
 		Handler:           e.ListenerHandler(opts),
 		ReadHeaderTimeout: hs,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
-		ConnContext:       corkContext,
+		ConnContext:       cork.ConnContext,
 	}
 	errc := make(chan error, 1)
 	// Exits when the listener is closed by srv.Shutdown below.
@@ -337,11 +338,11 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 		Handler:           e.Handler(),
 		ReadHeaderTimeout: hs,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
-		ConnContext:       corkContext,
+		ConnContext:       cork.ConnContext,
 	}
 	errc := make(chan error, 1)
 	// Exits when the listener is closed by srv.Shutdown below.
-	go func() { errc <- srv.Serve(corkListener{ln}) }()
+	go func() { errc <- srv.Serve(cork.Listener{Listener: ln}) }()
 	select {
 	case err := <-errc:
 		if errors.Is(err, http.ErrServerClosed) {

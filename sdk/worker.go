@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"slices"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/iii-workbench/iii/engine/cork"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
 
@@ -251,20 +254,47 @@ func (w *Worker) shutdown(ctx context.Context) error {
 	return err
 }
 
+// link is one connection to the engine: the WebSocket and, under it, the
+// socket the writer corks to send a batch of frames with one syscall (nil
+// if the transport did not dial one of ours).
+type link struct {
+	ws   *websocket.Conn
+	cork *cork.Conn
+}
+
 // dial opens one connection, bounded by ctx and the handshake timeout.
-func (w *Worker) dial(ctx context.Context) (*websocket.Conn, error) {
+func (w *Worker) dial(ctx context.Context) (*link, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.opts.handshakeTimeout)
 	defer cancel()
-	conn, _, err := websocket.Dial(ctx, w.url, &websocket.DialOptions{HTTPHeader: w.opts.header.Clone()})
+	var (
+		mu sync.Mutex
+		cc *cork.Conn
+	)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	dialer := &net.Dialer{KeepAlive: 30 * time.Second}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		cc = &cork.Conn{Conn: c}
+		return cc, nil
+	}
+	conn, _, err := websocket.Dial(ctx, w.url, &websocket.DialOptions{HTTPHeader: w.opts.header.Clone(),
+		HTTPClient: &http.Client{Transport: tr}})
 	if err != nil {
 		return nil, err
 	}
 	conn.SetReadLimit(w.opts.readLimit)
-	return conn, nil
+	mu.Lock()
+	defer mu.Unlock()
+	return &link{ws: conn, cork: cc}, nil
 }
 
 // run serves conn, then keeps reconnecting with backoff until Close.
-func (w *Worker) run(conn *websocket.Conn) {
+func (w *Worker) run(conn *link) {
 	defer close(w.runDone)
 	b := backoff{initial: w.opts.backoffInitial, max: w.opts.backoffMax}
 	for {
@@ -297,16 +327,22 @@ func (w *Worker) run(conn *websocket.Conn) {
 }
 
 // serve runs one connection until it fails or Close drains it.
-func (w *Worker) serve(conn *websocket.Conn) {
+func (w *Worker) serve(l *link) {
+	conn := l.ws
 	ctx, cancel := context.WithCancel(w.ctx)
 	defer cancel()
+	// The socket's reads and writes get a context that never ends, so the
+	// WebSocket library arms nothing per frame; ending ctx closes the
+	// socket instead, which ends them.
+	stop := context.AfterFunc(ctx, func() { _ = conn.CloseNow() })
+	defer stop()
 	w.startSession()
 
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { // exits on a write error, after the final flush, or when ctx ends
 		defer wg.Done()
-		w.write(ctx, cancel, conn)
+		w.write(ctx, cancel, l)
 	}()
 	go func() { // exits on a failed ping or when ctx ends
 		defer wg.Done()
@@ -379,7 +415,13 @@ func mapValues(m map[string]*registration) []*registration {
 }
 
 // write is the connection's only writer.
-func (w *Worker) write(ctx context.Context, fail context.CancelFunc, conn *websocket.Conn) {
+func (w *Worker) write(ctx context.Context, fail context.CancelFunc, l *link) {
+	conn := l.ws
+	wctx := context.WithoutCancel(ctx)
+	// A write that does not end within writeTimeout closes the socket.
+	stall := time.AfterFunc(time.Hour, func() { _ = conn.CloseNow() })
+	stall.Stop()
+	defer stall.Stop()
 	for {
 		final := false
 		select {
@@ -390,25 +432,49 @@ func (w *Worker) write(ctx context.Context, fail context.CancelFunc, conn *webso
 			return
 		}
 		batch := w.out.take()
+		// Several frames go out with one syscall: the library's flush of
+		// each lands in the corked socket's buffer until Uncork.
+		corked := l.cork != nil && len(batch) > 1
+		if corked {
+			l.cork.Cork()
+		}
+		failed := func(from int, err error) {
+			stall.Stop()
+			if corked {
+				_ = l.cork.Uncork()
+				from = 0 // what the buffer held may not have reached the socket
+			}
+			w.out.requeue(batch[from:])
+			if ctx.Err() == nil {
+				w.log.WarnContext(ctx, "sdk: write failed", "worker_id", w.ID(), "error", err)
+			}
+			fail()
+		}
+		spans := 0
 		for i, e := range batch {
 			typ := websocket.MessageText
 			if e.kind == kindTelemetry {
 				typ = websocket.MessageBinary
 			}
-			wctx, cancel := context.WithTimeout(ctx, writeTimeout)
-			err := conn.Write(wctx, typ, e.frame)
-			cancel()
-			if err != nil {
-				w.out.requeue(batch[i:])
-				if ctx.Err() == nil {
-					w.log.WarnContext(ctx, "sdk: write failed", "worker_id", w.ID(), "error", err)
-				}
-				fail()
+			stall.Reset(writeTimeout)
+			if err := conn.Write(wctx, typ, e.frame); err != nil {
+				failed(i, err)
 				return
 			}
 			if e.kind == kindTelemetry {
-				w.spansSent.Add(uint64(e.spans))
+				spans += e.spans
 			}
+		}
+		if corked {
+			stall.Reset(writeTimeout)
+			if err := l.cork.Uncork(); err != nil {
+				failed(0, err)
+				return
+			}
+		}
+		stall.Stop()
+		if spans > 0 {
+			w.spansSent.Add(uint64(spans))
 		}
 		if final {
 			if err := conn.Close(websocket.StatusNormalClosure, "worker closed"); err != nil {
@@ -445,8 +511,9 @@ func (w *Worker) ping(ctx context.Context, fail context.CancelFunc, conn *websoc
 
 // read decodes and dispatches frames until the connection ends.
 func (w *Worker) read(ctx context.Context, conn *websocket.Conn) error {
+	rctx := context.WithoutCancel(ctx) // see serve
 	for {
-		_, frame, err := conn.Read(ctx)
+		_, frame, err := conn.Read(rctx)
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,7 @@
-package engine
+// Package cork lets a WebSocket connection's writer send several frames
+// with one write syscall. The engine's worker sockets and the Go SDK's
+// connection both write through it.
+package cork
 
 import (
 	"context"
@@ -6,13 +9,13 @@ import (
 	"sync"
 )
 
-// corkConn lets a connection's writer send several WebSocket frames with
-// one write syscall. The WebSocket library flushes once per message; while
+// Conn lets a connection's writer send several WebSocket frames with one
+// write syscall. The WebSocket library flushes once per message; while
 // the writer has corked the socket, those flushes land in a buffer, and
 // uncork writes the buffer at once (as nats-server's flushOutbound hands
 // queued frames to one writev). Writes made while it is not corked (pings,
 // pongs, the close handshake) go straight through.
-type corkConn struct {
+type Conn struct {
 	net.Conn
 	mu     sync.Mutex
 	corked bool
@@ -28,7 +31,7 @@ const corkFlushAt = 64 << 10
 // keeps none.
 var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, corkFlushAt+4<<10); return &b }}
 
-func (c *corkConn) Write(p []byte) (int, error) {
+func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.corked {
@@ -49,7 +52,7 @@ func (c *corkConn) Write(p []byte) (int, error) {
 // flushLocked writes the buffer; c.mu is held, which keeps other writers
 // out until the buffered frames are on the socket (frames must not
 // interleave).
-func (c *corkConn) flushLocked() error {
+func (c *Conn) flushLocked() error {
 	if len(*c.buf) == 0 {
 		return nil
 	}
@@ -61,8 +64,8 @@ func (c *corkConn) flushLocked() error {
 	return err
 }
 
-// cork starts buffering writes.
-func (c *corkConn) cork() {
+// Cork starts buffering writes.
+func (c *Conn) Cork() {
 	c.mu.Lock()
 	c.corked = true
 	c.buf = corkBufs.Get().(*[]byte)
@@ -70,8 +73,8 @@ func (c *corkConn) cork() {
 	c.mu.Unlock()
 }
 
-// uncork writes what was buffered and stops buffering.
-func (c *corkConn) uncork() error {
+// Uncork writes what was buffered and stops buffering.
+func (c *Conn) Uncork() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	err := c.err
@@ -85,24 +88,31 @@ func (c *corkConn) uncork() error {
 	return err
 }
 
-// corkListener hands out corkConns.
-type corkListener struct{ net.Listener }
+// Listener hands out Conns.
+type Listener struct{ net.Listener }
 
-func (l corkListener) Accept() (net.Conn, error) {
+// Accept wraps the accepted connection in a Conn.
+func (l Listener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &corkConn{Conn: c}, nil
+	return &Conn{Conn: c}, nil
 }
 
-type corkKey struct{}
+type key struct{}
 
-// corkContext is the http.Server's ConnContext: it lets serveWorker find
-// the corkConn under its request.
-func corkContext(ctx context.Context, c net.Conn) context.Context {
-	if cc, ok := c.(*corkConn); ok {
-		return context.WithValue(ctx, corkKey{}, cc)
+// ConnContext is an http.Server's ConnContext: it lets a handler find the
+// Conn under its request with FromContext.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	if cc, ok := c.(*Conn); ok {
+		return context.WithValue(ctx, key{}, cc)
 	}
 	return ctx
+}
+
+// FromContext is the Conn under a request served with ConnContext, or nil.
+func FromContext(ctx context.Context) *Conn {
+	c, _ := ctx.Value(key{}).(*Conn)
+	return c
 }
