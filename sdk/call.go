@@ -63,7 +63,12 @@ func (w *Worker) Trigger(ctx context.Context, req TriggerRequest) (json.RawMessa
 	if req.FunctionID == "" {
 		return nil, errors.New("sdk: trigger: empty function ID")
 	}
-	data, err := json.Marshal(req.Payload)
+	data, ok := req.Payload.(json.RawMessage)
+	var err error
+	if !ok || data == nil {
+		// A json.RawMessage is validated once, as the frame is encoded.
+		data, err = json.Marshal(req.Payload)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sdk: trigger %s: encode payload: %w", req.FunctionID, err)
 	}

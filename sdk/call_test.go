@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -226,5 +227,29 @@ func TestTriggerMany(t *testing.T) {
 		if err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// A json.RawMessage payload goes out as it is when compact, compacted when
+// not, and is refused before anything is sent when it is not JSON.
+func TestTriggerRawPayload(t *testing.T) {
+	ctx := testctx.New(t)
+	fe := newFakeEngine(t)
+	w, fc := connect(ctx, t, fe)
+
+	for _, c := range []struct{ in, want string }{{`{"a":[1,"x"]}`, `{"a":[1,"x"]}`}, {` { "a" : 1 } `, `{"a":1}`}} {
+		ch := goTrigger(t, w, ctx, TriggerRequest{FunctionID: "raw::fn", Payload: json.RawMessage(c.in)})
+		inv := expect[protocol.InvokeFunction](ctx, t, fc)
+		if string(inv.Data) != c.want {
+			t.Errorf("payload %s sent as %s, want %s", c.in, inv.Data, c.want)
+		}
+		fc.send(protocol.InvocationResult{InvocationID: inv.InvocationID, FunctionID: inv.FunctionID})
+		if r := await(ctx, t, ch); r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	_, err := w.Trigger(ctx, TriggerRequest{FunctionID: "raw::fn", Payload: json.RawMessage(`{"a":`)})
+	if err == nil || !strings.Contains(err.Error(), "raw::fn") || !strings.Contains(err.Error(), "invalid JSON") {
+		t.Fatalf("Trigger with a payload that is not JSON: %v, want an error naming the function and the JSON", err)
 	}
 }

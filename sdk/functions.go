@@ -200,6 +200,11 @@ func callHandler(ctx context.Context, h Handler, in json.RawMessage) (res json.R
 	if v == nil {
 		return nil, nil
 	}
+	if raw, ok := v.(json.RawMessage); ok {
+		// Validated (and compacted if need be) once, as the result frame
+		// is encoded; see reply.
+		return raw, nil
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, &protocol.ErrorBody{Code: CodeSerialization, Message: err.Error()}
@@ -226,14 +231,21 @@ func (w *Worker) reply(ctx context.Context, m protocol.InvokeFunction, res json.
 	if m.InvocationID == "" {
 		return
 	}
-	frame, err := protocol.Encode(protocol.InvocationResult{
+	r := protocol.InvocationResult{
 		InvocationID: m.InvocationID,
 		FunctionID:   m.FunctionID,
 		Result:       res,
 		Error:        eb,
 		Traceparent:  m.Traceparent,
 		Baggage:      m.Baggage,
-	})
+	}
+	frame, err := protocol.Encode(r)
+	if err != nil && eb == nil {
+		// A handler's json.RawMessage that is not JSON: the caller gets
+		// the error, not a missing result.
+		r.Result, r.Error = nil, &protocol.ErrorBody{Code: CodeSerialization, Message: err.Error()}
+		frame, err = protocol.Encode(r)
+	}
 	if err == nil {
 		err = w.out.pushWait(ctx, entry{frame: frame, kind: kindResult})
 	}

@@ -38,6 +38,9 @@ func TestInvoke(t *testing.T) {
 		"unencodable": func(context.Context, json.RawMessage) (any, error) {
 			return func() {}, nil
 		},
+		"raw":       func(_ context.Context, in json.RawMessage) (any, error) { return in, nil },
+		"rawspaced": func(context.Context, json.RawMessage) (any, error) { return json.RawMessage(` { "a" : [1, 2] } `), nil },
+		"rawbad":    func(context.Context, json.RawMessage) (any, error) { return json.RawMessage(`{"a":`), nil },
 		"typed": Typed(func(_ context.Context, o order) (order, error) {
 			o.Total *= 2
 			return o, nil
@@ -62,6 +65,9 @@ func TestInvoke(t *testing.T) {
 		{fn: "coded", data: `{}`, wantCode: "FORBIDDEN", wantMsg: "not your card"},
 		{fn: "panic", data: `{}`, wantCode: CodeInvocationFailed, wantMsg: "panic: kaboom"},
 		{fn: "unencodable", data: `{}`, wantCode: CodeSerialization},
+		{fn: "raw", data: `{"a":[1,"x"]}`, wantResult: `{"a":[1,"x"]}`},
+		{fn: "rawspaced", data: `{}`, wantResult: `{"a":[1,2]}`},
+		{fn: "rawbad", data: `{}`, wantCode: CodeSerialization, wantMsg: "invalid JSON"},
 		{fn: "typed", data: `{"id":"o1","total":21,"_caller_worker_id":"x"}`, wantResult: `{"id":"o1","total":42}`},
 		{fn: "typed", data: `null`, wantResult: `{"id":"","total":0}`},
 		{fn: "typed", data: `[1,2]`, wantCode: CodeDeserialization},
