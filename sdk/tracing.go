@@ -142,6 +142,7 @@ type tracing struct {
 	provider trace.TracerProvider
 	tracer   trace.Tracer
 	owned    *sdktrace.TracerProvider // the default provider: shut down by Close
+	off      bool                     // telemetry is off: provider is a no-op
 }
 
 // newTracing picks the worker's tracer provider. The default one batches
@@ -153,7 +154,7 @@ func newTracing(o options, out *outbox) tracing {
 	case o.tracerProvider != nil:
 		t.provider = o.tracerProvider
 	case !telemetryEnabled(o):
-		t.provider = noop.NewTracerProvider()
+		t.provider, t.off = noop.NewTracerProvider(), true
 	default:
 		t.owned = sdktrace.NewTracerProvider(
 			sdktrace.WithResource(workerResource()),
@@ -216,6 +217,9 @@ func flushInterval() time.Duration {
 // call, the child of the call's traceparent, with the call's baggage in
 // ctx and, as attributes, on the span (as the Node SDK does).
 func (t tracing) startExecute(ctx context.Context, m protocol.InvokeFunction) (context.Context, trace.Span) {
+	if t.off && m.Traceparent == "" && m.Baggage == "" {
+		return ctx, nil // a no-op span of no trace: nothing to carry
+	}
 	ctx = propagator.Extract(ctx, propagation.MapCarrier{"traceparent": m.Traceparent, "baggage": m.Baggage})
 	members := baggage.FromContext(ctx).Members()
 	attrs := make([]attribute.KeyValue, 0, len(members)+2)
