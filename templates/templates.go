@@ -19,6 +19,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/iii-workbench/iii/engine/cork"
 	"github.com/iii-workbench/iii/engine/protocol"
 	"github.com/iii-workbench/iii/sdk"
 )
@@ -84,9 +85,26 @@ var GoDeps = []GoDep{
 const (
 	sdkImport      = "github.com/iii-workbench/iii/sdk"
 	protocolImport = "github.com/iii-workbench/iii/engine/protocol"
+	corkImport     = "github.com/iii-workbench/iii/engine/cork"
 	sdkDir         = "internal/iii/sdk"
 	protocolDir    = "internal/iii/protocol"
+	corkDir        = "internal/iii/cork"
 )
+
+// copiedPkg is a package of iii a Go scaffold holds a copy of: its
+// sources, its import path, and the copy's folder in the scaffold.
+type copiedPkg struct {
+	src      fs.FS
+	imp, dir string
+}
+
+// copied are the packages a Go scaffold holds a copy of: the SDK and the
+// packages of iii it imports.
+var copied = []copiedPkg{
+	{sdk.Source, sdkImport, sdkDir},
+	{protocol.Source, protocolImport, protocolDir},
+	{cork.Source, corkImport, corkDir},
+}
 
 // Exec is how iii dev's ExecModule installs, runs and watches a worker:
 // one entry of its workers list (name and dir are the caller's).
@@ -237,15 +255,13 @@ func Worker(lang, name string) (*Scaffold, error) {
 		return nil, err
 	}
 	if lang == "go" {
-		sdkFiles, err := goSources(sdk.Source, sdkImport, sdkDir, name)
-		if err != nil {
-			return nil, err
+		for _, c := range copied {
+			files, err := goSources(c.src, c.imp, c.dir, name)
+			if err != nil {
+				return nil, err
+			}
+			s.Files = append(s.Files, files...)
 		}
-		protoFiles, err := goSources(protocol.Source, protocolImport, protocolDir, name)
-		if err != nil {
-			return nil, err
-		}
-		s.Files = append(append(s.Files, sdkFiles...), protoFiles...)
 	}
 	slices.SortFunc(s.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 	return s, nil
@@ -271,10 +287,11 @@ func goSources(src fs.FS, from, dir, module string) ([]File, error) {
 	if err != nil {
 		return nil, err
 	}
-	replacer := strings.NewReplacer(
-		`"`+protocolImport+`"`, `"`+module+"/"+protocolDir+`"`,
-		`"`+sdkImport+`"`, `"`+module+"/"+sdkDir+`"`,
-	)
+	var pairs []string
+	for _, c := range copied {
+		pairs = append(pairs, `"`+c.imp+`"`, `"`+module+"/"+c.dir+`"`)
+	}
+	replacer := strings.NewReplacer(pairs...)
 	var out []File
 	for _, n := range names {
 		// source.go holds the embedding itself; the scaffold needs none.
