@@ -120,6 +120,13 @@ var (
 	// ErrObserverNotActive: the observer is not active (its target is not
 	// registered, it was refused or is being disposed).
 	ErrObserverNotActive = errors.New("engine: observer not active")
+	// ErrNotAdmitted: a call through an observer (Request.Binding naming
+	// an observer's binding) was not made: the observer is gone, not
+	// active, or at its max_in_flight. The error also wraps the refusal's
+	// *protocol.ErrorBody (OBSERVER_NOT_FOUND, OBSERVER_NOT_ACTIVE,
+	// OVERFLOW, LOOP_GUARD). A module that holds the event (a queue
+	// message) may offer it again later.
+	ErrNotAdmitted = errors.New("engine: not admitted by the observer")
 	// ErrSourceExists: a source is already registered for the function id.
 	ErrSourceExists = errors.New("engine: observable source already registered")
 )

@@ -250,6 +250,18 @@ type triggerSource struct {
 // id (Request.Binding), so the call goes through the observer.
 const directBindingPrefix = "observer:"
 
+// BindingObserver returns the id of the observer a trigger binding stands
+// for (a direct binding of an engine-hosted source: http::on-request,
+// queue::on-message), and whether it stands for one. Invoke with
+// Request.Binding set to such a binding goes through the observer.
+func BindingObserver(bindingID string) (string, bool) {
+	return strings.CutPrefix(bindingID, directBindingPrefix)
+}
+
+// ObserverBinding is the id of the direct binding observer id stands for
+// (BindingObserver's inverse).
+func ObserverBinding(observerID string) string { return directBindingPrefix + observerID }
+
 // sourceBinding is one trigger binding a source holds, with the observers
 // it serves.
 type sourceBinding struct {
