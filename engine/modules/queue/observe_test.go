@@ -20,7 +20,9 @@ type obsConsumer struct {
 func dialConsumer(t *testing.T, url, fn string) *obsConsumer {
 	t.Helper()
 	w := &obsConsumer{Worker: enginetest.Dial(t, url)}
-	w.Send(map[string]any{"type": "registerfunction", "id": fn})
+	if fn != "" {
+		w.Send(map[string]any{"type": "registerfunction", "id": fn})
+	}
 	w.Declare(map[string]any{"name": "consumer", "runtime": "test", "features": []string{"observe.v1"}})
 	return w
 }
@@ -148,4 +150,67 @@ func TestQueueObserverPolicy(t *testing.T) {
 			t.Errorf("extra delivery %v", m)
 		}
 	})
+}
+
+// On a FIFO queue a message its observer does not admit (pending: its
+// target is not registered yet; then ended by max_fires) waits at the
+// head of its partition: the group's order holds across the observer's
+// end and return.
+func TestQueueObserverFIFOWaitsInPlace(t *testing.T) {
+	ctx := enginetest.Context(t)
+	te := startEngine(t, ctx, storetest.Mini(t).URL,
+		`{queues: {lines: {type: fifo, message_group_field: g, concurrency: 1, backoff_ms: 20}}}`)
+	w := dialConsumer(t, te.srv.URL(), "")
+	id := uuid.NewString()
+	args := map[string]any{"topic": "lines", "queue": "lines"}
+	send := func(opts map[string]any, state string) {
+		t.Helper()
+		m := map[string]any{"type": "observe", "id": id,
+			"source": map[string]any{"function_id": "queue::on-message", "args": args},
+			"target": map[string]any{"function_id": "app::line"}}
+		for k, v := range opts {
+			m[k] = v
+		}
+		w.Send(m)
+		if r := w.want("observeresult", 0); r["state"] != state {
+			t.Fatalf("observe: %v, want %s", r, state)
+		}
+	}
+	send(map[string]any{"max_fires": 1}, "pending")
+	for n := range 3 {
+		te.call(t, ctx, "iii::durable::publish", map[string]any{"topic": "lines", "data": map[string]any{"g": "a", "n": n}})
+	}
+	if m := w.want("invokefunction", 300*time.Millisecond); m != nil {
+		t.Fatalf("delivery %v to a pending observer", m)
+	}
+	w.Send(map[string]any{"type": "registerfunction", "id": "app::line"})
+	got := func() float64 {
+		t.Helper()
+		inv := w.want("invokefunction", 0)
+		d, _ := inv["data"].(map[string]any)
+		w.answer(inv)
+		n, _ := d["n"].(float64)
+		return n
+	}
+	if n := got(); n != 0 {
+		t.Fatalf("first delivery %v, want message 0", n)
+	}
+	for {
+		if st := w.want("observerstatechanged", 0); st["state"] == "disposed" {
+			break
+		}
+	}
+	if m := w.want("invokefunction", 400*time.Millisecond); m != nil {
+		t.Fatalf("delivery %v after max_fires", m)
+	}
+	send(nil, "active")
+	for want := 1.0; want <= 2; want++ {
+		if n := got(); n != want {
+			t.Fatalf("delivery %v, want message %v (group order)", n, want)
+		}
+	}
+	te.waitStats(t, ctx, "lines", "drained queue", func(s stats) bool { return s.Depth == 0 })
+	if s := te.stats(t, ctx, "lines"); s.DLQDepth != 0 {
+		t.Errorf("dead letters %+v, want none", s)
+	}
 }
