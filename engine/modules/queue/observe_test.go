@@ -214,3 +214,42 @@ func TestQueueObserverFIFOWaitsInPlace(t *testing.T) {
 		t.Errorf("dead letters %+v, want none", s)
 	}
 }
+
+// A consumer whose connection drops mid-delivery loses nothing: the
+// failed delivery is retried as any failed attempt, waits while its
+// observer is gone, and reaches the consumer once its SDK has reattached
+// and replayed the observer under the same id.
+func TestQueueObserverMessageWaitsForReconnect(t *testing.T) {
+	ctx := enginetest.Context(t)
+	te := startEngine(t, ctx, storetest.Mini(t).URL, `{queues: {jobs: {backoff_ms: 20}}}`)
+	w1 := dialConsumer(t, te.srv.URL(), "app::job")
+	id := uuid.NewString()
+	if r := w1.observe(id, "jobs", "app::job", nil); r["state"] != "active" {
+		t.Fatalf("observe: %v, want active", r)
+	}
+	te.call(t, ctx, "iii::durable::publish", map[string]any{"topic": "jobs", "data": map[string]any{"n": 1}})
+	w1.want("invokefunction", 0) // never answered: the connection drops
+	w1.Conn.CloseNow()
+	enginetest.WaitFor(t, "the consumer's observer gone", func() bool { return len(te.eng().Observers()) == 0 })
+	// Its retry comes due meanwhile, and waits: longer than its retries
+	// (3, backoff 20 ms doubling) would last if waiting counted as attempts.
+	time.Sleep(time.Second)
+
+	w2 := &obsConsumer{Worker: enginetest.Dial(t, te.srv.URL())}
+	w2.Send(map[string]any{"type": "reattach", "previous_worker_id": w1.ID, "reattach_token": w1.Token})
+	w2.Send(map[string]any{"type": "registerfunction", "id": "app::job"})
+	w2.Declare(map[string]any{"name": "consumer", "runtime": "test", "features": []string{"observe.v1"}})
+	if r := w2.observe(id, "jobs", "app::job", nil); r["state"] != "active" {
+		t.Fatalf("replayed observe: %v, want active", r)
+	}
+	inv := w2.want("invokefunction", 0)
+	act, _ := inv["activation"].(map[string]any)
+	if d, _ := inv["data"].(map[string]any); d["n"] != float64(1) || act["observer_id"] != id {
+		t.Errorf("after the reconnect: %v, want message 1 as an activation of observer %s", inv, id)
+	}
+	w2.answer(inv)
+	te.waitStats(t, ctx, "jobs", "drained queue", func(s stats) bool { return s.Depth == 0 && s.Delayed == 0 })
+	if s := te.stats(t, ctx, "jobs"); s.DLQDepth != 0 {
+		t.Errorf("dead letters %+v, want none", s)
+	}
+}
