@@ -710,8 +710,12 @@ func (e *Engine) reattach(c *conn, m protocol.Reattach) {
 	old := e.conns[m.PreviousWorkerID]
 	e.mu.RUnlock()
 	if old == nil || subtle.ConstantTimeCompare([]byte(old.token), []byte(m.ReattachToken)) != 1 {
+		// Its old connection is gone already: the observers it left
+		// parked check the token.
+		e.obsReattached(c, m.PreviousWorkerID, m.ReattachToken, false)
 		return
 	}
+	e.obsReattached(c, old.id, m.ReattachToken, true)
 	c.log.Info("worker reattached; evicting its previous connection", "previous_worker_id", old.id)
 	// The worker has given up on the old socket, which is likely dead: drop
 	// it at once rather than wait for a close handshake it may never answer.

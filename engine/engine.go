@@ -248,7 +248,7 @@ func New(opts Options) (*Engine, error) {
 	e.channels = channel.NewManager(channel.Options{Logger: opts.Logger})
 	e.obs.init()
 	e.onDeclared(e.obsDeclared)
-	if err := errors.Join(e.registerBuiltins(), e.registerObserveBuiltins(), e.registerWatch(), e.registerBreakpoints()); err != nil {
+	if err := errors.Join(e.registerBuiltins(), e.registerObserveBuiltins(), e.registerConfiguration(), e.registerWatch(), e.registerBreakpoints()); err != nil {
 		cancel()
 		e.channels.Close(context.Background())
 		return nil, fmt.Errorf("engine: built-ins: %w", err)

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -120,6 +121,13 @@ var (
 	// ErrObserverNotActive: the observer is not active (its target is not
 	// registered, it was refused or is being disposed).
 	ErrObserverNotActive = errors.New("engine: observer not active")
+	// ErrNotAdmitted: a call through an observer (Request.Binding naming
+	// an observer's binding) was not made: the observer is gone, not
+	// active, or at its max_in_flight. The error also wraps the refusal's
+	// *protocol.ErrorBody (OBSERVER_NOT_FOUND, OBSERVER_NOT_ACTIVE,
+	// OVERFLOW, LOOP_GUARD). A module that holds the event (a queue
+	// message) may offer it again later.
+	ErrNotAdmitted = errors.New("engine: not admitted by the observer")
 	// ErrSourceExists: a source is already registered for the function id.
 	ErrSourceExists = errors.New("engine: observable source already registered")
 )
@@ -224,16 +232,23 @@ type hostKey struct {
 // then conn.mu and outq.mu; frames are queued (in memory) under it, events
 // are published and sources called after it is released.
 type observers struct {
-	mu       sync.RWMutex
-	sources  map[string]ObservableSource
-	byID     map[string]*observer
-	byFn     map[string][]*observer // source function key (fnKey) -> observers, in creation order
-	revs     map[hostKey]uint64     // host revision of a function's observer set
-	acked    map[hostKey]bool       // functionregistered sent to the host
-	perConn  map[*conn]int
-	n        atomic.Int64 // observers held (fast path of the router)
-	expiring atomic.Int64 // observers with an expiry
-	srcMu    sync.Mutex   // serialises Attach and Detach
+	mu      sync.RWMutex
+	sources map[string]ObservableSource
+	byID    map[string]*observer
+	byFn    map[string][]*observer // source function key (fnKey) -> observers, in creation order
+	revs    map[hostKey]uint64     // host revision of a function's observer set
+	acked   map[hostKey]bool       // functionregistered sent to the host
+	perConn map[*conn]int
+	// parked: the policy state (fires, expiry) of observers whose
+	// observing connection closed, by observer id, kept parkTTL for the
+	// same worker's reconnect: its SDK replays them under the same ids.
+	parked map[string]*parkedObserver
+	// successor: connections that reattached (with a valid token) as the
+	// worker id they name, the worker whose parked observers they resume.
+	successor map[*conn]string
+	n         atomic.Int64 // observers held (fast path of the router)
+	expiring  atomic.Int64 // observers with an expiry
+	srcMu     sync.Mutex   // serialises Attach and Detach
 }
 
 func (o *observers) init() {
@@ -243,6 +258,71 @@ func (o *observers) init() {
 	o.revs = make(map[hostKey]uint64)
 	o.acked = make(map[hostKey]bool)
 	o.perConn = make(map[*conn]int)
+	o.parked = make(map[string]*parkedObserver)
+	o.successor = make(map[*conn]string)
+}
+
+// parkedObserver is what an observer leaves behind when its observing
+// connection closes: the count and deadline its policy has used, for the
+// replay of its worker's SDK after a reconnect.
+type parkedObserver struct {
+	worker, token string // the connection that held it
+	fires         uint64
+	expires       time.Time // zero: never
+	until         time.Time // forgotten after
+}
+
+// parkTTL is how long a closed connection's observers are remembered for
+// its worker's reconnect (the SDKs retry with backoff up to a few tens of
+// seconds); maxParked bounds how many are.
+const (
+	parkTTL   = 5 * time.Minute
+	maxParked = 100000
+)
+
+// parkLocked remembers o's policy state; its connection closed.
+func (r *observers) parkLocked(o *observer, now time.Time) {
+	if o.owner == nil || o.legacy != nil || len(r.parked) >= maxParked {
+		return
+	}
+	r.parked[o.id] = &parkedObserver{worker: o.owner.id, token: o.owner.token, fires: o.fires,
+		expires: o.expires, until: now.Add(parkTTL)}
+}
+
+// resumeLocked gives a new observer the policy state its id left parked,
+// when c is the reattached successor of the connection that held it. Any
+// other use of the id forgets it.
+func (r *observers) resumeLocked(c *conn, o *observer) {
+	p := r.parked[o.id]
+	if p == nil {
+		return
+	}
+	delete(r.parked, o.id)
+	if c == nil || r.successor[c] != p.worker {
+		return
+	}
+	o.fires = p.fires
+	if !p.expires.IsZero() && !o.expires.IsZero() {
+		o.expires = p.expires // the replay's expires_in_ms counts from the first observe
+	}
+}
+
+// obsReattached records that c reattached as worker prev (token checked
+// against the live connection, or against what it parked).
+func (e *Engine) obsReattached(c *conn, prev, token string, verified bool) {
+	e.obs.mu.Lock()
+	defer e.obs.mu.Unlock()
+	if !verified {
+		for _, p := range e.obs.parked {
+			if p.worker == prev && subtle.ConstantTimeCompare([]byte(p.token), []byte(token)) == 1 {
+				verified = true
+				break
+			}
+		}
+	}
+	if verified {
+		e.obs.successor[c] = prev
+	}
 }
 
 // observed reports whether fn has observers (the router wraps a call's
@@ -532,6 +612,7 @@ func (e *Engine) observeLocked(c *conn, m protocol.Observe, ops *obsOps, legacy 
 	if r.sources[o.fn] != nil {
 		o.key = o.fn // engine-hosted sources serve every namespace
 	}
+	r.resumeLocked(c, o)
 	r.byID[o.id] = o
 	r.byFn[o.key] = append(r.byFn[o.key], o)
 	r.perConn[c]++
@@ -991,8 +1072,11 @@ func (e *Engine) obsConnClosed(c *conn) {
 				delete(e.obs.revs, k)
 			}
 		}
+		delete(e.obs.successor, c)
+		now := time.Now()
 		for _, o := range e.obs.byID {
 			if o.owner == c {
+				e.obs.parkLocked(o, now)     // for its worker's reconnect
 				e.disposeLocked(o, nil, ops) // nobody to tell
 				continue
 			}
@@ -1049,6 +1133,17 @@ func (e *Engine) sweepAcks(now time.Time, timeout time.Duration) {
 	})
 }
 
+// sweepParked forgets parked observer state past its time.
+func (e *Engine) sweepParked(now time.Time) {
+	e.obs.mu.Lock()
+	defer e.obs.mu.Unlock()
+	for id, p := range e.obs.parked {
+		if now.After(p.until) {
+			delete(e.obs.parked, id)
+		}
+	}
+}
+
 // observeLoop disposes expired observers. It exits when the engine shuts
 // down.
 func (e *Engine) observeLoop() {
@@ -1063,6 +1158,7 @@ func (e *Engine) observeLoop() {
 			return
 		case now := <-acks.C:
 			e.sweepAcks(now, timeout)
+			e.sweepParked(now)
 		case now := <-t.C:
 			if e.obs.expiring.Load() == 0 {
 				continue

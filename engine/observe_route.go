@@ -153,8 +153,9 @@ func (e *Engine) callerDoc(call *Call) json.RawMessage {
 }
 
 // activate starts (or queues) one activation of o's target for ob, or for
-// a call through the observer with payload. It reports a refusal to done.
-func (e *Engine) activate(o *observer, ob *observed, payload json.RawMessage, done func(outcome)) {
+// a call through the observer with payload. It reports a refusal to done
+// (before it returns) and returns false then.
+func (e *Engine) activate(o *observer, ob *observed, payload json.RawMessage, done func(outcome)) bool {
 	refuse := func(code, format string, args ...any) {
 		if done != nil {
 			done(failed(code, format, args...))
@@ -169,11 +170,12 @@ func (e *Engine) activate(o *observer, ob *observed, payload json.RawMessage, do
 	})
 	if code != "" {
 		refuse(code, "%s", msg)
-		return
+		return false
 	}
 	if a != nil {
 		e.sendActivation(*a)
 	}
+	return true
 }
 
 // admitLocked applies o's policy to one activation: it returns the
@@ -546,21 +548,27 @@ func (e *Engine) callThroughObserver(caller *conn, m protocol.InvokeFunction) {
 }
 
 // invokeThroughObserver is Invoke of a call its direct binding fires (an
-// HTTP request to an observer's route, ...): the observer's target gets
-// the payload as given, under the observer's policy, as a host's call
-// through an observer does.
+// HTTP request to an observer's route, a queue message, ...): the
+// observer's target gets the payload as given, under the observer's
+// policy, as a host's call through an observer does. A call the observer
+// does not admit (it is gone, not active, or at its max_in_flight) fails
+// with an error that wraps ErrNotAdmitted and the refusal's
+// *protocol.ErrorBody: nothing reached the target.
 func (e *Engine) invokeThroughObserver(ctx context.Context, observerID string, req Request) (json.RawMessage, error) {
 	e.obs.mu.RLock()
 	o := e.obs.byID[observerID]
 	e.obs.mu.RUnlock()
 	if o == nil {
-		return nil, &protocol.ErrorBody{Code: protocol.CodeObserverNotFound,
-			Message: fmt.Sprintf("observer %s (binding %s) is gone", observerID, req.Binding)}
+		return nil, fmt.Errorf("%w: %w", ErrNotAdmitted, &protocol.ErrorBody{Code: protocol.CodeObserverNotFound,
+			Message: fmt.Sprintf("observer %s (binding %s) is gone", observerID, req.Binding)})
 	}
 	ob := &observed{functionID: o.fn, invocationID: uuid.NewString(), ok: true, input: req.Data,
 		traceparent: req.Traceparent, baggage: req.Baggage, startedAt: time.Now()}
 	ch := make(chan outcome, 1)
-	e.activate(o, ob, req.Data, func(out outcome) { ch <- out })
+	if !e.activate(o, ob, req.Data, func(out outcome) { ch <- out }) {
+		// Refused by the observer's policy: the target was not called.
+		return nil, fmt.Errorf("%w: %w", ErrNotAdmitted, (<-ch).err)
+	}
 	select {
 	case out := <-ch:
 		if out.err != nil {

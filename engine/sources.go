@@ -157,10 +157,10 @@ const (
 	// suspended, error, disposed): {observer_id, function_id, namespace,
 	// target, target_namespace, state, fires, reason?}.
 	SourceObserversChanged = "engine::on-observers-changed"
-	// SourceConfigurationUpdated: iii fires it when its configuration is
-	// reloaded. This engine reads its config.yaml once, at start, and
-	// never reloads it, so it never fires; it is observable so that an
-	// observer of it is active (and silent), not pending for good.
+	// SourceConfigurationUpdated: a configuration entry was registered or
+	// changed (configuration::register, configuration::set;
+	// configuration.go): {type: "configuration", event_type, id, name,
+	// description, schema, old_value, new_value, metadata?}.
 	SourceConfigurationUpdated = "configuration::on-updated"
 )
 
@@ -169,7 +169,7 @@ var engineSources = []BuiltinSource{{
 	Description: "An observer changed state: {observer_id, function_id, namespace, target, target_namespace, state, fires, reason?}; filter on input.state, input.function_id, ...",
 }, {
 	FunctionID: SourceConfigurationUpdated, TriggerType: "configuration", Mode: SourceEvents,
-	Description: "The engine's configuration was reloaded (never, in this engine: it reads config.yaml once, at start)",
+	Description: "A configuration entry was registered or changed (configuration::register, configuration::set): {type, event_type (configuration:registered, configuration:updated), id, name, description, schema, old_value, new_value, metadata?}; filter on input.id, input.event_type",
 }}
 
 // installEngineSources makes the engine's own sources observable.
@@ -249,6 +249,18 @@ type triggerSource struct {
 // follows. A module that invokes a binding's function passes the binding
 // id (Request.Binding), so the call goes through the observer.
 const directBindingPrefix = "observer:"
+
+// BindingObserver returns the id of the observer a trigger binding stands
+// for (a direct binding of an engine-hosted source: http::on-request,
+// queue::on-message), and whether it stands for one. Invoke with
+// Request.Binding set to such a binding goes through the observer.
+func BindingObserver(bindingID string) (string, bool) {
+	return strings.CutPrefix(bindingID, directBindingPrefix)
+}
+
+// ObserverBinding is the id of the direct binding observer id stands for
+// (BindingObserver's inverse).
+func ObserverBinding(observerID string) string { return directBindingPrefix + observerID }
 
 // sourceBinding is one trigger binding a source holds, with the observers
 // it serves.

@@ -951,6 +951,16 @@ func (e *Engine) Bindings(triggerType string) []Trigger {
 	return out
 }
 
+// Binding returns the active binding with id, and whether there is one.
+func (e *Engine) Binding(id string) (Trigger, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if b := e.triggers[id]; b != nil && b.active {
+		return b.Trigger, true
+	}
+	return Trigger{}, false
+}
+
 // Fire invokes every function bound to an in-process trigger type with
 // payload, fire-and-forget, passing each binding's metadata along.
 func (e *Engine) Fire(triggerType string, payload json.RawMessage) {

@@ -332,6 +332,12 @@ func testSources(t *testing.T, ctx context.Context, srv *enginetest.Server, base
 			t.Fatalf("durable publish: %v", err)
 		}
 		w.event(t, ctx, eng, "queue", func(in map[string]any) bool { return in["job"] == float64(7) })
+		// The message went through the SDK's observer: one of its fires.
+		for _, o := range eng.Observers() {
+			if o.FunctionID == "queue::on-message" && o.Fires != 1 {
+				t.Errorf("queue observer %s: fires %d after one message, want 1", o.ID, o.Fires)
+			}
+		}
 	})
 	t.Run("registertrigger alongside", func(t *testing.T) {
 		if l == "python25" {

@@ -525,15 +525,11 @@ func (p *iiiParser) worker(path string, item, nameNode, image, cfg *yaml.Node) e
 			"posthog_host": yaml.ScalarNode, "heartbeat_interval_secs": yaml.ScalarNode,
 		})
 	case iiiConfiguration:
-		if err := w.ignoreAll("the configuration worker (configuration::* functions) is not implemented by this engine", map[string]yaml.Kind{
+		// The configuration::* functions are always on; their entries live
+		// in memory (configuration.go).
+		return w.ignoreAll("this engine keeps configuration entries in memory (no fs adapter, no TTL cleanup)", map[string]yaml.Kind{
 			"adapter": yaml.MappingNode, "ttl_seconds": yaml.ScalarNode,
-		}); err != nil {
-			return err
-		}
-		if len(cfg.Content) == 0 {
-			p.warn(nameNode, path+".name", "the configuration worker (configuration::* functions) is not implemented by this engine; the entry is ignored")
-		}
-		return nil
+		})
 	}
 	return fmt.Errorf("config: iii worker %s has no mapping", name) // unreachable: every built-in is above
 }

@@ -116,6 +116,21 @@ func (w *Worker) Next(timeout time.Duration) map[string]any {
 	return nil
 }
 
+// NextWithin returns the next frame if one arrives within d; false when
+// none does (a socket closed meanwhile fails the test).
+func (w *Worker) NextWithin(d time.Duration) (map[string]any, bool) {
+	w.t.Helper()
+	select {
+	case m, ok := <-w.frames:
+		if !ok {
+			w.t.Fatalf("socket closed while waiting for a frame: %v", <-w.errc)
+		}
+		return m, true
+	case <-time.After(d):
+		return nil, false
+	}
+}
+
 // Expect returns the next frame and checks its type.
 func (w *Worker) Expect(typ string) map[string]any {
 	w.t.Helper()

@@ -252,6 +252,23 @@ func checkSchemaNode(s any, at string, depth int) error {
 	return fmt.Errorf("%s: a schema must be an object or a boolean", at)
 }
 
+// Validate checks the JSON value v against the JSON Schema schema (the
+// subset args_format is checked with); the error names the first place
+// that fails, under the name at ("value", "value.port", ...).
+func Validate(schema, v json.RawMessage, at string) error {
+	var s, x any
+	if err := json.Unmarshal(schema, &s); err != nil {
+		return fmt.Errorf("the schema is not JSON: %w", err)
+	}
+	if len(v) == 0 {
+		v = json.RawMessage("null")
+	}
+	if err := json.Unmarshal(v, &x); err != nil {
+		return fmt.Errorf("%s is not JSON: %w", at, err)
+	}
+	return validate(s, s, x, at, 0)
+}
+
 // ValidateArgs checks args against the function's args_format. Errors
 // are INVALID_ARGS naming the first place that fails.
 func ValidateArgs(format, args json.RawMessage) error {

@@ -165,32 +165,131 @@ func (m *Module) handle(q *queue, x redis.XMessage) {
 		m.deadLetterRaw(q, stream, x.ID, raw, err, nil)
 		return
 	}
-	eb, stopped := m.deliver(q, msg)
-	switch {
-	case stopped:
+	eb, r := m.deliver(q, msg)
+	switch r {
+	case attemptStopped:
 		// Left pending: re-delivered after claim_idle_ms.
-	case eb == nil:
+	case attemptDone:
 		m.ack(stream, x.ID, nil)
+	case attemptWaiting:
+		m.putBack(q, stream, x.ID, msg)
 	default:
 		m.retryOrDeadLetter(q, stream, x.ID, msg, eb)
 	}
 }
 
+// attemptResult is how one attempt at a message ended.
+type attemptResult int
+
+const (
+	// attemptDone: handled (or skipped by its condition): acknowledge it.
+	attemptDone attemptResult = iota
+	// attemptFailed: the handler failed (the error says why): a retry, or
+	// the dead-letter queue.
+	attemptFailed
+	// attemptWaiting: its observer is not here or did not admit it (ended,
+	// at its max_in_flight, not active): nothing was called, and it is no
+	// attempt. It waits in the queue.
+	attemptWaiting
+	// attemptStopped: the module is stopping and the outcome is unknown.
+	attemptStopped
+)
+
+// Waiting for an observer (a message with Observer set).
+const (
+	// observerPatience bounds how long a handler waits, holding the
+	// message, for its observer to admit it (an observer at its
+	// max_in_flight frees up as its activations end) before it puts the
+	// message back in the queue.
+	observerPatience = time.Second
+	// minObserverWait and maxObserverWait bound how long a message put
+	// back waits before it is offered again (doubling per wait).
+	minObserverWait = 50 * time.Millisecond
+	maxObserverWait = 2 * time.Second
+)
+
 // deliver calls the message's condition function (durable subscribers) and
-// its target function. stopped means the module is stopping and the outcome
-// is unknown.
-func (m *Module) deliver(q *queue, msg *message) (eb *protocol.ErrorBody, stopped bool) {
+// its target function, through its observer when it has one.
+func (m *Module) deliver(q *queue, msg *message) (*protocol.ErrorBody, attemptResult) {
+	if msg.Observer != "" && !m.observerHere(msg) {
+		return nil, attemptWaiting // not even its condition is asked
+	}
 	if msg.Condition != "" {
-		res, eb, stopped := m.invoke(msg.Condition, msg, q.s.Timeout)
-		if stopped || eb != nil {
-			return eb, stopped
+		res, eb, r := m.invoke(msg.Condition, "", msg, q.s.Timeout)
+		if r != attemptDone {
+			return eb, r
 		}
 		if isFalse(res) {
-			return nil, false
+			return nil, attemptDone
 		}
 	}
-	_, eb, stopped = m.invoke(msg.FunctionID, msg, q.s.Timeout)
-	return eb, stopped
+	if msg.Observer == "" {
+		_, eb, r := m.invoke(msg.FunctionID, "", msg, q.s.Timeout)
+		return eb, r
+	}
+	patience := time.Now().Add(min(observerPatience, q.s.ClaimIdle/4))
+	for step := 5 * time.Millisecond; ; step = min(2*step, 100*time.Millisecond) {
+		_, eb, r := m.invoke(msg.FunctionID, engine.ObserverBinding(msg.Observer), msg, q.s.Timeout)
+		if r != attemptWaiting || time.Now().Add(step).After(patience) {
+			return eb, r
+		}
+		if !sleep(m.handlerCtx, step) {
+			return nil, attemptStopped
+		}
+	}
+}
+
+// observerHere reports whether the observer msg is for is on this engine
+// and still observes queue::on-message on msg's topic (an id may be
+// observing something else by now).
+func (m *Module) observerHere(msg *message) bool {
+	t, ok := m.h.Engine.Binding(engine.ObserverBinding(msg.Observer))
+	if !ok || (t.Type != TriggerDurableSubscriber && t.Type != TriggerLegacy) {
+		return false
+	}
+	c, err := parseSubscriber(t.Config)
+	return err == nil && c.Topic == msg.Topic
+}
+
+// observerWait is how long a message put back for its observer waits
+// before it is offered again, after waits earlier waits.
+func observerWait(waits int) time.Duration {
+	return min(minObserverWait<<min(max(waits, 0), 8), maxObserverWait)
+}
+
+// putBack returns a message its observer did not admit to the queue (its
+// delayed set, due after observerWait), in one transaction with the
+// acknowledgement of the entry it was read from. Its attempts are
+// untouched: nothing was delivered.
+func (m *Module) putBack(q *queue, stream, id string, msg *message) {
+	delay := observerWait(msg.Waits)
+	msg.Waits++
+	if err := m.schedule(q, stream, id, msg, delay); err != nil {
+		m.health.failed("put back", err)
+		m.h.Logger.Warn("queue: could not put back a message waiting for its observer; it will be delivered again",
+			"queue", q.name, "message_id", msg.ID, "observer_id", msg.Observer, "error", err)
+		return
+	}
+	m.h.Logger.Debug("queue: message waits for its observer", "queue", q.name, "message_id", msg.ID,
+		"observer_id", msg.Observer, "waits", msg.Waits, "next_in_ms", delay.Milliseconds())
+}
+
+// schedule moves an entry to q's delayed set, due after delay, in one
+// transaction with its acknowledgement.
+func (m *Module) schedule(q *queue, stream, id string, msg *message, delay time.Duration) error {
+	enc, err := msg.encode()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := opContext()
+	defer cancel()
+	_, err = m.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, q.k.delayed, redis.Z{Score: float64(nowMS() + delay.Milliseconds()), Member: enc})
+		p.XAck(ctx, stream, groupName, id)
+		p.XDel(ctx, stream, id)
+		return nil
+	})
+	return err
 }
 
 func isFalse(res json.RawMessage) bool {
@@ -199,29 +298,33 @@ func isFalse(res json.RawMessage) bool {
 }
 
 // invoke calls fn with the message's data, metadata and trace context,
-// bounded by timeout.
-func (m *Module) invoke(fn string, msg *message, timeout time.Duration) (json.RawMessage, *protocol.ErrorBody, bool) {
+// bounded by timeout; binding names the observer's binding the call goes
+// through, if any.
+func (m *Module) invoke(fn, binding string, msg *message, timeout time.Duration) (json.RawMessage, *protocol.ErrorBody, attemptResult) {
 	ctx, cancel := context.WithTimeout(m.handlerCtx, timeout)
 	defer cancel()
 	res, err := m.h.Engine.Invoke(ctx, engine.Request{FunctionID: fn, Data: msg.Data, Metadata: msg.Metadata,
-		Traceparent: msg.Traceparent, Baggage: msg.Baggage})
+		Traceparent: msg.Traceparent, Baggage: msg.Baggage, Binding: binding})
 	if err == nil {
-		return res, nil, false
+		return res, nil, attemptDone
 	}
 	if m.handlerCtx.Err() != nil || errors.Is(err, engine.ErrEngineClosed) {
-		return nil, nil, true
+		return nil, nil, attemptStopped
+	}
+	if errors.Is(err, engine.ErrNotAdmitted) {
+		return nil, nil, attemptWaiting
 	}
 	var eb *protocol.ErrorBody
 	switch {
 	case errors.As(err, &eb) && eb.Code == engine.CodeShutdown:
-		return nil, nil, true
+		return nil, nil, attemptStopped
 	case eb != nil:
-		return nil, eb, false
+		return nil, eb, attemptFailed
 	case errors.Is(err, context.DeadlineExceeded):
 		return nil, &protocol.ErrorBody{Code: CodeTimeout,
-			Message: fmt.Sprintf("%s did not finish within timeout_ms=%d", fn, timeout.Milliseconds())}, false
+			Message: fmt.Sprintf("%s did not finish within timeout_ms=%d", fn, timeout.Milliseconds())}, attemptFailed
 	}
-	return nil, &protocol.ErrorBody{Code: "invocation_failed", Message: err.Error()}, false
+	return nil, &protocol.ErrorBody{Code: "invocation_failed", Message: err.Error()}, attemptFailed
 }
 
 // opContext bounds one bookkeeping write. It is not tied to Stop: a handled
@@ -278,20 +381,11 @@ func (m *Module) retryOrDeadLetter(q *queue, stream, id string, msg *message, eb
 		return
 	}
 	delay := q.backoffFor(msg)
-	enc, err := msg.encode()
-	if err != nil {
+	if _, err := msg.encode(); err != nil {
 		m.deadLetterRaw(q, stream, id, "", err, nil)
 		return
 	}
-	ctx, cancel := opContext()
-	defer cancel()
-	_, err = m.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, q.k.delayed, redis.Z{Score: float64(nowMS() + delay.Milliseconds()), Member: enc})
-		p.XAck(ctx, stream, groupName, id)
-		p.XDel(ctx, stream, id)
-		return nil
-	})
-	if err != nil {
+	if err := m.schedule(q, stream, id, msg, delay); err != nil {
 		m.health.failed("schedule retry", err)
 		m.h.Logger.Warn("queue: could not schedule a retry; the message will be delivered again",
 			"queue", q.name, "message_id", msg.ID, "error", err)

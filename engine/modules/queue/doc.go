@@ -60,8 +60,14 @@
 // with the same retries and dead-letter queue; config.condition_function_id
 // is called at delivery and a false result skips the message;
 // config.queue_config {max_retries, backoff_ms} overrides the queue's
-// settings for that subscriber. Subscribers bound later do not receive
-// earlier messages. With cluster: configured a publish reaches the
+// settings for that subscriber. An observer of queue::on-message (args
+// {topic, queue?, queue_config?, condition_function_id?}) is a subscriber
+// of its own: one message per publish, delivered through it (an
+// activation of its target, under its max_fires and max_in_flight). A
+// message its observer does not admit (busy, ended, not on this engine)
+// is not an attempt: it waits in the queue until an observer of that id
+// and topic admits it. Subscribers bound later do not receive earlier
+// messages. With cluster: configured a publish reaches the
 // subscribers bound on every engine of the cluster, once per function; a
 // single engine reaches its own.
 //

@@ -73,9 +73,11 @@ func (p subscriberProvider) RegisterTrigger(_ context.Context, t engine.Trigger)
 
 func (p subscriberProvider) UnregisterTrigger(context.Context, engine.Trigger) error { return nil }
 
-// subscriber is one function subscribed to a topic.
+// subscriber is one function, or one observer of queue::on-message,
+// subscribed to a topic.
 type subscriber struct {
 	functionID string
+	observer   string // the observer it is, if any
 	metadata   json.RawMessage
 	cfg        subscriberConfig
 }
@@ -83,18 +85,27 @@ type subscriber struct {
 // subscribers lists the distinct functions bound to topic on this engine
 // and, in a cluster, on every other engine (one delivery per function,
 // however many bindings it has; a function served elsewhere is reached
-// through the engine's forwarding).
+// through the engine's forwarding), and the observers of queue::on-message
+// on topic (one delivery per observer, made through it, so its max_fires
+// and max_in_flight apply).
 func (m *Module) subscribers(topic string) []subscriber {
 	var out []subscriber
 	seen := map[string]bool{}
 	for _, typ := range []string{TriggerDurableSubscriber, TriggerLegacy} {
 		for _, t := range m.h.Engine.ClusterBindings(typ) {
 			c, err := parseSubscriber(t.Config)
-			if err != nil || c.Topic != topic || seen[t.FunctionID] {
+			if err != nil || c.Topic != topic {
 				continue
 			}
-			seen[t.FunctionID] = true
-			out = append(out, subscriber{functionID: t.FunctionID, metadata: t.Metadata, cfg: c})
+			key, observer := "fn:"+t.FunctionID, ""
+			if id, ok := engine.BindingObserver(t.ID); ok {
+				key, observer = "observer:"+id, id
+			}
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			out = append(out, subscriber{functionID: t.FunctionID, observer: observer, metadata: t.Metadata, cfg: c})
 		}
 	}
 	return out
@@ -143,7 +154,7 @@ func (m *Module) publishFn(ctx context.Context, call *engine.Call) (json.RawMess
 	now := time.Now().UnixMilli()
 	msgs := make([]*message, 0, len(subs))
 	for _, s := range subs {
-		msg := &message{ID: uuid.NewString(), Queue: s.cfg.Queue, FunctionID: s.functionID, Data: in.Data,
+		msg := &message{ID: uuid.NewString(), Queue: s.cfg.Queue, FunctionID: s.functionID, Observer: s.observer, Data: in.Data,
 			Metadata: s.metadata, Traceparent: call.Traceparent, Baggage: call.Baggage,
 			Topic: in.Topic, Condition: s.cfg.Condition, EnqueuedAt: now}
 		if qc := s.cfg.QueueConfig; qc != nil {

@@ -194,11 +194,16 @@ func (m *Module) handleFIFO(ctx context.Context, q *queue, stream string, x redi
 	if ctx.Err() != nil || !keep() {
 		return
 	}
-	eb, stopped := m.deliver(q, msg)
-	switch {
-	case stopped:
-	case eb == nil:
+	eb, r := m.deliver(q, msg)
+	switch r {
+	case attemptStopped:
+	case attemptDone:
 		m.ack(stream, x.ID, dropState)
+	case attemptWaiting:
+		// Its observer did not admit it: it stays at the head of its
+		// partition (the group keeps its order), offered again shortly,
+		// its attempts untouched.
+		sleep(ctx, minObserverWait)
 	default:
 		msg.Attempts++
 		msg.LastError = eb

@@ -26,6 +26,15 @@ type message struct {
 	// Topic and Condition are set for durable publish deliveries.
 	Topic     string `json:"topic,omitempty"`
 	Condition string `json:"condition_function_id,omitempty"`
+	// Observer is set for a durable publish delivery to an observer of
+	// queue::on-message: the message is delivered only through that
+	// observer (under its max_fires and max_in_flight). While no observer
+	// of that id and topic is here to admit it, it waits in the queue,
+	// its attempts untouched.
+	Observer string `json:"observer,omitempty"`
+	// Waits counts the times it was put back to wait for its observer
+	// (the wait before the next look doubles, up to maxObserverWait).
+	Waits int `json:"waits,omitempty"`
 	// Group is the FIFO message group (the value of message_group_field).
 	Group string `json:"group,omitempty"`
 	// MaxRetries and BackoffMS override the queue's settings (a durable
