@@ -454,8 +454,8 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 	}
 	switch {
 	case r == nil:
-		if ns := nsOrDefault(call.Namespace); ns != DefaultNamespace || !e.forward(call, finish) {
-			finish(e.notFound(ns, call.FunctionID))
+		if !e.forward(call, finish) {
+			finish(e.notFound(nsOrDefault(call.Namespace), call.FunctionID))
 		}
 	case r.handler != nil:
 		e.runLocal(r.handler, call, finish)

@@ -23,6 +23,7 @@ import (
 type linkRequest struct {
 	ID          uint64          `json:"i"`
 	FunctionID  string          `json:"f"`
+	Namespace   string          `json:"n,omitempty"` // "" for the default namespace
 	Data        json.RawMessage `json:"d,omitempty"`
 	Metadata    json.RawMessage `json:"m,omitempty"`
 	Traceparent string          `json:"tp,omitempty"`
@@ -341,7 +342,7 @@ func (l *link) call(call *engine.Call, timeout time.Duration, done func(json.Raw
 	l.pending[id] = &fwd{functionID: call.FunctionID, deadline: time.Now().Add(timeout), done: done}
 	w := l.w
 	l.mu.Unlock()
-	line, err := json.Marshal(linkRequest{ID: id, FunctionID: call.FunctionID, Data: call.Data, Metadata: call.Metadata,
+	line, err := json.Marshal(linkRequest{ID: id, FunctionID: call.FunctionID, Namespace: wireNS(nsOrDefault(call.Namespace)), Data: call.Data, Metadata: call.Metadata,
 		Traceparent: call.Traceparent, Baggage: call.Baggage, TimeoutMS: timeout.Milliseconds()})
 	code := engine.CodeClusterUnavailable
 	switch {
@@ -473,7 +474,7 @@ func (c *Cluster) runForwarded(ctx context.Context, w *writer, req linkRequest) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	res, err := c.eng.Invoke(ctx, engine.Request{FunctionID: req.FunctionID, Data: req.Data, Metadata: req.Metadata,
+	res, err := c.eng.Invoke(ctx, engine.Request{FunctionID: req.FunctionID, Namespace: req.Namespace, Data: req.Data, Metadata: req.Metadata,
 		Traceparent: req.Traceparent, Baggage: req.Baggage, Trigger: engine.TriggerKindCluster})
 	reply := linkReply{ID: req.ID, Result: res}
 	if err != nil {
