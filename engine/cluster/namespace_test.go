@@ -14,6 +14,7 @@ import (
 	"github.com/iii-workbench/iii/engine/cluster"
 	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/store/storetest"
+	"github.com/iii-workbench/iii/engine/watch"
 )
 
 // nsWorker dials a worker of a 0.25 SDK: it registers fns, then declares
@@ -233,6 +234,27 @@ func TestNamespacesAcrossEngines(t *testing.T) {
 				if found[id] != want {
 					t.Errorf("worker %s listed on engine A as %q, want %q (%s)", id, found[id], want, res)
 				}
+			}
+			// engine::snapshot, which the TUI reads, alike.
+			res, err = invoke(ctx, a.Engine(), "engine::snapshot", map[string]any{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var snap watch.Snapshot
+			json.Unmarshal(res, &snap)
+			found = map[string]string{}
+			for _, w := range snap.Workers {
+				found[w.ID] = w.Namespace + "@" + w.Engine
+			}
+			fns := map[string]string{}
+			for _, f := range snap.Functions {
+				if f.ID == "state::get" {
+					fns[f.Namespace] = strings.Join(f.Engines, ",")
+				}
+			}
+			if found[orders.ID] != "orders@"+bName || found[billing.ID] != "billing@"+cName ||
+				fns["orders"] != bName || fns["billing"] != cName || fns["default"] != cName {
+				t.Errorf("engine::snapshot: workers %v, state::get by namespace %v", found, fns)
 			}
 			// In Redis: the namespace on namespaced entries only; a
 			// default-namespace entry reads as before namespaces.
