@@ -717,14 +717,19 @@ func (e *Engine) fnRegisterTrigger(ctx context.Context, call *Call) (json.RawMes
 	if err := decodeArgs(call.Data, &in); err != nil {
 		return nil, err
 	}
-	if s := e.callerSession(call); s != nil {
+	if c := e.sessionCaller(call); c != nil {
 		// A caller of an RBAC listener binds within its session: its
-		// allowed trigger types, its function prefix.
+		// allowed trigger types, its function prefix, the functions it may
+		// reach in the target's namespace.
+		s := c.session
 		if s.allowedTriggerTypes != nil && !contains(s.allowedTriggerTypes, in.TriggerType) {
 			return nil, &protocol.ErrorBody{Code: CodeForbidden,
 				Message: fmt.Sprintf("Trigger type '%s' is not allowed for this session.", in.TriggerType)}
 		}
 		in.FunctionID = s.registeredID(in.FunctionID)
+		if why := e.mayTarget(c, in.FunctionID, in.Namespace); why != "" {
+			return nil, &protocol.ErrorBody{Code: CodeForbidden, Message: why}
+		}
 	}
 	t := Trigger{Type: in.TriggerType, FunctionID: in.FunctionID, Config: in.Config, Metadata: in.Metadata}
 	t.inNamespace(in.Namespace)

@@ -666,10 +666,11 @@ func (e *Engine) admitTriggerType(c *conn, m *protocol.RegisterTriggerType) bool
 	return true
 }
 
-// admitTrigger applies the session to a registertrigger. A refusal is
+// admitTrigger applies the session to a registertrigger whose target
+// resolves in namespace ns ("" for the default one). A refusal is
 // reported to the worker as a failed triggerregistrationresult, which both
 // SDKs log.
-func (e *Engine) admitTrigger(c *conn, t *Trigger) bool {
+func (e *Engine) admitTrigger(c *conn, t *Trigger, ns string) bool {
 	s := c.session
 	refuse := func(why string) bool {
 		c.log.Warn("trigger registration refused", "trigger_id", t.ID, "trigger_type", t.Type, "why", why)
@@ -689,7 +690,8 @@ func (e *Engine) admitTrigger(c *conn, t *Trigger) bool {
 			meta = json.RawMessage("null")
 		}
 		out, err := e.hook(c, rb.OnTriggerRegistrationFunctionID, map[string]any{
-			"trigger_id": t.ID, "trigger_type": t.Type, "function_id": t.FunctionID, "config": cfg, "metadata": meta})
+			"trigger_id": t.ID, "trigger_type": t.Type, "function_id": t.FunctionID, "config": cfg, "metadata": meta,
+			"namespace": nsOrDefault(ns)})
 		if err != nil {
 			return refuse("refused by the on_trigger_registration hook: " + err.Error())
 		}
@@ -701,19 +703,52 @@ func (e *Engine) admitTrigger(c *conn, t *Trigger) bool {
 		}
 	}
 	t.FunctionID = s.registeredID(t.FunctionID)
+	if why := e.mayTarget(c, t.FunctionID, ns); why != "" {
+		return refuse(why)
+	}
 	return true
 }
 
-// callerSession is the session of the worker that made call, or nil.
-func (e *Engine) callerSession(call *Call) *session {
+// mayTarget says why c's session may not bind a trigger to function id in
+// namespace ns ("" when it may). A binding makes the engine call its
+// target, so it passes the same filter as a call (as iii: otherwise a
+// worker could reach, through a trigger, a function of a namespace it is
+// not exposed in). A worker's own functions are exempt, which iii does not
+// do: binding its own code exposes nothing. Its own are those it
+// registered and, with a function_registration_prefix, every id under the
+// prefix (it may bind before it registers).
+func (e *Engine) mayTarget(c *conn, id, ns string) string {
+	s := c.session
+	ok, fix := s.allows(e, id, ns)
+	if ok || s.prefix != "" && strings.HasPrefix(id, s.prefix) || e.serves(c, id, ns) {
+		return ""
+	}
+	return fmt.Sprintf("function '%s' not allowed in namespace '%s' (%s)", id, nsOrDefault(ns), fix)
+}
+
+// serves reports whether c registered function id in namespace ns, or,
+// before its declaration, in the default namespace (where its
+// registrations wait until the declaration moves them to its namespace).
+func (e *Engine) serves(c *conn, id, ns string) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if _, ok := c.fnIDs[fnKey(ns, id)]; ok {
+		return true
+	}
+	_, pending := c.fnIDs[id]
+	return pending && c.decl.Load() == nil
+}
+
+// sessionCaller is the worker that made call, when it has a session.
+func (e *Engine) sessionCaller(call *Call) *conn {
 	if call.CallerWorkerID == "" {
 		return nil
 	}
 	e.mu.RLock()
 	c := e.conns[call.CallerWorkerID]
 	e.mu.RUnlock()
-	if c == nil {
+	if c == nil || c.session == nil {
 		return nil
 	}
-	return c.session
+	return c
 }

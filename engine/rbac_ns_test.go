@@ -53,8 +53,10 @@ func TestRBACExposureByNamespace(t *testing.T) {
       port: 0
       rbac:
         auth_function_id: test::auth
+        on_trigger_registration_function_id: test::trigger-hook
         expose_functions:
           - match("pub::*")
+          - match("engine::register_trigger")
           - match: "pub::*"
             namespace: orders
           - metadata: {public: true}
@@ -71,6 +73,15 @@ func TestRBACExposureByNamespace(t *testing.T) {
 				"allowed_functions":["state::get"],"forbidden_functions":["pub::x"]}`), nil
 		}
 		return json.RawMessage(`{"allowed_functions":["state::get"]}`), nil
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	hookNS := make(chan any, 16)
+	if err := eng.RegisterFunction("test", engine.Function{ID: "test::trigger-hook", Handler: func(_ context.Context, call *engine.Call) (json.RawMessage, error) {
+		var in map[string]any
+		json.Unmarshal(call.Data, &in)
+		hookNS <- in["namespace"]
+		return json.RawMessage(`{}`), nil
 	}}); err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +188,50 @@ func TestRBACExposureByNamespace(t *testing.T) {
 			"data": map[string]any{"name": "o", "namespace": "anywhere"}})
 		if res := other.Expect("invocationresult"); res["error"] != nil {
 			t.Errorf("an unscoped session declaring a namespace: %v", res)
+		}
+	})
+
+	t.Run("a trigger reaches only what a call may", func(t *testing.T) {
+		plain.Register("mine::f")
+		bind := func(id, fn, ns string) {
+			m := map[string]any{"type": "registertrigger", "id": id, "trigger_type": "tt", "function_id": fn, "config": map[string]any{}}
+			if ns != "" {
+				m["namespace"] = ns
+			}
+			plain.Send(m)
+		}
+		// Refused: svc::a is not exposed in orders to this session.
+		bind("t-svc", "svc::a", "orders")
+		res := plain.Expect("triggerregistrationresult")
+		if enginetest.ErrCode(res) != "trigger_registration_failed" ||
+			errMessage(res) != "function 'svc::a' not allowed in namespace 'orders' (add to rbac.expose_functions with namespace: orders)" {
+			t.Errorf("a binding to svc::a in orders: %v", res)
+		}
+		// Accepted (parked: nothing provides tt): exposed in orders, and the worker's own.
+		bind("t-pub", "pub::x", "orders")
+		bind("t-mine", "mine::f", "")
+		plain.Quiet()
+		got := map[string]string{}
+		for _, tr := range eng.Snapshot().Triggers {
+			got[tr.Namespace+"/"+tr.FunctionID] = tr.Type
+		}
+		if got["orders/pub::x"] != "tt" || got["default/mine::f"] != "tt" || got["orders/svc::a"] != "" {
+			t.Errorf("bindings %v, want orders/pub::x and default/mine::f only", got)
+		}
+		// The hook saw each target's namespace (the refused one included:
+		// the hook runs first).
+		for _, want := range []string{"orders", "orders", "default"} {
+			if ns := <-hookNS; ns != want {
+				t.Errorf("trigger hook got namespace %v, want %s", ns, want)
+			}
+		}
+		// engine::register_trigger applies the same rule.
+		for _, tc := range []struct{ fn, ns, code string }{{"svc::a", "orders", "FORBIDDEN"}, {"pub::x", "orders", ""}} {
+			res := plain.Call("engine::register_trigger", map[string]any{"trigger_type": "tt", "function_id": tc.fn,
+				"namespace": tc.ns, "config": map[string]any{"n": 2}}, uuid.NewString())
+			if enginetest.ErrCode(res) != tc.code || tc.code != "" && !strings.Contains(errMessage(res), "not allowed in namespace 'orders'") {
+				t.Errorf("engine::register_trigger of %s in %s: %v, want code %q", tc.fn, tc.ns, res, tc.code)
+			}
 		}
 	})
 }
