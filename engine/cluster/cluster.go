@@ -21,8 +21,8 @@
 // # Forwarding (engine-to-engine WebSocket)
 //
 // The router asks the cluster only for a call with no local handler (local
-// workers always win). The call goes to an engine advertising the function,
-// round-robin among them, over a WebSocket from this engine to that one's
+// workers always win). The call goes to an engine advertising the function
+// in the call's namespace (see fnKey), round-robin among them, over a WebSocket from this engine to that one's
 // link listener (cluster.advertise_address), found through the registry
 // and protected by the engine's auth token. Frames are JSON lines, several
 // per WebSocket message under load. The peer runs the call as its own

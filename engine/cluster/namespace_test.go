@@ -215,6 +215,21 @@ func TestNamespacesAcrossEngines(t *testing.T) {
 			quiet()
 		})
 
+		t.Run("a durable topic reaches a namespaced subscriber on another engine", func(t *testing.T) {
+			orders.Send(map[string]any{"type": "registertrigger", "id": "sub-orders", "trigger_type": "durable:subscriber",
+				"function_id": "state::get", "namespace": "orders", "config": map[string]any{"topic": "ns-topic"}})
+			waitFor(t, ctx, "engine A to learn the subscriber", func() bool {
+				return len(a.Engine().ClusterBindings("durable:subscriber")) == 1
+			})
+			if _, err := invoke(ctx, a.Engine(), "iii::durable::publish", map[string]any{"topic": "ns-topic", "data": "published"}); err != nil {
+				t.Fatal(err)
+			}
+			if inv := orders.ServeOnce(nil, nil); inv["namespace"] != "orders" || inv["function_id"] != "state::get" {
+				t.Errorf("the subscriber got %v", inv)
+			}
+			quiet()
+		})
+
 		t.Run("listings and advertisements name the namespace", func(t *testing.T) {
 			res, err := invoke(ctx, a.Engine(), "engine::workers::list", map[string]any{})
 			if err != nil {
