@@ -40,6 +40,10 @@ type ClusterView interface {
 	RemoteWorkers() []WorkerInfo
 	// RemoteBindings lists other engines' bindings of a trigger type.
 	RemoteBindings(triggerType string) []Trigger
+	// RemoteMetadata is the metadata another engine advertises for
+	// function id in namespace ns ("" for the default one); nil when no
+	// other engine serves it.
+	RemoteMetadata(ns, id string) json.RawMessage
 }
 
 // SetForwarder installs (or, with nil, removes) the forwarder. Without one

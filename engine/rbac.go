@@ -453,10 +453,14 @@ func (s *session) allows(e *Engine, id, ns string) (bool, string) {
 	if f == nil && strings.HasPrefix(id, "engine::") {
 		f = e.functions[id]
 	}
-	if f != nil && len(f.regs) > 0 {
+	local := f != nil && len(f.regs) > 0
+	if local {
 		meta = f.regs[len(f.regs)-1].metadata
 	}
 	e.mu.RUnlock()
+	if v := e.clusterView(); !local && v != nil {
+		meta = v.RemoteMetadata(ns, id) // the call will be forwarded there
+	}
 	for _, f := range rb.ExposeFunctions {
 		if f.appliesIn(ns) && f.Matches(id, meta) {
 			return true, ""

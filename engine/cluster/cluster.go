@@ -808,6 +808,21 @@ func (c *Cluster) RemoteBindings(triggerType string) []engine.Trigger {
 	return out
 }
 
+// RemoteMetadata implements engine.ClusterView.
+func (c *Cluster) RemoteMetadata(ns, id string) json.RawMessage {
+	ns = nsOrDefault(ns)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, p := range c.byFn[fnKey(ns, id)] {
+		for _, f := range p.ad.Functions {
+			if f.ID == id && nsOrDefault(f.Namespace) == ns {
+				return f.Metadata
+			}
+		}
+	}
+	return nil
+}
+
 // Peers lists the other engines, by name.
 func (c *Cluster) Peers() []string {
 	c.mu.RLock()

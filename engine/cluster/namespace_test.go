@@ -12,6 +12,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/cluster"
+	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 	"github.com/iii-workbench/iii/engine/watch"
@@ -363,4 +364,42 @@ func TestNamespaceAdvertisementExpiry(t *testing.T) {
 	}
 	orders.Quiet()
 	audit.Quiet()
+}
+
+// TestRBACMetadataAcrossEngines: an expose_functions metadata rule of a
+// namespace, on engine A's RBAC listener, reads the metadata of the
+// function the call reaches on engine B (A serves none of it).
+func TestRBACMetadataAcrossEngines(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	mr := storetest.Mini(t)
+	name := fmt.Sprintf("nsr%d", time.Now().UnixNano())
+	cfg, err := config.Parse("config.yaml", []byte(clusterYAML(mr.URL, name)), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listeners = []config.Listener{{Host: "127.0.0.1"}, {Host: "127.0.0.1", RBAC: &config.RBAC{ExposeFunctions: []config.FunctionFilter{
+		{Metadata: map[string]config.MetadataMatcher{"public": {Value: true}}, Namespace: "orders"}}}}}
+	a := enginetest.StartConfig(t, ctx, cfg)
+	b := enginetest.Start(t, ctx, clusterYAML(mr.URL, name))
+	host := enginetest.Dial(t, b.URL())
+	host.Send(map[string]any{"type": "registerfunction", "id": "state::get", "metadata": map[string]any{"public": true}})
+	host.Send(map[string]any{"type": "registerfunction", "id": "state::put", "metadata": map[string]any{"public": false}})
+	host.Declare(map[string]any{"name": "state", "namespace": "orders", "features": []string{"large-messages.v1"}})
+	waitFor(t, ctx, "engine A to list orders/state::get and state::put", func() bool {
+		return lists(ctx, a.Engine(), map[string]string{"orders/state::get": b.Cluster().EngineName(), "orders/state::put": b.Cluster().EngineName()})
+	})
+	caller := enginetest.Dial(t, "ws://"+a.ListenerAddrs()[0])
+	if inv, res := served(t, caller, host, "state::get", "orders", 1); res["error"] != nil || inv["namespace"] != "orders" {
+		t.Errorf("state::get (public) in orders from A's RBAC listener: %v, %v", inv, res)
+	}
+	sendIn(caller, "state::put", "orders", 2, nil)
+	if res := caller.Expect("invocationresult"); enginetest.ErrCode(res) != "FORBIDDEN" {
+		t.Errorf("state::put (not public) in orders: %v, want FORBIDDEN", res)
+	}
+	sendIn(caller, "state::get", "", 3, nil)
+	if res := caller.Expect("invocationresult"); enginetest.ErrCode(res) != "FORBIDDEN" {
+		t.Errorf("state::get in default (the rule is orders'): %v, want FORBIDDEN", res)
+	}
+	host.Quiet()
 }
