@@ -269,6 +269,9 @@ func (e *Engine) fnWorkersInfo(_ context.Context, call *Call) (json.RawMessage, 
 		return nil, badArgs("name is required")
 	}
 	snap := e.Snapshot()
+	// In a cluster: every engine's workers and functions (other engines'
+	// trigger types and bindings are not known here).
+	snap.Workers, snap.Functions = e.clusterWorkers(), e.clusterFunctions()
 	var found []WorkerInfo
 	for _, w := range snap.Workers {
 		if (in.Name != "" && w.Name != in.Name && w.ID != in.Name) || (in.ID != "" && w.ID != in.ID) ||
@@ -517,6 +520,7 @@ func (e *Engine) fnFunctionsInfo(_ context.Context, call *Call) (json.RawMessage
 		return nil, badArgs("at most 32 function_ids per call, got %d", len(in.FunctionIDs))
 	}
 	snap := e.Snapshot()
+	snap.Functions = e.clusterFunctions() // in a cluster, every engine's (sorted by id, then namespace)
 	find := func(id string) (FunctionInfo, error) {
 		i := sort.Search(len(snap.Functions), func(i int) bool { return snap.Functions[i].ID >= id })
 		var found []FunctionInfo

@@ -253,6 +253,19 @@ func TestNamespacesAcrossEngines(t *testing.T) {
 					t.Errorf("worker %s listed on engine A as %q, want %q (%s)", id, found[id], want, res)
 				}
 			}
+			// The info functions find other engines' entries by namespace.
+			res, err = invoke(ctx, a.Engine(), "engine::functions::info", map[string]any{"function_id": "state::get", "namespace": "orders"})
+			if err != nil || !strings.Contains(string(res), `"namespace":"orders"`) || !strings.Contains(string(res), `"worker_name":"state"`) {
+				t.Errorf("engine::functions::info of state::get in orders on engine A: %s, %v", res, err)
+			}
+			res, err = invoke(ctx, a.Engine(), "engine::workers::info", map[string]any{"name": "state", "namespace": "billing"})
+			if err != nil || !strings.Contains(string(res), `"namespace":"billing"`) || !strings.Contains(string(res), `"function_id":"state::get"`) {
+				t.Errorf("engine::workers::info of state in billing on engine A: %s, %v", res, err)
+			}
+			if _, err = invoke(ctx, a.Engine(), "engine::workers::info", map[string]any{"name": "state"}); errCode(err) != "INVALID_ARGUMENTS" ||
+				!strings.Contains(err.Error(), "billing, orders") {
+				t.Errorf("engine::workers::info of state in no namespace: %v, want INVALID_ARGUMENTS naming both namespaces", err)
+			}
 			// engine::snapshot, which the TUI reads, alike.
 			res, err = invoke(ctx, a.Engine(), "engine::snapshot", map[string]any{})
 			if err != nil {
