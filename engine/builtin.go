@@ -269,6 +269,9 @@ func (e *Engine) fnWorkersInfo(_ context.Context, call *Call) (json.RawMessage, 
 		return nil, badArgs("name is required")
 	}
 	snap := e.Snapshot()
+	// In a cluster: every engine's workers and functions (other engines'
+	// trigger types and bindings are not known here).
+	snap.Workers, snap.Functions = e.clusterWorkers(), e.clusterFunctions()
 	var found []WorkerInfo
 	for _, w := range snap.Workers {
 		if (in.Name != "" && w.Name != in.Name && w.ID != in.Name) || (in.ID != "" && w.ID != in.ID) ||
@@ -517,6 +520,7 @@ func (e *Engine) fnFunctionsInfo(_ context.Context, call *Call) (json.RawMessage
 		return nil, badArgs("at most 32 function_ids per call, got %d", len(in.FunctionIDs))
 	}
 	snap := e.Snapshot()
+	snap.Functions = e.clusterFunctions() // in a cluster, every engine's (sorted by id, then namespace)
 	find := func(id string) (FunctionInfo, error) {
 		i := sort.Search(len(snap.Functions), func(i int) bool { return snap.Functions[i].ID >= id })
 		var found []FunctionInfo
@@ -717,14 +721,19 @@ func (e *Engine) fnRegisterTrigger(ctx context.Context, call *Call) (json.RawMes
 	if err := decodeArgs(call.Data, &in); err != nil {
 		return nil, err
 	}
-	if s := e.callerSession(call); s != nil {
+	if c := e.sessionCaller(call); c != nil {
 		// A caller of an RBAC listener binds within its session: its
-		// allowed trigger types, its function prefix.
+		// allowed trigger types, its function prefix, the functions it may
+		// reach in the target's namespace.
+		s := c.session
 		if s.allowedTriggerTypes != nil && !contains(s.allowedTriggerTypes, in.TriggerType) {
 			return nil, &protocol.ErrorBody{Code: CodeForbidden,
 				Message: fmt.Sprintf("Trigger type '%s' is not allowed for this session.", in.TriggerType)}
 		}
 		in.FunctionID = s.registeredID(in.FunctionID)
+		if why := e.mayTarget(c, in.FunctionID, in.Namespace); why != "" {
+			return nil, &protocol.ErrorBody{Code: CodeForbidden, Message: why}
+		}
 	}
 	t := Trigger{Type: in.TriggerType, FunctionID: in.FunctionID, Config: in.Config, Metadata: in.Metadata}
 	t.inNamespace(in.Namespace)

@@ -661,7 +661,7 @@ func (c *conn) handle(msg protocol.Message, vouched protocol.Compact) {
 			return
 		}
 		t := triggerFrom(m)
-		if c.session != nil && !e.admitTrigger(c, &t) {
+		if c.session != nil && !e.admitTrigger(c, &t, m.Namespace) {
 			return
 		}
 		// namespace is the target function's (the SDKs fill the worker's;

@@ -3,6 +3,8 @@ package engine
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -127,6 +129,17 @@ func (e *Engine) notFound(ns, id string) outcome {
 		elsewhere = e.namespacesOfLocked(id, ns)
 	}
 	e.mu.RUnlock()
+	if v := e.clusterView(); v != nil && !ok {
+		// Other engines' namespaces too: the call could have been
+		// forwarded to any of them.
+		for _, f := range v.RemoteFunctions() {
+			if f.ID == id && nsOrDefault(f.Namespace) != ns {
+				elsewhere = append(elsewhere, nsOrDefault(f.Namespace))
+			}
+		}
+		sort.Strings(elsewhere)
+		elsewhere = slices.Compact(elsewhere)
+	}
 	switch {
 	case ok:
 		return failed(CodeFunctionNotFound, "Function %s not found (its registration by worker %s was refused: %s)", id, r.by.id, r.reason)

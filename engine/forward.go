@@ -23,7 +23,9 @@ const CodeClusterUnavailable = protocol.CodeClusterUnavailable
 type Forwarder interface {
 	// Forward takes the call and returns true, then calls done exactly
 	// once; or returns false (no engine serves the function) without
-	// calling done. timeout bounds the forwarded call. done must not block.
+	// calling done. The call resolves by its namespace (call.Namespace,
+	// "" for the default one) and function id on the other engine too.
+	// timeout bounds the forwarded call. done must not block.
 	Forward(call *Call, timeout time.Duration, done func(result json.RawMessage, err *protocol.ErrorBody)) bool
 }
 
@@ -38,6 +40,10 @@ type ClusterView interface {
 	RemoteWorkers() []WorkerInfo
 	// RemoteBindings lists other engines' bindings of a trigger type.
 	RemoteBindings(triggerType string) []Trigger
+	// RemoteMetadata is the metadata another engine advertises for
+	// function id in namespace ns ("" for the default one); nil when no
+	// other engine serves it.
+	RemoteMetadata(ns, id string) json.RawMessage
 }
 
 // SetForwarder installs (or, with nil, removes) the forwarder. Without one
@@ -98,7 +104,8 @@ func (e *Engine) clusterWorkers() []WorkerInfo {
 }
 
 // clusterFunctions is Snapshot().Functions merged, in a cluster, with
-// every other engine's: one entry per id, its workers and engines joined.
+// every other engine's: one entry per namespace and id, its workers and
+// engines joined.
 func (e *Engine) clusterFunctions() []FunctionInfo {
 	fs := e.Snapshot().Functions
 	v := e.clusterView()
@@ -111,12 +118,13 @@ func (e *Engine) clusterFunctions() []FunctionInfo {
 		if len(fs[i].WorkerIDs) > 0 { // in-process functions run on every engine
 			fs[i].Engines = []string{name}
 		}
-		at[fs[i].ID] = i
+		at[fnKey(fs[i].Namespace, fs[i].ID)] = i
 	}
 	for _, r := range v.RemoteFunctions() {
-		i, ok := at[r.ID]
+		k := fnKey(r.Namespace, r.ID)
+		i, ok := at[k]
 		if !ok {
-			at[r.ID] = len(fs)
+			at[k] = len(fs)
 			fs = append(fs, r)
 			continue
 		}
@@ -125,6 +133,11 @@ func (e *Engine) clusterFunctions() []FunctionInfo {
 		f.WorkerIDs = append(f.WorkerIDs, r.WorkerIDs...)
 		f.Engines = append(f.Engines, r.Engines...)
 	}
-	sort.Slice(fs, func(i, j int) bool { return fs[i].ID < fs[j].ID })
+	sort.Slice(fs, func(i, j int) bool {
+		if fs[i].ID != fs[j].ID {
+			return fs[i].ID < fs[j].ID
+		}
+		return fs[i].Namespace < fs[j].Namespace
+	})
 	return fs
 }

@@ -58,6 +58,16 @@ type Call struct {
 	vouched protocol.Compact
 }
 
+// StampedCaller is the caller a worker serving the call is told of: what
+// the calling SDK asserted, with the calling worker's id and name stamped
+// in (nil for a call no worker made and no caller was given for).
+func (c *Call) StampedCaller() *protocol.Caller {
+	if c.caller != nil {
+		return c.caller.stamp(c.Caller)
+	}
+	return c.Caller
+}
+
 // Trigger kinds the router fills in when the caller did not.
 const (
 	TriggerKindWorker = "worker" // a worker's invokefunction

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,10 +49,14 @@ type RBAC struct {
 
 // FunctionFilter is one expose_functions entry: a wildcard pattern on the
 // function id (`match("api::*")`), or conditions on the function's metadata
-// that must all hold.
+// that must all hold, in one namespace.
 type FunctionFilter struct {
 	Match    string // pattern on the id ('*' matches any run); used when Metadata is nil
 	Metadata map[string]MetadataMatch
+	// Namespace is the namespace the rule exposes functions in; "" is the
+	// default one. A rule never exposes a function reached in another
+	// namespace (as iii).
+	Namespace string
 }
 
 // MetadataMatch is one metadata condition: a wildcard pattern on a string
@@ -64,22 +69,48 @@ type MetadataMatch struct {
 }
 
 // ParseFunctionFilter reads one expose_functions entry as decoded from YAML
-// or JSON: the string `match("pattern")` or a map {metadata: {key: value |
-// "match(\"pattern\")"}}.
+// or JSON: the string `match("pattern")`, or a map {match: "pattern"} or
+// {metadata: {key: value | "match(\"pattern\")"}}, either map with an
+// optional {namespace: name}.
 func ParseFunctionFilter(v any) (FunctionFilter, error) {
 	switch v := v.(type) {
 	case string:
 		pat, ok := matchPattern(v)
 		if !ok {
-			return FunctionFilter{}, fmt.Errorf("expose_functions entry %q: want match(\"pattern\") or {metadata: {...}}", v)
+			return FunctionFilter{}, fmt.Errorf("expose_functions entry %q: want match(\"pattern\"), {match: pattern} or {metadata: {...}}", v)
 		}
 		return FunctionFilter{Match: pat}, nil
 	case map[string]any:
+		var f FunctionFilter
+		for k, kv := range v {
+			switch k {
+			case "match", "metadata":
+			case "namespace":
+				ns, ok := kv.(string)
+				if !ok || strings.TrimSpace(ns) == "" {
+					return FunctionFilter{}, fmt.Errorf("expose_functions entry: namespace %v: want a namespace name (omit the key for the default namespace)", kv)
+				}
+				f.Namespace = strings.TrimSpace(ns)
+			default:
+				return FunctionFilter{}, fmt.Errorf("expose_functions entry: unknown key %q; want match, metadata or namespace", k)
+			}
+		}
+		if m, ok := v["match"]; ok {
+			pat, isStr := m.(string)
+			if _, both := v["metadata"]; both || !isStr || strings.TrimSpace(pat) == "" {
+				return FunctionFilter{}, fmt.Errorf("expose_functions entry: match %v: want one non-empty pattern string, and no metadata beside it", m)
+			}
+			if p, ok := matchPattern(pat); ok {
+				pat = p
+			}
+			f.Match = pat
+			return f, nil
+		}
 		meta, ok := v["metadata"].(map[string]any)
 		if !ok || len(meta) == 0 {
-			return FunctionFilter{}, errors.New("expose_functions entry: a map needs a non-empty 'metadata' map of conditions")
+			return FunctionFilter{}, errors.New("expose_functions entry: a map needs a match pattern or a non-empty 'metadata' map of conditions")
 		}
-		f := FunctionFilter{Metadata: make(map[string]MetadataMatch, len(meta))}
+		f.Metadata = make(map[string]MetadataMatch, len(meta))
 		for k, mv := range meta {
 			if s, ok := mv.(string); ok {
 				if pat, ok := matchPattern(s); ok {
@@ -120,8 +151,14 @@ func matchPattern(s string) (string, bool) {
 	return "", false
 }
 
+// appliesIn reports whether the rule exposes functions reached in
+// namespace ns.
+func (f FunctionFilter) appliesIn(ns string) bool {
+	return nsOrDefault(f.Namespace) == nsOrDefault(ns)
+}
+
 // Matches reports whether the function id (with its registered metadata)
-// passes the filter.
+// passes the filter, whatever the namespace (see Namespace).
 func (f FunctionFilter) Matches(id string, metadata json.RawMessage) bool {
 	if f.Metadata == nil {
 		return wildcard.Match(f.Match, id)
@@ -185,8 +222,14 @@ func (l *listener) rbac() *RBAC { return l.opts.RBAC }
 
 // session is what one worker connection of an RBAC listener may do.
 type session struct {
-	l                   *listener
-	allowed, forbidden  []string
+	l *listener
+	// allowed are grants that name no namespace: they answer in the
+	// default namespace only. forbidden are denials in every namespace.
+	allowed, forbidden []string
+	// namespaces are the auth result's grants per namespace (exact ids or
+	// wildcards); when not empty, its keys are also the only namespaces
+	// the worker may declare.
+	namespaces          map[string][]string
 	allowedTriggerTypes []string // nil: every type
 	allowTriggerTypeReg bool
 	allowFunctionReg    bool
@@ -203,13 +246,14 @@ type session struct {
 
 // authResult is the auth function's answer (spec §1.5).
 type authResult struct {
-	AllowedFunctions             []string        `json:"allowed_functions"`
-	ForbiddenFunctions           []string        `json:"forbidden_functions"`
-	AllowedTriggerTypes          *[]string       `json:"allowed_trigger_types"`
-	AllowTriggerTypeRegistration *bool           `json:"allow_trigger_type_registration"`
-	AllowFunctionRegistration    *bool           `json:"allow_function_registration"`
-	Context                      json.RawMessage `json:"context"`
-	FunctionRegistrationPrefix   *string         `json:"function_registration_prefix"`
+	Namespaces                   map[string][]string `json:"namespaces"`
+	AllowedFunctions             []string            `json:"allowed_functions"`
+	ForbiddenFunctions           []string            `json:"forbidden_functions"`
+	AllowedTriggerTypes          *[]string           `json:"allowed_trigger_types"`
+	AllowTriggerTypeRegistration *bool               `json:"allow_trigger_type_registration"`
+	AllowFunctionRegistration    *bool               `json:"allow_function_registration"`
+	Context                      json.RawMessage     `json:"context"`
+	FunctionRegistrationPrefix   *string             `json:"function_registration_prefix"`
 }
 
 // authError is the text frame that refuses a connection. It is not one of
@@ -289,6 +333,16 @@ func (l *listener) authenticate(r *http.Request) (*session, *protocol.ErrorBody)
 		return nil, &protocol.ErrorBody{Code: CodeAuthError, Message: fmt.Sprintf("auth function %s returned an invalid AuthResult: %v", rb.AuthFunctionID, err)}
 	}
 	s.allowed, s.forbidden = ar.AllowedFunctions, ar.ForbiddenFunctions
+	if len(ar.Namespaces) > 0 {
+		s.namespaces = make(map[string][]string, len(ar.Namespaces))
+		for ns, grants := range ar.Namespaces {
+			if strings.TrimSpace(ns) == "" {
+				return nil, &protocol.ErrorBody{Code: CodeAuthError, Message: fmt.Sprintf(
+					"auth function %s returned an invalid AuthResult: namespaces has a blank namespace name", rb.AuthFunctionID)}
+			}
+			s.namespaces[ns] = grants
+		}
+	}
 	if ar.AllowedTriggerTypes != nil {
 		s.allowedTriggerTypes = append([]string{}, *ar.AllowedTriggerTypes...)
 	}
@@ -359,17 +413,29 @@ func (s *session) rename(id, stored string) {
 	s.renamed.Store(true)
 }
 
-// allows is the invocation filter (spec §1.5): forbidden by name, allowed
-// by name, infrastructure, then the listener's expose_functions.
-func (s *session) allows(e *Engine, id string) (bool, string) {
+// allows is the invocation filter (spec §1.5) for function id reached in
+// namespace ns, in iii's order: forbidden by name (in every namespace),
+// the auth result's grants for ns, allowed by name (in the default
+// namespace only), infrastructure, then the listener's expose_functions
+// rules for ns (a rule without a namespace is the default one's). The
+// string says how to allow it.
+func (s *session) allows(e *Engine, id, ns string) (bool, string) {
+	ns = nsOrDefault(ns)
 	for _, f := range s.forbidden {
 		if f == id {
 			return false, "remove from rbac.forbidden_functions"
 		}
 	}
-	for _, f := range s.allowed {
-		if f == id {
+	for _, g := range s.namespaces[ns] {
+		if grantMatches(g, id) {
 			return true, ""
+		}
+	}
+	if ns == DefaultNamespace {
+		for _, f := range s.allowed {
+			if f == id {
+				return true, ""
+			}
 		}
 	}
 	if _, ok := infrastructureFunctions[id]; ok {
@@ -379,18 +445,65 @@ func (s *session) allows(e *Engine, id string) (bool, string) {
 	if rb == nil {
 		return true, ""
 	}
+	// The metadata of the function the call reaches: in ns, or the
+	// engine's own in the default namespace.
 	var meta json.RawMessage
 	e.mu.RLock()
-	if f := e.functions[id]; f != nil && len(f.regs) > 0 {
+	f := e.functions[fnKey(ns, id)]
+	if f == nil && strings.HasPrefix(id, "engine::") {
+		f = e.functions[id]
+	}
+	local := f != nil && len(f.regs) > 0
+	if local {
 		meta = f.regs[len(f.regs)-1].metadata
 	}
 	e.mu.RUnlock()
+	if v := e.clusterView(); !local && v != nil {
+		meta = v.RemoteMetadata(ns, id) // the call will be forwarded there
+	}
 	for _, f := range rb.ExposeFunctions {
-		if f.Matches(id, meta) {
+		if f.appliesIn(ns) && f.Matches(id, meta) {
 			return true, ""
 		}
 	}
+	if ns != DefaultNamespace {
+		return false, "add to rbac.expose_functions with namespace: " + ns
+	}
 	return false, "add to rbac.expose_functions"
+}
+
+// grantMatches reports whether one of the auth result's namespace grants
+// covers id: an exact id, or a wildcard written bare (svc::*) or as
+// expose_functions writes it (match("svc::*")).
+func grantMatches(grant, id string) bool {
+	if pat, ok := matchPattern(grant); ok {
+		grant = pat
+	}
+	return grant == id || strings.Contains(grant, "*") && wildcard.Match(grant, id)
+}
+
+// declarationAllowed refuses an engine::workers::register that declares a
+// namespace outside the session's namespaces (when the auth result scoped
+// it to some): the namespace a worker lives in is the auth function's
+// decision. The string says why.
+func (s *session) declarationAllowed(data json.RawMessage) (bool, string) {
+	if len(s.namespaces) == 0 {
+		return true, ""
+	}
+	var in struct {
+		Namespace string `json:"namespace"`
+	}
+	json.Unmarshal(data, &in) // not an object: the default namespace, refused below unless granted
+	ns := nsOrDefault(strings.TrimSpace(in.Namespace))
+	if _, ok := s.namespaces[ns]; ok {
+		return true, ""
+	}
+	permitted := make([]string, 0, len(s.namespaces))
+	for k := range s.namespaces {
+		permitted = append(permitted, k)
+	}
+	sort.Strings(permitted)
+	return false, fmt.Sprintf("namespace '%s' not allowed for this session (permitted: %s)", ns, strings.Join(permitted, ", "))
 }
 
 // intercept applies the caller's session to its invokefunction: a refused
@@ -398,14 +511,25 @@ func (s *session) allows(e *Engine, id string) (bool, string) {
 // listener's middleware. It reports whether it handled the call.
 func (e *Engine) intercept(caller *conn, m protocol.InvokeFunction) bool {
 	s := caller.session
-	ok, fix := s.allows(e, m.FunctionID)
+	ok, fix := s.allows(e, m.FunctionID, m.Namespace)
+	msg := ""
+	switch {
+	case !ok && nsOrDefault(m.Namespace) != DefaultNamespace:
+		msg = fmt.Sprintf("function '%s' not allowed in namespace '%s' (%s)", m.FunctionID, m.Namespace, fix)
+	case !ok:
+		msg = fmt.Sprintf("function '%s' not allowed (%s)", m.FunctionID, fix)
+	case m.FunctionID == registerWorkerFunction:
+		if ok, msg = s.declarationAllowed(m.Data); !ok {
+			caller.log.Warn("worker declaration refused: its namespace is outside the session's", "why", msg)
+		}
+	}
 	if !ok {
 		id := m.InvocationID
 		if id == "" {
 			id = uuid.NewString()
 		}
 		caller.send(mustEncode(protocol.InvocationResult{InvocationID: id, FunctionID: m.FunctionID,
-			Error:       &protocol.ErrorBody{Code: CodeForbidden, Message: fmt.Sprintf("function '%s' not allowed (%s)", m.FunctionID, fix)},
+			Error:       &protocol.ErrorBody{Code: CodeForbidden, Message: msg},
 			Traceparent: m.Traceparent, Baggage: m.Baggage}))
 		return true
 	}
@@ -546,10 +670,11 @@ func (e *Engine) admitTriggerType(c *conn, m *protocol.RegisterTriggerType) bool
 	return true
 }
 
-// admitTrigger applies the session to a registertrigger. A refusal is
+// admitTrigger applies the session to a registertrigger whose target
+// resolves in namespace ns ("" for the default one). A refusal is
 // reported to the worker as a failed triggerregistrationresult, which both
 // SDKs log.
-func (e *Engine) admitTrigger(c *conn, t *Trigger) bool {
+func (e *Engine) admitTrigger(c *conn, t *Trigger, ns string) bool {
 	s := c.session
 	refuse := func(why string) bool {
 		c.log.Warn("trigger registration refused", "trigger_id", t.ID, "trigger_type", t.Type, "why", why)
@@ -569,7 +694,8 @@ func (e *Engine) admitTrigger(c *conn, t *Trigger) bool {
 			meta = json.RawMessage("null")
 		}
 		out, err := e.hook(c, rb.OnTriggerRegistrationFunctionID, map[string]any{
-			"trigger_id": t.ID, "trigger_type": t.Type, "function_id": t.FunctionID, "config": cfg, "metadata": meta})
+			"trigger_id": t.ID, "trigger_type": t.Type, "function_id": t.FunctionID, "config": cfg, "metadata": meta,
+			"namespace": nsOrDefault(ns)})
 		if err != nil {
 			return refuse("refused by the on_trigger_registration hook: " + err.Error())
 		}
@@ -581,19 +707,52 @@ func (e *Engine) admitTrigger(c *conn, t *Trigger) bool {
 		}
 	}
 	t.FunctionID = s.registeredID(t.FunctionID)
+	if why := e.mayTarget(c, t.FunctionID, ns); why != "" {
+		return refuse(why)
+	}
 	return true
 }
 
-// callerSession is the session of the worker that made call, or nil.
-func (e *Engine) callerSession(call *Call) *session {
+// mayTarget says why c's session may not bind a trigger to function id in
+// namespace ns ("" when it may). A binding makes the engine call its
+// target, so it passes the same filter as a call (as iii: otherwise a
+// worker could reach, through a trigger, a function of a namespace it is
+// not exposed in). A worker's own functions are exempt, which iii does not
+// do: binding its own code exposes nothing. Its own are those it
+// registered and, with a function_registration_prefix, every id under the
+// prefix (it may bind before it registers).
+func (e *Engine) mayTarget(c *conn, id, ns string) string {
+	s := c.session
+	ok, fix := s.allows(e, id, ns)
+	if ok || s.prefix != "" && strings.HasPrefix(id, s.prefix) || e.serves(c, id, ns) {
+		return ""
+	}
+	return fmt.Sprintf("function '%s' not allowed in namespace '%s' (%s)", id, nsOrDefault(ns), fix)
+}
+
+// serves reports whether c registered function id in namespace ns, or,
+// before its declaration, in the default namespace (where its
+// registrations wait until the declaration moves them to its namespace).
+func (e *Engine) serves(c *conn, id, ns string) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if _, ok := c.fnIDs[fnKey(ns, id)]; ok {
+		return true
+	}
+	_, pending := c.fnIDs[id]
+	return pending && c.decl.Load() == nil
+}
+
+// sessionCaller is the worker that made call, when it has a session.
+func (e *Engine) sessionCaller(call *Call) *conn {
 	if call.CallerWorkerID == "" {
 		return nil
 	}
 	e.mu.RLock()
 	c := e.conns[call.CallerWorkerID]
 	e.mu.RUnlock()
-	if c == nil {
+	if c == nil || c.session == nil {
 		return nil
 	}
-	return c.session
+	return c
 }

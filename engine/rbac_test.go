@@ -44,7 +44,20 @@ func TestParseFunctionFilter(t *testing.T) {
 	if f.Matches("any", nil) {
 		t.Error("metadata filter matched a function without metadata")
 	}
-	for _, bad := range []any{"api::*", map[string]any{"other": 1}, map[string]any{"metadata": map[string]any{}}, 42} {
+	// The map forms, with a namespace.
+	if f, err = engine.ParseFunctionFilter(map[string]any{"match": "orders::*", "namespace": "orders"}); err != nil || f.Match != "orders::*" || f.Namespace != "orders" {
+		t.Errorf("{match, namespace}: %+v %v", f, err)
+	}
+	if f, err = engine.ParseFunctionFilter(map[string]any{"match": `match("x::*")`}); err != nil || f.Match != "x::*" || f.Namespace != "" {
+		t.Errorf("{match: match(...)}: %+v %v", f, err)
+	}
+	if f, err = engine.ParseFunctionFilter(map[string]any{"metadata": map[string]any{"public": true}, "namespace": "billing"}); err != nil ||
+		f.Namespace != "billing" || !f.Matches("any", json.RawMessage(`{"public":true}`)) {
+		t.Errorf("{metadata, namespace}: %+v %v", f, err)
+	}
+	for _, bad := range []any{"api::*", map[string]any{"other": 1}, map[string]any{"metadata": map[string]any{}}, 42,
+		map[string]any{"match": "x", "namesapce": "orders"}, map[string]any{"match": "x", "metadata": map[string]any{"a": 1}},
+		map[string]any{"namespace": "orders"}, map[string]any{"match": "x", "namespace": " "}, map[string]any{"match": 3}} {
 		if _, err := engine.ParseFunctionFilter(bad); err == nil {
 			t.Errorf("ParseFunctionFilter(%v): no error", bad)
 		}

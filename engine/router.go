@@ -216,6 +216,9 @@ type Request struct {
 	Trigger string
 	// Namespace the function resolves in; "" is the default one.
 	Namespace string
+	// Caller is who made the call, as a 0.25+ worker serving it is told
+	// (another engine's forwarded call names its calling worker here).
+	Caller *protocol.Caller
 	// Binding is the id of the trigger binding that fires the call, if
 	// any. A binding that stands for an observer (the direct bindings of
 	// engine-hosted sources such as http::on-request, sources.go) routes
@@ -248,7 +251,7 @@ func (e *Engine) Invoke(ctx context.Context, req Request) (json.RawMessage, erro
 		return e.invokeThroughObserver(ctx, id, req)
 	}
 	call := Call{FunctionID: req.FunctionID, Data: req.Data, Metadata: req.Metadata,
-		Traceparent: req.Traceparent, Baggage: req.Baggage, Trigger: req.Trigger, Namespace: req.Namespace}
+		Traceparent: req.Traceparent, Baggage: req.Baggage, Trigger: req.Trigger, Namespace: req.Namespace, Caller: req.Caller}
 	if req.Action != nil && req.Action.Type == protocol.ActionVoid {
 		// Held back (with ctx) while the target's queue is full.
 		if err := e.route(ctx, nil, nil, call, func(outcome) {}); err != nil {
@@ -474,8 +477,8 @@ func (e *Engine) route(ctx context.Context, from *conn, ref *callRef, call Call,
 	}
 	switch {
 	case r == nil:
-		if ns := nsOrDefault(call.Namespace); ns != DefaultNamespace || !e.forward(call, finish) {
-			finish(e.notFound(ns, call.FunctionID))
+		if !e.forward(call, finish) {
+			finish(e.notFound(nsOrDefault(call.Namespace), call.FunctionID))
 		}
 	case r.handler != nil:
 		e.runLocal(r.handler, call, finish)
@@ -568,10 +571,7 @@ func (e *Engine) sendToWorker(ctx context.Context, from *conn, ref *callRef, tar
 	if target.declared() {
 		// Only the 0.25+ SDKs read these; the 0.22 ones get the frame as
 		// before.
-		inv.Caller = call.Caller
-		if call.caller != nil {
-			inv.Caller = call.caller.stamp(call.Caller)
-		}
+		inv.Caller = call.StampedCaller()
 		if ns := nsOrDefault(call.Namespace); ns != DefaultNamespace {
 			inv.Namespace = ns
 		}

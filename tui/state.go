@@ -520,9 +520,20 @@ func (s *state) resync(snap Snapshot) {
 	for _, f := range s.funcs {
 		clear(f.regs)
 	}
+	seen := make(map[string]bool, len(snap.Functions))
 	for _, fn := range snap.Functions {
 		f := s.function(fn.ID)
-		f.description, f.engines = fn.Description, slices.Clone(fn.Engines)
+		// One row per id: an id served in several namespaces (one
+		// snapshot entry each) names every engine serving it.
+		if !seen[fn.ID] {
+			seen[fn.ID] = true
+			f.description, f.engines = fn.Description, slices.Clone(fn.Engines)
+		} else {
+			f.description = cmp.Or(f.description, fn.Description)
+			f.engines = append(f.engines, fn.Engines...)
+			slices.Sort(f.engines)
+			f.engines = slices.Compact(f.engines)
+		}
 		for i, name := range fn.Workers {
 			key := internalKey(name)
 			if !fn.Internal && i < len(fn.WorkerIDs) {

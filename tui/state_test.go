@@ -587,3 +587,33 @@ func TestNamespaceColumns(t *testing.T) {
 		t.Errorf("the worker's detail does not name its namespace:\n%s", s)
 	}
 }
+
+// In a cluster, one id served in two namespaces on two engines is one
+// snapshot entry per namespace: the row names both engines and both
+// namespaces (the remote worker's namespace comes from its engine's
+// advertisement).
+func TestResyncClusterNamespaces(t *testing.T) {
+	s := newState()
+	s.resync(Snapshot{Engine: "a:1", Peers: []string{"b:1", "c:1"},
+		Workers: []Worker{
+			{ID: "wb", Name: "state", Engine: "b:1", Namespace: "orders", Functions: []string{"state::get"}},
+			{ID: "wc", Name: "state", Engine: "c:1", Namespace: "billing", Functions: []string{"state::get"}},
+		},
+		Functions: []Function{
+			{ID: "state::get", Namespace: "billing", Workers: []string{"state"}, WorkerIDs: []string{"wc"}, Engines: []string{"c:1"}},
+			{ID: "state::get", Namespace: "orders", Description: "reads", Workers: []string{"state"}, WorkerIDs: []string{"wb"}, Engines: []string{"b:1"}},
+		}})
+	f := s.funcs["state::get"]
+	if f == nil {
+		t.Fatal("state::get not listed")
+	}
+	if !reflect.DeepEqual(f.engines, []string{"b:1", "c:1"}) || f.description != "reads" {
+		t.Errorf("engines %q, description %q; want both engines and the description", f.engines, f.description)
+	}
+	if got := s.funcNamespaces(f); !reflect.DeepEqual(got, []string{"billing", "orders"}) {
+		t.Errorf("namespaces %q; want billing, orders", got)
+	}
+	if !s.namespaced() {
+		t.Error("remote namespaced workers do not turn the NAMESPACE column on")
+	}
+}

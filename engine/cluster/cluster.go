@@ -21,8 +21,8 @@
 // # Forwarding (engine-to-engine WebSocket)
 //
 // The router asks the cluster only for a call with no local handler (local
-// workers always win). The call goes to an engine advertising the function,
-// round-robin among them, over a WebSocket from this engine to that one's
+// workers always win). The call goes to an engine advertising the function
+// in the call's namespace (see fnKey), round-robin among them, over a WebSocket from this engine to that one's
 // link listener (cluster.advertise_address), found through the registry
 // and protected by the engine's auth token. Frames are JSON lines, several
 // per WebSocket message under load. The peer runs the call as its own
@@ -61,6 +61,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,7 +117,11 @@ type advert struct {
 }
 
 type advFunc struct {
-	ID          string          `json:"id"`
+	ID string `json:"id"`
+	// Namespace is where the function resolves; omitted for the default
+	// namespace, so a default-namespace advertisement reads as before
+	// namespaces.
+	Namespace   string          `json:"namespace,omitempty"`
 	Description string          `json:"description,omitempty"`
 	Metadata    json.RawMessage `json:"metadata,omitempty"`
 	Workers     []string        `json:"workers"`
@@ -126,6 +131,7 @@ type advFunc struct {
 type advWorker struct {
 	ID          string   `json:"id"`
 	Name        string   `json:"name"`
+	Namespace   string   `json:"namespace,omitempty"` // omitted for the default one
 	Description string   `json:"description,omitempty"`
 	Runtime     string   `json:"runtime,omitempty"`
 	Version     string   `json:"version,omitempty"`
@@ -181,7 +187,7 @@ type Cluster struct {
 
 	mu      sync.RWMutex
 	peers   map[string]*peer   // by engine id
-	byFn    map[string][]*peer // function id -> peers serving it
+	byFn    map[string][]*peer // function key (fnKey) -> peers serving it
 	lastAd  []byte
 	stopped bool
 	// rejoinUntil ends the rebuild after a Redis outage: until then a
@@ -494,14 +500,14 @@ func (c *Cluster) advert() advert {
 		if len(f.WorkerIDs) == 0 {
 			continue // in-process (every engine has its own) or another engine's
 		}
-		ad.Functions = append(ad.Functions, advFunc{ID: f.ID, Description: f.Description, Metadata: f.Metadata,
-			Workers: f.Workers, WorkerIDs: f.WorkerIDs})
+		ad.Functions = append(ad.Functions, advFunc{ID: f.ID, Namespace: wireNS(f.Namespace), Description: f.Description,
+			Metadata: f.Metadata, Workers: f.Workers, WorkerIDs: f.WorkerIDs})
 	}
 	for _, w := range snap.Workers {
 		if w.Internal {
 			continue
 		}
-		ad.Workers = append(ad.Workers, advWorker{ID: w.ID, Name: w.Name, Description: w.Description,
+		ad.Workers = append(ad.Workers, advWorker{ID: w.ID, Name: w.Name, Namespace: wireNS(w.Namespace), Description: w.Description,
 			Runtime: w.Runtime, Version: w.Version, OS: w.OS, PID: w.PID, Status: w.Status, IPAddress: w.IPAddress,
 			ConnectedAt: w.ConnectedAt.UnixMilli(), Active: w.ActiveInvocations, Functions: w.Functions})
 	}
@@ -613,7 +619,8 @@ func (c *Cluster) apply(ads map[string]advert, withdrawn bool) {
 	byFn := map[string][]*peer{}
 	for _, p := range next {
 		for _, f := range p.ad.Functions {
-			byFn[f.ID] = append(byFn[f.ID], p)
+			k := fnKey(f.Namespace, f.ID)
+			byFn[k] = append(byFn[k], p)
 		}
 	}
 	c.peers, c.byFn = next, byFn
@@ -689,6 +696,38 @@ func (c *Cluster) sweepLoop() {
 	}
 }
 
+// Namespaces. A call resolves by (namespace, function id), on every
+// engine alike: the table of peers is keyed by fnKey, and a forwarded call
+// names its namespace, so a call for F in namespace N reaches only an
+// engine whose workers serve F in N. The default namespace is left out of
+// advertisements and link frames (wireNS), which keeps their format as it
+// was before namespaces.
+
+// fnKey is the peer table's key of id in namespace ns: the bare id in the
+// default namespace, "ns\x00id" elsewhere (the engine's function keys).
+func fnKey(ns, id string) string {
+	if ns == "" || ns == engine.DefaultNamespace {
+		return id
+	}
+	return ns + "\x00" + id
+}
+
+// wireNS is ns as advertisements and link frames carry it: "" for the
+// default namespace.
+func wireNS(ns string) string {
+	if ns == engine.DefaultNamespace {
+		return ""
+	}
+	return ns
+}
+
+func nsOrDefault(ns string) string {
+	if ns == "" {
+		return engine.DefaultNamespace
+	}
+	return ns
+}
+
 // Forward implements engine.Forwarder.
 func (c *Cluster) Forward(call *engine.Call, timeout time.Duration, done func(json.RawMessage, *protocol.ErrorBody)) bool {
 	if !c.up.Load() {
@@ -697,7 +736,10 @@ func (c *Cluster) Forward(call *engine.Call, timeout time.Duration, done func(js
 		return true
 	}
 	c.mu.RLock()
-	ps := c.byFn[call.FunctionID]
+	ps := c.byFn[fnKey(call.Namespace, call.FunctionID)]
+	if len(ps) == 0 && strings.HasPrefix(call.FunctionID, "engine::") {
+		ps = c.byFn[call.FunctionID] // engine::* ids resolve in the default namespace from everywhere
+	}
 	var p *peer
 	if n := len(ps); n > 0 {
 		start := int(c.rr.Add(1))
@@ -727,7 +769,7 @@ func (c *Cluster) RemoteFunctions() []engine.FunctionInfo {
 	var out []engine.FunctionInfo
 	for _, p := range c.peers {
 		for _, f := range p.ad.Functions {
-			out = append(out, engine.FunctionInfo{ID: f.ID, Description: f.Description, Metadata: f.Metadata,
+			out = append(out, engine.FunctionInfo{ID: f.ID, Namespace: nsOrDefault(f.Namespace), Description: f.Description, Metadata: f.Metadata,
 				Workers: f.Workers, WorkerIDs: f.WorkerIDs, Engines: []string{p.ad.Name}})
 		}
 	}
@@ -741,7 +783,7 @@ func (c *Cluster) RemoteWorkers() []engine.WorkerInfo {
 	var out []engine.WorkerInfo
 	for _, p := range c.peers {
 		for _, w := range p.ad.Workers {
-			out = append(out, engine.WorkerInfo{ID: w.ID, Name: w.Name, Description: w.Description, Runtime: w.Runtime,
+			out = append(out, engine.WorkerInfo{ID: w.ID, Name: w.Name, Namespace: nsOrDefault(w.Namespace), Description: w.Description, Runtime: w.Runtime,
 				Version: w.Version, OS: w.OS, PID: w.PID, Status: w.Status, IPAddress: w.IPAddress,
 				ConnectedAt: time.UnixMilli(w.ConnectedAt), ActiveInvocations: w.Active, Functions: w.Functions,
 				Engine: p.ad.Name})
@@ -764,6 +806,21 @@ func (c *Cluster) RemoteBindings(triggerType string) []engine.Trigger {
 		}
 	}
 	return out
+}
+
+// RemoteMetadata implements engine.ClusterView.
+func (c *Cluster) RemoteMetadata(ns, id string) json.RawMessage {
+	ns = nsOrDefault(ns)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, p := range c.byFn[fnKey(ns, id)] {
+		for _, f := range p.ad.Functions {
+			if f.ID == id && nsOrDefault(f.Namespace) == ns {
+				return f.Metadata
+			}
+		}
+	}
+	return nil
 }
 
 // Peers lists the other engines, by name.

@@ -21,13 +21,15 @@ import (
 // Link frames: one JSON object per line, several lines per WebSocket
 // message when calls queue up.
 type linkRequest struct {
-	ID          uint64          `json:"i"`
-	FunctionID  string          `json:"f"`
-	Data        json.RawMessage `json:"d,omitempty"`
-	Metadata    json.RawMessage `json:"m,omitempty"`
-	Traceparent string          `json:"tp,omitempty"`
-	Baggage     string          `json:"bg,omitempty"`
-	TimeoutMS   int64           `json:"t"`
+	ID          uint64           `json:"i"`
+	FunctionID  string           `json:"f"`
+	Namespace   string           `json:"n,omitempty"` // "" for the default namespace
+	Caller      *protocol.Caller `json:"c,omitempty"`
+	Data        json.RawMessage  `json:"d,omitempty"`
+	Metadata    json.RawMessage  `json:"m,omitempty"`
+	Traceparent string           `json:"tp,omitempty"`
+	Baggage     string           `json:"bg,omitempty"`
+	TimeoutMS   int64            `json:"t"`
 }
 
 type linkReply struct {
@@ -341,7 +343,8 @@ func (l *link) call(call *engine.Call, timeout time.Duration, done func(json.Raw
 	l.pending[id] = &fwd{functionID: call.FunctionID, deadline: time.Now().Add(timeout), done: done}
 	w := l.w
 	l.mu.Unlock()
-	line, err := json.Marshal(linkRequest{ID: id, FunctionID: call.FunctionID, Data: call.Data, Metadata: call.Metadata,
+	line, err := json.Marshal(linkRequest{ID: id, FunctionID: call.FunctionID, Namespace: wireNS(nsOrDefault(call.Namespace)),
+		Caller: call.StampedCaller(), Data: call.Data, Metadata: call.Metadata,
 		Traceparent: call.Traceparent, Baggage: call.Baggage, TimeoutMS: timeout.Milliseconds()})
 	code := engine.CodeClusterUnavailable
 	switch {
@@ -473,7 +476,8 @@ func (c *Cluster) runForwarded(ctx context.Context, w *writer, req linkRequest) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	res, err := c.eng.Invoke(ctx, engine.Request{FunctionID: req.FunctionID, Data: req.Data, Metadata: req.Metadata,
+	res, err := c.eng.Invoke(ctx, engine.Request{FunctionID: req.FunctionID, Namespace: req.Namespace, Caller: req.Caller,
+		Data: req.Data, Metadata: req.Metadata,
 		Traceparent: req.Traceparent, Baggage: req.Baggage, Trigger: engine.TriggerKindCluster})
 	reply := linkReply{ID: req.ID, Result: res}
 	if err != nil {

@@ -103,3 +103,63 @@ func waitListed(t *testing.T, ctx context.Context, srv *enginetest.Server, fn st
 		}
 	}
 }
+
+// TestClusterPython25Namespaces: three engines of one cluster on a real
+// redis-server with Python iii-sdk 0.25 workers: one in the default
+// namespace on the first engine, one in namespace orders on the second
+// and one in namespace billing on the third, the last two both serving
+// shared::get. A call names its namespace (the SDK fills in its
+// worker's) and reaches that namespace's worker on the other engine,
+// never the other namespace's.
+func TestClusterPython25Namespaces(t *testing.T) {
+	t.Parallel()
+	command(t, python25)
+	ctx := testContext(t)
+	rs := storetest.StartServer(t)
+	yaml := fmt.Sprintf("engine: {port: 0}\nredis: {url: %q}\ncluster: {name: ns%s, heartbeat_ms: 100}\n",
+		rs.URL(), strings.ReplaceAll(uuid.NewString()[:8], "-", ""))
+	srvs := []*enginetest.Server{startServer(t, ctx, yaml), startServer(t, ctx, yaml), startServer(t, ctx, yaml)}
+	plain := startWorker(t, python25, srvs[0].URL(), "nc", "COMPAT_NAME=plain")
+	orders := startWorker(t, python25, srvs[1].URL(), "no", "COMPAT_NAME=ordersvc", "COMPAT_NAMESPACE=orders", "COMPAT_FUNCTIONS=shared::get")
+	billing := startWorker(t, python25, srvs[2].URL(), "nb", "COMPAT_NAME=billingsvc", "COMPAT_NAMESPACE=billing", "COMPAT_FUNCTIONS=shared::get")
+	for _, w := range []*workerProc{plain, orders, billing} {
+		w.ready(t, ctx)
+	}
+	// Every engine lists shared::get in both namespaces, each on its engine.
+	for _, srv := range srvs {
+		for {
+			res, err := srv.Engine().Invoke(ctx, engine.Request{FunctionID: "engine::functions::list", Data: json.RawMessage(`{"prefix":"shared::"}`)})
+			if err == nil && strings.Contains(string(res), `"namespace":"orders"`) && strings.Contains(string(res), `"namespace":"billing"`) {
+				break
+			}
+			if !waitTick(ctx, 20*time.Millisecond) {
+				t.Fatalf("%s never listed shared::get in both namespaces: %s, %v", srv.URL(), res, err)
+			}
+		}
+	}
+
+	t.Run("the namespace a call names picks the engine", func(t *testing.T) {
+		for i := range 10 {
+			for _, want := range []struct{ ns, by string }{{"orders", "ordersvc"}, {"billing", "billingsvc"}} {
+				r := wantResult(t, fmt.Sprintf("shared::get in %s (%d)", want.ns, i), plain.call25(t, ctx, "shared::get", want.ns, i))
+				if r["by"] != want.by {
+					t.Fatalf("shared::get in %s served by %v, want %s", want.ns, r["by"], want.by)
+				}
+			}
+		}
+		wantError(t, "shared::get in default", plain.call25(t, ctx, "shared::get", "", nil),
+			"function_not_found", "registered in namespace(s): billing, orders")
+	})
+	t.Run("a namespaced worker calls across engines", func(t *testing.T) {
+		// Without a namespace the SDK names its worker's: orders has no nb::echo.
+		wantError(t, "nb::echo from orders", orders.call25(t, ctx, "nb::echo", "", 1), "function_not_found", "namespace orders", "billing")
+		r := wantResult(t, "nb::echo from orders naming billing", orders.call25(t, ctx, "nb::echo", "billing", 2))
+		if c, _ := r["caller"].(map[string]any); r["by"] != "billingsvc" || c["worker_name"] != "ordersvc" {
+			t.Errorf("nb::echo from orders: %v, want billingsvc's answer naming its caller ordersvc", r)
+		}
+		// And to the default namespace on the first engine.
+		if r := wantResult(t, "nc::echo from billing naming default", billing.call25(t, ctx, "nc::echo", "default", 3)); r["by"] != "plain" {
+			t.Errorf("nc::echo from billing: %v", r)
+		}
+	})
+}

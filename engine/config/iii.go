@@ -130,11 +130,14 @@ type RBAC struct {
 }
 
 // FunctionFilter is one expose_functions entry: either a function-id
-// pattern (Match, from match("pattern")) or metadata conditions that must
-// all hold.
+// pattern (Match, from match("pattern") or {match: pattern}) or metadata
+// conditions that must all hold, in one namespace.
 type FunctionFilter struct {
 	Match    string                     // wildcard pattern; empty for a metadata filter
 	Metadata map[string]MetadataMatcher // nil for a match filter
+	// Namespace is the one namespace the rule exposes functions in; ""
+	// (the key omitted) is the default namespace, as in iii.
+	Namespace string
 }
 
 // MetadataMatcher is one metadata condition: a wildcard pattern over a
@@ -1074,23 +1077,48 @@ func matchPattern(s string) (string, bool) {
 }
 
 func (p *iiiParser) filter(path string, n *yaml.Node) (FunctionFilter, error) {
+	const want = `match("pattern"), {match: pattern} or {metadata: {...}}, each map with an optional namespace`
 	switch n.Kind {
 	case yaml.ScalarNode:
 		pat, ok := matchPattern(n.Value)
 		if !ok || n.ShortTag() != "!!str" {
-			return FunctionFilter{}, p.invalid(n, path, `want match("pattern") or {metadata: {...}}, got %s`, describe(n))
+			return FunctionFilter{}, p.invalid(n, path, "want %s, got %s", want, describe(n))
 		}
 		return FunctionFilter{Match: pat}, nil
 	case yaml.MappingNode:
-		f := FunctionFilter{Metadata: map[string]MetadataMatcher{}}
+		var (
+			f        FunctionFilter
+			hasMatch bool
+		)
 		err := p.d.pairs(n, path, func(key string, k, v *yaml.Node) error {
-			if key != "metadata" {
-				p.warn(k, join(path, key), "unknown filter key %q ignored (iii ignores it too)", key)
-				return nil
-			}
 			v = resolve(v)
+			switch key {
+			case "match":
+				if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str" || strings.TrimSpace(v.Value) == "" {
+					return p.invalid(v, join(path, key), "want a function id pattern such as \"orders::*\", got %s", describe(v))
+				}
+				f.Match, hasMatch = v.Value, true
+				if pat, ok := matchPattern(v.Value); ok {
+					f.Match = pat // match("...") spelled inside the map form
+				}
+				return nil
+			case "namespace":
+				if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str" || strings.TrimSpace(v.Value) == "" {
+					return p.invalid(v, join(path, key), "want a namespace name (omit the key for the default namespace), got %s", describe(v))
+				}
+				f.Namespace = strings.TrimSpace(v.Value)
+				return nil
+			case "metadata":
+			default:
+				// A typo (namesapce) would silently scope the rule to the
+				// default namespace: refuse it, as iii does.
+				return p.invalid(k, join(path, key), "unknown expose_functions filter key %q; want match, metadata or namespace", key)
+			}
 			if v.Kind != yaml.MappingNode {
 				return p.d.typeError(v, join(path, key), "a mapping of metadata key to value")
+			}
+			if f.Metadata == nil {
+				f.Metadata = map[string]MetadataMatcher{}
 			}
 			return p.d.pairs(v, join(path, key), func(mk string, _, mv *yaml.Node) error {
 				var val any
@@ -1110,12 +1138,15 @@ func (p *iiiParser) filter(path string, n *yaml.Node) (FunctionFilter, error) {
 		if err != nil {
 			return f, err
 		}
-		if len(f.Metadata) == 0 {
-			return f, p.invalid(n, path, "want a metadata: key with filter conditions")
+		switch {
+		case hasMatch && f.Metadata != nil:
+			return f, p.invalid(n, path, "a filter has either a match or a metadata key, not both")
+		case !hasMatch && len(f.Metadata) == 0:
+			return f, p.invalid(n, path, "want a match: pattern or a metadata: mapping with filter conditions")
 		}
 		return f, nil
 	}
-	return FunctionFilter{}, p.d.typeError(n, path, `match("pattern") or {metadata: {...}}`)
+	return FunctionFilter{}, p.d.typeError(n, path, want)
 }
 
 // execWorker turns an iii-exec entry into one process of our exec module:

@@ -194,7 +194,7 @@ func TestParseIIIGood(t *testing.T) {
 				},
 				Listeners: []string{
 					"127.0.0.1:49199 set=false mw= hs=10s rbac=none",
-					`0.0.0.0:49135 set=true mw=test::mw hs=2.5s rbac={"AuthFunctionID":"test::auth","ExposeFunctions":[{"Match":"test::public::*","Metadata":null},{"Match":"engine::functions::list","Metadata":null},{"Match":"","Metadata":{"public":{"Pattern":"","IsPattern":false,"Value":true},"team":{"Pattern":"core-*","IsPattern":true,"Value":null}}}],"OnFunctionRegistrationFunctionID":"test::on-fn","OnTriggerRegistrationFunctionID":"test::on-trig","OnTriggerTypeRegistrationFunctionID":"test::on-tt"}`,
+					`0.0.0.0:49135 set=true mw=test::mw hs=2.5s rbac={"AuthFunctionID":"test::auth","ExposeFunctions":[{"Match":"test::public::*","Metadata":null,"Namespace":""},{"Match":"engine::functions::list","Metadata":null,"Namespace":""},{"Match":"","Metadata":{"public":{"Pattern":"","IsPattern":false,"Value":true},"team":{"Pattern":"core-*","IsPattern":true,"Value":null}},"Namespace":""}],"OnFunctionRegistrationFunctionID":"test::on-fn","OnTriggerRegistrationFunctionID":"test::on-trig","OnTriggerTypeRegistrationFunctionID":"test::on-tt"}`,
 				},
 				HTTPFn: `{"Line":32,"URLAllowlist":["localhost","127.0.0.1"],"BlockPrivateIPs":false,"RequireHTTPS":true}`,
 			},
@@ -401,7 +401,15 @@ func TestParseIIIBad(t *testing.T) {
 		{"exec not a list", "workers:\n  - name: iii-exec\n    config: {exec: npm start}\n", ErrConfigType,
 			`bad.yaml:3: workers[0].config.exec: want a list, got string "npm start"`},
 		{"bad expose filter", "workers:\n  - name: iii-worker-manager\n    config:\n      rbac:\n        expose_functions: ['test::*']\n", ErrConfigInvalid,
-			`bad.yaml:5: workers[0].config.rbac.expose_functions[0]: want match("pattern") or {metadata: {...}}, got string "test::*"`},
+			`bad.yaml:5: workers[0].config.rbac.expose_functions[0]: want match("pattern"), {match: pattern} or {metadata: {...}}, each map with an optional namespace, got string "test::*"`},
+		{"expose filter key typo", "workers:\n  - name: iii-worker-manager\n    config:\n      rbac:\n        expose_functions:\n          - {match: 'o::*', namesapce: orders}\n", ErrConfigInvalid,
+			`bad.yaml:6: workers[0].config.rbac.expose_functions[0].namesapce: unknown expose_functions filter key "namesapce"; want match, metadata or namespace`},
+		{"expose filter with match and metadata", "workers:\n  - name: iii-worker-manager\n    config:\n      rbac:\n        expose_functions:\n          - {match: 'o::*', metadata: {public: true}}\n", ErrConfigInvalid,
+			`bad.yaml:6: workers[0].config.rbac.expose_functions[0]: a filter has either a match or a metadata key, not both`},
+		{"expose filter with only a namespace", "workers:\n  - name: iii-worker-manager\n    config:\n      rbac:\n        expose_functions:\n          - {namespace: orders}\n", ErrConfigInvalid,
+			`bad.yaml:6: workers[0].config.rbac.expose_functions[0]: want a match: pattern or a metadata: mapping with filter conditions`},
+		{"expose filter with a blank namespace", "workers:\n  - name: iii-worker-manager\n    config:\n      rbac:\n        expose_functions:\n          - {match: 'o::*', namespace: ' '}\n", ErrConfigInvalid,
+			`bad.yaml:6: workers[0].config.rbac.expose_functions[0].namespace: want a namespace name (omit the key for the default namespace), got string " "`},
 		{"listener port", "workers:\n  - name: iii-worker-manager\n    config: {port: 70000}\n", ErrConfigInvalid,
 			"bad.yaml:3: workers[0].config.port: 70000 is out of range 0-65535"},
 		{"listener twice on a port", "workers:\n  - name: iii-worker-manager\n  - name: iii-worker-manager\n    config: {port: 49134}\n", ErrConfigInvalid,
@@ -511,6 +519,37 @@ func TestFunctionFilterMatches(t *testing.T) {
 			if got := f.Matches(tt.id, tt.meta); got != tt.want[i] {
 				t.Errorf("filter %d Matches(%q, %v) = %v, want %v", i, tt.id, tt.meta, got, tt.want[i])
 			}
+		}
+	}
+}
+
+func TestExposeFunctionsNamespaces(t *testing.T) {
+	c, err := Parse("r.yaml", []byte(`workers:
+  - name: iii-worker-manager
+    config:
+      rbac:
+        expose_functions:
+          - match("pub::*")
+          - match: "orders::*"
+            namespace: orders
+          - match: match('x::*')
+          - metadata: {public: true}
+            namespace: analytics
+`), env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Listeners[0].RBAC.ExposeFunctions
+	want := []struct {
+		match, ns string
+		meta      bool
+	}{{"pub::*", "", false}, {"orders::*", "orders", false}, {"x::*", "", false}, {"", "analytics", true}}
+	if len(got) != len(want) {
+		t.Fatalf("%d filters, want %d: %+v", len(got), len(want), got)
+	}
+	for i, w := range want {
+		if g := got[i]; g.Match != w.match || g.Namespace != w.ns || (g.Metadata != nil) != w.meta {
+			t.Errorf("filter %d = %+v, want match %q namespace %q metadata %v", i, g, w.match, w.ns, w.meta)
 		}
 	}
 }

@@ -262,7 +262,7 @@ func listenerOptions(l config.Listener) (engine.ListenerOptions, error) {
 		OnTriggerTypeRegistrationFunctionID: l.RBAC.OnTriggerTypeRegistrationFunctionID,
 	}
 	for _, f := range l.RBAC.ExposeFunctions {
-		ef := engine.FunctionFilter{Match: f.Match}
+		ef := engine.FunctionFilter{Match: f.Match, Namespace: f.Namespace}
 		if f.Metadata != nil {
 			ef.Metadata = make(map[string]engine.MetadataMatch, len(f.Metadata))
 			for k, m := range f.Metadata {
