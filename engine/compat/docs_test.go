@@ -177,7 +177,8 @@ func startDocsServer(t *testing.T, ctx context.Context, extra string) (*enginete
 // a queue and durable topics, function schemas and metadata, invoking
 // (void, enqueue, async, per-invocation metadata, namespaces), a trigger
 // type of one's own and channels; all of it from workers in namespace
-// orders, as the docs write them.
+// orders, as the docs write them. Then the 0.25 README's observe example,
+// and a route served as an observer, from a worker in orders.
 func TestDocsPython25(t *testing.T) {
 	t.Parallel()
 	command(t, python25)
@@ -297,6 +298,32 @@ func TestDocsPython25(t *testing.T) {
 		// The cron trigger's condition, in orders too, lets the tick through.
 		w.invoked(t, ctx, "orders::every-second-ok", nil)
 		w.invoked(t, ctx, "orders::tick", nil)
+	})
+	t.Run("observers in the worker's namespace", func(t *testing.T) {
+		// The README's observer, in orders: the large orders reach
+		// alerts::big-order (in orders), called in-process and remotely.
+		resultJSON("create order", `{"status_code":201,"body":{"id":"123","item":"widget"}}`)
+		got := w.waitEvents(t, ctx, 2, "two big orders", func(e event) bool {
+			return e.str("event") == "invoked" && e.str("function_id") == "alerts::big-order"
+		})
+		totals := []float64{}
+		for _, ev := range got {
+			body, _ := ev.obj("data")["body"].(map[string]any)
+			totals = append(totals, body["total"].(float64))
+		}
+		slices.Sort(totals)
+		if !slices.Equal(totals, []float64{900, 901}) {
+			t.Errorf("alerts::big-order got totals %v, want 900 and 901", totals)
+		}
+		// A route observer with its target and condition in orders.
+		status, body := httpDo(t, ctx, client, "POST", base+"/obs/gated", `{"ok":true}`, jsonHdr)
+		if status != 200 || !strings.Contains(string(body), `"handled":true`) {
+			t.Errorf("POST /obs/gated (ok): %d %s, want 200 from orders::gated", status, body)
+		}
+		status, body = httpDo(t, ctx, client, "POST", base+"/obs/gated", `{"ok":false}`, jsonHdr)
+		if status != 422 || !strings.Contains(string(body), "CONDITION_NOT_MET") {
+			t.Errorf("POST /obs/gated (not ok): %d %s, want 422 CONDITION_NOT_MET", status, body)
+		}
 	})
 	t.Run("unregistered trigger", func(t *testing.T) {
 		for {

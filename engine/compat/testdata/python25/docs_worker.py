@@ -7,6 +7,8 @@ docs and the SDK disagree the SDK wins, and the line says so. It prints one
 {"event": "invoked", "function_id", "data"} from the handlers, and
 {"event": "ready"} once everything is registered and the in-worker examples
 ran; the test then drives the HTTP routes. It exits when stdin closes.
+The last part is the README of iii-sdk 0.25 (observe), from a worker in a
+namespace.
 """
 
 import asyncio
@@ -338,9 +340,47 @@ async def channels():
 
 outcome("channels", lambda: asyncio.run(channels()))
 
+# --- the iii-sdk 0.25 README: observing functions, from a worker in orders --
+shop = register_worker(URL, InitOptions(worker_name="shop", namespace="orders"))
+
+
+def create_order(data):
+    return {"status_code": 201, "body": {"id": "123", "item": data["body"]["item"]}}
+
+
+shop.register_function("orders::create", create_order)
+
+
+def big_order(envelope):
+    emit({"event": "invoked", "function_id": "alerts::big-order", "data": envelope["input"]})
+
+
+shop.register_function("alerts::big-order", big_order)
+observer = shop.observe(
+    {"function_id": "orders::create", "filters": {"input.body.total": {"$gte": 500}}},
+    "alerts::big-order",
+    {"max_in_flight": 4},
+)
+observer.ready()
+outcome("create order", lambda: shop.trigger(
+    {"function_id": "orders::create", "payload": {"body": {"item": "widget", "total": 10}}}))
+shop.trigger({"function_id": "orders::create", "payload": {"body": {"item": "tv", "total": 900}}})
+shop.trigger({"function_id": "orders::create", "payload": {"body": {"item": "tv", "total": 901}}, "dispatch": "remote"})
+
+# The gated route again, as an observer of the engine's http::on-request
+# (in default) with its target and condition in orders.
+shop.register_function("orders::gate", lambda req: (req.get("body") or {}).get("ok") is True)
+shop.register_function("orders::gated", lambda req: {"status_code": 200, "body": {"handled": True}})
+route = shop.observe(
+    {"function_id": "http::on-request", "namespace": "default",
+     "args": {"method": "POST", "path": "/obs/gated", "condition_function_id": "orders::gate"}},
+    "orders::gated",
+)
+route.ready()
+
 gone.unregister()
 emit({"event": "ready"})
 for _ in sys.stdin:
     pass
-for w in (worker, email, math, publisher):
+for w in (worker, email, math, publisher, shop):
     w.shutdown()
