@@ -174,7 +174,8 @@ func startDocsServer(t *testing.T, ctx context.Context, extra string) (*enginete
 // TestDocsPython25 runs the docs' Python examples (docs_worker.py) on
 // iii-sdk 0.25: an HTTP endpoint, bindings with metadata, one function
 // under two triggers, conditions on http and cron triggers, unregistering,
-// a queue and durable topics, function schemas and metadata, invoking
+// a queue and durable topics, state and stream reactions with conditions,
+// function schemas and metadata, invoking
 // (void, enqueue, async, per-invocation metadata, namespaces), a trigger
 // type of one's own and channels; all of it from workers in namespace
 // orders, as the docs write them. Then the 0.25 README's observe example,
@@ -298,6 +299,14 @@ func TestDocsPython25(t *testing.T) {
 		// The cron trigger's condition, in orders too, lets the tick through.
 		w.invoked(t, ctx, "orders::every-second-ok", nil)
 		w.invoked(t, ctx, "orders::tick", nil)
+	})
+	t.Run("state and stream reactions, conditions in the namespace", func(t *testing.T) {
+		resultJSON("state set", `{"items":1}`)
+		resultJSON("stream set", `{"status":"online"}`)
+		w.invoked(t, ctx, "orders::cart-ok", nil)
+		w.invoked(t, ctx, "orders::on-cart", func(d map[string]any) bool { return d["key"] == "c1" })
+		w.invoked(t, ctx, "orders::user-ok", nil)
+		w.invoked(t, ctx, "orders::on-user", func(d map[string]any) bool { return d["id"] == "user-1" || d["item_id"] == "user-1" })
 	})
 	t.Run("observers in the worker's namespace", func(t *testing.T) {
 		// The README's observer, in orders: the large orders reach

@@ -340,6 +340,47 @@ async def channels():
 
 outcome("channels", lambda: asyncio.run(channels()))
 
+# --- reacting to state and stream changes (trigger types state, stream),
+# gated by conditions in orders ----------------------------------------------
+math.register_function("orders::cart-ok", recorded("orders::cart-ok", True))
+math.register_function("orders::on-cart", recorded("orders::on-cart"))
+math.register_trigger({
+    "type": "state",
+    "function_id": "orders::on-cart",
+    "config": {"scope": "carts", "condition_function_id": "orders::cart-ok"},
+})
+math.register_function("orders::user-ok", recorded("orders::user-ok", True))
+math.register_function("orders::on-user", recorded("orders::on-user"))
+math.register_trigger({
+    "type": "stream",
+    "function_id": "orders::on-user",
+    "config": {"stream_name": "users", "condition_function_id": "orders::user-ok"},
+})
+
+
+def bound(function_ids):
+    """Until every function has a binding the engine lists as active."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = math.trigger({"function_id": "engine::registered-triggers::list", "payload": {}})["registered_triggers"]
+        if set(function_ids) <= {r["function_id"] for r in rows if r.get("active")}:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"not bound: {function_ids}")
+
+
+bound(["orders::on-cart", "orders::on-user"])
+outcome("state set", lambda: math.trigger({
+    "function_id": "state::set",
+    "payload": {"scope": "carts", "key": "c1", "value": {"items": 1}},
+    "namespace": "default",
+})["new_value"])
+outcome("stream set", lambda: math.trigger({
+    "function_id": "stream::set",
+    "payload": {"stream_name": "users", "group_id": "active", "item_id": "user-1", "data": {"status": "online"}},
+    "namespace": "default",
+})["new_value"])
+
 # --- the iii-sdk 0.25 README: observing functions, from a worker in orders --
 shop = register_worker(URL, InitOptions(worker_name="shop", namespace="orders"))
 
