@@ -68,9 +68,12 @@ type SourceObserver struct {
 	// them, the source may use them to skip work.
 	Filters json.RawMessage
 	Target  string // target function id
-	Capture []string
-	On      string // success, error or complete
-	Deliver string // envelope, input or output
+	// TargetNamespace is where the target resolves ("" or default: the
+	// default namespace).
+	TargetNamespace string
+	Capture         []string
+	On              string // success, error or complete
+	Deliver         string // envelope, input or output
 	// OwnerWorkerID is the connection that made the observer (empty for an
 	// observer made in-process).
 	OwnerWorkerID string
@@ -672,7 +675,8 @@ func (e *Engine) attachSourceNotify(o *observer, notify bool) {
 
 func (o *observer) sourceView() SourceObserver {
 	so := SourceObserver{ID: o.id, FunctionID: o.fn, Namespace: o.ns, Args: o.args, Filters: o.filter.Normalized(),
-		Target: o.target, Capture: slices.Clone(o.capture), On: o.on, Deliver: o.deliver, Metadata: o.metadata}
+		Target: o.target, TargetNamespace: o.targetNS, Capture: slices.Clone(o.capture), On: o.on, Deliver: o.deliver,
+		Metadata: o.metadata}
 	if o.owner != nil {
 		so.OwnerWorkerID = o.owner.id
 	}

@@ -251,7 +251,7 @@ func (e *Engine) sendActivation(a activation) {
 	} else {
 		data = o.payloadFor(ob, a.id)
 	}
-	call := Call{FunctionID: o.target, Data: data, Metadata: o.metadata, Trigger: TriggerKindObserve,
+	call := Call{FunctionID: o.target, Namespace: o.targetNS, Data: data, Metadata: o.metadata, Trigger: TriggerKindObserve,
 		Traceparent: ob.traceparent, Baggage: ob.baggage, ObserveDepth: a.depth,
 		Activation: &protocol.Activation{ObserverID: o.id, ActivationID: a.id}}
 	call.InvocationID = uuid.NewString()

@@ -299,7 +299,10 @@ func (s *triggerSource) Attach(ctx context.Context, o SourceObserver) error {
 	var b *sourceBinding
 	switch s.spec.Mode {
 	case SourceDirect:
-		t.ID, t.FunctionID, t.Metadata = directBindingPrefix+o.ID, o.Target, o.Metadata
+		// The binding names the target in its namespace, as a worker's
+		// registertrigger does: the functions its config names (an http
+		// condition, middleware) resolve there too.
+		t.ID, t.FunctionID, t.Metadata = directBindingPrefix+o.ID, fnKey(o.TargetNamespace, o.Target), o.Metadata
 		b = &sourceBinding{id: t.ID}
 	default:
 		key := canonicalJSON(config)

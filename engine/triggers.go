@@ -43,6 +43,17 @@ func (t *Trigger) inNamespace(ns string) {
 	t.FunctionID = fnKey(ns, t.FunctionID)
 }
 
+// Namespace is the namespace of the function the trigger fires (its
+// FunctionID is the function key once the engine bound it). The functions
+// a binding's config names besides it (condition_function_id,
+// middleware_function_ids) resolve there too, as iii resolves them in the
+// trigger's namespace: a worker in namespace orders binds
+// orders::is-priority, its own, not a default-namespace one.
+func (t Trigger) Namespace() string {
+	ns, _ := splitKey(t.FunctionID)
+	return ns
+}
+
 // bareID is the function id of a trigger's FunctionID, without its
 // namespace.
 func bareID(fid string) string {

@@ -245,7 +245,7 @@ func isIIIFormat(root *yaml.Node) bool {
 	ours := false
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		switch root.Content[i].Value {
-		case "workers":
+		case "workers", graceKey:
 			return true
 		case "engine", "redis":
 			ours = true
@@ -317,6 +317,26 @@ func (p *iiiParser) unknown(k *yaml.Node, key string, known []string) error {
 	return p.d.errorf(k, key, ErrConfigUnknownKey, "unknown key (known: %s)", strings.Join(known, ", "))
 }
 
+// graceKey is iii's top-level registration_namespace_grace_ms: how long
+// iii holds a new connection's registrations while it waits for the
+// engine::workers::register that names the connection's namespace.
+const graceKey = "registration_namespace_grace_ms"
+
+// grace checks registration_namespace_grace_ms (a number of milliseconds)
+// and warns that this engine needs no grace period.
+func (p *iiiParser) grace(k, v *yaml.Node) error {
+	var ms int64
+	if err := p.d.decode(v, graceKey, elemOf(&ms)); err != nil {
+		return err
+	}
+	if ms < 0 {
+		return p.invalid(v, graceKey, "want a number of milliseconds >= 0, got %d", ms)
+	}
+	p.warn(k, graceKey, "%s ignored: this engine holds no registrations back; a worker's registrations "+
+		"apply at once and move into its namespace when engine::workers::register names it", graceKey)
+	return nil
+}
+
 // parseIII fills c from an iii-format document root.
 func parseIII(file string, root *yaml.Node, c *Config) error {
 	p := &iiiParser{d: decoder{file: file}, c: c, seen: map[string]int{}, names: map[string]int{}}
@@ -327,6 +347,8 @@ func parseIII(file string, root *yaml.Node, c *Config) error {
 		case "workers", "modules":
 			lists = append(lists, [2]*yaml.Node{k, v})
 			return nil
+		case graceKey:
+			return p.grace(k, v)
 		case "engine", "redis":
 			return p.d.errorf(k, key, ErrConfigMixedFormat,
 				"%s: belongs to our own format, but this file is in iii's format (workers:, or modules: with name:); the two do not mix: %s",
@@ -335,7 +357,7 @@ func parseIII(file string, root *yaml.Node, c *Config) error {
 					"redis":  "name the store in the workers' adapter blocks ({name: redis, config: {redis_url: ...}})",
 				}[key])
 		}
-		return p.unknown(k, key, []string{"workers", "modules"})
+		return p.unknown(k, key, []string{"workers", "modules", graceKey})
 	})
 	if err != nil {
 		return err

@@ -293,6 +293,16 @@ func TestParseIIIGood(t *testing.T) {
 			env:  env(),
 			want: iiiSummary{Addr: "127.0.0.1:49134", Modules: []string{obsDefault}},
 		},
+		{
+			// iii's docs (configuration, upgrading from 0.22): the grace
+			// before a connection's registrations go to the default
+			// namespace. This engine holds none back: warned, alone too.
+			name: "registration namespace grace",
+			file: "registration_namespace_grace_ms: 10000\n",
+			env:  env(),
+			want: iiiSummary{Addr: "127.0.0.1:49134", Modules: []string{obsDefault},
+				Warnings: []string{"1 registration_namespace_grace_ms"}},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -367,7 +377,9 @@ func TestParseIIIBad(t *testing.T) {
 		{"workers with class modules", "workers:\n  - name: iii-http\nmodules:\n  - class: CronModule\n", ErrConfigMixedFormat,
 			"bad.yaml:4: modules[0].class: class: entries belong to our own format, but this file is in iii's format; the two do not mix (write name: iii-http-style worker names, or use class: in every entry without workers:)"},
 		{"unknown top-level key", "workers: []\nworker: []\n", ErrConfigUnknownKey,
-			"bad.yaml:2: worker: unknown key (known: workers, modules)"},
+			"bad.yaml:2: worker: unknown key (known: workers, modules, registration_namespace_grace_ms)"},
+		{"negative grace", "registration_namespace_grace_ms: -5\nworkers: []\n", ErrConfigInvalid,
+			"bad.yaml:1: registration_namespace_grace_ms: want a number of milliseconds >= 0, got -5"},
 		{"our-only http key", "workers:\n  - name: iii-http\n    config:\n      body_limit: 10\n", ErrConfigUnknownKey,
 			"bad.yaml:4: workers[0].config.body_limit: unknown key (known: concurrency_request_limit, cors, default_timeout, host, middleware, port)"},
 		{"typo in stream", "workers:\n  - name: iii-stream\n    config: {prot: 3112}\n", ErrConfigUnknownKey,

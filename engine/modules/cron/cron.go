@@ -320,7 +320,8 @@ func (m *Module) fireOnce(ctx context.Context, j *job, scheduled time.Time) {
 	})
 	if j.condition != "" {
 		cctx, cancel := context.WithTimeout(ctx, conditionTimeout)
-		res, err := m.eng.Invoke(cctx, engine.Request{FunctionID: j.condition, Data: payload, Metadata: j.metadata(), Trigger: TriggerType})
+		res, err := m.eng.Invoke(cctx, engine.Request{FunctionID: j.condition, Namespace: j.trigger.Namespace(),
+			Data: payload, Metadata: j.metadata(), Trigger: TriggerType})
 		cancel()
 		if err != nil {
 			log.Info("cron tick skipped: condition function failed", "condition_function_id", j.condition, "err", describe(err))

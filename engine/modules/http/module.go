@@ -326,7 +326,7 @@ type provider struct{ m *Module }
 
 // RegisterTrigger adds (or, for a known id, replaces) a route.
 func (p provider) RegisterTrigger(ctx context.Context, t engine.Trigger) error {
-	rt, err := parseRoute(t.ID, t.FunctionID, t.Config, t.Metadata, p.m.getenv)
+	rt, err := parseRoute(t.ID, t.FunctionID, t.Namespace(), t.Config, t.Metadata, p.m.getenv)
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,7 @@ type segment struct {
 type route struct {
 	triggerID  string
 	functionID string
+	namespace  string // of the function: condition and middleware resolve there too
 	method     string // upper case
 	pattern    string // api_path without leading or trailing "/"
 	segments   []segment
@@ -55,7 +56,7 @@ type triggerConfig struct {
 
 // parseRoute checks an http trigger's config and builds its route.
 // getenv resolves the environment variables auth names.
-func parseRoute(triggerID, functionID string, config, metadata json.RawMessage, getenv func(string) (string, bool)) (*route, error) {
+func parseRoute(triggerID, functionID, namespace string, config, metadata json.RawMessage, getenv func(string) (string, bool)) (*route, error) {
 	var c triggerConfig
 	if len(config) == 0 || strings.TrimSpace(string(config)) == "null" {
 		return nil, fmt.Errorf("%w: api_path is required", ErrHTTPConfig)
@@ -77,7 +78,7 @@ func parseRoute(triggerID, functionID string, config, metadata json.RawMessage, 
 	if err != nil {
 		return nil, err
 	}
-	r := &route{triggerID: triggerID, functionID: functionID, method: method, pattern: pattern,
+	r := &route{triggerID: triggerID, functionID: functionID, namespace: namespace, method: method, pattern: pattern,
 		segments: segs, metadata: metadata, condition: c.Condition}
 	for i, id := range c.Middleware {
 		if id == "" {

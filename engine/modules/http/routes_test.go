@@ -14,7 +14,7 @@ func noEnv(string) (string, bool) { return "", false }
 func mustRoute(t *testing.T, id, method, path string) *route {
 	t.Helper()
 	cfg, _ := json.Marshal(map[string]string{"api_path": path, "http_method": method})
-	r, err := parseRoute(id, "fn::"+id, cfg, nil, noEnv)
+	r, err := parseRoute(id, "fn::"+id, "default", cfg, nil, noEnv)
 	if err != nil {
 		t.Fatalf("parseRoute(%s %s): %v", method, path, err)
 	}
@@ -50,7 +50,7 @@ func TestParseRoute(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.config, func(t *testing.T) {
-			r, err := parseRoute("t1", "fn", json.RawMessage(tc.config), nil, noEnv)
+			r, err := parseRoute("t1", "fn", "default", json.RawMessage(tc.config), nil, noEnv)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, ErrHTTPConfig) {
 					t.Fatalf("parseRoute(%s) error = %v, want ErrHTTPConfig containing %q", tc.config, err, tc.err)

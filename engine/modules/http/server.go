@@ -251,9 +251,12 @@ func (x *exchange) callRoute(ctx context.Context, functionID string, data []byte
 	return x.m.eng.Invoke(ctx, req)
 }
 
+// request is a call of the route's function, condition or middleware: all
+// three resolve in the route's namespace.
 func (x *exchange) request(functionID string, data []byte) engine.Request {
 	return engine.Request{
 		FunctionID:  functionID,
+		Namespace:   x.rt.namespace,
 		Data:        data,
 		Metadata:    x.rt.metadata,
 		Traceparent: x.r.Header.Get("Traceparent"),

@@ -176,7 +176,9 @@ func (m *Module) invoke(ctx context.Context, b binding, payload json.RawMessage)
 func (m *Module) conditionHolds(parent context.Context, b binding, payload json.RawMessage) bool {
 	ctx, cancel := context.WithTimeout(parent, conditionTimeout)
 	defer cancel()
-	res, err := m.eng.Invoke(ctx, engine.Request{FunctionID: b.condition, Data: payload, Metadata: b.trigger.Metadata})
+	// In the trigger's namespace, as iii resolves a binding's condition.
+	res, err := m.eng.Invoke(ctx, engine.Request{FunctionID: b.condition, Namespace: b.trigger.Namespace(),
+		Data: payload, Metadata: b.trigger.Metadata})
 	if err != nil {
 		var eb *protocol.ErrorBody
 		if errors.As(err, &eb) {

@@ -38,6 +38,7 @@ type joinLeaveConfig struct {
 // binding is an accepted binding with its decoded config.
 type binding struct {
 	id, functionID string
+	namespace      string // of the function: its condition resolves there too
 	metadata       json.RawMessage
 	stream         streamConfig    // for TriggerStream
 	joinLeave      joinLeaveConfig // for TriggerJoin, TriggerLeave
@@ -75,7 +76,7 @@ func decodeConfig(raw json.RawMessage, v any) error {
 }
 
 func (bs *bindings) add(t engine.Trigger) error {
-	b := binding{id: t.ID, functionID: t.FunctionID, metadata: t.Metadata}
+	b := binding{id: t.ID, functionID: t.FunctionID, namespace: t.Namespace(), metadata: t.Metadata}
 	switch t.Type {
 	case TriggerStream:
 		if err := decodeConfig(t.Config, &b.stream); err != nil {
@@ -165,7 +166,7 @@ func (m *Module) conditionMet(ctx context.Context, b binding, payload json.RawMe
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.handlerTimeout())
 	defer cancel()
-	res, err := m.h.Engine.Invoke(ctx, engine.Request{FunctionID: fn, Data: payload, Metadata: b.metadata})
+	res, err := m.h.Engine.Invoke(ctx, engine.Request{FunctionID: fn, Namespace: b.namespace, Data: payload, Metadata: b.metadata})
 	if err != nil {
 		m.log.DebugContext(ctx, "stream trigger condition failed; handler skipped",
 			"function_id", fn, "trigger_id", b.id, "err", err)
