@@ -206,11 +206,9 @@ func (s *configStore) get(_ context.Context, call *Call) (json.RawMessage, error
 	if err := decodeArgs(call.Data, &in); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	entry := s.entries[in.ID]
-	s.mu.Unlock()
-	if entry == nil {
-		return nil, &protocol.ErrorBody{Code: CodeConfigNotFound, Message: fmt.Sprintf("configuration %q not found", in.ID)}
+	entry, err := s.lookup(in.ID)
+	if err != nil {
+		return nil, err
 	}
 	value := entry.Value
 	if !in.Raw {
@@ -250,13 +248,22 @@ func (s *configStore) schema(_ context.Context, call *Call) (json.RawMessage, er
 	if err := decodeArgs(call.Data, &in); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	entry := s.entries[in.ID]
-	s.mu.Unlock()
-	if entry == nil {
-		return nil, &protocol.ErrorBody{Code: CodeConfigNotFound, Message: fmt.Sprintf("configuration %q not found", in.ID)}
+	entry, err := s.lookup(in.ID)
+	if err != nil {
+		return nil, err
 	}
 	return marshal(entry.view())
+}
+
+// lookup is the entry registered as id, or CONFIG_NOT_FOUND.
+func (s *configStore) lookup(id string) (*configEntry, error) {
+	s.mu.Lock()
+	entry := s.entries[id]
+	s.mu.Unlock()
+	if entry == nil {
+		return nil, &protocol.ErrorBody{Code: CodeConfigNotFound, Message: fmt.Sprintf("configuration %q not found", id)}
+	}
+	return entry, nil
 }
 
 // fire reports a change to the observers of configuration::on-updated.
