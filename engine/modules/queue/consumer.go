@@ -353,12 +353,16 @@ func (m *Module) ack(stream, id string, extra func(ctx context.Context, p redis.
 	}
 }
 
-// maxRetriesFor is the retry limit of msg on q.
-func (q *queue) maxRetriesFor(msg *message) int {
+// maxAttemptsFor is how many failed attempts of msg on q dead-letter it.
+// As in iii: a queue's max_retries counts delivery attempts in all (3: the
+// first attempt and two retries; 0 behaves as 1), while a durable
+// subscriber's queue_config.max_retries counts retries after the first
+// attempt (3: four attempts).
+func (q *queue) maxAttemptsFor(msg *message) int {
 	if msg.MaxRetries != nil {
-		return *msg.MaxRetries
+		return *msg.MaxRetries + 1
 	}
-	return q.s.MaxRetries
+	return max(q.s.MaxRetries, 1)
 }
 
 // backoffFor is the delay before msg's next attempt (msg.Attempts failed).
@@ -376,7 +380,7 @@ func (q *queue) backoffFor(msg *message) time.Duration {
 func (m *Module) retryOrDeadLetter(q *queue, stream, id string, msg *message, eb *protocol.ErrorBody) {
 	msg.Attempts++
 	msg.LastError = eb
-	if msg.Attempts > q.maxRetriesFor(msg) {
+	if msg.Attempts >= q.maxAttemptsFor(msg) {
 		m.deadLetter(q, stream, id, msg, nil)
 		return
 	}

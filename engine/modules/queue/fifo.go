@@ -207,7 +207,7 @@ func (m *Module) handleFIFO(ctx context.Context, q *queue, stream string, x redi
 	default:
 		msg.Attempts++
 		msg.LastError = eb
-		if msg.Attempts > q.maxRetriesFor(msg) {
+		if msg.Attempts >= q.maxAttemptsFor(msg) {
 			m.deadLetter(q, stream, x.ID, msg, dropState)
 			return
 		}
