@@ -59,11 +59,13 @@
 // the legacy name queue) and config.topic equal to topic. Each goes through
 // the queue named by config.queue, by default a queue named after the topic,
 // with the same retries and dead-letter queue; config.condition_function_id
-// is called at delivery and a false result skips the message;
-// config.queue_config {max_retries, backoff_ms} overrides the queue's
-// settings for that subscriber (its max_retries counts retries after the
-// first attempt, as iii's does). An observer of queue::on-message (args
-// {topic, queue?, queue_config?, condition_function_id?}) is a subscriber
+// is called at delivery, in the subscriber's namespace (a worker in
+// namespace orders names its own orders function), and a false result
+// skips the message; config.queue_config {max_retries, backoff_ms}
+// overrides the queue's settings for that subscriber (its max_retries
+// counts retries after the first attempt, as iii's does). An observer of
+// queue::on-message (args {topic, queue?, queue_config?,
+// condition_function_id?}) is a subscriber
 // of its own: one message per publish, delivered through it (an
 // activation of its target, under its max_fires and max_in_flight). A
 // message its observer does not admit (busy, ended, not on this engine)
@@ -76,8 +78,9 @@
 // # Tools
 //
 //   - engine::queue::dlq_messages {queue|topic, offset?, limit?}: dead
-//     letters, oldest first: {id (message id), dlq_id, queue, function_id,
-//     payload, metadata, topic, group, error, error_code, attempts, retries,
+//     letters, oldest first: {id (message id), dlq_id, queue, function_id
+//     (the bare id), namespace (absent: default), payload, metadata, topic,
+//     group, error, error_code, attempts, retries (both: the attempts made),
 //     enqueued_at, failed_at, size_bytes}.
 //   - iii::queue::redrive {queue|topic} -> {queue, redriven}: every dead
 //     letter back onto its queue with its attempts reset.
