@@ -220,8 +220,8 @@ func TestThreeEngines(t *testing.T) {
 			})
 		}
 		// Every engine consumes the queue, two of them without a worker for
-		// the function: without forwarding, a message has a (2/3)^4 chance
-		// to meet only those in its 1 + max_retries attempts and be
+		// the function: without forwarding, a message has a (2/3)^3 chance
+		// to meet only those in its max_retries (3) attempts and be
 		// dead-lettered. None may be.
 		for k := range 30 {
 			if _, err := nodes[0].w.Trigger(ctx, sdk.TriggerRequest{FunctionID: "e2::record", Payload: in{Key: fmt.Sprint("m", k)},

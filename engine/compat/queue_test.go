@@ -19,7 +19,7 @@ import (
 // queue "compat" retries twice, 50 ms apart at first.
 func startQueueServer(t *testing.T, ctx context.Context) *enginetest.Server {
 	t.Helper()
-	srv := startServer(t, ctx, "engine: {port: 0}\nmodules:\n  - class: QueueModule\n    config: {queues: {compat: {max_retries: 2, backoff_ms: 50}}}\n")
+	srv := startServer(t, ctx, "engine: {port: 0}\nmodules:\n  - class: QueueModule\n    config: {queues: {compat: {max_retries: 3, backoff_ms: 50}}}\n")
 	return srv
 }
 
@@ -95,7 +95,7 @@ func TestQueueRealClients(t *testing.T) {
 			if out.str("event") != "result" {
 				t.Fatalf("enqueue: %v", out)
 			}
-			// 1 + max_retries 2 attempts, all failing: dead-lettered.
+			// max_retries 3: three attempts in all, all failing: dead-lettered.
 			var entry map[string]any
 			for entry == nil {
 				var dlq []map[string]any

@@ -43,8 +43,10 @@ type QueueConfig struct {
 	// (standard queues), or the number of ordered partitions shared by all
 	// engines (FIFO queues).
 	Concurrency int `yaml:"concurrency"`
-	// MaxRetries is how many times a failed message is retried after its
-	// first attempt before it goes to the dead-letter queue.
+	// MaxRetries is how many delivery attempts a message gets in all (the
+	// first one included) before it goes to the dead-letter queue, as in
+	// iii; 0 behaves as 1. (A durable subscriber's queue_config.max_retries
+	// counts retries after the first attempt instead, as iii's does.)
 	MaxRetries *int `yaml:"max_retries"`
 	// BackoffMS is the delay before the first retry; it doubles per retry.
 	BackoffMS *int `yaml:"backoff_ms"`

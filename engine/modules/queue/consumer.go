@@ -215,7 +215,11 @@ func (m *Module) deliver(q *queue, msg *message) (*protocol.ErrorBody, attemptRe
 		return nil, attemptWaiting // not even its condition is asked
 	}
 	if msg.Condition != "" {
-		res, eb, r := m.invoke(msg.Condition, "", msg, q.s.Timeout)
+		// The condition resolves where the subscriber's binding does: in
+		// the namespace of its function (as iii resolves it in the
+		// trigger's namespace).
+		ns, _ := msg.target()
+		res, eb, r := m.invoke(engine.Request{FunctionID: msg.Condition, Namespace: ns}, msg, q.s.Timeout)
 		if r != attemptDone {
 			return eb, r
 		}
@@ -224,12 +228,12 @@ func (m *Module) deliver(q *queue, msg *message) (*protocol.ErrorBody, attemptRe
 		}
 	}
 	if msg.Observer == "" {
-		_, eb, r := m.invoke(msg.FunctionID, "", msg, q.s.Timeout)
+		_, eb, r := m.invoke(engine.Request{FunctionID: msg.FunctionID}, msg, q.s.Timeout)
 		return eb, r
 	}
 	patience := time.Now().Add(min(observerPatience, q.s.ClaimIdle/4))
 	for step := 5 * time.Millisecond; ; step = min(2*step, 100*time.Millisecond) {
-		_, eb, r := m.invoke(msg.FunctionID, engine.ObserverBinding(msg.Observer), msg, q.s.Timeout)
+		_, eb, r := m.invoke(engine.Request{FunctionID: msg.FunctionID, Binding: engine.ObserverBinding(msg.Observer)}, msg, q.s.Timeout)
 		if r != attemptWaiting || time.Now().Add(step).After(patience) {
 			return eb, r
 		}
@@ -297,14 +301,14 @@ func isFalse(res json.RawMessage) bool {
 	return json.Unmarshal(res, &b) == nil && !b
 }
 
-// invoke calls fn with the message's data, metadata and trace context,
-// bounded by timeout; binding names the observer's binding the call goes
-// through, if any.
-func (m *Module) invoke(fn, binding string, msg *message, timeout time.Duration) (json.RawMessage, *protocol.ErrorBody, attemptResult) {
+// invoke calls req's function (its FunctionID, Namespace and Binding:
+// the observer's binding the call goes through, if any) with the
+// message's data, metadata and trace context, bounded by timeout.
+func (m *Module) invoke(req engine.Request, msg *message, timeout time.Duration) (json.RawMessage, *protocol.ErrorBody, attemptResult) {
 	ctx, cancel := context.WithTimeout(m.handlerCtx, timeout)
 	defer cancel()
-	res, err := m.h.Engine.Invoke(ctx, engine.Request{FunctionID: fn, Data: msg.Data, Metadata: msg.Metadata,
-		Traceparent: msg.Traceparent, Baggage: msg.Baggage, Binding: binding})
+	req.Data, req.Metadata, req.Traceparent, req.Baggage = msg.Data, msg.Metadata, msg.Traceparent, msg.Baggage
+	res, err := m.h.Engine.Invoke(ctx, req)
 	if err == nil {
 		return res, nil, attemptDone
 	}
@@ -321,8 +325,16 @@ func (m *Module) invoke(fn, binding string, msg *message, timeout time.Duration)
 	case eb != nil:
 		return nil, eb, attemptFailed
 	case errors.Is(err, context.DeadlineExceeded):
+		ns, id := splitFunctionKey(req.FunctionID)
+		if req.Namespace != "" {
+			ns = req.Namespace
+		}
+		where := ""
+		if nsField(ns) != "" {
+			where = " (namespace " + ns + ")"
+		}
 		return nil, &protocol.ErrorBody{Code: CodeTimeout,
-			Message: fmt.Sprintf("%s did not finish within timeout_ms=%d", fn, timeout.Milliseconds())}, attemptFailed
+			Message: fmt.Sprintf("%s%s did not finish within timeout_ms=%d", id, where, timeout.Milliseconds())}, attemptFailed
 	}
 	return nil, &protocol.ErrorBody{Code: "invocation_failed", Message: err.Error()}, attemptFailed
 }
@@ -353,12 +365,16 @@ func (m *Module) ack(stream, id string, extra func(ctx context.Context, p redis.
 	}
 }
 
-// maxRetriesFor is the retry limit of msg on q.
-func (q *queue) maxRetriesFor(msg *message) int {
+// maxAttemptsFor is how many failed attempts of msg on q dead-letter it.
+// As in iii: a queue's max_retries counts delivery attempts in all (3: the
+// first attempt and two retries; 0 behaves as 1), while a durable
+// subscriber's queue_config.max_retries counts retries after the first
+// attempt (3: four attempts).
+func (q *queue) maxAttemptsFor(msg *message) int {
 	if msg.MaxRetries != nil {
-		return *msg.MaxRetries
+		return *msg.MaxRetries + 1
 	}
-	return q.s.MaxRetries
+	return max(q.s.MaxRetries, 1)
 }
 
 // backoffFor is the delay before msg's next attempt (msg.Attempts failed).
@@ -376,7 +392,7 @@ func (q *queue) backoffFor(msg *message) time.Duration {
 func (m *Module) retryOrDeadLetter(q *queue, stream, id string, msg *message, eb *protocol.ErrorBody) {
 	msg.Attempts++
 	msg.LastError = eb
-	if msg.Attempts > q.maxRetriesFor(msg) {
+	if msg.Attempts >= q.maxAttemptsFor(msg) {
 		m.deadLetter(q, stream, id, msg, nil)
 		return
 	}
@@ -391,7 +407,7 @@ func (m *Module) retryOrDeadLetter(q *queue, stream, id string, msg *message, eb
 			"queue", q.name, "message_id", msg.ID, "error", err)
 		return
 	}
-	m.h.Logger.Info("queue: handler failed; retry scheduled", "queue", q.name, "function_id", msg.FunctionID,
+	m.h.Logger.With(msg.fnAttrs()...).Info("queue: handler failed; retry scheduled", "queue", q.name,
 		"message_id", msg.ID, "attempt", msg.Attempts, "retry_in_ms", delay.Milliseconds(),
 		"error_code", eb.Code, "error", eb.Message)
 }
@@ -426,7 +442,7 @@ func (m *Module) deadLetter(q *queue, stream, id string, msg *message, extra fun
 	if msg.LastError != nil {
 		code, text = msg.LastError.Code, msg.LastError.Message
 	}
-	m.h.Logger.Warn("queue: message dead-lettered after its retries", "queue", q.name, "function_id", msg.FunctionID,
+	m.h.Logger.With(msg.fnAttrs()...).Warn("queue: message dead-lettered after its retries", "queue", q.name,
 		"message_id", msg.ID, "attempts", msg.Attempts, "error_code", code, "error", text)
 }
 

@@ -27,10 +27,11 @@
 // timeout, or function_not_found (the worker may be reconnecting) is a
 // failed attempt: the message goes to the queue's delayed set, due after
 // backoff_ms doubled per attempt (capped by max_backoff_ms), and is moved
-// back by whichever engine polls first; after max_retries retries (1 +
-// max_retries attempts) it goes to the dead-letter queue with its payload,
-// function, last error, attempt count and timestamps. The defaults (3
-// retries, 1 s backoff) dead-letter a poison message after 1+2+4 = 7 s.
+// back by whichever engine polls first; after max_retries attempts in all
+// (iii's meaning: the first attempt counts; 0 behaves as 1) it goes to the
+// dead-letter queue with its payload, function, last error, attempt count
+// and timestamps. The defaults (3 attempts, 1 s backoff) dead-letter a
+// poison message after 1+2 = 3 s.
 //
 // A message an engine read but never acknowledged (it crashed, or Stop gave
 // up on the handler) is taken over with XAUTOCLAIM by any engine once it has
@@ -58,10 +59,13 @@
 // the legacy name queue) and config.topic equal to topic. Each goes through
 // the queue named by config.queue, by default a queue named after the topic,
 // with the same retries and dead-letter queue; config.condition_function_id
-// is called at delivery and a false result skips the message;
-// config.queue_config {max_retries, backoff_ms} overrides the queue's
-// settings for that subscriber. An observer of queue::on-message (args
-// {topic, queue?, queue_config?, condition_function_id?}) is a subscriber
+// is called at delivery, in the subscriber's namespace (a worker in
+// namespace orders names its own orders function), and a false result
+// skips the message; config.queue_config {max_retries, backoff_ms}
+// overrides the queue's settings for that subscriber (its max_retries
+// counts retries after the first attempt, as iii's does). An observer of
+// queue::on-message (args {topic, queue?, queue_config?,
+// condition_function_id?}) is a subscriber
 // of its own: one message per publish, delivered through it (an
 // activation of its target, under its max_fires and max_in_flight). A
 // message its observer does not admit (busy, ended, not on this engine)
@@ -74,8 +78,9 @@
 // # Tools
 //
 //   - engine::queue::dlq_messages {queue|topic, offset?, limit?}: dead
-//     letters, oldest first: {id (message id), dlq_id, queue, function_id,
-//     payload, metadata, topic, group, error, error_code, attempts, retries,
+//     letters, oldest first: {id (message id), dlq_id, queue, function_id
+//     (the bare id), namespace (absent: default), payload, metadata, topic,
+//     group, error, error_code, attempts, retries (both: the attempts made),
 //     enqueued_at, failed_at, size_bytes}.
 //   - iii::queue::redrive {queue|topic} -> {queue, redriven}: every dead
 //     letter back onto its queue with its attempts reset.
@@ -98,7 +103,7 @@
 //	        default: {concurrency: 10, max_retries: 3, backoff_ms: 1000}
 //	        payments:
 //	          concurrency: 5        # handlers per engine (FIFO: partitions)
-//	          max_retries: 5        # retries after the first attempt
+//	          max_retries: 5        # delivery attempts in all
 //	          backoff_ms: 500       # first retry delay, doubling
 //	          max_backoff_ms: 60000 # cap (default 1 h)
 //	          timeout_ms: 10000     # per handler call (default 30 s)

@@ -66,7 +66,11 @@ type subscriberProvider struct{ m *Module }
 func (p subscriberProvider) RegisterTrigger(_ context.Context, t engine.Trigger) error {
 	_, err := parseSubscriber(t.Config)
 	if err != nil {
-		return fmt.Errorf("%s trigger for %s: %w", t.Type, t.FunctionID, err)
+		ns, id := splitFunctionKey(t.FunctionID)
+		if ns = nsField(ns); ns != "" {
+			id += " (namespace " + ns + ")"
+		}
+		return fmt.Errorf("%s trigger for %s: %w", t.Type, id, err)
 	}
 	return nil
 }

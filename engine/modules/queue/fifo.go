@@ -207,7 +207,7 @@ func (m *Module) handleFIFO(ctx context.Context, q *queue, stream string, x redi
 	default:
 		msg.Attempts++
 		msg.LastError = eb
-		if msg.Attempts > q.maxRetriesFor(msg) {
+		if msg.Attempts >= q.maxAttemptsFor(msg) {
 			m.deadLetter(q, stream, x.ID, msg, dropState)
 			return
 		}
@@ -219,8 +219,8 @@ func (m *Module) handleFIFO(ctx context.Context, q *queue, stream string, x redi
 		if err := m.rdb.HSet(octx, q.k.attempts, x.ID, enc).Err(); err != nil {
 			m.health.failed("record attempt", err)
 		}
-		m.h.Logger.Info("queue: handler failed; retry scheduled (fifo: its group waits)", "queue", q.name,
-			"function_id", msg.FunctionID, "message_id", msg.ID, "group", msg.Group, "attempt", msg.Attempts,
+		m.h.Logger.With(msg.fnAttrs()...).Info("queue: handler failed; retry scheduled (fifo: its group waits)", "queue", q.name,
+			"message_id", msg.ID, "group", msg.Group, "attempt", msg.Attempts,
 			"retry_in_ms", delay.Milliseconds(), "error_code", eb.Code, "error", eb.Message)
 	}
 }

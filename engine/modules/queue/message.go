@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
 
@@ -46,6 +47,43 @@ type message struct {
 	EnqueuedAt int64               `json:"enqueued_at"` // unix ms
 	LastError  *protocol.ErrorBody `json:"last_error,omitempty"`
 	FailedAt   int64               `json:"failed_at,omitempty"` // unix ms, set in the DLQ
+}
+
+// target is where the message's function resolves: its namespace and its
+// bare id. FunctionID is the engine's function key (engine/namespace.go):
+// the bare id in the default namespace, "namespace\x00id" elsewhere, as
+// trigger bindings and a namespaced worker's enqueued calls carry it. It
+// is what the module stores and calls; never show it: logs and listings
+// show the bare id and the namespace.
+func (m *message) target() (ns, id string) {
+	return splitFunctionKey(m.FunctionID)
+}
+
+func splitFunctionKey(key string) (ns, id string) {
+	ns = engine.Trigger{FunctionID: key}.Namespace()
+	if ns == engine.DefaultNamespace {
+		return ns, key
+	}
+	return ns, strings.TrimPrefix(key, ns+"\x00")
+}
+
+// nsField is a namespace as logs and listings show it: omitted (empty)
+// when it is the default one, as the wire omits it.
+func nsField(ns string) string {
+	if ns == engine.DefaultNamespace {
+		return ""
+	}
+	return ns
+}
+
+// fnAttrs are the log attributes naming the message's function: its bare
+// id, and its namespace unless that is the default one.
+func (m *message) fnAttrs() []any {
+	ns, id := m.target()
+	if ns = nsField(ns); ns != "" {
+		return []any{"function_id", id, "namespace", ns}
+	}
+	return []any{"function_id", id}
 }
 
 func (m *message) encode() (string, error) {

@@ -158,16 +158,20 @@ type dlqMessage struct {
 	DLQID      string          `json:"dlq_id"`
 	Queue      string          `json:"queue"`
 	FunctionID string          `json:"function_id"`
+	Namespace  string          `json:"namespace"`
 	Payload    json.RawMessage `json:"payload"`
 	Error      string          `json:"error"`
 	ErrorCode  string          `json:"error_code"`
 	Attempts   int             `json:"attempts"`
+	Retries    int             `json:"retries"`
 	FailedAt   int64           `json:"failed_at"`
 	EnqueuedAt int64           `json:"enqueued_at"`
 }
 
 // A message that keeps failing ends in the dead-letter queue with its
-// payload, error and attempt count; redrive brings it back.
+// payload, error and attempt count; redrive brings it back. max_retries
+// counts attempts in all, as iii's does (its docs: max_retries 3, three
+// delivery attempts, a dead letter with retries 3).
 func TestPoisonDeadLetterRedrive(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, b storetest.Backend) {
 		ctx := enginetest.Context(t)
@@ -207,14 +211,14 @@ func TestPoisonDeadLetterRedrive(t *testing.T) {
 			var p struct{ Name string }
 			json.Unmarshal(e.Payload, &p)
 			byName[p.Name] = e
-			if e.Attempts != 3 || e.ErrorCode != "bad_input" || e.Error != "cannot process "+p.Name ||
-				e.FunctionID != "jobs::poison" || e.Queue != "poison" || e.ID != receipts[p.Name] || e.FailedAt < e.EnqueuedAt {
-				t.Errorf("dead letter %+v: want 3 attempts, bad_input 'cannot process %s', jobs::poison, id %s", e, p.Name, receipts[p.Name])
+			if e.Attempts != 2 || e.Retries != 2 || e.ErrorCode != "bad_input" || e.Error != "cannot process "+p.Name ||
+				e.FunctionID != "jobs::poison" || e.Namespace != "" || e.Queue != "poison" || e.ID != receipts[p.Name] || e.FailedAt < e.EnqueuedAt {
+				t.Errorf("dead letter %+v: want 2 attempts and retries, bad_input 'cannot process %s', jobs::poison in no namespace, id %s", e, p.Name, receipts[p.Name])
 			}
 		}
 		for name := range receipts {
-			if n, _ := attempts.Load(name); n.(*atomic.Int32).Load() != 3 {
-				t.Errorf("%s: handler called %d times, want 3 (1 + max_retries 2)", name, n.(*atomic.Int32).Load())
+			if n, _ := attempts.Load(name); n.(*atomic.Int32).Load() != 2 {
+				t.Errorf("%s: handler called %d times, want 2 (max_retries 2: attempts in all)", name, n.(*atomic.Int32).Load())
 			}
 		}
 
@@ -495,5 +499,37 @@ func TestBadInput(t *testing.T) {
 	res := fields(t, te.call(t, ctx, "iii::queue::redrive_message", map[string]any{"queue": "default", "message_id": "nope"}))
 	if res["redriven"] != float64(0) {
 		t.Errorf("redrive_message of an unknown id = %v, want redriven 0", res)
+	}
+}
+
+// A durable subscriber's queue_config.max_retries counts retries after the
+// first attempt, as iii's does (maxRetries 1: two attempts), while the
+// queue's own max_retries counts attempts in all.
+func TestSubscriberQueueConfigRetries(t *testing.T) {
+	ctx := enginetest.Context(t)
+	te := startEngine(t, ctx, storetest.Mini(t).URL, `{queues: {jobs: {backoff_ms: 10, max_retries: 4}}}`)
+	var calls atomic.Int32
+	te.register(t, "jobs::fail", func(ctx context.Context, c *engine.Call) (json.RawMessage, error) {
+		calls.Add(1)
+		return nil, &protocol.ErrorBody{Code: "nope", Message: "always fails"}
+	})
+	if _, err := te.eng().RegisterTrigger(ctx, engine.Trigger{Type: "durable:subscriber", FunctionID: "jobs::fail",
+		Config: json.RawMessage(`{"topic":"jobs","queue_config":{"max_retries":1}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	te.call(t, ctx, "iii::durable::publish", map[string]any{"topic": "jobs", "data": 1})
+	te.waitStats(t, ctx, "jobs", "one dead letter", func(s stats) bool { return s.DLQDepth == 1 && s.Depth == 0 && s.Delayed == 0 })
+	var dlq []dlqMessage
+	json.Unmarshal(te.call(t, ctx, "engine::queue::dlq_messages", map[string]any{"queue": "jobs"}), &dlq)
+	if n := calls.Load(); n != 2 || len(dlq) != 1 || dlq[0].Retries != 2 {
+		t.Errorf("handler called %d times, dead letters %+v; want 2 calls (1 + queue_config.max_retries 1) and retries 2", n, dlq)
+	}
+
+	// The queue's max_retries 4 (no queue_config): four attempts.
+	calls.Store(0)
+	te.enqueue(t, ctx, "jobs", "jobs::fail", 2)
+	te.waitStats(t, ctx, "jobs", "a second dead letter", func(s stats) bool { return s.DLQDepth == 2 && s.Depth == 0 && s.Delayed == 0 })
+	if n := calls.Load(); n != 4 {
+		t.Errorf("handler called %d times, want 4 (max_retries 4: attempts in all)", n)
 	}
 }

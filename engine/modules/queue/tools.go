@@ -79,10 +79,12 @@ func redisError(op string, err error) error {
 // names follow iii's console where it has one (id, payload, error,
 // failed_at, retries, size_bytes).
 type dlqEntry struct {
-	ID         string          `json:"id"`     // the message id (messageReceiptId)
-	DLQID      string          `json:"dlq_id"` // its entry in the dead-letter stream
-	Queue      string          `json:"queue"`
-	FunctionID string          `json:"function_id"`
+	ID         string `json:"id"`     // the message id (messageReceiptId)
+	DLQID      string `json:"dlq_id"` // its entry in the dead-letter stream
+	Queue      string `json:"queue"`
+	FunctionID string `json:"function_id"` // the bare id
+	// Namespace is where the function resolves; absent: the default one.
+	Namespace  string          `json:"namespace,omitempty"`
 	Payload    json.RawMessage `json:"payload"`
 	Metadata   json.RawMessage `json:"metadata,omitempty"`
 	Topic      string          `json:"topic,omitempty"`
@@ -103,7 +105,8 @@ func entryOf(x redis.XMessage) (dlqEntry, *message) {
 		data, _ := json.Marshal(raw)
 		msg = message{Data: data, LastError: &protocol.ErrorBody{Code: "undecodable_message", Message: err.Error()}}
 	}
-	e := dlqEntry{ID: msg.ID, DLQID: x.ID, Queue: msg.Queue, FunctionID: msg.FunctionID, Payload: msg.Data,
+	ns, id := msg.target()
+	e := dlqEntry{ID: msg.ID, DLQID: x.ID, Queue: msg.Queue, FunctionID: id, Namespace: nsField(ns), Payload: msg.Data,
 		Metadata: msg.Metadata, Topic: msg.Topic, Group: msg.Group, Attempts: msg.Attempts, Retries: msg.Attempts,
 		EnqueuedAt: msg.EnqueuedAt, FailedAt: msg.FailedAt, SizeBytes: len(msg.Data)}
 	if e.Payload == nil {
