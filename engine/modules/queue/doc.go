@@ -61,7 +61,8 @@
 // with the same retries and dead-letter queue; config.condition_function_id
 // is called at delivery, in the subscriber's namespace (a worker in
 // namespace orders names its own orders function), and a false result
-// skips the message; config.queue_config {max_retries, backoff_ms}
+// skips the message; config.queue_config {max_retries, backoff_ms}, or
+// iii's spelling {maxRetries, backoffDelayMs},
 // overrides the queue's settings for that subscriber (its max_retries
 // counts retries after the first attempt, as iii's does). An observer of
 // queue::on-message (args {topic, queue?, queue_config?,

@@ -24,13 +24,17 @@ type subscriberConfig struct {
 	QueueConfig *struct {
 		MaxRetries *int `json:"max_retries"`
 		BackoffMS  *int `json:"backoff_ms"`
+		// iii's spelling of the same two (maxRetries, backoffDelayMs).
+		IIIMaxRetries *int `json:"maxRetries"`
+		IIIBackoffMS  *int `json:"backoffDelayMs"`
 	} `json:"queue_config"`
 }
 
 const subscriberSchema = `{"type":"object","required":["topic"],"properties":{` +
 	`"topic":{"type":"string"},"queue":{"type":"string","description":"queue the deliveries go through; default: the topic name"},` +
 	`"condition_function_id":{"type":"string"},` +
-	`"queue_config":{"type":"object","properties":{"max_retries":{"type":"integer"},"backoff_ms":{"type":"integer"}}}}}`
+	`"queue_config":{"type":"object","properties":{"max_retries":{"type":"integer"},"backoff_ms":{"type":"integer"},` +
+	`"maxRetries":{"type":"integer"},"backoffDelayMs":{"type":"integer"}}}}}`
 
 func parseSubscriber(raw json.RawMessage) (subscriberConfig, error) {
 	var c subscriberConfig
@@ -49,6 +53,12 @@ func parseSubscriber(raw json.RawMessage) (subscriberConfig, error) {
 		return c, fmt.Errorf("deliveries go through queue %q (config.queue, or the topic): %v", c.Queue, err)
 	}
 	if qc := c.QueueConfig; qc != nil {
+		if qc.MaxRetries == nil {
+			qc.MaxRetries = qc.IIIMaxRetries
+		}
+		if qc.BackoffMS == nil {
+			qc.BackoffMS = qc.IIIBackoffMS
+		}
 		if qc.MaxRetries != nil && (*qc.MaxRetries < 0 || *qc.MaxRetries > maxRetries) {
 			return c, fmt.Errorf("queue_config.max_retries %d is out of range 0-%d", *qc.MaxRetries, maxRetries)
 		}

@@ -532,4 +532,17 @@ func TestSubscriberQueueConfigRetries(t *testing.T) {
 	if n := calls.Load(); n != 4 {
 		t.Errorf("handler called %d times, want 4 (max_retries 4: attempts in all)", n)
 	}
+
+	// iii's spelling, maxRetries, means the same: a subscriber whose
+	// queue_config says maxRetries 2 gets 3 attempts.
+	calls.Store(0)
+	if _, err := te.eng().RegisterTrigger(ctx, engine.Trigger{Type: "durable:subscriber", FunctionID: "jobs::fail",
+		Config: json.RawMessage(`{"topic":"iii-jobs","queue":"jobs","queue_config":{"maxRetries":2,"backoffDelayMs":10}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	te.call(t, ctx, "iii::durable::publish", map[string]any{"topic": "iii-jobs", "data": 3})
+	te.waitStats(t, ctx, "jobs", "a third dead letter", func(s stats) bool { return s.DLQDepth == 3 && s.Depth == 0 && s.Delayed == 0 })
+	if n := calls.Load(); n != 3 {
+		t.Errorf("handler called %d times, want 3 (1 + queue_config.maxRetries 2)", n)
+	}
 }
