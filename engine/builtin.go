@@ -469,6 +469,16 @@ func (e *Engine) fnFunctionsList(_ context.Context, call *Call) (json.RawMessage
 	if err != nil {
 		return nil, err
 	}
+	if s := e.callerSession(call); s != nil {
+		// A caller of an RBAC listener sees only what it may call, as in iii.
+		kept := out.Functions[:0]
+		for _, f := range out.Functions {
+			if ok, _ := s.allows(e, f.FunctionID); ok {
+				kept = append(kept, f)
+			}
+		}
+		out.Functions = kept
+	}
 	return marshal(out)
 }
 

@@ -273,6 +273,9 @@ type parkedObserver struct {
 	fires         uint64
 	expires       time.Time // zero: never
 	until         time.Time // forgotten after
+	// view is what engine::observers::get shows until the replay: the
+	// observer suspended, its worker away. Nil for one that was in error.
+	view *ObserverInfo
 }
 
 // parkTTL is how long a closed connection's observers are remembered for
@@ -288,8 +291,26 @@ func (r *observers) parkLocked(o *observer, now time.Time) {
 	if o.owner == nil || o.legacy != nil || len(r.parked) >= maxParked {
 		return
 	}
-	r.parked[o.id] = &parkedObserver{worker: o.owner.id, token: o.owner.token, fires: o.fires,
+	p := &parkedObserver{worker: o.owner.id, token: o.owner.token, fires: o.fires,
 		expires: o.expires, until: now.Add(parkTTL)}
+	if o.state != protocol.ObserverError && o.state != protocol.ObserverDisposed {
+		v := o.info(r.sources[o.fn])
+		v.State, v.InFlight, v.Queued = protocol.ObserverSuspended, 0, 0
+		v.Reason = &protocol.ErrorBody{Code: protocol.CodeObserverDisconnected,
+			Message: fmt.Sprintf("observer %s: its worker %s is disconnected; its SDK replays it on reconnect", o.id, o.owner.id)}
+		p.view = &v
+	}
+	r.parked[o.id] = p
+}
+
+// parkedViewLocked is the suspended view of the parked observer id, if
+// its worker may still come back for it.
+func (r *observers) parkedViewLocked(id string, now time.Time) (ObserverInfo, bool) {
+	p := r.parked[id]
+	if p == nil || p.view == nil || now.After(p.until) {
+		return ObserverInfo{}, false
+	}
+	return *p.view, true
 }
 
 // resumeLocked gives a new observer the policy state its id left parked,
@@ -950,6 +971,8 @@ func (e *Engine) handleUnobserve(c *conn, m protocol.Unobserve) {
 	e.observersDo(func(ops *obsOps) {
 		if o := e.obs.byID[m.ID]; o != nil && o.owner == c {
 			e.disposeLocked(o, &protocol.ErrorBody{Code: protocol.CodeUnobserved, Message: "disposed by the observing worker"}, ops)
+		} else if p := e.obs.parked[m.ID]; o == nil && p != nil && e.obs.successor[c] == p.worker {
+			delete(e.obs.parked, m.ID) // disposed by its worker before the replay
 		}
 	})
 }

@@ -110,11 +110,14 @@ func (e *Engine) fnObserversGet(_ context.Context, call *Call) (json.RawMessage,
 	e.obs.mu.Lock()
 	o := e.obs.byID[in.ID]
 	var oi ObserverInfo
-	if o != nil {
+	found := o != nil
+	if found {
 		oi = o.info(e.obs.sources[o.fn])
+	} else {
+		oi, found = e.obs.parkedViewLocked(in.ID, time.Now())
 	}
 	e.obs.mu.Unlock()
-	if o == nil {
+	if !found {
 		return nil, &protocol.ErrorBody{Code: protocol.CodeObserverNotFound, Message: "no observer " + in.ID}
 	}
 	return marshal(struct {

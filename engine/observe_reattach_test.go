@@ -131,3 +131,55 @@ func observerInfo(t *testing.T, te *enginetest.Engine, id string) engine.Observe
 	t.Fatalf("no observer %s", id)
 	return engine.ObserverInfo{}
 }
+
+// Between a worker's lost connection and its SDK's replay, the observers
+// it held are suspended, not gone: engine::observers::get describes them
+// (state suspended, reason OBSERVER_DISCONNECTED), as the Rust SDK's own
+// suite checks right after the reconnect; the replay makes them active.
+// One already in error is not kept, and an unobserve from the successor
+// forgets one before its replay.
+func TestObserverSuspendedWhileItsWorkerIsAway(t *testing.T) {
+	te := enginetest.New(t, engine.Options{})
+	host := obsDial(t, te.URL)
+	host.Register("sus::src")
+	w1 := obsDial(t, te.URL)
+	w1.Register("sus::t")
+	id, gone := uuid.NewString(), uuid.NewString()
+	for _, oid := range []string{id, gone} {
+		if r := w1.observe(map[string]any{"id": oid, "source": map[string]any{"function_id": "sus::src"},
+			"target": map[string]any{"function_id": "sus::t"}}); r["state"] != "active" {
+			t.Fatalf("observe %s: %v", oid, r)
+		}
+	}
+	w1.Conn.Close(websocket.StatusGoingAway, "network")
+	enginetest.WaitFor(t, "the old connection's cleanup", func() bool {
+		for _, wi := range te.Snapshot().Workers {
+			if wi.ID == w1.ID {
+				return false
+			}
+		}
+		return true
+	})
+	got := host.Call("engine::observers::get", map[string]any{"id": id}, uuid.NewString())
+	r, _ := got["result"].(map[string]any)
+	o, _ := r["observer"].(map[string]any)
+	if o["id"] != id || o["state"] != "suspended" || reasonCode(o) != "OBSERVER_DISCONNECTED" {
+		t.Fatalf("get while its worker is away = %v, want suspended OBSERVER_DISCONNECTED", got)
+	}
+
+	w2 := &obsWorker{Worker: enginetest.Dial(t, te.URL)}
+	w2.Send(map[string]any{"type": "reattach", "previous_worker_id": w1.ID, "reattach_token": w1.Token})
+	w2.Register("sus::t")
+	w2.declare("observe.v1")
+	w2.Send(map[string]any{"type": "unobserve", "id": gone})
+	if r := w2.observe(map[string]any{"id": id, "source": map[string]any{"function_id": "sus::src"},
+		"target": map[string]any{"function_id": "sus::t"}}); r["state"] != "active" {
+		t.Fatalf("replay: %v, want active", r)
+	}
+	if info := observerInfo(t, te, id); info.State != "active" {
+		t.Errorf("after the replay: %+v, want active", info)
+	}
+	if r := host.Call("engine::observers::get", map[string]any{"id": gone}, uuid.NewString()); enginetest.ErrCode(r) != "OBSERVER_NOT_FOUND" {
+		t.Errorf("get of an observer unobserved before its replay = %v, want OBSERVER_NOT_FOUND", r)
+	}
+}

@@ -358,3 +358,49 @@ func TestSessionTriggerTypes(t *testing.T) {
 		t.Errorf("triggers %v, want the binding of ok to p::fn", fns)
 	}
 }
+
+// engine::functions::list through an RBAC listener lists only what the
+// session may call (its allowed_functions, the expose_functions filters,
+// by id or metadata), as iii filters it; the plain listener lists all.
+func TestFunctionsListFilteredBySession(t *testing.T) {
+	auth := func(_ context.Context, call *engine.Call) (json.RawMessage, error) {
+		return json.RawMessage(`{"allowed_functions":["secret::allowed"]}`), nil
+	}
+	meta, err := engine.ParseFunctionFilter(map[string]any{"metadata": map[string]any{"public": true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, url := rbacEngine(t, engine.ListenerOptions{
+		RBAC: &engine.RBAC{AuthFunctionID: "auth", ExposeFunctions: []engine.FunctionFilter{
+			{Match: "pub::*"}, {Match: "engine::functions::list"}, meta}}},
+		map[string]engine.Handler{"auth": auth, "pub::x": fixed(`1`), "secret::allowed": fixed(`2`), "secret::other": fixed(`3`)})
+	if err := eng.RegisterFunction("test", engine.Function{ID: "tagged::y", Metadata: json.RawMessage(`{"public":true}`), Handler: fixed(`4`)}); err != nil {
+		t.Fatal(err)
+	}
+	w := enginetest.Dial(t, url)
+	res := w.Call("engine::functions::list", map[string]any{}, uuid.NewString())
+	r, _ := res["result"].(map[string]any)
+	fns, _ := r["functions"].([]any)
+	got := map[string]bool{}
+	for _, f := range fns {
+		got[f.(map[string]any)["function_id"].(string)] = true
+	}
+	for _, id := range []string{"pub::x", "secret::allowed", "tagged::y"} {
+		if !got[id] {
+			t.Errorf("%s missing from the session's list %v", id, res)
+		}
+	}
+	for _, id := range []string{"secret::other", "auth"} {
+		if got[id] {
+			t.Errorf("%s listed to a session that may not call it: %v", id, res)
+		}
+	}
+	// In-process, without a session: everything.
+	out, err := eng.Invoke(context.Background(), engine.Request{FunctionID: "engine::functions::list", Data: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"secret::other"`) {
+		t.Errorf("unfiltered list lacks secret::other: %s", out)
+	}
+}

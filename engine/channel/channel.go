@@ -547,7 +547,9 @@ func (m *Manager) serveWriter(c *websocket.Conn, ch *channel) {
 		typ, data, err := c.Read(ctx)
 		if err != nil {
 			switch st := websocket.CloseStatus(err); {
-			case st == websocket.StatusNormalClosure || st == websocket.StatusGoingAway:
+			// A close frame without a status (1005) is a clean end too: the
+			// Rust SDK's writer sends one, and iii takes any close frame.
+			case st == websocket.StatusNormalClosure || st == websocket.StatusGoingAway || st == websocket.StatusNoStatusRcvd:
 				ch.dst.Finish(nil)
 			case errors.Is(err, websocket.ErrMessageTooBig):
 				ch.dst.Finish(&EndError{Code: websocket.StatusInternalError,

@@ -1,6 +1,7 @@
 package channel
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -408,5 +409,53 @@ func TestCloseEndsSockets(t *testing.T) {
 	}
 	if _, resp, err := websocket.Dial(ctx, url(base, idle), nil); err == nil || resp.StatusCode != 404 {
 		t.Errorf("dial after Close: %v, want 404", err)
+	}
+}
+
+// rawWriter opens the writer end with a hand-made handshake, so the test
+// can send frames coder/websocket refuses to build.
+func rawWriter(t *testing.T, base string, r Ref) net.Conn {
+	t.Helper()
+	u := url(base, r)
+	hostPath := strings.TrimPrefix(u, "ws://")
+	host, path, _ := strings.Cut(hostPath, "/")
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatalf("dial writer: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "GET /%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", path, host)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("writer handshake: %v %v", resp, err)
+	}
+	return c
+}
+
+// maskedFrame is one client frame (FIN set, mask of zeros, payload < 126).
+func maskedFrame(opcode byte, payload []byte) []byte {
+	f := []byte{0x80 | opcode, 0x80 | byte(len(payload)), 0, 0, 0, 0}
+	return append(f, payload...)
+}
+
+// The Rust SDK's ChannelWriter::close sends a close frame with no status
+// code (1005 on the receiving side). That is the writer's clean end, as in
+// iii: the reader gets every item and a normal close, not an error.
+func TestWriterCloseWithoutStatusIsClean(t *testing.T) {
+	ctx := testctx.New(t)
+	m, base := serve(t, Options{})
+	wref, rref := m.Create(0, "")
+	w := rawWriter(t, base, wref)
+	if _, err := w.Write(append(maskedFrame(0x1, []byte(`[1,2,3]`)), maskedFrame(0x8, nil)...)); err != nil {
+		t.Fatalf("write frames: %v", err)
+	}
+	r := dial(t, ctx, base, rref)
+	got, ce := readAll(ctx, r)
+	if len(got) != 1 || string(got[0].Data) != `[1,2,3]` || !got[0].Text {
+		t.Fatalf("reader got %+v, want the one text item", got)
+	}
+	if ce.Code != websocket.StatusNormalClosure {
+		t.Errorf("reader close: %v, want 1000 after the writer's close frame without a status", ce)
 	}
 }
