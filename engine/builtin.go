@@ -469,11 +469,11 @@ func (e *Engine) fnFunctionsList(_ context.Context, call *Call) (json.RawMessage
 	if err != nil {
 		return nil, err
 	}
-	if s := e.callerSession(call); s != nil {
+	if c := e.sessionCaller(call); c != nil {
 		// A caller of an RBAC listener sees only what it may call, as in iii.
 		kept := out.Functions[:0]
 		for _, f := range out.Functions {
-			if ok, _ := s.allows(e, f.FunctionID); ok {
+			if ok, _ := c.session.allows(e, f.FunctionID, f.Namespace); ok {
 				kept = append(kept, f)
 			}
 		}
