@@ -19,7 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
 )
 
 // goModRequires reads the require lines of ../go.mod: module path -> version.
