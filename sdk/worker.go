@@ -441,8 +441,8 @@ func (w *Worker) write(ctx context.Context, fail context.CancelFunc, l *link) {
 		failed := func(from int, err error) {
 			stall.Stop()
 			if corked {
-				_ = l.cork.Uncork()
-				from = 0 // what the buffer held may not have reached the socket
+				_ = l.cork.Uncork() // nothing if it was the Uncork that failed
+				from = 0            // what the buffer held may not have reached the socket
 			}
 			w.out.requeue(batch[from:])
 			if ctx.Err() == nil {

@@ -73,10 +73,14 @@ func (c *Conn) Cork() {
 	c.mu.Unlock()
 }
 
-// Uncork writes what was buffered and stops buffering.
+// Uncork writes what was buffered and stops buffering. On a Conn that is
+// not corked it does nothing.
 func (c *Conn) Uncork() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.corked {
+		return nil
+	}
 	err := c.err
 	if err == nil {
 		err = c.flushLocked()

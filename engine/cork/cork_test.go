@@ -117,3 +117,22 @@ func TestCorkReportsAFailedFlush(t *testing.T) {
 		t.Fatalf("uncork on a closed socket: %v, want net.ErrClosed", err)
 	}
 }
+
+// Uncork after a failed Uncork (a writer cleaning up after the error), or
+// on a Conn never corked, does nothing.
+func TestUncorkTwice(t *testing.T) {
+	c, _, far := pair(t)
+	if err := c.Uncork(); err != nil {
+		t.Fatalf("uncork of a Conn never corked: %v", err)
+	}
+	far.Close()
+	c.Conn.(*counted).Conn.Close()
+	c.Cork()
+	_, _ = c.Write([]byte("lost"))
+	if err := c.Uncork(); err == nil {
+		t.Fatal("uncork on a closed socket succeeded")
+	}
+	if err := c.Uncork(); err != nil {
+		t.Fatalf("second uncork: %v, want nothing", err)
+	}
+}
