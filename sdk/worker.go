@@ -432,49 +432,17 @@ func (w *Worker) write(ctx context.Context, fail context.CancelFunc, l *link) {
 			return
 		}
 		batch := w.out.take()
-		// Several frames go out with one syscall: the library's flush of
-		// each lands in the corked socket's buffer until Uncork.
-		corked := l.cork != nil && len(batch) > 1
-		if corked {
-			l.cork.Cork()
+		spans, unsent, err := writeBatch(wctx, l, stall, batch)
+		if spans > 0 {
+			w.spansSent.Add(uint64(spans))
 		}
-		failed := func(from int, err error) {
-			stall.Stop()
-			if corked {
-				_ = l.cork.Uncork() // nothing if it was the Uncork that failed
-				from = 0            // what the buffer held may not have reached the socket
-			}
-			w.out.requeue(batch[from:])
+		if err != nil {
+			w.out.requeue(batch[unsent:])
 			if ctx.Err() == nil {
 				w.log.WarnContext(ctx, "sdk: write failed", "worker_id", w.ID(), "error", err)
 			}
 			fail()
-		}
-		spans := 0
-		for i, e := range batch {
-			typ := websocket.MessageText
-			if e.kind == kindTelemetry {
-				typ = websocket.MessageBinary
-			}
-			stall.Reset(writeTimeout)
-			if err := conn.Write(wctx, typ, e.frame); err != nil {
-				failed(i, err)
-				return
-			}
-			if e.kind == kindTelemetry {
-				spans += e.spans
-			}
-		}
-		if corked {
-			stall.Reset(writeTimeout)
-			if err := l.cork.Uncork(); err != nil {
-				failed(0, err)
-				return
-			}
-		}
-		stall.Stop()
-		if spans > 0 {
-			w.spansSent.Add(uint64(spans))
+			return
 		}
 		if final {
 			if err := conn.Close(websocket.StatusNormalClosure, "worker closed"); err != nil {
@@ -483,6 +451,44 @@ func (w *Worker) write(ctx context.Context, fail context.CancelFunc, l *link) {
 			return
 		}
 	}
+}
+
+// writeBatch writes batch, corked when it holds several frames so that
+// they leave with one syscall (each frame's flush lands in the socket's
+// buffer until Uncork). stall closes the socket if a write does not end in
+// time. spans counts the telemetry spans of the frames that reached the
+// socket; on an error, the frames from unsent on may not have.
+func writeBatch(ctx context.Context, l *link, stall *time.Timer, batch []entry) (spans, unsent int, err error) {
+	defer stall.Stop()
+	corked := l.cork != nil && len(batch) > 1
+	if corked {
+		l.cork.Cork()
+	}
+	unsent = len(batch)
+	for i, e := range batch {
+		typ := websocket.MessageText
+		if e.kind == kindTelemetry {
+			typ = websocket.MessageBinary
+		}
+		stall.Reset(writeTimeout)
+		if err = l.ws.Write(ctx, typ, e.frame); err != nil {
+			unsent = i
+			break
+		}
+		if e.kind == kindTelemetry {
+			spans += e.spans
+		}
+	}
+	if corked {
+		stall.Reset(writeTimeout)
+		if uerr := l.cork.Uncork(); err == nil {
+			err = uerr
+		}
+		if err != nil {
+			spans, unsent = 0, 0 // what the buffer held may not have reached the socket
+		}
+	}
+	return spans, unsent, err
 }
 
 // ping checks the connection with WebSocket pings; an unanswered ping ends
