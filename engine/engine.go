@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/iii-workbench/iii/engine/cork"
 	"io"
 	"log/slog"
 	"net"
@@ -21,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/iii-workbench/iii/engine/channel"
+	"github.com/iii-workbench/iii/engine/cork"
 	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/internal/waitgroup"
 	"github.com/iii-workbench/iii/engine/protocol"
