@@ -414,6 +414,10 @@ func mapValues(m map[string]*registration) []*registration {
 	return out
 }
 
+// busyWriteGap: a connection whose writer woke less than this after its
+// previous wake is busy, and its writer yields once before taking a batch.
+const busyWriteGap = time.Millisecond
+
 // write is the connection's only writer.
 func (w *Worker) write(ctx context.Context, fail context.CancelFunc, l *link) {
 	conn := l.ws
@@ -422,6 +426,7 @@ func (w *Worker) write(ctx context.Context, fail context.CancelFunc, l *link) {
 	stall := time.AfterFunc(time.Hour, func() { _ = conn.CloseNow() })
 	stall.Stop()
 	defer stall.Stop()
+	var lastWrite time.Time
 	for {
 		final := false
 		select {
@@ -431,12 +436,17 @@ func (w *Worker) write(ctx context.Context, fail context.CancelFunc, l *link) {
 		case <-ctx.Done():
 			return
 		}
-		// Let the goroutines that were made runnable with this frame's
-		// producer (the other calls of a burst of replies, the handlers of
-		// a burst of invocations) queue theirs first: the batch then leaves
-		// in one write instead of one write per frame. When nothing else is
-		// runnable this returns at once.
-		runtime.Gosched()
+		// On a busy connection, let the goroutines made runnable with this
+		// frame's producer (the other callers woken by a burst of replies,
+		// the handlers of a burst of invocations) queue their frames first:
+		// the burst then leaves in one write instead of one per frame. An
+		// idle connection's frame goes at once (a yield can wait behind
+		// CPU-bound goroutines).
+		now := time.Now()
+		if now.Sub(lastWrite) < busyWriteGap {
+			runtime.Gosched()
+		}
+		lastWrite = now
 		batch := w.out.take()
 		spans, unsent, err := writeBatch(wctx, l, stall, batch)
 		if spans > 0 {
