@@ -414,9 +414,9 @@ func mapValues(m map[string]*registration) []*registration {
 	return out
 }
 
-// busyWriteGap: a connection whose writer woke less than this after its
-// previous wake is busy, and its writer yields once before taking a batch.
-const busyWriteGap = time.Millisecond
+// busyWake: a writer woken again less than this after its previous wake
+// serves a busy connection, and yields once before taking its batch.
+const busyWake = time.Millisecond
 
 // write is the connection's only writer.
 func (w *Worker) write(ctx context.Context, fail context.CancelFunc, l *link) {
@@ -426,7 +426,7 @@ func (w *Worker) write(ctx context.Context, fail context.CancelFunc, l *link) {
 	stall := time.AfterFunc(time.Hour, func() { _ = conn.CloseNow() })
 	stall.Stop()
 	defer stall.Stop()
-	var lastWrite time.Time
+	var lastWake time.Time
 	for {
 		final := false
 		select {
@@ -443,10 +443,10 @@ func (w *Worker) write(ctx context.Context, fail context.CancelFunc, l *link) {
 		// idle connection's frame goes at once (a yield can wait behind
 		// CPU-bound goroutines).
 		now := time.Now()
-		if now.Sub(lastWrite) < busyWriteGap {
+		if now.Sub(lastWake) < busyWake {
 			runtime.Gosched()
 		}
-		lastWrite = now
+		lastWake = now
 		batch := w.out.take()
 		spans, unsent, err := writeBatch(wctx, l, stall, batch)
 		if spans > 0 {
