@@ -104,16 +104,11 @@ func (w *Worker) Send(v any) {
 // Next returns the next frame, failing the test after timeout.
 func (w *Worker) Next(timeout time.Duration) map[string]any {
 	w.t.Helper()
-	select {
-	case m, ok := <-w.frames:
-		if !ok {
-			w.t.Fatalf("socket closed while waiting for a frame: %v", <-w.errc)
-		}
-		return m
-	case <-time.After(timeout):
+	m, ok := w.NextWithin(timeout)
+	if !ok {
 		w.t.Fatalf("no frame within %v", timeout)
 	}
-	return nil
+	return m
 }
 
 // NextWithin returns the next frame if one arrives within d; false when
