@@ -17,7 +17,6 @@ import (
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/enginetest"
-	httpapi "github.com/iii-workbench/iii/engine/modules/http"
 )
 
 // iii's current docs (docs/next of the iii repository: creating-workers,
@@ -164,11 +163,7 @@ func startDocsServer(t *testing.T, ctx context.Context, extra string) (*enginete
 		t.Fatalf("config.Load: %v", err)
 	}
 	srv := enginetest.StartConfig(t, ctx, cfg)
-	hm, ok := srv.Modules().Get("http")
-	if !ok {
-		t.Fatalf("modules running: %v; want http among them", srv.Modules().IDs())
-	}
-	return srv, "http://" + hm.(*httpapi.Module).Addr()
+	return srv, httpBase(t, srv)
 }
 
 // TestDocsPython25 runs the docs' Python examples (docs_worker.py) on

@@ -21,11 +21,18 @@ import (
 func startHTTPServer(t *testing.T, ctx context.Context) (*enginetest.Server, string) {
 	t.Helper()
 	srv := startServer(t, ctx, "engine: {port: 0}\nmodules:\n  - class: RestApiModule\n    config: {host: 127.0.0.1, port: 0, default_timeout: 5000}\n")
+	return srv, httpBase(t, srv)
+}
+
+// httpBase is the base URL of the server's HTTP API module; the test fails
+// when the module is not running.
+func httpBase(t *testing.T, srv *enginetest.Server) string {
+	t.Helper()
 	m, ok := srv.Modules().Get("http")
 	if !ok {
 		t.Fatalf("http module not running: %v", srv.Modules().IDs())
 	}
-	return srv, "http://" + m.(*httpapi.Module).Addr()
+	return "http://" + m.(*httpapi.Module).Addr()
 }
 
 // httpDo sends one request and returns its status and body.

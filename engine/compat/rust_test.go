@@ -19,7 +19,6 @@ import (
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/enginetest"
-	httpapi "github.com/iii-workbench/iii/engine/modules/http"
 )
 
 // The Rust iii-sdk 0.26.0-rc.4 has no registertrigger: routes,
@@ -224,11 +223,7 @@ modules:
   - class: CronModule
   - class: QueueModule
 `)
-	m, ok := srv.Modules().Get("http")
-	if !ok {
-		t.Fatalf("http module not running: %v", srv.Modules().IDs())
-	}
-	return srv, "http://" + m.(*httpapi.Module).Addr()
+	return srv, httpBase(t, srv)
 }
 
 // TestBuiltinSourcesThroughObserve: a Rust 0.26 worker and a Python 0.25

@@ -12,7 +12,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/iii-workbench/iii/engine/enginetest"
-	httpapi "github.com/iii-workbench/iii/engine/modules/http"
 	_ "github.com/iii-workbench/iii/engine/modules/observability"
 	"github.com/iii-workbench/iii/engine/modules/state"
 	"github.com/iii-workbench/iii/sdk"
@@ -27,11 +26,7 @@ func startChainServer(t *testing.T, ctx context.Context) (*enginetest.Server, st
 		"  - class: RestApiModule\n    config: {host: 127.0.0.1, port: 0, default_timeout: 10000}\n"+
 		"  - class: StateModule\n"+
 		"  - class: OtelModule\n    config: {metrics_port: 0}\n")
-	m, ok := srv.Modules().Get("http")
-	if !ok {
-		t.Fatalf("http module not running: %v", srv.Modules().IDs())
-	}
-	return srv, "http://" + m.(*httpapi.Module).Addr()
+	return srv, httpBase(t, srv)
 }
 
 // chainSpan is a node of engine::traces::tree.
