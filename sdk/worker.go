@@ -279,7 +279,7 @@ func (w *Worker) dial(ctx context.Context) (*link, error) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		cc = &cork.Conn{Conn: c}
+		cc = cork.NewConn(c)
 		return cc, nil
 	}
 	conn, _, err := websocket.Dial(ctx, w.url, &websocket.DialOptions{HTTPHeader: w.opts.header.Clone(),

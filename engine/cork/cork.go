@@ -15,8 +15,12 @@ import (
 // uncork writes the buffer at once (as nats-server's flushOutbound hands
 // queued frames to one writev). Writes made while it is not corked (pings,
 // pongs, the close handshake) go straight through.
+//
+// A Conn made by NewConn over a TCP socket on Linux also reads and writes
+// it with raw syscalls (see rawFD).
 type Conn struct {
 	net.Conn
+	raw    *rawFD // nil: through net.Conn
 	mu     sync.Mutex
 	corked bool
 	buf    *[]byte // from corkBufs while corked
@@ -31,11 +35,32 @@ const corkFlushAt = 64 << 10
 // keeps none.
 var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, corkFlushAt+4<<10); return &b }}
 
+// NewConn wraps c, with raw-syscall reads and writes where the platform
+// and the connection allow them.
+func NewConn(c net.Conn) *Conn {
+	return &Conn{Conn: c, raw: rawOf(c)}
+}
+
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.raw != nil {
+		return c.raw.read(p)
+	}
+	return c.Conn.Read(p)
+}
+
+// write writes p to the socket.
+func (c *Conn) write(p []byte) (int, error) {
+	if c.raw != nil {
+		return c.raw.write(p)
+	}
+	return c.Conn.Write(p)
+}
+
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.corked {
-		return c.Conn.Write(p)
+		return c.write(p)
 	}
 	if c.err != nil {
 		return 0, c.err
@@ -56,7 +81,7 @@ func (c *Conn) flushLocked() error {
 	if len(*c.buf) == 0 {
 		return nil
 	}
-	_, err := c.Conn.Write(*c.buf)
+	_, err := c.write(*c.buf)
 	*c.buf = (*c.buf)[:0]
 	if err != nil {
 		c.err = err
@@ -101,7 +126,7 @@ func (l Listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{Conn: c}, nil
+	return NewConn(c), nil
 }
 
 type key struct{}
