@@ -7,6 +7,8 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Conn lets a connection's writer send several WebSocket frames with one
@@ -42,10 +44,30 @@ func NewConn(c net.Conn) *Conn {
 }
 
 func (c *Conn) Read(p []byte) (int, error) {
-	if c.raw != nil {
+	if c.raw != nil && !monitorDue() {
 		return c.raw.read(p)
 	}
 	return c.Conn.Read(p)
+}
+
+// monitorEvery is how often a read takes the ordinary path although the
+// raw one is there. An ordinary syscall wakes the runtime's monitor thread
+// if it sleeps, and the monitor is what preempts a goroutine that runs for
+// more than 10 ms and polls the network when no one else has: while the
+// process is busy it should be awake, which raw syscalls alone would never
+// ask of it. One wake per this interval keeps that true, against thousands
+// a second with every read ordinary.
+const monitorEvery = 10 * time.Millisecond
+
+// lastOrdinary is when (UnixNano) a read last took the ordinary path, in
+// any Conn of the process.
+var lastOrdinary atomic.Int64
+
+// monitorDue reports whether this read should take the ordinary path.
+func monitorDue() bool {
+	now := time.Now().UnixNano()
+	last := lastOrdinary.Load()
+	return now-last >= int64(monitorEvery) && lastOrdinary.CompareAndSwap(last, now)
 }
 
 // write writes p to the socket.

@@ -35,6 +35,16 @@ func rawOf(c net.Conn) *rawFD {
 	if err != nil {
 		return nil
 	}
+	// A raw syscall on a blocking descriptor would hold its thread without
+	// the scheduler knowing; sockets from net are non-blocking, and
+	// anything else keeps the ordinary path.
+	nonblocking := false
+	if rc.Control(func(fd uintptr) {
+		fl, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
+		nonblocking = e == 0 && fl&syscall.O_NONBLOCK != 0
+	}) != nil || !nonblocking {
+		return nil
+	}
 	return &rawFD{rc: rc, local: c.LocalAddr(), peer: c.RemoteAddr()}
 }
 

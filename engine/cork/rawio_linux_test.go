@@ -20,6 +20,10 @@ func rawPair(t *testing.T) (*Conn, net.Conn) {
 	t.Helper()
 	c, cw, far := pair(t)
 	c = NewConn(cw.Conn)
+	// Every read of these tests takes the raw path: no ordinary read is
+	// due until the test ends.
+	saved := lastOrdinary.Swap(time.Now().Add(time.Hour).UnixNano())
+	t.Cleanup(func() { lastOrdinary.Store(saved) })
 	if c.raw == nil {
 		t.Fatal("NewConn over a TCP socket did not take the raw path")
 	}
@@ -182,5 +186,50 @@ func TestRawWriteToResetPeer(t *testing.T) {
 	var se *os.SyscallError
 	if !errors.As(err, &se) || se.Syscall != "write" {
 		t.Fatalf("error %#v does not name the write syscall", err)
+	}
+}
+
+// A socket in blocking mode keeps the ordinary path: a raw syscall on it
+// would hold its thread without the scheduler knowing.
+func TestBlockingSocketKeepsNetConn(t *testing.T) {
+	_, cw, _ := pair(t)
+	rc, err := cw.Conn.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Control(func(fd uintptr) { err = syscall.SetNonblock(int(fd), false) }); err != nil {
+		t.Fatal(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if NewConn(cw.Conn).raw != nil {
+		t.Fatal("NewConn took the raw path on a blocking socket")
+	}
+}
+
+// One read in monitorEvery, across all Conns, takes the ordinary path.
+func TestMonitorDueOncePerInterval(t *testing.T) {
+	saved := lastOrdinary.Load()
+	t.Cleanup(func() { lastOrdinary.Store(saved) })
+	lastOrdinary.Store(time.Now().Add(-2 * monitorEvery).UnixNano())
+	if !monitorDue() {
+		t.Fatal("no ordinary read due after twice the interval")
+	}
+	if monitorDue() {
+		t.Fatal("a second ordinary read due at once")
+	}
+	// Both paths read the same stream.
+	c, far := rawPair(t)
+	lastOrdinary.Store(0)
+	if _, err := far.Write([]byte("abcd")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(c, got[:2]); err != nil { // ordinary
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, got[2:]); err != nil || string(got) != "abcd" { // raw
+		t.Fatalf("read %q, %v", got, err)
 	}
 }
