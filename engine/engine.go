@@ -310,7 +310,7 @@ func (e *Engine) ServeListener(ctx context.Context, ln net.Listener, opts Listen
 	}
 	errc := make(chan error, 1)
 	// Exits when the listener is closed by srv.Shutdown below.
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(cork.Listener{Listener: ln}) }()
 	select {
 	case err := <-errc:
 		if errors.Is(err, http.ErrServerClosed) {

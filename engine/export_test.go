@@ -70,3 +70,17 @@ func SetOwnerAckTimeoutForTest(t interface{ Cleanup(func()) }, d time.Duration) 
 	old := ownerAckTimeout.Swap(int64(d))
 	t.Cleanup(func() { ownerAckTimeout.Store(old) })
 }
+
+// CorkedWorkersForTest counts the connected workers whose socket the
+// writer can cork, and all connected workers.
+func (e *Engine) CorkedWorkersForTest() (corked, total int) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for _, c := range e.conns {
+		total++
+		if c.cork != nil {
+			corked++
+		}
+	}
+	return corked, total
+}

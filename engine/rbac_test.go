@@ -404,3 +404,32 @@ func TestFunctionsListFilteredBySession(t *testing.T) {
 		t.Errorf("unfiltered list lacks secret::other: %s", out)
 	}
 }
+
+// Worker sockets accepted by Serve and by ServeListener alike are corked:
+// a batch of frames leaves in one write.
+func TestEveryListenerCorks(t *testing.T) {
+	eng, err := engine.New(engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	main, extra := httptest.NewUnstartedServer(nil).Listener, httptest.NewUnstartedServer(nil).Listener
+	done := make(chan error, 2)
+	go func() { done <- eng.Serve(ctx, main) }()
+	go func() { done <- eng.ServeListener(ctx, extra, engine.ListenerOptions{Name: "extra"}) }()
+	defer func() {
+		cancel()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		}
+	}()
+	a := enginetest.Dial(t, "ws://"+main.Addr().String())
+	b := enginetest.Dial(t, "ws://"+extra.Addr().String())
+	a.Register("x::a")
+	b.Register("x::b")
+	if corked, total := eng.CorkedWorkersForTest(); corked != 2 || total != 2 {
+		t.Fatalf("%d of %d workers corked, want 2 of 2", corked, total)
+	}
+}
