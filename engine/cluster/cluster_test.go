@@ -466,7 +466,9 @@ func TestOnMiniredis(t *testing.T) {
 // fails alone with payload_too_large; the link and the calls in flight on
 // it go on.
 func TestOversizedCallFailsAlone(t *testing.T) {
-	defer cluster.SetLinkLineLimit(64 << 10)()
+	// Restored after the engines' cleanups have stopped them (cleanups run
+	// last-registered first), not while their links still read it.
+	t.Cleanup(cluster.SetLinkLineLimit(64 << 10))
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	mr := storetest.Mini(t)
