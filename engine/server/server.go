@@ -16,10 +16,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/cluster"
 	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/event"
 	"github.com/iii-workbench/iii/engine/module"
 	"github.com/iii-workbench/iii/engine/store"
 )
@@ -43,6 +45,11 @@ type Options struct {
 	// Listeners are more worker listeners (further iii-worker-manager
 	// entries), each on its own address with its own RBAC.
 	Listeners []Listener
+	// EventBuffer, when above 0, subscribes to the engine's events (with
+	// this buffer) before any module starts, so that what a worker process
+	// prints the moment it is spawned is not published to no one.
+	// TakeEvents hands the subscription over.
+	EventBuffer int
 }
 
 // Listener is one more worker listener.
@@ -88,6 +95,8 @@ type Server struct {
 	err    error
 	once   sync.Once
 	stopMu sync.Mutex
+
+	early atomic.Pointer[event.Subscription] // Options.EventBuffer's, until taken
 }
 
 // Start checks the config, opens the store, builds the engine, loads the
@@ -167,6 +176,9 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		Listener:        opts.Listener})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
+	}
+	if opts.EventBuffer > 0 {
+		s.early.Store(s.eng.Events().Subscribe(opts.EventBuffer))
 	}
 	host := module.Host{Engine: s.eng, KeyPrefix: KeyPrefix, Logger: log,
 		WorkerURL: "ws://" + dialable(ln.Addr()), AuthToken: cfg.Engine.AuthToken}
@@ -403,6 +415,13 @@ func storeOptions(cfg *config.Config, redisServer string, log *slog.Logger) (sto
 	return o, nil
 }
 
+// TakeEvents returns the subscription Options.EventBuffer opened before
+// the modules started, holding every event since; the caller closes it.
+// Nil without EventBuffer, and on every call after the first.
+func (s *Server) TakeEvents() *event.Subscription {
+	return s.early.Swap(nil)
+}
+
 // Stop stops the modules (their listeners finish what is in flight while
 // the engine still routes), then the engine, then closes the store. It is
 // safe to call more than once.
@@ -416,6 +435,9 @@ func (s *Server) Stop(ctx context.Context) error {
 		}
 		errs = append(errs, s.modules.Stop(ctx))
 		s.cancel()
+		if sub := s.TakeEvents(); sub != nil {
+			sub.Close()
+		}
 	})
 	select {
 	case <-s.done:

@@ -110,7 +110,10 @@ func dev(ctx context.Context, env Env, o devOptions) (err error) {
 
 	begin := time.Now()
 	redisServer, _ := env.Getenv(EnvRedisServer)
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log, RedisServer: redisServer})
+	// The events from before the TUI or the printer subscribes (a worker's
+	// first lines) wait in EventBuffer for it.
+	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: log, RedisServer: redisServer,
+		EventBuffer: devEventBuffer})
 	if err != nil {
 		return storeError(err, redisServer)
 	}
@@ -158,6 +161,10 @@ func dev(ctx context.Context, env Env, o devOptions) (err error) {
 	fmt.Fprintf(env.Stdout, "iii dev: engine was ready in %s; logs in %s\n", ready.Round(time.Microsecond), logPath)
 	return nil
 }
+
+// devEventBuffer is how many events iii dev holds for its TUI or printer,
+// from before it subscribes and whenever it falls behind.
+const devEventBuffer = 1 << 16
 
 func orNone(s string) string {
 	if s == "" {

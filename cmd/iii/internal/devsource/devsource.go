@@ -59,8 +59,13 @@ func (s *Source) Info() tui.Info {
 	return info
 }
 
-// Subscribe subscribes to the engine's event bus.
+// Subscribe subscribes to the engine's event bus. The first call takes
+// the subscription the server opened before its modules started (when
+// started with an EventBuffer), so a worker's first lines are in it.
 func (s *Source) Subscribe(buffer int) tui.Subscription {
+	if sub := s.srv.TakeEvents(); sub != nil {
+		return sub
+	}
 	return s.srv.Engine().Events().Subscribe(buffer)
 }
 

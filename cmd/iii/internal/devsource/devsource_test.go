@@ -12,6 +12,7 @@ import (
 	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/event"
+	_ "github.com/iii-workbench/iii/engine/modules/exec"
 	_ "github.com/iii-workbench/iii/engine/modules/http"
 	"github.com/iii-workbench/iii/sdk"
 	"github.com/iii-workbench/iii/tui"
@@ -113,4 +114,49 @@ func hasFunction(s tui.Snapshot, id string) bool {
 		}
 	}
 	return false
+}
+
+// A line a worker process prints the moment it is spawned reaches the
+// first subscriber, however late that subscriber comes.
+func TestFirstSubscriberGetsEarlyLines(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg, err := config.Parse("config.yaml", []byte("engine:\n  port: 0\nmodules:\n  - class: ExecModule\n    config:\n      workers:\n"+
+		"        - name: early\n          run: echo early-marker; exec sleep 60\n"), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, EventBuffer: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(context.WithoutCancel(ctx))
+	src := New(srv, "")
+	// Subscribe only once the line has been printed and published.
+	late := srv.Engine().Events().Subscribe(1024)
+	defer late.Close()
+	waitLine(ctx, t, late, "early-marker")
+
+	sub := src.Subscribe(1024)
+	defer sub.Close()
+	waitLine(ctx, t, sub, "early-marker")
+	if again := src.Subscribe(16); again == sub {
+		t.Error("the second Subscribe returned the early subscription again")
+	} else {
+		again.Close()
+	}
+}
+
+func waitLine(ctx context.Context, t *testing.T, sub tui.Subscription, marker string) {
+	t.Helper()
+	for {
+		select {
+		case ev := <-sub.C():
+			if l, ok := ev.(event.LogLine); ok && l.Line == marker {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatalf("no log line %q", marker)
+		}
+	}
 }
