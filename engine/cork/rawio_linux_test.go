@@ -18,8 +18,8 @@ import (
 // (which must take the raw path), and the accepted end.
 func rawPair(t *testing.T) (*Conn, net.Conn) {
 	t.Helper()
-	c, cw, far := pair(t)
-	c = NewConn(cw.Conn)
+	_, cw, far := pair(t)
+	c := NewConn(cw.Conn)
 	// Every read of these tests takes the raw path: no ordinary read is
 	// due until the test ends.
 	saved := lastOrdinary.Swap(time.Now().Add(time.Hour).UnixNano())
