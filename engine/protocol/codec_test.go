@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/google/uuid"
 )
 
 const (
@@ -376,6 +378,38 @@ func TestNeedsLook(t *testing.T) {
 		}
 		if got := needsLook(binary.LittleEndian.Uint64([]byte(w))); got != want {
 			t.Errorf("%q: needsLook = %v, want %v", w, got, want)
+		}
+	}
+}
+
+// isCanonicalUUID agrees with the uuid package (a UUID of 36 characters,
+// no upper case) on canonical ids, every other spelling, and each byte
+// value at each place.
+func TestIsCanonicalUUID(t *testing.T) {
+	ref := func(v string) bool {
+		_, err := uuid.Parse(v)
+		return len(v) == 36 && err == nil && strings.ToLower(v) == v
+	}
+	cases := []string{uuidA, uuidB, strings.ToUpper(uuidA), "{" + uuidA + "}", "urn:uuid:" + uuidA,
+		strings.ReplaceAll(uuidA, "-", ""), uuidA[:35], uuidA + "0", "", uuid.NewString()}
+	for i := range 36 {
+		for c := range 256 {
+			b := []byte(uuidA)
+			b[i] = byte(c)
+			cases = append(cases, string(b))
+		}
+	}
+	for _, v := range cases {
+		if got, want := isCanonicalUUID(v), ref(v); got != want {
+			t.Errorf("isCanonicalUUID(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+func BenchmarkIsCanonicalUUID(b *testing.B) {
+	for b.Loop() {
+		if !isCanonicalUUID(uuidA) {
+			b.Fatal("not canonical")
 		}
 	}
 }
