@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/iii-workbench/iii/devserver"
 	"github.com/iii-workbench/iii/engine/config"
+	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/event"
 	_ "github.com/iii-workbench/iii/engine/modules/exec"
 	_ "github.com/iii-workbench/iii/engine/modules/http"
@@ -126,16 +128,16 @@ func TestFirstSubscriberGetsEarlyLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, EventBuffer: 1024})
+	var logs enginetest.Logs
+	srv, err := devserver.Start(ctx, devserver.Options{Config: cfg, Logger: logs.Logger(), EventBuffer: 1024})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Stop(context.WithoutCancel(ctx))
 	src := New(srv, "")
-	// Subscribe only once the line has been printed and published.
-	late := srv.Engine().Events().Subscribe(1024)
-	defer late.Close()
-	waitLine(ctx, t, late, "early-marker")
+	// Subscribe only once the line is in the server's log, which the exec
+	// module writes just before it publishes the line.
+	enginetest.WaitFor(t, "the worker's line in the log", func() bool { return strings.Contains(logs.String(), "early-marker") })
 
 	sub := src.Subscribe(1024)
 	defer sub.Close()
