@@ -293,24 +293,32 @@ func (e *Engine) ListenerHandler(opts ListenerOptions) http.Handler {
 	return mux
 }
 
-// ServeListener serves one more worker listener on ln until ctx is done,
-// then stops accepting and returns. Unlike Serve it does not shut the
-// engine down: the workers it accepted stay connected until they leave or
-// the engine shuts down.
-func (e *Engine) ServeListener(ctx context.Context, ln net.Listener, opts ListenerOptions) error {
+// serveWorkers starts serving a worker listener on ln: an HTTP server
+// whose sockets the writers can cork (cork.Listener, cork.ConnContext).
+// The caller shuts srv down; errc then receives what Serve returned.
+func (e *Engine) serveWorkers(ln net.Listener, opts ListenerOptions) (srv *http.Server, errc <-chan error) {
 	hs := opts.HandshakeTimeout
 	if hs <= 0 {
 		hs = DefaultHandshakeTimeout
 	}
-	srv := &http.Server{
+	srv = &http.Server{
 		Handler:           e.ListenerHandler(opts),
 		ReadHeaderTimeout: hs,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 		ConnContext:       cork.ConnContext,
 	}
-	errc := make(chan error, 1)
-	// Exits when the listener is closed by srv.Shutdown below.
-	go func() { errc <- srv.Serve(cork.Listener{Listener: ln}) }()
+	served := make(chan error, 1)
+	// Exits when the listener is closed by the caller's srv.Shutdown.
+	go func() { served <- srv.Serve(cork.Listener{Listener: ln}) }()
+	return srv, served
+}
+
+// ServeListener serves one more worker listener on ln until ctx is done,
+// then stops accepting and returns. Unlike Serve it does not shut the
+// engine down: the workers it accepted stay connected until they leave or
+// the engine shuts down.
+func (e *Engine) ServeListener(ctx context.Context, ln net.Listener, opts ListenerOptions) error {
+	srv, errc := e.serveWorkers(ln, opts)
 	select {
 	case err := <-errc:
 		if errors.Is(err, http.ErrServerClosed) {
@@ -330,19 +338,7 @@ func (e *Engine) ServeListener(ctx context.Context, ln net.Listener, opts Listen
 // Serve serves the engine on ln until ctx is done, then shuts down
 // gracefully (bounded by DefaultWriteTimeout) and returns nil.
 func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
-	hs := e.opts.Listener.HandshakeTimeout
-	if hs <= 0 {
-		hs = DefaultHandshakeTimeout
-	}
-	srv := &http.Server{
-		Handler:           e.Handler(),
-		ReadHeaderTimeout: hs,
-		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
-		ConnContext:       cork.ConnContext,
-	}
-	errc := make(chan error, 1)
-	// Exits when the listener is closed by srv.Shutdown below.
-	go func() { errc <- srv.Serve(cork.Listener{Listener: ln}) }()
+	srv, errc := e.serveWorkers(ln, e.opts.Listener)
 	select {
 	case err := <-errc:
 		if errors.Is(err, http.ErrServerClosed) {
