@@ -197,11 +197,9 @@ func TestBlockingSocketKeepsNetConn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := rc.Control(func(fd uintptr) { err = syscall.SetNonblock(int(fd), false) }); err != nil {
-		t.Fatal(err)
-	}
-	if err != nil {
-		t.Fatal(err)
+	var setErr error
+	if err := rc.Control(func(fd uintptr) { setErr = syscall.SetNonblock(int(fd), false) }); err != nil || setErr != nil {
+		t.Fatal(err, setErr)
 	}
 	if NewConn(cw.Conn).raw != nil {
 		t.Fatal("NewConn took the raw path on a blocking socket")
@@ -228,6 +226,9 @@ func TestMonitorDueOncePerInterval(t *testing.T) {
 	got := make([]byte, 4)
 	if _, err := io.ReadFull(c, got[:2]); err != nil { // ordinary
 		t.Fatal(err)
+	}
+	if lastOrdinary.Load() == 0 {
+		t.Fatal("the first read did not take the ordinary path")
 	}
 	if _, err := io.ReadFull(c, got[2:]); err != nil || string(got) != "abcd" { // raw
 		t.Fatalf("read %q, %v", got, err)
