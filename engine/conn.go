@@ -611,10 +611,14 @@ func (c *conn) cleanup(reason string) {
 	}
 	c.mu.Unlock()
 	c.dropQueued(c.out.close())
+	// Its functions leave the registry before its calls are ended, as in
+	// iii: a caller told invocation_stopped that calls again gets
+	// function_not_found, not a second stop. Calls routed here meanwhile
+	// see gone and stop at once.
+	c.e.removeConn(c)
 	c.failPending(CodeInvocationStopped, msg)
 	c.e.releaseCallsOf(c)
 	c.e.breakOwnerGone(c.id)
-	c.e.removeConn(c)
 	c.log.Debug("worker disconnected", "reason", reason)
 	c.e.bus.Publish(event.WorkerDisconnected{WorkerID: c.id, Reason: reason, At: time.Now()})
 	c.e.fireWorkersAvailable("worker_disconnected", c.id)
