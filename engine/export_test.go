@@ -84,3 +84,10 @@ func (e *Engine) CorkedWorkersForTest() (corked, total int) {
 	}
 	return corked, total
 }
+
+// SetDeclareGraceForTest sets how long a worker that has not declared
+// itself holds new observers of its functions, until the test ends.
+func SetDeclareGraceForTest(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := declareGrace.Swap(int64(d))
+	t.Cleanup(func() { declareGrace.Store(old) })
+}

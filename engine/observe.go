@@ -159,6 +159,18 @@ var ownerAckTimeout atomic.Int64
 
 func init() { ownerAckTimeout.Store(int64(30 * time.Second)) }
 
+// declareGrace is how long after connecting a worker that has not yet
+// sent engine::workers::register is taken to be about to: the SDKs replay
+// their registrations first and declare right after, so a new observer of
+// a function such a worker hosts waits, pending, for the declaration (its
+// host then acks it as an observe host, or is a 0.22 SDK and the engine
+// activates it) rather than going active under the host's feet. A worker
+// that never declares (a raw client) releases its observers after this
+// long. A variable for the tests.
+var declareGrace atomic.Int64
+
+func init() { declareGrace.Store(int64(time.Second)) }
+
 // regObserve is how a function registration takes observers (its
 // registerfunction's observe descriptor or Rust 0.26 fields); nil on a
 // registration that says nothing.
@@ -858,13 +870,61 @@ func (e *Engine) desiredLocked(o *observer) (string, *protocol.ErrorBody) {
 		}
 		return protocol.ObserverPending, nil
 	}
+	resuming := !o.everActive || o.state == protocol.ObserverSuspended
 	if len(o.acks) > 0 {
-		if o.everActive && o.state != protocol.ObserverSuspended {
+		if !resuming {
 			return o.state, o.reason
 		}
 		return protocol.ObserverPending, nil
 	}
+	if resuming && e.awaitsDeclarationLocked(o.key) {
+		return protocol.ObserverPending, nil
+	}
 	return protocol.ObserverActive, nil
+}
+
+// awaitsDeclarationLocked reports whether a worker serving the function
+// key has not declared itself yet and connected less than declareGrace
+// ago; it arms that worker's timer to re-evaluate the function's
+// observers when the grace is over. Callers hold Engine.mu (read) and
+// observers.mu.
+func (e *Engine) awaitsDeclarationLocked(key string) bool {
+	f := e.functions[key]
+	if f == nil {
+		return false
+	}
+	grace := time.Duration(declareGrace.Load())
+	waits := false
+	for _, r := range f.regs {
+		c := r.conn
+		if c == nil || c.decl.Load() != nil {
+			continue
+		}
+		left := grace - time.Since(c.connectedAt)
+		if left <= 0 {
+			continue
+		}
+		waits = true
+		if c.declWait == nil {
+			c.declWait = time.AfterFunc(left, func() { e.obsHostSettled(c) })
+		}
+	}
+	return waits
+}
+
+// obsHostSettled re-evaluates the observers of the functions c serves,
+// once c has declared itself or its declareGrace is over.
+func (e *Engine) obsHostSettled(c *conn) {
+	if e.obs.n.Load() == 0 {
+		return
+	}
+	e.observersDo(func(ops *obsOps) {
+		for _, o := range e.obs.byID {
+			if _, serves := c.fnIDs[o.key]; serves {
+				e.reconcileLocked(o, ops, true)
+			}
+		}
+	})
 }
 
 // setStateLocked moves an observer to state; leaving for error withdraws
@@ -1068,7 +1128,13 @@ func (e *Engine) advertises(token string) bool {
 // registered before (the SDKs replay registrations first) are acknowledged
 // now if it speaks observe.
 func (e *Engine) obsDeclared(c *conn, _ bool) {
+	e.obs.mu.Lock()
+	if c.declWait != nil {
+		c.declWait.Stop()
+	}
+	e.obs.mu.Unlock()
 	if !speaksObserve(c) {
+		e.obsHostSettled(c) // a 0.22 host: its waiting observers go active
 		return
 	}
 	e.mu.RLock()
@@ -1093,6 +1159,9 @@ func (e *Engine) obsDeclared(c *conn, _ bool) {
 // hosts, if any, keep them).
 func (e *Engine) obsConnClosed(c *conn) {
 	e.observersDo(func(ops *obsOps) {
+		if c.declWait != nil {
+			c.declWait.Stop()
+		}
 		for k := range e.obs.acked {
 			if k.c == c {
 				delete(e.obs.acked, k)

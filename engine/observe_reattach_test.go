@@ -19,7 +19,7 @@ import (
 // reattach, or a wrong token) starts the id afresh.
 func TestObserverPolicyCarriesAcrossReattach(t *testing.T) {
 	te := enginetest.New(t, engine.Options{})
-	host := obsDial(t, te.URL)
+	host := obsDial22(t, te.URL)
 	host.Register("re::src")
 	call := func(n int) {
 		t.Helper()
@@ -140,7 +140,7 @@ func observerInfo(t *testing.T, te *enginetest.Engine, id string) engine.Observe
 // forgets one before its replay.
 func TestObserverSuspendedWhileItsWorkerIsAway(t *testing.T) {
 	te := enginetest.New(t, engine.Options{})
-	host := obsDial(t, te.URL)
+	host := obsDial22(t, te.URL)
 	host.Register("sus::src")
 	w1 := obsDial(t, te.URL)
 	w1.Register("sus::t")

@@ -30,6 +30,16 @@ func obsDial(t *testing.T, url string, features ...string) *obsWorker {
 	return w
 }
 
+// obsDial22 dials a worker that declares itself as the 0.22 SDKs do:
+// engine::workers::register with its metadata and no features.
+func obsDial22(t *testing.T, url string) *obsWorker {
+	t.Helper()
+	w := &obsWorker{Worker: enginetest.Dial(t, url)}
+	w.Send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
+		"data": map[string]any{"name": "w-" + w.ID[:8], "runtime": "node", "version": "0.22.1"}})
+	return w
+}
+
 // declare sends engine::workers::register as the 0.25 SDKs do.
 func (w *obsWorker) declare(features ...string) {
 	w.T().Helper()
@@ -136,7 +146,7 @@ func TestObserveRoutedCalls(t *testing.T) {
 	// observers must still see the calls.
 	sub := te.Events().Subscribe(1024)
 	defer sub.Close()
-	host := obsDial(t, te.URL) // a 0.22 host: the engine evaluates its calls
+	host := obsDial22(t, te.URL) // the engine evaluates a 0.22 host's calls
 	host.Register("obs::charge")
 	observer := obsDial(t, te.URL, "observe.v1")
 	observer.Register("obs::alert")
@@ -314,7 +324,7 @@ func TestObserveHostHandshakeAndV2(t *testing.T) {
 
 func TestObservePolicies(t *testing.T) {
 	te := enginetest.New(t, engine.Options{})
-	host := obsDial(t, te.URL)
+	host := obsDial22(t, te.URL)
 	host.Register("pol::src")
 	observer := obsDial(t, te.URL, "observe.v1")
 	observer.Register("pol::t")
@@ -552,4 +562,67 @@ func TestObserveNamespaces(t *testing.T) {
 		t.Errorf("activation %v, want the call in shop", act)
 	}
 	observer.answer(act, nil)
+}
+
+// An observer made while its source's host has connected but not yet
+// declared itself (the SDKs replay registrations first) waits for the
+// declaration: an observe.v1 host then acks it before it goes active; a
+// 0.22 host's declaration makes it active; a host that never declares
+// releases it after the grace.
+func TestObserverWaitsForHostDeclaration(t *testing.T) {
+	te := enginetest.New(t, engine.Options{})
+	observer := obsDial(t, te.URL, "observe.v1")
+	observer.Register("dw::t")
+	observe := func(src string) string {
+		t.Helper()
+		r := observer.observe(map[string]any{"source": map[string]any{"function_id": src}, "target": map[string]any{"function_id": "dw::t"}})
+		if r["state"] != "pending" {
+			t.Fatalf("observe of %s before its host declared: %v, want pending", src, r)
+		}
+		return r["id"].(string)
+	}
+
+	t.Run("observe host acks first", func(t *testing.T) {
+		host := &obsWorker{Worker: enginetest.Dial(t, te.URL)}
+		host.Register("dw::v1")
+		id := observe("dw::v1")
+		host.declare("observe.v1")
+		fr := host.want("functionregistered", nil)
+		obs, _ := fr["observers"].([]any)
+		if len(obs) != 1 || obs[0].(map[string]any)["id"] != id {
+			t.Fatalf("functionregistered %v, want observer %s", fr, id)
+		}
+		observer.none("observerstatechanged") // not active before the ack
+		host.Send(map[string]any{"type": "observerack", "function_id": "dw::v1", "id": id, "revision": fr["revision"]})
+		if m := observer.state(id); m["state"] != "active" {
+			t.Fatalf("after the host's ack: %v, want active", m)
+		}
+	})
+
+	t.Run("0.22 host", func(t *testing.T) {
+		host := &obsWorker{Worker: enginetest.Dial(t, te.URL)}
+		host.Register("dw::old")
+		id := observe("dw::old")
+		host.Send(map[string]any{"type": "invokefunction", "function_id": "engine::workers::register", "action": map[string]any{"type": "void"},
+			"data": map[string]any{"name": "old", "runtime": "node", "version": "0.22.1"}})
+		if m := observer.state(id); m["state"] != "active" {
+			t.Fatalf("after a 0.22 declaration: %v, want active", m)
+		}
+		host.none("functionregistered")
+	})
+
+	t.Run("host never declares", func(t *testing.T) {
+		const grace = 300 * time.Millisecond
+		engine.SetDeclareGraceForTest(t, grace)
+		start := time.Now()
+		host := &obsWorker{Worker: enginetest.Dial(t, te.URL)}
+		host.Register("dw::raw")
+		id := observe("dw::raw")
+		if m := observer.state(id); m["state"] != "active" {
+			t.Fatalf("after the grace: %v, want active", m)
+		}
+		if d := time.Since(start); d < grace {
+			t.Errorf("active after %v, before the %v grace", d, grace)
+		}
+	})
 }
