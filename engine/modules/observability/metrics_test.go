@@ -159,9 +159,11 @@ func TestPrometheusFunctionLabelCap(t *testing.T) {
 	}
 	var fams map[string]*dto.MetricFamily
 	var labels []string
+	// A call's invocation and its error are two counters, added one after
+	// the other: wait for both.
 	waitFor(t, ctx, "every call counted", func() (bool, string) {
 		fams = families(t, ctx, s.mod.MetricsAddr())
-		total := 0.0
+		total, errs := 0.0, 0.0
 		labels = labels[:0]
 		for _, m := range fams["iii_invocations_total"].GetMetric() {
 			total += m.GetCounter().GetValue()
@@ -171,7 +173,10 @@ func TestPrometheusFunctionLabelCap(t *testing.T) {
 				}
 			}
 		}
-		return total == calls, fmt.Sprint(total, " counted")
+		for _, m := range fams["iii_invocation_errors_total"].GetMetric() {
+			errs += m.GetCounter().GetValue()
+		}
+		return total == calls && errs == calls, fmt.Sprint(total, " counted, ", errs, " errors")
 	})
 	sort.Strings(labels)
 	if len(labels) != limit+1 || labels[len(labels)-1] != observability.OtherLabel {
