@@ -55,28 +55,28 @@ func TestSource(t *testing.T) {
 	if err := w.RegisterFunction("echoer::echo", func(_ context.Context, in json.RawMessage) (any, error) { return in, nil }); err != nil {
 		t.Fatal(err)
 	}
-	// Wait until the registration shows in a snapshot.
+	// Wait until the registration and the worker's metadata show in one
+	// snapshot.
+	echoer := func(snap tui.Snapshot) bool {
+		for _, wk := range snap.Workers {
+			if wk.Name == "echoer" && wk.Runtime == "go" && !wk.Internal && wk.PID > 0 {
+				return true
+			}
+		}
+		return false
+	}
 	var snap tui.Snapshot
 	for tick := time.NewTicker(10 * time.Millisecond); ; {
 		snap = src.Snapshot()
-		if hasFunction(snap, "echoer::echo") {
+		if hasFunction(snap, "echoer::echo") && echoer(snap) {
 			tick.Stop()
 			break
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("echoer::echo never appeared in the snapshot: %+v", snap)
+			t.Fatalf("echoer::echo and its worker never appeared in the snapshot: functions %+v, workers %+v", snap.Functions, snap.Workers)
 		case <-tick.C:
 		}
-	}
-	var found bool
-	for _, wk := range snap.Workers {
-		if wk.Name == "echoer" && wk.Runtime == "go" && !wk.Internal && wk.PID > 0 {
-			found = true
-		}
-	}
-	if !found {
-		t.Errorf("snapshot workers %+v lack the echoer", snap.Workers)
 	}
 	if snap.Processes != nil {
 		t.Errorf("Processes = %+v without an exec module; want nil", snap.Processes)
