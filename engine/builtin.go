@@ -240,7 +240,7 @@ func (e *Engine) fnWorkersList(_ context.Context, call *Call) (json.RawMessage, 
 		return nil, err
 	}
 	out := []workerSummary{}
-	for _, w := range e.clusterWorkers() {
+	for _, w := range e.clusterWorkers(e.Snapshot().Workers) {
 		if in.Runtime != "" && w.Runtime != in.Runtime || in.Status != "" && w.Status != in.Status {
 			continue
 		}
@@ -271,7 +271,7 @@ func (e *Engine) fnWorkersInfo(_ context.Context, call *Call) (json.RawMessage, 
 	snap := e.Snapshot()
 	// In a cluster: every engine's workers and functions (other engines'
 	// trigger types and bindings are not known here).
-	snap.Workers, snap.Functions = e.clusterWorkers(), e.clusterFunctions()
+	snap.Workers, snap.Functions = e.clusterWorkers(snap.Workers), e.clusterFunctions(snap.Functions)
 	var found []WorkerInfo
 	for _, w := range snap.Workers {
 		if (in.Name != "" && w.Name != in.Name && w.ID != in.Name) || (in.ID != "" && w.ID != in.ID) ||
@@ -417,7 +417,7 @@ func (e *Engine) listFunctions(in functionsListArgs) (functionsList, error) {
 		rank int
 	}
 	var rs []ranked
-	for _, f := range e.clusterFunctions() {
+	for _, f := range e.clusterFunctions(e.Snapshot().Functions) {
 		if !in.IncludeInternal && hiddenFunction(f) {
 			continue
 		}
@@ -530,7 +530,7 @@ func (e *Engine) fnFunctionsInfo(_ context.Context, call *Call) (json.RawMessage
 		return nil, badArgs("at most 32 function_ids per call, got %d", len(in.FunctionIDs))
 	}
 	snap := e.Snapshot()
-	snap.Functions = e.clusterFunctions() // in a cluster, every engine's (sorted by id, then namespace)
+	snap.Functions = e.clusterFunctions(snap.Functions) // in a cluster, every engine's (sorted by id, then namespace)
 	find := func(id string) (FunctionInfo, error) {
 		i := sort.Search(len(snap.Functions), func(i int) bool { return snap.Functions[i].ID >= id })
 		var found []FunctionInfo

@@ -88,10 +88,9 @@ func (e *Engine) ClusterBindings(triggerType string) []Trigger {
 	return out
 }
 
-// clusterWorkers is Snapshot().Workers plus, in a cluster, every other
-// engine's workers, each naming its engine.
-func (e *Engine) clusterWorkers() []WorkerInfo {
-	ws := e.Snapshot().Workers
+// clusterWorkers is ws (this engine's, from one Snapshot) plus, in a
+// cluster, every other engine's workers, each naming its engine.
+func (e *Engine) clusterWorkers(ws []WorkerInfo) []WorkerInfo {
 	v := e.clusterView()
 	if v == nil {
 		return ws
@@ -103,11 +102,10 @@ func (e *Engine) clusterWorkers() []WorkerInfo {
 	return append(ws, v.RemoteWorkers()...)
 }
 
-// clusterFunctions is Snapshot().Functions merged, in a cluster, with
-// every other engine's: one entry per namespace and id, its workers and
+// clusterFunctions is fs (this engine's, from one Snapshot) merged, in a
+// cluster, with every other engine's: one entry per namespace and id, its workers and
 // engines joined.
-func (e *Engine) clusterFunctions() []FunctionInfo {
-	fs := e.Snapshot().Functions
+func (e *Engine) clusterFunctions(fs []FunctionInfo) []FunctionInfo {
 	v := e.clusterView()
 	if v == nil {
 		return fs

@@ -201,17 +201,18 @@ func (e *Engine) fnSnapshot(_ context.Context, _ *Call) (json.RawMessage, error)
 			out.Peers = p.Peers()
 		}
 	}
-	for _, w := range e.clusterWorkers() {
+	// One copy of the registries, so a worker and its functions agree.
+	snap := e.Snapshot()
+	for _, w := range e.clusterWorkers(snap.Workers) {
 		out.Workers = append(out.Workers, watch.Worker{ID: w.ID, Name: w.Name, Runtime: w.Runtime, Version: w.Version,
 			PID: w.PID, Status: w.Status, Draining: w.Draining, Internal: w.Internal, ConnectedAt: w.ConnectedAt,
 			InFlight: w.ActiveInvocations, Functions: slices.Clone(w.Functions), Engine: w.Engine,
 			Namespace: w.Namespace})
 	}
-	for _, f := range e.clusterFunctions() {
+	for _, f := range e.clusterFunctions(snap.Functions) {
 		out.Functions = append(out.Functions, watch.Function{ID: f.ID, Description: f.Description,
 			Workers: f.Workers, WorkerIDs: f.WorkerIDs, Internal: f.Internal, Engines: f.Engines, Namespace: f.Namespace})
 	}
-	snap := e.Snapshot()
 	for _, o := range snap.Observers {
 		reason := ""
 		if o.Reason != nil {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/enginetest"
@@ -377,5 +380,60 @@ func TestBreakpoints(t *testing.T) {
 	}
 	if a := <-call(7); a.err != nil {
 		t.Errorf("a call after the session ended: %v; want it not held", a.err)
+	}
+}
+
+// TestSnapshotIsOneCopy: engine::snapshot copies the registries once, so
+// a function a worker serves is listed under that worker in the same
+// snapshot, however fast registrations change.
+func TestSnapshotIsOneCopy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	te := enginetest.New(t, engine.Options{})
+	w := enginetest.Dial(t, te.URL)
+	reg := []byte(`{"type":"registerfunction","id":"churn::f"}`)
+	unreg := []byte(`{"type":"unregisterfunction","id":"churn::f"}`)
+	churn, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { // ends with stop
+		for {
+			for _, b := range [][]byte{reg, unreg} {
+				if err := w.Conn.Write(churn, websocket.MessageText, b); err != nil {
+					done <- err
+					return
+				}
+			}
+		}
+	}()
+	defer func() {
+		stop()
+		<-done
+	}()
+	listed := 0
+	for range 200 {
+		raw, err := te.Invoke(ctx, engine.Request{FunctionID: watch.FnSnapshot})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var snap watch.Snapshot
+		if err := json.Unmarshal(raw, &snap); err != nil {
+			t.Fatal(err)
+		}
+		inFunctions, underWorker := false, false
+		for _, f := range snap.Functions {
+			inFunctions = inFunctions || f.ID == "churn::f"
+		}
+		for _, wk := range snap.Workers {
+			underWorker = underWorker || wk.ID == w.ID && slices.Contains(wk.Functions, "churn::f")
+		}
+		if inFunctions != underWorker {
+			t.Fatalf("snapshot lists churn::f in functions: %v, under its worker: %v", inFunctions, underWorker)
+		}
+		if inFunctions {
+			listed++
+		}
+	}
+	if listed == 0 {
+		t.Errorf("churn::f was in none of the snapshots")
 	}
 }
