@@ -409,16 +409,10 @@ func TestSnapshotIsOneCopy(t *testing.T) {
 		stop()
 		<-done
 	}()
+	reader := sdkWorker(t, ctx, te.URL, "reader")
 	listed := 0
-	for range 200 {
-		raw, err := te.Invoke(ctx, engine.Request{FunctionID: watch.FnSnapshot})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var snap watch.Snapshot
-		if err := json.Unmarshal(raw, &snap); err != nil {
-			t.Fatal(err)
-		}
+	for range 100 {
+		snap := snapshot(t, ctx, reader)
 		inFunctions, underWorker := false, false
 		for _, f := range snap.Functions {
 			inFunctions = inFunctions || f.ID == "churn::f"
