@@ -570,6 +570,9 @@ func TestObserveNamespaces(t *testing.T) {
 // 0.22 host's declaration makes it active; a host that never declares
 // releases it after the grace.
 func TestObserverWaitsForHostDeclaration(t *testing.T) {
+	// Long enough that a slow machine never runs out of it before the
+	// host declares; the last case sets its own.
+	engine.SetDeclareGraceForTest(t, time.Minute)
 	te := enginetest.New(t, engine.Options{})
 	observer := obsDial(t, te.URL, "observe.v1")
 	observer.Register("dw::t")
