@@ -69,22 +69,23 @@ type conn struct {
 	log         *slog.Logger
 	out         *outq
 
-	python     bool          // the socket is the Python iii-sdk's (by User-Agent)
-	session    *session      // RBAC/middleware of its listener; nil: full rights
-	inflight   atomic.Int64  // calls routed to this worker and not yet answered
-	reads      atomic.Uint64 // frames read so far (keepalive compares it between ticks)
-	pinging    atomic.Bool   // a keepalive ping is out
-	paused     atomic.Bool   // the reader waits for another worker's full queue
-	writeSince atomic.Int64  // unix nanos of the writer's last progress while it has frames to write; 0 when idle
-	slow       atomic.Bool   // closed as a slow consumer
-	// declWait re-evaluates the observers of its functions when the
-	// worker's declareGrace is over (observe.go); guarded by observers.mu.
-	declWait    *time.Timer
+	python      bool          // the socket is the Python iii-sdk's (by User-Agent)
+	session     *session      // RBAC/middleware of its listener; nil: full rights
+	inflight    atomic.Int64  // calls routed to this worker and not yet answered
+	reads       atomic.Uint64 // frames read so far (keepalive compares it between ticks)
+	pinging     atomic.Bool   // a keepalive ping is out
+	paused      atomic.Bool   // the reader waits for another worker's full queue
+	writeSince  atomic.Int64  // unix nanos of the writer's last progress while it has frames to write; 0 when idle
+	slow        atomic.Bool   // closed as a slow consumer
 	pings       sync.WaitGroup
 	draining    atomic.Bool
 	decl        atomic.Pointer[declaration] // nil until engine::workers::register arrived (features.go)
 	retiring    atomic.Bool                 // being replaced by a reload (SetRetiring)
 	nameRefused atomic.Bool                 // refused WORKER_NAMESPACE_CONFLICT; closing, registers nothing more
+
+	// declWait re-evaluates the observers of its functions when the
+	// worker's declareGrace is over (observe.go); guarded by observers.mu.
+	declWait *time.Timer
 
 	ctx    context.Context // cancelled when the connection closes
 	cancel context.CancelFunc
