@@ -405,8 +405,9 @@ func TestFunctionsListFilteredBySession(t *testing.T) {
 	}
 }
 
-// Worker sockets accepted by Serve and by ServeListener alike are corked:
-// a batch of frames leaves in one write.
+// Worker sockets accepted by Serve and by ServeListener alike reach their
+// connection as cork.Conns, so its writer can send a batch of frames in
+// one write (what corking does is cork's own tests').
 func TestEveryListenerCorks(t *testing.T) {
 	eng, err := engine.New(engine.Options{})
 	if err != nil {
