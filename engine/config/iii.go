@@ -775,7 +775,20 @@ func (w *iiiWorker) adapterUse(path string, name *yaml.Node, vals map[string]*ya
 	use := storeUse{key: path, line: name.Line}
 	switch name.Value {
 	case "bridge":
-		return p.invalid(name, path+".name", "the bridge adapter (keeping %s's data in a remote iii engine) is not supported by this engine; use kv or redis", w.name)
+		if w.name != iiiState && w.name != iiiStream {
+			return p.invalid(name, path+".name", "the bridge adapter (keeping %s's data in a remote iii engine) is supported by this engine only for %s and %s; use another adapter", w.name, iiiState, iiiStream)
+		}
+		u, n := str("bridge_url")
+		if n == nil {
+			u = "ws://localhost:49134" // iii's default
+			n = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: u, Line: name.Line, Column: name.Column}
+		} else if err := checkWebSocketURL(u); err != nil {
+			return p.invalid(n, path+".config.bridge_url", "%v", err)
+		}
+		// The module calls that engine's functions; its own store is not used.
+		w.out = append(w.out, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "bridge_url", Line: n.Line, Column: n.Column},
+			&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: u, Line: n.Line, Column: n.Column})
+		return nil
 	case "local":
 		return nil
 	case "redis":
@@ -872,6 +885,14 @@ func redactURL(raw string) string {
 		return u.Redacted()
 	}
 	return "(unparsable URL)"
+}
+
+func checkWebSocketURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return fmt.Errorf("want a ws:// or wss:// URL of an engine's worker port, got %q", raw)
+	}
+	return nil
 }
 
 func checkRedisURL(raw string) error {

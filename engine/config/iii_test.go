@@ -143,6 +143,42 @@ func TestParseIIIGood(t *testing.T) {
 			},
 		},
 		{
+			// iii's SDK bridge fixture (sdk/fixtures/config-bridge.yaml):
+			// state and stream kept in another engine; the other
+			// workers' data stays in the in-memory store.
+			name: "bridge adapters",
+			file: `workers:
+  - name: iii-worker-manager
+    config:
+      port: 49197
+  - name: iii-stream
+    config:
+      port: 3114
+      adapter:
+        name: bridge
+        config:
+          bridge_url: ws://localhost:49198
+  - name: iii-state
+    config:
+      adapter: {name: bridge}
+  - name: iii-pubsub
+    config:
+      adapter:
+        name: local
+`,
+			env: env(),
+			want: iiiSummary{
+				Addr: "127.0.0.1:49197",
+				Modules: []string{
+					`stream<-iii-stream@5 {"bridge_url":"ws://localhost:49198","port":3114}`,
+					`state<-iii-state@12 {"bridge_url":"ws://localhost:49134"}`,
+					`pubsub<-iii-pubsub@15 null`,
+					obsDefault,
+				},
+				Listeners: []string{"127.0.0.1:49197 set=false mw= hs=10s rbac=none"},
+			},
+		},
+		{
 			// The shape of iii's SDK test fixture: two listeners, RBAC,
 			// http functions, file-based kv.
 			name: "sdk fixture with rbac listeners",
@@ -388,8 +424,10 @@ func TestParseIIIBad(t *testing.T) {
 			"bad.yaml:6: workers[0].config.adapter.config.store: unknown key (known: store_method, file_path, save_interval_ms)"},
 		{"local adapter with config", "workers:\n  - name: iii-pubsub\n    config: {adapter: {name: local, config: {x: 1}}}\n", ErrConfigUnknownKey,
 			"bad.yaml:3: workers[0].config.adapter.config.x: unknown key (adapter local takes no config)"},
-		{"bridge adapter", "workers:\n  - name: iii-stream\n    config:\n      adapter:\n        name: bridge\n        config: {bridge_url: 'ws://x:49133'}\n", ErrConfigInvalid,
-			"bad.yaml:5: workers[0].config.adapter.name: the bridge adapter (keeping iii-stream's data in a remote iii engine) is not supported by this engine; use kv or redis"},
+		{"bridge adapter for queues", "workers:\n  - name: iii-queue\n    config:\n      adapter:\n        name: bridge\n        config: {bridge_url: 'ws://x:49133'}\n", ErrConfigInvalid,
+			"bad.yaml:5: workers[0].config.adapter.name: the bridge adapter (keeping iii-queue's data in a remote iii engine) is supported by this engine only for iii-state and iii-stream; use another adapter"},
+		{"bridge_url not a websocket", "workers:\n  - name: iii-state\n    config:\n      adapter:\n        name: bridge\n        config: {bridge_url: 'http://x:49133'}\n", ErrConfigInvalid,
+			`bad.yaml:6: workers[0].config.adapter.config.bridge_url: want a ws:// or wss:// URL of an engine's worker port, got "http://x:49133"`},
 		{"iii-bridge", "workers:\n  - name: iii-bridge\n    config: {url: 'ws://x'}\n", ErrConfigInvalid,
 			"bad.yaml:2: workers[0].name: iii-bridge (calling functions of a remote iii engine) is not supported by this engine; remove the entry, or connect the remote workers to this engine directly"},
 		{"unknown adapter", "workers:\n  - name: iii-cron\n    config: {adapter: {name: etcd}}\n", ErrConfigInvalid,

@@ -21,7 +21,13 @@
 //	    config:
 //	      max_value_bytes: 0       # largest stored JSON value; 0 = no limit (VALUE_TOO_LARGE past it)
 //	      triggers_enabled: true   # fire `state` triggers
+//	      bridge_url: ws://host:49134  # keep state in that engine instead (iii's bridge adapter)
 //	      adapter: ...             # iii's adapter block and save_interval_ms: accepted, ignored
+//
+// With bridge_url the module is a worker of the engine there and each
+// function calls the same function of that engine; inputs are still checked
+// here, and this engine's `state` triggers still fire on the changes made
+// through it.
 package state
 
 import (
@@ -40,6 +46,7 @@ import (
 
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/module"
+	"github.com/iii-workbench/iii/engine/modules/internal/bridge"
 	"github.com/iii-workbench/iii/engine/modules/internal/updateops"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
@@ -100,6 +107,9 @@ type Module struct {
 	MaxValueBytes int `yaml:"max_value_bytes"`
 	// TriggersEnabled fires `state` triggers on changes (default true).
 	TriggersEnabled bool `yaml:"triggers_enabled"`
+	// BridgeURL, when set, keeps the state in the engine at that address
+	// (iii's bridge adapter) instead of this engine's store.
+	BridgeURL string `yaml:"bridge_url"`
 	// Adapter is iii's adapter block (kv, redis, bridge) and
 	// SaveIntervalMs its file-store flush interval, accepted for config
 	// compatibility and ignored: state always lives in the engine's Redis.
@@ -113,6 +123,8 @@ type Module struct {
 	scopes   string // key of the set of scopes
 	channel  string // event channel
 	instance string // this engine's id on the event channel
+
+	remote *bridge.Remote // with BridgeURL: where the values are
 
 	ps   *redis.PubSub
 	life module.Lifecycle
@@ -157,6 +169,15 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 		m.log.Info("state: the adapter and save_interval_ms settings are ignored; state is kept in the engine's Redis")
 	}
 	m.ctx = m.life.Begin(ctx, h.Engine)
+	if m.BridgeURL != "" {
+		r, err := bridge.Dial(ctx, m.BridgeURL, WorkerName+" bridge", m.log)
+		if err != nil {
+			m.Stop(ctx)
+			return fmt.Errorf("state: %w", err)
+		}
+		m.remote = r
+		m.log.Info("state: kept in a remote engine (bridge)", "bridge_url", m.BridgeURL)
+	}
 
 	if m.TriggersEnabled {
 		ps := h.Redis.Subscribe(ctx, m.channel)
@@ -208,10 +229,14 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	return nil
 }
 
-// Stop implements module.Module: it closes the event subscription and
-// waits for the event loop and condition calls in flight.
+// Stop implements module.Module: it closes the event subscription and the
+// bridge, and waits for the event loop and condition calls in flight.
 func (m *Module) Stop(ctx context.Context) error {
-	return m.life.Stop(ctx, module.CloseSubscription(m.ps))
+	closers := []func() error{module.CloseSubscription(m.ps)}
+	if r := m.remote; r != nil {
+		closers = append(closers, func() error { return r.Close(ctx) })
+	}
+	return m.life.Stop(ctx, closers...)
 }
 
 // ---- functions ----
@@ -329,6 +354,9 @@ func (m *Module) set(ctx context.Context, call *engine.Call) (json.RawMessage, e
 	if err := m.tooLarge(FnSet, value); err != nil {
 		return nil, err
 	}
+	if m.remote != nil {
+		return m.remoteChange(ctx, FnSet, CodeSet, *in.Scope, *in.Key, setInput{*in.Scope, *in.Key, value})
+	}
 	old, err := stringOrNil(setScript.Run(ctx, m.redis, []string{m.key("state", *in.Scope), m.scopes}, *in.Key, string(value), *in.Scope))
 	if err != nil {
 		return nil, failed(CodeSet, FnSet, err)
@@ -358,6 +386,13 @@ func (m *Module) get(ctx context.Context, call *engine.Call) (json.RawMessage, e
 	if err := decode(FnGet, call.Data, &in, "scope", "key"); err != nil {
 		return nil, err
 	}
+	if m.remote != nil {
+		v, err := m.remote.Call(ctx, FnGet, keyInput{*in.Scope, *in.Key})
+		if err != nil {
+			return nil, m.bridgeFailed(CodeGet, FnGet, err)
+		}
+		return v, nil
+	}
 	v, err := m.redis.HGet(ctx, m.key("state", *in.Scope), *in.Key).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
@@ -383,9 +418,19 @@ func (m *Module) delete(ctx context.Context, call *engine.Call) (json.RawMessage
 	if err := decode(FnDelete, call.Data, &in, "scope", "key"); err != nil {
 		return nil, err
 	}
-	old, err := stringOrNil(deleteScript.Run(ctx, m.redis, []string{m.key("state", *in.Scope), m.scopes}, *in.Key, *in.Scope))
-	if err != nil {
-		return nil, failed(CodeDelete, FnDelete, err)
+	var old json.RawMessage
+	var err error
+	if m.remote != nil {
+		// The remote answers with the value it deleted, as this engine does.
+		old, err = m.remote.Call(ctx, FnDelete, keyInput{*in.Scope, *in.Key})
+		if err != nil {
+			return nil, m.bridgeFailed(CodeDelete, FnDelete, err)
+		}
+	} else {
+		old, err = stringOrNil(deleteScript.Run(ctx, m.redis, []string{m.key("state", *in.Scope), m.scopes}, *in.Key, *in.Scope))
+		if err != nil {
+			return nil, failed(CodeDelete, FnDelete, err)
+		}
 	}
 	if old != nil {
 		m.emit(ctx, event{Type: "state", EventType: EventDeleted, Scope: *in.Scope, Key: *in.Key, OldValue: old, NewValue: json.RawMessage("null")})
@@ -417,6 +462,9 @@ func (m *Module) update(ctx context.Context, call *engine.Call) (json.RawMessage
 	ops, err := updateops.ParseOps(in.Ops)
 	if err != nil {
 		return nil, badInput(FnUpdate, "%v", err)
+	}
+	if m.remote != nil {
+		return m.remoteChange(ctx, FnUpdate, CodeUpdate, *in.Scope, *in.Key, updateInput{*in.Scope, *in.Key, in.Ops})
 	}
 	hash := m.key("state", *in.Scope)
 	for range updateAttempts {
@@ -463,6 +511,18 @@ func (m *Module) list(ctx context.Context, call *engine.Call) (json.RawMessage, 
 	if err := decode(FnList, call.Data, &in, "scope"); err != nil {
 		return nil, err
 	}
+	if m.remote != nil {
+		v, err := m.remote.Call(ctx, FnList, struct {
+			Scope string `json:"scope"`
+		}{*in.Scope})
+		if err != nil {
+			return nil, m.bridgeFailed(CodeList, FnList, err)
+		}
+		if v == nil {
+			v = json.RawMessage("[]")
+		}
+		return v, nil
+	}
 	all, err := m.redis.HGetAll(ctx, m.key("state", *in.Scope)).Result()
 	if err != nil {
 		return nil, failed(CodeList, FnList, err)
@@ -480,6 +540,13 @@ func (m *Module) list(ctx context.Context, call *engine.Call) (json.RawMessage, 
 }
 
 func (m *Module) listGroups(ctx context.Context, _ *engine.Call) (json.RawMessage, error) {
+	if m.remote != nil {
+		v, err := m.remote.Call(ctx, FnListGroups, struct{}{})
+		if err != nil {
+			return nil, m.bridgeFailed(CodeListGroups, FnListGroups, err)
+		}
+		return v, nil
+	}
 	groups, err := m.redis.SMembers(ctx, m.scopes).Result()
 	if err != nil {
 		return nil, failed(CodeListGroups, FnListGroups, err)
@@ -489,4 +556,59 @@ func (m *Module) listGroups(ctx context.Context, _ *engine.Call) (json.RawMessag
 		groups = []string{}
 	}
 	return json.Marshal(map[string][]string{"groups": groups})
+}
+
+// ---- bridge ----
+
+// The inputs sent to the remote engine: the same functions' own inputs.
+type keyInput struct {
+	Scope string `json:"scope"`
+	Key   string `json:"key"`
+}
+
+type setInput struct {
+	Scope string          `json:"scope"`
+	Key   string          `json:"key"`
+	Value json.RawMessage `json:"value"`
+}
+
+type updateInput struct {
+	Scope string          `json:"scope"`
+	Key   string          `json:"key"`
+	Ops   json.RawMessage `json:"ops"`
+}
+
+// remoteChange runs a set or update on the remote engine and fires this
+// engine's triggers with the change it answers ({old_value, new_value}),
+// which is passed on unchanged.
+func (m *Module) remoteChange(ctx context.Context, fn, code, scope, key string, in any) (json.RawMessage, error) {
+	res, err := m.remote.Call(ctx, fn, in)
+	if err != nil {
+		return nil, m.bridgeFailed(code, fn, err)
+	}
+	var ch change
+	if err := json.Unmarshal(res, &ch); err != nil || len(ch.NewValue) == 0 {
+		return nil, failed(code, fn, fmt.Errorf("the bridge's answer is not {old_value, new_value}: %.80s", res))
+	}
+	old := ch.OldValue
+	if bytes.Equal(bytes.TrimSpace(old), []byte("null")) {
+		old = nil
+	}
+	kind := EventUpdated
+	if old == nil {
+		kind = EventCreated
+	}
+	m.emit(ctx, event{Type: "state", EventType: kind, Scope: scope, Key: key, OldValue: orNull(old), NewValue: ch.NewValue})
+	return res, nil
+}
+
+// bridgeFailed is the error of a call to the remote engine: the remote's
+// own error as it is (its code and message), anything else (unreachable,
+// timed out) under code.
+func (m *Module) bridgeFailed(code, fn string, err error) error {
+	var eb *protocol.ErrorBody
+	if errors.As(err, &eb) {
+		return eb
+	}
+	return failed(code, fn, fmt.Errorf("bridge to %s: %w", m.remote.URL(), err))
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/iii-workbench/iii/engine"
+	"github.com/iii-workbench/iii/engine/modules/internal/bridge"
 	"github.com/iii-workbench/iii/engine/protocol"
 )
 
@@ -23,16 +24,34 @@ import (
 // shape.
 const CodeJSON = "JSON_ERROR"
 
-// override returns the id of a worker's override of op for a stream, when
-// one is registered.
-func (m *Module) override(op, streamName string) (string, bool) {
+// target is where an operation goes instead of the store: a worker's
+// override on this engine (fn is its id), or the same function (fn) of the
+// bridge's remote engine.
+type target struct {
+	fn     string
+	remote *bridge.Remote
+}
+
+// override returns where op on a stream goes instead of the store: a
+// worker's override of it when one is registered, else the bridge's remote
+// engine when there is one.
+func (m *Module) override(op, streamName string) (target, bool) {
 	id := op + "(" + streamName + ")"
-	return id, m.h.Engine.HasFunction(id)
+	if m.h.Engine.HasFunction(id) {
+		return target{fn: id}, true
+	}
+	if m.remote != nil {
+		return target{fn: op, remote: m.remote}, true
+	}
+	return target{}, false
 }
 
 // callOverride calls an override with in; a JSON null answer is no result.
-func (m *Module) callOverride(ctx context.Context, id string, in any) (json.RawMessage, error) {
-	res, err := m.h.Engine.Invoke(ctx, engine.Request{FunctionID: id, Data: mustMarshal(in)})
+func (m *Module) callOverride(ctx context.Context, t target, in any) (json.RawMessage, error) {
+	if t.remote != nil {
+		return t.remote.Call(ctx, t.fn, in)
+	}
+	res, err := m.h.Engine.Invoke(ctx, engine.Request{FunctionID: t.fn, Data: mustMarshal(in)})
 	if err != nil {
 		return nil, err
 	}
@@ -59,22 +78,28 @@ func overrideFailed(code, what string, err error) error {
 //lint:ignore ST1005 iii's wire message, which clients may match
 var errNoResult = errors.New("Function returned no result")
 
-// changeFromOverride decodes an override's {old_value?, new_value} answer.
-func changeFromOverride(res json.RawMessage) (old, updated json.RawMessage, eb *protocol.ErrorBody) {
+// changeFromOverride decodes an override's {old_value?, new_value,
+// errors?} answer; old_value null is nil.
+func changeFromOverride(res json.RawMessage) (changeResult, *protocol.ErrorBody) {
 	var out struct {
 		OldValue json.RawMessage `json:"old_value"`
 		NewValue json.RawMessage `json:"new_value"`
+		Errors   json.RawMessage `json:"errors"`
 	}
 	if err := json.Unmarshal(res, &out); err != nil {
-		return nil, nil, &protocol.ErrorBody{Code: CodeJSON, Message: "Failed to convert result to value: " + err.Error()}
+		return changeResult{}, &protocol.ErrorBody{Code: CodeJSON, Message: "Failed to convert result to value: " + err.Error()}
 	}
 	if len(out.NewValue) == 0 {
-		return nil, nil, &protocol.ErrorBody{Code: CodeJSON, Message: "Failed to convert result to value: missing field `new_value`"}
+		return changeResult{}, &protocol.ErrorBody{Code: CodeJSON, Message: "Failed to convert result to value: missing field `new_value`"}
 	}
 	if bytes.Equal(bytes.TrimSpace(out.OldValue), jsonNull) {
 		out.OldValue = nil
 	}
-	return out.OldValue, out.NewValue, nil
+	ch := changeResult{OldValue: out.OldValue, NewValue: out.NewValue}
+	if len(out.Errors) > 0 && !bytes.Equal(bytes.TrimSpace(out.Errors), jsonNull) {
+		ch.Errors = out.Errors // an update's op errors, passed on
+	}
+	return ch, nil
 }
 
 // overrideInput is what an override of an item operation gets.
@@ -88,26 +113,27 @@ type overrideInput struct {
 
 // setOverride runs a stream::set or stream::update override and announces
 // the change.
-func (m *Module) setOverride(ctx context.Context, id, code, what string, in overrideInput) (json.RawMessage, error) {
-	res, err := m.callOverride(ctx, id, in)
+func (m *Module) setOverride(ctx context.Context, t target, code, what string, in overrideInput) (json.RawMessage, error) {
+	res, err := m.callOverride(ctx, t, in)
 	if err == nil && res == nil {
 		err = errNoResult
 	}
 	if err != nil {
 		return nil, overrideFailed(code, what, err)
 	}
-	old, updated, eb := changeFromOverride(res)
+	ch, eb := changeFromOverride(res)
 	if eb != nil {
 		return nil, eb
 	}
-	m.changed(ctx, in.StreamName, in.GroupID, &in.ItemID, createOrUpdate(old), updated)
-	return mustMarshal(changeResult{OldValue: orNull(old), NewValue: updated}), nil
+	m.changed(ctx, in.StreamName, in.GroupID, &in.ItemID, createOrUpdate(ch.OldValue), ch.NewValue)
+	ch.OldValue = orNull(ch.OldValue)
+	return mustMarshal(ch), nil
 }
 
 // deleteOverride runs a stream::delete override and announces the delete
 // when something was deleted.
-func (m *Module) deleteOverride(ctx context.Context, id string, in overrideInput) (json.RawMessage, error) {
-	res, err := m.callOverride(ctx, id, in)
+func (m *Module) deleteOverride(ctx context.Context, t target, in overrideInput) (json.RawMessage, error) {
+	res, err := m.callOverride(ctx, t, in)
 	if err == nil && res == nil {
 		err = errNoResult
 	}
@@ -135,8 +161,8 @@ func (m *Module) deleteOverride(ctx context.Context, id string, in overrideInput
 // readItem is stream::get through an override when there is one, else the
 // store; nil means no item.
 func (m *Module) readItem(ctx context.Context, streamName, groupID, itemID string) (json.RawMessage, error) {
-	if id, ok := m.override("stream::get", streamName); ok {
-		return m.callOverride(ctx, id, overrideInput{StreamName: streamName, GroupID: groupID, ItemID: itemID})
+	if t, ok := m.override("stream::get", streamName); ok {
+		return m.callOverride(ctx, t, overrideInput{StreamName: streamName, GroupID: groupID, ItemID: itemID})
 	}
 	v, err := m.store.get(ctx, streamName, groupID, itemID)
 	if err != nil {
@@ -148,8 +174,8 @@ func (m *Module) readItem(ctx context.Context, streamName, groupID, itemID strin
 // readGroup is stream::list through an override when there is one, else
 // the store.
 func (m *Module) readGroup(ctx context.Context, streamName, groupID string) (json.RawMessage, error) {
-	if id, ok := m.override("stream::list", streamName); ok {
-		return m.callOverride(ctx, id, struct {
+	if t, ok := m.override("stream::list", streamName); ok {
+		return m.callOverride(ctx, t, struct {
 			StreamName string `json:"stream_name"`
 			GroupID    string `json:"group_id"`
 		}{streamName, groupID})

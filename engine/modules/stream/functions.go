@@ -124,8 +124,8 @@ func (m *Module) fnSet(ctx context.Context, call *engine.Call) (json.RawMessage,
 	if eb != nil {
 		return nil, eb
 	}
-	if id, ok := m.override(fn, *in.StreamName); ok {
-		return m.setOverride(ctx, id, CodeSetError, "set value", overrideInput{
+	if t, ok := m.override(fn, *in.StreamName); ok {
+		return m.setOverride(ctx, t, CodeSetError, "set value", overrideInput{
 			StreamName: *in.StreamName, GroupID: *in.GroupID, ItemID: *in.ItemID, Data: value})
 	}
 	old, err := m.store.set(ctx, *in.StreamName, *in.GroupID, *in.ItemID, value)
@@ -166,8 +166,8 @@ func (m *Module) fnDelete(ctx context.Context, call *engine.Call) (json.RawMessa
 	if eb := in.check(fn); eb != nil {
 		return nil, eb
 	}
-	if id, ok := m.override(fn, *in.StreamName); ok {
-		return m.deleteOverride(ctx, id, overrideInput{StreamName: *in.StreamName, GroupID: *in.GroupID, ItemID: *in.ItemID})
+	if t, ok := m.override(fn, *in.StreamName); ok {
+		return m.deleteOverride(ctx, t, overrideInput{StreamName: *in.StreamName, GroupID: *in.GroupID, ItemID: *in.ItemID})
 	}
 	old, err := m.store.delete(ctx, *in.StreamName, *in.GroupID, *in.ItemID)
 	if err != nil {
@@ -207,8 +207,8 @@ func (m *Module) fnListGroups(ctx context.Context, call *engine.Call) (json.RawM
 	if eb := required(fn, "stream_name", in.StreamName); eb != nil {
 		return nil, eb
 	}
-	if id, ok := m.override(fn, *in.StreamName); ok {
-		return m.callOverride(ctx, id, struct {
+	if t, ok := m.override(fn, *in.StreamName); ok {
+		return m.callOverride(ctx, t, struct {
 			StreamName string `json:"stream_name"`
 		}{*in.StreamName})
 	}
@@ -224,6 +224,13 @@ func (m *Module) fnListGroups(ctx context.Context, call *engine.Call) (json.RawM
 
 func (m *Module) fnListAll(ctx context.Context, call *engine.Call) (json.RawMessage, error) {
 	// The input is {} and ignored (null and absent are accepted too).
+	if m.remote != nil {
+		res, err := m.remote.Call(ctx, "stream::list_all", struct{}{})
+		if err != nil {
+			return nil, overrideFailed(CodeListAllError, "list streams", err)
+		}
+		return res, nil
+	}
 	all, err := m.store.listAll(ctx)
 	if err != nil {
 		return nil, failure(CodeListAllError, "list streams", err)

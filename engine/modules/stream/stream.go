@@ -22,7 +22,14 @@
 //	write_timeout_ms: 10000    # bound on each write to a client
 //	max_message_bytes: 65536   # largest client frame; larger closes the socket (1009)
 //	handler_timeout_ms: 30000  # bound on each auth, join, leave and condition call
+//	bridge_url: ws://host:49134 # keep the items in that engine instead (iii's bridge adapter)
 //	adapter: ...               # accepted for iii config compatibility and ignored
+//
+// With bridge_url the module is a worker of the engine there, and the item
+// operations (set, get, delete, update, list, list_groups, list_all) call
+// the same functions of that engine; a worker's own override of a stream
+// (custom.go) still comes first. Changes made through this engine reach
+// its subscribers and fire its triggers as any other change.
 package stream
 
 import (
@@ -42,6 +49,7 @@ import (
 	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/config"
 	"github.com/iii-workbench/iii/engine/module"
+	"github.com/iii-workbench/iii/engine/modules/internal/bridge"
 )
 
 // WorkerName is the in-process worker the module's functions and trigger
@@ -73,6 +81,9 @@ type Module struct {
 	WriteTimeoutMS   int      `yaml:"write_timeout_ms"`
 	MaxMessageBytes  int64    `yaml:"max_message_bytes"`
 	HandlerTimeoutMS int      `yaml:"handler_timeout_ms"`
+	// BridgeURL, when set, keeps the items in the engine at that address
+	// (iii's bridge adapter) instead of this engine's store.
+	BridgeURL string `yaml:"bridge_url"`
 	// Adapter is iii's adapter block (kv, redis, ...). This module always
 	// keeps streams in the engine's Redis, so it is only logged.
 	Adapter any `yaml:"adapter"`
@@ -80,6 +91,7 @@ type Module struct {
 	h        *module.Host
 	log      *slog.Logger
 	store    *store
+	remote   *bridge.Remote // with BridgeURL: where the items are
 	bindings *bindings
 	channel  string // Redis pub/sub channel of changes
 
@@ -212,6 +224,13 @@ func (m *Module) Start(ctx context.Context, h *module.Host) (err error) {
 		}
 	}()
 
+	if m.BridgeURL != "" {
+		if m.remote, err = bridge.Dial(ctx, m.BridgeURL, WorkerName+" bridge", m.log); err != nil {
+			return err
+		}
+		m.log.Info("stream: items kept in a remote engine (bridge)", "bridge_url", m.BridgeURL)
+	}
+
 	var lc net.ListenConfig
 	addr := net.JoinHostPort(m.Host, strconv.Itoa(m.Port))
 	if m.ln, err = lc.Listen(ctx, "tcp", addr); err != nil {
@@ -292,6 +311,9 @@ func (m *Module) Stop(ctx context.Context) error {
 		}
 		if m.pubsub != nil {
 			m.pubsub.Close() // ends fanOut
+		}
+		if m.remote != nil {
+			return m.remote.Close(ctx)
 		}
 		return nil
 	})

@@ -31,8 +31,8 @@ func (m *Module) fnUpdate(ctx context.Context, call *engine.Call) (json.RawMessa
 	if err != nil {
 		return nil, badInput(fn, "ops: %v", err)
 	}
-	if id, ok := m.override(fn, *in.StreamName); ok {
-		return m.setOverride(ctx, id, CodeUpdateError, "update value", overrideInput{
+	if t, ok := m.override(fn, *in.StreamName); ok {
+		return m.setOverride(ctx, t, CodeUpdateError, "update value", overrideInput{
 			StreamName: *in.StreamName, GroupID: *in.GroupID, ItemID: *in.ItemID, Ops: in.Ops})
 	}
 	var opErrs []updateops.OpError
