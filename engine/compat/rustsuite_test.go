@@ -44,12 +44,7 @@ func TestRustSDKSuite(t *testing.T) {
 		}
 		target = filepath.Join(cache, "iii-rustsuite", "target")
 	}
-	for _, port := range []string{"49199", "49135", "3199", "3112"} {
-		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second); err == nil {
-			c.Close()
-			t.Fatalf("port %s is taken: stop whatever listens there (another iii?) before running the suite", port)
-		}
-	}
+	suitePortsFree(t)
 
 	// The crate is read-only in cargo's registry: test a copy.
 	work := t.TempDir()
@@ -122,6 +117,18 @@ func rustSuiteCrate(t *testing.T) string {
 		t.Fatalf("iii-sdk-0.26.0-rc.4 is not in %s/registry/src: build engine/compat/testdata/rust once (cargo build) to fetch it", home)
 	}
 	return dirs[0]
+}
+
+// suitePortsFree fails the test when a port of the suites' config is
+// taken.
+func suitePortsFree(t *testing.T) {
+	t.Helper()
+	for _, port := range []string{"49199", "49135", "3199", "3112"} {
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second); err == nil {
+			c.Close()
+			t.Fatalf("port %s is taken: stop whatever listens there (another iii?) before running the suite", port)
+		}
+	}
 }
 
 // startSuiteEngine runs `iii start` with the suite's config in dir and
