@@ -235,6 +235,10 @@ type Request struct {
 // A call made from inside an in-process handler (with the ctx the handler
 // got, or one from ContextWithCall) continues that call's trace when req
 // names no traceparent of its own.
+//
+// When ctx ends with the cause ErrResultNotNeeded, Invoke returns at once
+// but the call runs on: its result, when it comes, is discarded as
+// answered, not counted as a late result.
 func (e *Engine) Invoke(ctx context.Context, req Request) (json.RawMessage, error) {
 	if len(req.Data) == 0 {
 		req.Data = json.RawMessage("null")
@@ -274,10 +278,18 @@ func (e *Engine) Invoke(ctx context.Context, req Request) (json.RawMessage, erro
 		}
 		return o.result, nil
 	case <-ctx.Done():
+		if cause := context.Cause(ctx); errors.Is(cause, ErrResultNotNeeded) {
+			return nil, fmt.Errorf("engine: invoke %s: %w", req.FunctionID, cause) // its outcome lands in ch, unread
+		}
 		ref.giveUp() // the pending entry goes now, not at the engine timeout
 		return nil, fmt.Errorf("engine: invoke %s: %w", req.FunctionID, ctx.Err())
 	}
 }
+
+// ErrResultNotNeeded, as the cause of an Invoke's context ending
+// (context.WithCancelCause), says the caller no longer needs the result
+// but the call is to run on; see Invoke.
+var ErrResultNotNeeded = errors.New("engine: result not needed")
 
 // invokeFromWorker routes a worker's invokefunction.
 // vouched may vouch for m.Data (protocol.Decoder.Vouched).

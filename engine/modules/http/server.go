@@ -157,8 +157,8 @@ func (x *exchange) serveFunction(obj *requestObject, body []byte, streamed bool)
 	} else {
 		src = channel.NewBytesSource(body)
 	}
-	ictx, icancel := context.WithCancel(x.ctx)
-	defer icancel()
+	ictx, icancel := context.WithCancelCause(x.ctx)
+	defer icancel(nil)
 	sink := newResponseSink(x.w, x.m.timeout, icancel)
 	reqRef, resRef := chs.CreateReadable(src, ""), chs.CreateWritable(sink, "")
 	defer func() {

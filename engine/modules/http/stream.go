@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/channel"
 )
 
@@ -148,7 +149,7 @@ type responseSink struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController // under wmu; made at the first write
 	timeout time.Duration            // per write to the client
-	cancel  context.CancelFunc
+	cancel  context.CancelCauseFunc
 
 	mu        sync.Mutex // guards the fields below
 	state     int
@@ -171,7 +172,7 @@ type responseSink struct {
 
 var _ channel.Sink = (*responseSink)(nil)
 
-func newResponseSink(w http.ResponseWriter, timeout time.Duration, cancel context.CancelFunc) *responseSink {
+func newResponseSink(w http.ResponseWriter, timeout time.Duration, cancel context.CancelCauseFunc) *responseSink {
 	return &responseSink{w: w, timeout: timeout, cancel: cancel, status: http.StatusOK}
 }
 
@@ -338,7 +339,10 @@ func (s *responseSink) Finish(err error) {
 	s.mu.Lock()
 	s.finished.fire()
 	s.mu.Unlock()
-	s.cancel() // the function's result no longer matters
+	// The response is complete: stop waiting for the function's result,
+	// but let the call finish (its result is then discarded quietly, as
+	// iii does, not counted as late).
+	s.cancel(engine.ErrResultNotNeeded)
 }
 
 // aborted reports whether the stream ended without its writer's Close
@@ -367,7 +371,7 @@ func (s *responseSink) stop(err error) {
 	}
 	s.mu.Unlock()
 	if first {
-		s.cancel()
+		s.cancel(err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/channel"
 	"github.com/iii-workbench/iii/engine/enginetest"
 )
@@ -91,6 +92,16 @@ func TestStreamedResponses(t *testing.T) {
 		c.Close(websocket.StatusNormalClosure, "stream_complete")
 		return nil, nil
 	})
+	// Completes its stream, then returns a value a while later (as the
+	// Python SDK's handlers may): the response ends with the stream.
+	returned := make(chan struct{})
+	handler("slowreturn", func(ctx context.Context, _ refs, c *websocket.Conn) (any, error) {
+		defer close(returned)
+		c.Write(ctx, websocket.MessageBinary, []byte("done"))
+		c.Close(websocket.StatusNormalClosure, "stream_complete")
+		time.Sleep(time.Second)
+		return map[string]any{"body": "too late to matter"}, nil
+	})
 	// Returns a value before any body chunk: the value answers.
 	handler("value", func(ctx context.Context, _ refs, c *websocket.Conn) (any, error) {
 		c.Write(ctx, websocket.MessageText, []byte(`{"type":"set_status","status_code":500}`))
@@ -165,6 +176,23 @@ func TestStreamedResponses(t *testing.T) {
 		r := f.do(t, ctx, "GET", "/stream", nil)
 		if r.status != 206 || r.header.Get("X-A") != "1" || r.header.Get("Content-Type") != "text/plain" || string(r.body) != "chunk 0;chunk 1;chunk 2;" {
 			t.Errorf("got %s %v", r, r.header)
+		}
+	})
+	t.Run("a result after the stream completed", func(t *testing.T) {
+		start := time.Now()
+		r := f.do(t, ctx, "GET", "/slowreturn", nil)
+		if r.status != 200 || string(r.body) != "done" {
+			t.Errorf("got %s", r)
+		}
+		if d := time.Since(start); d > 800*time.Millisecond {
+			t.Errorf("response ended after %v: it waited for the function's result", d)
+		}
+		<-returned
+		// The worker writes its results in order: once a later call has
+		// been answered, the engine has read the slow result too.
+		f.do(t, ctx, "GET", "/nothing", nil)
+		if n := f.srv.Engine().Stats().Dropped[engine.DropLateResult]; n != 0 {
+			t.Errorf("%d late results counted; the stream had answered, so the result is not one", n)
 		}
 	})
 	t.Run("a returned value wins", func(t *testing.T) {
