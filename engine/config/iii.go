@@ -541,7 +541,7 @@ func (p *iiiParser) worker(path string, item, nameNode, image, cfg *yaml.Node) e
 	case iiiHTTPFunctions:
 		return p.httpFunctions(w)
 	case iiiBridge:
-		return p.invalid(nameNode, path+".name", "%s (calling functions of a remote iii engine) is not supported by this engine; remove the entry, or connect the remote workers to this engine directly", written)
+		return w.module("bridge", iiiKeys{"url": pass, "expose": pass, "forward": pass})
 	case iiiEngineFunctions:
 		return w.ignoreAll("", nil)
 	case iiiTelemetry:

@@ -165,6 +165,12 @@ func TestParseIIIGood(t *testing.T) {
     config:
       adapter:
         name: local
+  - name: iii-bridge
+    config:
+      url: ws://localhost:49198
+      expose: [{local_function: a::b}]
+      forward:
+        - {local_function: r::get, remote_function: state::get, timeout_ms: 5000}
 `,
 			env: env(),
 			want: iiiSummary{
@@ -173,6 +179,7 @@ func TestParseIIIGood(t *testing.T) {
 					`stream<-iii-stream@5 {"bridge_url":"ws://localhost:49198","port":3114}`,
 					`state<-iii-state@12 {"bridge_url":"ws://localhost:49134"}`,
 					`pubsub<-iii-pubsub@15 null`,
+					`bridge<-iii-bridge@19 {"expose":[{"local_function":"a::b"}],"forward":[{"local_function":"r::get","remote_function":"state::get","timeout_ms":5000}],"url":"ws://localhost:49198"}`,
 					obsDefault,
 				},
 				Listeners: []string{"127.0.0.1:49197 set=false mw= hs=10s rbac=none"},
@@ -428,8 +435,8 @@ func TestParseIIIBad(t *testing.T) {
 			"bad.yaml:5: workers[0].config.adapter.name: the bridge adapter (keeping iii-queue's data in a remote iii engine) is supported by this engine only for iii-state and iii-stream; use another adapter"},
 		{"bridge_url not a websocket", "workers:\n  - name: iii-state\n    config:\n      adapter:\n        name: bridge\n        config: {bridge_url: 'http://x:49133'}\n", ErrConfigInvalid,
 			`bad.yaml:6: workers[0].config.adapter.config.bridge_url: want a ws:// or wss:// URL of an engine's worker port, got "http://x:49133"`},
-		{"iii-bridge", "workers:\n  - name: iii-bridge\n    config: {url: 'ws://x'}\n", ErrConfigInvalid,
-			"bad.yaml:2: workers[0].name: iii-bridge (calling functions of a remote iii engine) is not supported by this engine; remove the entry, or connect the remote workers to this engine directly"},
+		{"iii-bridge typo", "workers:\n  - name: iii-bridge\n    config: {urls: 'ws://x'}\n", ErrConfigUnknownKey,
+			"bad.yaml:3: workers[0].config.urls: unknown key (known: expose, forward, url)"},
 		{"unknown adapter", "workers:\n  - name: iii-cron\n    config: {adapter: {name: etcd}}\n", ErrConfigInvalid,
 			`bad.yaml:3: workers[0].config.adapter.name: unknown adapter "etcd" for iii-cron (known: kv, redis)`},
 		{"adapter class", "workers:\n  - name: iii-cron\n    config: {adapter: {class: modules::cron::KvCronAdapter}}\n", ErrConfigMixedFormat,

@@ -3,6 +3,7 @@
 package standard
 
 import (
+	_ "github.com/iii-workbench/iii/engine/modules/bridgeclient"  // iii-bridge
 	_ "github.com/iii-workbench/iii/engine/modules/cron"          // CronModule
 	_ "github.com/iii-workbench/iii/engine/modules/exec"          // ExecModule
 	_ "github.com/iii-workbench/iii/engine/modules/http"          // RestApiModule

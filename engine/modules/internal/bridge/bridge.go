@@ -1,10 +1,9 @@
-// Package bridge is iii's `bridge` adapter for the state and stream
-// modules: instead of its own store, a module keeps its data in another
-// engine, which it reaches as one of that engine's workers, calling the
-// same functions there (state::set there for a state::set here).
-//
-// The module still validates its input, fires its own triggers and tells
-// its own subscribers; only the storage is remote.
+// Package bridge connects a module to another engine as one of that
+// engine's workers: iii's `bridge` adapter of the state and stream modules
+// (the module calls the same functions there: state::set there for a
+// state::set here; it still validates its input, fires its own triggers and
+// tells its own subscribers; only the storage is remote), and the iii-bridge
+// worker (package bridgeclient).
 package bridge
 
 import (
@@ -43,6 +42,10 @@ func Dial(ctx context.Context, url, name string, log *slog.Logger) (*Remote, err
 	}
 	return &Remote{url: url, w: w}, nil
 }
+
+// Worker is the connection itself, for registering functions on the
+// remote engine or calling with options of its own.
+func (r *Remote) Worker() *sdk.Worker { return r.w }
 
 // URL is the remote engine's address.
 func (r *Remote) URL() string { return r.url }
