@@ -68,13 +68,7 @@ func TestPythonSDKSuite(t *testing.T) {
 	run(work, python, "-m", "venv", venv)
 	run(work, filepath.Join(venv, "bin", "pip"), "install", "--quiet", "--disable-pip-version-check", src+"[dev]", "pytest-timeout")
 
-	bin := filepath.Join(work, "iii")
-	gobuild := exec.Command("go", "build", "-o", bin, "./cmd/iii")
-	gobuild.Dir = filepath.Join("..", "..")
-	if out, err := gobuild.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/iii: %v\n%s", err, out)
-	}
-	stopEngine := startSuiteEngine(t, bin, work)
+	stopEngine := startSuiteEngine(t, work)
 	defer stopEngine()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

@@ -60,13 +60,7 @@ func TestRustSDKSuite(t *testing.T) {
 		t.Fatalf("cargo test --no-run in %s: %v\n%s", src, err, out)
 	}
 
-	bin := filepath.Join(work, "iii")
-	gobuild := exec.Command("go", "build", "-o", bin, "./cmd/iii")
-	gobuild.Dir = filepath.Join("..", "..")
-	if out, err := gobuild.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/iii: %v\n%s", err, out)
-	}
-	stopEngine := startSuiteEngine(t, bin, work)
+	stopEngine := startSuiteEngine(t, work)
 	defer stopEngine()
 
 	files, err := filepath.Glob(filepath.Join(src, "tests", "*.rs"))
@@ -131,10 +125,17 @@ func suitePortsFree(t *testing.T) {
 	}
 }
 
-// startSuiteEngine runs `iii start` with the suite's config in dir and
-// waits for its worker port; the returned func stops it and waits.
-func startSuiteEngine(t *testing.T, bin, dir string) func() {
+// startSuiteEngine builds `iii` from this tree into dir, runs `iii start`
+// with the suites' config there and waits for its worker port; the
+// returned func stops it and waits.
+func startSuiteEngine(t *testing.T, dir string) func() {
 	t.Helper()
+	bin := filepath.Join(dir, "iii")
+	gobuild := exec.Command("go", "build", "-o", bin, "./cmd/iii")
+	gobuild.Dir = filepath.Join("..", "..")
+	if out, err := gobuild.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/iii: %v\n%s", err, out)
+	}
 	cfg, err := filepath.Abs(filepath.Join("testdata", "rustsuite", "config.yaml"))
 	if err != nil {
 		t.Fatal(err)
