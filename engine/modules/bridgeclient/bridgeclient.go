@@ -132,18 +132,8 @@ func (m *Module) Start(ctx context.Context, h *module.Host) (err error) {
 			err = errors.Join(fmt.Errorf("bridge: %w", err), m.Stop(context.WithoutCancel(ctx)))
 		}
 	}()
-	if m.remote, err = bridge.Dial(ctx, url, WorkerName, m.log); err != nil {
+	if m.remote, err = bridge.Dial(url, WorkerName, m.log, m.expose); err != nil {
 		return err
-	}
-	for _, x := range m.Expose {
-		local, remote := x.LocalFunction, x.RemoteFunction
-		if remote == "" {
-			remote = local
-		}
-		if err = m.remote.Worker().RegisterFunction(remote, m.callLocal(local),
-			sdk.WithDescription("Exposed by a bridged engine: "+local)); err != nil {
-			return fmt.Errorf("expose %s as %s: %w", local, remote, err)
-		}
 	}
 	fns := []engine.Function{
 		{ID: FnInvoke, Description: "Invoke a function on the remote iii engine", Handler: m.invoke},
@@ -162,8 +152,24 @@ func (m *Module) Start(ctx context.Context, h *module.Host) (err error) {
 			return err
 		}
 	}
-	m.log.Info("bridge: connected", "url", url, "exposed", len(m.Expose), "forwarded", len(m.Forward))
+	m.log.Info("bridge: connecting", "url", url, "exposed", len(m.Expose), "forwarded", len(m.Forward))
 	return nil
+}
+
+// expose registers the exposed functions on the remote engine, on the
+// first connection (the SDK replays them on reconnects).
+func (m *Module) expose(w *sdk.Worker) error {
+	var errs []error
+	for _, x := range m.Expose {
+		local, remote := x.LocalFunction, x.RemoteFunction
+		if remote == "" {
+			remote = local
+		}
+		if err := w.RegisterFunction(remote, m.callLocal(local), sdk.WithDescription("Exposed by a bridged engine: "+local)); err != nil {
+			errs = append(errs, fmt.Errorf("expose %s as %s: %w", local, remote, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Stop implements module.Module.
@@ -213,7 +219,7 @@ func (m *Module) invokeAsync(ctx context.Context, call *engine.Call) (json.RawMe
 	if err != nil {
 		return nil, err
 	}
-	if _, err := m.remote.Worker().Trigger(ctx, sdk.TriggerRequest{FunctionID: *in.FunctionID, Payload: in.Data, Action: sdk.Void()}); err != nil {
+	if _, err := m.remote.Trigger(ctx, sdk.TriggerRequest{FunctionID: *in.FunctionID, Payload: in.Data, Action: sdk.Void()}); err != nil {
 		return nil, bridgeError(err)
 	}
 	return nil, nil
@@ -227,7 +233,7 @@ func (m *Module) forward(remote string, timeout time.Duration) engine.Handler {
 
 // call calls fn on the remote engine within timeout.
 func (m *Module) call(ctx context.Context, fn string, data json.RawMessage, timeout time.Duration) (json.RawMessage, error) {
-	res, err := m.remote.Worker().Trigger(ctx, sdk.TriggerRequest{FunctionID: fn, Payload: data, Timeout: timeout})
+	res, err := m.remote.Trigger(ctx, sdk.TriggerRequest{FunctionID: fn, Payload: data, Timeout: timeout})
 	if err != nil {
 		return nil, bridgeError(err)
 	}

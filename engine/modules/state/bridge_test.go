@@ -2,12 +2,14 @@ package state
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/iii-workbench/iii/engine"
 	"github.com/iii-workbench/iii/engine/enginetest"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 )
@@ -80,19 +82,34 @@ func TestBridge(t *testing.T) {
 	}
 }
 
-// TestBridgeUnreachable: an engine whose bridge_url answers nothing does
-// not start, and says which address it could not reach.
-func TestBridgeUnreachable(t *testing.T) {
+// TestBridgeRemoteLate: an engine whose bridge_url answers nothing yet
+// starts anyway, as iii's does; calls wait for the connection, and once
+// the remote engine is up they reach it.
+func TestBridgeRemoteLate(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := "ws://" + ln.Addr().String()
-	ln.Close() // nothing listens there now
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // nothing listens there for now
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err = enginetest.TryStart(ctx, enginetest.ModuleConfig(storetest.Mini(t).URL, "iii-state", fmt.Sprintf("{bridge_url: %q}", url)))
-	if err == nil || !strings.Contains(err.Error(), "bridge to "+url) {
-		t.Fatalf("start = %v, want an error naming the bridge %s", err, url)
+	front := enginetest.StartModule(t, ctx, storetest.Mini(t).URL, "iii-state",
+		fmt.Sprintf("{bridge_url: 'ws://127.0.0.1:%d'}", port)).Engine()
+
+	wctx, wcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = front.Invoke(wctx, engine.Request{FunctionID: FnGet, Data: json.RawMessage(`{"scope":"s","key":"k"}`)})
+	wcancel()
+	if err == nil {
+		t.Fatal("state::get answered with no remote engine to answer it")
+	}
+
+	cfg := strings.Replace(enginetest.ModuleConfig(storetest.Mini(t).URL, "iii-state", ""), "port: 0", fmt.Sprintf("port: %d", port), 1)
+	backend := enginetest.Start(t, ctx, cfg).Engine()
+	if got, code := call(ctx, t, front, FnSet, `{"scope":"s","key":"k","value":1}`); code != "" || got != `{"old_value":null,"new_value":1}` {
+		t.Fatalf("state::set once the remote is up = %s %s", got, code)
+	}
+	if got, code := call(ctx, t, backend, FnGet, `{"scope":"s","key":"k"}`); got != "1" {
+		t.Errorf("the value on the remote engine = %s %s, want 1", got, code)
 	}
 }

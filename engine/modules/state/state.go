@@ -170,13 +170,13 @@ func (m *Module) Start(ctx context.Context, h *module.Host) error {
 	}
 	m.ctx = m.life.Begin(ctx, h.Engine)
 	if m.BridgeURL != "" {
-		r, err := bridge.Dial(ctx, m.BridgeURL, WorkerName+" bridge", m.log)
+		r, err := bridge.Dial(m.BridgeURL, WorkerName+" bridge", m.log, nil)
 		if err != nil {
 			m.Stop(ctx)
 			return fmt.Errorf("state: %w", err)
 		}
 		m.remote = r
-		m.log.Info("state: kept in a remote engine (bridge)", "bridge_url", m.BridgeURL)
+		m.log.Info("state: kept in a remote engine (bridge); connecting", "bridge_url", m.BridgeURL)
 	}
 
 	if m.TriggersEnabled {
@@ -603,12 +603,12 @@ func (m *Module) remoteChange(ctx context.Context, fn, code, scope, key string, 
 }
 
 // bridgeFailed is the error of a call to the remote engine: the remote's
-// own error as it is (its code and message), anything else (unreachable,
+// own error as it is (its code and message), anything else (not connected,
 // timed out) under code.
 func (m *Module) bridgeFailed(code, fn string, err error) error {
 	var eb *protocol.ErrorBody
 	if errors.As(err, &eb) {
 		return eb
 	}
-	return failed(code, fn, fmt.Errorf("bridge to %s: %w", m.remote.URL(), err))
+	return failed(code, fn, fmt.Errorf("through the bridge: %w", err))
 }

@@ -225,10 +225,10 @@ func (m *Module) Start(ctx context.Context, h *module.Host) (err error) {
 	}()
 
 	if m.BridgeURL != "" {
-		if m.remote, err = bridge.Dial(ctx, m.BridgeURL, WorkerName+" bridge", m.log); err != nil {
+		if m.remote, err = bridge.Dial(m.BridgeURL, WorkerName+" bridge", m.log, nil); err != nil {
 			return err
 		}
-		m.log.Info("stream: items kept in a remote engine (bridge)", "bridge_url", m.BridgeURL)
+		m.log.Info("stream: items kept in a remote engine (bridge); connecting", "bridge_url", m.BridgeURL)
 	}
 
 	var lc net.ListenConfig
