@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/iii-workbench/iii/engine/enginetest"
+	_ "github.com/iii-workbench/iii/engine/modules/pubsub" // the backend's pub/sub in TestBridgeEvents
+	"github.com/iii-workbench/iii/engine/modules/stream"
 	"github.com/iii-workbench/iii/engine/store/storetest"
 )
 
@@ -59,4 +61,46 @@ func TestBridge(t *testing.T) {
 	if _, err := front.callErr(ctx, "stream::set", item("c")); errCode(err) != "deserialization_error" {
 		t.Errorf("set without data: %v, want deserialization_error", err)
 	}
+}
+
+// TestBridgeEvents: two engines bridged to one backend see each other's
+// changes through the backend's pub/sub topic stream.events, as iii's
+// bridged engines do; each engine's own subscribers get its changes once.
+func TestBridgeEvents(t *testing.T) {
+	ctx := enginetest.Context(t)
+	cfg := enginetest.ModuleConfig(storetest.Mini(t).URL, "StreamModule", "{port: 0}") + "  - class: PubSubModule\n"
+	backend := enginetest.Start(t, ctx, cfg)
+	a := startEngine(t, ctx, storetest.Mini(t).URL, ", bridge_url: "+backend.URL())
+	b := startEngine(t, ctx, storetest.Mini(t).URL, ", bridge_url: "+backend.URL())
+	subA, subB := dial(t, ctx, a.mod.URL()), dial(t, ctx, b.mod.URL())
+	for _, s := range []*wsClient{subA, subB} {
+		s.join(ctx, "sub", "s", "g", nil)
+		s.expect(ctx, "sync", "s", "g", "<null>", `[]`)
+	}
+	// Each engine's subscription to the topic is made on its first
+	// connection; wait until the backend has both.
+	enginetest.WaitFor(t, "both engines subscribed to stream.events", func() bool {
+		n := 0
+		for _, tr := range backend.Engine().Snapshot().Triggers {
+			if tr.Type == "subscribe" {
+				n++
+			}
+		}
+		return n == 2
+	})
+
+	a.call(t, ctx, "stream::set", map[string]any{"stream_name": "s", "group_id": "g", "item_id": "x", "data": map[string]any{"z": 1, "a": 2}})
+	subA.expect(ctx, "create", "s", "g", "x", `{"z":1,"a":2}`)
+	subB.expect(ctx, "create", "s", "g", "x", `{"z":1,"a":2}`)
+	b.call(t, ctx, "stream::send", map[string]any{"stream_name": "s", "group_id": "g", "type": "ping", "data": 1})
+	// Each subscriber's next frame is B's event, not an echo of a change
+	// seen already; and after it, the next change, not an echo of B's event.
+	for name, sub := range map[string]*wsClient{"A": subA, "B": subB} {
+		if m := sub.read(ctx); m.eventType() != stream.EventCustom {
+			t.Errorf("%s's subscriber got %s, want B's custom event", name, m)
+		}
+	}
+	a.call(t, ctx, "stream::delete", map[string]any{"stream_name": "s", "group_id": "g", "item_id": "x"})
+	subA.expect(ctx, "delete", "s", "g", "x", `{"z":1,"a":2}`)
+	subB.expect(ctx, "delete", "s", "g", "x", `{"z":1,"a":2}`)
 }

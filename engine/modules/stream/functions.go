@@ -265,6 +265,9 @@ func (m *Module) fnSend(ctx context.Context, call *engine.Call) (json.RawMessage
 	if err := m.publish(ctx, w); err != nil {
 		return nil, failure(CodeSendError, "send event", err)
 	}
+	if m.remote != nil {
+		m.publishBridge(ctx, w)
+	}
 	return nil, nil
 }
 
@@ -277,6 +280,9 @@ func (m *Module) changed(ctx context.Context, streamName, groupID string, itemID
 		// The change is stored; only its live notification is lost.
 		m.log.ErrorContext(ctx, "stream change not published to subscribers", "stream_name", streamName,
 			"group_id", groupID, "event", kind, "err", err)
+	}
+	if m.remote != nil {
+		m.publishBridge(ctx, w)
 	}
 }
 

@@ -92,6 +92,7 @@ type Module struct {
 	log      *slog.Logger
 	store    *store
 	remote   *bridge.Remote // with BridgeURL: where the items are
+	echoes   echoes         // events published to the bridge, awaiting their echo
 	bindings *bindings
 	channel  string // Redis pub/sub channel of changes
 
@@ -225,7 +226,7 @@ func (m *Module) Start(ctx context.Context, h *module.Host) (err error) {
 	}()
 
 	if m.BridgeURL != "" {
-		if m.remote, err = bridge.Dial(m.BridgeURL, WorkerName+" bridge", m.log, nil); err != nil {
+		if m.remote, err = bridge.Dial(m.BridgeURL, WorkerName+" bridge", m.log, m.watchBridge); err != nil {
 			return err
 		}
 		m.log.Info("stream: items kept in a remote engine (bridge); connecting", "bridge_url", m.BridgeURL)
