@@ -104,12 +104,12 @@ func TestCrashRestart(t *testing.T) {
 	if got := h.mustCall("echo::hello", nil)["version"]; got != "v1" {
 		t.Errorf("hello after restart = %v, want v1", got)
 	}
-	ev := h.events()
-	if !slices.ContainsFunc(ev, func(e event.ProcessChanged) bool {
-		return e.Status == event.ProcessCrashed && e.ExitCode == 3 && slices.Contains(e.LastLines, "crashing on request")
-	}) {
-		t.Errorf("no ProcessChanged{crashed, exit 3, last lines} in %+v", ev)
-	}
+	// Events reach the harness's subscription a moment after the status.
+	h.until("ProcessChanged{crashed, exit 3, last lines}", func() bool {
+		return slices.ContainsFunc(h.events(), func(e event.ProcessChanged) bool {
+			return e.Status == event.ProcessCrashed && e.ExitCode == 3 && slices.Contains(e.LastLines, "crashing on request")
+		})
+	})
 
 	// SIGKILL from outside is a crash too.
 	if err := syscall.Kill(st2.PID, syscall.SIGKILL); err != nil {
@@ -333,22 +333,27 @@ func TestReloadFailurePIDs(t *testing.T) {
 	old := h.waitRunning().PID
 	h.write("version.txt", "exit")
 	h.waitFor("the failed reload", func(s exec.WorkerStatus) bool { return s.Error != "" && s.Status == event.ProcessRunning })
+	// The status changes first; its event and the failed process's output
+	// reach the harness's subscription a moment later.
 	var failed *event.ProcessChanged
-	for _, e := range h.events() {
-		if strings.Contains(e.Error, "reload failed") {
-			failed = &e
-			break
+	h.until("a process event reporting the failed reload", func() bool {
+		for _, e := range h.events() {
+			if strings.Contains(e.Error, "reload failed") {
+				failed = &e
+				return true
+			}
 		}
-	}
-	if failed == nil {
-		t.Fatal("no process event reports the failed reload")
-	}
+		return false
+	})
 	var failedPID int
-	for _, l := range h.logLines() {
-		if strings.Contains(l.Line, "exiting with code 3") {
-			failedPID = l.PID
+	h.until("the failed process's last output line", func() bool {
+		for _, l := range h.logLines() {
+			if strings.Contains(l.Line, "exiting with code 3") {
+				failedPID = l.PID
+			}
 		}
-	}
+		return failedPID != 0
+	})
 	if failed.PID != old || failed.FailedPID != failedPID || failedPID == 0 || failedPID == old {
 		t.Errorf("failed reload event: pid %d, failed pid %d; want pid %d (serving) and failed pid %d (its output)",
 			failed.PID, failed.FailedPID, old, failedPID)
