@@ -106,7 +106,7 @@ func (m *Module) Validate() error {
 		case f.RemoteFunction == "":
 			return fmt.Errorf("forward[%d]: remote_function is required", i)
 		case f.TimeoutMS < 0:
-			return fmt.Errorf("forward[%d]: timeout_ms must be positive, got %d", i, f.TimeoutMS)
+			return fmt.Errorf("forward[%d]: timeout_ms must not be negative (0: 30 s), got %d", i, f.TimeoutMS)
 		}
 	}
 	return nil

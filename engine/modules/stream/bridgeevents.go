@@ -33,8 +33,9 @@ const echoTTL = 10 * time.Second
 
 // echoes remembers the events this engine published to the topic, by hash.
 type echoes struct {
-	mu   sync.Mutex
-	sent map[uint64]time.Time
+	mu     sync.Mutex
+	sent   map[uint64]time.Time
+	pruned time.Time // last sweep of overdue entries
 }
 
 // hashOf hashes an event in a canonical form (keys sorted, numbers as
@@ -60,7 +61,10 @@ func (e *echoes) add(b []byte) {
 	if e.sent == nil {
 		e.sent = map[uint64]time.Time{}
 	}
-	if len(e.sent) >= 256 {
+	// Sweep at most once an echoTTL: without echoes (a remote with no
+	// pub/sub) the map holds one TTL's worth of events, not a scan each.
+	if now.Sub(e.pruned) > echoTTL {
+		e.pruned = now
 		for k, t := range e.sent {
 			if now.Sub(t) > echoTTL {
 				delete(e.sent, k)
@@ -99,8 +103,14 @@ func (m *Module) watchBridge(w *sdk.Worker) error {
 	return err
 }
 
-// publishBridge publishes an event to the other bridged engines.
+// publishBridge publishes an event to the other bridged engines. Before
+// the first connection there is nobody to tell (a stream::send then): it
+// does not wait for one, as the caller would.
 func (m *Module) publishBridge(ctx context.Context, wrapper []byte) {
+	if !m.remote.Connected() {
+		m.log.WarnContext(ctx, "stream event not published to the bridged engines: not connected yet", "bridge_url", m.remote.URL())
+		return
+	}
 	m.echoes.add(wrapper)
 	_, err := m.remote.Trigger(context.WithoutCancel(ctx), sdk.TriggerRequest{FunctionID: "publish", Action: sdk.Void(),
 		Payload: struct {

@@ -25,9 +25,6 @@ import (
 	"github.com/iii-workbench/iii/sdk"
 )
 
-// DefaultURL is iii's bridge_url when the adapter names none.
-const DefaultURL = sdk.DefaultURL
-
 const (
 	// connectTimeout bounds one connection attempt.
 	connectTimeout = 10 * time.Second
@@ -98,6 +95,16 @@ func (r *Remote) connect(ctx context.Context, name string, log *slog.Logger, onC
 		case <-t.C:
 		}
 		delay = min(2*delay, retryMax)
+	}
+}
+
+// Connected reports whether the first connection has been made.
+func (r *Remote) Connected() bool {
+	select {
+	case <-r.ready:
+		return true
+	default:
+		return false
 	}
 }
 
