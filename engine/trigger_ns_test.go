@@ -75,12 +75,18 @@ func TestTriggerTypesPerNamespace(t *testing.T) {
 	billing := declared(t, te.URL, "app", "billing", "billing::on-hook")
 
 	t.Run("both are listed, each in its namespace", func(t *testing.T) {
+		// registertriggertype has no answer: wait until the engine has read
+		// both (billing's comes last, after its declaration).
 		var got []string
-		for _, tt := range te.Snapshot().TriggerTypes {
-			if tt.ID == "webhook" {
-				got = append(got, tt.Namespace+"/"+tt.Description)
+		enginetest.WaitFor(t, "two webhook trigger types", func() bool {
+			got = got[:0]
+			for _, tt := range te.Snapshot().TriggerTypes {
+				if tt.ID == "webhook" {
+					got = append(got, tt.Namespace+"/"+tt.Description)
+				}
 			}
-		}
+			return len(got) >= 2
+		})
 		if strings.Join(got, ",") != "billing/webhook in billing,orders/webhook in orders" {
 			t.Errorf("webhook types: %v", got)
 		}
